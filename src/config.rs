@@ -1,0 +1,437 @@
+//! Configuration: the TOML file (`raw`), validated into an immutable [`Config`].
+//!
+//! Loading never half-succeeds: the file is parsed and checked whole, and every error names
+//! the file, the line and the field. `anyhow` is used here (config loading is not the request
+//! path); the rest of the crate gets typed values.
+
+pub mod raw;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context};
+
+use raw::RawConfig;
+
+/// The configuration used when `mcpgw run` is given no file: the gateway in front of its own
+/// demo server (`examples/demo.toml`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../examples/demo.toml");
+
+/// The IO driver for worker runtimes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll (logged).
+    Auto,
+    /// io_uring only; start fails without it.
+    Uring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
+}
+
+impl std::str::FromStr for Driver {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "auto" => Ok(Driver::Auto),
+            "uring" | "io_uring" | "iouring" => Ok(Driver::Uring),
+            "epoll" | "legacy" => Ok(Driver::Epoll),
+            _ => bail!("unknown driver {s:?} (expected auto, uring or epoll)"),
+        }
+    }
+}
+
+/// Validated gateway settings.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    /// MCP listener address.
+    pub listen: SocketAddr,
+    /// Worker count (at least 1).
+    pub workers: usize,
+    /// IO driver choice.
+    pub driver: Driver,
+    /// Namespacing separator.
+    pub separator: String,
+    /// Extra allowed origins (exact, lowercase); `*` allows all.
+    pub allowed_origins: Vec<String>,
+    /// Body cap, bytes.
+    pub max_body_bytes: usize,
+    /// Head cap, bytes.
+    pub max_header_bytes: usize,
+    /// Head read deadline.
+    pub header_timeout: Duration,
+    /// Keep-alive idle deadline.
+    pub idle_timeout: Duration,
+    /// Default call timeout.
+    pub call_timeout: Duration,
+    /// List page size.
+    pub page_size: usize,
+    /// GET stream enabled.
+    pub get_stream: bool,
+    /// SSE keep-alive interval.
+    pub sse_keepalive: Duration,
+    /// Idle session expiry.
+    pub session_idle_timeout: Duration,
+    /// Catalog refresh interval.
+    pub refresh_interval: Duration,
+}
+
+/// How an upstream is reached.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// Streamable HTTP.
+    Http {
+        /// `host:port` to connect to.
+        addr: String,
+        /// `Host` header value.
+        host: String,
+        /// Path and query of the MCP endpoint.
+        path: String,
+        /// Extra headers.
+        headers: Vec<(String, String)>,
+        /// Connect deadline.
+        connect_timeout: Duration,
+    },
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+    Stdio {
+        /// Program (resolved: `@self` is this binary).
+        command: PathBuf,
+        /// Arguments.
+        args: Vec<String>,
+        /// Added environment.
+        env: BTreeMap<String, String>,
+        /// Working directory.
+        cwd: Option<PathBuf>,
+        /// Longest restart backoff.
+        restart_backoff_max: Duration,
+    },
+}
+
+/// One validated upstream.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// Unique name.
+    pub name: String,
+    /// How to reach it.
+    pub transport: Transport,
+    /// Call deadline.
+    pub call_timeout: Duration,
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `[gateway]`.
+    pub gateway: Gateway,
+    /// `[[upstream]]`, in file order.
+    pub upstreams: Vec<Upstream>,
+    /// Where it came from, for messages (`<embedded>` for the default).
+    pub source: String,
+}
+
+/// Command-line and environment overrides applied over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen` / `MCPGW_LISTEN`.
+    pub listen: Option<String>,
+    /// `--workers` / `MCPGW_WORKERS`.
+    pub workers: Option<usize>,
+    /// `--driver` / `MCPGW_DRIVER`.
+    pub driver: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates `path`, or the embedded default when `None`.
+    pub fn load(path: Option<&Path>, ov: &Overrides) -> anyhow::Result<Config> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                Config::parse(&text, &p.display().to_string(), ov)
+            }
+            None => Config::parse(EMBEDDED_DEFAULT, "<embedded default>", ov),
+        }
+    }
+
+    /// Parses and validates TOML text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str, ov: &Overrides) -> anyhow::Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            match line {
+                Some(l) => anyhow!("{source}:{l}: {}", e.message()),
+                None => anyhow!("{source}: {}", e.message()),
+            }
+        })?;
+        let at = |s: std::ops::Range<usize>| format!("{source}:{}", line_of(text, s.start));
+        let g = &raw.gateway;
+
+        let listen_s = ov
+            .listen
+            .clone()
+            .or_else(|| g.listen.as_ref().map(|s| s.get_ref().clone()))
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            let w = g.listen.as_ref().filter(|_| ov.listen.is_none());
+            anyhow!(
+                "{}: gateway.listen: {listen_s:?} is not an address like 127.0.0.1:8080",
+                w.map(|s| at(s.span())).unwrap_or_else(|| "override".into())
+            )
+        })?;
+        let workers = ov
+            .workers
+            .or(g.workers)
+            .filter(|w| *w > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let driver = match (&ov.driver, &g.driver) {
+            (Some(d), _) => d.parse().context("--driver")?,
+            (None, Some(d)) => d
+                .get_ref()
+                .parse()
+                .map_err(|e| anyhow!("{}: gateway.driver: {e}", at(d.span())))?,
+            (None, None) => Driver::Auto,
+        };
+        let separator = g
+            .name_separator
+            .as_ref()
+            .map(|s| {
+                let v = s.get_ref();
+                if v.is_empty() || v.len() > 4 || !v.chars().all(|c| matches!(c, '_' | '-' | '.')) {
+                    Err(anyhow!(
+                        "{}: gateway.name_separator: must be 1 to 4 of '_', '-', '.'",
+                        at(s.span())
+                    ))
+                } else {
+                    Ok(v.clone())
+                }
+            })
+            .transpose()?
+            .unwrap_or_else(|| "__".into());
+        let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        let call_timeout = ms(g.call_timeout_ms, 60_000);
+        let gateway = Gateway {
+            listen,
+            workers,
+            driver,
+            separator: separator.clone(),
+            allowed_origins: g
+                .allowed_origins
+                .iter()
+                .map(|o| o.to_ascii_lowercase())
+                .collect(),
+            max_body_bytes: g.max_body_bytes.unwrap_or(4 << 20),
+            max_header_bytes: g.max_header_bytes.unwrap_or(16 << 10).max(1024),
+            header_timeout: ms(g.header_timeout_ms, 10_000),
+            idle_timeout: ms(g.idle_timeout_ms, 60_000),
+            call_timeout,
+            page_size: g.page_size.unwrap_or(1000).max(1),
+            get_stream: g.get_stream.unwrap_or(true),
+            sse_keepalive: ms(g.sse_keepalive_ms, 15_000).max(Duration::from_millis(100)),
+            session_idle_timeout: ms(g.session_idle_timeout_ms, 3_600_000),
+            refresh_interval: ms(g.refresh_interval_ms, 30_000).max(Duration::from_millis(100)),
+        };
+
+        let mut names = HashSet::new();
+        let mut upstreams = Vec::new();
+        for (i, u) in raw.upstreams.iter().enumerate() {
+            let name = u.name.get_ref();
+            let field = |f: &str| format!("upstream[{i}].{f}");
+            if name.is_empty()
+                || name.len() > 32
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!(
+                    "{}: {}: {name:?} must be 1 to 32 letters, digits, '-' or '_'",
+                    at(u.name.span()),
+                    field("name")
+                );
+            }
+            if name.contains(separator.as_str()) {
+                bail!(
+                    "{}: {}: {name:?} contains the name separator {separator:?}",
+                    at(u.name.span()),
+                    field("name")
+                );
+            }
+            if !names.insert(name.clone()) {
+                bail!(
+                    "{}: {}: duplicate upstream {name:?}",
+                    at(u.name.span()),
+                    field("name")
+                );
+            }
+            let transport = match u.transport.get_ref().as_str() {
+                "http" | "streamable-http" => {
+                    let url = u.url.as_ref().ok_or_else(|| {
+                        anyhow!(
+                            "{}: {}: required for transport \"http\"",
+                            at(u.name.span()),
+                            field("url")
+                        )
+                    })?;
+                    let (addr, host, path) = split_http_url(url.get_ref())
+                        .map_err(|e| anyhow!("{}: {}: {e}", at(url.span()), field("url")))?;
+                    if u.command.is_some() {
+                        bail!(
+                            "{}: {}: only for transport \"stdio\"",
+                            at(u.name.span()),
+                            field("command")
+                        );
+                    }
+                    Transport::Http {
+                        addr,
+                        host,
+                        path,
+                        headers: u
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        connect_timeout: ms(u.connect_timeout_ms, 5_000),
+                    }
+                }
+                "stdio" => {
+                    let cmd = u.command.as_ref().ok_or_else(|| {
+                        anyhow!(
+                            "{}: {}: required for transport \"stdio\"",
+                            at(u.name.span()),
+                            field("command")
+                        )
+                    })?;
+                    if u.url.is_some() {
+                        bail!(
+                            "{}: {}: only for transport \"http\"",
+                            at(u.name.span()),
+                            field("url")
+                        );
+                    }
+                    let command = if cmd.get_ref() == "@self" {
+                        std::env::current_exe().context("cannot find this binary for @self")?
+                    } else if cmd.get_ref().is_empty() {
+                        bail!("{}: {}: empty", at(cmd.span()), field("command"));
+                    } else {
+                        PathBuf::from(cmd.get_ref())
+                    };
+                    Transport::Stdio {
+                        command,
+                        args: u.args.clone(),
+                        env: u.env.clone(),
+                        cwd: u.cwd.as_ref().map(PathBuf::from),
+                        restart_backoff_max: ms(u.restart_backoff_max_ms, 30_000),
+                    }
+                }
+                other => bail!(
+                    "{}: {}: unknown transport {other:?} (expected \"http\" or \"stdio\")",
+                    at(u.transport.span()),
+                    field("transport")
+                ),
+            };
+            upstreams.push(Upstream {
+                name: name.clone(),
+                transport,
+                call_timeout: u
+                    .call_timeout_ms
+                    .map_or(call_timeout, Duration::from_millis),
+            });
+        }
+        Ok(Config {
+            gateway,
+            upstreams,
+            source: source.into(),
+        })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+/// Splits `http://host:port/path` into (connect address, Host header, path).
+fn split_http_url(url: &str) -> anyhow::Result<(String, String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("{url:?}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        bail!("{url:?}: needs a host and no user info");
+    }
+    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':')
+    }) && !authority.ends_with(']');
+    let addr = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((addr, authority.to_string(), path.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> anyhow::Result<Config> {
+        Config::parse(t, "test.toml", &Overrides::default())
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = parse(EMBEDDED_DEFAULT).expect("embedded default");
+        assert_eq!(c.upstreams.len(), 1);
+        assert!(matches!(c.upstreams[0].transport, Transport::Stdio { .. }));
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = parse("[gateway]\nlisten = \"x\"\n").expect_err("bad listen");
+        assert!(e.to_string().contains("test.toml:2"), "{e}");
+        assert!(e.to_string().contains("gateway.listen"), "{e}");
+        let e = parse("[gateway]\nbogus = 1\n").expect_err("unknown key");
+        assert!(
+            e.to_string().contains("test.toml:2") && e.to_string().contains("bogus"),
+            "{e}"
+        );
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"https://x\"\n")
+            .expect_err("https");
+        assert!(
+            e.to_string().contains("upstream[0].url") && e.to_string().contains(":4"),
+            "{e}"
+        );
+        let e = parse("[[upstream]]\nname = \"a__b\"\ntransport = \"stdio\"\ncommand = \"x\"\n")
+            .expect_err("separator in name");
+        assert!(e.to_string().contains("upstream[0].name"), "{e}");
+    }
+
+    #[test]
+    fn http_urls_split() {
+        let (a, h, p) = split_http_url("http://127.0.0.1:9000/mcp").expect("url");
+        assert_eq!(
+            (a.as_str(), h.as_str(), p.as_str()),
+            ("127.0.0.1:9000", "127.0.0.1:9000", "/mcp")
+        );
+        let (a, _, p) = split_http_url("http://localhost").expect("url");
+        assert_eq!((a.as_str(), p.as_str()), ("localhost:80", "/"));
+        let (a, _, _) = split_http_url("http://[::1]:81/x").expect("url");
+        assert_eq!(a, "[::1]:81");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let ov = Overrides {
+            listen: Some("127.0.0.1:9999".into()),
+            workers: Some(3),
+            driver: Some("epoll".into()),
+        };
+        let c = Config::parse("[gateway]\nlisten=\"127.0.0.1:1\"\n", "t", &ov).expect("ok");
+        assert_eq!(c.gateway.listen.port(), 9999);
+        assert_eq!(c.gateway.workers, 3);
+        assert_eq!(c.gateway.driver, Driver::Epoll);
+    }
+}

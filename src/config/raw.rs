@@ -1,0 +1,90 @@
+//! The configuration file as written: serde types, TOML, unknown keys rejected.
+//!
+//! Every field documents its unit and default. Validation lives in `config.rs`, which turns
+//! these into the immutable [`crate::config::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[gateway]`: listener, workers, limits.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// `[[upstream]]` entries, one per MCP server fronted.
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the MCP endpoint listens on. Default `127.0.0.1:8080`.
+    pub listen: Option<Spanned<String>>,
+    /// Worker threads, one monoio runtime each. Default: number of cores.
+    pub workers: Option<usize>,
+    /// IO driver: `auto` (io_uring, else epoll), `uring` or `epoll`. Default `auto`.
+    pub driver: Option<Spanned<String>>,
+    /// Separator between upstream name and tool/prompt name. Default `__`.
+    pub name_separator: Option<Spanned<String>>,
+    /// Browser origins allowed besides loopback ones (`http://localhost:*` and the like are
+    /// always allowed); `"*"` allows any. Requests without `Origin` are always allowed.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Largest request body, bytes. Default 4 MiB (4194304).
+    pub max_body_bytes: Option<usize>,
+    /// Largest request head (request line and headers), bytes. Default 16 KiB.
+    pub max_header_bytes: Option<usize>,
+    /// Time allowed to receive a whole request head once its first byte arrived, ms. Default 10000.
+    pub header_timeout_ms: Option<u64>,
+    /// Time a keep-alive connection may sit idle between requests, ms. Default 60000.
+    pub idle_timeout_ms: Option<u64>,
+    /// Default upstream call timeout, ms. Default 60000.
+    pub call_timeout_ms: Option<u64>,
+    /// Items per page in `tools/list` and the other list answers. Default 1000.
+    pub page_size: Option<usize>,
+    /// Whether `GET /mcp` opens a server-to-client SSE stream (else 405). Default true.
+    pub get_stream: Option<bool>,
+    /// Interval between SSE keep-alive comments on GET streams, ms. Default 15000.
+    pub sse_keepalive_ms: Option<u64>,
+    /// A session unused this long is ended, ms. Default 3600000 (one hour).
+    pub session_idle_timeout_ms: Option<u64>,
+    /// Interval at which upstream catalogs are fetched again, ms. Default 30000.
+    pub refresh_interval_ms: Option<u64>,
+}
+
+/// `[[upstream]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name; prefixes its tools (`<name><sep><tool>`). Letters, digits, `-` and `_`.
+    pub name: Spanned<String>,
+    /// `http` (Streamable HTTP) or `stdio` (a child process).
+    pub transport: Spanned<String>,
+    /// `http`: the MCP endpoint, e.g. `http://127.0.0.1:9000/mcp`. Only `http://` is supported.
+    pub url: Option<Spanned<String>>,
+    /// `http`: extra request headers sent to the upstream (e.g. its own credentials).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `stdio`: program to run; `@self` runs this mcpgw binary.
+    pub command: Option<Spanned<String>>,
+    /// `stdio`: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `stdio`: environment variables added to the child's (which inherits the gateway's).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `stdio`: working directory. Default: the gateway's.
+    pub cwd: Option<String>,
+    /// Call timeout for this upstream, ms. Default: `gateway.call_timeout_ms`.
+    pub call_timeout_ms: Option<u64>,
+    /// Connect timeout, ms (`http`). Default 5000.
+    pub connect_timeout_ms: Option<u64>,
+    /// Longest wait between restarts of a crashed child, ms (`stdio`). Default 30000.
+    pub restart_backoff_max_ms: Option<u64>,
+}

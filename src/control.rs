@@ -1,0 +1,318 @@
+//! The control plane: one thread that owns configuration, child processes and catalogs.
+//!
+//! It starts the stdio supervisors, fetches every upstream's lists, builds a new
+//! [`Snapshot`] when anything changes and publishes it with `arc-swap`. It also ends idle
+//! sessions. It runs its own monoio runtime (epoll driver) so it can use the same upstream
+//! client code as the workers; nothing it does is on a client's request path, and it may
+//! block.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
+
+use crate::{
+    config::Config,
+    registry::{self, Snapshot, UpstreamCatalog},
+    session::Sessions,
+    upstream::{self, stdio::Supervisor, Caller, Link, Upstream},
+};
+
+/// State shared by the control plane and all workers.
+pub struct Shared {
+    /// The configuration the gateway started with.
+    pub config: Arc<Config>,
+    /// The current catalog snapshot.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Client sessions.
+    pub sessions: Sessions,
+    /// Set once shutdown starts.
+    pub shutdown: AtomicBool,
+    clock: quanta::Clock,
+    origin: quanta::Instant,
+    control: flume::Sender<ControlMsg>,
+}
+
+impl Shared {
+    /// Milliseconds since the gateway started (monotonic).
+    pub fn now_ms(&self) -> u64 {
+        let d = self.clock.now().saturating_duration_since(self.origin);
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Asks the control plane to fetch the catalogs again (e.g. after an upstream restart).
+    pub fn request_refresh(&self) {
+        let _ = self.control.send(ControlMsg::Refresh);
+    }
+}
+
+enum ControlMsg {
+    Refresh,
+    Shutdown,
+}
+
+/// The running control plane.
+pub struct ControlPlane {
+    /// Shared state, for the workers.
+    pub shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long start-up waits for stdio children to finish their handshake before serving.
+const STARTUP_WAIT: Duration = Duration::from_secs(15);
+
+impl ControlPlane {
+    /// Starts the control plane and returns once the first catalog is published.
+    pub fn start(config: Arc<Config>) -> anyhow::Result<ControlPlane> {
+        let (tx, rx) = flume::unbounded();
+        let clock = quanta::Clock::new();
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(&config.gateway.separator)),
+            sessions: Sessions::default(),
+            shutdown: AtomicBool::new(false),
+            origin: clock.now(),
+            clock,
+            control: tx.clone(),
+            config,
+        });
+        let (ready_tx, ready_rx) = flume::bounded(1);
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("mcpgw-control".into())
+            .spawn(move || {
+                let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                    .enable_timer()
+                    .build();
+                match rt {
+                    Ok(mut rt) => rt.block_on(run(sh, tx, rx, ready_tx)),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::anyhow!("control plane runtime: {e}")));
+                    }
+                }
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => anyhow::bail!("control plane stopped during start-up"),
+        }
+        Ok(ControlPlane {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops refreshing, kills the children and waits for them.
+    pub fn shutdown(mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        let _ = self.shared.control.send(ControlMsg::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    tx: flume::Sender<ControlMsg>,
+    rx: flume::Receiver<ControlMsg>,
+    ready: flume::Sender<anyhow::Result<()>>,
+) {
+    let refresh_tx = tx.clone();
+    let supervisor = Supervisor::new(Arc::new(move |_name: &str| {
+        let _ = refresh_tx.send(ControlMsg::Refresh);
+    }));
+    let cfg = shared.config.clone();
+    let upstreams: Vec<Arc<Upstream>> = cfg
+        .upstreams
+        .iter()
+        .map(|u| upstream::build(u, &supervisor))
+        .collect();
+    let caller = Caller::new(u16::MAX);
+
+    // Give stdio children a chance to come up so the first catalog is complete.
+    let deadline = std::time::Instant::now() + STARTUP_WAIT;
+    while std::time::Instant::now() < deadline
+        && upstreams
+            .iter()
+            .any(|u| matches!(&u.link, Link::Stdio(h) if !h.is_up()))
+    {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut generation = 0u64;
+    publish(&shared, &upstreams, &caller, &mut generation).await;
+    let _ = ready.send(Ok(()));
+
+    let interval = cfg.gateway.refresh_interval;
+    loop {
+        let msg = monoio::time::timeout(interval, rx.recv_async()).await;
+        match msg {
+            Ok(Ok(ControlMsg::Shutdown)) | Ok(Err(_)) => break,
+            Ok(Ok(ControlMsg::Refresh)) => {
+                // Coalesce a burst of refresh requests.
+                while let Ok(m) = rx.try_recv() {
+                    if matches!(m, ControlMsg::Shutdown) {
+                        supervisor.shutdown();
+                        return;
+                    }
+                }
+                publish(&shared, &upstreams, &caller, &mut generation).await;
+            }
+            Err(_) => {
+                let ended = shared
+                    .sessions
+                    .expire(shared.now_ms(), cfg.gateway.session_idle_timeout);
+                if ended > 0 {
+                    tracing::info!(ended, "idle sessions ended");
+                }
+                publish(&shared, &upstreams, &caller, &mut generation).await;
+            }
+        }
+        if shared.stopping() {
+            break;
+        }
+    }
+    supervisor.shutdown();
+}
+
+/// Fetches every catalog and publishes a new snapshot when something changed.
+async fn publish(
+    shared: &Shared,
+    upstreams: &[Arc<Upstream>],
+    caller: &Caller,
+    generation: &mut u64,
+) {
+    let mut catalogs = Vec::with_capacity(upstreams.len());
+    for up in upstreams {
+        let cat = match fetch_catalog(up, caller).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(upstream = %up.name, error = %e, "upstream left out of the catalog");
+                None
+            }
+        };
+        catalogs.push(cat);
+    }
+    let g = &shared.config.gateway;
+    let next = registry::build(
+        *generation + 1,
+        upstreams.to_vec(),
+        &catalogs,
+        &g.separator,
+        g.page_size,
+    );
+    let cur = shared.snapshot.load();
+    let changed = *generation == 0
+        || cur.tools_pages.0 != next.tools_pages.0
+        || cur.prompts_pages.0 != next.prompts_pages.0
+        || cur.resources_pages.0 != next.resources_pages.0
+        || cur.templates_pages.0 != next.templates_pages.0
+        || cur.capabilities != next.capabilities;
+    if changed {
+        *generation += 1;
+        tracing::info!(
+            generation = *generation,
+            tools = next.tools.len(),
+            prompts = next.prompts.len(),
+            upstreams_up = catalogs.iter().filter(|c| c.is_some()).count(),
+            upstreams = upstreams.len(),
+            "catalog published"
+        );
+        shared.snapshot.store(Arc::new(next));
+    }
+}
+
+/// Fetches one upstream's capabilities and lists (following cursors).
+async fn fetch_catalog(up: &Upstream, caller: &Caller) -> crate::error::Result<UpstreamCatalog> {
+    let capabilities = match &up.link {
+        Link::Http(h) => {
+            let s = match h.session() {
+                Some(s) => s,
+                None => h.initialize(caller).await?,
+            };
+            s.capabilities.clone()
+        }
+        Link::Stdio(s) => {
+            if !s.is_up() {
+                return Err(crate::error::Error::new(
+                    crate::error::ErrorKind::UpstreamUnavailable,
+                    "child is down",
+                ));
+            }
+            s.capabilities().unwrap_or_default()
+        }
+    };
+    let mut cat = UpstreamCatalog {
+        capabilities: capabilities.clone(),
+        ..Default::default()
+    };
+    if capabilities.contains_key("tools") {
+        cat.tools = fetch_list(up, caller, "tools/list", "tools").await?;
+    }
+    if capabilities.contains_key("prompts") {
+        cat.prompts = fetch_list(up, caller, "prompts/list", "prompts").await?;
+    }
+    if capabilities.contains_key("resources") {
+        cat.resources = fetch_list(up, caller, "resources/list", "resources").await?;
+        // Templates are optional even for servers with resources.
+        cat.templates = fetch_list(up, caller, "resources/templates/list", "resourceTemplates")
+            .await
+            .unwrap_or_default();
+    }
+    Ok(cat)
+}
+
+/// Most pages followed per list, so a looping cursor cannot hold the control plane.
+const MAX_PAGES: usize = 1000;
+
+async fn fetch_list(
+    up: &Upstream,
+    caller: &Caller,
+    method: &str,
+    key: &str,
+) -> crate::error::Result<Vec<Value>> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let id = caller.ids.next();
+        let params = match &cursor {
+            Some(c) => serde_json::json!({ "cursor": c }).to_string(),
+            None => "{}".to_string(),
+        };
+        let frame = caller
+            .request(up, id, upstream::request_body(id, method, &params))
+            .await?;
+        let Some(result) = frame.result_raw() else {
+            return Err(crate::error::Error::new(
+                crate::error::ErrorKind::UpstreamProtocol,
+                format!("{}: {method} answered with an error", up.name),
+            ));
+        };
+        let mut v: Map<String, Value> = serde_json::from_slice(result).map_err(|e| {
+            crate::error::Error::new(
+                crate::error::ErrorKind::UpstreamProtocol,
+                format!("{}: {method}", up.name),
+            )
+            .with_source(e)
+        })?;
+        if let Some(Value::Array(a)) = v.remove(key) {
+            items.extend(a);
+        }
+        match v.remove("nextCursor") {
+            Some(Value::String(c)) if !c.is_empty() => cursor = Some(c),
+            _ => return Ok(items),
+        }
+    }
+    tracing::warn!(upstream = %up.name, method, "list truncated after {MAX_PAGES} pages");
+    Ok(items)
+}

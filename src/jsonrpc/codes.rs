@@ -1,0 +1,105 @@
+//! JSON-RPC error codes the gateway answers with, and the one function that writes an error.
+//!
+//! The standard codes come from JSON-RPC 2.0; the gateway's own codes sit in the
+//! implementation-defined range -32000..-32099, away from the codes MCP SDKs already use
+//! (-32000 connection closed, -32001 request timeout, -32002 resource not found). They are
+//! stable: README.md lists them and clients may match on them.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// An error code with its stable message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// -32700: the body is not JSON.
+    ParseError,
+    /// -32600: JSON, but not a valid JSON-RPC request (or not allowed here).
+    InvalidRequest,
+    /// -32601: no such method.
+    MethodNotFound,
+    /// -32602: bad params, unknown tool or prompt, bad cursor.
+    InvalidParams,
+    /// -32603: a fault inside the gateway.
+    InternalError,
+    /// -32002: MCP's "resource not found" (unknown or unroutable URI).
+    ResourceNotFound,
+    /// -32030: the upstream could not be reached or is restarting.
+    UpstreamUnavailable,
+    /// -32031: the upstream did not answer within the call timeout.
+    UpstreamTimeout,
+    /// -32032: the upstream answered with something that is not a valid MCP answer.
+    UpstreamProtocol,
+    /// -32033: the session is unknown or has ended (HTTP 404).
+    SessionNotFound,
+    /// -32034: the request needs a session and carries none (HTTP 400).
+    SessionRequired,
+    /// -32035: the HTTP request itself is unacceptable (size, headers, media type).
+    BadHttpRequest,
+    /// -32036: the gateway is shutting down.
+    ShuttingDown,
+}
+
+impl Code {
+    /// The numeric code.
+    pub fn code(self) -> i32 {
+        match self {
+            Code::ParseError => -32700,
+            Code::InvalidRequest => -32600,
+            Code::MethodNotFound => -32601,
+            Code::InvalidParams => -32602,
+            Code::InternalError => -32603,
+            Code::ResourceNotFound => -32002,
+            Code::UpstreamUnavailable => -32030,
+            Code::UpstreamTimeout => -32031,
+            Code::UpstreamProtocol => -32032,
+            Code::SessionNotFound => -32033,
+            Code::SessionRequired => -32034,
+            Code::BadHttpRequest => -32035,
+            Code::ShuttingDown => -32036,
+        }
+    }
+}
+
+/// A complete error response: `{"jsonrpc":"2.0","id":ID,"error":{"code":..,"message":..}}`.
+/// `id` is the raw JSON of the request id (`null` when unknown); `message` is escaped here.
+pub fn error_body(id: Option<&[u8]>, code: Code, message: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(64 + message.len());
+    out.put_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.put_slice(id.unwrap_or(b"null"));
+    out.put_slice(b",\"error\":{\"code\":");
+    out.put_slice(code.code().to_string().as_bytes());
+    out.put_slice(b",\"message\":");
+    match serde_json::to_vec(message) {
+        Ok(m) => out.put_slice(&m),
+        Err(_) => out.put_slice(b"\"error\""),
+    }
+    out.put_slice(b"}}");
+    out.freeze()
+}
+
+/// A complete success response around an already-serialized `result`.
+pub fn result_body(id: &[u8], result: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(40 + id.len() + result.len());
+    out.put_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.put_slice(id);
+    out.put_slice(b",\"result\":");
+    out.put_slice(result);
+    out.put_slice(b"}");
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_is_valid_json() {
+        let b = error_body(Some(b"\"a\""), Code::InvalidParams, "Unknown tool: \"x\"");
+        let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+        assert_eq!(v["id"], "a");
+        assert_eq!(v["error"]["code"], -32602);
+        assert_eq!(v["error"]["message"], "Unknown tool: \"x\"");
+        let b = error_body(None, Code::ParseError, "Parse error");
+        let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+        assert!(v["id"].is_null());
+    }
+}

@@ -1,0 +1,322 @@
+//! A validated JSON-RPC message and the spans of its envelope fields.
+
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+
+use super::scan::{self, Members};
+
+/// A byte range in a message's buffer. Offsets are `u32`: bodies are capped far below 4 GiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    fn new(start: usize, end: usize) -> Option<Self> {
+        Some(Self {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
+        })
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// What a message is, by the members it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `method` and `id`: expects an answer.
+    Request,
+    /// `method` without `id`.
+    Notification,
+    /// `result` or `error` with `id`.
+    Response,
+}
+
+/// Why bytes are not a JSON-RPC message. Maps to -32700 (`Parse`) or -32600 (`Invalid`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not JSON at all.
+    #[error("parse error: {0}")]
+    Parse(String),
+    /// JSON, but not a valid JSON-RPC 2.0 message; carries the id when one could be read.
+    #[error("invalid request: {reason}")]
+    Invalid {
+        /// What is wrong, for the log and the client.
+        reason: &'static str,
+        /// Raw JSON of the id, when the message had a usable one.
+        id: Option<Bytes>,
+    },
+}
+
+/// One JSON-RPC message: the bytes it came in, and where its envelope fields are.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    bytes: Bytes,
+    kind: Kind,
+    id: Option<Span>,
+    method: Option<Span>,
+    params: Option<Span>,
+    result: Option<Span>,
+    error: Option<Span>,
+}
+
+/// A parsed body: one message or a batch (a JSON array of messages).
+#[derive(Debug)]
+pub enum Message {
+    /// A single message.
+    Single(Frame),
+    /// A batch; each element parsed on its own, in order. An element that is invalid is
+    /// reported in place so the caller can answer it with an error and go on.
+    Batch(Vec<Result<Frame, FrameError>>),
+}
+
+/// Reusable buffers for validation; one per worker, so parsing does not allocate per message
+/// once warmed up.
+#[derive(Default)]
+pub struct Parser {
+    scratch: Vec<u8>,
+}
+
+impl Parser {
+    /// Parses `bytes` as one message or a batch.
+    pub fn parse(&mut self, bytes: Bytes) -> Result<Message, FrameError> {
+        self.validate(&bytes)?;
+        let start = scan::skip_ws(&bytes, 0);
+        match bytes.get(start) {
+            Some(b'[') => {
+                let elems = scan::elements(&bytes, start)
+                    .ok_or_else(|| FrameError::Parse("unbalanced array".into()))?;
+                if elems.is_empty() {
+                    return Err(invalid("empty batch", None));
+                }
+                Ok(Message::Batch(
+                    elems
+                        .into_iter()
+                        .map(|(s, e)| Frame::from_validated(bytes.slice(s..e)))
+                        .collect(),
+                ))
+            }
+            _ => Frame::from_validated(bytes).map(Message::Single),
+        }
+    }
+
+    /// Parses `bytes` as exactly one message (batches are an error).
+    pub fn parse_one(&mut self, bytes: Bytes) -> Result<Frame, FrameError> {
+        match self.parse(bytes)? {
+            Message::Single(f) => Ok(f),
+            Message::Batch(_) => Err(invalid("batch not allowed here", None)),
+        }
+    }
+
+    fn validate(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(bytes);
+        simd_json::to_tape(&mut self.scratch)
+            .map(|_| ())
+            .map_err(|e| FrameError::Parse(e.to_string()))
+    }
+}
+
+/// Parses one message or a batch with a fresh [`Parser`] (tests and the control plane).
+pub fn parse(bytes: Bytes) -> Result<Message, FrameError> {
+    Parser::default().parse(bytes)
+}
+
+fn invalid(reason: &'static str, id: Option<Bytes>) -> FrameError {
+    FrameError::Invalid { reason, id }
+}
+
+// === impl Frame ===
+
+impl Frame {
+    /// Builds a frame from bytes already validated as JSON.
+    fn from_validated(bytes: Bytes) -> Result<Self, FrameError> {
+        let b: &[u8] = &bytes;
+        let start = scan::skip_ws(b, 0);
+        let members =
+            Members::new(b, start).ok_or_else(|| invalid("message is not an object", None))?;
+        let mut f = Frame {
+            bytes: Bytes::new(),
+            kind: Kind::Notification,
+            id: None,
+            method: None,
+            params: None,
+            result: None,
+            error: None,
+        };
+        let mut version_ok = false;
+        let mut seen_jsonrpc = false;
+        for (key, vs, ve) in members {
+            let span = Span::new(vs, ve).ok_or_else(|| invalid("message too large", None))?;
+            let slot = match key {
+                b"jsonrpc" => {
+                    if seen_jsonrpc {
+                        return Err(invalid("duplicate member", None));
+                    }
+                    seen_jsonrpc = true;
+                    version_ok = b.get(vs..ve) == Some(&b"\"2.0\""[..]);
+                    continue;
+                }
+                b"id" => &mut f.id,
+                b"method" => &mut f.method,
+                b"params" => &mut f.params,
+                b"result" => &mut f.result,
+                b"error" => &mut f.error,
+                k if k.contains(&b'\\') => {
+                    // An escaped key could spell an envelope member; refuse the ambiguity.
+                    return Err(invalid("escaped member name", None));
+                }
+                _ => continue,
+            };
+            if slot.replace(span).is_some() {
+                return Err(invalid("duplicate member", None));
+            }
+        }
+        let id_bytes = f.id.and_then(|s| {
+            let raw = b.get(s.range())?;
+            matches!(raw.first(), Some(b'"' | b'-' | b'0'..=b'9')).then(|| bytes.slice(s.range()))
+        });
+        if f.id.is_some() && id_bytes.is_none() {
+            // null, bool, object or array ids are not allowed in MCP.
+            return Err(invalid("id must be a string or a number", None));
+        }
+        if !version_ok {
+            return Err(invalid("jsonrpc must be \"2.0\"", id_bytes));
+        }
+        f.kind = match (f.method, f.id, f.result.is_some() || f.error.is_some()) {
+            (Some(m), id, false) => {
+                if b.get(m.start as usize) != Some(&b'"') {
+                    return Err(invalid("method must be a string", id_bytes));
+                }
+                if let Some(p) = f.params {
+                    if !matches!(b.get(p.start as usize), Some(b'{' | b'[')) {
+                        return Err(invalid("params must be an object or an array", id_bytes));
+                    }
+                }
+                if id.is_some() {
+                    Kind::Request
+                } else {
+                    Kind::Notification
+                }
+            }
+            (None, Some(_), true) => {
+                if f.result.is_some() && f.error.is_some() {
+                    return Err(invalid("response has both result and error", id_bytes));
+                }
+                Kind::Response
+            }
+            (None, None, true) => return Err(invalid("response without id", None)),
+            _ => return Err(invalid("not a request, notification or response", id_bytes)),
+        };
+        f.bytes = bytes;
+        Ok(f)
+    }
+
+    /// The message bytes, exactly as received.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Request, notification or response.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Raw JSON of the id (`"abc"` with quotes, or `7`), if any.
+    pub fn id_raw(&self) -> Option<Bytes> {
+        self.id.map(|s| self.bytes.slice(s.range()))
+    }
+
+    /// Span of the id value.
+    pub fn id_span(&self) -> Option<Span> {
+        self.id
+    }
+
+    /// The method name (decoded when it holds escapes).
+    pub fn method(&self) -> Option<Cow<'_, str>> {
+        self.method.and_then(|s| self.str_at(s))
+    }
+
+    /// Whether this is an error response.
+    pub fn is_error(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Raw JSON of `result`.
+    pub fn result_raw(&self) -> Option<&[u8]> {
+        self.result.and_then(|s| self.bytes.get(s.range()))
+    }
+
+    /// Raw JSON of `error`.
+    pub fn error_raw(&self) -> Option<&[u8]> {
+        self.error.and_then(|s| self.bytes.get(s.range()))
+    }
+
+    /// Raw JSON of `params`.
+    pub fn params_raw(&self) -> Option<&[u8]> {
+        self.params.and_then(|s| self.bytes.get(s.range()))
+    }
+
+    /// Span of member `key` of `params` (when `params` is an object).
+    pub fn param(&self, key: &str) -> Option<Span> {
+        self.member(self.params?, key)
+    }
+
+    /// Span of member `key` of the object at `obj`.
+    pub fn member(&self, obj: Span, key: &str) -> Option<Span> {
+        Members::new(&self.bytes, obj.start as usize)?
+            .find(|(k, _, _)| *k == key.as_bytes())
+            .and_then(|(_, s, e)| Span::new(s, e))
+    }
+
+    /// The string at `span` (a JSON string token), decoded; `None` when it is not a string.
+    pub fn str_at(&self, span: Span) -> Option<Cow<'_, str>> {
+        let raw = self.bytes.get(span.range())?;
+        let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        if inner.contains(&b'\\') {
+            serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
+        } else {
+            std::str::from_utf8(inner).ok().map(Cow::Borrowed)
+        }
+    }
+
+    /// Raw bytes at `span`.
+    pub fn raw_at(&self, span: Span) -> Option<&[u8]> {
+        self.bytes.get(span.range())
+    }
+
+    /// This message with the bytes at each span replaced. See [`splice`].
+    pub fn splice(&self, edits: &mut [(Span, &[u8])]) -> Bytes {
+        splice(&self.bytes, edits)
+    }
+}
+
+/// Copies `src` with the bytes at each span replaced; spans must not overlap. Everything
+/// outside the spans is copied byte for byte.
+pub fn splice(src: &Bytes, edits: &mut [(Span, &[u8])]) -> Bytes {
+    edits.sort_by_key(|(s, _)| s.start);
+    let grow: usize = edits.iter().map(|(_, b)| b.len()).sum();
+    let mut out = BytesMut::with_capacity(src.len() + grow);
+    let mut at = 0usize;
+    for (span, with) in edits.iter() {
+        let (s, e) = (span.start as usize, span.end as usize);
+        if s < at || e < s || e > src.len() {
+            continue; // overlapping or out of range: callers never produce these
+        }
+        out.extend_from_slice(&src[at..s]);
+        out.extend_from_slice(with);
+        at = e;
+    }
+    out.extend_from_slice(src.get(at..).unwrap_or_default());
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests;

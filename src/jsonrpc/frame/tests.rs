@@ -1,0 +1,119 @@
+use super::*;
+
+fn one(s: &str) -> Result<Frame, FrameError> {
+    Parser::default().parse_one(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+#[test]
+fn request_fields() {
+    let f = one(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":"hi \"x\""}}}"#)
+        .expect("valid");
+    assert_eq!(f.kind(), Kind::Request);
+    assert_eq!(f.id_raw().as_deref(), Some(&b"7"[..]));
+    assert_eq!(f.method().as_deref(), Some("tools/call"));
+    let name = f.param("name").expect("name");
+    assert_eq!(f.str_at(name).as_deref(), Some("a__echo"));
+    let args = f.param("arguments").expect("arguments");
+    assert_eq!(f.raw_at(args), Some(&br#"{"text":"hi \"x\""}"#[..]));
+}
+
+#[test]
+fn splice_changes_only_spans() {
+    let src = r#"{"jsonrpc":"2.0", "id" : "abc","method":"tools/call","params":{"name":"a__echo","arguments":{"name":"a__echo"}}}"#;
+    let f = one(src).expect("valid");
+    let id = f.id_span().expect("id");
+    let name = f.param("name").expect("name");
+    let out = f.splice(&mut [(name, &b"\"echo\""[..]), (id, &b"41"[..])]);
+    assert_eq!(
+        std::str::from_utf8(&out).expect("utf8"),
+        r#"{"jsonrpc":"2.0", "id" : 41,"method":"tools/call","params":{"name":"echo","arguments":{"name":"a__echo"}}}"#
+    );
+}
+
+#[test]
+fn notification_and_response() {
+    let n = one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).expect("valid");
+    assert_eq!(n.kind(), Kind::Notification);
+    let r = one(r#"{"jsonrpc":"2.0","id":"x","result":{"tools":[]}}"#).expect("valid");
+    assert_eq!(r.kind(), Kind::Response);
+    assert_eq!(r.result_raw(), Some(&br#"{"tools":[]}"#[..]));
+    let e = one(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"m"}}"#).expect("valid");
+    assert!(e.is_error());
+}
+
+#[test]
+fn rejects_bad_envelopes() {
+    assert!(matches!(one("{"), Err(FrameError::Parse(_))));
+    assert!(matches!(one("not json"), Err(FrameError::Parse(_))));
+    let bad = [
+        r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+        r#"{"id":1,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"x","method":"y"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"meth\u006fd":"x"}"#,
+        r#"{"jsonrpc":"2.0","result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+        r#"[1,2]"#,
+        r#""str""#,
+    ];
+    for b in bad {
+        assert!(
+            matches!(one(b), Err(FrameError::Invalid { .. })),
+            "accepted {b}"
+        );
+    }
+    // The id is kept for the error answer when it is usable.
+    match one(r#"{"jsonrpc":"1.0","id":"q","method":"x"}"#) {
+        Err(FrameError::Invalid { id, .. }) => assert_eq!(id.as_deref(), Some(&b"\"q\""[..])),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn batches() {
+    let m = Parser::default()
+        .parse(Bytes::from_static(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, {"jsonrpc":"2.0","method":"n"}, 3]"#,
+        ))
+        .expect("valid");
+    match m {
+        Message::Batch(v) => {
+            assert_eq!(v.len(), 3);
+            assert_eq!(v[0].as_ref().map(|f| f.kind()), Ok(Kind::Request));
+            assert_eq!(v[1].as_ref().map(|f| f.kind()), Ok(Kind::Notification));
+            assert!(v[2].is_err());
+        }
+        Message::Single(_) => panic!("expected a batch"),
+    }
+    assert!(Parser::default().parse(Bytes::from_static(b"[]")).is_err());
+}
+
+#[test]
+fn escaped_strings_decode() {
+    let f = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"a\u005f_x"}}"#)
+        .expect("valid");
+    assert_eq!(f.method().as_deref(), Some("tools/call"));
+    let n = f.param("name").expect("name");
+    assert_eq!(f.str_at(n).as_deref(), Some("a__x"));
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let alphabet = br#"{}[]":,\ 0123456789abcjsonrpcidmethod.-etrufl"#;
+    let mut p = Parser::default();
+    for _ in 0..5000 {
+        let mut v = Vec::new();
+        let n = (x % 48) as usize;
+        for _ in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.push(alphabet[(x % alphabet.len() as u64) as usize]);
+        }
+        let _ = p.parse(Bytes::from(v));
+    }
+}

@@ -1,0 +1,34 @@
+//! mcpgw: an MCP gateway. One Streamable HTTP endpoint in front of many MCP servers.
+//!
+//! # Request flow
+//!
+//! ```text
+//!  client ──TCP──> worker N (monoio runtime, own SO_REUSEPORT listener)
+//!     transport::server   HTTP/1.1: head (httparse), body, keep-alive, pipelining, limits
+//!     front               /mcp: Origin, method, version header, media types, session
+//!     jsonrpc::frame      simd-json validates; spans of id / method / name / uri
+//!     registry::Snapshot  (arc-swap load, no lock) lists answered from pre-serialized pages;
+//!                         exposed name -> (upstream, original name)
+//!     upstream::Caller    fresh gateway id spliced in, name spliced back
+//!        ├─ http          per-worker keep-alive pool, JSON or SSE answers, session re-init on 404
+//!        └─ stdio         channel to the control plane's supervisor of the child process
+//!     answer: upstream id replaced by the client's id; result bytes untouched
+//!
+//!  control plane thread: config, stdio children (restart with backoff), catalog fetch,
+//!  snapshot build and publish, idle-session expiry.
+//! ```
+//!
+//! Workers share only the session table (`DashMap`) and the snapshot pointer; everything
+//! else is per worker.
+
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod error;
+pub mod front;
+pub mod jsonrpc;
+pub mod registry;
+pub mod runtime;
+pub mod session;
+pub mod transport;
+pub mod upstream;

@@ -1,0 +1,134 @@
+//! The `mcpgw` command: parse arguments, load config, start the control plane and the
+//! workers, wait for a signal, shut down. Everything else lives in the library.
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mcpgw::{
+    config::{Config, Overrides},
+    control::ControlPlane,
+    runtime::{self, worker::Worker, Chosen},
+};
+
+/// mcpgw: one MCP endpoint in front of many MCP servers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default). Without --config it serves the built-in demo server.
+    Run(RunArgs),
+    /// Check a config file and exit (0 when valid).
+    Check {
+        /// Config file to check.
+        #[arg(long, short, env = "MCPGW_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the built-in demo MCP server on stdio (used by the embedded default config).
+    DemoServer,
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// Config file (TOML). Default: the embedded demo config.
+    #[arg(long, short, env = "MCPGW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, overrides gateway.listen.
+    #[arg(long, env = "MCPGW_LISTEN")]
+    listen: Option<String>,
+    /// Worker threads, overrides gateway.workers (default: number of cores).
+    #[arg(long, env = "MCPGW_WORKERS")]
+    workers: Option<usize>,
+    /// IO driver: auto, uring or epoll; overrides gateway.driver.
+    #[arg(long, env = "MCPGW_DRIVER")]
+    driver: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
+        Command::Run(args) => run(args),
+        Command::Check { config } => Config::load(Some(&config), &Overrides::default()).map(|c| {
+            println!("{}: ok ({} upstreams)", c.source, c.upstreams.len());
+        }),
+        Command::DemoServer => mcpgw::demo::run(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcpgw: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPGW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let ov = Overrides {
+        listen: args.listen,
+        workers: args.workers,
+        driver: args.driver,
+    };
+    let config = Arc::new(Config::load(args.config.as_deref(), &ov)?);
+    if let Err(e) = runtime::sys::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
+    let chosen = runtime::choose(config.gateway.driver).context("choosing the IO driver")?;
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
+    let mut signals = signals.context("installing signal handlers")?;
+
+    let control = ControlPlane::start(config.clone())?;
+    let mut workers = Vec::new();
+    for i in 0..config.gateway.workers {
+        let index = u16::try_from(i).context("too many workers")?;
+        match Worker::start(index, config.gateway.listen, chosen, control.shared.clone()) {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                control.shutdown();
+                return Err(e.context(format!("cannot listen on {}", config.gateway.listen)));
+            }
+        }
+    }
+    let driver = match chosen {
+        Chosen::Uring(flags) => format!("io_uring {flags:?}"),
+        Chosen::Epoll => "epoll".into(),
+    };
+    tracing::info!(
+        listen = %config.gateway.listen,
+        workers = workers.len(),
+        %driver,
+        config = %config.source,
+        "mcpgw listening on http://{}/mcp",
+        config.gateway.listen
+    );
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down");
+    }
+    control
+        .shared
+        .shutdown
+        .store(true, std::sync::atomic::Ordering::Release);
+    for w in workers {
+        w.join();
+    }
+    control.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}

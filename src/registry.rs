@@ -1,0 +1,308 @@
+//! The catalog: every upstream's tools, resources and prompts, merged and namespaced, held in
+//! an immutable [`Snapshot`].
+//!
+//! The control plane fetches each upstream's lists ([`UpstreamCatalog`]) and builds a new
+//! snapshot whenever one changes; workers load the current snapshot per request (`arc-swap`,
+//! no lock) and answer list requests with its pre-serialized pages. Routing maps an exposed
+//! name back to (upstream, original name). A snapshot is never modified after it is built.
+
+pub mod names;
+
+use std::{collections::HashMap, sync::Arc};
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::upstream::{Upstream, UpstreamRef};
+
+/// Where an exposed tool or prompt goes.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The owning upstream.
+    pub upstream: UpstreamRef,
+    /// The original name as a JSON string token (quotes included), ready to splice.
+    pub name_json: Bytes,
+}
+
+/// One upstream's lists as last fetched (JSON values as the upstream sent them).
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamCatalog {
+    /// `capabilities` from its `initialize` answer.
+    pub capabilities: Map<String, Value>,
+    /// `tools/list` items.
+    pub tools: Vec<Value>,
+    /// `prompts/list` items.
+    pub prompts: Vec<Value>,
+    /// `resources/list` items.
+    pub resources: Vec<Value>,
+    /// `resources/templates/list` items.
+    pub templates: Vec<Value>,
+}
+
+/// Pre-serialized pages of one list: each is the whole `result` object.
+#[derive(Debug, Default)]
+pub struct Pages(pub Vec<Bytes>);
+
+/// The immutable view every worker serves from.
+pub struct Snapshot {
+    /// Increases with every new snapshot.
+    pub generation: u64,
+    /// Upstreams, indexed by [`UpstreamRef`].
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Upstream index by name.
+    pub by_name: HashMap<String, UpstreamRef>,
+    /// Exposed tool name -> target.
+    pub tools: HashMap<String, Target>,
+    /// Exposed prompt name -> target.
+    pub prompts: HashMap<String, Target>,
+    /// Original resource URI -> upstream, for URIs listed by exactly one upstream (clients
+    /// that read a URI they saw in a tool result rather than in our list).
+    pub plain_uris: HashMap<String, UpstreamRef>,
+    /// `tools/list` pages.
+    pub tools_pages: Pages,
+    /// `prompts/list` pages.
+    pub prompts_pages: Pages,
+    /// `resources/list` pages.
+    pub resources_pages: Pages,
+    /// `resources/templates/list` pages.
+    pub templates_pages: Pages,
+    /// The union of upstream capabilities the gateway can serve, as a JSON object.
+    pub capabilities: Bytes,
+    /// Separator used for names.
+    pub separator: String,
+}
+
+impl Snapshot {
+    /// The upstream behind `r`.
+    pub fn upstream(&self, r: UpstreamRef) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(usize::from(r.0))
+    }
+
+    /// An empty snapshot (before the first build).
+    pub fn empty(separator: &str) -> Self {
+        build(0, vec![], &[], separator, 1000)
+    }
+}
+
+/// Builds a snapshot from the upstreams (config order) and their catalogs (`None` = down,
+/// left out of the lists).
+pub fn build(
+    generation: u64,
+    upstreams: Vec<Arc<Upstream>>,
+    catalogs: &[Option<UpstreamCatalog>],
+    sep: &str,
+    page_size: usize,
+) -> Snapshot {
+    let mut by_name = HashMap::new();
+    let mut tools_out = Vec::new();
+    let mut prompts_out = Vec::new();
+    let mut resources_out = Vec::new();
+    let mut templates_out = Vec::new();
+    let mut tools = HashMap::new();
+    let mut prompts = HashMap::new();
+    let mut uri_owner: HashMap<String, Option<UpstreamRef>> = HashMap::new();
+    let (mut has_tools, mut has_prompts, mut has_resources, mut has_completions) =
+        (false, false, false, false);
+
+    for (i, up) in upstreams.iter().enumerate() {
+        let Ok(idx) = u16::try_from(i) else { break };
+        let r = UpstreamRef(idx);
+        by_name.insert(up.name.clone(), r);
+        let Some(cat) = catalogs.get(i).and_then(Option::as_ref) else {
+            continue;
+        };
+        has_tools |= cat.capabilities.contains_key("tools");
+        has_prompts |= cat.capabilities.contains_key("prompts");
+        has_resources |= cat.capabilities.contains_key("resources");
+        has_completions |= cat.capabilities.contains_key("completions");
+        for (items, out, map) in [
+            (&cat.tools, &mut tools_out, &mut tools),
+            (&cat.prompts, &mut prompts_out, &mut prompts),
+        ] {
+            for item in items {
+                let Some(orig) = item.get("name").and_then(Value::as_str) else {
+                    tracing::warn!(upstream = %up.name, "list item without a name skipped");
+                    continue;
+                };
+                let mut salt = 0;
+                let exposed = loop {
+                    let n = names::expose(&up.name, sep, orig, salt);
+                    if !map.contains_key(&n) {
+                        break n;
+                    }
+                    salt += 1;
+                };
+                let mut v = item.clone();
+                v["name"] = Value::String(exposed.clone());
+                out.push(v);
+                map.insert(
+                    exposed,
+                    Target {
+                        upstream: r,
+                        name_json: Bytes::from(serde_json::to_vec(orig).unwrap_or_default()),
+                    },
+                );
+            }
+        }
+        for (items, out, key) in [
+            (&cat.resources, &mut resources_out, "uri"),
+            (&cat.templates, &mut templates_out, "uriTemplate"),
+        ] {
+            for item in items {
+                let Some(orig) = item.get(key).and_then(Value::as_str) else {
+                    continue;
+                };
+                if key == "uri" {
+                    uri_owner
+                        .entry(orig.to_string())
+                        .and_modify(|o| *o = None)
+                        .or_insert(Some(r));
+                }
+                let mut v = item.clone();
+                v[key] = Value::String(names::expose_uri(&up.name, orig));
+                out.push(v);
+            }
+        }
+    }
+
+    let mut caps = Map::new();
+    if has_tools || upstreams.is_empty() {
+        caps.insert("tools".into(), json!({}));
+    }
+    if has_prompts {
+        caps.insert("prompts".into(), json!({}));
+    }
+    if has_resources {
+        caps.insert("resources".into(), json!({}));
+    }
+    if has_completions {
+        caps.insert("completions".into(), json!({}));
+    }
+
+    Snapshot {
+        generation,
+        by_name,
+        tools,
+        prompts,
+        plain_uris: uri_owner
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect(),
+        tools_pages: paginate("tools", tools_out, page_size),
+        prompts_pages: paginate("prompts", prompts_out, page_size),
+        resources_pages: paginate("resources", resources_out, page_size),
+        templates_pages: paginate("resourceTemplates", templates_out, page_size),
+        capabilities: Bytes::from(
+            serde_json::to_vec(&Value::Object(caps)).unwrap_or_else(|_| b"{}".to_vec()),
+        ),
+        separator: sep.to_string(),
+        upstreams,
+    }
+}
+
+/// Cursor for page `i` (opaque to clients).
+pub fn cursor(i: usize) -> String {
+    format!("p{i}")
+}
+
+/// Page index of a client's cursor.
+pub fn page_of(cursor: &str) -> Option<usize> {
+    cursor.strip_prefix('p')?.parse().ok()
+}
+
+fn paginate(key: &str, items: Vec<Value>, page_size: usize) -> Pages {
+    let chunks: Vec<Vec<Value>> = if items.is_empty() {
+        vec![vec![]]
+    } else {
+        items
+            .chunks(page_size.max(1))
+            .map(<[Value]>::to_vec)
+            .collect()
+    };
+    let n = chunks.len();
+    Pages(
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut obj = Map::new();
+                obj.insert(key.into(), Value::Array(chunk));
+                if i + 1 < n {
+                    obj.insert("nextCursor".into(), Value::String(cursor(i + 1)));
+                }
+                Bytes::from(serde_json::to_vec(&Value::Object(obj)).unwrap_or_default())
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cat(tools: &[&str]) -> UpstreamCatalog {
+        let mut caps = Map::new();
+        caps.insert("tools".into(), json!({}));
+        UpstreamCatalog {
+            capabilities: caps,
+            tools: tools
+                .iter()
+                .map(|t| json!({"name": t, "inputSchema": {"type":"object"}}))
+                .collect(),
+            resources: vec![json!({"uri": "file:///a", "name": "a"})],
+            ..Default::default()
+        }
+    }
+
+    fn up(name: &str) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            name: name.into(),
+            call_timeout: std::time::Duration::from_secs(1),
+            link: crate::upstream::Link::Http(crate::upstream::http::HttpUpstream::new(
+                name.into(),
+                "127.0.0.1:1".into(),
+                "127.0.0.1:1".into(),
+                "/mcp".into(),
+                vec![],
+                std::time::Duration::from_secs(1),
+            )),
+        })
+    }
+
+    #[test]
+    fn merges_namespaces_and_routes() {
+        let long = "t".repeat(70);
+        let s = build(
+            1,
+            vec![up("a"), up("b"), up("down")],
+            &[Some(cat(&["echo", &long])), Some(cat(&["echo"])), None],
+            "__",
+            2,
+        );
+        assert_eq!(s.tools.len(), 3);
+        let t = &s.tools["a__echo"];
+        assert_eq!(t.upstream, UpstreamRef(0));
+        assert_eq!(&t.name_json[..], b"\"echo\"");
+        assert_eq!(s.tools["b__echo"].upstream, UpstreamRef(1));
+        let short = s
+            .tools
+            .keys()
+            .find(|k| k.len() == names::MAX_NAME)
+            .expect("shortened");
+        assert_eq!(
+            &s.tools[short].name_json[..],
+            format!("\"{long}\"").as_bytes()
+        );
+        // Three tools, page size 2: two pages, the first with a cursor to the second.
+        assert_eq!(s.tools_pages.0.len(), 2);
+        let first: Value = serde_json::from_slice(&s.tools_pages.0[0]).expect("json");
+        assert_eq!(first["nextCursor"], "p1");
+        assert_eq!(first["tools"][0]["name"], "a__echo");
+        // The same URI from two upstreams is not routable without its prefix.
+        assert!(s.plain_uris.is_empty());
+        let res: Value = serde_json::from_slice(&s.resources_pages.0[0]).expect("json");
+        assert_eq!(res["resources"][0]["uri"], "mcpgw://a/file:///a");
+        assert_eq!(page_of("p1"), Some(1));
+        assert_eq!(page_of("zz"), None);
+    }
+}

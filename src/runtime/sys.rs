@@ -1,0 +1,44 @@
+//! The few system calls the gateway makes outside its IO runtime. The only module allowed
+//! `unsafe`; each block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::{io, os::unix::process::CommandExt, process::Command};
+
+/// Makes a child process receive SIGKILL when the gateway dies, however it dies, so that no
+/// stdio upstream outlives it (Linux `PR_SET_PDEATHSIG`).
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec; it calls only `prctl` and
+    // `getppid`, which are async-signal-safe, and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() == 1 {
+                return Err(io::Error::other("parent exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sets `RLIMIT_NOFILE` soft limit to the hard limit; returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit with cur <= max.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}

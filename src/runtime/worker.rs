@@ -1,0 +1,102 @@
+//! One worker: a thread with its own monoio runtime and `SO_REUSEPORT` listener.
+//!
+//! The worker accepts connections and serves each as a local task; requests and their
+//! upstream calls stay on this thread. It stops accepting when shutdown starts and lets its
+//! connections finish (each closes after its current request).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use monoio::net::{ListenerOpts, TcpListener};
+
+use super::Chosen;
+use crate::{control::Shared, front::Front, transport::server};
+
+/// A started worker thread.
+pub struct Worker {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Worker {
+    /// Starts worker `index`; returns once its listener is bound (or failed to bind).
+    pub fn start(
+        index: u16,
+        addr: SocketAddr,
+        chosen: Chosen,
+        shared: Arc<Shared>,
+    ) -> anyhow::Result<Worker> {
+        let (ready_tx, ready_rx) = flume::bounded::<std::io::Result<()>>(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("mcpgw-worker-{index}"))
+            .spawn(move || {
+                let res = match chosen {
+                    Chosen::Uring(flags) => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                        .with_entries(super::RING_ENTRIES)
+                        .uring_builder(flags.builder())
+                        .enable_timer()
+                        .build()
+                        .map(|mut rt| rt.block_on(run(index, addr, shared, ready_tx.clone()))),
+                    Chosen::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                        .enable_timer()
+                        .build()
+                        .map(|mut rt| rt.block_on(run(index, addr, shared, ready_tx.clone()))),
+                };
+                if let Err(e) = res {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Worker { thread }),
+            Ok(Err(e)) => Err(anyhow::anyhow!("worker {index}: {e}")),
+            Err(_) => Err(anyhow::anyhow!("worker {index} stopped during start-up")),
+        }
+    }
+
+    /// Waits for the worker to finish.
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+async fn run(
+    index: u16,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    ready: flume::Sender<std::io::Result<()>>,
+) {
+    let opts = ListenerOpts::default()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
+    let listener = match TcpListener::bind_with_config(addr, &opts) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let front = Front::new(shared.clone(), index);
+    loop {
+        if shared.stopping() {
+            break;
+        }
+        // Wake up now and then to notice shutdown.
+        match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
+            Ok(Ok((conn, _peer))) => {
+                monoio::spawn(server::serve(conn, front.clone()));
+            }
+            Ok(Err(e)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(worker = index, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => {}
+        }
+    }
+    drop(listener);
+    // Let connections in flight finish their current request.
+    let deadline = monoio::time::Instant::now() + Duration::from_secs(5);
+    while std::rc::Rc::strong_count(&front) > 1 && monoio::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,1691 @@
+//! Sans-IO HTTP/1.1 codec (RFC 9112) for the gateway's front end and for its
+//! client connections to upstream MCP servers.
+//!
+//! This module turns bytes into message heads and chunked bodies, and message
+//! heads and chunks into bytes. It sits below the connection drivers: they own
+//! the sockets and the buffers, hand the bytes they read to
+//! [`parse_request_head`], [`parse_response_head`] and [`ChunkedDecoder`], and
+//! write what [`write_response_head`], [`write_request_head`], [`write_chunk`]
+//! and [`write_last_chunk`] produce.
+//!
+//! Head parsing is done by `httparse`; this module adds the framing rules on
+//! top (Content-Length / Transfer-Encoding validation against request
+//! smuggling, persistence, `Expect: 100-continue`) and the size limits.
+//!
+//! It never performs I/O, never allocates without a bound derived from
+//! [`Limits`] or the caller's input, never panics on any input, never decodes
+//! content codings (gzip etc.), and never writes a header line that contains
+//! CR, LF or NUL.
+
+use std::fmt::Write as _;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Maximum number of header fields accepted in one message head; a head with
+/// more is rejected with [`HeadError::TooLarge`].
+pub const MAX_HEADERS: usize = 64;
+
+/// Maximum length in bytes of one chunk-size line or one trailer line,
+/// including its CRLF. Longer lines are [`BodyError::Malformed`].
+pub const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Maximum total size in bytes of the trailer section of a chunked body
+/// (all trailer lines including their CRLFs). Larger sections are
+/// [`BodyError::Malformed`].
+pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// Interim response sent to a client that asked for `Expect: 100-continue`.
+pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Size limits applied while parsing. Both values are in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum size of a message head (start line, header lines and the empty
+    /// line that ends them). Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Maximum size of a decoded message body. A declared Content-Length
+    /// above it is [`HeadError::BodyTooLarge`]; chunked bodies are checked by
+    /// [`ChunkedDecoder`] when constructed with this value. Default 4 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// One header field of a parsed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Field name, ASCII-lowercased. Always a valid RFC 9110 token.
+    pub name: String,
+    /// Field value as received, without leading/trailing whitespace (as
+    /// trimmed by `httparse`). May contain non-UTF-8 bytes (obs-text) but
+    /// never CR, LF or NUL.
+    pub value: Bytes,
+}
+
+/// How the body of a message is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body bytes follow the head. Also used for `Content-Length: 0`.
+    Empty,
+    /// Exactly this many body bytes follow the head. Always `> 0` and
+    /// `<= Limits::max_body_bytes`.
+    Length(u64),
+    /// The body uses the chunked transfer coding; decode it with
+    /// [`ChunkedDecoder`].
+    Chunked,
+    /// The body extends until the peer closes the connection. Only produced
+    /// for responses; the connection is then never kept alive.
+    UntilClose,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Request method, case preserved (methods are case-sensitive).
+    pub method: String,
+    /// Request target exactly as sent (origin-form, absolute-form, `*`, ...).
+    pub target: String,
+    /// The target without its `?query`. For an absolute-form target
+    /// (`http://host/p?q`) this is only the path part (`/p`, or `/` when the
+    /// URI has no path).
+    pub path: String,
+    /// HTTP minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Header fields in the order received.
+    pub headers: Vec<Header>,
+    /// Body framing; never [`BodyKind::UntilClose`] for a request.
+    pub body: BodyKind,
+    /// Whether the connection may be reused after this request/response
+    /// exchange, per the version default and the `Connection` header.
+    pub keep_alive: bool,
+    /// Whether the client sent `Expect: 100-continue` in an HTTP/1.1 request
+    /// (the expectation is ignored for HTTP/1.0, as RFC 9110 requires).
+    pub expect_continue: bool,
+    /// Number of bytes the head occupies at the start of the parsed buffer;
+    /// the body (if any) starts at this offset.
+    pub head_len: usize,
+}
+
+impl RequestHead {
+    /// Value of the first header named `name` (ASCII case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        find_header(&self.headers, name)
+    }
+
+    /// Value of the first header named `name` (ASCII case-insensitive), if
+    /// present and valid UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Values of every header named `name` (ASCII case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        header_values(&self.headers, name)
+    }
+}
+
+/// A parsed response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Status code, three digits (100..=999).
+    pub status: u16,
+    /// HTTP minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Header fields in the order received.
+    pub headers: Vec<Header>,
+    /// Body framing. [`BodyKind::Empty`] for responses to HEAD and for 1xx,
+    /// 204 and 304 responses, whatever their headers say.
+    pub body: BodyKind,
+    /// Whether the connection may be reused after this response. Always
+    /// false when `body` is [`BodyKind::UntilClose`].
+    pub keep_alive: bool,
+    /// Number of bytes the head occupies at the start of the parsed buffer.
+    pub head_len: usize,
+}
+
+impl ResponseHead {
+    /// Value of the first header named `name` (ASCII case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        find_header(&self.headers, name)
+    }
+
+    /// Value of the first header named `name` (ASCII case-insensitive), if
+    /// present and valid UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Values of every header named `name` (ASCII case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        header_values(&self.headers, name)
+    }
+}
+
+/// Why a message head was rejected. After any of these the connection's
+/// framing is unknown: answer (for requests) and close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// The head exceeds `max_header_bytes` or has more than [`MAX_HEADERS`]
+    /// header fields (431).
+    #[error("message head too large")]
+    TooLarge,
+    /// The head is not valid HTTP/1.x or has invalid/ambiguous framing (400).
+    /// The string is a short reason for the log, never for the peer.
+    #[error("malformed message head: {0}")]
+    Malformed(&'static str),
+    /// The declared Content-Length exceeds `max_body_bytes` (413).
+    #[error("declared body too large")]
+    BodyTooLarge,
+    /// Transfer-Encoding is something other than exactly `chunked` (501).
+    #[error("unsupported transfer encoding")]
+    UnsupportedTransferEncoding,
+}
+
+impl HeadError {
+    /// The HTTP status code to answer a request that failed this way:
+    /// 431, 400, 413 or 501.
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::TooLarge => 431,
+            HeadError::Malformed(_) => 400,
+            HeadError::BodyTooLarge => 413,
+            HeadError::UnsupportedTransferEncoding => 501,
+        }
+    }
+}
+
+fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_ref())
+}
+
+fn header_values<'a>(headers: &'a [Header], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_ref())
+}
+
+fn httparse_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+/// Parses the head of a request at the start of `buf`.
+///
+/// Returns `Ok(None)` when `buf` does not yet hold a complete head (then
+/// `buf.len() < limits.max_header_bytes`), `Ok(Some(head))` when it does (the
+/// body, if any, starts at `head.head_len`), and `Err(HeadError::TooLarge)`
+/// once `buf` holds `max_header_bytes` bytes without a complete head. Bytes
+/// beyond `max_header_bytes` are never looked at.
+///
+/// Framing rules (RFC 9112 §6): both Content-Length and Transfer-Encoding,
+/// Transfer-Encoding in an HTTP/1.0 request, Content-Length values that are
+/// not all-digits or that disagree (across repeated fields or within a
+/// comma list) are [`HeadError::Malformed`]; Transfer-Encoding other than
+/// exactly `chunked` is [`HeadError::UnsupportedTransferEncoding`]; a
+/// Content-Length above `max_body_bytes` (or too large for `u64`) is
+/// [`HeadError::BodyTooLarge`]; a request with neither has an empty body.
+pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+    let window = buf.get(..limits.max_header_bytes).unwrap_or(buf);
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let head_len = match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if window.len() >= limits.max_header_bytes {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(httparse_reason(e))),
+    };
+    let method = req.method.ok_or(HeadError::Malformed("missing method"))?;
+    let target = req.path.ok_or(HeadError::Malformed("missing target"))?;
+    let minor_version = req.version.ok_or(HeadError::Malformed("missing version"))?;
+    let headers = convert_headers(req.headers);
+
+    let has_cl = find_header(&headers, "content-length").is_some();
+    let has_te = find_header(&headers, "transfer-encoding").is_some();
+    let body = if has_cl && has_te {
+        return Err(HeadError::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    } else if has_te {
+        if minor_version == 0 {
+            return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0"));
+        }
+        check_chunked(&headers)?;
+        BodyKind::Chunked
+    } else if has_cl {
+        length_body(&headers, limits)?
+    } else {
+        BodyKind::Empty
+    };
+
+    let keep_alive = keep_alive(&headers, minor_version);
+    let expect_continue = minor_version >= 1
+        && header_values(&headers, "expect")
+            .flat_map(list_elements)
+            .any(|t| t.eq_ignore_ascii_case(b"100-continue"));
+
+    Ok(Some(RequestHead {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        path: path_of(target).to_owned(),
+        minor_version,
+        headers,
+        body,
+        keep_alive,
+        expect_continue,
+        head_len,
+    }))
+}
+
+/// Parses the head of a response at the start of `buf`, received in answer
+/// to a request with method `request_method` (compared case-sensitively, as
+/// methods are).
+///
+/// Same incremental contract and limits as [`parse_request_head`]. Responses
+/// to `HEAD` and 1xx, 204 and 304 responses always have
+/// [`BodyKind::Empty`] and their framing headers are not examined (a 1xx
+/// head is returned like any other; the caller then parses the next head).
+/// Otherwise the request rules apply (both Content-Length and
+/// Transfer-Encoding is also rejected for responses, as RFC 9112 §6.3 allows),
+/// and a response with neither has [`BodyKind::UntilClose`] and
+/// `keep_alive == false`.
+pub fn parse_response_head(
+    buf: &[u8],
+    request_method: &str,
+    limits: &Limits,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let window = buf.get(..limits.max_header_bytes).unwrap_or(buf);
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let head_len = match resp.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if window.len() >= limits.max_header_bytes {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(httparse_reason(e))),
+    };
+    let status = resp.code.ok_or(HeadError::Malformed("missing status"))?;
+    let minor_version = resp
+        .version
+        .ok_or(HeadError::Malformed("missing version"))?;
+    let headers = convert_headers(resp.headers);
+
+    let no_body =
+        request_method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304;
+    let has_cl = find_header(&headers, "content-length").is_some();
+    let has_te = find_header(&headers, "transfer-encoding").is_some();
+    let body = if no_body {
+        BodyKind::Empty
+    } else if has_cl && has_te {
+        return Err(HeadError::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    } else if has_te {
+        if minor_version == 0 {
+            return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0"));
+        }
+        check_chunked(&headers)?;
+        BodyKind::Chunked
+    } else if has_cl {
+        length_body(&headers, limits)?
+    } else {
+        BodyKind::UntilClose
+    };
+    let keep_alive = body != BodyKind::UntilClose && keep_alive(&headers, minor_version);
+
+    Ok(Some(ResponseHead {
+        status,
+        minor_version,
+        headers,
+        body,
+        keep_alive,
+        head_len,
+    }))
+}
+
+fn convert_headers(raw: &[httparse::Header<'_>]) -> Vec<Header> {
+    raw.iter()
+        .map(|h| Header {
+            name: h.name.to_ascii_lowercase(),
+            value: Bytes::copy_from_slice(h.value),
+        })
+        .collect()
+}
+
+/// Elements of a comma-separated header list, trimmed of optional whitespace,
+/// with empty elements dropped (RFC 9110 §5.6.1).
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Accepts only a Transfer-Encoding whose complete coding list (over all
+/// Transfer-Encoding fields) is exactly `chunked`.
+fn check_chunked(headers: &[Header]) -> Result<(), HeadError> {
+    let mut codings = header_values(headers, "transfer-encoding").flat_map(list_elements);
+    match (codings.next(), codings.next()) {
+        (None, _) => Err(HeadError::Malformed("empty Transfer-Encoding")),
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(HeadError::UnsupportedTransferEncoding),
+    }
+}
+
+/// Body kind for a message carrying Content-Length (at least one field).
+fn length_body(headers: &[Header], limits: &Limits) -> Result<BodyKind, HeadError> {
+    let mut seen: Option<u64> = None;
+    let mut overflow = false;
+    for value in header_values(headers, "content-length") {
+        for element in value.split(|&b| b == b',').map(trim_ows) {
+            if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::Malformed("invalid Content-Length"));
+            }
+            let parsed = element.iter().try_fold(0u64, |acc, &d| {
+                acc.checked_mul(10)?
+                    .checked_add(u64::from(char::from(d).to_digit(10)?))
+            });
+            let n = match parsed {
+                Some(n) => n,
+                None => {
+                    overflow = true;
+                    u64::MAX
+                }
+            };
+            match seen {
+                Some(prev) if prev != n => {
+                    return Err(HeadError::Malformed("conflicting Content-Length"));
+                }
+                _ => seen = Some(n),
+            }
+        }
+    }
+    let n = seen.ok_or(HeadError::Malformed("invalid Content-Length"))?;
+    let max = u64::try_from(limits.max_body_bytes).unwrap_or(u64::MAX);
+    if overflow || n > max {
+        Err(HeadError::BodyTooLarge)
+    } else if n == 0 {
+        Ok(BodyKind::Empty)
+    } else {
+        Ok(BodyKind::Length(n))
+    }
+}
+
+/// Persistence per RFC 9112 §9.3: `close` in any Connection field ends the
+/// connection; otherwise HTTP/1.1 persists and HTTP/1.0 persists only with
+/// `keep-alive`.
+fn keep_alive(headers: &[Header], minor_version: u8) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for token in header_values(headers, "connection").flat_map(list_elements) {
+        if token.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            keep = true;
+        }
+    }
+    !close && (minor_version >= 1 || keep)
+}
+
+/// The path part of a request target: the query is removed, and for an
+/// absolute-form target the scheme and authority are removed too.
+fn path_of(target: &str) -> &str {
+    let no_query = target.split_once('?').map_or(target, |(p, _)| p);
+    let after_scheme = ["http://", "https://"].iter().find_map(|scheme| {
+        let prefix = no_query.get(..scheme.len())?;
+        if prefix.eq_ignore_ascii_case(scheme) {
+            no_query.get(scheme.len()..)
+        } else {
+            None
+        }
+    });
+    match after_scheme {
+        Some(rest) => rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/"),
+        None => no_query,
+    }
+}
+
+/// Why a chunked body was rejected. The decoder stays in the failed state and
+/// returns the same error from every later call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The chunked framing is invalid (400). The string is for the log.
+    #[error("malformed chunked body: {0}")]
+    Malformed(&'static str),
+    /// The decoded body would exceed the decoder's maximum (413).
+    #[error("body too large")]
+    TooLarge,
+}
+
+impl BodyError {
+    /// The HTTP status code to answer a request that failed this way: 400 or 413.
+    pub fn status(&self) -> u16 {
+        match self {
+            BodyError::Malformed(_) => 400,
+            BodyError::TooLarge => 413,
+        }
+    }
+}
+
+/// Where a [`ChunkedDecoder`] is in the chunked body grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Waiting for a complete chunk-size line.
+    SizeLine,
+    /// Inside chunk data; this many bytes remain.
+    Data(u64),
+    /// After chunk data; expecting CR (`false`) or LF (`true`).
+    DataEnd { seen_cr: bool },
+    /// Waiting for a complete trailer line (or the final empty line).
+    Trailer,
+    /// Terminating chunk and trailer section consumed.
+    Done,
+    /// An error was returned; it is returned again.
+    Failed(BodyError),
+}
+
+/// Incremental decoder for the chunked transfer coding (RFC 9112 §7.1), for
+/// request and response bodies alike.
+///
+/// Chunk extensions are validated loosely (no control characters) and
+/// dropped; trailer fields are validated loosely (must contain `:` and not be
+/// folded) and dropped. Every line must end in CRLF. The total of declared
+/// chunk sizes may not exceed the maximum given to [`ChunkedDecoder::new`].
+#[derive(Debug, Clone)]
+pub struct ChunkedDecoder {
+    /// Current position in the grammar.
+    state: ChunkState,
+    /// Maximum total of chunk sizes, in bytes.
+    max_body: u64,
+    /// Sum of the chunk sizes accepted so far; never above `max_body`.
+    total: u64,
+    /// Bytes of trailer section consumed so far; never above
+    /// [`MAX_TRAILER_BYTES`].
+    trailer_bytes: usize,
+    /// Bytes at the front of the input already scanned for LF without
+    /// finding one (avoids rescanning when input arrives byte by byte).
+    scanned: usize,
+}
+
+impl ChunkedDecoder {
+    /// A decoder for one chunked body whose decoded size may be at most
+    /// `max_body` bytes.
+    pub fn new(max_body: usize) -> Self {
+        ChunkedDecoder {
+            state: ChunkState::SizeLine,
+            max_body: u64::try_from(max_body).unwrap_or(u64::MAX),
+            total: 0,
+            trailer_bytes: 0,
+            scanned: 0,
+        }
+    }
+
+    /// Total decoded body bytes announced so far (sum of chunk sizes seen).
+    pub fn decoded_len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether the whole body (including trailers) has been consumed.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consumes as much of `input` as it can (advancing it) and appends the
+    /// decoded data to `out`.
+    ///
+    /// Returns `Ok(true)` once the terminating chunk and the trailer section
+    /// have been consumed; bytes after them stay in `input` (they belong to
+    /// the next pipelined message), and later calls return `Ok(true)` without
+    /// consuming anything. Returns `Ok(false)` when all of `input` that could
+    /// be used was used and more is needed: an incomplete line is left in
+    /// `input` (the caller appends to it and calls again). The caller must
+    /// only append to `input` between calls.
+    ///
+    /// On error, data decoded earlier in the same call stays in `out`, and the
+    /// decoder returns the same error forever after.
+    pub fn decode(&mut self, input: &mut BytesMut, out: &mut BytesMut) -> Result<bool, BodyError> {
+        match self.run(input, out) {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                self.state = ChunkState::Failed(e);
+                Err(e)
+            }
+        }
+    }
+
+    fn run(&mut self, input: &mut BytesMut, out: &mut BytesMut) -> Result<bool, BodyError> {
+        loop {
+            match self.state {
+                ChunkState::Failed(e) => return Err(e),
+                ChunkState::Done => return Ok(true),
+                ChunkState::SizeLine => {
+                    let Some(line_len) = self.find_line(input, true)? else {
+                        return Ok(false);
+                    };
+                    let line = input.split_to(line_len);
+                    let size = parse_size_line(&line)?;
+                    let remaining = self.max_body.saturating_sub(self.total);
+                    if size > remaining {
+                        return Err(BodyError::TooLarge);
+                    }
+                    self.total = self.total.saturating_add(size);
+                    self.state = if size == 0 {
+                        ChunkState::Trailer
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(remaining) => {
+                    if input.is_empty() {
+                        return Ok(false);
+                    }
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    out.extend_from_slice(input.get(..take).unwrap_or_default());
+                    input.advance(take);
+                    let left = remaining.saturating_sub(take as u64);
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd { seen_cr: false }
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                }
+                ChunkState::DataEnd { seen_cr } => {
+                    let Some(&b) = input.first() else {
+                        return Ok(false);
+                    };
+                    match (seen_cr, b) {
+                        (false, b'\r') => self.state = ChunkState::DataEnd { seen_cr: true },
+                        (true, b'\n') => self.state = ChunkState::SizeLine,
+                        _ => return Err(BodyError::Malformed("missing CRLF after chunk data")),
+                    }
+                    input.advance(1);
+                }
+                ChunkState::Trailer => {
+                    let Some(line_len) = self.find_line(input, false)? else {
+                        return Ok(false);
+                    };
+                    self.trailer_bytes = self.trailer_bytes.saturating_add(line_len);
+                    if self.trailer_bytes > MAX_TRAILER_BYTES {
+                        return Err(BodyError::Malformed("trailer section too large"));
+                    }
+                    let line = input.split_to(line_len);
+                    if line.len() <= 2 {
+                        self.state = ChunkState::Done;
+                    } else {
+                        check_trailer_line(&line)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finds the end of the CRLF-terminated line at the front of `input`.
+    /// Returns its length including the CRLF, `None` if incomplete, and an
+    /// error for bare LF, over-long lines, or (for size lines) a size with
+    /// more than 16 hex digits, detected as early as possible.
+    fn find_line(&mut self, input: &BytesMut, size_line: bool) -> Result<Option<usize>, BodyError> {
+        if self.scanned > input.len() {
+            self.scanned = 0;
+        }
+        let from = self.scanned;
+        let tail = input.get(from..).unwrap_or_default();
+        match memchr::memchr(b'\n', tail) {
+            Some(i) => {
+                self.scanned = 0;
+                let lf = from.saturating_add(i);
+                let len = lf.saturating_add(1);
+                if len > MAX_CHUNK_LINE {
+                    return Err(BodyError::Malformed("line too long"));
+                }
+                if lf.checked_sub(1).and_then(|p| input.get(p)) != Some(&b'\r') {
+                    return Err(BodyError::Malformed("bare LF"));
+                }
+                Ok(Some(len))
+            }
+            None => {
+                self.scanned = input.len();
+                if input.len() >= MAX_CHUNK_LINE {
+                    return Err(BodyError::Malformed("line too long"));
+                }
+                if size_line && input.iter().take_while(|b| b.is_ascii_hexdigit()).count() > 16 {
+                    return Err(BodyError::TooLarge);
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Parses `chunk-size [ chunk-ext ] CRLF`; `line` includes the CRLF.
+fn parse_size_line(line: &[u8]) -> Result<u64, BodyError> {
+    let body = line
+        .strip_suffix(b"\r\n")
+        .ok_or(BodyError::Malformed("bare LF"))?;
+    let digits = body.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(BodyError::Malformed("invalid chunk size"));
+    }
+    if digits > 16 {
+        return Err(BodyError::TooLarge);
+    }
+    let (hex, rest) = body.split_at(digits);
+    let mut size: u64 = 0;
+    for &d in hex {
+        let v = char::from(d)
+            .to_digit(16)
+            .ok_or(BodyError::Malformed("invalid chunk size"))?;
+        size = (size << 4) | u64::from(v);
+    }
+    let rest = trim_ows(rest);
+    match rest.first() {
+        None => {}
+        Some(b';') if rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) => {
+            return Err(BodyError::Malformed("control character in chunk extension"));
+        }
+        Some(b';') => {}
+        Some(_) => return Err(BodyError::Malformed("invalid chunk size")),
+    }
+    Ok(size)
+}
+
+/// Loose check of one trailer field line (including its CRLF).
+fn check_trailer_line(line: &[u8]) -> Result<(), BodyError> {
+    let body = line
+        .strip_suffix(b"\r\n")
+        .ok_or(BodyError::Malformed("bare LF"))?;
+    match body.first() {
+        Some(b' ' | b'\t') => return Err(BodyError::Malformed("folded trailer line")),
+        Some(b':') | None => return Err(BodyError::Malformed("invalid trailer line")),
+        Some(_) => {}
+    }
+    if !body.contains(&b':') {
+        return Err(BodyError::Malformed("invalid trailer line"));
+    }
+    if body.iter().any(|&b| b == b'\r' || b == 0) {
+        return Err(BodyError::Malformed("control character in trailer line"));
+    }
+    Ok(())
+}
+
+/// Standard reason phrase for `status`, or `""` for codes without one here
+/// (an empty reason phrase is valid HTTP/1.1).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `name: value` may be written as a header line: `name` must be a
+/// non-empty RFC 9110 token and `value` must not contain CR, LF or NUL.
+/// The writers in this module silently skip headers for which this is false.
+pub fn is_writable_header(name: &str, value: &[u8]) -> bool {
+    !name.is_empty()
+        && name.bytes().all(is_tchar)
+        && !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+fn write_header(out: &mut BytesMut, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends an HTTP/1.1 status line and header section to `out`.
+///
+/// `headers` are written in order with their names as given, except that
+/// headers failing [`is_writable_header`] (CR/LF/NUL in the value, or a name
+/// that is not a token) are **skipped**, and `Content-Length`,
+/// `Transfer-Encoding` and `Connection` given by the caller are skipped
+/// because this function owns the framing: `body_len: Some(n)` writes
+/// `Content-Length: n`, `None` writes `Transfer-Encoding: chunked` (follow
+/// with [`write_chunk`]/[`write_last_chunk`]), and `!keep_alive` writes
+/// `Connection: close`. For 1xx and 204 responses no Content-Length or
+/// Transfer-Encoding is written, and for 304 neither is written either
+/// (these responses never have a body). A `status` outside 100..=999 is
+/// written as 500.
+pub fn write_response_head(
+    out: &mut BytesMut,
+    status: u16,
+    headers: &[(&str, &[u8])],
+    body_len: Option<usize>,
+    keep_alive: bool,
+) {
+    let status = if (100..=999).contains(&status) {
+        status
+    } else {
+        500
+    };
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    for &(name, value) in headers {
+        if !is_writable_header(name, value)
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("connection")
+        {
+            continue;
+        }
+        write_header(out, name, value);
+    }
+    let bodyless = (100..200).contains(&status) || status == 204 || status == 304;
+    if !bodyless {
+        match body_len {
+            Some(n) => {
+                let _ = write!(out, "Content-Length: {n}\r\n");
+            }
+            None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        }
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one chunk carrying `data` (hex size line, data, CRLF). Does
+/// nothing for empty `data`, since an empty chunk would end the body.
+pub fn write_chunk(out: &mut BytesMut, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the terminating zero-size chunk with an empty trailer section.
+pub fn write_last_chunk(out: &mut BytesMut) {
+    out.extend_from_slice(b"0\r\n\r\n");
+}
+
+/// Appends an HTTP/1.1 request line, `Host`, the given headers and
+/// `Content-Length: body_len` (client side; the body follows unchunked).
+///
+/// Nothing written can split the request line or inject a header:
+/// bytes of `path_and_query` that are not visible ASCII (controls, space,
+/// DEL, non-ASCII) are percent-encoded and an empty path is written as `/`;
+/// bytes of `method` that are not token characters and bytes of `host` that
+/// are not visible ASCII are dropped (a method that ends up empty yields a
+/// request the upstream will reject). Headers failing [`is_writable_header`]
+/// are **skipped**, as are caller-given `Host`, `Content-Length` and
+/// `Transfer-Encoding`, which this function owns.
+pub fn write_request_head(
+    out: &mut BytesMut,
+    method: &str,
+    path_and_query: &str,
+    host: &str,
+    headers: &[(&str, &[u8])],
+    body_len: usize,
+) {
+    out.extend(method.bytes().filter(|&b| is_tchar(b)));
+    out.extend_from_slice(b" ");
+    if path_and_query.is_empty() {
+        out.extend_from_slice(b"/");
+    }
+    for b in path_and_query.bytes() {
+        if b.is_ascii_graphic() {
+            out.extend_from_slice(&[b]);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend(host.bytes().filter(u8::is_ascii_graphic));
+    out.extend_from_slice(b"\r\n");
+    for &(name, value) in headers {
+        if !is_writable_header(name, value)
+            || name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        write_header(out, name, value);
+    }
+    let _ = write!(out, "Content-Length: {body_len}\r\n\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lim() -> Limits {
+        Limits::default()
+    }
+
+    fn req(s: &[u8]) -> RequestHead {
+        match parse_request_head(s, &lim()) {
+            Ok(Some(h)) => h,
+            other => panic!("expected a request head, got {other:?}"),
+        }
+    }
+
+    fn req_err(s: &[u8]) -> HeadError {
+        match parse_request_head(s, &lim()) {
+            Err(e) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn resp(s: &[u8], method: &str) -> ResponseHead {
+        match parse_response_head(s, method, &lim()) {
+            Ok(Some(h)) => h,
+            other => panic!("expected a response head, got {other:?}"),
+        }
+    }
+
+    fn decode_all(
+        dec: &mut ChunkedDecoder,
+        input: &mut BytesMut,
+    ) -> Result<(bool, BytesMut), BodyError> {
+        let mut out = BytesMut::new();
+        let done = dec.decode(input, &mut out)?;
+        Ok((done, out))
+    }
+
+    #[test]
+    fn simple_get() {
+        let h = req(b"GET /mcp?session=1 HTTP/1.1\r\nHost: example.com\r\nAccept: text/event-stream\r\n\r\n");
+        assert_eq!(h.method, "GET");
+        assert_eq!(h.target, "/mcp?session=1");
+        assert_eq!(h.path, "/mcp");
+        assert_eq!(h.minor_version, 1);
+        assert_eq!(h.body, BodyKind::Empty);
+        assert!(h.keep_alive);
+        assert!(!h.expect_continue);
+        assert_eq!(h.header_str("host"), Some("example.com"));
+        assert_eq!(h.header("ACCEPT"), Some(&b"text/event-stream"[..]));
+        assert_eq!(h.headers.len(), 2);
+        let h2 = req(b"GET / HTTP/1.1\r\nX-Pad:  \t padded \t \r\n\r\n");
+        assert_eq!(h2.header("x-pad"), Some(&b"padded"[..]));
+        assert_eq!(h.headers.first().map(|x| x.name.as_str()), Some("host"));
+        assert_eq!(h.header("missing"), None);
+    }
+
+    #[test]
+    fn absolute_form_path() {
+        let h = req(b"GET http://example.com/a/b?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(h.path, "/a/b");
+        assert_eq!(h.target, "http://example.com/a/b?x=1");
+        let h = req(b"OPTIONS HTTPS://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(h.path, "/");
+        let h = req(b"OPTIONS * HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(h.path, "*");
+    }
+
+    #[test]
+    fn post_with_content_length() {
+        let raw = b"POST /mcp HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"jsonrpc\":1}";
+        let h = req(raw);
+        assert_eq!(h.method, "POST");
+        assert_eq!(h.body, BodyKind::Length(13));
+        assert_eq!(raw.get(h.head_len..), Some(&b"{\"jsonrpc\":1}"[..]));
+        // Content-Length: 0 is an empty body.
+        let h = req(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.body, BodyKind::Empty);
+        // Identical repeated values (field repeated or comma list) are accepted.
+        let h = req(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5, 5\r\n\r\n");
+        assert_eq!(h.body, BodyKind::Length(5));
+    }
+
+    #[test]
+    fn pipelined_requests() {
+        let first = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+        let second = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+        let mut buf = first.to_vec();
+        buf.extend_from_slice(second);
+        let h1 = req(&buf);
+        assert_eq!(h1.path, "/a");
+        assert_eq!(h1.head_len, first.len() - 5);
+        assert_eq!(buf.get(h1.head_len..h1.head_len + 5), Some(&b"hello"[..]));
+        let rest = buf.get(h1.head_len + 5..).unwrap_or_default();
+        let h2 = req(rest);
+        assert_eq!(h2.path, "/b");
+        assert_eq!(h2.head_len, second.len());
+    }
+
+    #[test]
+    fn every_prefix_is_partial() {
+        let raw: &[u8] = b"POST /mcp?x=1 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n";
+        for n in 0..raw.len() {
+            let prefix = raw.get(..n).unwrap_or_default();
+            assert_eq!(
+                parse_request_head(prefix, &lim()),
+                Ok(None),
+                "prefix of {n} bytes"
+            );
+        }
+        assert_eq!(req(raw).head_len, raw.len());
+        let raw: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+        for n in 0..raw.len() {
+            let prefix = raw.get(..n).unwrap_or_default();
+            assert_eq!(
+                parse_response_head(prefix, "GET", &lim()),
+                Ok(None),
+                "prefix of {n} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn header_too_large() {
+        let limits = Limits {
+            max_header_bytes: 64,
+            max_body_bytes: 1024,
+        };
+        let mut raw = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 100));
+        raw.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse_request_head(&raw, &limits), Err(HeadError::TooLarge));
+        // Incomplete but below the limit: need more.
+        assert_eq!(
+            parse_request_head(raw.get(..63).unwrap_or_default(), &limits),
+            Ok(None)
+        );
+        // Incomplete and at the limit: too large.
+        assert_eq!(
+            parse_request_head(raw.get(..64).unwrap_or_default(), &limits),
+            Err(HeadError::TooLarge)
+        );
+        assert_eq!(HeadError::TooLarge.status(), 431);
+        // Default limit: 16 KiB header value.
+        let mut raw = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 17 * 1024));
+        assert_eq!(parse_request_head(&raw, &lim()), Err(HeadError::TooLarge));
+        // A complete head that fits, followed by a large body, is fine.
+        let mut raw = b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 100));
+        let limits = Limits {
+            max_header_bytes: 64,
+            max_body_bytes: 1024,
+        };
+        assert!(matches!(parse_request_head(&raw, &limits), Ok(Some(_))));
+    }
+
+    #[test]
+    fn too_many_headers() {
+        let build = |n: usize| {
+            let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+            for i in 0..n {
+                raw.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+            }
+            raw.extend_from_slice(b"\r\n");
+            raw
+        };
+        assert_eq!(req(&build(64)).headers.len(), 64);
+        assert_eq!(req_err(&build(65)), HeadError::TooLarge);
+    }
+
+    #[test]
+    fn cl_and_te_rejected() {
+        let e =
+            req_err(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(matches!(e, HeadError::Malformed(_)));
+        assert_eq!(e.status(), 400);
+        let e =
+            req_err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n");
+        assert!(matches!(e, HeadError::Malformed(_)));
+        let e = parse_response_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET",
+            &lim(),
+        );
+        assert!(matches!(e, Err(HeadError::Malformed(_))));
+    }
+
+    #[test]
+    fn conflicting_content_length() {
+        let e = req_err(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n");
+        assert!(matches!(e, HeadError::Malformed(_)));
+        let e = req_err(b"POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n");
+        assert!(matches!(e, HeadError::Malformed(_)));
+    }
+
+    #[test]
+    fn invalid_content_length() {
+        for v in ["+5", "-1", "abc", "", "5 5", "0x10", "1.0", ",", "5,"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {v}\r\n\r\n");
+            let e = req_err(raw.as_bytes());
+            assert!(matches!(e, HeadError::Malformed(_)), "{v:?} gave {e:?}");
+        }
+        // Syntactically valid but absurdly large: too large, not a panic.
+        let e = req_err(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n");
+        assert_eq!(e, HeadError::BodyTooLarge);
+        let unlimited = Limits {
+            max_header_bytes: 1024,
+            max_body_bytes: usize::MAX,
+        };
+        assert_eq!(
+            parse_request_head(
+                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                &unlimited
+            ),
+            Err(HeadError::BodyTooLarge)
+        );
+    }
+
+    #[test]
+    fn transfer_encoding() {
+        let h = req(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(h.body, BodyKind::Chunked);
+        for te in [
+            "gzip",
+            "gzip, chunked",
+            "chunked, gzip",
+            "chunked, chunked",
+            "identity",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(
+                req_err(raw.as_bytes()),
+                HeadError::UnsupportedTransferEncoding,
+                "{te}"
+            );
+        }
+        // Split across two fields counts as a list.
+        let e = req_err(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(e, HeadError::UnsupportedTransferEncoding);
+        assert_eq!(e.status(), 501);
+        for te in ["", ",", " , "] {
+            let raw = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert!(
+                matches!(req_err(raw.as_bytes()), HeadError::Malformed(_)),
+                "{te:?}"
+            );
+        }
+        let e = req_err(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(matches!(e, HeadError::Malformed(_)));
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(!req(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(req(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!req(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+        assert_eq!(req(b"GET / HTTP/1.0\r\n\r\n").minor_version, 0);
+        assert!(req(b"GET / HTTP/1.1\r\n\r\n").keep_alive);
+        assert!(!req(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!req(b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+        assert!(
+            !req(b"GET / HTTP/1.1\r\nConnection: upgrade\r\nConnection: CLOSE\r\n\r\n").keep_alive
+        );
+        assert!(req(b"GET / HTTP/1.1\r\nConnection: closed, x-close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn expect_continue() {
+        let h = req(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n");
+        assert!(h.expect_continue);
+        let h = req(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n");
+        assert!(!h.expect_continue);
+        let h = req(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 200-ok\r\n\r\n");
+        assert!(!h.expect_continue);
+        let h = req(b"POST / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+        assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn declared_body_too_large() {
+        let limits = Limits {
+            max_header_bytes: 1024,
+            max_body_bytes: 10,
+        };
+        assert_eq!(
+            parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", &limits),
+            Err(HeadError::BodyTooLarge)
+        );
+        assert!(matches!(
+            parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n", &limits),
+            Ok(Some(RequestHead {
+                body: BodyKind::Length(10),
+                ..
+            }))
+        ));
+        assert_eq!(HeadError::BodyTooLarge.status(), 413);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let cases: &[&[u8]] = &[
+            b"\x00\x01\x02\x03\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET / FOO/1.1\r\n\r\n",
+            b"G(ET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+            b"\xff\xfe\xfd\r\n\r\n",
+        ];
+        for c in cases {
+            let e = req_err(c);
+            assert!(matches!(e, HeadError::Malformed(_)), "{c:?} gave {e:?}");
+        }
+    }
+
+    #[test]
+    fn chunked_byte_at_a_time() {
+        let raw: &[u8] = b"5;name=value\r\nhello\r\n7 ; ext\r\n, world\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\nX-Other: 1\r\n\r\nGET / HTTP/1.1\r\n";
+        let mut dec = ChunkedDecoder::new(1024);
+        let mut input = BytesMut::new();
+        let mut out = BytesMut::new();
+        let mut done = false;
+        let mut fed = 0;
+        for &b in raw {
+            input.extend_from_slice(&[b]);
+            fed += 1;
+            if dec.decode(&mut input, &mut out) == Ok(true) {
+                done = true;
+                break;
+            }
+        }
+        assert!(done);
+        assert_eq!(&out[..], b"hello, world!");
+        assert_eq!(dec.decoded_len(), 13);
+        assert!(dec.is_done());
+        // Completion was reported exactly at the end of the trailer section.
+        assert_eq!(raw.get(fed..), Some(&b"GET / HTTP/1.1\r\n"[..]));
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn chunked_leftover_stays() {
+        let mut input = BytesMut::from(&b"3\r\nabc\r\n0\r\n\r\nPOST /next HTTP/1.1\r\n"[..]);
+        let mut dec = ChunkedDecoder::new(1024);
+        assert!(
+            matches!(decode_all(&mut dec, &mut input), Ok((true, ref out)) if &out[..] == b"abc")
+        );
+        assert_eq!(&input[..], b"POST /next HTTP/1.1\r\n");
+        // Further calls do not consume anything.
+        assert!(matches!(decode_all(&mut dec, &mut input), Ok((true, ref out)) if out.is_empty()));
+        assert_eq!(&input[..], b"POST /next HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn chunked_truncated() {
+        for raw in [
+            &b"5\r\nhel"[..],
+            b"5\r\nhello",
+            b"5\r\nhello\r",
+            b"5\r\nhello\r\n0\r\n",
+            b"5",
+            b"0\r\nX: y\r\n",
+        ] {
+            let mut input = BytesMut::from(raw);
+            let mut dec = ChunkedDecoder::new(1024);
+            assert!(
+                matches!(decode_all(&mut dec, &mut input), Ok((false, _))),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_malformed() {
+        let cases: &[&[u8]] = &[
+            b"zz\r\n",
+            b"\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5\r\nhello\rX",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5 x\r\n",
+            b"5;a\x01b\r\n",
+            b"5;a\rb\r\n",
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\n folded: x\r\n\r\n",
+            b"0\r\nX: y\n\r\n",
+            b"-5\r\n",
+            b"0\r\n\n",
+            b"3\r\nabc\r\n\n",
+            b"0x5\r\n",
+        ];
+        for c in cases {
+            let mut input = BytesMut::from(*c);
+            let mut dec = ChunkedDecoder::new(1024);
+            let r = decode_all(&mut dec, &mut input);
+            assert!(
+                matches!(r, Err(BodyError::Malformed(_))),
+                "{c:?} gave {r:?}"
+            );
+            // The error sticks.
+            let mut more = BytesMut::from(&b"0\r\n\r\n"[..]);
+            assert!(decode_all(&mut dec, &mut more).is_err());
+        }
+        // Over-long size line and over-long trailer line.
+        let mut line = b"5;".to_vec();
+        line.extend(std::iter::repeat_n(b'a', MAX_CHUNK_LINE));
+        let mut input = BytesMut::from(&line[..]);
+        let r = decode_all(&mut ChunkedDecoder::new(1024), &mut input);
+        assert!(matches!(r, Err(BodyError::Malformed(_))));
+        let mut trailer = b"0\r\nX: ".to_vec();
+        trailer.extend(std::iter::repeat_n(b'a', MAX_CHUNK_LINE));
+        trailer.extend_from_slice(b"\r\n\r\n");
+        let mut input = BytesMut::from(&trailer[..]);
+        let r = decode_all(&mut ChunkedDecoder::new(1024), &mut input);
+        assert!(matches!(r, Err(BodyError::Malformed(_))));
+        // Endless trailer lines are capped.
+        let mut many = b"0\r\n".to_vec();
+        for _ in 0..2000 {
+            many.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaa\r\n");
+        }
+        let mut input = BytesMut::from(&many[..]);
+        let r = decode_all(&mut ChunkedDecoder::new(1024), &mut input);
+        assert!(matches!(r, Err(BodyError::Malformed(_))));
+    }
+
+    #[test]
+    fn chunked_overflow() {
+        let mut input = BytesMut::from(&b"ffffffffffffffffff\r\n"[..]);
+        let r = decode_all(&mut ChunkedDecoder::new(usize::MAX), &mut input);
+        assert_eq!(r.map(|_| ()), Err(BodyError::TooLarge));
+        // 17 digits, complete line: still too large even though the value is small.
+        let mut input = BytesMut::from(&b"00000000000000001\r\n"[..]);
+        let r = decode_all(&mut ChunkedDecoder::new(usize::MAX), &mut input);
+        assert_eq!(r.map(|_| ()), Err(BodyError::TooLarge));
+        // Detected before the line is complete.
+        let mut input = BytesMut::from(&b"00000000000000001"[..]);
+        let r = decode_all(&mut ChunkedDecoder::new(usize::MAX), &mut input);
+        assert_eq!(r.map(|_| ()), Err(BodyError::TooLarge));
+        // 16 digits is fine when the limit allows it.
+        let mut input = BytesMut::from(&b"0000000000000003\r\nabc\r\n0\r\n\r\n"[..]);
+        let r = decode_all(&mut ChunkedDecoder::new(usize::MAX), &mut input);
+        assert!(matches!(r, Ok((true, _))));
+        // Largest size that fits: too large for any realistic limit, no overflow.
+        let mut input = BytesMut::from(&b"ffffffffffffffff\r\n"[..]);
+        let r = decode_all(&mut ChunkedDecoder::new(1 << 30), &mut input);
+        assert_eq!(r.map(|_| ()), Err(BodyError::TooLarge));
+    }
+
+    #[test]
+    fn chunked_total_too_large() {
+        let mut input = BytesMut::from(&b"6\r\nabcdef\r\n5\r\nghijk\r\n0\r\n\r\n"[..]);
+        let mut dec = ChunkedDecoder::new(10);
+        let mut out = BytesMut::new();
+        assert_eq!(dec.decode(&mut input, &mut out), Err(BodyError::TooLarge));
+        assert_eq!(&out[..], b"abcdef");
+        assert_eq!(BodyError::TooLarge.status(), 413);
+        // Exactly at the limit is fine.
+        let mut input = BytesMut::from(&b"6\r\nabcdef\r\n4\r\nghij\r\n0\r\n\r\n"[..]);
+        let r = decode_all(&mut ChunkedDecoder::new(10), &mut input);
+        assert!(matches!(r, Ok((true, ref out)) if out.len() == 10));
+    }
+
+    #[test]
+    fn response_heads() {
+        let h = resp(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\nContent-Type: application/json\r\n\r\n",
+            "POST",
+        );
+        assert_eq!(h.status, 200);
+        assert_eq!(h.body, BodyKind::Length(42));
+        assert!(h.keep_alive);
+        assert_eq!(h.header_str("content-type"), Some("application/json"));
+
+        let h = resp(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET",
+        );
+        assert_eq!(h.body, BodyKind::Chunked);
+        assert!(h.keep_alive);
+
+        let h = resp(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n",
+            "GET",
+        );
+        assert_eq!(h.body, BodyKind::UntilClose);
+        assert!(!h.keep_alive);
+
+        let h = resp(b"HTTP/1.1 204 No Content\r\n\r\n", "DELETE");
+        assert_eq!(h.body, BodyKind::Empty);
+        assert!(h.keep_alive);
+
+        let h = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", "HEAD");
+        assert_eq!(h.body, BodyKind::Empty);
+
+        let h = resp(
+            b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET",
+        );
+        assert_eq!(h.body, BodyKind::Empty);
+
+        let h = resp(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", "POST");
+        assert_eq!(h.status, 100);
+        assert_eq!(h.body, BodyKind::Empty);
+        assert_eq!(h.head_len, CONTINUE_100.len());
+
+        let h = resp(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", "GET");
+        assert!(!h.keep_alive);
+        let h = resp(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n",
+            "GET",
+        );
+        assert!(!h.keep_alive);
+
+        let limits = Limits {
+            max_header_bytes: 1024,
+            max_body_bytes: 10,
+        };
+        assert_eq!(
+            parse_response_head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n",
+                "GET",
+                &limits
+            ),
+            Err(HeadError::BodyTooLarge)
+        );
+        assert_eq!(
+            parse_response_head(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "GET",
+                &lim()
+            ),
+            Err(HeadError::UnsupportedTransferEncoding)
+        );
+        assert!(matches!(
+            parse_response_head(b"HTTP/1.1 2x0 OK\r\n\r\n", "GET", &lim()),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn response_round_trip() {
+        let mut out = BytesMut::new();
+        write_response_head(
+            &mut out,
+            200,
+            &[
+                ("Content-Type", b"application/json"),
+                ("Mcp-Session-Id", b"abc"),
+            ],
+            Some(2),
+            true,
+        );
+        out.extend_from_slice(b"{}");
+        let h = resp(&out, "POST");
+        assert_eq!(h.status, 200);
+        assert_eq!(h.body, BodyKind::Length(2));
+        assert!(h.keep_alive);
+        assert_eq!(h.header_str("mcp-session-id"), Some("abc"));
+        assert_eq!(out.get(h.head_len..), Some(&b"{}"[..]));
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+
+        let mut out = BytesMut::new();
+        write_response_head(&mut out, 404, &[], Some(0), false);
+        let h = resp(&out, "GET");
+        assert_eq!(h.status, 404);
+        assert_eq!(h.body, BodyKind::Empty);
+        assert!(!h.keep_alive);
+        assert!(out.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+
+        let mut out = BytesMut::new();
+        write_response_head(&mut out, 204, &[], Some(0), true);
+        assert_eq!(&out[..], b"HTTP/1.1 204 No Content\r\n\r\n");
+    }
+
+    #[test]
+    fn chunked_round_trip() {
+        let mut out = BytesMut::new();
+        write_response_head(
+            &mut out,
+            200,
+            &[("Content-Type", b"text/event-stream")],
+            None,
+            true,
+        );
+        let head_len = out.len();
+        let pieces: [&[u8]; 4] = [b"data: 1\n\n", b"", &[0u8; 300], b"\r\n0\r\n\r\n"];
+        for p in pieces {
+            write_chunk(&mut out, p);
+        }
+        write_last_chunk(&mut out);
+        let h = resp(&out, "GET");
+        assert_eq!(h.body, BodyKind::Chunked);
+        assert_eq!(h.head_len, head_len);
+        let mut input = BytesMut::from(out.get(head_len..).unwrap_or_default());
+        let r = decode_all(&mut ChunkedDecoder::new(4096), &mut input);
+        let expected: Vec<u8> = pieces.concat();
+        assert!(matches!(r, Ok((true, ref body)) if body[..] == expected[..]));
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let mut out = BytesMut::new();
+        write_request_head(
+            &mut out,
+            "POST",
+            "/mcp?a=b",
+            "upstream:8080",
+            &[
+                ("Accept", b"application/json, text/event-stream"),
+                ("Host", b"evil"),
+            ],
+            7,
+        );
+        out.extend_from_slice(b"{\"a\":1}");
+        let h = req(&out);
+        assert_eq!(h.method, "POST");
+        assert_eq!(h.target, "/mcp?a=b");
+        assert_eq!(h.header_str("host"), Some("upstream:8080"));
+        assert_eq!(h.header_values("host").count(), 1);
+        assert_eq!(h.body, BodyKind::Length(7));
+
+        // Nothing can break the request line or Host.
+        let mut out = BytesMut::new();
+        write_request_head(&mut out, "GE T\r\n", "/a b\r\nX: y", "h\r\nX: z", &[], 0);
+        let h = req(&out);
+        assert_eq!(h.method, "GET");
+        assert_eq!(h.target, "/a%20b%0D%0AX:%20y");
+        assert_eq!(h.header_str("host"), Some("hX:z"));
+        assert_eq!(h.header("x"), None);
+        assert_eq!(h.body, BodyKind::Empty);
+    }
+
+    #[test]
+    fn crlf_injection_not_written() {
+        let mut out = BytesMut::new();
+        write_response_head(
+            &mut out,
+            200,
+            &[
+                ("X-Good", b"fine"),
+                ("X-Bad", b"a\r\nSet-Cookie: evil"),
+                ("X-Bad2", b"a\nb"),
+                ("X-Bad3", b"a\rb"),
+                ("Bad\r\nName", b"v"),
+                ("Bad Name", b"v"),
+                ("", b"v"),
+                ("Content-Length", b"999"),
+                ("Connection", b"keep-alive"),
+            ],
+            Some(0),
+            true,
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("evil"));
+        assert!(!text.contains("Bad"));
+        assert!(!text.contains("999"));
+        assert!(!text.contains("Connection"));
+        assert!(text.contains("X-Good: fine\r\n"));
+        let h = resp(&out, "GET");
+        assert_eq!(h.headers.len(), 2);
+        assert_eq!(h.body, BodyKind::Empty);
+
+        let mut out = BytesMut::new();
+        write_request_head(
+            &mut out,
+            "GET",
+            "/",
+            "h",
+            &[("X-Bad", b"1\r\n\r\nGET /admin HTTP/1.1")],
+            0,
+        );
+        assert!(!String::from_utf8_lossy(&out).contains("admin"));
+    }
+
+    #[test]
+    fn reasons() {
+        for s in [
+            100, 200, 202, 204, 400, 401, 403, 404, 405, 406, 408, 411, 413, 415, 429, 431, 500,
+            501, 502, 503, 504,
+        ] {
+            assert!(!reason(s).is_empty(), "{s}");
+        }
+        assert_eq!(reason(799), "");
+        let mut out = BytesMut::new();
+        write_response_head(&mut out, 7, &[], Some(0), true);
+        assert!(out.starts_with(b"HTTP/1.1 500 Internal Server Error\r\n"));
+        let mut out = BytesMut::new();
+        write_chunk(&mut out, b"");
+        assert!(out.is_empty());
+        write_chunk(&mut out, &[b'x'; 26]);
+        assert!(out.starts_with(b"1a\r\n"));
+        assert_eq!(CONTINUE_100, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    /// xorshift64 PRNG, deterministic.
+    fn xorshift(state: &mut u64) -> u64 {
+        let mut x = *state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *state = x;
+        x
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        const ALPHABET: &[u8] = b"GETPOST /HTTP1.0:\r\n\r\n;0123456789abcdefABCDEF,chunked Content-Length Transfer-Encoding\x00\xff\t";
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let limits = Limits {
+            max_header_bytes: 512,
+            max_body_bytes: 256,
+        };
+        for i in 0..2000 {
+            let len = (xorshift(&mut seed) % 300) as usize;
+            let mut bytes = Vec::with_capacity(len);
+            // Half the cases use raw bytes, half bytes drawn from an HTTP-ish alphabet.
+            for _ in 0..len {
+                let r = xorshift(&mut seed);
+                let b = if i % 2 == 0 {
+                    r as u8
+                } else {
+                    ALPHABET
+                        .get((r as usize) % ALPHABET.len())
+                        .copied()
+                        .unwrap_or(b'x')
+                };
+                bytes.push(b);
+            }
+            // Some cases start with a valid prefix so the parser gets deeper.
+            if i % 3 == 0 {
+                let mut v = b"POST / HTTP/1.1\r\n".to_vec();
+                v.extend_from_slice(&bytes);
+                bytes = v;
+            }
+            let _ = parse_request_head(&bytes, &limits);
+            let _ = parse_request_head(&bytes, &lim());
+            let _ = parse_response_head(&bytes, "GET", &limits);
+            let mut dec = ChunkedDecoder::new(256);
+            let mut out = BytesMut::new();
+            // Feed in random-sized pieces.
+            let mut input = BytesMut::new();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let n = 1 + (xorshift(&mut seed) % 17) as usize;
+                let (a, b) = rest.split_at(n.min(rest.len()));
+                input.extend_from_slice(a);
+                rest = b;
+                if dec.decode(&mut input, &mut out).is_err() {
+                    break;
+                }
+            }
+            assert!(out.len() <= 256);
+        }
+    }
+}

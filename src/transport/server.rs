@@ -1,0 +1,259 @@
+//! The HTTP/1.1 server loop for one client connection.
+//!
+//! Reads a request head (within `header_timeout` of its first byte; an idle keep-alive
+//! connection is closed after `idle_timeout`), then its body (`Content-Length` or chunked,
+//! capped at `max_body_bytes`, with `100 Continue` when asked), hands it to the MCP endpoint
+//! and writes the reply before reading the next request, so pipelined requests are answered
+//! in order. A malformed or oversized request gets its status (400, 408, 413, 431, 501) with
+//! a JSON-RPC error body, a log line with the reason, and the connection is closed: after a
+//! framing error the byte stream cannot be trusted.
+
+use std::{rc::Rc, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use monoio::{io::AsyncWriteRentExt, net::TcpStream};
+
+use super::http::{self as codec, BodyKind, ChunkedDecoder, Limits, RequestHead};
+use crate::{
+    front::{Front, Reply, ReplyBody},
+    jsonrpc::Code,
+    upstream::http::read_more,
+};
+
+/// Serves one connection until it closes, errs, idles out or the gateway stops.
+pub async fn serve(mut conn: TcpStream, front: Rc<Front>) {
+    let _ = conn.set_nodelay(true);
+    let g = front.shared().config.gateway.clone();
+    let limits = Limits {
+        max_header_bytes: g.max_header_bytes,
+        max_body_bytes: g.max_body_bytes,
+    };
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    loop {
+        if front.shared().stopping() && buf.is_empty() {
+            return;
+        }
+        let head = match read_head(
+            &mut conn,
+            &mut buf,
+            &limits,
+            g.idle_timeout,
+            g.header_timeout,
+        )
+        .await
+        {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(reply) => {
+                let _ = write_reply(&mut conn, reply, false, &front).await;
+                return;
+            }
+        };
+        let _ = buf.split_to(head.head_len);
+        let body = match read_body(&mut conn, &mut buf, &head, &limits, g.idle_timeout).await {
+            Ok(b) => b,
+            Err(reply) => {
+                let _ = write_reply(&mut conn, reply, false, &front).await;
+                return;
+            }
+        };
+        let keep_alive = head.keep_alive && !front.shared().stopping();
+        let reply = front.handle(&head, body).await;
+        if write_reply(&mut conn, reply, keep_alive, &front)
+            .await
+            .is_err()
+            || !keep_alive
+        {
+            return;
+        }
+    }
+}
+
+fn refuse(status: u16, why: &str) -> Reply {
+    tracing::info!(status, reason = why, "request refused");
+    let message = match status {
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented: Transfer-Encoding",
+        _ => "Bad Request: malformed HTTP request",
+    };
+    Reply::error(status, Code::BadHttpRequest, message)
+}
+
+/// `Ok(None)`: the client closed (or idled out) between requests.
+async fn read_head(
+    conn: &mut TcpStream,
+    buf: &mut BytesMut,
+    limits: &Limits,
+    idle: Duration,
+    header_timeout: Duration,
+) -> Result<Option<RequestHead>, Reply> {
+    if buf.is_empty() {
+        match monoio::time::timeout(idle, read_more(conn, buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
+            Ok(Ok(_)) => {}
+        }
+    }
+    let deadline = monoio::time::Instant::now() + header_timeout;
+    loop {
+        match codec::parse_request_head(buf, limits) {
+            Ok(Some(h)) => return Ok(Some(h)),
+            Ok(None) => {}
+            Err(e) => return Err(refuse(e.status(), &format!("{e:?}"))),
+        }
+        match monoio::time::timeout_at(deadline, read_more(conn, buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {}
+            Err(_) => return Err(refuse(408, "request head not received in time")),
+        }
+    }
+}
+
+async fn read_body(
+    conn: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &RequestHead,
+    limits: &Limits,
+    timeout: Duration,
+) -> Result<Bytes, Reply> {
+    let wants_continue = head.expect_continue && buf.is_empty();
+    match head.body {
+        BodyKind::Empty | BodyKind::UntilClose => Ok(Bytes::new()),
+        BodyKind::Length(n) => {
+            let n = usize::try_from(n).map_err(|_| refuse(413, "body too large"))?;
+            if n > limits.max_body_bytes {
+                return Err(refuse(413, "Content-Length over the limit"));
+            }
+            if wants_continue && n > 0 {
+                send_continue(conn).await?;
+            }
+            let deadline = monoio::time::Instant::now() + timeout;
+            while buf.len() < n {
+                if buf.capacity() - buf.len() < n - buf.len() {
+                    buf.reserve(n - buf.len());
+                }
+                match monoio::time::timeout_at(deadline, read_more(conn, buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        return Err(refuse(400, "connection closed mid-body"))
+                    }
+                    Ok(Ok(_)) => {}
+                    Err(_) => return Err(refuse(408, "body not received in time")),
+                }
+            }
+            Ok(buf.split_to(n).freeze())
+        }
+        BodyKind::Chunked => {
+            if wants_continue {
+                send_continue(conn).await?;
+            }
+            let mut dec = ChunkedDecoder::new(limits.max_body_bytes);
+            let mut out = BytesMut::new();
+            let deadline = monoio::time::Instant::now() + timeout;
+            loop {
+                match dec.decode(buf, &mut out) {
+                    Ok(true) => return Ok(out.freeze()),
+                    Ok(false) => {}
+                    Err(codec::BodyError::TooLarge) => {
+                        return Err(refuse(413, "chunked body over the limit"))
+                    }
+                    Err(codec::BodyError::Malformed(why)) => return Err(refuse(400, why)),
+                }
+                match monoio::time::timeout_at(deadline, read_more(conn, buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        return Err(refuse(
+                            400,
+                            "connection closed mid-body (truncated chunked body)",
+                        ))
+                    }
+                    Ok(Ok(_)) => {}
+                    Err(_) => return Err(refuse(408, "body not received in time")),
+                }
+            }
+        }
+    }
+}
+
+async fn send_continue(conn: &mut TcpStream) -> Result<(), Reply> {
+    let (r, _) = conn.write_all(codec::CONTINUE_100).await;
+    r.map(|_| ())
+        .map_err(|_| refuse(400, "cannot write 100 Continue"))
+}
+
+async fn write_reply(
+    conn: &mut TcpStream,
+    reply: Reply,
+    keep_alive: bool,
+    front: &Front,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(256);
+    let mut headers: Vec<(&str, &[u8])> = reply.headers.iter().map(|(k, v)| (*k, &v[..])).collect();
+    match reply.body {
+        ReplyBody::Empty => {
+            codec::write_response_head(&mut out, reply.status, &headers, Some(0), keep_alive);
+            let (r, _) = conn.write_all(out.freeze()).await;
+            r.map(|_| ())
+        }
+        ReplyBody::Full(ct, body) => {
+            headers.push(("Content-Type", ct.as_bytes()));
+            codec::write_response_head(
+                &mut out,
+                reply.status,
+                &headers,
+                Some(body.len()),
+                keep_alive,
+            );
+            if body.len() <= 16 << 10 {
+                out.extend_from_slice(&body);
+                let (r, _) = conn.write_all(out.freeze()).await;
+                r.map(|_| ())
+            } else {
+                let (r, _) = conn.write_all(out.freeze()).await;
+                r?;
+                let (r, _) = conn.write_all(body).await;
+                r.map(|_| ())
+            }
+        }
+        ReplyBody::Stream(session) => {
+            headers.push(("Content-Type", b"text/event-stream"));
+            headers.push(("Cache-Control", b"no-cache"));
+            codec::write_response_head(&mut out, reply.status, &headers, None, false);
+            let (r, _) = conn.write_all(out.freeze()).await;
+            r?;
+            stream(conn, session, front).await
+        }
+    }
+}
+
+/// Holds a GET stream open with keep-alive comments until the session ends, the client
+/// goes away or the gateway stops. Server-to-client messages join this stream with the
+/// session-semantics work.
+async fn stream(
+    conn: &mut TcpStream,
+    session: crate::session::SessionId,
+    front: &Front,
+) -> std::io::Result<()> {
+    let shared = front.shared();
+    let every = shared.config.gateway.sse_keepalive;
+    let tick = Duration::from_millis(100).min(every);
+    let mut since = Duration::ZERO;
+    loop {
+        monoio::time::sleep(tick).await;
+        since += tick;
+        if shared.stopping() || shared.sessions.get(&session).is_none() {
+            let mut out = BytesMut::new();
+            codec::write_last_chunk(&mut out);
+            let (r, _) = conn.write_all(out.freeze()).await;
+            return r.map(|_| ());
+        }
+        if since >= every {
+            since = Duration::ZERO;
+            let mut ev = BytesMut::new();
+            super::sse::write_comment(&mut ev, "keep-alive");
+            let mut out = BytesMut::new();
+            codec::write_chunk(&mut out, &ev);
+            let (r, _) = conn.write_all(out.freeze()).await;
+            r?;
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! Stdio upstreams: child processes speaking newline-delimited JSON-RPC, supervised by the
+//! control plane.
+//!
+//! Each child has one supervisor thread (spawn, handshake, write requests, restart with
+//! exponential backoff), one thread reading its stdout (answers go to the waiting caller by
+//! gateway id) and one thread copying its stderr to the log. Workers reach a child only
+//! through its [`StdioHandle`]: a channel in, a oneshot back; they never block. A child that
+//! dies fails every call in flight at once with "upstream unavailable"; calls that arrive
+//! while it is down fail fast. On shutdown the child is killed and reaped.
+//!
+//! These threads are the control plane's; blocking here is expected.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_channel::oneshot;
+use serde_json::{Map, Value};
+
+use crate::{
+    config,
+    error::{Error, ErrorKind, Result},
+    jsonrpc::{self, Kind},
+};
+
+type Reply = oneshot::Sender<Bytes>;
+
+enum Msg {
+    Call {
+        id: u64,
+        body: Bytes,
+        reply: Reply,
+    },
+    Notify(Bytes),
+    Cancel(u64),
+    /// The stdout reader saw EOF: the child is gone (generation of the child it read).
+    Exited(u64),
+    Shutdown,
+}
+
+/// A worker's way to a supervised child.
+#[derive(Clone)]
+pub struct StdioHandle {
+    name: Arc<str>,
+    tx: flume::Sender<Msg>,
+    up: Arc<AtomicBool>,
+    capabilities: Arc<ArcSwapOption<Map<String, Value>>>,
+}
+
+impl StdioHandle {
+    /// Whether the child is running and initialized.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// `capabilities` from the running child's `initialize` answer.
+    pub fn capabilities(&self) -> Option<Map<String, Value>> {
+        self.capabilities.load_full().map(|c| (*c).clone())
+    }
+
+    pub(super) async fn request(&self, id: u64, body: Bytes) -> Result<Bytes> {
+        if !self.is_up() {
+            return Err(Error::new(
+                ErrorKind::UpstreamUnavailable,
+                format!("{}: child is down", self.name),
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Call { id, body, reply }).map_err(|_| {
+            Error::new(
+                ErrorKind::UpstreamUnavailable,
+                format!("{}: supervisor gone", self.name),
+            )
+        })?;
+        rx.await.map_err(|_| {
+            Error::new(
+                ErrorKind::UpstreamUnavailable,
+                format!("{}: child exited mid-call", self.name),
+            )
+        })
+    }
+
+    pub(super) fn notify(&self, body: Bytes) -> Result<()> {
+        self.tx.send(Msg::Notify(body)).map_err(|_| {
+            Error::new(
+                ErrorKind::UpstreamUnavailable,
+                format!("{}: supervisor gone", self.name),
+            )
+        })
+    }
+
+    /// Forgets call `id` (it timed out) and tells the child it is cancelled.
+    pub fn cancel(&self, id: u64) {
+        let _ = self.tx.send(Msg::Cancel(id));
+    }
+}
+
+/// Starts and stops the stdio children; owned by the control plane.
+pub struct Supervisor {
+    handles: std::cell::RefCell<Vec<(StdioHandle, thread::JoinHandle<()>)>>,
+    /// Called (from supervisor threads) with the upstream name each time a child is up.
+    on_up: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Supervisor {
+    /// A supervisor that calls `on_up(name)` whenever a child (re)starts and finishes its handshake.
+    pub fn new(on_up: Arc<dyn Fn(&str) + Send + Sync>) -> Self {
+        Self {
+            handles: Default::default(),
+            on_up,
+        }
+    }
+
+    /// Starts supervising the child of `cfg` (a stdio upstream).
+    pub fn spawn(&self, cfg: &config::Upstream) -> StdioHandle {
+        let (tx, rx) = flume::unbounded();
+        let handle = StdioHandle {
+            name: cfg.name.as_str().into(),
+            tx: tx.clone(),
+            up: Arc::new(AtomicBool::new(false)),
+            capabilities: Arc::new(ArcSwapOption::empty()),
+        };
+        let child = ChildSpec::from(cfg);
+        let h = handle.clone();
+        let on_up = self.on_up.clone();
+        let join = thread::Builder::new()
+            .name(format!("stdio-{}", cfg.name))
+            .spawn(move || supervise(child, tx, rx, h, on_up))
+            .expect("spawning a supervisor thread at start");
+        self.handles.borrow_mut().push((handle.clone(), join));
+        handle
+    }
+
+    /// Kills every child, reaps it and joins its threads.
+    pub fn shutdown(&self) {
+        let handles = std::mem::take(&mut *self.handles.borrow_mut());
+        for (h, _) in &handles {
+            let _ = h.tx.send(Msg::Shutdown);
+        }
+        for (_, j) in handles {
+            let _ = j.join();
+        }
+    }
+}
+
+struct ChildSpec {
+    name: String,
+    command: std::path::PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<std::path::PathBuf>,
+    backoff_max: Duration,
+    init_timeout: Duration,
+}
+
+impl ChildSpec {
+    fn from(cfg: &config::Upstream) -> Self {
+        let (command, args, env, cwd, backoff_max) = match &cfg.transport {
+            config::Transport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+                restart_backoff_max,
+            } => (
+                command.clone(),
+                args.clone(),
+                env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                cwd.clone(),
+                *restart_backoff_max,
+            ),
+            config::Transport::Http { .. } => {
+                (Default::default(), vec![], vec![], None, Duration::ZERO)
+            }
+        };
+        Self {
+            name: cfg.name.clone(),
+            command,
+            args,
+            env,
+            cwd,
+            backoff_max,
+            init_timeout: cfg.call_timeout.min(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// A running child and what the supervisor needs of it.
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    pending: Arc<DashMap<u64, Reply>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+const INIT_ID: u64 = u64::MAX - 1;
+
+fn supervise(
+    spec: ChildSpec,
+    tx: flume::Sender<Msg>,
+    rx: flume::Receiver<Msg>,
+    handle: StdioHandle,
+    on_up: Arc<dyn Fn(&str) + Send + Sync>,
+) {
+    let up = &handle.up;
+    let generation = AtomicU64::new(0);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let gen = generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let started = Instant::now();
+        match start(&spec, &tx, gen) {
+            Ok(mut run) => {
+                match handshake(&spec, &mut run, &rx) {
+                    Ok(caps) => {
+                        handle.capabilities.store(Some(Arc::new(caps)));
+                        up.store(true, Ordering::Release);
+                        tracing::info!(upstream = %spec.name, pid = run.child.id(), "stdio upstream up");
+                        on_up(&spec.name);
+                        if serve(&spec, &mut run, &rx, gen) {
+                            up.store(false, Ordering::Release);
+                            stop(&spec, run);
+                            return;
+                        }
+                    }
+                    Err(Stop::Shutdown) => {
+                        stop(&spec, run);
+                        return;
+                    }
+                    Err(Stop::Failed(why)) => {
+                        tracing::warn!(upstream = %spec.name, %why, "stdio upstream failed to initialize");
+                    }
+                }
+                up.store(false, Ordering::Release);
+                stop(&spec, run);
+            }
+            Err(e) => {
+                tracing::error!(upstream = %spec.name, error = %e, command = %spec.command.display(), "cannot start stdio upstream")
+            }
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        tracing::warn!(upstream = %spec.name, backoff_ms = backoff.as_millis() as u64, "stdio upstream down; restarting after backoff");
+        // Wait out the backoff, failing calls fast, unless asked to stop.
+        let until = Instant::now() + backoff;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(Msg::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => return,
+                Ok(Msg::Call { reply, .. }) => drop(reply),
+                Ok(_) | Err(flume::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        backoff = (backoff * 2).min(spec.backoff_max.max(Duration::from_millis(100)));
+    }
+}
+
+fn start(spec: &ChildSpec, tx: &flume::Sender<Msg>, gen: u64) -> std::io::Result<Running> {
+    let mut cmd = Command::new(&spec.command);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(d) = &spec.cwd {
+        cmd.current_dir(d);
+    }
+    crate::runtime::sys::die_with_parent(&mut cmd);
+    let mut child = cmd.spawn()?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(std::io::Error::other("child pipes missing"));
+    };
+    let pending: Arc<DashMap<u64, Reply>> = Arc::new(DashMap::new());
+    let mut threads = Vec::new();
+    let name = spec.name.clone();
+    threads.push(
+        thread::Builder::new()
+            .name(format!("stderr-{name}"))
+            .spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    match line {
+                        Ok(l) => tracing::info!(upstream = %name, "stderr: {l}"),
+                        Err(_) => break,
+                    }
+                }
+            })?,
+    );
+    let (name, pend, tx) = (spec.name.clone(), pending.clone(), tx.clone());
+    threads.push(
+        thread::Builder::new()
+            .name(format!("stdout-{name}"))
+            .spawn(move || read_stdout(&name, stdout, &pend, &tx, gen))?,
+    );
+    Ok(Running {
+        child,
+        stdin,
+        pending,
+        threads,
+    })
+}
+
+/// Largest line accepted from a child, bytes.
+const MAX_LINE: usize = 64 << 20;
+
+fn read_stdout(
+    name: &str,
+    stdout: std::process::ChildStdout,
+    pending: &DashMap<u64, Reply>,
+    tx: &flume::Sender<Msg>,
+    gen: u64,
+) {
+    let mut r = BufReader::with_capacity(64 << 10, stdout);
+    let mut parser = jsonrpc::Parser::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut r)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) if n > MAX_LINE => {
+                tracing::error!(upstream = %name, "line over {MAX_LINE} bytes from child; restarting it");
+                break;
+            }
+            Ok(_) => {}
+        }
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let frame = match parser.parse_one(Bytes::copy_from_slice(text)) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(upstream = %name, error = %e, "invalid message from child");
+                continue;
+            }
+        };
+        match frame.kind() {
+            Kind::Response => {
+                let id = frame
+                    .id_raw()
+                    .and_then(|r| std::str::from_utf8(&r).ok()?.parse::<u64>().ok());
+                match id.and_then(|id| pending.remove(&id)) {
+                    Some((_, reply)) => {
+                        let _ = reply.send(frame.bytes().clone());
+                    }
+                    None => {
+                        tracing::debug!(upstream = %name, "answer to an unknown or cancelled request")
+                    }
+                }
+            }
+            Kind::Request => {
+                // The child asks something of the client. Until server-to-client requests are
+                // relayed, answer `ping` here and refuse the rest, so the child never waits.
+                let id = frame
+                    .id_raw()
+                    .unwrap_or_else(|| Bytes::from_static(b"null"));
+                let body = if frame.method().as_deref() == Some("ping") {
+                    jsonrpc::result_body(&id, b"{}")
+                } else {
+                    jsonrpc::error_body(
+                        Some(&id),
+                        jsonrpc::Code::MethodNotFound,
+                        "Method not found",
+                    )
+                };
+                let _ = tx.send(Msg::Notify(body));
+            }
+            Kind::Notification => {
+                tracing::debug!(upstream = %name, method = ?frame.method(), "notification from child not relayed");
+            }
+        }
+    }
+    let _ = tx.send(Msg::Exited(gen));
+}
+
+enum Stop {
+    Shutdown,
+    Failed(String),
+}
+
+fn write_line(stdin: &mut ChildStdin, body: &[u8]) -> std::io::Result<()> {
+    // Raw CR/LF can only be whitespace between JSON tokens (strings escape them), so
+    // replacing them keeps the message intact on one line.
+    if memchr::memchr2(b'\n', b'\r', body).is_some() {
+        let flat: Vec<u8> = body
+            .iter()
+            .map(|&c| if c == b'\n' || c == b'\r' { b' ' } else { c })
+            .collect();
+        stdin.write_all(&flat)?;
+    } else {
+        stdin.write_all(body)?;
+    }
+    stdin.write_all(b"\n")?;
+    stdin.flush()
+}
+
+/// Runs `initialize` with the child; returns its capabilities.
+fn handshake(
+    spec: &ChildSpec,
+    run: &mut Running,
+    rx: &flume::Receiver<Msg>,
+) -> std::result::Result<Map<String, Value>, Stop> {
+    let (reply, mut answer) = oneshot::channel();
+    run.pending.insert(INIT_ID, reply);
+    write_line(&mut run.stdin, &super::initialize_body(INIT_ID))
+        .map_err(|e| Stop::Failed(e.to_string()))?;
+    let deadline = Instant::now() + spec.init_timeout;
+    loop {
+        if let Ok(Some(b)) = answer.try_recv() {
+            let result: Option<Value> = match jsonrpc::parse(b) {
+                Ok(jsonrpc::Message::Single(f)) => {
+                    f.result_raw().and_then(|r| serde_json::from_slice(r).ok())
+                }
+                _ => None,
+            };
+            let Some(result) = result else {
+                return Err(Stop::Failed("initialize refused".into()));
+            };
+            write_line(&mut run.stdin, super::INITIALIZED)
+                .map_err(|e| Stop::Failed(e.to_string()))?;
+            return Ok(result
+                .get("capabilities")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Stop::Failed("no answer to initialize".into()));
+        }
+        match rx.recv_timeout(left.min(Duration::from_millis(20))) {
+            Ok(Msg::Shutdown) => return Err(Stop::Shutdown),
+            Ok(Msg::Exited(_)) => return Err(Stop::Failed("exited during initialize".into())),
+            Ok(Msg::Call { reply, .. }) => drop(reply),
+            Ok(_) | Err(flume::RecvTimeoutError::Timeout) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => return Err(Stop::Shutdown),
+        }
+    }
+}
+
+/// Serves calls until the child exits (returns false) or shutdown (returns true).
+fn serve(spec: &ChildSpec, run: &mut Running, rx: &flume::Receiver<Msg>, gen: u64) -> bool {
+    loop {
+        let Ok(msg) = rx.recv() else { return true };
+        match msg {
+            Msg::Call { id, body, reply } => {
+                run.pending.insert(id, reply);
+                if let Err(e) = write_line(&mut run.stdin, &body) {
+                    tracing::warn!(upstream = %spec.name, error = %e, "writing to child failed");
+                    run.pending.remove(&id);
+                }
+            }
+            Msg::Notify(body) => {
+                let _ = write_line(&mut run.stdin, &body);
+            }
+            Msg::Cancel(id) => {
+                if run.pending.remove(&id).is_some() {
+                    let n = format!(
+                        r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"timeout"}}}}"#
+                    );
+                    let _ = write_line(&mut run.stdin, n.as_bytes());
+                }
+            }
+            Msg::Exited(g) if g == gen => {
+                tracing::warn!(upstream = %spec.name, "stdio upstream exited");
+                return false;
+            }
+            Msg::Exited(_) => {}
+            Msg::Shutdown => return true,
+        }
+    }
+}
+
+/// Kills and reaps the child, fails its pending calls, joins its threads.
+fn stop(spec: &ChildSpec, mut run: Running) {
+    run.pending.clear();
+    drop(run.stdin);
+    // Give a child that is exiting on its own (stdin closed) a moment, then kill it.
+    let deadline = Instant::now() + Duration::from_millis(200);
+    loop {
+        match run.child.try_wait() {
+            Ok(Some(status)) => {
+                tracing::info!(upstream = %spec.name, %status, "stdio upstream exited");
+                break;
+            }
+            Ok(None) if Instant::now() < deadline => {
+                thread::park_timeout(Duration::from_millis(10))
+            }
+            _ => {
+                let _ = run.child.kill();
+                let _ = run.child.wait();
+                break;
+            }
+        }
+    }
+    for t in run.threads {
+        let _ = t.join();
+    }
+}

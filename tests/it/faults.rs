@@ -1,0 +1,119 @@
+//! Upstream failures: killed mid-call, too slow, restarted; no zombies after shutdown.
+
+use serde_json::json;
+
+use crate::support::{
+    children, client_script, http_upstream_toml, proc_state, stdio_fixture_toml, wait_for, Gateway,
+    HttpFixture,
+};
+
+#[test]
+fn stdio_upstream_killed_mid_call_is_an_error_then_restarted() {
+    let mut gw = Gateway::start(
+        "",
+        &stdio_fixture_toml("beta", "call_timeout_ms = 20000"),
+        "auto",
+    );
+    let first: Vec<u32> = children(gw.proc.pid());
+    assert_eq!(first.len(), 1, "one child expected: {first:?}");
+
+    let steps = client_script(&gw.url(), json!([["call", "beta__crash", {}]]));
+    assert_eq!(steps[0]["error"]["code"], -32030, "crash: {}", steps[0]);
+
+    // The crashed child is reaped (no zombie) and a new one serves calls.
+    assert!(
+        wait_for(10, || proc_state(first[0]).is_none()),
+        "old child {} still exists in state {:?}",
+        first[0],
+        proc_state(first[0])
+    );
+    assert!(
+        wait_for(20, || children(gw.proc.pid())
+            .iter()
+            .any(|p| *p != first[0])),
+        "child not restarted:\n{}",
+        gw.log_text()
+    );
+    let mut ok = false;
+    for _ in 0..40 {
+        let steps = client_script(&gw.url(), json!([["call", "beta__whoami", {}]]));
+        if steps[0]["text"][0] == "beta" {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(ok, "restarted child never answered:\n{}", gw.log_text());
+
+    // Shutdown kills and reaps every child.
+    let kids = children(gw.proc.pid());
+    assert!(gw.stop().success(), "{}", gw.log_text());
+    for k in kids {
+        assert!(
+            wait_for(5, || proc_state(k).is_none()),
+            "child {k} left behind in state {:?}",
+            proc_state(k)
+        );
+    }
+}
+
+#[test]
+fn http_upstream_killed_mid_call_and_slow_calls() {
+    let alpha = HttpFixture::start("alpha");
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{}{}",
+            http_upstream_toml("alpha", &alpha.url(), "call_timeout_ms = 1500"),
+            stdio_fixture_toml("beta", "call_timeout_ms = 1500")
+        ),
+        "epoll",
+    );
+    let steps = client_script(
+        &gw.url(),
+        json!([
+            ["call", "alpha__slow", {"seconds": 10}],
+            ["call", "beta__slow", {"seconds": 10}],
+            ["call", "beta__echo", {"text": "still here"}],
+            ["call", "alpha__echo", {"text": "still here"}],
+            ["call", "alpha__crash", {}],
+            ["call", "alpha__echo", {"text": "gone"}],
+            ["call", "beta__echo", {"text": "unaffected"}],
+        ]),
+    );
+    assert_eq!(steps[0]["error"]["code"], -32031, "timeout: {}", steps[0]);
+    assert_eq!(steps[1]["error"]["code"], -32031, "timeout: {}", steps[1]);
+    assert_eq!(steps[2]["text"][0], "beta:still here", "{}", steps[2]);
+    assert_eq!(steps[3]["text"][0], "alpha:still here", "{}", steps[3]);
+    assert_eq!(steps[4]["error"]["code"], -32030, "killed: {}", steps[4]);
+    assert_eq!(steps[5]["error"]["code"], -32030, "down: {}", steps[5]);
+    assert_eq!(steps[6]["text"][0], "beta:unaffected", "{}", steps[6]);
+    drop(alpha);
+}
+
+/// An upstream that is down at start is left out of the lists, not fatal.
+#[test]
+fn upstream_down_at_start_is_left_out() {
+    let port = crate::support::free_port();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{}{}",
+            http_upstream_toml(
+                "gone",
+                &format!("http://127.0.0.1:{port}/mcp"),
+                "connect_timeout_ms = 500"
+            ),
+            stdio_fixture_toml("beta", "")
+        ),
+        "epoll",
+    );
+    let tour = crate::support::client(&gw.url(), "tour", &[]);
+    let tools = tour["tools"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tools.len(), 6, "{tour}");
+    assert!(
+        gw.log_text().contains("left out of the catalog"),
+        "{}",
+        gw.log_text()
+    );
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real `mcpgw` binary, real MCP peers (the official Python SDK as
+//! client and as upstream servers), real sockets on 127.0.0.1.
+
+// Test threads may sleep and unwrap; the gateway's rules are for the gateway.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+
+mod cli;
+mod faults;
+mod raw;
+mod sdk;
+mod support;

@@ -1,0 +1,491 @@
+//! Test support: start the real `mcpgw` binary and real MCP peers, talk to them over sockets.
+//!
+//! Everything listens on 127.0.0.1. Every child process is killed when its guard drops, so a
+//! failing test leaves nothing behind.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, OnceLock},
+    time::{Duration, Instant},
+};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python interpreter of the test venv (with the pinned official `mcp` SDK).
+///
+/// `MCPGW_TEST_PYTHON` names one explicitly. Otherwise `.venv/` in the repository is used,
+/// created (and refreshed when `tests/requirements.txt` changes) on first use, so that
+/// `cargo test` works on a fresh machine that has `python3` and can reach PyPI.
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        if let Ok(p) = std::env::var("MCPGW_TEST_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let venv = root().join(".venv");
+        let py = venv.join("bin/python");
+        let req = root().join("tests/requirements.txt");
+        let want = std::fs::read_to_string(&req).expect("tests/requirements.txt");
+        let marker = venv.join(".mcpgw-requirements");
+        if py.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
+            return py;
+        }
+        let run = |cmd: &mut Command| {
+            let st = cmd.status().expect("run python3 (is it installed?)");
+            assert!(st.success(), "{cmd:?} failed: {st}");
+        };
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&req));
+        std::fs::write(&marker, want).expect("write venv marker");
+        py
+    })
+    .clone()
+}
+
+/// A path to a fixture script.
+pub fn py(script: &str) -> PathBuf {
+    root().join("tests/it/py").join(script)
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let mut b = [0u8; 8];
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b.copy_from_slice(&(n as u64).to_le_bytes());
+        let p = std::env::temp_dir().join(format!(
+            "mcpgw-it-{tag}-{}-{:x}",
+            std::process::id(),
+            u64::from_le_bytes(b)
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fixture MCP server (official Python SDK) over Streamable HTTP.
+pub struct HttpFixture {
+    _proc: Proc,
+    pub port: u16,
+}
+
+impl HttpFixture {
+    pub fn start(name: &str) -> Self {
+        let mut child = Command::new(python())
+            .arg(py("upstream.py"))
+            .args(["--name", name, "--transport", "http", "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the Python fixture upstream");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(p) = line.strip_prefix("LISTENING ") {
+                        let _ = tx.send(p.trim().parse::<u16>().ok());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .ok()
+            .flatten()
+            .expect("fixture upstream did not print LISTENING <port> in 30 s");
+        HttpFixture {
+            _proc: Proc { child },
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+/// TOML for a stdio upstream running the Python fixture.
+pub fn stdio_fixture_toml(name: &str, extra: &str) -> String {
+    format!(
+        "[[upstream]]\nname = \"{name}\"\ntransport = \"stdio\"\ncommand = {py:?}\nargs = [{script:?}, \"--name\", \"{name}\", \"--transport\", \"stdio\"]\n{extra}\n",
+        py = python().display().to_string(),
+        script = py("upstream.py").display().to_string(),
+    )
+}
+
+/// TOML for an HTTP upstream.
+pub fn http_upstream_toml(name: &str, url: &str, extra: &str) -> String {
+    format!("[[upstream]]\nname = \"{name}\"\ntransport = \"http\"\nurl = \"{url}\"\n{extra}\n")
+}
+
+/// The gateway under test.
+pub struct Gateway {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Gateway {
+    /// Starts `mcpgw run` with `[gateway]` settings `gateway_toml` (listen is added) and
+    /// `upstreams_toml`, on `driver`; returns once it accepts connections.
+    pub fn start(gateway_toml: &str, upstreams_toml: &str, driver: &str) -> Self {
+        let dir = TempDir::new("gw");
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let cfg = dir.0.join("mcpgw.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[gateway]\nlisten = \"{addr}\"\nworkers = 2\n{gateway_toml}\n\n{upstreams_toml}"
+            ),
+        )
+        .expect("write config");
+        Self::start_with(&cfg, &["--driver", driver], addr, dir)
+    }
+
+    /// Starts the binary with `mcpgw run --config cfg ARGS`.
+    pub fn start_with(cfg: &Path, args: &[&str], addr: SocketAddr, dir: TempDir) -> Self {
+        let log = dir.0.join("gateway.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+            .arg("run")
+            .arg("--config")
+            .arg(cfg)
+            .args(args)
+            .env("MCPGW_LOG", "info,mcpgw=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("start mcpgw");
+        let mut gw = Gateway {
+            proc: Proc { child },
+            addr,
+            log,
+            _dir: dir,
+        };
+        gw.wait_listening();
+        gw
+    }
+
+    /// Wraps an already spawned gateway process; waits until it accepts connections.
+    pub fn adopt(child: Child, addr: SocketAddr, dir: TempDir) -> Self {
+        let log = dir.0.join("gateway.log");
+        let mut gw = Gateway {
+            proc: Proc { child },
+            addr,
+            log,
+            _dir: dir,
+        };
+        gw.wait_listening();
+        gw
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.proc.child.try_wait() {
+                panic!(
+                    "mcpgw exited with {status} during start-up:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mcpgw did not listen in time:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (at most 20 s) for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.proc.pid().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = self.proc.child.try_wait() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mcpgw did not stop on SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Runs the SDK client scenario; returns its JSON output.
+pub fn client(url: &str, scenario: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(py("client.py"))
+        .args(["--timeout", "60", url, scenario])
+        .args(args)
+        .output()
+        .expect("run client.py");
+    assert!(
+        out.status.success(),
+        "client.py {scenario} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client.py printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Runs several client steps in one SDK session; returns each step's result.
+pub fn client_script(url: &str, steps: serde_json::Value) -> Vec<serde_json::Value> {
+    let v = client(url, "script", &[&steps.to_string()]);
+    v["steps"].as_array().cloned().expect("steps")
+}
+
+// === raw HTTP ===
+
+/// A raw HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The JSON-RPC error code in the body.
+    pub fn code(&self) -> i64 {
+        self.json()["error"]["code"].as_i64().unwrap_or(0)
+    }
+}
+
+/// A raw client connection that reads responses with Content-Length framing.
+pub struct Raw {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Raw { s, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).expect("write");
+    }
+
+    /// Reads one response (Content-Length or no body). `None` when the server closed.
+    pub fn read(&mut self) -> Option<Resp> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let mut lines = head.split("\r\n");
+                let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+                let headers: Vec<(String, String)> = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect();
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                while self.buf.len() < end + 4 + len {
+                    if !self.fill() {
+                        return None;
+                    }
+                }
+                let body = self.buf[end + 4..end + 4 + len].to_vec();
+                self.buf.drain(..end + 4 + len);
+                return Some(Resp {
+                    status,
+                    headers,
+                    body,
+                });
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// Reads raw bytes until `pat` appears (for streams); returns everything read so far.
+    pub fn read_until(&mut self, pat: &[u8]) -> Vec<u8> {
+        while find(&self.buf, pat).is_none() {
+            if !self.fill() {
+                break;
+            }
+        }
+        std::mem::take(&mut self.buf)
+    }
+
+    /// True when the server has closed the connection (EOF within the read timeout).
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut b = [0u8; 65536];
+        match self.s.read(&mut b) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&b[..n]);
+                true
+            }
+        }
+    }
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// A POST /mcp request with the usual MCP headers plus `extra` header lines.
+pub fn post(body: &str, extra: &[&str]) -> Vec<u8> {
+    let mut r = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in extra {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r.into_bytes()
+}
+
+/// `initialize` with `version` on a fresh connection; returns the session id.
+pub fn initialize(addr: SocketAddr, version: &str) -> String {
+    let mut c = Raw::connect(addr);
+    c.send(&post(
+        &format!(r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{version}","capabilities":{{}},"clientInfo":{{"name":"raw","version":"1"}}}}}}"#),
+        &[],
+    ));
+    let r = c.read().expect("initialize answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.header("mcp-session-id").expect("session id").to_string()
+}
+
+/// Process ids of the direct children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// The state letter of a process (`Z` = zombie), `None` when it no longer exists.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Polls `f` every 50 ms until it returns true or `secs` pass.
+pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
