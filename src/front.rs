@@ -41,8 +41,9 @@ pub enum ReplyBody {
     Empty,
     /// A whole body of this content type.
     Full(&'static str, Bytes),
-    /// A server-to-client SSE stream for this session (`GET /mcp`).
-    Stream(SessionId),
+    /// A server-to-client SSE stream (`GET /mcp`), open until this receiver disconnects
+    /// (the session ended).
+    Stream(flume::Receiver<()>),
 }
 
 impl Reply {
@@ -193,10 +194,10 @@ impl Front {
             );
         }
         match self.session(req) {
-            Ok((id, _)) => Reply {
+            Ok((_, session)) => Reply {
                 status: 200,
                 headers: vec![],
-                body: ReplyBody::Stream(id),
+                body: ReplyBody::Stream(session.ended()),
             },
             Err(r) => r,
         }

@@ -72,12 +72,22 @@ pub struct Session {
     pub version: &'static str,
     /// Last use, ms since the gateway's clock origin.
     last_seen_ms: AtomicU64,
+    /// Dropped with the session: every [`Session::ended`] receiver then wakes (disconnected).
+    _alive: flume::Sender<()>,
+    ended: flume::Receiver<()>,
 }
 
 impl Session {
     /// Marks the session used now.
     pub fn touch(&self, now_ms: u64) {
         self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// A receiver that resolves (as disconnected) once the session is gone: ended by the
+    /// client, expired, or the gateway stopping. Streams of the session wait on it instead
+    /// of polling the table.
+    pub fn ended(&self) -> flume::Receiver<()> {
+        self.ended.clone()
     }
 }
 
@@ -91,11 +101,14 @@ impl Sessions {
     /// Creates a session for `version`.
     pub fn create(&self, version: &'static str, now_ms: u64) -> std::io::Result<SessionId> {
         let id = SessionId::random()?;
+        let (alive, ended) = flume::bounded(1);
         self.map.insert(
             id.clone(),
             Arc::new(Session {
                 version,
                 last_seen_ms: AtomicU64::new(now_ms),
+                _alive: alive,
+                ended,
             }),
         );
         Ok(id)
@@ -158,9 +171,18 @@ mod tests {
         let s = Sessions::default();
         let a = s.create("2025-11-25", 0).expect("create");
         let b = s.create("2025-11-25", 0).expect("create");
+        let a_ended = s.get(&a).expect("a").ended();
         s.get(&b).expect("b").touch(5_000);
+        assert!(matches!(
+            a_ended.try_recv(),
+            Err(flume::TryRecvError::Empty)
+        ));
         assert_eq!(s.expire(6_000, Duration::from_secs(2)), 1);
         assert!(s.get(&a).is_none());
+        assert!(matches!(
+            a_ended.try_recv(),
+            Err(flume::TryRecvError::Disconnected)
+        ));
         assert!(s.remove(&b));
         assert!(!s.remove(&b));
         assert!(s.is_empty());

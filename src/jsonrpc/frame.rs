@@ -79,9 +79,21 @@ pub enum Message {
 
 /// Reusable buffers for validation; one per worker, so parsing does not allocate per message
 /// once warmed up.
-#[derive(Default)]
 pub struct Parser {
     scratch: Vec<u8>,
+    buffers: simd_json::Buffers,
+    /// Kept between messages for its allocation; always empty when stored.
+    tape: Option<simd_json::tape::Tape<'static>>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Self {
+            scratch: Vec::new(),
+            buffers: simd_json::Buffers::new(4096),
+            tape: Some(simd_json::tape::Tape::null().reset()),
+        }
+    }
 }
 
 impl Parser {
@@ -116,11 +128,18 @@ impl Parser {
     }
 
     fn validate(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        // simd-json unescapes strings in place, so it works on a scratch copy and the
+        // original bytes stay untouched for pass-through.
         self.scratch.clear();
         self.scratch.extend_from_slice(bytes);
-        simd_json::to_tape(&mut self.scratch)
-            .map(|_| ())
-            .map_err(|e| FrameError::Parse(e.to_string()))
+        let mut tape = self
+            .tape
+            .take()
+            .unwrap_or_else(|| simd_json::tape::Tape::null().reset())
+            .reset();
+        let res = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
+        self.tape = Some(tape.reset());
+        res.map_err(|e| FrameError::Parse(e.to_string()))
     }
 }
 

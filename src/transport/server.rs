@@ -214,13 +214,13 @@ async fn write_reply(
                 r.map(|_| ())
             }
         }
-        ReplyBody::Stream(session) => {
+        ReplyBody::Stream(ended) => {
             headers.push(("Content-Type", b"text/event-stream"));
             headers.push(("Cache-Control", b"no-cache"));
             codec::write_response_head(&mut out, reply.status, &headers, None, false);
             let (r, _) = conn.write_all(out.freeze()).await;
             r?;
-            stream(conn, session, front).await
+            stream(conn, ended, front).await
         }
     }
 }
@@ -230,22 +230,23 @@ async fn write_reply(
 /// session-semantics work.
 async fn stream(
     conn: &mut TcpStream,
-    session: crate::session::SessionId,
+    ended: flume::Receiver<()>,
     front: &Front,
 ) -> std::io::Result<()> {
     let shared = front.shared();
     let every = shared.config.gateway.sse_keepalive;
-    let tick = Duration::from_millis(100).min(every);
+    // Shutdown is noticed at least this often; session end is noticed at once.
+    let tick = every.min(Duration::from_secs(1));
     let mut since = Duration::ZERO;
     loop {
-        monoio::time::sleep(tick).await;
-        since += tick;
-        if shared.stopping() || shared.sessions.get(&session).is_none() {
+        let woke = monoio::time::timeout(tick, ended.recv_async()).await;
+        if shared.stopping() || matches!(woke, Ok(Err(_))) {
             let mut out = BytesMut::new();
             codec::write_last_chunk(&mut out);
             let (r, _) = conn.write_all(out.freeze()).await;
             return r.map(|_| ());
         }
+        since += tick;
         if since >= every {
             since = Duration::ZERO;
             let mut ev = BytesMut::new();

@@ -117,3 +117,45 @@ fn upstream_down_at_start_is_left_out() {
         gw.log_text()
     );
 }
+
+/// An HTTP upstream restarted behind the gateway forgets the gateway's session and answers
+/// 404: the gateway initializes again once and the call succeeds.
+#[test]
+fn http_upstream_restart_reinitializes_the_session() {
+    let alpha = HttpFixture::start("alpha");
+    let port = alpha.port;
+    let gw = Gateway::start("", &http_upstream_toml("alpha", &alpha.url(), ""), "auto");
+    let before = client_script(&gw.url(), json!([["call", "alpha__echo", {"text": "one"}]]));
+    assert_eq!(before[0]["text"][0], "alpha:one", "{}", before[0]);
+
+    drop(alpha);
+    let _alpha2 = HttpFixture::start_on("alpha", port);
+    let after = client_script(&gw.url(), json!([["call", "alpha__echo", {"text": "two"}]]));
+    assert_eq!(after[0]["text"][0], "alpha:two", "{}", after[0]);
+    assert!(
+        gw.log_text()
+            .contains("upstream session expired; initializing again"),
+        "{}",
+        gw.log_text()
+    );
+}
+
+/// A gateway in front of a gateway: the inner one pages its lists (page_size = 2), the outer
+/// one follows every cursor and serves all of them, namespaced twice.
+#[test]
+fn upstream_pagination_is_followed() {
+    let inner = Gateway::start("page_size = 2", &stdio_fixture_toml("beta", ""), "epoll");
+    let outer = Gateway::start("", &http_upstream_toml("inner", &inner.url(), ""), "epoll");
+    let tour = crate::support::client(&outer.url(), "tour", &[]);
+    let tools: Vec<&str> = tour["tools"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(tools.len(), 6, "{tour}");
+    assert!(tools.contains(&"inner__beta__echo"), "{tools:?}");
+    let steps = client_script(
+        &outer.url(),
+        json!([["call", "inner__beta__echo", {"text": "deep"}]]),
+    );
+    assert_eq!(steps[0]["text"][0], "beta:deep", "{}", steps[0]);
+}

@@ -123,9 +123,21 @@ pub struct HttpFixture {
 
 impl HttpFixture {
     pub fn start(name: &str) -> Self {
+        Self::start_on(name, 0)
+    }
+
+    /// Starts on `port` (0: any free port).
+    pub fn start_on(name: &str, port: u16) -> Self {
         let mut child = Command::new(python())
             .arg(py("upstream.py"))
-            .args(["--name", name, "--transport", "http", "--port", "0"])
+            .args([
+                "--name",
+                name,
+                "--transport",
+                "http",
+                "--port",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
