@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use crate::support::{
-    children, client_script, http_upstream_toml, proc_state, stdio_fixture_toml, wait_for, Gateway,
-    HttpFixture,
+    children, client_script, fd_count, http_upstream_toml, proc_state, stdio_fixture_toml,
+    wait_for, Gateway, HttpFixture,
 };
 
 #[test]
@@ -16,6 +16,7 @@ fn stdio_upstream_killed_mid_call_is_an_error_then_restarted() {
     );
     let first: Vec<u32> = children(gw.proc.pid());
     assert_eq!(first.len(), 1, "one child expected: {first:?}");
+    let fds_before = fd_count(gw.proc.pid());
 
     let steps = client_script(&gw.url(), json!([["call", "beta__crash", {}]]));
     assert_eq!(steps[0]["error"]["code"], -32030, "crash: {}", steps[0]);
@@ -44,6 +45,12 @@ fn stdio_upstream_killed_mid_call_is_an_error_then_restarted() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     assert!(ok, "restarted child never answered:\n{}", gw.log_text());
+    // The old child's pipes are closed: no descriptors leak across restarts.
+    assert!(
+        wait_for(5, || fd_count(gw.proc.pid()) <= fds_before),
+        "fds before {fds_before}, after {}",
+        fd_count(gw.proc.pid())
+    );
 
     // Shutdown kills and reaps every child.
     let kids = children(gw.proc.pid());
