@@ -117,8 +117,14 @@ pub struct Upstream {
     pub name: String,
     /// How to reach it.
     pub transport: Transport,
-    /// Call deadline.
+    /// Deadline for an answer; progress notifications restart it.
     pub call_timeout: Duration,
+    /// Upper bound for one call, progress or not.
+    pub max_call: Duration,
+    /// Whether names are prefixed with `<name><sep>`.
+    pub prefix: bool,
+    /// One gateway-wide upstream session instead of one per client session.
+    pub shared_session: bool,
 }
 
 /// The whole validated configuration.
@@ -330,12 +336,26 @@ impl Config {
                     field("transport")
                 ),
             };
+            let shared_session = match u.session.as_ref().map(|s| s.get_ref().as_str()) {
+                None | Some("per-client") => false,
+                Some("shared") => true,
+                Some(other) => bail!(
+                    "{}: {}: {other:?} is not \"per-client\" or \"shared\"",
+                    at(u.session.as_ref().map_or(u.name.span(), |s| s.span())),
+                    field("session")
+                ),
+            };
+            let timeout = u
+                .call_timeout_ms
+                .map_or(call_timeout, Duration::from_millis);
+            let max_call = u.max_call_ms.or(g.max_call_ms).unwrap_or(600_000);
             upstreams.push(Upstream {
                 name: name.clone(),
                 transport,
-                call_timeout: u
-                    .call_timeout_ms
-                    .map_or(call_timeout, Duration::from_millis),
+                call_timeout: timeout,
+                max_call: Duration::from_millis(max_call).max(timeout),
+                prefix: u.prefix.unwrap_or(true),
+                shared_session,
             });
         }
         Ok(Config {

@@ -152,6 +152,11 @@ async fn run(
     let mut generation = 0u64;
     publish(&shared, &upstreams, &caller, &mut generation).await;
     let _ = ready.send(Ok(()));
+    for up in &upstreams {
+        if matches!(up.link, Link::Http(_)) {
+            monoio::spawn(watch_list_changes(up.clone(), tx.clone(), shared.clone()));
+        }
+    }
 
     let interval = cfg.gateway.refresh_interval;
     loop {
@@ -172,8 +177,9 @@ async fn run(
                 let ended = shared
                     .sessions
                     .expire(shared.now_ms(), cfg.gateway.session_idle_timeout);
-                if ended > 0 {
-                    tracing::info!(ended, "idle sessions ended");
+                if !ended.is_empty() {
+                    tracing::info!(ended = ended.len(), "idle sessions ended");
+                    end_upstream_sessions(&upstreams, &caller, ended).await;
                 }
                 publish(&shared, &upstreams, &caller, &mut generation).await;
             }
@@ -219,6 +225,27 @@ async fn publish(
         || cur.templates_pages.0 != next.templates_pages.0
         || cur.capabilities != next.capabilities;
     if changed {
+        let lists: Vec<&str> = [
+            (
+                cur.tools_pages.0 != next.tools_pages.0,
+                "notifications/tools/list_changed",
+            ),
+            (
+                cur.prompts_pages.0 != next.prompts_pages.0,
+                "notifications/prompts/list_changed",
+            ),
+            (
+                cur.resources_pages.0 != next.resources_pages.0
+                    || cur.templates_pages.0 != next.templates_pages.0,
+                "notifications/resources/list_changed",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(c, m)| c.then_some(m))
+        .collect();
+        if *generation > 0 && !lists.is_empty() {
+            crate::front::Front::broadcast(shared, &lists);
+        }
         *generation += 1;
         tracing::info!(
             generation = *generation,
@@ -235,13 +262,7 @@ async fn publish(
 /// Fetches one upstream's capabilities and lists (following cursors).
 async fn fetch_catalog(up: &Upstream, caller: &Caller) -> crate::error::Result<UpstreamCatalog> {
     let capabilities = match &up.link {
-        Link::Http(h) => {
-            let s = match h.session() {
-                Some(s) => s,
-                None => h.initialize(caller).await?,
-            };
-            s.capabilities.clone()
-        }
+        Link::Http(h) => h.ensure_shared(caller).await?.capabilities.clone(),
         Link::Stdio(s) => {
             if !s.is_up() {
                 return Err(crate::error::Error::new(
@@ -315,4 +336,57 @@ async fn fetch_list(
     }
     tracing::warn!(upstream = %up.name, method, "list truncated after {MAX_PAGES} pages");
     Ok(items)
+}
+
+/// Ends the per-client upstream sessions of expired client sessions.
+async fn end_upstream_sessions(
+    upstreams: &[Arc<Upstream>],
+    caller: &Caller,
+    ended: Vec<Arc<crate::session::Session>>,
+) {
+    for s in ended {
+        for e in s.upstreams.iter() {
+            if let Some(Link::Http(h)) = upstreams
+                .iter()
+                .find(|u| u.name == *e.key())
+                .map(|u| &u.link)
+            {
+                h.delete(caller, e.value()).await;
+            }
+        }
+    }
+}
+
+/// Holds the gateway's own GET stream to an HTTP upstream and asks for a catalog refresh
+/// whenever the upstream says a list changed. Reconnects every few seconds while it can't.
+async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, shared: Arc<Shared>) {
+    let Link::Http(h) = &up.link else { return };
+    let caller = Caller::new(u16::MAX - 1);
+    while !shared.stopping() {
+        if let Ok(session) = h.ensure_shared(&caller).await {
+            if let Ok(Some(mut stream)) = h.listen(&caller, &session).await {
+                while let Ok(Some(m)) = stream.next().await {
+                    let is_change = crate::jsonrpc::parse(m).ok().is_some_and(|msg| match msg {
+                        crate::jsonrpc::Message::Single(f) => {
+                            f.method().is_some_and(|m| m.ends_with("/list_changed"))
+                        }
+                        crate::jsonrpc::Message::Batch(_) => false,
+                    });
+                    if is_change {
+                        tracing::info!(upstream = %up.name, "upstream lists changed");
+                        if tx.send(ControlMsg::Refresh).is_err() {
+                            return;
+                        }
+                    }
+                    if shared.stopping() {
+                        return;
+                    }
+                }
+            } else {
+                // No stream offered: periodic refresh covers this upstream.
+                return;
+            }
+        }
+        monoio::time::sleep(Duration::from_secs(5)).await;
+    }
 }

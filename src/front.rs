@@ -3,9 +3,11 @@
 //! Checks run in a fixed order: path, `Origin`, method, protocol-version header, media
 //! types, body, session. Then a JSON-RPC request is answered from the snapshot (initialize,
 //! ping, the list methods) or routed to the upstream that owns the tool, prompt or resource,
-//! with only its id and name spliced. Every failure becomes an HTTP status and a JSON-RPC
-//! error with a stable code (see `jsonrpc::codes` and README.md); nothing here panics or
-//! passes upstream error text through.
+//! with only its id, name and progress token spliced. A routed call answers as JSON when the
+//! upstream's first message is the response, and switches to an SSE stream when progress or
+//! upstream requests come first (and the client accepts SSE). Every failure becomes an HTTP
+//! status and a JSON-RPC error with a stable code (see `jsonrpc::codes` and README.md);
+//! nothing here panics or passes upstream error text through.
 //!
 //! A `Front` belongs to one worker; it holds that worker's upstream caller and parser.
 
@@ -15,11 +17,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
     control::Shared,
-    jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message},
+    error::{Error, ErrorKind},
+    jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
     registry::{self, names, Snapshot, Target},
+    relay::{Event, Relay},
     session::{self, Session, SessionId},
     transport::http::RequestHead,
-    upstream::{Caller, UpstreamRef},
+    upstream::{Caller, Hello, Link, OnSession, SessionMode, Upstream, UpstreamRef},
 };
 
 /// The endpoint path.
@@ -41,9 +45,18 @@ pub enum ReplyBody {
     Empty,
     /// A whole body of this content type.
     Full(&'static str, Bytes),
-    /// A server-to-client SSE stream (`GET /mcp`), open until this receiver disconnects
-    /// (the session ended).
-    Stream(flume::Receiver<()>),
+    /// A server-to-client SSE stream (`GET /mcp`) fed by this inbox, open until `ended`
+    /// disconnects (the session ended) or the inbox is replaced by a newer GET.
+    Stream {
+        /// Messages for the client.
+        inbox: flume::Receiver<Bytes>,
+        /// Disconnects when the session ends.
+        ended: flume::Receiver<()>,
+        /// Held while the stream is open; upstream stream readers stop when it drops.
+        alive: flume::Sender<()>,
+    },
+    /// A call answered as an SSE stream: `first`, then the relay's events until the response.
+    Relay(Box<Relay>, Bytes),
 }
 
 impl Reply {
@@ -72,8 +85,18 @@ impl Reply {
 /// How the client wants the answer to a POST.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Answer {
+    /// JSON, and SSE when messages must come before the response.
+    Either,
+    /// JSON only.
     Json,
+    /// SSE only.
     Sse,
+}
+
+/// What came of one request.
+enum Outcome {
+    Done(Bytes),
+    Streaming(Box<Relay>, Bytes),
 }
 
 /// One worker's MCP endpoint.
@@ -96,8 +119,13 @@ impl Front {
         &self.shared
     }
 
+    /// This worker's upstream caller.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
     /// Handles one HTTP request whose body has been read.
-    pub async fn handle(&self, req: &RequestHead, body: Bytes) -> Reply {
+    pub async fn handle(self: &Rc<Self>, req: &RequestHead, body: Bytes) -> Reply {
         if req.path != MCP_PATH {
             return Reply::error(404, Code::BadHttpRequest, "Not found");
         }
@@ -175,7 +203,7 @@ impl Front {
         }
     }
 
-    fn get(&self, req: &RequestHead) -> Reply {
+    fn get(self: &Rc<Self>, req: &RequestHead) -> Reply {
         if !self.shared.config.gateway.get_stream {
             let mut r = Reply::error(
                 405,
@@ -193,28 +221,135 @@ impl Front {
                 "Not Acceptable: GET needs Accept: text/event-stream",
             );
         }
-        match self.session(req) {
-            Ok((_, session)) => Reply {
-                status: 200,
-                headers: vec![],
-                body: ReplyBody::Stream(session.ended()),
+        let sess = match self.session(req) {
+            Ok((_, s)) => s,
+            Err(r) => return r,
+        };
+        let (tx, inbox) = flume::bounded(1024);
+        let (alive, alive_rx) = flume::bounded::<()>(1);
+        // A newer GET replaces an older one: the old stream's inbox loses its sender and ends.
+        sess.outbox.store(Some(Arc::new(tx.clone())));
+        let snap = self.shared.snapshot.load_full();
+        for entry in sess.upstreams.iter() {
+            if let Some(up) = snap
+                .by_name
+                .get(entry.key())
+                .and_then(|r| snap.upstream(*r))
+            {
+                self.listen_upstream(
+                    up.clone(),
+                    entry.value().clone(),
+                    tx.clone(),
+                    alive_rx.clone(),
+                );
+            }
+        }
+        Reply {
+            status: 200,
+            headers: vec![],
+            body: ReplyBody::Stream {
+                inbox,
+                ended: sess.ended(),
+                alive,
             },
-            Err(r) => r,
         }
     }
 
-    fn delete(&self, req: &RequestHead) -> Reply {
+    /// Relays a per-client upstream session's own stream (notifications not tied to a
+    /// request: resource updates, log messages) into a client's GET stream, until that
+    /// stream closes (`alive` disconnects) or the upstream ends it.
+    fn listen_upstream(
+        self: &Rc<Self>,
+        up: Arc<Upstream>,
+        us: Arc<crate::upstream::UpstreamSession>,
+        tx: flume::Sender<Bytes>,
+        alive: flume::Receiver<()>,
+    ) {
+        let front = self.clone();
+        monoio::spawn(async move {
+            let Link::Http(h) = &up.link else { return };
+            let mut stream = match h.listen(&front.caller, &us).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(upstream = %up.name, error = %e, "upstream GET stream not opened");
+                    return;
+                }
+            };
+            loop {
+                let next = select_first(stream.next(), alive.recv_async()).await;
+                let Some(Ok(Some(m))) = next else { return };
+                if let Some(out) = front.translate_unsolicited(&up, m) {
+                    if tx.send_async(out).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// A message an upstream sent outside any call, as the client must see it.
+    fn translate_unsolicited(&self, up: &Upstream, m: Bytes) -> Option<Bytes> {
+        let frame = self.caller.parser.borrow_mut().parse_one(m).ok()?;
+        if frame.kind() != Kind::Notification {
+            // Upstream requests outside a call are not routed yet; the upstream times out.
+            return None;
+        }
+        let method = frame.method()?;
+        if method.ends_with("/list_changed") {
+            self.shared.request_refresh();
+            return None;
+        }
+        if method == "notifications/resources/updated" && up.prefix {
+            let span = frame.param("uri")?;
+            let uri = frame.str_at(span)?;
+            let exposed = serde_json::to_vec(&names::expose_uri(&up.name, &uri)).ok()?;
+            return Some(frame.splice(&mut [(span, &exposed)]));
+        }
+        Some(frame.bytes().clone())
+    }
+
+    fn delete(self: &Rc<Self>, req: &RequestHead) -> Reply {
         match self.session(req) {
             Ok((id, _)) => {
-                self.shared.sessions.remove(&id);
-                tracing::debug!(session = ?id, "session ended by client");
+                if let Some(s) = self.shared.sessions.remove(&id) {
+                    tracing::debug!(session = ?id, "session ended by client");
+                    self.end_upstream_sessions(s);
+                }
                 Reply::empty(200)
             }
             Err(r) => r,
         }
     }
 
-    async fn post(&self, req: &RequestHead, body: Bytes) -> Reply {
+    /// Ends a client session's own upstream sessions (DELETE at each upstream), in the
+    /// background.
+    fn end_upstream_sessions(self: &Rc<Self>, s: Arc<Session>) {
+        let ups: Vec<_> = s
+            .upstreams
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        if ups.is_empty() {
+            return;
+        }
+        let front = self.clone();
+        monoio::spawn(async move {
+            let snap = front.shared.snapshot.load_full();
+            for (name, us) in ups {
+                if let Some(Link::Http(h)) = snap
+                    .by_name
+                    .get(&name)
+                    .and_then(|r| snap.upstream(*r))
+                    .map(|u| &u.link)
+                {
+                    h.delete(&front.caller, &us).await;
+                }
+            }
+        });
+    }
+
+    async fn post(self: &Rc<Self>, req: &RequestHead, body: Bytes) -> Reply {
         let ct = req.header_str("content-type").unwrap_or("");
         if !ct
             .trim_start()
@@ -227,16 +362,20 @@ impl Front {
                 "Unsupported Media Type: Content-Type must be application/json",
             );
         }
-        let answer = if accepts(req, "application/json") {
-            Answer::Json
-        } else if accepts(req, "text/event-stream") {
-            Answer::Sse
-        } else {
-            return Reply::error(
-                406,
-                Code::BadHttpRequest,
-                "Not Acceptable: Accept must include application/json or text/event-stream",
-            );
+        let answer = match (
+            accepts(req, "application/json"),
+            accepts(req, "text/event-stream"),
+        ) {
+            (true, true) => Answer::Either,
+            (true, false) => Answer::Json,
+            (false, true) => Answer::Sse,
+            (false, false) => {
+                return Reply::error(
+                    406,
+                    Code::BadHttpRequest,
+                    "Not Acceptable: Accept must include application/json or text/event-stream",
+                )
+            }
         };
         let message = match self.caller.parser.borrow_mut().parse(body) {
             Ok(m) => m,
@@ -250,18 +389,25 @@ impl Front {
                 self.initialize(&f, &snap, answer)
             }
             Message::Single(f) => {
-                let (sid, sess) = match self.session(req) {
+                let (_, sess) = match self.session(req) {
                     Ok(s) => s,
                     Err(r) => return r,
                 };
-                let _ = sid;
                 match f.kind() {
-                    Kind::Request => {
-                        let out = self.request(&f, &snap, &sess).await;
-                        reply_with(answer, out)
+                    Kind::Request => match self.request(&f, &snap, &sess, answer).await {
+                        Outcome::Done(b) => reply_with(answer, b),
+                        Outcome::Streaming(relay, first) => Reply {
+                            status: 200,
+                            headers: vec![],
+                            body: ReplyBody::Relay(relay, first),
+                        },
+                    },
+                    Kind::Notification => {
+                        self.notification(&f, &sess).await;
+                        Reply::empty(202)
                     }
-                    Kind::Notification | Kind::Response => {
-                        self.notification(&f, &snap);
+                    Kind::Response => {
+                        self.client_answer(&f, &sess).await;
                         Reply::empty(202)
                     }
                 }
@@ -289,10 +435,19 @@ impl Front {
                                     "initialize cannot be batched",
                                 ));
                             } else {
-                                outs.push(self.request(&f, &snap, &sess).await);
+                                // Batched calls answer as one JSON array: messages before a
+                                // response go to the GET stream, if there is one.
+                                match self.request(&f, &snap, &sess, Answer::Json).await {
+                                    Outcome::Done(b) => outs.push(b),
+                                    Outcome::Streaming(mut relay, first) => {
+                                        self.push(&sess, first);
+                                        outs.push(self.finish_pushing(&sess, &mut relay).await);
+                                    }
+                                }
                             }
                         }
-                        Ok(f) => self.notification(&f, &snap),
+                        Ok(f) if f.kind() == Kind::Response => self.client_answer(&f, &sess).await,
+                        Ok(f) => self.notification(&f, &sess).await,
                         Err(e) => outs.push(frame_error_body(&e)),
                     }
                 }
@@ -308,7 +463,7 @@ impl Front {
                     b.put_slice(o);
                 }
                 b.put_u8(b']');
-                reply_with(answer, b.freeze())
+                reply_with(Answer::Json, b.freeze())
             }
         }
     }
@@ -319,7 +474,21 @@ impl Front {
             .param("protocolVersion")
             .and_then(|s| f.str_at(s).map(Cow::into_owned));
         let version = session::negotiate(requested.as_deref());
-        let sid = match self.shared.sessions.create(version, self.shared.now_ms()) {
+        let raw = |key: &str, default: &'static [u8]| {
+            f.param(key)
+                .and_then(|s| f.raw_at(s))
+                .filter(|r| r.first() == Some(&b'{'))
+                .map_or(Bytes::from_static(default), Bytes::copy_from_slice)
+        };
+        let hello = Hello {
+            capabilities: raw("capabilities", b"{}"),
+            client_info: raw("clientInfo", crate::upstream::CLIENT_INFO.as_bytes()),
+        };
+        let sid = match self
+            .shared
+            .sessions
+            .create(version, hello, self.shared.now_ms())
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a session id");
@@ -344,80 +513,154 @@ impl Front {
         r
     }
 
-    fn notification(&self, f: &Frame, _snap: &Snapshot) {
-        // TODO(core): forward cancellations and client answers to upstream requests
-        // (session-semantics issue); until then they end here.
-        tracing::debug!(method = ?f.method(), kind = ?f.kind(), "client notification accepted");
-    }
-
-    /// Answers one request; always returns a complete JSON-RPC response.
-    async fn request(&self, f: &Frame, snap: &Snapshot, _sess: &Session) -> Bytes {
-        let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
-        let Some(method) = f.method() else {
-            return error_body(Some(&id), Code::InvalidRequest, "Invalid Request");
-        };
-        match &*method {
-            "ping" => result_body(&id, b"{}"),
-            "tools/list" => list(f, &id, &snap.tools_pages),
-            "prompts/list" => list(f, &id, &snap.prompts_pages),
-            "resources/list" => list(f, &id, &snap.resources_pages),
-            "resources/templates/list" => list(f, &id, &snap.templates_pages),
-            "tools/call" => self.by_name(f, &id, snap, &snap.tools, "tool").await,
-            "prompts/get" => self.by_name(f, &id, snap, &snap.prompts, "prompt").await,
-            "resources/read" => self.by_uri(f, &id, snap).await,
-            "completion/complete" => self.complete(f, &id, snap).await,
-            _ => error_body(Some(&id), Code::MethodNotFound, "Method not found"),
+    /// A client notification: cancellations reach the relay of the request; the rest ends
+    /// here (`initialized`, `roots/list_changed` have no upstream to go to yet).
+    async fn notification(&self, f: &Frame, sess: &Session) {
+        match f.method().as_deref() {
+            Some("notifications/cancelled") => {
+                let Some(id) = f.param("requestId").and_then(|s| f.raw_at(s)) else {
+                    return;
+                };
+                let entry = sess.in_flight.get_mut(id).and_then(|mut e| e.cancel.take());
+                match entry {
+                    Some(tx) => {
+                        let _ = tx.send(());
+                    }
+                    None => tracing::debug!("cancellation of a request not in flight"),
+                }
+            }
+            m => tracing::debug!(method = ?m, "client notification accepted"),
         }
     }
 
+    /// A client's answer to a request an upstream made: back to that upstream, with the
+    /// upstream's own id.
+    async fn client_answer(&self, f: &Frame, sess: &Session) {
+        let rid = f
+            .id_raw()
+            .and_then(|r| std::str::from_utf8(&r).ok()?.parse::<u64>().ok());
+        let Some((_, pending)) = rid.and_then(|r| sess.server_requests.remove(&r)) else {
+            tracing::debug!("client answered a request that is not pending");
+            return;
+        };
+        let Some(span) = f.id_span() else { return };
+        let body = f.splice(&mut [(span, &pending.original_id)]);
+        if let Err(e) = self.caller.send(&pending.upstream, &pending.on, body).await {
+            tracing::warn!(upstream = %pending.upstream.name, error = %e, "could not deliver the client's answer");
+        }
+    }
+
+    /// Answers one request.
+    async fn request(
+        self: &Rc<Self>,
+        f: &Frame,
+        snap: &Snapshot,
+        sess: &Arc<Session>,
+        answer: Answer,
+    ) -> Outcome {
+        let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
+        let Some(method) = f.method() else {
+            return Outcome::Done(error_body(
+                Some(&id),
+                Code::InvalidRequest,
+                "Invalid Request",
+            ));
+        };
+        let done = Outcome::Done;
+        match &*method {
+            "ping" => done(result_body(&id, b"{}")),
+            "tools/list" => done(list(f, &id, &snap.tools_pages)),
+            "prompts/list" => done(list(f, &id, &snap.prompts_pages)),
+            "resources/list" => done(list(f, &id, &snap.resources_pages)),
+            "resources/templates/list" => done(list(f, &id, &snap.templates_pages)),
+            "tools/call" => {
+                self.by_name(f, &id, snap, sess, &snap.tools, "tool", answer)
+                    .await
+            }
+            "prompts/get" => {
+                self.by_name(f, &id, snap, sess, &snap.prompts, "prompt", answer)
+                    .await
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let Some(span) = f.param("uri") else {
+                    return done(error_body(
+                        Some(&id),
+                        Code::InvalidParams,
+                        "Invalid params: uri is required",
+                    ));
+                };
+                match f.str_at(span).and_then(|u| route_uri(snap, &u)) {
+                    Some((up, orig)) => {
+                        self.forward(f, &id, snap, sess, up, Some((span, orig)), answer)
+                            .await
+                    }
+                    None => done(error_body(
+                        Some(&id),
+                        Code::ResourceNotFound,
+                        "Resource not found",
+                    )),
+                }
+            }
+            "completion/complete" => self.complete(f, &id, snap, sess, answer).await,
+            "logging/setLevel" => done(self.set_level(f, &id, snap, sess).await),
+            _ => done(error_body(
+                Some(&id),
+                Code::MethodNotFound,
+                "Method not found",
+            )),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn by_name(
-        &self,
+        self: &Rc<Self>,
         f: &Frame,
         id: &[u8],
         snap: &Snapshot,
+        sess: &Arc<Session>,
         map: &std::collections::HashMap<String, Target>,
         what: &str,
-    ) -> Bytes {
+        answer: Answer,
+    ) -> Outcome {
         let Some(span) = f.param("name") else {
-            return error_body(
+            return Outcome::Done(error_body(
                 Some(id),
                 Code::InvalidParams,
                 "Invalid params: name is required",
-            );
+            ));
         };
         let target = f.str_at(span).and_then(|n| map.get(&*n));
         let Some(t) = target else {
-            let msg = match what {
-                "tool" => "Unknown tool",
-                _ => "Unknown prompt",
+            let msg = if what == "tool" {
+                "Unknown tool"
+            } else {
+                "Unknown prompt"
             };
-            return error_body(Some(id), Code::InvalidParams, msg);
+            return Outcome::Done(error_body(Some(id), Code::InvalidParams, msg));
         };
-        self.forward(f, id, snap, t.upstream, span, &t.name_json)
-            .await
+        self.forward(
+            f,
+            id,
+            snap,
+            sess,
+            t.upstream,
+            Some((span, t.name_json.to_vec())),
+            answer,
+        )
+        .await
     }
 
-    async fn by_uri(&self, f: &Frame, id: &[u8], snap: &Snapshot) -> Bytes {
-        let Some(span) = f.param("uri") else {
-            return error_body(
-                Some(id),
-                Code::InvalidParams,
-                "Invalid params: uri is required",
-            );
-        };
-        match f.str_at(span).and_then(|u| route_uri(snap, &u)) {
-            Some((up, orig)) => self.forward(f, id, snap, up, span, &orig).await,
-            None => error_body(Some(id), Code::ResourceNotFound, "Resource not found"),
-        }
-    }
-
-    async fn complete(&self, f: &Frame, id: &[u8], snap: &Snapshot) -> Bytes {
+    async fn complete(
+        self: &Rc<Self>,
+        f: &Frame,
+        id: &[u8],
+        snap: &Snapshot,
+        sess: &Arc<Session>,
+        answer: Answer,
+    ) -> Outcome {
+        let err = |c, m| Outcome::Done(error_body(Some(id), c, m));
         let Some(r) = f.param("ref") else {
-            return error_body(
-                Some(id),
-                Code::InvalidParams,
-                "Invalid params: ref is required",
-            );
+            return err(Code::InvalidParams, "Invalid params: ref is required");
         };
         let kind = f
             .member(r, "type")
@@ -425,83 +668,290 @@ impl Front {
         match kind.as_deref() {
             Some("ref/prompt") => {
                 let Some(span) = f.member(r, "name") else {
-                    return error_body(
-                        Some(id),
-                        Code::InvalidParams,
-                        "Invalid params: ref.name is required",
-                    );
+                    return err(Code::InvalidParams, "Invalid params: ref.name is required");
                 };
                 match f.str_at(span).and_then(|n| snap.prompts.get(&*n).cloned()) {
                     Some(t) => {
-                        self.forward(f, id, snap, t.upstream, span, &t.name_json)
-                            .await
+                        self.forward(
+                            f,
+                            id,
+                            snap,
+                            sess,
+                            t.upstream,
+                            Some((span, t.name_json.to_vec())),
+                            answer,
+                        )
+                        .await
                     }
-                    None => error_body(Some(id), Code::InvalidParams, "Unknown prompt"),
+                    None => err(Code::InvalidParams, "Unknown prompt"),
                 }
             }
             Some("ref/resource") => {
                 let Some(span) = f.member(r, "uri") else {
-                    return error_body(
-                        Some(id),
-                        Code::InvalidParams,
-                        "Invalid params: ref.uri is required",
-                    );
+                    return err(Code::InvalidParams, "Invalid params: ref.uri is required");
                 };
                 match f.str_at(span).and_then(|u| route_uri(snap, &u)) {
-                    Some((up, orig)) => self.forward(f, id, snap, up, span, &orig).await,
-                    None => error_body(Some(id), Code::ResourceNotFound, "Resource not found"),
+                    Some((up, orig)) => {
+                        self.forward(f, id, snap, sess, up, Some((span, orig)), answer)
+                            .await
+                    }
+                    None => err(Code::ResourceNotFound, "Resource not found"),
                 }
             }
-            _ => error_body(
-                Some(id),
-                Code::InvalidParams,
-                "Invalid params: unknown ref type",
-            ),
+            _ => err(Code::InvalidParams, "Invalid params: unknown ref type"),
         }
     }
 
-    /// Sends `f` to upstream `up` with a fresh id and `name_span` replaced by `name_json`,
-    /// and returns its answer with the client's id put back.
-    async fn forward(
-        &self,
+    /// `logging/setLevel`: remembered for the session and sent to each of its own upstream
+    /// sessions that offer logging. Shared upstream sessions are not told (the level would
+    /// change for every client).
+    async fn set_level(
+        self: &Rc<Self>,
         f: &Frame,
         id: &[u8],
         snap: &Snapshot,
-        up: UpstreamRef,
-        name_span: crate::jsonrpc::Span,
-        name_json: &[u8],
+        sess: &Arc<Session>,
     ) -> Bytes {
-        let Some(upstream) = snap.upstream(up) else {
-            return error_body(Some(id), Code::InternalError, "Internal error");
+        let Some(level) = f
+            .param("level")
+            .and_then(|s| f.str_at(s))
+            .map(Cow::into_owned)
+        else {
+            return error_body(
+                Some(id),
+                Code::InvalidParams,
+                "Invalid params: level is required",
+            );
         };
-        let (Some(id_span), gid) = (f.id_span(), self.caller.ids.next()) else {
-            return error_body(Some(id), Code::InvalidRequest, "Invalid Request");
-        };
-        let gid_text = gid.to_string();
-        let body = f.splice(&mut [(id_span, gid_text.as_bytes()), (name_span, name_json)]);
-        match self.caller.request(upstream, gid, body).await {
-            Ok(resp) => match resp.id_span() {
-                Some(s) => resp.splice(&mut [(s, id)]),
-                None => error_body(
-                    Some(id),
-                    Code::UpstreamProtocol,
-                    "Upstream sent an invalid answer",
-                ),
-            },
-            Err(e) => {
-                tracing::warn!(upstream = %upstream.name, error = %e, "upstream call failed");
-                let (code, msg) = e.to_jsonrpc();
-                error_body(Some(id), code, msg)
+        const LEVELS: [&str; 8] = [
+            "debug",
+            "info",
+            "notice",
+            "warning",
+            "error",
+            "critical",
+            "alert",
+            "emergency",
+        ];
+        if !LEVELS.contains(&level.as_str()) {
+            return error_body(
+                Some(id),
+                Code::InvalidParams,
+                "Invalid params: unknown level",
+            );
+        }
+        sess.log_level.store(Some(Arc::new(level.clone())));
+        for up in &snap.upstreams {
+            if up.mode != SessionMode::PerClient {
+                continue;
+            }
+            if let Some(us) = sess.upstreams.get(&up.name).map(|e| e.value().clone()) {
+                self.apply_level(up, &us, &level).await;
             }
         }
+        result_body(id, b"{}")
+    }
+
+    async fn apply_level(
+        &self,
+        up: &Upstream,
+        us: &Arc<crate::upstream::UpstreamSession>,
+        level: &str,
+    ) {
+        if !us.capabilities.contains_key("logging") {
+            return;
+        }
+        let gid = self.caller.ids.next();
+        let body = crate::upstream::request_body(
+            gid,
+            "logging/setLevel",
+            &format!(r#"{{"level":"{level}"}}"#),
+        );
+        let on = OnSession::Http(us.clone());
+        match self.caller.start(up, &on, gid, body).await {
+            Ok(mut call) => {
+                let _ = monoio::time::timeout(up.call_timeout, call.next()).await;
+                call.finish(&self.caller).await;
+            }
+            Err(e) => tracing::debug!(upstream = %up.name, error = %e, "setLevel not delivered"),
+        }
+    }
+
+    /// The upstream session `sess`'s calls to `up` run on (created on first use).
+    async fn upstream_session(
+        self: &Rc<Self>,
+        sess: &Arc<Session>,
+        up: &Upstream,
+        fresh: bool,
+    ) -> crate::error::Result<OnSession> {
+        let Link::Http(h) = &up.link else {
+            return Ok(OnSession::Stdio);
+        };
+        if up.mode == SessionMode::Shared {
+            return Ok(OnSession::Http(if fresh {
+                h.reinit_shared(&self.caller).await?
+            } else {
+                h.ensure_shared(&self.caller).await?
+            }));
+        }
+        if !fresh {
+            if let Some(us) = sess.upstreams.get(&up.name).map(|e| e.value().clone()) {
+                return Ok(OnSession::Http(us));
+            }
+        }
+        let us = h.initialize(&self.caller, &sess.hello).await?;
+        sess.upstreams.insert(up.name.clone(), us.clone());
+        if let Some(level) = sess.log_level.load_full() {
+            self.apply_level(up, &us, &level).await;
+        }
+        Ok(OnSession::Http(us))
+    }
+
+    /// Sends `f` to upstream `up` with a fresh id, the name (or URI) at `rename` replaced and
+    /// its progress token replaced by the gateway id, and relays the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        self: &Rc<Self>,
+        f: &Frame,
+        id: &[u8],
+        snap: &Snapshot,
+        sess: &Arc<Session>,
+        up: UpstreamRef,
+        rename: Option<(Span, Vec<u8>)>,
+        answer: Answer,
+    ) -> Outcome {
+        let Some(upstream) = snap.upstream(up).cloned() else {
+            return Outcome::Done(error_body(Some(id), Code::InternalError, "Internal error"));
+        };
+        let Some(id_span) = f.id_span() else {
+            return Outcome::Done(error_body(
+                Some(id),
+                Code::InvalidRequest,
+                "Invalid Request",
+            ));
+        };
+        let token = f.param("_meta").and_then(|m| f.member(m, "progressToken"));
+        let client_token = token.and_then(|t| f.raw_at(t)).map(Bytes::copy_from_slice);
+        let fail = |e: &Error| {
+            tracing::warn!(upstream = %upstream.name, error = %e, "upstream call failed");
+            let (code, msg) = e.to_jsonrpc();
+            Outcome::Done(error_body(Some(id), code, msg))
+        };
+
+        let gid = self.caller.ids.next();
+        let gid_text = gid.to_string();
+        let mut edits: Vec<(Span, &[u8])> = vec![(id_span, gid_text.as_bytes())];
+        if let Some((span, with)) = &rename {
+            edits.push((*span, with));
+        }
+        if let Some(t) = token {
+            edits.push((t, gid_text.as_bytes()));
+        }
+        let body = f.splice(&mut edits);
+
+        let start = async {
+            let on = self.upstream_session(sess, &upstream, false).await?;
+            match self.caller.start(&upstream, &on, gid, body.clone()).await {
+                Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
+                    tracing::info!(upstream = %upstream.name, "upstream session expired; initializing again");
+                    let on = self.upstream_session(sess, &upstream, true).await?;
+                    let call = self.caller.start(&upstream, &on, gid, body.clone()).await?;
+                    Ok((on, call))
+                }
+                Err(e) => Err(e),
+                Ok(call) => Ok((on, call)),
+            }
+        };
+        let (on, call) = match monoio::time::timeout(upstream.call_timeout, start).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return fail(&e),
+            Err(_) => {
+                return fail(&Error::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("{}: no answer", upstream.name),
+                ))
+            }
+        };
+        let can_push = answer != Answer::Json || sess.outbox.load().is_some();
+        let client_id = Bytes::copy_from_slice(id);
+        let mut relay = Relay::new(
+            self.clone(),
+            call,
+            sess.clone(),
+            upstream,
+            on,
+            client_id,
+            gid,
+            client_token,
+            can_push,
+        );
+        match relay.next().await {
+            Event::Final(b) => Outcome::Done(b),
+            Event::Cancelled => Outcome::Done(error_body(
+                Some(id),
+                Code::RequestCancelled,
+                "Request cancelled",
+            )),
+            Event::Message(m) if answer != Answer::Json => Outcome::Streaming(Box::new(relay), m),
+            Event::Message(m) => {
+                self.push(sess, m);
+                Outcome::Done(self.finish_pushing(sess, &mut relay).await)
+            }
+        }
+    }
+
+    /// Sends a message to the session's GET stream, if it has one (dropped otherwise).
+    fn push(&self, sess: &Session, m: Bytes) {
+        if let Some(tx) = sess.outbox.load_full() {
+            if tx.try_send(m).is_err() {
+                tracing::debug!("GET stream full or closed: message dropped");
+            }
+        }
+    }
+
+    /// Runs a relay to its end, pushing its messages to the GET stream; returns the response.
+    async fn finish_pushing(&self, sess: &Session, relay: &mut Relay) -> Bytes {
+        loop {
+            match relay.next().await {
+                Event::Message(m) => self.push(sess, m),
+                Event::Final(b) => return b,
+                Event::Cancelled => {
+                    return error_body(None, Code::RequestCancelled, "Request cancelled")
+                }
+            }
+        }
+    }
+
+    /// Tells every session with an open GET stream that the lists changed.
+    pub fn broadcast(shared: &Shared, methods: &[&str]) {
+        for s in shared.sessions.all() {
+            if let Some(tx) = s.outbox.load_full() {
+                for m in methods {
+                    let _ = tx.try_send(Bytes::from(format!(
+                        r#"{{"jsonrpc":"2.0","method":"{m}"}}"#
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Waits for whichever of two futures finishes first; `None` when it is the second.
+async fn select_first<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> Option<A::Output> {
+    match futures_util::future::select(Box::pin(a), Box::pin(b)).await {
+        futures_util::future::Either::Left((x, _)) => Some(x),
+        futures_util::future::Either::Right(_) => None,
     }
 }
 
 /// (upstream, original URI as a JSON string token) for an exposed or plain URI.
 fn route_uri(snap: &Snapshot, uri: &str) -> Option<(UpstreamRef, Vec<u8>)> {
     let (up, orig) = match names::split_uri(uri) {
-        Some((name, orig)) => (*snap.by_name.get(name)?, orig),
-        None => (*snap.plain_uris.get(uri)?, uri),
+        Some((name, orig)) if snap.by_name.contains_key(name) => (*snap.by_name.get(name)?, orig),
+        _ => (*snap.plain_uris.get(uri).or(snap.unprefixed.as_ref())?, uri),
     };
     Some((up, serde_json::to_vec(orig).ok()?))
 }
@@ -538,7 +988,7 @@ fn accepts(req: &RequestHead, media: &str) -> bool {
 
 fn reply_with(answer: Answer, body: Bytes) -> Reply {
     match answer {
-        Answer::Json => Reply::json(200, body),
+        Answer::Json | Answer::Either => Reply::json(200, body),
         Answer::Sse => {
             let mut out = BytesMut::with_capacity(body.len() + 32);
             crate::transport::sse::write_event(&mut out, None, Some("message"), &body);

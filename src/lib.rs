@@ -28,6 +28,7 @@ pub mod error;
 pub mod front;
 pub mod jsonrpc;
 pub mod registry;
+pub mod relay;
 pub mod runtime;
 pub mod session;
 pub mod transport;

@@ -58,6 +58,9 @@ pub struct Snapshot {
     /// Original resource URI -> upstream, for URIs listed by exactly one upstream (clients
     /// that read a URI they saw in a tool result rather than in our list).
     pub plain_uris: HashMap<String, UpstreamRef>,
+    /// The one upstream whose names are not prefixed, if exactly one is: plain URIs that no
+    /// upstream lists (e.g. expanded templates) go there.
+    pub unprefixed: Option<UpstreamRef>,
     /// `tools/list` pages.
     pub tools_pages: Pages,
     /// `prompts/list` pages.
@@ -103,6 +106,13 @@ pub fn build(
     let mut uri_owner: HashMap<String, Option<UpstreamRef>> = HashMap::new();
     let (mut has_tools, mut has_prompts, mut has_resources, mut has_completions) =
         (false, false, false, false);
+    let (mut has_subscribe, mut has_logging) = (false, false);
+    let unprefixed: Vec<UpstreamRef> = upstreams
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| !u.prefix)
+        .filter_map(|(i, _)| Some(UpstreamRef(u16::try_from(i).ok()?)))
+        .collect();
 
     for (i, up) in upstreams.iter().enumerate() {
         let Ok(idx) = u16::try_from(i) else { break };
@@ -115,6 +125,13 @@ pub fn build(
         has_prompts |= cat.capabilities.contains_key("prompts");
         has_resources |= cat.capabilities.contains_key("resources");
         has_completions |= cat.capabilities.contains_key("completions");
+        has_logging |= cat.capabilities.contains_key("logging");
+        has_subscribe |= cat
+            .capabilities
+            .get("resources")
+            .and_then(|r| r.get("subscribe"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         for (items, out, map) in [
             (&cat.tools, &mut tools_out, &mut tools),
             (&cat.prompts, &mut prompts_out, &mut prompts),
@@ -124,13 +141,20 @@ pub fn build(
                     tracing::warn!(upstream = %up.name, "list item without a name skipped");
                     continue;
                 };
-                let mut salt = 0;
-                let exposed = loop {
-                    let n = names::expose(&up.name, sep, orig, salt);
-                    if !map.contains_key(&n) {
-                        break n;
+                let exposed = if up.prefix {
+                    let mut salt = 0;
+                    loop {
+                        let n = names::expose(&up.name, sep, orig, salt);
+                        if !map.contains_key(&n) {
+                            break n;
+                        }
+                        salt += 1;
                     }
-                    salt += 1;
+                } else if map.contains_key(orig) {
+                    tracing::warn!(upstream = %up.name, name = orig, "name already taken by another upstream; left out");
+                    continue;
+                } else {
+                    orig.to_string()
                 };
                 let mut v = item.clone();
                 v["name"] = Value::String(exposed.clone());
@@ -159,24 +183,33 @@ pub fn build(
                         .or_insert(Some(r));
                 }
                 let mut v = item.clone();
-                v[key] = Value::String(names::expose_uri(&up.name, orig));
+                if up.prefix {
+                    v[key] = Value::String(names::expose_uri(&up.name, orig));
+                }
                 out.push(v);
             }
         }
     }
 
+    // The gateway sends list_changed itself whenever a new snapshot changes a list.
     let mut caps = Map::new();
     if has_tools || upstreams.is_empty() {
-        caps.insert("tools".into(), json!({}));
+        caps.insert("tools".into(), json!({"listChanged": true}));
     }
     if has_prompts {
-        caps.insert("prompts".into(), json!({}));
+        caps.insert("prompts".into(), json!({"listChanged": true}));
     }
     if has_resources {
-        caps.insert("resources".into(), json!({}));
+        caps.insert(
+            "resources".into(),
+            json!({"listChanged": true, "subscribe": has_subscribe}),
+        );
     }
     if has_completions {
         caps.insert("completions".into(), json!({}));
+    }
+    if has_logging {
+        caps.insert("logging".into(), json!({}));
     }
 
     Snapshot {
@@ -184,6 +217,7 @@ pub fn build(
         by_name,
         tools,
         prompts,
+        unprefixed: (unprefixed.len() == 1).then(|| unprefixed[0]),
         plain_uris: uri_owner
             .into_iter()
             .filter_map(|(k, v)| Some((k, v?)))
@@ -257,6 +291,9 @@ mod tests {
     fn up(name: &str) -> Arc<Upstream> {
         Arc::new(Upstream {
             name: name.into(),
+            prefix: true,
+            max_call: std::time::Duration::from_secs(1),
+            mode: crate::upstream::SessionMode::PerClient,
             call_timeout: std::time::Duration::from_secs(1),
             link: crate::upstream::Link::Http(crate::upstream::http::HttpUpstream::new(
                 name.into(),

@@ -14,7 +14,11 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use dashmap::DashMap;
+
+use crate::upstream::{Hello, OnSession, Upstream, UpstreamSession};
 
 /// A session id as issued (32 lowercase hex characters).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -66,10 +70,41 @@ pub fn batches_allowed(version: &str) -> bool {
     version == "2025-03-26"
 }
 
+/// A client request forwarded upstream and not yet answered.
+pub struct InFlight {
+    /// The gateway id it carries upstream.
+    pub gid: u64,
+    /// Fires to stop relaying it (the client cancelled it).
+    pub cancel: Option<futures_channel::oneshot::Sender<()>>,
+}
+
+/// A request from an upstream relayed to the client, waiting for the client's answer.
+pub struct PendingRequest {
+    /// The upstream that asked.
+    pub upstream: Arc<Upstream>,
+    /// The upstream session it asked on.
+    pub on: OnSession,
+    /// Its id as the upstream wrote it (raw JSON).
+    pub original_id: Bytes,
+}
+
 /// One client session.
 pub struct Session {
     /// Negotiated protocol revision.
     pub version: &'static str,
+    /// What the client said in `initialize` (capabilities, clientInfo): per-client upstream
+    /// sessions are initialized with it, so upstreams see what the client supports.
+    pub hello: Hello,
+    /// Per-client upstream sessions, by upstream name.
+    pub upstreams: DashMap<String, Arc<UpstreamSession>>,
+    /// Client requests in flight upstream, by the client's raw id.
+    pub in_flight: DashMap<Bytes, InFlight>,
+    /// Upstream requests waiting for the client's answer, by the id the client saw.
+    pub server_requests: DashMap<u64, PendingRequest>,
+    /// The inbox of the client's GET stream, while one is open.
+    pub outbox: ArcSwapOption<flume::Sender<Bytes>>,
+    /// The log level the client set (`logging/setLevel`), applied to new upstream sessions.
+    pub log_level: ArcSwapOption<String>,
     /// Last use, ms since the gateway's clock origin.
     last_seen_ms: AtomicU64,
     /// Dropped with the session: every [`Session::ended`] receiver then wakes (disconnected).
@@ -99,13 +134,24 @@ pub struct Sessions {
 
 impl Sessions {
     /// Creates a session for `version`.
-    pub fn create(&self, version: &'static str, now_ms: u64) -> std::io::Result<SessionId> {
+    pub fn create(
+        &self,
+        version: &'static str,
+        hello: Hello,
+        now_ms: u64,
+    ) -> std::io::Result<SessionId> {
         let id = SessionId::random()?;
         let (alive, ended) = flume::bounded(1);
         self.map.insert(
             id.clone(),
             Arc::new(Session {
                 version,
+                hello,
+                upstreams: DashMap::new(),
+                in_flight: DashMap::new(),
+                server_requests: DashMap::new(),
+                outbox: ArcSwapOption::empty(),
+                log_level: ArcSwapOption::empty(),
                 last_seen_ms: AtomicU64::new(now_ms),
                 _alive: alive,
                 ended,
@@ -119,9 +165,14 @@ impl Sessions {
         self.map.get(id).map(|s| s.clone())
     }
 
-    /// Ends a session; false when it did not exist.
-    pub fn remove(&self, id: &SessionId) -> bool {
-        self.map.remove(id).is_some()
+    /// Ends a session; returns it (for cleanup of its upstream sessions) if it existed.
+    pub fn remove(&self, id: &SessionId) -> Option<Arc<Session>> {
+        self.map.remove(id).map(|(_, s)| s)
+    }
+
+    /// Every live session (for broadcasts such as `list_changed`).
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map.iter().map(|e| e.value().clone()).collect()
     }
 
     /// Number of live sessions.
@@ -134,14 +185,18 @@ impl Sessions {
         self.map.is_empty()
     }
 
-    /// Ends sessions idle longer than `idle`; returns how many.
-    pub fn expire(&self, now_ms: u64, idle: Duration) -> usize {
-        let before = self.map.len();
+    /// Ends sessions idle longer than `idle`; returns them.
+    pub fn expire(&self, now_ms: u64, idle: Duration) -> Vec<Arc<Session>> {
         let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-        self.map.retain(|_, s| {
-            now_ms.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) <= idle_ms
-        });
-        before - self.map.len()
+        let old: Vec<SessionId> = self
+            .map
+            .iter()
+            .filter(|e| {
+                now_ms.saturating_sub(e.value().last_seen_ms.load(Ordering::Relaxed)) > idle_ms
+            })
+            .map(|e| e.key().clone())
+            .collect();
+        old.iter().filter_map(|id| self.remove(id)).collect()
     }
 }
 
@@ -169,22 +224,22 @@ mod tests {
     #[test]
     fn expiry_and_removal() {
         let s = Sessions::default();
-        let a = s.create("2025-11-25", 0).expect("create");
-        let b = s.create("2025-11-25", 0).expect("create");
+        let a = s.create("2025-11-25", Hello::gateway(), 0).expect("create");
+        let b = s.create("2025-11-25", Hello::gateway(), 0).expect("create");
         let a_ended = s.get(&a).expect("a").ended();
         s.get(&b).expect("b").touch(5_000);
         assert!(matches!(
             a_ended.try_recv(),
             Err(flume::TryRecvError::Empty)
         ));
-        assert_eq!(s.expire(6_000, Duration::from_secs(2)), 1);
+        assert_eq!(s.expire(6_000, Duration::from_secs(2)).len(), 1);
         assert!(s.get(&a).is_none());
         assert!(matches!(
             a_ended.try_recv(),
             Err(flume::TryRecvError::Disconnected)
         ));
-        assert!(s.remove(&b));
-        assert!(!s.remove(&b));
+        assert!(s.remove(&b).is_some());
+        assert!(s.remove(&b).is_none());
         assert!(s.is_empty());
     }
 

@@ -3,8 +3,9 @@
 //! An [`Upstream`] is immutable and lives in the catalog snapshot. Calls happen on the worker
 //! that received the client's request: HTTP upstreams over that worker's own keep-alive pool
 //! (`http`), stdio upstreams through the supervisor that owns the child process (`stdio`).
-//! Every call carries a gateway-owned request id from an [`IdGen`] and ends, at the latest,
-//! at the upstream's call timeout.
+//! A [`Call`] yields the upstream's messages for one request as they arrive (progress,
+//! server-to-client requests, then the response), so they can be relayed while it runs.
+//! Every request carries a gateway-owned id from an [`IdGen`].
 
 pub mod http;
 pub mod stdio;
@@ -19,16 +20,34 @@ use crate::{
     jsonrpc::{Frame, Kind, Parser},
 };
 
+pub use http::UpstreamSession;
+
 /// Index of an upstream in the snapshot it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct UpstreamRef(pub u16);
+
+/// Which upstream session a client's calls run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionMode {
+    /// One upstream session per client session, created on first use and ended with it:
+    /// log level, subscriptions and server-to-client requests stay the client's own.
+    PerClient,
+    /// The gateway's one session, shared by all clients: cheaper, for stateless servers.
+    Shared,
+}
 
 /// One upstream MCP server.
 pub struct Upstream {
     /// Its configured name (the namespace of its tools).
     pub name: String,
-    /// Deadline for one call.
+    /// Whether its names are prefixed with `<name><sep>`.
+    pub prefix: bool,
+    /// Deadline for an answer (reset by progress notifications).
     pub call_timeout: Duration,
+    /// Upper bound for one call however much progress it reports.
+    pub max_call: Duration,
+    /// Session model.
+    pub mode: SessionMode,
     /// How it is reached.
     pub link: Link,
 }
@@ -37,8 +56,27 @@ pub struct Upstream {
 pub enum Link {
     /// Streamable HTTP.
     Http(http::HttpUpstream),
-    /// A supervised child process.
+    /// A supervised child process (always one shared session: the child).
     Stdio(stdio::StdioHandle),
+}
+
+/// What the gateway says about itself in an upstream `initialize`.
+#[derive(Clone, Debug)]
+pub struct Hello {
+    /// Raw JSON of `capabilities`.
+    pub capabilities: Bytes,
+    /// Raw JSON of `clientInfo`.
+    pub client_info: Bytes,
+}
+
+impl Hello {
+    /// The gateway speaking for itself (catalog fetches, shared sessions).
+    pub fn gateway() -> Self {
+        Self {
+            capabilities: Bytes::from_static(b"{}"),
+            client_info: Bytes::from_static(CLIENT_INFO.as_bytes()),
+        }
+    }
 }
 
 /// Client identity the gateway presents to upstreams in `initialize`.
@@ -75,6 +113,40 @@ impl IdGen {
     }
 }
 
+/// The session a call runs on.
+#[derive(Clone)]
+pub enum OnSession {
+    /// An HTTP upstream session.
+    Http(Arc<UpstreamSession>),
+    /// The stdio child.
+    Stdio,
+}
+
+/// One request in flight to an upstream.
+pub enum Call {
+    /// Over HTTP (boxed: it carries the connection and decoder state).
+    Http(Box<http::HttpCall>),
+    /// To a child.
+    Stdio(stdio::StdioCall),
+}
+
+impl Call {
+    /// The next message from the upstream for this request; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Call::Http(c) => c.next().await,
+            Call::Stdio(c) => c.next().await,
+        }
+    }
+
+    /// Ends the call, returning its connection to the pool when clean.
+    pub async fn finish(self, caller: &Caller) {
+        if let Call::Http(c) = self {
+            c.finish(caller).await;
+        }
+    }
+}
+
 /// What a worker needs to call upstreams: its HTTP pool, ids and a parser.
 pub struct Caller {
     /// Per-worker HTTP keep-alive pool.
@@ -95,59 +167,93 @@ impl Caller {
         }
     }
 
-    /// Sends a request (whose id is already `id`) and returns the upstream's response, within
-    /// the upstream's call timeout.
-    pub async fn request(&self, up: &Upstream, id: u64, body: Bytes) -> Result<Frame> {
-        let fut = async {
-            match &up.link {
-                Link::Http(h) => h.request(self, id, body).await,
-                Link::Stdio(s) => s.request(id, body).await,
+    /// Starts a request (whose id is already set) on `on`.
+    pub async fn start(&self, up: &Upstream, on: &OnSession, id: u64, body: Bytes) -> Result<Call> {
+        match (&up.link, on) {
+            (Link::Http(h), OnSession::Http(s)) => {
+                h.call(self, s, body).await.map(|c| Call::Http(Box::new(c)))
             }
-        };
-        let raw = match monoio::time::timeout(up.call_timeout, fut).await {
-            Ok(r) => r?,
-            Err(_) => {
-                if let Link::Stdio(s) = &up.link {
-                    s.cancel(id);
-                }
-                return Err(Error::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!("{}: no answer within {:?}", up.name, up.call_timeout),
-                ));
-            }
-        };
-        self.parse_response(&up.name, id, raw)
+            (Link::Stdio(s), _) => s.call(id, body).map(Call::Stdio),
+            (Link::Http(_), OnSession::Stdio) => Err(Error::new(
+                ErrorKind::Internal,
+                "stdio session for an HTTP upstream",
+            )),
+        }
     }
 
-    /// Sends a notification; waits only for the upstream to accept it.
-    pub async fn notify(&self, up: &Upstream, body: Bytes) -> Result<()> {
+    /// Sends a notification or a response on `on`.
+    pub async fn send(&self, up: &Upstream, on: &OnSession, body: Bytes) -> Result<()> {
         let fut = async {
-            match &up.link {
-                Link::Http(h) => h.notify(self, body).await,
-                Link::Stdio(s) => s.notify(body),
+            match (&up.link, on) {
+                (Link::Http(h), OnSession::Http(s)) => h.send(self, s, body).await,
+                (Link::Stdio(s), _) => s.send(body),
+                (Link::Http(_), OnSession::Stdio) => Err(Error::new(
+                    ErrorKind::Internal,
+                    "stdio session for an HTTP upstream",
+                )),
             }
         };
         match monoio::time::timeout(up.call_timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::UpstreamTimeout,
-                format!("{}: notification", up.name),
+                format!("{}: sending", up.name),
             )),
         }
     }
 
-    fn parse_response(&self, name: &str, id: u64, raw: Bytes) -> Result<Frame> {
-        let frame = self.parser.borrow_mut().parse_one(raw).map_err(|e| {
-            Error::new(ErrorKind::UpstreamProtocol, format!("{name}: bad response")).with_source(e)
-        })?;
-        let want = id.to_string();
-        if frame.kind() != Kind::Response || frame.id_raw().as_deref() != Some(want.as_bytes()) {
-            return Err(Error::new(
-                ErrorKind::UpstreamProtocol,
-                format!("{name}: answer is not the response to request {id}"),
-            ));
+    /// A request on the gateway's own (shared) session, waiting only for its response
+    /// (messages before it are dropped): for catalog fetches and gateway-initiated calls.
+    pub async fn request(&self, up: &Upstream, id: u64, body: Bytes) -> Result<Frame> {
+        let fut = async {
+            let on = self.shared_session(up).await?;
+            let mut call = match self.start(up, &on, id, body.clone()).await {
+                Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
+                    let Link::Http(h) = &up.link else {
+                        return Err(e);
+                    };
+                    tracing::info!(upstream = %up.name, "upstream session expired; initializing again");
+                    let fresh = OnSession::Http(h.reinit_shared(self).await?);
+                    self.start(up, &fresh, id, body).await?
+                }
+                other => other?,
+            };
+            let want = id.to_string();
+            loop {
+                let Some(m) = call.next().await? else {
+                    return Err(Error::new(
+                        ErrorKind::UpstreamProtocol,
+                        format!("{}: no answer", up.name),
+                    ));
+                };
+                let f = self.parser.borrow_mut().parse_one(m).map_err(|e| {
+                    Error::new(
+                        ErrorKind::UpstreamProtocol,
+                        format!("{}: bad message", up.name),
+                    )
+                    .with_source(e)
+                })?;
+                if f.kind() == Kind::Response && f.id_raw().as_deref() == Some(want.as_bytes()) {
+                    call.finish(self).await;
+                    return Ok(f);
+                }
+            }
+        };
+        match monoio::time::timeout(up.call_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::UpstreamTimeout,
+                format!("{}: no answer within {:?}", up.name, up.call_timeout),
+            )),
         }
-        Ok(frame)
+    }
+
+    /// The gateway-wide session of `up` (initialized when missing).
+    pub async fn shared_session(&self, up: &Upstream) -> Result<OnSession> {
+        match &up.link {
+            Link::Http(h) => Ok(OnSession::Http(h.ensure_shared(self).await?)),
+            Link::Stdio(_) => Ok(OnSession::Stdio),
+        }
     }
 }
 
@@ -171,9 +277,16 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
         )),
         config::Transport::Stdio { .. } => Link::Stdio(supervisor.spawn(cfg)),
     };
+    let mode = match (&link, cfg.shared_session) {
+        (Link::Stdio(_), _) | (_, true) => SessionMode::Shared,
+        _ => SessionMode::PerClient,
+    };
     Arc::new(Upstream {
         name: cfg.name.clone(),
+        prefix: cfg.prefix,
         call_timeout: cfg.call_timeout,
+        max_call: cfg.max_call,
+        mode,
         link,
     })
 }
@@ -186,12 +299,14 @@ pub fn request_body(id: u64, method: &str, params: &str) -> Bytes {
 }
 
 /// The `initialize` request the gateway sends upstream.
-pub fn initialize_body(id: u64) -> Bytes {
+pub fn initialize_body(id: u64, hello: &Hello) -> Bytes {
     request_body(
         id,
         "initialize",
         &format!(
-            r#"{{"protocolVersion":"{UPSTREAM_PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{CLIENT_INFO}}}"#
+            r#"{{"protocolVersion":"{UPSTREAM_PROTOCOL_VERSION}","capabilities":{},"clientInfo":{}}}"#,
+            String::from_utf8_lossy(&hello.capabilities),
+            String::from_utf8_lossy(&hello.client_info),
         ),
     )
 }

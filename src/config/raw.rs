@@ -44,8 +44,11 @@ pub struct GatewayConfig {
     pub header_timeout_ms: Option<u64>,
     /// Time a keep-alive connection may sit idle between requests, ms. Default 60000.
     pub idle_timeout_ms: Option<u64>,
-    /// Default upstream call timeout, ms. Default 60000.
+    /// Default upstream call timeout, ms: how long to wait for an answer; every progress
+    /// notification from the upstream restarts it. Default 60000.
     pub call_timeout_ms: Option<u64>,
+    /// Default upper bound for one call however much progress it reports, ms. Default 600000.
+    pub max_call_ms: Option<u64>,
     /// Items per page in `tools/list` and the other list answers. Default 1000.
     pub page_size: Option<usize>,
     /// Whether `GET /mcp` opens a server-to-client SSE stream (else 405). Default true.
@@ -83,6 +86,16 @@ pub struct UpstreamConfig {
     pub cwd: Option<String>,
     /// Call timeout for this upstream, ms. Default: `gateway.call_timeout_ms`.
     pub call_timeout_ms: Option<u64>,
+    /// Upper bound for one call, ms. Default: `gateway.max_call_ms`.
+    pub max_call_ms: Option<u64>,
+    /// Prefix names with `<name><sep>` (and URIs with `mcpgw://<name>/`). Default true;
+    /// `false` exposes the upstream's own names (first upstream wins a clash).
+    pub prefix: Option<bool>,
+    /// `per-client` (default for `http`): one upstream session per client session, so log
+    /// level, subscriptions and server-to-client requests stay each client's own. `shared`:
+    /// one gateway-wide session for all clients (cheaper; for stateless servers). Stdio
+    /// upstreams are always shared: the child is the session.
+    pub session: Option<Spanned<String>>,
     /// Connect timeout, ms (`http`). Default 5000.
     pub connect_timeout_ms: Option<u64>,
     /// Longest wait between restarts of a crashed child, ms (`stdio`). Default 30000.

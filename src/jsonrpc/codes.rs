@@ -36,6 +36,8 @@ pub enum Code {
     BadHttpRequest,
     /// -32036: the gateway is shutting down.
     ShuttingDown,
+    /// -32037: the client cancelled the request (answered only where HTTP needs an answer).
+    RequestCancelled,
 }
 
 impl Code {
@@ -55,6 +57,7 @@ impl Code {
             Code::SessionRequired => -32034,
             Code::BadHttpRequest => -32035,
             Code::ShuttingDown => -32036,
+            Code::RequestCancelled => -32037,
         }
     }
 }

@@ -17,8 +17,10 @@ use super::http::{self as codec, BodyKind, ChunkedDecoder, Limits, RequestHead};
 use crate::{
     front::{Front, Reply, ReplyBody},
     jsonrpc::Code,
+    relay::Event,
     upstream::http::read_more,
 };
+use futures_util::future::{select, Either};
 
 /// Serves one connection until it closes, errs, idles out or the gateway stops.
 pub async fn serve(mut conn: TcpStream, front: Rc<Front>) {
@@ -214,47 +216,106 @@ async fn write_reply(
                 r.map(|_| ())
             }
         }
-        ReplyBody::Stream(ended) => {
+        ReplyBody::Stream {
+            inbox,
+            ended,
+            alive,
+        } => {
             headers.push(("Content-Type", b"text/event-stream"));
             headers.push(("Cache-Control", b"no-cache"));
             codec::write_response_head(&mut out, reply.status, &headers, None, false);
             let (r, _) = conn.write_all(out.freeze()).await;
             r?;
-            stream(conn, ended, front).await
+            let res = stream(conn, inbox, ended, front).await;
+            drop(alive);
+            res
+        }
+        ReplyBody::Relay(mut relay, first) => {
+            headers.push(("Content-Type", b"text/event-stream"));
+            headers.push(("Cache-Control", b"no-cache"));
+            codec::write_response_head(&mut out, reply.status, &headers, None, keep_alive);
+            write_event(&mut out, &first);
+            let (r, _) = conn.write_all(out.freeze()).await;
+            r?;
+            loop {
+                let mut out = BytesMut::new();
+                let last = match relay.next().await {
+                    Event::Message(m) => {
+                        write_event(&mut out, &m);
+                        false
+                    }
+                    Event::Final(b) => {
+                        write_event(&mut out, &b);
+                        codec::write_last_chunk(&mut out);
+                        true
+                    }
+                    Event::Cancelled => {
+                        codec::write_last_chunk(&mut out);
+                        true
+                    }
+                };
+                let (r, _) = conn.write_all(out.freeze()).await;
+                r?;
+                if last {
+                    return Ok(());
+                }
+            }
         }
     }
 }
 
-/// Holds a GET stream open with keep-alive comments until the session ends, the client
-/// goes away or the gateway stops. Server-to-client messages join this stream with the
-/// session-semantics work.
+/// Appends one SSE `message` event carrying `data` as a chunk.
+fn write_event(out: &mut BytesMut, data: &[u8]) {
+    let mut ev = BytesMut::with_capacity(data.len() + 24);
+    super::sse::write_event(&mut ev, None, Some("message"), data);
+    codec::write_chunk(out, &ev);
+}
+
+/// Holds a GET stream open: messages from the session's inbox as SSE events, keep-alive
+/// comments in between, until the session ends, the inbox is replaced by a newer GET, the
+/// client goes away or the gateway stops.
 async fn stream(
     conn: &mut TcpStream,
+    inbox: flume::Receiver<Bytes>,
     ended: flume::Receiver<()>,
     front: &Front,
 ) -> std::io::Result<()> {
     let shared = front.shared();
     let every = shared.config.gateway.sse_keepalive;
-    // Shutdown is noticed at least this often; session end is noticed at once.
+    // Shutdown is noticed at least this often; messages and session end at once.
     let tick = every.min(Duration::from_secs(1));
     let mut since = Duration::ZERO;
     loop {
-        let woke = monoio::time::timeout(tick, ended.recv_async()).await;
-        if shared.stopping() || matches!(woke, Ok(Err(_))) {
-            let mut out = BytesMut::new();
-            codec::write_last_chunk(&mut out);
-            let (r, _) = conn.write_all(out.freeze()).await;
-            return r.map(|_| ());
+        let woke = monoio::time::timeout(
+            tick,
+            select(Box::pin(inbox.recv_async()), Box::pin(ended.recv_async())),
+        )
+        .await;
+        let mut out = BytesMut::new();
+        let mut last = false;
+        match woke {
+            Ok(Either::Left((Ok(m), _))) => write_event(&mut out, &m),
+            // Inbox replaced (newer GET) or session gone: end this stream.
+            Ok(Either::Left((Err(_), _))) | Ok(Either::Right(_)) => last = true,
+            Err(_) if shared.stopping() => last = true,
+            Err(_) => {
+                since += tick;
+                if since < every {
+                    continue;
+                }
+                since = Duration::ZERO;
+                let mut ev = BytesMut::new();
+                super::sse::write_comment(&mut ev, "keep-alive");
+                codec::write_chunk(&mut out, &ev);
+            }
         }
-        since += tick;
-        if since >= every {
-            since = Duration::ZERO;
-            let mut ev = BytesMut::new();
-            super::sse::write_comment(&mut ev, "keep-alive");
-            let mut out = BytesMut::new();
-            codec::write_chunk(&mut out, &ev);
-            let (r, _) = conn.write_all(out.freeze()).await;
-            r?;
+        if last {
+            codec::write_last_chunk(&mut out);
+        }
+        let (r, _) = conn.write_all(out.freeze()).await;
+        r?;
+        if last {
+            return Ok(());
         }
     }
 }

@@ -1,13 +1,17 @@
 //! Streamable HTTP upstreams (client side of MCP 2025-03-26 .. 2025-11-25).
 //!
-//! The gateway holds one upstream session per upstream (created by the control plane at
-//! start, re-created by whichever worker first sees it expire: a 404 is answered by one
-//! `initialize` and one retry). Connections are kept alive in a per-worker [`Pool`]; a
-//! pooled connection that turns out closed is replaced once, before any byte of the answer.
-//! Answers come as JSON or as an SSE stream; for a stream the gateway reads events until the
-//! response to its request arrives, then drains the rest so the connection can be reused.
+//! A call is a POST whose answer is either one JSON message or an SSE stream of messages
+//! (notifications and server-to-client requests, then the response); [`HttpCall`] yields
+//! them one by one as they arrive, so the gateway can relay progress and requests while the
+//! call runs. Upstream sessions are values ([`UpstreamSession`]): the caller decides which
+//! one a request runs on (the gateway's shared session, or the client's own). A 404 on a
+//! session is reported as `UpstreamSessionExpired` so the owner can initialize again.
+//!
+//! Connections are kept alive in a per-worker [`Pool`]; a pooled connection found closed is
+//! replaced once, before any byte of the answer. After the response of a call has been read,
+//! the rest of an SSE stream is drained (briefly) so the connection can be reused.
 
-use std::{cell::RefCell, collections::HashMap, sync::Arc, time::Duration};
+use std::{cell::RefCell, collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
@@ -17,7 +21,7 @@ use monoio::{
     net::TcpStream,
 };
 
-use super::{initialize_body, Caller, INITIALIZED};
+use super::{initialize_body, Caller, Hello, INITIALIZED};
 use crate::{
     error::{Error, ErrorKind, Result},
     jsonrpc::Kind,
@@ -32,7 +36,7 @@ const MAX_ANSWER: usize = 64 << 20;
 /// How long to wait for the rest of an SSE stream after the response arrived.
 const DRAIN_WAIT: Duration = Duration::from_millis(500);
 
-/// The negotiated upstream session.
+/// A negotiated upstream session.
 #[derive(Debug)]
 pub struct UpstreamSession {
     /// `Mcp-Session-Id` the upstream issued (a stateless server issues none).
@@ -43,7 +47,7 @@ pub struct UpstreamSession {
     pub capabilities: serde_json::Map<String, serde_json::Value>,
 }
 
-/// An HTTP upstream's address and session.
+/// An HTTP upstream's address and its gateway-wide (shared) session.
 pub struct HttpUpstream {
     name: String,
     addr: String,
@@ -51,7 +55,7 @@ pub struct HttpUpstream {
     path: String,
     headers: Vec<(String, String)>,
     connect_timeout: Duration,
-    session: ArcSwapOption<UpstreamSession>,
+    shared: ArcSwapOption<UpstreamSession>,
 }
 
 /// Per-worker idle connections, by upstream address.
@@ -77,14 +81,6 @@ impl Pool {
     }
 }
 
-/// What came back for one POST.
-enum Answer {
-    /// 202 or an empty body: accepted, nothing to say.
-    Accepted,
-    /// The response message.
-    Message(Bytes),
-}
-
 impl HttpUpstream {
     /// An upstream at `addr` (connect) / `host` (Host header) / `path`.
     pub fn new(
@@ -102,32 +98,60 @@ impl HttpUpstream {
             path,
             headers,
             connect_timeout,
-            session: ArcSwapOption::empty(),
+            shared: ArcSwapOption::empty(),
         }
     }
 
-    /// The current session, if one was negotiated.
-    pub fn session(&self) -> Option<Arc<UpstreamSession>> {
-        self.session.load_full()
+    /// The gateway-wide session, if one was negotiated.
+    pub fn shared_session(&self) -> Option<Arc<UpstreamSession>> {
+        self.shared.load_full()
     }
 
-    /// Runs `initialize` + `notifications/initialized` and installs the new session.
-    pub async fn initialize(&self, caller: &Caller) -> Result<Arc<UpstreamSession>> {
+    /// The gateway-wide session, initialized (with the gateway's own hello) when missing.
+    pub async fn ensure_shared(&self, caller: &Caller) -> Result<Arc<UpstreamSession>> {
+        match self.shared_session() {
+            Some(s) => Ok(s),
+            None => self.reinit_shared(caller).await,
+        }
+    }
+
+    /// Replaces the gateway-wide session with a fresh one.
+    pub async fn reinit_shared(&self, caller: &Caller) -> Result<Arc<UpstreamSession>> {
+        let s = self.initialize(caller, &Hello::gateway()).await?;
+        self.shared.store(Some(s.clone()));
+        Ok(s)
+    }
+
+    /// Runs `initialize` + `notifications/initialized`; returns the new session.
+    pub async fn initialize(&self, caller: &Caller, hello: &Hello) -> Result<Arc<UpstreamSession>> {
         let id = caller.ids.next();
-        let (answer, session_id) = self
-            .post(caller, initialize_body(id), Some(id), None)
-            .await?;
-        let Answer::Message(raw) = answer else {
-            return Err(self.err(ErrorKind::UpstreamProtocol, "initialize got no answer"));
+        let mut call = self.start(caller, None, initialize_body(id, hello)).await?;
+        let session_id = call.session_id.take();
+        let raw = loop {
+            match call.next().await? {
+                Some(m) => {
+                    let f = caller
+                        .parser
+                        .borrow_mut()
+                        .parse_one(m.clone())
+                        .map_err(|e| {
+                            self.err(ErrorKind::UpstreamProtocol, "initialize answer")
+                                .with_source(e)
+                        })?;
+                    if f.kind() == Kind::Response {
+                        break f;
+                    }
+                }
+                None => {
+                    return Err(self.err(ErrorKind::UpstreamProtocol, "initialize got no answer"))
+                }
+            }
         };
-        let frame = caller.parser.borrow_mut().parse_one(raw).map_err(|e| {
-            self.err(ErrorKind::UpstreamProtocol, "initialize answer")
-                .with_source(e)
-        })?;
-        if frame.kind() != Kind::Response || frame.is_error() {
+        call.finish(caller).await;
+        if raw.is_error() {
             return Err(self.err(ErrorKind::UpstreamUnavailable, "initialize refused"));
         }
-        let result = frame
+        let result = raw
             .result_raw()
             .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
             .unwrap_or_default();
@@ -146,73 +170,78 @@ impl HttpUpstream {
             version,
             capabilities,
         });
-        self.post(
-            caller,
-            Bytes::from_static(INITIALIZED),
-            None,
-            Some(&session),
-        )
-        .await?;
-        self.session.store(Some(session.clone()));
-        tracing::info!(upstream = %self.name, version = %session.version, "upstream session initialized");
+        self.send(caller, &session, Bytes::from_static(INITIALIZED))
+            .await?;
+        tracing::debug!(upstream = %self.name, version = %session.version, "upstream session initialized");
         Ok(session)
     }
 
-    /// Sends a request whose id is `id`; answers 404 (session expired) with one
-    /// re-`initialize` and one retry.
-    pub(super) async fn request(&self, caller: &Caller, id: u64, body: Bytes) -> Result<Bytes> {
-        let session = match self.session() {
-            Some(s) => s,
-            None => self.initialize(caller).await?,
-        };
-        let answer = match self
-            .post(caller, body.clone(), Some(id), Some(&session))
-            .await
-        {
-            Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
-                tracing::info!(upstream = %self.name, "upstream session expired; initializing again");
-                let fresh = self.initialize(caller).await?;
-                self.post(caller, body, Some(id), Some(&fresh)).await?.0
-            }
-            other => other?.0,
-        };
-        match answer {
-            Answer::Message(m) => Ok(m),
-            Answer::Accepted => Err(self.err(
-                ErrorKind::UpstreamProtocol,
-                "request got 202 without an answer",
-            )),
+    /// Sends a request on `session`; the returned call yields the upstream's messages.
+    pub async fn call(
+        &self,
+        caller: &Caller,
+        session: &UpstreamSession,
+        body: Bytes,
+    ) -> Result<HttpCall> {
+        self.start(caller, Some(session), body).await
+    }
+
+    /// Sends a notification or a response on `session`; waits for the upstream to accept it.
+    pub async fn send(
+        &self,
+        caller: &Caller,
+        session: &UpstreamSession,
+        body: Bytes,
+    ) -> Result<()> {
+        let call = self.start(caller, Some(session), body).await?;
+        call.finish(caller).await;
+        Ok(())
+    }
+
+    /// Opens the session's server-to-client stream (`GET`). `Ok(None)` when the upstream
+    /// offers none (405).
+    pub async fn listen(
+        &self,
+        caller: &Caller,
+        session: &UpstreamSession,
+    ) -> Result<Option<HttpCall>> {
+        let req = self.head("GET", Some(session), None);
+        match self.exchange_pooled(caller, req, "GET").await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.context.ends_with("HTTP 405") => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// Sends a notification.
-    pub(super) async fn notify(&self, caller: &Caller, body: Bytes) -> Result<()> {
-        let session = match self.session() {
-            Some(s) => s,
-            None => self.initialize(caller).await?,
-        };
-        self.post(caller, body, None, Some(&session))
-            .await
-            .map(|_| ())
+    /// Ends `session` at the upstream (`DELETE`), best effort.
+    pub async fn delete(&self, caller: &Caller, session: &UpstreamSession) {
+        if session.id.is_none() {
+            return;
+        }
+        let req = self.head("DELETE", Some(session), None);
+        match self.exchange_pooled(caller, req, "DELETE").await {
+            Ok(c) => c.finish(caller).await,
+            Err(e) => {
+                tracing::debug!(upstream = %self.name, error = %e, "upstream session DELETE failed")
+            }
+        }
     }
 
     fn err(&self, kind: ErrorKind, what: &str) -> Error {
         Error::new(kind, format!("upstream {}: {what}", self.name))
     }
 
-    /// One POST, on a pooled connection when there is one (replaced once if it was closed).
-    async fn post(
-        &self,
-        caller: &Caller,
-        body: Bytes,
-        want_id: Option<u64>,
-        session: Option<&UpstreamSession>,
-    ) -> Result<(Answer, Option<String>)> {
-        let mut req = BytesMut::with_capacity(512 + body.len());
-        let mut headers: Vec<(&str, &[u8])> = vec![
-            ("Content-Type", b"application/json"),
-            ("Accept", b"application/json, text/event-stream"),
-        ];
+    fn head(&self, method: &str, session: Option<&UpstreamSession>, body: Option<&Bytes>) -> Bytes {
+        let mut req = BytesMut::with_capacity(512 + body.map_or(0, |b| b.len()));
+        let accept: &[u8] = if method == "GET" {
+            b"text/event-stream"
+        } else {
+            b"application/json, text/event-stream"
+        };
+        let mut headers: Vec<(&str, &[u8])> = vec![("Accept", accept)];
+        if body.is_some() {
+            headers.push(("Content-Type", b"application/json"));
+        }
         if let Some(s) = session {
             if let Some(id) = &s.id {
                 headers.push(("Mcp-Session-Id", id.as_bytes()));
@@ -224,32 +253,50 @@ impl HttpUpstream {
         }
         codec::write_request_head(
             &mut req,
-            "POST",
+            method,
             &self.path,
             &self.host,
             &headers,
-            body.len(),
+            body.map_or(0, |b| b.len()),
         );
-        req.extend_from_slice(&body);
-        let req = req.freeze();
+        if let Some(b) = body {
+            req.extend_from_slice(b);
+        }
+        req.freeze()
+    }
 
+    async fn start(
+        &self,
+        caller: &Caller,
+        session: Option<&UpstreamSession>,
+        body: Bytes,
+    ) -> Result<HttpCall> {
+        let req = self.head("POST", session, Some(&body));
+        let mut call = self.exchange_pooled(caller, req, "POST").await?;
+        if call.status == 404 && session.is_some() {
+            return Err(self.err(ErrorKind::UpstreamSessionExpired, "404"));
+        }
+        call.name_hint = self.name.clone();
+        Ok(call)
+    }
+
+    /// One exchange, on a pooled connection when there is one (replaced once if closed).
+    async fn exchange_pooled(&self, caller: &Caller, req: Bytes, method: &str) -> Result<HttpCall> {
         if let Some(conn) = caller.pool.take(&self.addr) {
-            match self.exchange(caller, conn, req.clone(), want_id).await {
+            match self.exchange(conn, req.clone(), method).await {
                 Ok(r) => return Ok(r),
                 Err(Stale::Before) => {} // closed while idle: try a fresh connection
                 Err(Stale::Failed(e)) => return Err(e),
             }
         }
         let conn = self.connect().await?;
-        self.exchange(caller, conn, req, want_id)
-            .await
-            .map_err(|e| match e {
-                Stale::Before => self.err(
-                    ErrorKind::UpstreamUnavailable,
-                    "connection closed before an answer",
-                ),
-                Stale::Failed(e) => e,
-            })
+        self.exchange(conn, req, method).await.map_err(|e| match e {
+            Stale::Before => self.err(
+                ErrorKind::UpstreamUnavailable,
+                "connection closed before an answer",
+            ),
+            Stale::Failed(e) => e,
+        })
     }
 
     async fn connect(&self) -> Result<TcpStream> {
@@ -269,11 +316,10 @@ impl HttpUpstream {
 
     async fn exchange(
         &self,
-        caller: &Caller,
         mut conn: TcpStream,
         req: Bytes,
-        want_id: Option<u64>,
-    ) -> std::result::Result<(Answer, Option<String>), Stale> {
+        method: &str,
+    ) -> std::result::Result<HttpCall, Stale> {
         let (res, _) = conn.write_all(req).await;
         if res.is_err() {
             return Err(Stale::Before);
@@ -284,7 +330,12 @@ impl HttpUpstream {
         };
         let mut buf = BytesMut::with_capacity(16 << 10);
         let head = loop {
-            match codec::parse_response_head(&buf, "POST", &limits) {
+            match codec::parse_response_head(&buf, method, &limits) {
+                // An interim 1xx answer: skip it and read the real one.
+                Ok(Some(h)) if (100..200).contains(&h.status) => {
+                    let _ = buf.split_to(h.head_len);
+                    continue;
+                }
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
                 Err(e) => {
@@ -312,61 +363,110 @@ impl HttpUpstream {
             }
         };
         let _ = buf.split_to(head.head_len);
-        let session_id = head.header_str("mcp-session-id").map(str::to_string);
-        let mut body = Body::new(&head, buf);
         let status = head.status;
-        if status == 404 && want_id.is_some() {
-            return Err(Stale::Failed(
-                self.err(ErrorKind::UpstreamSessionExpired, "404"),
-            ));
-        }
-        if !(200..300).contains(&status) {
-            tracing::warn!(upstream = %self.name, status, "upstream answered with an HTTP error");
-            let kind = if status >= 500 || status == 429 {
-                ErrorKind::UpstreamUnavailable
-            } else {
-                ErrorKind::UpstreamProtocol
-            };
-            return Err(Stale::Failed(self.err(kind, &format!("HTTP {status}"))));
-        }
         let sse = head.header_str("content-type").is_some_and(|c| {
             c.trim_start()
                 .to_ascii_lowercase()
                 .starts_with("text/event-stream")
         });
-        let answer = if status == 202 || matches!(head.body, BodyKind::Empty) {
-            Answer::Accepted
-        } else if sse {
-            let Some(want) = want_id else {
-                // A stream in answer to a notification: nothing to wait for.
-                return Ok((Answer::Accepted, session_id));
-            };
-            let msg = self
-                .read_sse_answer(caller, &mut conn, &mut body, want)
-                .await
-                .map_err(Stale::Failed)?;
-            // Drain the end of the stream so the connection can be reused.
-            let drained = monoio::time::timeout(DRAIN_WAIT, body.drain(&mut conn)).await;
-            if !matches!(drained, Ok(Ok(()))) || !head.keep_alive {
-                return Ok((Answer::Message(msg), session_id));
-            }
-            caller.pool.put(&self.addr, conn);
-            return Ok((Answer::Message(msg), session_id));
-        } else {
-            let all = body
-                .read_all(&mut conn)
-                .await
-                .map_err(|e| Stale::Failed(self.body_err(e)))?;
-            if all.iter().all(u8::is_ascii_whitespace) {
-                Answer::Accepted
-            } else {
-                Answer::Message(all)
-            }
+        let call = HttpCall {
+            session_id: head.header_str("mcp-session-id").map(str::to_string),
+            status,
+            sse: sse.then(|| SseDecoder::new(MAX_ANSWER)),
+            queue: VecDeque::new(),
+            body: Body::new(&head, buf),
+            keep_alive: head.keep_alive,
+            conn,
+            addr: self.addr.clone(),
+            name_hint: self.name.clone(),
         };
-        if head.keep_alive && body.finished() {
-            caller.pool.put(&self.addr, conn);
+        if status == 404 || (200..300).contains(&status) {
+            return Ok(call);
         }
-        Ok((answer, session_id))
+        tracing::warn!(upstream = %self.name, status, "upstream answered with an HTTP error");
+        let kind = if status >= 500 || status == 429 {
+            ErrorKind::UpstreamUnavailable
+        } else {
+            ErrorKind::UpstreamProtocol
+        };
+        Err(Stale::Failed(self.err(kind, &format!("HTTP {status}"))))
+    }
+}
+
+/// Why an exchange failed: before any answer byte (a stale pooled connection) or after.
+enum Stale {
+    Before,
+    Failed(Error),
+}
+
+/// One HTTP exchange with an upstream, read message by message.
+pub struct HttpCall {
+    /// `Mcp-Session-Id` of the answer, if any.
+    pub session_id: Option<String>,
+    status: u16,
+    sse: Option<SseDecoder>,
+    queue: VecDeque<Bytes>,
+    body: Body,
+    keep_alive: bool,
+    conn: TcpStream,
+    addr: String,
+    name_hint: String,
+}
+
+impl HttpCall {
+    fn err(&self, kind: ErrorKind, what: &str) -> Error {
+        Error::new(kind, format!("upstream {}: {what}", self.name_hint))
+    }
+
+    /// The next message of the answer; `None` at its end (a 202 has none).
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        if self.status == 202 {
+            return Ok(None);
+        }
+        let Some(dec) = self.sse.as_mut() else {
+            // A JSON answer is one message: the whole body.
+            if self.body.done && self.body.taken {
+                return Ok(None);
+            }
+            let all = self
+                .body
+                .read_all(&mut self.conn)
+                .await
+                .map_err(|e| self.body_err(e))?;
+            self.body.taken = true;
+            if all.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            return Ok(Some(all));
+        };
+        loop {
+            if let Some(m) = self.queue.pop_front() {
+                return Ok(Some(m));
+            }
+            let chunk = match self.body.next_chunk(&mut self.conn).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.body_err(e)),
+            };
+            let events = dec
+                .feed(&chunk)
+                .map_err(|_| Error::new(ErrorKind::UpstreamProtocol, "SSE event too large"))?;
+            self.queue.extend(
+                events
+                    .into_iter()
+                    .filter(|e| !e.data.is_empty())
+                    .map(|e| e.data),
+            );
+        }
+    }
+
+    /// Ends the exchange: reads what is left of the answer (briefly) and returns the
+    /// connection to the worker's pool when it is clean.
+    pub async fn finish(mut self, caller: &Caller) {
+        let drained = monoio::time::timeout(DRAIN_WAIT, self.body.drain(&mut self.conn)).await;
+        if matches!(drained, Ok(Ok(()))) && self.keep_alive && self.body.finished() {
+            caller.pool.put(&self.addr, self.conn);
+        }
     }
 
     fn body_err(&self, e: BodyFault) -> Error {
@@ -378,56 +478,6 @@ impl HttpUpstream {
             BodyFault::Bad(what) => self.err(ErrorKind::UpstreamProtocol, what),
         }
     }
-
-    async fn read_sse_answer(
-        &self,
-        caller: &Caller,
-        conn: &mut TcpStream,
-        body: &mut Body,
-        want: u64,
-    ) -> Result<Bytes> {
-        let mut dec = SseDecoder::new(MAX_ANSWER);
-        let want = want.to_string();
-        loop {
-            let chunk = body.next_chunk(conn).await.map_err(|e| self.body_err(e))?;
-            let Some(chunk) = chunk else {
-                return Err(self.err(
-                    ErrorKind::UpstreamUnavailable,
-                    "stream ended without an answer",
-                ));
-            };
-            let events = dec
-                .feed(&chunk)
-                .map_err(|_| self.err(ErrorKind::UpstreamProtocol, "SSE event too large"))?;
-            for ev in events {
-                if ev.data.is_empty() {
-                    continue;
-                }
-                let frame = match caller.parser.borrow_mut().parse_one(ev.data.clone()) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::warn!(upstream = %self.name, error = %e, "invalid message on an upstream stream");
-                        continue;
-                    }
-                };
-                match frame.kind() {
-                    Kind::Response if frame.id_raw().as_deref() == Some(want.as_bytes()) => {
-                        return Ok(ev.data)
-                    }
-                    // TODO(core): relay notifications and server requests (session-semantics issue).
-                    _ => {
-                        tracing::debug!(upstream = %self.name, method = ?frame.method(), "upstream message during a call not relayed")
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Why an exchange failed: before any answer byte (a stale pooled connection) or after.
-enum Stale {
-    Before,
-    Failed(Error),
 }
 
 enum BodyFault {
@@ -443,6 +493,7 @@ struct Body {
     remaining: u64,
     chunked: Option<ChunkedDecoder>,
     done: bool,
+    taken: bool,
 }
 
 impl Body {
@@ -459,6 +510,7 @@ impl Body {
             remaining,
             chunked,
             done,
+            taken: false,
         }
     }
 

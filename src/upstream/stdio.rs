@@ -4,7 +4,8 @@
 //! Each child has one supervisor thread (spawn, handshake, write requests, restart with
 //! exponential backoff), one thread reading its stdout (answers go to the waiting caller by
 //! gateway id) and one thread copying its stderr to the log. Workers reach a child only
-//! through its [`StdioHandle`]: a channel in, a oneshot back; they never block. A child that
+//! through its [`StdioHandle`]: a channel in, a channel of the call's messages back; they
+//! never block. A child that
 //! dies fails every call in flight at once with "upstream unavailable"; calls that arrive
 //! while it is down fail fast. On shutdown the child is killed and reaped.
 //!
@@ -24,7 +25,8 @@ use std::{
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures_channel::oneshot;
+use futures_channel::mpsc;
+use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use crate::{
@@ -33,7 +35,8 @@ use crate::{
     jsonrpc::{self, Kind},
 };
 
-type Reply = oneshot::Sender<Bytes>;
+/// Where the reader sends a call's messages: (is it the response, bytes).
+type Reply = mpsc::UnboundedSender<(bool, Bytes)>;
 
 enum Msg {
     Call {
@@ -68,29 +71,31 @@ impl StdioHandle {
         self.capabilities.load_full().map(|c| (*c).clone())
     }
 
-    pub(super) async fn request(&self, id: u64, body: Bytes) -> Result<Bytes> {
+    /// Sends request `id`; the returned call yields the child's messages for it.
+    pub fn call(&self, id: u64, body: Bytes) -> Result<StdioCall> {
         if !self.is_up() {
             return Err(Error::new(
                 ErrorKind::UpstreamUnavailable,
                 format!("{}: child is down", self.name),
             ));
         }
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = mpsc::unbounded();
         self.tx.send(Msg::Call { id, body, reply }).map_err(|_| {
             Error::new(
                 ErrorKind::UpstreamUnavailable,
                 format!("{}: supervisor gone", self.name),
             )
         })?;
-        rx.await.map_err(|_| {
-            Error::new(
-                ErrorKind::UpstreamUnavailable,
-                format!("{}: child exited mid-call", self.name),
-            )
+        Ok(StdioCall {
+            handle: self.clone(),
+            id,
+            rx,
+            answered: false,
         })
     }
 
-    pub(super) fn notify(&self, body: Bytes) -> Result<()> {
+    /// Writes a notification or a response to the child.
+    pub fn send(&self, body: Bytes) -> Result<()> {
         self.tx.send(Msg::Notify(body)).map_err(|_| {
             Error::new(
                 ErrorKind::UpstreamUnavailable,
@@ -102,6 +107,44 @@ impl StdioHandle {
     /// Forgets call `id` (it timed out) and tells the child it is cancelled.
     pub fn cancel(&self, id: u64) {
         let _ = self.tx.send(Msg::Cancel(id));
+    }
+}
+
+/// One request to a child: yields the messages routed to it (progress with its token,
+/// requests and notifications while it is the only call in flight, then its response).
+/// Dropped before the response, it forgets the request and tells the child it is cancelled.
+pub struct StdioCall {
+    handle: StdioHandle,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<(bool, Bytes)>,
+    answered: bool,
+}
+
+impl StdioCall {
+    /// The next message; `None` once the response was given (or the child died: then an
+    /// error).
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        if self.answered {
+            return Ok(None);
+        }
+        match self.rx.next().await {
+            Some((last, m)) => {
+                self.answered = last;
+                Ok(Some(m))
+            }
+            None => Err(Error::new(
+                ErrorKind::UpstreamUnavailable,
+                format!("{}: child exited mid-call", self.handle.name),
+            )),
+        }
+    }
+}
+
+impl Drop for StdioCall {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.handle.cancel(self.id);
+        }
     }
 }
 
@@ -218,7 +261,7 @@ fn supervise(
     loop {
         let gen = generation.fetch_add(1, Ordering::Relaxed) + 1;
         let started = Instant::now();
-        match start(&spec, &tx, gen) {
+        match start(&spec, &tx, gen, on_up.clone()) {
             Ok(mut run) => {
                 match handshake(&spec, &mut run, &rx) {
                     Ok(caps) => {
@@ -268,7 +311,12 @@ fn supervise(
     }
 }
 
-fn start(spec: &ChildSpec, tx: &flume::Sender<Msg>, gen: u64) -> std::io::Result<Running> {
+fn start(
+    spec: &ChildSpec,
+    tx: &flume::Sender<Msg>,
+    gen: u64,
+    on_change: Arc<dyn Fn(&str) + Send + Sync>,
+) -> std::io::Result<Running> {
     let mut cmd = Command::new(&spec.command);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -306,7 +354,7 @@ fn start(spec: &ChildSpec, tx: &flume::Sender<Msg>, gen: u64) -> std::io::Result
     threads.push(
         thread::Builder::new()
             .name(format!("stdout-{name}"))
-            .spawn(move || read_stdout(&name, stdout, &pend, &tx, gen))?,
+            .spawn(move || read_stdout(&name, stdout, &pend, &tx, gen, &*on_change))?,
     );
     Ok(Running {
         child,
@@ -319,12 +367,87 @@ fn start(spec: &ChildSpec, tx: &flume::Sender<Msg>, gen: u64) -> std::io::Result
 /// Largest line accepted from a child, bytes.
 const MAX_LINE: usize = 64 << 20;
 
+/// Sends one message from a child where it belongs: a response to its call; progress to the
+/// call whose gateway id is the token; other requests and notifications to the only call in
+/// flight (a shared child gives no other way to tell whom they concern), else they are
+/// refused (requests) or logged (notifications). `list_changed` asks for a catalog refresh.
+fn route_from_child(
+    name: &str,
+    frame: jsonrpc::Frame,
+    pending: &DashMap<u64, Reply>,
+    tx: &flume::Sender<Msg>,
+    on_change: &(dyn Fn(&str) + Send + Sync),
+) {
+    let as_id =
+        |raw: Option<Bytes>| raw.and_then(|r| std::str::from_utf8(&r).ok()?.parse::<u64>().ok());
+    let sole = || {
+        if pending.len() == 1 {
+            pending.iter().next().map(|e| e.value().clone())
+        } else {
+            None
+        }
+    };
+    match frame.kind() {
+        Kind::Response => match as_id(frame.id_raw()).and_then(|id| pending.remove(&id)) {
+            Some((_, reply)) => {
+                let _ = reply.unbounded_send((true, frame.bytes().clone()));
+            }
+            None => tracing::debug!(upstream = %name, "answer to an unknown or cancelled request"),
+        },
+        Kind::Request => {
+            if frame.method().as_deref() == Some("ping") {
+                let id = frame
+                    .id_raw()
+                    .unwrap_or_else(|| Bytes::from_static(b"null"));
+                let _ = tx.send(Msg::Notify(jsonrpc::result_body(&id, b"{}")));
+            } else if let Some(reply) = sole() {
+                let _ = reply.unbounded_send((false, frame.bytes().clone()));
+            } else {
+                let id = frame
+                    .id_raw()
+                    .unwrap_or_else(|| Bytes::from_static(b"null"));
+                tracing::warn!(upstream = %name, method = ?frame.method(), "request from a shared child with no single call in flight refused");
+                let _ = tx.send(Msg::Notify(jsonrpc::error_body(
+                    Some(&id),
+                    jsonrpc::Code::MethodNotFound,
+                    "No client to route this request to",
+                )));
+            }
+        }
+        Kind::Notification => {
+            let method = frame.method().map(|m| m.into_owned()).unwrap_or_default();
+            if method.ends_with("/list_changed") {
+                on_change(name);
+                return;
+            }
+            let by_token = if method == "notifications/progress" {
+                frame
+                    .param("progressToken")
+                    .and_then(|s| frame.raw_at(s))
+                    .and_then(|r| std::str::from_utf8(r).ok()?.parse::<u64>().ok())
+                    .and_then(|t| pending.get(&t).map(|e| e.value().clone()))
+            } else {
+                sole()
+            };
+            match by_token {
+                Some(reply) => {
+                    let _ = reply.unbounded_send((false, frame.bytes().clone()));
+                }
+                None => {
+                    tracing::debug!(upstream = %name, %method, "notification from child with no call to relay it to")
+                }
+            }
+        }
+    }
+}
+
 fn read_stdout(
     name: &str,
     stdout: std::process::ChildStdout,
     pending: &DashMap<u64, Reply>,
     tx: &flume::Sender<Msg>,
     gen: u64,
+    on_change: &(dyn Fn(&str) + Send + Sync),
 ) {
     let mut r = BufReader::with_capacity(64 << 10, stdout);
     let mut parser = jsonrpc::Parser::default();
@@ -353,41 +476,7 @@ fn read_stdout(
                 continue;
             }
         };
-        match frame.kind() {
-            Kind::Response => {
-                let id = frame
-                    .id_raw()
-                    .and_then(|r| std::str::from_utf8(&r).ok()?.parse::<u64>().ok());
-                match id.and_then(|id| pending.remove(&id)) {
-                    Some((_, reply)) => {
-                        let _ = reply.send(frame.bytes().clone());
-                    }
-                    None => {
-                        tracing::debug!(upstream = %name, "answer to an unknown or cancelled request")
-                    }
-                }
-            }
-            Kind::Request => {
-                // The child asks something of the client. Until server-to-client requests are
-                // relayed, answer `ping` here and refuse the rest, so the child never waits.
-                let id = frame
-                    .id_raw()
-                    .unwrap_or_else(|| Bytes::from_static(b"null"));
-                let body = if frame.method().as_deref() == Some("ping") {
-                    jsonrpc::result_body(&id, b"{}")
-                } else {
-                    jsonrpc::error_body(
-                        Some(&id),
-                        jsonrpc::Code::MethodNotFound,
-                        "Method not found",
-                    )
-                };
-                let _ = tx.send(Msg::Notify(body));
-            }
-            Kind::Notification => {
-                tracing::debug!(upstream = %name, method = ?frame.method(), "notification from child not relayed");
-            }
-        }
+        route_from_child(name, frame, pending, tx, on_change);
     }
     let _ = tx.send(Msg::Exited(gen));
 }
@@ -419,13 +508,16 @@ fn handshake(
     run: &mut Running,
     rx: &flume::Receiver<Msg>,
 ) -> std::result::Result<Map<String, Value>, Stop> {
-    let (reply, mut answer) = oneshot::channel();
+    let (reply, mut answer) = mpsc::unbounded();
     run.pending.insert(INIT_ID, reply);
-    write_line(&mut run.stdin, &super::initialize_body(INIT_ID))
-        .map_err(|e| Stop::Failed(e.to_string()))?;
+    write_line(
+        &mut run.stdin,
+        &super::initialize_body(INIT_ID, &super::Hello::gateway()),
+    )
+    .map_err(|e| Stop::Failed(e.to_string()))?;
     let deadline = Instant::now() + spec.init_timeout;
     loop {
-        if let Ok(Some(b)) = answer.try_recv() {
+        if let Ok((_, b)) = answer.try_recv() {
             let result: Option<Value> = match jsonrpc::parse(b) {
                 Ok(jsonrpc::Message::Single(f)) => {
                     f.result_raw().and_then(|r| serde_json::from_slice(r).ok())

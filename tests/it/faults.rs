@@ -125,26 +125,63 @@ fn upstream_down_at_start_is_left_out() {
     );
 }
 
-/// An HTTP upstream restarted behind the gateway forgets the gateway's session and answers
-/// 404: the gateway initializes again once and the call succeeds.
+/// An HTTP upstream restarted behind the gateway forgets the sessions the gateway holds
+/// with it and answers 404: the gateway initializes again once and the call succeeds, both
+/// for a client's own upstream session and for the shared one.
 #[test]
 fn http_upstream_restart_reinitializes_the_session() {
+    use crate::support::{initialize, post, Raw};
+
     let alpha = HttpFixture::start("alpha");
     let port = alpha.port;
-    let gw = Gateway::start("", &http_upstream_toml("alpha", &alpha.url(), ""), "auto");
-    let before = client_script(&gw.url(), json!([["call", "alpha__echo", {"text": "one"}]]));
-    assert_eq!(before[0]["text"][0], "alpha:one", "{}", before[0]);
+    let upstreams = format!(
+        "{}{}",
+        http_upstream_toml("alpha", &alpha.url(), ""),
+        http_upstream_toml("shared", &alpha.url(), "session = \"shared\"")
+    );
+    let gw = Gateway::start("", &upstreams, "auto");
+    let sid = initialize(gw.addr, "2025-11-25");
+    let call = |c: &mut Raw, tool: &str, text: &str| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"{text}"}}}}}}"#
+        );
+        c.send(&post(
+            &body,
+            &[
+                &format!("Mcp-Session-Id: {sid}"),
+                "Accept: application/json",
+            ],
+        ));
+        let r = c.read().expect("answer");
+        r.json()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut c = Raw::connect(gw.addr);
+    assert_eq!(call(&mut c, "alpha__echo", "one"), "alpha:one");
+    assert_eq!(call(&mut c, "shared__echo", "one"), "alpha:one");
 
     drop(alpha);
     let _alpha2 = HttpFixture::start_on("alpha", port);
-    let after = client_script(&gw.url(), json!([["call", "alpha__echo", {"text": "two"}]]));
-    assert_eq!(after[0]["text"][0], "alpha:two", "{}", after[0]);
-    assert!(
-        gw.log_text()
-            .contains("upstream session expired; initializing again"),
+    let mut c = Raw::connect(gw.addr);
+    assert_eq!(
+        call(&mut c, "alpha__echo", "two"),
+        "alpha:two",
         "{}",
         gw.log_text()
     );
+    assert_eq!(
+        call(&mut c, "shared__echo", "two"),
+        "alpha:two",
+        "{}",
+        gw.log_text()
+    );
+    let expired = gw
+        .log_text()
+        .matches("upstream session expired; initializing again")
+        .count();
+    assert!(expired >= 2, "{}", gw.log_text());
 }
 
 /// A gateway in front of a gateway: the inner one pages its lists (page_size = 2), the outer

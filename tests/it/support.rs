@@ -253,7 +253,11 @@ impl Gateway {
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
-            if TcpStream::connect(self.addr).is_ok() {
+            // Listening, and (when its log is captured) done starting: the log line comes
+            // after every worker is up.
+            if TcpStream::connect(self.addr).is_ok()
+                && (!self.log.exists() || self.log_text().contains("mcpgw listening"))
+            {
                 return;
             }
             if let Ok(Some(status)) = self.proc.child.try_wait() {

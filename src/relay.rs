@@ -1,0 +1,290 @@
+//! Relaying one forwarded call: the upstream's messages back to the client, ids translated.
+//!
+//! A [`Relay`] reads the upstream's messages for one request and turns each into what the
+//! client must see: the response with the client's id put back; progress with the client's
+//! token put back (the upstream saw the gateway id as the token); requests from the upstream
+//! (sampling, elicitation, roots) with a fresh gateway id, recorded in the session so the
+//! client's answer goes back to the upstream that asked, with the upstream's own id. The
+//! call's deadline restarts on every progress notification, up to the upstream's `max_call`.
+//!
+//! Dropping a relay frees everything it registered (the in-flight entry, unanswered
+//! upstream requests); a stdio call dropped early is cancelled at the child.
+
+use std::{rc::Rc, sync::Arc};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
+
+use crate::{
+    error::{Error, ErrorKind},
+    front::Front,
+    jsonrpc::{error_body, Code, Kind},
+    registry::names,
+    session::{PendingRequest, Session},
+    upstream::{Call, OnSession, Upstream},
+};
+
+/// What the relay produced next.
+pub enum Event {
+    /// A notification or request for the client (already translated).
+    Message(Bytes),
+    /// The response (or the gateway's error in its place); the relay is done.
+    Final(Bytes),
+    /// The client cancelled the request: no response follows.
+    Cancelled,
+}
+
+/// One call being relayed.
+pub struct Relay {
+    front: Rc<Front>,
+    call: Option<Call>,
+    session: Arc<Session>,
+    upstream: Arc<Upstream>,
+    on: OnSession,
+    client_id: Bytes,
+    gid: u64,
+    gid_text: String,
+    client_token: Option<Bytes>,
+    cancel: Option<oneshot::Receiver<()>>,
+    /// Whether messages other than the response can reach the client; when not, upstream
+    /// requests are refused on the client's behalf and notifications dropped.
+    pub can_push: bool,
+    requests: Vec<u64>,
+    started: monoio::time::Instant,
+    deadline: monoio::time::Instant,
+    done: bool,
+}
+
+impl Relay {
+    /// A relay for `call`, registered in the session's in-flight table under `client_id`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        front: Rc<Front>,
+        call: Call,
+        session: Arc<Session>,
+        upstream: Arc<Upstream>,
+        on: OnSession,
+        client_id: Bytes,
+        gid: u64,
+        client_token: Option<Bytes>,
+        can_push: bool,
+    ) -> Self {
+        let (tx, rx) = oneshot::channel();
+        session.in_flight.insert(
+            client_id.clone(),
+            crate::session::InFlight {
+                gid,
+                cancel: Some(tx),
+            },
+        );
+        let now = monoio::time::Instant::now();
+        let deadline = now + upstream.call_timeout;
+        Self {
+            front,
+            call: Some(call),
+            session,
+            upstream,
+            on,
+            client_id,
+            gid,
+            gid_text: gid.to_string(),
+            client_token,
+            cancel: Some(rx),
+            can_push,
+            requests: Vec::new(),
+            started: now,
+            deadline,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, e: &Error) -> Event {
+        tracing::warn!(upstream = %self.upstream.name, error = %e, "upstream call failed");
+        let (code, msg) = e.to_jsonrpc();
+        self.done = true;
+        Event::Final(error_body(Some(&self.client_id), code, msg))
+    }
+
+    /// The next event; call until `Final` or `Cancelled`.
+    pub async fn next(&mut self) -> Event {
+        loop {
+            if self.done {
+                return Event::Cancelled;
+            }
+            let Some(call) = self.call.as_mut() else {
+                return Event::Cancelled;
+            };
+            let hard_stop = self.started + self.upstream.max_call;
+            let until = self.deadline.min(hard_stop);
+            let wait = monoio::time::timeout_at(until, call.next());
+            let got = match self.cancel.as_mut() {
+                Some(c) => match select(Box::pin(wait), c).await {
+                    Either::Left((r, _)) => Ok(r),
+                    Either::Right((fired, _)) => Err(fired.is_ok()),
+                },
+                None => Ok(wait.await),
+            };
+            let got = match got {
+                Ok(g) => g,
+                Err(fired) => {
+                    self.cancel = None;
+                    if fired {
+                        return self.cancelled().await;
+                    }
+                    // The in-flight entry went away without firing: keep waiting.
+                    continue;
+                }
+            };
+            let msg = match got {
+                Err(_) => {
+                    self.tell_upstream_cancelled("timeout").await;
+                    let e = Error::new(
+                        ErrorKind::UpstreamTimeout,
+                        format!(
+                            "{}: no answer within {:?}",
+                            self.upstream.name, self.upstream.call_timeout
+                        ),
+                    );
+                    return self.fail(&e);
+                }
+                Ok(Err(e)) => return self.fail(&e),
+                Ok(Ok(None)) => {
+                    let e = Error::new(
+                        ErrorKind::UpstreamUnavailable,
+                        format!("{}: stream ended without an answer", self.upstream.name),
+                    );
+                    return self.fail(&e);
+                }
+                Ok(Ok(Some(m))) => m,
+            };
+            if let Some(ev) = self.translate(msg).await {
+                if let Event::Final(_) = ev {
+                    self.done = true;
+                    if let Some(call) = self.call.take() {
+                        call.finish(self.front.caller()).await;
+                    }
+                }
+                return ev;
+            }
+        }
+    }
+
+    async fn cancelled(&mut self) -> Event {
+        self.done = true;
+        self.tell_upstream_cancelled("cancelled by the client")
+            .await;
+        self.call = None;
+        Event::Cancelled
+    }
+
+    async fn tell_upstream_cancelled(&mut self, reason: &str) {
+        if matches!(self.call, Some(Call::Stdio(_))) {
+            // Dropping a stdio call tells the child (see `StdioCall`).
+            self.call = None;
+            return;
+        }
+        let body = Bytes::from(format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":{}}}}}"#,
+            self.gid,
+            serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".into())
+        ));
+        self.call = None;
+        if let Err(e) = self
+            .front
+            .caller()
+            .send(&self.upstream, &self.on, body)
+            .await
+        {
+            tracing::debug!(upstream = %self.upstream.name, error = %e, "could not forward a cancellation");
+        }
+    }
+
+    /// Translates one upstream message; `None` when it is not for the client.
+    async fn translate(&mut self, msg: Bytes) -> Option<Event> {
+        let frame = match self.front.caller().parser.borrow_mut().parse_one(msg) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(upstream = %self.upstream.name, error = %e, "invalid message from upstream");
+                return None;
+            }
+        };
+        match frame.kind() {
+            Kind::Response => {
+                if frame.id_raw().as_deref() != Some(self.gid_text.as_bytes()) {
+                    return None;
+                }
+                let span = frame.id_span()?;
+                Some(Event::Final(frame.splice(&mut [(span, &self.client_id)])))
+            }
+            Kind::Notification => {
+                let method = frame.method()?.into_owned();
+                if method.ends_with("/list_changed") {
+                    // The gateway refreshes its catalog and tells clients itself.
+                    self.front.shared().request_refresh();
+                    return None;
+                }
+                if !self.can_push {
+                    return None;
+                }
+                if method == "notifications/progress" {
+                    let span = frame.param("progressToken")?;
+                    if frame.raw_at(span) != Some(self.gid_text.as_bytes()) {
+                        return None;
+                    }
+                    // Progress shows the upstream is working: its deadline starts again.
+                    self.deadline = monoio::time::Instant::now() + self.upstream.call_timeout;
+                    let token = self.client_token.clone()?;
+                    return Some(Event::Message(frame.splice(&mut [(span, &token)])));
+                }
+                if method == "notifications/resources/updated" && self.upstream.prefix {
+                    let span = frame.param("uri")?;
+                    let uri = frame.str_at(span)?;
+                    let exposed =
+                        serde_json::to_vec(&names::expose_uri(&self.upstream.name, &uri)).ok()?;
+                    return Some(Event::Message(frame.splice(&mut [(span, &exposed)])));
+                }
+                Some(Event::Message(frame.bytes().clone()))
+            }
+            Kind::Request => {
+                let original_id = frame.id_raw()?;
+                if !self.can_push {
+                    let refusal = error_body(
+                        Some(&original_id),
+                        Code::MethodNotFound,
+                        "The client cannot receive requests on this call",
+                    );
+                    let _ = self
+                        .front
+                        .caller()
+                        .send(&self.upstream, &self.on, refusal)
+                        .await;
+                    return None;
+                }
+                let rid = self.front.caller().ids.next();
+                self.session.server_requests.insert(
+                    rid,
+                    PendingRequest {
+                        upstream: self.upstream.clone(),
+                        on: self.on.clone(),
+                        original_id,
+                    },
+                );
+                self.requests.push(rid);
+                let span = frame.id_span()?;
+                Some(Event::Message(
+                    frame.splice(&mut [(span, rid.to_string().as_bytes())]),
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.session.in_flight.remove(&self.client_id);
+        for rid in self.requests.drain(..) {
+            self.session.server_requests.remove(&rid);
+        }
+    }
+}
