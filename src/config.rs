@@ -21,6 +21,9 @@ use raw::RawConfig;
 /// demo server (`examples/demo.toml`).
 pub const EMBEDDED_DEFAULT: &str = include_str!("../examples/demo.toml");
 
+/// Most worker threads (each owns a slot of gateway request ids).
+pub const MAX_WORKERS: usize = 1024;
+
 /// The IO driver for worker runtimes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
@@ -73,6 +76,10 @@ pub struct Gateway {
     pub get_stream: bool,
     /// SSE keep-alive interval.
     pub sse_keepalive: Duration,
+    /// Events kept per SSE stream for resumption (0: no ids, no replay).
+    pub sse_replay_events: usize,
+    /// How long a finished stream stays resumable.
+    pub sse_replay: Duration,
     /// Idle session expiry.
     pub session_idle_timeout: Duration,
     /// Catalog refresh interval.
@@ -190,7 +197,8 @@ impl Config {
             .workers
             .or(g.workers)
             .filter(|w| *w > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .min(MAX_WORKERS);
         let driver = match (&ov.driver, &g.driver) {
             (Some(d), _) => d.parse().context("--driver")?,
             (None, Some(d)) => d
@@ -235,6 +243,8 @@ impl Config {
             page_size: g.page_size.unwrap_or(1000).max(1),
             get_stream: g.get_stream.unwrap_or(true),
             sse_keepalive: ms(g.sse_keepalive_ms, 15_000).max(Duration::from_millis(100)),
+            sse_replay_events: g.sse_replay_events.unwrap_or(256),
+            sse_replay: ms(g.sse_replay_ms, 30_000),
             session_idle_timeout: ms(g.session_idle_timeout_ms, 3_600_000),
             refresh_interval: ms(g.refresh_interval_ms, 30_000).max(Duration::from_millis(100)),
         };

@@ -138,7 +138,7 @@ async fn run(
         .iter()
         .map(|u| upstream::build(u, &supervisor))
         .collect();
-    let caller = Caller::new(u16::MAX);
+    let caller = Caller::new(upstream::CONTROL_SLOT);
 
     // Give stdio children a chance to come up so the first catalog is complete.
     let deadline = std::time::Instant::now() + STARTUP_WAIT;
@@ -361,7 +361,7 @@ async fn end_upstream_sessions(
 /// whenever the upstream says a list changed. Reconnects every few seconds while it can't.
 async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, shared: Arc<Shared>) {
     let Link::Http(h) = &up.link else { return };
-    let caller = Caller::new(u16::MAX - 1);
+    let caller = Caller::new(upstream::WATCH_SLOT);
     while !shared.stopping() {
         if let Ok(session) = h.ensure_shared(&caller).await {
             if let Ok(Some(mut stream)) = h.listen(&caller, &session).await {

@@ -21,7 +21,7 @@ use crate::{
     jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
     registry::{self, names, Snapshot, Target},
     relay::{Event, Relay},
-    session::{self, Session, SessionId},
+    session::{self, Outbox, Session, SessionId},
     transport::http::RequestHead,
     upstream::{Caller, Hello, Link, OnSession, SessionMode, Upstream, UpstreamRef},
 };
@@ -54,6 +54,21 @@ pub enum ReplyBody {
         ended: flume::Receiver<()>,
         /// Held while the stream is open; upstream stream readers stop when it drops.
         alive: flume::Sender<()>,
+        /// The GET stream's replay buffer (not the session: holding it would keep the
+        /// session, and so this stream, alive after the client ended it).
+        replay: Option<Arc<crate::session::Replay>>,
+        /// Events of the GET stream after this sequence number are sent first
+        /// (`Last-Event-ID: 0-<seq>`).
+        resume_after: Option<u64>,
+    },
+    /// The rest of an earlier POST stream (`Last-Event-ID: <stream>-<seq>`), then the end.
+    Resume {
+        /// Its buffer.
+        replay: Arc<crate::session::Replay>,
+        /// Its number.
+        stream: u32,
+        /// Send events after this one.
+        after: u64,
     },
     /// A call answered as an SSE stream: `first`, then the relay's events until the response.
     Relay(Box<Relay>, Bytes),
@@ -225,10 +240,33 @@ impl Front {
             Ok((_, s)) => s,
             Err(r) => return r,
         };
+        let last = req.header_str("last-event-id").and_then(parse_event_id);
+        let mut resume_after = None;
+        if let Some((stream, seq)) = last {
+            if stream != 0 {
+                if let Some(replay) = sess.streams.get(&stream).map(|r| r.clone()) {
+                    return Reply {
+                        status: 200,
+                        headers: vec![],
+                        body: ReplyBody::Resume {
+                            replay,
+                            stream,
+                            after: seq,
+                        },
+                    };
+                }
+                // Unknown or expired: a fresh GET stream.
+            } else {
+                resume_after = Some(seq);
+            }
+        }
         let (tx, inbox) = flume::bounded(1024);
         let (alive, alive_rx) = flume::bounded::<()>(1);
         // A newer GET replaces an older one: the old stream's inbox loses its sender and ends.
-        sess.outbox.store(Some(Arc::new(tx.clone())));
+        sess.outbox.store(Some(Arc::new(Outbox {
+            tx: tx.clone(),
+            alive: alive_rx.clone(),
+        })));
         let snap = self.shared.snapshot.load_full();
         for entry in sess.upstreams.iter() {
             if let Some(up) = snap
@@ -251,6 +289,11 @@ impl Front {
                 inbox,
                 ended: sess.ended(),
                 alive,
+                replay: match self.shared.config.gateway.sse_replay_events {
+                    0 => None,
+                    cap => Some(sess.get_stream(cap)),
+                },
+                resume_after,
             },
         }
     }
@@ -313,7 +356,13 @@ impl Front {
         match self.session(req) {
             Ok((id, _)) => {
                 if let Some(s) = self.shared.sessions.remove(&id) {
-                    tracing::debug!(session = ?id, "session ended by client");
+                    // The id maps must be empty by now: a leftover entry is a leak.
+                    tracing::debug!(
+                        session = ?id,
+                        in_flight = s.in_flight.len(),
+                        server_requests = s.server_requests.len(),
+                        "session ended by client"
+                    );
                     self.end_upstream_sessions(s);
                 }
                 Reply::empty(200)
@@ -630,24 +679,24 @@ impl Front {
             ));
         };
         let target = f.str_at(span).and_then(|n| map.get(&*n));
-        let Some(t) = target else {
-            let msg = if what == "tool" {
-                "Unknown tool"
-            } else {
-                "Unknown prompt"
-            };
-            return Outcome::Done(error_body(Some(id), Code::InvalidParams, msg));
-        };
-        self.forward(
-            f,
-            id,
-            snap,
-            sess,
-            t.upstream,
-            Some((span, t.name_json.to_vec())),
-            answer,
-        )
-        .await
+        match (target, snap.unprefixed) {
+            (Some(t), _) => {
+                let rename = Some((span, t.name_json.to_vec()));
+                self.forward(f, id, snap, sess, t.upstream, rename, answer)
+                    .await
+            }
+            // A name no upstream lists goes, unchanged, to the one unprefixed upstream when
+            // there is one: it answers in its own way, as it would without the gateway.
+            (None, Some(up)) => self.forward(f, id, snap, sess, up, None, answer).await,
+            (None, None) => {
+                let msg = if what == "tool" {
+                    "Unknown tool"
+                } else {
+                    "Unknown prompt"
+                };
+                Outcome::Done(error_body(Some(id), Code::InvalidParams, msg))
+            }
+        }
     }
 
     async fn complete(
@@ -800,7 +849,37 @@ impl Front {
             }
         }
         let us = h.initialize(&self.caller, &sess.hello).await?;
-        sess.upstreams.insert(up.name.clone(), us.clone());
+        if let Some(old) = sess.upstreams.insert(up.name.clone(), us.clone()) {
+            // Replaced after a 404, or raced by a concurrent first call: end the other one.
+            if old.id != us.id {
+                let front = self.clone();
+                let up2 = up.name.clone();
+                monoio::spawn(async move {
+                    let snap = front.shared.snapshot.load_full();
+                    if let Some(Link::Http(h)) = snap
+                        .by_name
+                        .get(&up2)
+                        .and_then(|r| snap.upstream(*r))
+                        .map(|u| &u.link)
+                    {
+                        h.delete(&front.caller, &old).await;
+                    }
+                });
+            }
+        }
+        // A GET stream is open: relay this upstream session's own stream into it too.
+        if let Some(o) = sess.outbox.load_full() {
+            if let Some(u) = self
+                .shared
+                .snapshot
+                .load()
+                .by_name
+                .get(&up.name)
+                .and_then(|r| self.shared.snapshot.load().upstream(*r).cloned())
+            {
+                self.listen_upstream(u, us.clone(), o.tx.clone(), o.alive.clone());
+            }
+        }
         if let Some(level) = sess.log_level.load_full() {
             self.apply_level(up, &us, &level).await;
         }
@@ -902,8 +981,8 @@ impl Front {
 
     /// Sends a message to the session's GET stream, if it has one (dropped otherwise).
     fn push(&self, sess: &Session, m: Bytes) {
-        if let Some(tx) = sess.outbox.load_full() {
-            if tx.try_send(m).is_err() {
+        if let Some(o) = sess.outbox.load_full() {
+            if o.tx.try_send(m).is_err() {
                 tracing::debug!("GET stream full or closed: message dropped");
             }
         }
@@ -925,15 +1004,21 @@ impl Front {
     /// Tells every session with an open GET stream that the lists changed.
     pub fn broadcast(shared: &Shared, methods: &[&str]) {
         for s in shared.sessions.all() {
-            if let Some(tx) = s.outbox.load_full() {
+            if let Some(o) = s.outbox.load_full() {
                 for m in methods {
-                    let _ = tx.try_send(Bytes::from(format!(
+                    let _ = o.tx.try_send(Bytes::from(format!(
                         r#"{{"jsonrpc":"2.0","method":"{m}"}}"#
                     )));
                 }
             }
         }
     }
+}
+
+/// Parses an event id the gateway issued: `<stream>-<seq>`.
+pub fn parse_event_id(s: &str) -> Option<(u32, u64)> {
+    let (a, b) = s.trim().split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 /// Waits for whichever of two futures finishes first; `None` when it is the second.

@@ -106,6 +106,11 @@ impl Relay {
         Event::Final(error_body(Some(&self.client_id), code, msg))
     }
 
+    /// The session this call belongs to.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
     /// The next event; call until `Final` or `Cancelled`.
     pub async fn next(&mut self) -> Event {
         loop {

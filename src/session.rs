@@ -70,6 +70,83 @@ pub fn batches_allowed(version: &str) -> bool {
     version == "2025-03-26"
 }
 
+/// The recent events of one SSE stream, kept so a client that lost the connection can resume
+/// with `Last-Event-ID` (event ids are `<stream>-<seq>`; stream 0 is the GET stream).
+/// Bounded: only the last `cap` events are kept.
+pub struct Replay {
+    ring: parking_lot::Mutex<Ring>,
+    wake_tx: flume::Sender<()>,
+    wake_rx: flume::Receiver<()>,
+}
+
+struct Ring {
+    events: std::collections::VecDeque<(u64, Bytes)>,
+    next: u64,
+    cap: usize,
+    done: bool,
+}
+
+impl Replay {
+    /// An empty buffer keeping at most `cap` events.
+    pub fn new(cap: usize) -> Self {
+        let (wake_tx, wake_rx) = flume::bounded(1);
+        Self {
+            ring: parking_lot::Mutex::new(Ring {
+                events: Default::default(),
+                next: 1,
+                cap: cap.max(1),
+                done: false,
+            }),
+            wake_tx,
+            wake_rx,
+        }
+    }
+
+    /// Records an event; returns its sequence number.
+    pub fn push(&self, data: Bytes) -> u64 {
+        let seq = {
+            let mut r = self.ring.lock();
+            let seq = r.next;
+            r.next += 1;
+            if r.events.len() == r.cap {
+                r.events.pop_front();
+            }
+            r.events.push_back((seq, data));
+            seq
+        };
+        let _ = self.wake_tx.try_send(());
+        seq
+    }
+
+    /// Marks the stream complete (its last event is recorded).
+    pub fn finish(&self) {
+        self.ring.lock().done = true;
+        let _ = self.wake_tx.try_send(());
+    }
+
+    /// Events after `seq`, and whether the stream is complete.
+    pub fn after(&self, seq: u64) -> (Vec<(u64, Bytes)>, bool) {
+        let r = self.ring.lock();
+        (
+            r.events.iter().filter(|(s, _)| *s > seq).cloned().collect(),
+            r.done,
+        )
+    }
+
+    /// Resolves when something new is recorded (or the stream completes).
+    pub fn changed(&self) -> flume::Receiver<()> {
+        self.wake_rx.clone()
+    }
+}
+
+/// The way into a client's open GET stream.
+pub struct Outbox {
+    /// Messages for the client.
+    pub tx: flume::Sender<Bytes>,
+    /// Disconnects when that stream closes (readers relaying into it stop then).
+    pub alive: flume::Receiver<()>,
+}
+
 /// A client request forwarded upstream and not yet answered.
 pub struct InFlight {
     /// The gateway id it carries upstream.
@@ -102,9 +179,12 @@ pub struct Session {
     /// Upstream requests waiting for the client's answer, by the id the client saw.
     pub server_requests: DashMap<u64, PendingRequest>,
     /// The inbox of the client's GET stream, while one is open.
-    pub outbox: ArcSwapOption<flume::Sender<Bytes>>,
+    pub outbox: ArcSwapOption<Outbox>,
     /// The log level the client set (`logging/setLevel`), applied to new upstream sessions.
     pub log_level: ArcSwapOption<String>,
+    /// Replay buffers of recent SSE streams, by stream number (0: the GET stream).
+    pub streams: DashMap<u32, Arc<Replay>>,
+    next_stream: std::sync::atomic::AtomicU32,
     /// Last use, ms since the gateway's clock origin.
     last_seen_ms: AtomicU64,
     /// Dropped with the session: every [`Session::ended`] receiver then wakes (disconnected).
@@ -116,6 +196,22 @@ impl Session {
     /// Marks the session used now.
     pub fn touch(&self, now_ms: u64) {
         self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// A new POST stream's number and replay buffer (registered in `streams`).
+    pub fn open_stream(&self, cap: usize) -> (u32, Arc<Replay>) {
+        let n = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let r = Arc::new(Replay::new(cap));
+        self.streams.insert(n, r.clone());
+        (n, r)
+    }
+
+    /// The GET stream's replay buffer (stream 0), created on first use.
+    pub fn get_stream(&self, cap: usize) -> Arc<Replay> {
+        self.streams
+            .entry(0)
+            .or_insert_with(|| Arc::new(Replay::new(cap)))
+            .clone()
     }
 
     /// A receiver that resolves (as disconnected) once the session is gone: ended by the
@@ -152,6 +248,8 @@ impl Sessions {
                 server_requests: DashMap::new(),
                 outbox: ArcSwapOption::empty(),
                 log_level: ArcSwapOption::empty(),
+                streams: DashMap::new(),
+                next_stream: std::sync::atomic::AtomicU32::new(1),
                 last_seen_ms: AtomicU64::new(now_ms),
                 _alive: alive,
                 ended,
@@ -241,6 +339,24 @@ mod tests {
         assert!(s.remove(&b).is_some());
         assert!(s.remove(&b).is_none());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn replay_keeps_the_last_events() {
+        let r = Replay::new(3);
+        for i in 0..5u8 {
+            assert_eq!(r.push(Bytes::from(vec![i])), u64::from(i) + 1);
+        }
+        let (after, done) = r.after(0);
+        assert_eq!(
+            after.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert!(!done);
+        assert_eq!(r.after(4).0.len(), 1);
+        r.finish();
+        assert!(r.after(5).1);
+        assert!(r.changed().try_recv().is_ok());
     }
 
     #[test]

@@ -89,27 +89,63 @@ pub const CLIENT_INFO: &str = concat!(
 /// The protocol version the gateway asks upstreams for.
 pub const UPSTREAM_PROTOCOL_VERSION: &str = "2025-11-25";
 
-/// Gateway-owned request ids: the worker index in the top 16 bits, a counter below, so ids
-/// are unique across workers without a shared counter.
+/// Gateway-owned request ids: a 13-bit slot (the worker index) above a 40-bit counter, so
+/// ids are unique across workers without a shared counter, and every id stays below 2^53:
+/// JavaScript peers read ids as doubles and would round anything larger.
 pub struct IdGen {
     base: u64,
     next: Cell<u64>,
 }
 
+/// Bits of the per-slot counter.
+const ID_COUNTER_BITS: u32 = 40;
+
+/// Largest slot; [`CONTROL_SLOT`] and [`WATCH_SLOT`] are the control plane's.
+pub const MAX_SLOT: u16 = (1 << 13) - 1;
+/// Slot of the control plane's catalog fetches.
+pub const CONTROL_SLOT: u16 = MAX_SLOT;
+/// Slot of the control plane's list_changed watchers.
+pub const WATCH_SLOT: u16 = MAX_SLOT - 1;
+
 impl IdGen {
-    /// Ids for worker `index` (the control plane uses `u16::MAX`).
-    pub fn new(index: u16) -> Self {
+    /// Ids for `slot` (a worker index; values above [`MAX_SLOT`] are clamped).
+    pub fn new(slot: u16) -> Self {
         Self {
-            base: u64::from(index) << 48,
+            base: u64::from(slot.min(MAX_SLOT)) << ID_COUNTER_BITS,
             next: Cell::new(1),
         }
     }
 
-    /// A fresh id.
+    /// A fresh id (never 0, never above 2^53 - 1).
     pub fn next(&self) -> u64 {
         let n = self.next.get();
-        self.next.set((n + 1) & ((1 << 48) - 1));
+        let wrapped = (n + 1) & ((1 << ID_COUNTER_BITS) - 1);
+        self.next.set(wrapped.max(1));
         self.base | n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_javascript_safe_and_distinct_per_slot() {
+        let top = IdGen::new(u16::MAX);
+        let id = top.next();
+        assert!(id < (1 << 53), "{id}");
+        let (a, b) = (IdGen::new(0), IdGen::new(1));
+        assert_ne!(a.next(), b.next());
+        assert_ne!(a.next(), 0);
+        let g = IdGen::new(3);
+        g.next.set((1 << ID_COUNTER_BITS) - 1);
+        let last = g.next();
+        assert_eq!(last >> ID_COUNTER_BITS, 3);
+        assert_eq!(
+            g.next() & ((1 << ID_COUNTER_BITS) - 1),
+            1,
+            "wraps to 1, not 0"
+        );
     }
 }
 

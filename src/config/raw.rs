@@ -55,6 +55,11 @@ pub struct GatewayConfig {
     pub get_stream: Option<bool>,
     /// Interval between SSE keep-alive comments on GET streams, ms. Default 15000.
     pub sse_keepalive_ms: Option<u64>,
+    /// Events kept per SSE stream for clients that reconnect with `Last-Event-ID`. Default
+    /// 256; 0 turns event ids and replay off.
+    pub sse_replay_events: Option<usize>,
+    /// How long a finished stream's events stay available for replay, ms. Default 30000.
+    pub sse_replay_ms: Option<u64>,
     /// A session unused this long is ended, ms. Default 3600000 (one hour).
     pub session_idle_timeout_ms: Option<u64>,
     /// Interval at which upstream catalogs are fetched again, ms. Default 30000.

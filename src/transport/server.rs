@@ -8,7 +8,7 @@
 //! a JSON-RPC error body, a log line with the reason, and the connection is closed: after a
 //! framing error the byte stream cannot be trusted.
 
-use std::{rc::Rc, time::Duration};
+use std::{rc::Rc, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use monoio::{io::AsyncWriteRentExt, net::TcpStream};
@@ -18,6 +18,7 @@ use crate::{
     front::{Front, Reply, ReplyBody},
     jsonrpc::Code,
     relay::Event,
+    session::{Replay, Session},
     upstream::http::read_more,
 };
 use futures_util::future::{select, Either};
@@ -220,54 +221,153 @@ async fn write_reply(
             inbox,
             ended,
             alive,
+            replay,
+            resume_after,
         } => {
             headers.push(("Content-Type", b"text/event-stream"));
             headers.push(("Cache-Control", b"no-cache"));
             codec::write_response_head(&mut out, reply.status, &headers, None, false);
             let (r, _) = conn.write_all(out.freeze()).await;
             r?;
-            let res = stream(conn, inbox, ended, front).await;
+            let res = stream(conn, inbox, ended, replay, resume_after, front).await;
             drop(alive);
             res
+        }
+        ReplyBody::Resume {
+            replay,
+            stream,
+            after,
+        } => {
+            headers.push(("Content-Type", b"text/event-stream"));
+            headers.push(("Cache-Control", b"no-cache"));
+            codec::write_response_head(&mut out, reply.status, &headers, None, keep_alive);
+            let (r, _) = conn.write_all(out.freeze()).await;
+            r?;
+            resume(conn, &replay, stream, after).await
         }
         ReplyBody::Relay(mut relay, first) => {
             headers.push(("Content-Type", b"text/event-stream"));
             headers.push(("Cache-Control", b"no-cache"));
             codec::write_response_head(&mut out, reply.status, &headers, None, keep_alive);
-            write_event(&mut out, &first);
-            let (r, _) = conn.write_all(out.freeze()).await;
-            r?;
+            let g = &front.shared().config.gateway;
+            let (keep, cap) = (g.sse_replay, g.sse_replay_events);
+            let (stream, replay) = if cap > 0 {
+                let (n, r) = relay.session().open_stream(cap);
+                (n, Some(r))
+            } else {
+                (0, None)
+            };
+            let mut ev = Some(first);
+            let mut last = false;
+            let mut head = Some(out);
             loop {
-                let mut out = BytesMut::new();
-                let last = match relay.next().await {
-                    Event::Message(m) => {
-                        write_event(&mut out, &m);
-                        false
-                    }
-                    Event::Final(b) => {
-                        write_event(&mut out, &b);
-                        codec::write_last_chunk(&mut out);
-                        true
-                    }
-                    Event::Cancelled => {
-                        codec::write_last_chunk(&mut out);
-                        true
-                    }
-                };
-                let (r, _) = conn.write_all(out.freeze()).await;
-                r?;
+                let mut out = head.take().unwrap_or_default();
+                if let Some(m) = ev.take() {
+                    let id = replay
+                        .as_ref()
+                        .map(|r| format!("{stream}-{}", r.push(m.clone())));
+                    write_event(&mut out, id.as_deref(), &m);
+                }
                 if last {
+                    codec::write_last_chunk(&mut out);
+                }
+                let (r, _) = conn.write_all(out.freeze()).await;
+                if let Err(e) = r {
+                    // The client went away mid-call: that is not a cancellation. Keep
+                    // relaying into the replay buffer so it can resume with Last-Event-ID.
+                    if let Some(replay) = replay {
+                        if last {
+                            replay.finish();
+                            retire(relay.session().clone(), stream, keep);
+                        } else {
+                            detach(relay, replay, keep);
+                        }
+                    }
+                    return Err(e);
+                }
+                if last {
+                    if let Some(replay) = replay {
+                        replay.finish();
+                        retire(relay.session().clone(), stream, keep);
+                    }
                     return Ok(());
+                }
+                match relay.next().await {
+                    Event::Message(m) => ev = Some(m),
+                    Event::Final(b) => {
+                        ev = Some(b);
+                        last = true;
+                    }
+                    Event::Cancelled => last = true,
                 }
             }
         }
     }
 }
 
+/// Keeps relaying a call whose client connection broke, into its replay buffer.
+fn detach(mut relay: Box<crate::relay::Relay>, replay: Arc<Replay>, keep: Duration) {
+    monoio::spawn(async move {
+        loop {
+            match relay.next().await {
+                Event::Message(m) => {
+                    replay.push(m);
+                }
+                Event::Final(b) => {
+                    replay.push(b);
+                    break;
+                }
+                Event::Cancelled => break,
+            }
+        }
+        replay.finish();
+        let session = relay.session().clone();
+        drop(relay);
+        monoio::time::sleep(keep).await;
+        session.streams.retain(|_, r| !Arc::ptr_eq(r, &replay));
+    });
+}
+
+/// Forgets a finished stream's replay buffer after `keep`.
+fn retire(session: Arc<Session>, stream: u32, keep: Duration) {
+    monoio::spawn(async move {
+        monoio::time::sleep(keep).await;
+        session.streams.remove(&stream);
+    });
+}
+
+/// Sends the events of POST stream `stream` after `after`, following it until it completes.
+async fn resume(
+    conn: &mut TcpStream,
+    replay: &Replay,
+    stream: u32,
+    mut after: u64,
+) -> std::io::Result<()> {
+    let changed = replay.changed();
+    loop {
+        let (events, done) = replay.after(after);
+        let mut out = BytesMut::new();
+        for (seq, m) in &events {
+            write_event(&mut out, Some(&format!("{stream}-{seq}")), m);
+            after = *seq;
+        }
+        if done {
+            codec::write_last_chunk(&mut out);
+        }
+        if !out.is_empty() {
+            let (r, _) = conn.write_all(out.freeze()).await;
+            r?;
+        }
+        if done || changed.recv_async().await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
 /// Appends one SSE `message` event carrying `data` as a chunk.
-fn write_event(out: &mut BytesMut, data: &[u8]) {
-    let mut ev = BytesMut::with_capacity(data.len() + 24);
-    super::sse::write_event(&mut ev, None, Some("message"), data);
+fn write_event(out: &mut BytesMut, id: Option<&str>, data: &[u8]) {
+    let mut ev = BytesMut::with_capacity(data.len() + 32);
+    super::sse::write_event(&mut ev, id, Some("message"), data);
     codec::write_chunk(out, &ev);
 }
 
@@ -278,9 +378,21 @@ async fn stream(
     conn: &mut TcpStream,
     inbox: flume::Receiver<Bytes>,
     ended: flume::Receiver<()>,
+    replay: Option<Arc<Replay>>,
+    resume_after: Option<u64>,
     front: &Front,
 ) -> std::io::Result<()> {
     let shared = front.shared();
+    if let (Some(replay), Some(after)) = (&replay, resume_after) {
+        let mut out = BytesMut::new();
+        for (seq, m) in replay.after(after).0 {
+            write_event(&mut out, Some(&format!("0-{seq}")), &m);
+        }
+        if !out.is_empty() {
+            let (r, _) = conn.write_all(out.freeze()).await;
+            r?;
+        }
+    }
     let every = shared.config.gateway.sse_keepalive;
     // Shutdown is noticed at least this often; messages and session end at once.
     let tick = every.min(Duration::from_secs(1));
@@ -294,7 +406,10 @@ async fn stream(
         let mut out = BytesMut::new();
         let mut last = false;
         match woke {
-            Ok(Either::Left((Ok(m), _))) => write_event(&mut out, &m),
+            Ok(Either::Left((Ok(m), _))) => {
+                let id = replay.as_ref().map(|r| format!("0-{}", r.push(m.clone())));
+                write_event(&mut out, id.as_deref(), &m);
+            }
             // Inbox replaced (newer GET) or session gone: end this stream.
             Ok(Either::Left((Err(_), _))) | Ok(Either::Right(_)) => last = true,
             Err(_) if shared.stopping() => last = true,

@@ -246,7 +246,8 @@ struct Running {
     threads: Vec<thread::JoinHandle<()>>,
 }
 
-const INIT_ID: u64 = u64::MAX - 1;
+/// Id of the supervisor's own `initialize` (gateway ids are never 0).
+const INIT_ID: u64 = 0;
 
 fn supervise(
     spec: ChildSpec,

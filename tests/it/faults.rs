@@ -117,7 +117,13 @@ fn upstream_down_at_start_is_left_out() {
     );
     let tour = crate::support::client(&gw.url(), "tour", &[]);
     let tools = tour["tools"].as_array().cloned().unwrap_or_default();
-    assert_eq!(tools.len(), 6, "{tour}");
+    assert!(!tools.is_empty(), "{tour}");
+    assert!(
+        tools
+            .iter()
+            .all(|t| t.as_str().is_some_and(|t| t.starts_with("beta__"))),
+        "{tour}"
+    );
     assert!(
         gw.log_text().contains("left out of the catalog"),
         "{}",
@@ -195,7 +201,14 @@ fn upstream_pagination_is_followed() {
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(tools.len(), 6, "{tour}");
+    // Every tool the inner gateway lists (over many pages) is there.
+    let inner_tour = crate::support::client(&inner.url(), "tour", &[]);
+    let inner_n = inner_tour["tools"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(
+        inner_n > 4 && inner_tour["tool_pages"].as_u64() > Some(2),
+        "{inner_tour}"
+    );
+    assert_eq!(tools.len(), inner_n, "{tour}");
     assert!(tools.contains(&"inner__beta__echo"), "{tools:?}");
     let steps = client_script(
         &outer.url(),

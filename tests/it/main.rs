@@ -5,7 +5,9 @@
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
 mod cli;
+mod conformance;
 mod faults;
 mod raw;
 mod sdk;
+mod session;
 mod support;

@@ -49,7 +49,12 @@ fn tour_and_route(driver: &str) {
             "beta__{t} missing: {tools:?}"
         );
     }
-    assert_eq!(tools.len(), 12, "{tools:?}");
+    let fixture_tools = tools.iter().filter(|t| t.starts_with("beta__")).count();
+    assert_eq!(
+        tools.len(),
+        2 * fixture_tools,
+        "same tools from both: {tools:?}"
+    );
     assert_eq!(
         tour["input_schema"]["properties"]["text"]["type"], "string",
         "{tour}"
@@ -158,8 +163,9 @@ fn sdk_client_two_upstreams_epoll() {
 fn sdk_client_follows_gateway_pages() {
     let gw = Gateway::start("page_size = 4", &stdio_fixture_toml("beta", ""), "epoll");
     let tour = client(&gw.url(), "tour", &[]);
-    assert_eq!(tour["tool_pages"], 2, "{tour}");
-    assert_eq!(names(&tour["tools"]).len(), 6, "{tour}");
+    let n = names(&tour["tools"]).len();
+    assert!(n > 4, "{tour}");
+    assert_eq!(tour["tool_pages"], n.div_ceil(4), "{tour}");
 }
 
 /// Bodies that take many reads both ways: a 1 MiB argument sent in pieces, echoed back by an

@@ -128,21 +128,33 @@ impl HttpFixture {
 
     /// Starts on `port` (0: any free port).
     pub fn start_on(name: &str, port: u16) -> Self {
-        let mut child = Command::new(python())
-            .arg(py("upstream.py"))
-            .args([
-                "--name",
-                name,
-                "--transport",
-                "http",
-                "--port",
-                &port.to_string(),
-            ])
+        Self::spawn(Command::new(python()).arg(py("upstream.py")).args([
+            "--name",
+            name,
+            "--transport",
+            "http",
+            "--port",
+            &port.to_string(),
+        ]))
+    }
+
+    /// The conformance fixture (`tests/conformance/fixture.py`).
+    pub fn conformance() -> Self {
+        Self::spawn(
+            Command::new(python())
+                .arg(root().join("tests/conformance/fixture.py"))
+                .args(["--port", "0"]),
+        )
+    }
+
+    /// Starts a server that prints `LISTENING <port>` on stderr when ready.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start the Python fixture upstream");
+            .expect("start a fixture upstream");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -161,6 +173,16 @@ impl HttpFixture {
             .ok()
             .flatten()
             .expect("fixture upstream did not print LISTENING <port> in 30 s");
+        HttpFixture {
+            _proc: Proc { child },
+            port,
+        }
+    }
+
+    /// Wraps a server started elsewhere on a known port; waits until it accepts connections.
+    pub fn adopt(child: Child, port: u16) -> Self {
+        let ok = wait_for(30, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(ok, "server on port {port} did not listen in 30 s");
         HttpFixture {
             _proc: Proc { child },
             port,
@@ -418,7 +440,9 @@ impl Raw {
 
     /// Reads raw bytes until `pat` appears (for streams); returns everything read so far.
     pub fn read_until(&mut self, pat: &[u8]) -> Vec<u8> {
-        while find(&self.buf, pat).is_none() {
+        // Bounded overall too: a stream with keep-alives never hits the read timeout.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while find(&self.buf, pat).is_none() && Instant::now() < deadline {
             if !self.fill() {
                 break;
             }
@@ -511,4 +535,107 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+// === Node tooling (conformance suite, server-everything, Inspector) ===
+
+/// `tests/conformance/`, with the pinned Node tooling installed (once per test run).
+pub fn node_dir() -> PathBuf {
+    static DONE: OnceLock<()> = OnceLock::new();
+    let dir = root().join("tests/conformance");
+    DONE.get_or_init(|| {
+        let st = Command::new(dir.join("run.sh"))
+            .arg("--install")
+            .status()
+            .expect("run.sh --install");
+        assert!(st.success(), "installing the Node tooling failed: {st}");
+    });
+    dir
+}
+
+/// A command for a tool from `tests/conformance/node_modules/.bin`, with Node 22 first on PATH.
+pub fn node_tool(bin: &str) -> Command {
+    let dir = node_dir();
+    let path = format!(
+        "{}:{}:{}",
+        dir.join("node_modules/node/bin").display(),
+        dir.join("node_modules/.bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = Command::new(dir.join("node_modules/.bin").join(bin));
+    c.env("PATH", path);
+    c
+}
+
+/// One scenario's line of the conformance summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    pub name: String,
+    pub ok: bool,
+    pub passed: u32,
+    pub failed: u32,
+}
+
+/// Runs the conformance suite against `url`; returns its summary lines, and writes its whole
+/// output to `<target>/tmp/conformance/<label>.txt` (CI prints it).
+pub fn conformance(url: &str, label: &str) -> Vec<Scenario> {
+    let out = Command::new(node_dir().join("run.sh"))
+        .arg(url)
+        .output()
+        .expect("run the conformance suite");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance");
+    let _ = std::fs::create_dir_all(&dir);
+    let summary: Vec<Scenario> = text
+        .lines()
+        .skip_while(|l| !l.contains("=== SUMMARY ==="))
+        .filter_map(parse_summary_line)
+        .collect();
+    let lines: Vec<String> = summary
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}: {} passed, {} failed",
+                if s.ok { "PASS" } else { "FAIL" },
+                s.name,
+                s.passed,
+                s.failed
+            )
+        })
+        .collect();
+    let _ = std::fs::write(
+        dir.join(format!("{label}.txt")),
+        format!("{label} ({url})\n{}\n", lines.join("\n")),
+    );
+    let _ = std::fs::write(dir.join(format!("{label}.full.txt")), &text);
+    assert!(
+        !summary.is_empty(),
+        "no conformance summary for {label}:\n{text}"
+    );
+    summary
+}
+
+fn parse_summary_line(l: &str) -> Option<Scenario> {
+    let l = l.trim();
+    let (ok, rest) = if let Some(r) = l.strip_prefix('✓') {
+        (true, r)
+    } else if let Some(r) = l.strip_prefix('✗') {
+        (false, r)
+    } else {
+        return None;
+    };
+    let (name, counts) = rest.trim().split_once(':')?;
+    let mut nums = counts
+        .split(',')
+        .filter_map(|p| p.split_whitespace().next()?.parse::<u32>().ok());
+    Some(Scenario {
+        name: name.trim().to_string(),
+        ok,
+        passed: nums.next()?,
+        failed: nums.next()?,
+    })
 }

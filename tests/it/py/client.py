@@ -19,9 +19,30 @@ Scenarios:
     complete_prompt NAME ARG VALUE   {"values": [...]}
     many N [TOOL]               N sequential tools/call of TOOL (default: first tool whose name
                                 ends with "echo"), argument {"text": "<i>"}; {"ok", "failed", ...}
+    call_progress TOOL [JSON_ARGS]   like call, plus "progress": [[progress, total, message], ...]
+                                as the progress_callback saw them (whole numbers as integers)
+    set_level LEVEL             logging/setLevel (LEVEL: debug ... emergency, checked by the SDK);
+                                {"ok": true} or the error object
+    subscribe URI               resources/subscribe; {"ok": true} or the error object
+    unsubscribe URI             resources/unsubscribe; {"ok": true} or the error object
+    notifications [WAIT_SECONDS]  sleeps WAIT_SECONDS (default 0.5), then {"notifications":
+                                [{"method", "params"}, ...], "logs": [{"level", "data", "logger"}]}
+                                recorded so far in this session, and clears both lists
+    cancel TOOL JSON_ARGS AFTER_SECONDS  starts tools/call in a task, cancels the task after
+                                AFTER_SECONDS (the SDK then sends notifications/cancelled);
+                                {"cancelled": true, "elapsed": s}, or if the call ended first
+                                {"cancelled": false, "elapsed": s, "result": <call output>}
+    list_tools                  {"tools": [names]} (all pages, fetched fresh)
     script JSON_STEPS           several of the above in ONE session: a JSON list of
                                 [scenario, arg, ...] (JSON arguments may be given as objects);
                                 {"steps": [result, ...]} in order
+
+The client always declares sampling, elicitation (form, url) and roots (listChanged) and
+answers them: sampling -> assistant text "sampled:<text of the last user message>", model
+"fixture-model"; elicitation -> accept {"answer": "42"}; roots/list -> file:///tmp/root-a,
+file:///tmp/root-b. Every server notification (progress and log messages included) is recorded
+for `notifications`; notifications/message also goes to "logs". notifications/cancelled is
+applied by the SDK and never recorded.
 """
 
 from __future__ import annotations
@@ -31,15 +52,76 @@ import json
 import os
 import sys
 import threading
+import time
 import traceback
+import warnings
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 import anyio
+import anyio.lowlevel
 from mcp import Client, MCPError
-from mcp_types import PromptReference
+from mcp.client.session import ClientRequestContext, IncomingMessage
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp_types import (
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    ElicitRequestParams,
+    ElicitResult,
+    ListRootsResult,
+    LoggingLevel,
+    LoggingMessageNotificationParams,
+    PromptReference,
+    Root,
+    TextContent,
+)
+
+# set_logging_level / subscribe_resource are deprecated for 2026-07-28 (legacy mode is used).
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
 
 MAX_PAGES = 1000
+ROOTS = ["file:///tmp/root-a", "file:///tmp/root-b"]
+
+
+class Recorder:
+    """What the server sent outside responses, for the `notifications` scenario."""
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        self.logs: list[dict[str, Any]] = []
+
+    async def sampling(self, context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
+        text = ""
+        for message in reversed(params.messages):
+            if message.role == "user":
+                text = "".join(b.text for b in message.content_as_list if isinstance(b, TextContent))
+                break
+        return CreateMessageResult(
+            role="assistant",
+            content=TextContent(type="text", text=f"sampled:{text}"),
+            model="fixture-model",
+            stop_reason="endTurn",
+        )
+
+    async def elicitation(self, context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"answer": "42"})
+
+    async def list_roots(self, context: ClientRequestContext) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=u, name=u.rsplit("/", 1)[-1]) for u in ROOTS])
+
+    async def logging(self, params: LoggingMessageNotificationParams) -> None:
+        self.logs.append({"level": params.level, "data": params.data, "logger": params.logger})
+
+    async def message(self, message: IncomingMessage) -> None:
+        if isinstance(message, Exception):
+            # What the SDK's default message handler does with transport exceptions.
+            await anyio.lowlevel.checkpoint()
+            return
+        wire = message.model_dump(by_alias=True, mode="json", exclude_none=True)
+        self.notifications.append({"method": wire["method"], "params": wire.get("params")})
+
+
+RECORDER = Recorder()
 
 
 def error_obj(e: MCPError) -> dict[str, Any]:
@@ -170,6 +252,114 @@ async def many(client: Client, args: list[str]) -> dict[str, Any]:
     return {"ok": ok, "failed": failed, "tool": tool, "first_error": first_error}
 
 
+def plain_number(x: float | None) -> float | int | None:
+    return int(x) if isinstance(x, float) and x.is_integer() else x
+
+
+def call_output(result: Any) -> dict[str, Any]:
+    return {
+        "is_error": bool(result.is_error),
+        "text": [t for t in (content_text(b) for b in result.content) if t is not None],
+        "structured": result.structured_content,
+    }
+
+
+async def call_progress(client: Client, args: list[str]) -> dict[str, Any]:
+    if len(args) < 1:
+        raise SystemExit("call_progress needs TOOL [JSON_ARGS]")
+    arguments = json.loads(args[1]) if len(args) > 1 else {}
+    seen: list[list[Any]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append([plain_number(progress), plain_number(total), message])
+
+    try:
+        result = await client.call_tool(args[0], arguments, progress_callback=on_progress)
+    except MCPError as e:
+        return {**error_obj(e), "progress": seen}
+    # The SDK runs each progress callback in its own task: let the last ones finish.
+    for _ in range(10):
+        await anyio.lowlevel.checkpoint()
+    return {**call_output(result), "progress": seen}
+
+
+async def set_level(client: Client, args: list[str]) -> dict[str, Any]:
+    if len(args) != 1 or args[0] not in get_args(LoggingLevel):
+        # The SDK validates the level itself before sending anything.
+        raise SystemExit(f"set_level needs LEVEL, one of {', '.join(get_args(LoggingLevel))}")
+    try:
+        await client.set_logging_level(args[0])  # type: ignore[arg-type]
+    except MCPError as e:
+        return error_obj(e)
+    return {"ok": True}
+
+
+async def subscribe(client: Client, args: list[str]) -> dict[str, Any]:
+    if len(args) != 1:
+        raise SystemExit("subscribe needs URI")
+    try:
+        await client.subscribe_resource(args[0])
+    except MCPError as e:
+        return error_obj(e)
+    return {"ok": True}
+
+
+async def unsubscribe(client: Client, args: list[str]) -> dict[str, Any]:
+    if len(args) != 1:
+        raise SystemExit("unsubscribe needs URI")
+    try:
+        await client.unsubscribe_resource(args[0])
+    except MCPError as e:
+        return error_obj(e)
+    return {"ok": True}
+
+
+async def notifications(client: Client, args: list[str]) -> dict[str, Any]:
+    if len(args) > 1:
+        raise SystemExit("notifications takes [WAIT_SECONDS]")
+    await anyio.sleep(float(args[0]) if args else 0.5)
+    out = {"notifications": RECORDER.notifications, "logs": RECORDER.logs}
+    RECORDER.notifications, RECORDER.logs = [], []
+    return out
+
+
+async def cancel(client: Client, args: list[str]) -> dict[str, Any]:
+    if len(args) != 3:
+        raise SystemExit("cancel needs TOOL JSON_ARGS AFTER_SECONDS")
+    tool, arguments, after = args[0], json.loads(args[1]), float(args[2])
+    finished: dict[str, Any] = {}
+    start = time.monotonic()
+    async with anyio.create_task_group() as tg:
+
+        async def run_call() -> None:
+            try:
+                finished["result"] = call_output(await client.call_tool(tool, arguments))
+            except MCPError as e:
+                finished["result"] = error_obj(e)
+
+        tg.start_soon(run_call)
+        with anyio.move_on_after(after):
+            while "result" not in finished:
+                await anyio.sleep(0.01)
+        # Cancelling the task makes the SDK send notifications/cancelled for the request id
+        # (shielded, before the cancellation finishes unwinding).
+        tg.cancel_scope.cancel()
+    elapsed = round(time.monotonic() - start, 3)
+    if "result" in finished:
+        return {"cancelled": False, "elapsed": elapsed, "result": finished["result"]}
+    return {"cancelled": True, "elapsed": elapsed}
+
+
+async def list_tools(client: Client, args: list[str]) -> dict[str, Any]:
+    if args:
+        raise SystemExit("list_tools takes no arguments")
+    try:
+        tools, _ = await paginate(lambda c: client.list_tools(cursor=c), "tools")
+    except MCPError as e:
+        return error_obj(e)
+    return {"tools": [t.name for t in tools]}
+
+
 async def script(client: Client, args: list[str]) -> dict[str, Any]:
     if len(args) != 1:
         raise SystemExit("script needs one JSON list of steps")
@@ -191,6 +381,13 @@ SCENARIOS: dict[str, Callable[[Client, list[str]], Awaitable[dict[str, Any]]]] =
     "prompt": prompt,
     "complete_prompt": complete_prompt,
     "many": many,
+    "call_progress": call_progress,
+    "set_level": set_level,
+    "subscribe": subscribe,
+    "unsubscribe": unsubscribe,
+    "notifications": notifications,
+    "cancel": cancel,
+    "list_tools": list_tools,
 }
 
 
@@ -200,7 +397,16 @@ async def run(url: str, scenario: str, args: list[str], timeout: float) -> dict[
         # cache=None: every list call must reach the server under test.
         # No per-request read timeout: the SDK would report it as an MCPError (printed as a
         # JSON-RPC error object), which would hide a hung gateway; fail_after covers it.
-        async with Client(url, mode="legacy", cache=None) as client:
+        async with Client(
+            url,
+            mode="legacy",
+            cache=None,
+            sampling_callback=RECORDER.sampling,
+            elicitation_callback=RECORDER.elicitation,
+            list_roots_callback=RECORDER.list_roots,
+            logging_callback=RECORDER.logging,
+            message_handler=RECORDER.message,
+        ) as client:
             return await fn(client, args)
 
 

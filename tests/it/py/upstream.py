@@ -11,12 +11,45 @@ printed for an explicit --port too, so tests can always wait for it.
 
 NAME is woven into every answer so a test can tell which upstream answered:
   tools      echo(text) -> "NAME:text", add(a, b) -> a+b, whoami() -> NAME,
-             slow(seconds) -> "done" after an asyncio sleep, crash() -> os._exit(3),
+             slow(seconds) -> "done" after an asyncio sleep (cancel_count() -> how many
+             slow calls were cancelled), crash() -> os._exit(3),
              fail() -> isError result "fail tool of NAME failed on purpose"
   resources  fixture://NAME/info ("info from NAME"),
              template fixture://NAME/item/{item_id} ("item <item_id> from NAME")
   prompts    greet(who) -> one user message "Hello <who> from NAME"
   completion greet/who completes from ["alice", "albert", "bob", NAME] by prefix
+
+Client-feature tools (need a session that can carry server-to-client messages):
+  progress(steps, delay=0.05)  `steps` progress notifications (progress=i, total=steps,
+                               message "step i"; only if the call carried a progressToken),
+                               `delay` s apart -> "done <steps>"
+  slow_progress(seconds)       a progress notification every 0.2 s (progress=i, no total,
+                               message "tick i") for `seconds` -> "finished"
+  ask_llm(prompt)              sampling/createMessage (one user text message, maxTokens 50)
+                               -> "llm said: <reply text>"
+  ask_user(question)           elicitation/create, form mode, one required string field `answer`
+                               -> "user said: <answer>" | "user declined" | "user cancelled"
+  list_roots(standalone=false) roots/list -> the root URIs joined with ","
+  log(message, level="info")   notifications/message (logger NAME, data = message) unless the
+                               session's logging/setLevel is above `level` -> "logged"
+  add_tool(name)               registers tool `name` (-> "dynamic <name>") and sends
+                               notifications/tools/list_changed to the calling session
+                               -> "added <name>" ("exists <name>", no notification, if the
+                               server already has a tool of that name)
+  bump()                       counter += 1, notifications/resources/updated for
+                               fixture://NAME/counter to every session subscribed to it
+                               -> the new value as text
+  A failed server-to-client request (client lacks the capability, answers with an error)
+  gives an isError result "... failed: <code> <message>".
+  resource   fixture://NAME/counter (text = counter value; starts at 0, shared by all sessions)
+  resources/subscribe and resources/unsubscribe (unknown URI: -32602 like resources/read),
+  logging/setLevel (per session; default: every level is sent).
+  Capabilities: tools.listChanged true, resources.subscribe true, logging {}.
+
+Routing over Streamable HTTP (see WIRE.md): progress, log messages, sampling, elicitation and
+roots/list go on the tools/call POST's SSE stream; tools/list_changed and resources/updated go
+on the session's standalone GET stream (dropped if none is open). list_roots(standalone=true)
+uses the SDK's plain `session.list_roots()`, which goes on the GET stream instead.
 """
 
 from __future__ import annotations
@@ -26,17 +59,71 @@ import asyncio
 import os
 import socket
 import sys
-from typing import Any
+import time
+import warnings
+from typing import Any, get_args
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import Completion, PromptReference
+from mcp import MCPError
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import (
+    INVALID_PARAMS,
+    Completion,
+    EmptyResult,
+    ListRootsRequest,
+    ListRootsResult,
+    LoggingLevel,
+    PromptReference,
+    SamplingMessage,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    TextContent,
+    UnsubscribeRequestParams,
+)
+from pydantic import BaseModel
+
+# Logging, sampling, roots and resources/subscribe are deprecated for 2026-07-28; the fixture
+# serves the 2025 (handshake) era where they are current. Keep stderr free of the warnings.
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
 
 SERVER_VERSION = "0.1.0"
+
+LOG_LEVELS: tuple[str, ...] = get_args(LoggingLevel)  # severity ascending (RFC 5424 order)
+PROGRESS_INTERVAL = 0.2
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+def session_key(rc: ServerRequestContext[Any, Any]) -> str:
+    """Identifies the client session a request belongs to: the `mcp-session-id` header over
+    Streamable HTTP; over stdio the process serves exactly one session."""
+    headers = getattr(rc.request, "headers", None)
+    sid = headers.get("mcp-session-id") if headers is not None else None
+    return sid or "stdio"
+
+
+def failed(what: str, e: MCPError) -> ToolError:
+    return ToolError(f"{what} failed: {e.code} {e.message}")
 
 
 def build_server(name: str, log_level: str) -> MCPServer:
     server = MCPServer(name=name, version=SERVER_VERSION, log_level=log_level)
+    # MCPServer has no public hook for these methods or for the listChanged flags: use its
+    # low-level Server (the SDK's own in-process Client reaches it the same way).
+    low = server._lowlevel_server  # pyright: ignore[reportPrivateUsage]
+    counter_uri = f"fixture://{name}/counter"
+    counter = 0
+    # uri -> session key -> the ServerSession of the subscribe request; its standalone channel
+    # (the session's GET stream over HTTP) outlives that request.
+    subscribers: dict[str, dict[str, Any]] = {}
+    # session key -> minimum level set by logging/setLevel
+    log_levels: dict[str, str] = {}
 
     @server.tool(description="Echo the text back, prefixed with the server name.")
     def echo(text: str) -> str:
@@ -50,10 +137,21 @@ def build_server(name: str, log_level: str) -> MCPServer:
     def whoami() -> str:
         return name
 
+    cancelled = {"count": 0}
+
     @server.tool(description="Sleep for the given number of seconds, then return 'done'.")
     async def slow(seconds: float) -> str:
-        await asyncio.sleep(seconds)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            # notifications/cancelled reached this server and cancelled the call.
+            cancelled["count"] += 1
+            raise
         return "done"
+
+    @server.tool(description="How many `slow` calls were cancelled by the client so far.")
+    def cancel_count() -> str:
+        return str(cancelled["count"])
 
     @server.tool(description="Kill the server process immediately (exit code 3).")
     def crash() -> str:
@@ -77,6 +175,137 @@ def build_server(name: str, log_level: str) -> MCPServer:
     @server.prompt(description="Greet someone.")
     def greet(who: str) -> str:
         return f"Hello {who} from {name}"
+
+    @server.resource(counter_uri, name="counter", mime_type="text/plain")
+    def counter_resource() -> str:
+        return str(counter)
+
+    @server.tool(description="Send `steps` progress notifications, `delay` seconds apart.")
+    async def progress(steps: int, ctx: Context, delay: float = 0.05) -> str:
+        for i in range(1, steps + 1):
+            await ctx.report_progress(i, steps, f"step {i}")
+            if i < steps:
+                await asyncio.sleep(delay)
+        return f"done {steps}"
+
+    @server.tool(description="Send a progress notification every 0.2 s for `seconds`, then return 'finished'.")
+    async def slow_progress(seconds: float, ctx: Context) -> str:
+        deadline = time.monotonic() + seconds
+        i = 0
+        while (remaining := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(PROGRESS_INTERVAL, remaining))
+            i += 1
+            await ctx.report_progress(i, None, f"tick {i}")
+        return "finished"
+
+    @server.tool(description="Ask the client's LLM (sampling/createMessage).")
+    async def ask_llm(prompt: str, ctx: Context) -> str:
+        try:
+            result = await ctx.session.create_message(
+                messages=[SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+                max_tokens=50,
+                related_request_id=ctx.request_context.request_id,
+            )
+        except MCPError as e:
+            raise failed("sampling", e) from e
+        blocks = result.content if isinstance(result.content, list) else [result.content]
+        text = "".join(b.text for b in blocks if isinstance(b, TextContent))
+        return f"llm said: {text}"
+
+    @server.tool(description="Ask the user a question (elicitation/create, form mode, field 'answer').")
+    async def ask_user(question: str, ctx: Context) -> str:
+        try:
+            result = await ctx.elicit(question, Answer)
+        except MCPError as e:
+            raise failed("elicitation", e) from e
+        if result.action == "accept":
+            return f"user said: {result.data.answer}"
+        return "user declined" if result.action == "decline" else "user cancelled"
+
+    @server.tool(description="List the client's roots (roots/list); URIs joined with ','.")
+    async def list_roots(ctx: Context, standalone: bool = False) -> str:
+        try:
+            if standalone:
+                # SDK default: no related request, so the standalone channel (GET stream).
+                result = await ctx.session.list_roots()
+            else:
+                result = await ctx.session.send_request(
+                    ListRootsRequest(),
+                    ListRootsResult,
+                    metadata=ServerMessageMetadata(related_request_id=ctx.request_context.request_id),
+                )
+        except MCPError as e:
+            raise failed("roots/list", e) from e
+        return ",".join(str(r.uri) for r in result.roots)
+
+    @server.tool(description="Send a log message (notifications/message) at `level`.")
+    async def log(message: str, ctx: Context, level: str = "info") -> str:
+        if level not in LOG_LEVELS:
+            raise ToolError(f"unknown level {level!r}; one of {', '.join(LOG_LEVELS)}")
+        minimum = log_levels.get(session_key(ctx.request_context))
+        if minimum is None or LOG_LEVELS.index(level) >= LOG_LEVELS.index(minimum):
+            await ctx.log(level, message, logger_name=name)  # type: ignore[arg-type]
+        return "logged"
+
+    @server.tool(description="Register a new tool `name` at runtime and send tools/list_changed.")
+    async def add_tool(name: str, ctx: Context) -> str:
+        tool_name = name
+        if any(t.name == tool_name for t in await server.list_tools()):
+            return f"exists {tool_name}"
+
+        def dynamic() -> str:
+            return f"dynamic {tool_name}"
+
+        server.add_tool(dynamic, name=tool_name, description=f"Dynamic tool added at runtime: {tool_name}.")
+        await ctx.session.send_tool_list_changed()
+        return f"added {tool_name}"
+
+    @server.tool(description="Increment the counter and notify subscribers of fixture://NAME/counter.")
+    async def bump() -> str:
+        nonlocal counter
+        counter += 1
+        for session in list(subscribers.get(counter_uri, {}).values()):
+            try:
+                await session.send_resource_updated(counter_uri)
+            except Exception as e:  # a gone session must not fail the tool
+                print(f"upstream.py: resources/updated not sent: {e!r}", file=sys.stderr, flush=True)
+        return str(counter)
+
+    async def on_subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        try:
+            await server.read_resource(uri)
+        except ResourceError as e:
+            raise MCPError(code=INVALID_PARAMS, message=str(e), data={"uri": uri}) from e
+        subscribers.setdefault(uri, {})[session_key(ctx)] = ctx.session
+        return EmptyResult()
+
+    async def on_unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        subscribers.get(str(params.uri), {}).pop(session_key(ctx), None)
+        return EmptyResult()
+
+    async def on_set_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+        log_levels[session_key(ctx)] = params.level
+        return EmptyResult()
+
+    # Registering the handlers is what advertises resources.subscribe and logging.
+    low.add_request_handler("resources/subscribe", SubscribeRequestParams, on_subscribe)
+    low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, on_unsubscribe)
+    low.add_request_handler("logging/setLevel", SetLevelRequestParams, on_set_level)
+
+    # Advertise tools.listChanged (both transports build the initialize result from this).
+    base_options = low.create_initialization_options
+
+    def initialization_options(
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> Any:
+        return base_options(
+            notification_options or NotificationOptions(tools_changed=True), experimental_capabilities, extensions
+        )
+
+    low.create_initialization_options = initialization_options  # type: ignore[method-assign]
 
     candidates = ["alice", "albert", "bob", name]
 
