@@ -1,8 +1,16 @@
-//! Placeholder for the MCP load generator (issue: performance harness).
+//! `mcpgw-load`: parse flags, run, exit 0 (clean), 3 (the run saw errors) or 1 (could not run).
 
-fn main() {
-    eprintln!(
-        "mcpgw-load is not built yet: the load generator lands with the performance-harness issue"
-    );
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = mcpgw_load::load::Args::parse();
+    match mcpgw_load::load::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("mcpgw-load: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
