@@ -21,7 +21,11 @@ use crate::{
     config::Config,
     registry::{self, Snapshot, UpstreamCatalog},
     session::Sessions,
-    upstream::{self, stdio::Supervisor, Caller, Link, Upstream},
+    upstream::{
+        self,
+        stdio::{ChildEvent, Supervisor},
+        Caller, Link, Upstream,
+    },
 };
 
 /// State shared by the control plane and all workers.
@@ -34,6 +38,10 @@ pub struct Shared {
     pub sessions: Sessions,
     /// Set once shutdown starts.
     pub shutdown: AtomicBool,
+    /// Subscriptions made through shared upstream sessions: (upstream, original URI) ->
+    /// subscribed client sessions. Per-client upstream sessions need none (the upstream
+    /// knows its own subscribers).
+    pub subscriptions: dashmap::DashMap<String, Vec<crate::session::SessionId>>,
     clock: quanta::Clock,
     origin: quanta::Instant,
     control: flume::Sender<ControlMsg>,
@@ -49,6 +57,47 @@ impl Shared {
     /// Whether shutdown has begun.
     pub fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Sends `notifications/resources/updated` for `uri` of `upstream` (original URI) to every
+    /// session subscribed to it through a shared upstream session, and only to them.
+    pub fn deliver_update(&self, upstream: &str, uri: &str) {
+        let key = subscription_key(upstream, uri);
+        let Some(subscribers) = self.subscriptions.get(&key).map(|e| e.clone()) else {
+            tracing::debug!(upstream, uri, "resource update with no subscriber");
+            return;
+        };
+        let snap = self.snapshot.load();
+        let prefixed = snap
+            .by_name
+            .get(upstream)
+            .and_then(|r| snap.upstream(*r))
+            .is_none_or(|u| u.prefix);
+        let exposed = if prefixed {
+            crate::registry::names::expose_uri(upstream, uri)
+        } else {
+            uri.to_string()
+        };
+        let body = bytes::Bytes::from(format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{{"uri":{}}}}}"#,
+            serde_json::to_string(&exposed).unwrap_or_else(|_| "\"\"".into())
+        ));
+        let mut gone = Vec::new();
+        for sid in subscribers {
+            match self.sessions.get(&sid) {
+                Some(s) => {
+                    if let Some(o) = s.outbox.load_full() {
+                        let _ = o.tx.try_send(body.clone());
+                    }
+                }
+                None => gone.push(sid),
+            }
+        }
+        if !gone.is_empty() {
+            if let Some(mut e) = self.subscriptions.get_mut(&key) {
+                e.retain(|s| !gone.contains(s));
+            }
+        }
     }
 
     /// Asks the control plane to fetch the catalogs again (e.g. after an upstream restart).
@@ -81,6 +130,7 @@ impl ControlPlane {
             snapshot: ArcSwap::from_pointee(Snapshot::empty(&config.gateway.separator)),
             sessions: Sessions::default(),
             shutdown: AtomicBool::new(false),
+            subscriptions: dashmap::DashMap::new(),
             origin: clock.now(),
             clock,
             control: tx.clone(),
@@ -129,8 +179,12 @@ async fn run(
     ready: flume::Sender<anyhow::Result<()>>,
 ) {
     let refresh_tx = tx.clone();
-    let supervisor = Supervisor::new(Arc::new(move |_name: &str| {
-        let _ = refresh_tx.send(ControlMsg::Refresh);
+    let sh = shared.clone();
+    let supervisor = Supervisor::new(Arc::new(move |name: &str, ev: ChildEvent<'_>| match ev {
+        ChildEvent::Up | ChildEvent::ListChanged => {
+            let _ = refresh_tx.send(ControlMsg::Refresh);
+        }
+        ChildEvent::ResourceUpdated(uri) => sh.deliver_update(name, uri),
     }));
     let cfg = shared.config.clone();
     let upstreams: Vec<Arc<Upstream>> = cfg
@@ -366,13 +420,16 @@ async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, sh
         if let Ok(session) = h.ensure_shared(&caller).await {
             if let Ok(Some(mut stream)) = h.listen(&caller, &session).await {
                 while let Ok(Some(m)) = stream.next().await {
-                    let is_change = crate::jsonrpc::parse(m).ok().is_some_and(|msg| match msg {
-                        crate::jsonrpc::Message::Single(f) => {
-                            f.method().is_some_and(|m| m.ends_with("/list_changed"))
+                    let Ok(crate::jsonrpc::Message::Single(f)) = crate::jsonrpc::parse(m) else {
+                        continue;
+                    };
+                    let method = f.method().map(|m| m.into_owned()).unwrap_or_default();
+                    if method == "notifications/resources/updated" {
+                        if let Some(uri) = f.param("uri").and_then(|s| f.str_at(s)) {
+                            shared.deliver_update(&up.name, &uri);
                         }
-                        crate::jsonrpc::Message::Batch(_) => false,
-                    });
-                    if is_change {
+                    }
+                    if method.ends_with("/list_changed") {
                         tracing::info!(upstream = %up.name, "upstream lists changed");
                         if tx.send(ControlMsg::Refresh).is_err() {
                             return;
@@ -389,4 +446,9 @@ async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, sh
         }
         monoio::time::sleep(Duration::from_secs(5)).await;
     }
+}
+
+/// Key of the subscription table.
+pub fn subscription_key(upstream: &str, uri: &str) -> String {
+    format!("{upstream}\u{0}{uri}")
 }

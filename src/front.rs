@@ -638,17 +638,20 @@ impl Front {
                         "Invalid params: uri is required",
                     ));
                 };
-                match f.str_at(span).and_then(|u| route_uri(snap, &u)) {
-                    Some((up, orig)) => {
-                        self.forward(f, &id, snap, sess, up, Some((span, orig)), answer)
-                            .await
-                    }
-                    None => done(error_body(
+                let Some((up, orig)) = f.str_at(span).and_then(|u| route_uri(snap, &u)) else {
+                    return done(error_body(
                         Some(&id),
                         Code::ResourceNotFound,
                         "Resource not found",
-                    )),
+                    ));
+                };
+                if method != "resources/read" {
+                    if let Some(answer) = self.shared_subscription(&method, snap, sess, up, &orig) {
+                        return done(result_body(&id, answer));
+                    }
                 }
+                self.forward(f, &id, snap, sess, up, Some((span, orig)), answer)
+                    .await
             }
             "completion/complete" => self.complete(f, &id, snap, sess, answer).await,
             "logging/setLevel" => done(self.set_level(f, &id, snap, sess).await),
@@ -748,6 +751,48 @@ impl Front {
                 }
             }
             _ => err(Code::InvalidParams, "Invalid params: unknown ref type"),
+        }
+    }
+
+    /// Subscriptions through a shared upstream session are the gateway's to keep: the
+    /// upstream sees one subscriber (the gateway) per URI, so only the first subscribe and the
+    /// last unsubscribe go to it. Returns the answer when the upstream need not be asked.
+    fn shared_subscription(
+        &self,
+        method: &str,
+        snap: &Snapshot,
+        sess: &Session,
+        up: UpstreamRef,
+        orig_json: &[u8],
+    ) -> Option<&'static [u8]> {
+        let upstream = snap.upstream(up)?;
+        if upstream.mode != SessionMode::Shared {
+            return None;
+        }
+        let uri: String = serde_json::from_slice(orig_json).ok()?;
+        let key = crate::control::subscription_key(&upstream.name, &uri);
+        let subs = &self.shared.subscriptions;
+        if method == "resources/subscribe" {
+            let mut e = subs.entry(key).or_default();
+            let first = e.is_empty();
+            if !e.contains(&sess.id) {
+                e.push(sess.id.clone());
+            }
+            (!first).then_some(b"{}")
+        } else {
+            let last = match subs.get_mut(&key) {
+                Some(mut e) => {
+                    e.retain(|s| *s != sess.id);
+                    e.is_empty()
+                }
+                None => return Some(b"{}"),
+            };
+            if last {
+                subs.remove(&key);
+                None
+            } else {
+                Some(b"{}")
+            }
         }
     }
 

@@ -167,6 +167,8 @@ pub struct PendingRequest {
 
 /// One client session.
 pub struct Session {
+    /// Its id.
+    pub id: SessionId,
     /// Negotiated protocol revision.
     pub version: &'static str,
     /// What the client said in `initialize` (capabilities, clientInfo): per-client upstream
@@ -241,6 +243,7 @@ impl Sessions {
         self.map.insert(
             id.clone(),
             Arc::new(Session {
+                id: id.clone(),
                 version,
                 hello,
                 upstreams: DashMap::new(),

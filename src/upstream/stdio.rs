@@ -148,16 +148,29 @@ impl Drop for StdioCall {
     }
 }
 
+/// What a supervised child did that the control plane must know.
+pub enum ChildEvent<'a> {
+    /// It (re)started and finished its handshake.
+    Up,
+    /// It said one of its lists changed.
+    ListChanged,
+    /// It said a resource changed (`notifications/resources/updated`), original URI.
+    ResourceUpdated(&'a str),
+}
+
+/// The control plane's callback for [`ChildEvent`]s, by upstream name.
+pub type OnEvent = dyn Fn(&str, ChildEvent<'_>) + Send + Sync;
+
 /// Starts and stops the stdio children; owned by the control plane.
 pub struct Supervisor {
     handles: std::cell::RefCell<Vec<(StdioHandle, thread::JoinHandle<()>)>>,
     /// Called (from supervisor threads) with the upstream name each time a child is up.
-    on_up: Arc<dyn Fn(&str) + Send + Sync>,
+    on_up: Arc<OnEvent>,
 }
 
 impl Supervisor {
-    /// A supervisor that calls `on_up(name)` whenever a child (re)starts and finishes its handshake.
-    pub fn new(on_up: Arc<dyn Fn(&str) + Send + Sync>) -> Self {
+    /// A supervisor that reports each child's events to `on_up`.
+    pub fn new(on_up: Arc<OnEvent>) -> Self {
         Self {
             handles: Default::default(),
             on_up,
@@ -254,7 +267,7 @@ fn supervise(
     tx: flume::Sender<Msg>,
     rx: flume::Receiver<Msg>,
     handle: StdioHandle,
-    on_up: Arc<dyn Fn(&str) + Send + Sync>,
+    on_up: Arc<OnEvent>,
 ) {
     let up = &handle.up;
     let generation = AtomicU64::new(0);
@@ -269,7 +282,7 @@ fn supervise(
                         handle.capabilities.store(Some(Arc::new(caps)));
                         up.store(true, Ordering::Release);
                         tracing::info!(upstream = %spec.name, pid = run.child.id(), "stdio upstream up");
-                        on_up(&spec.name);
+                        on_up(&spec.name, ChildEvent::Up);
                         if serve(&spec, &mut run, &rx, gen) {
                             up.store(false, Ordering::Release);
                             stop(&spec, run);
@@ -316,7 +329,7 @@ fn start(
     spec: &ChildSpec,
     tx: &flume::Sender<Msg>,
     gen: u64,
-    on_change: Arc<dyn Fn(&str) + Send + Sync>,
+    on_change: Arc<OnEvent>,
 ) -> std::io::Result<Running> {
     let mut cmd = Command::new(&spec.command);
     cmd.args(&spec.args)
@@ -377,7 +390,7 @@ fn route_from_child(
     frame: jsonrpc::Frame,
     pending: &DashMap<u64, Reply>,
     tx: &flume::Sender<Msg>,
-    on_change: &(dyn Fn(&str) + Send + Sync),
+    on_change: &OnEvent,
 ) {
     let as_id =
         |raw: Option<Bytes>| raw.and_then(|r| std::str::from_utf8(&r).ok()?.parse::<u64>().ok());
@@ -418,7 +431,14 @@ fn route_from_child(
         Kind::Notification => {
             let method = frame.method().map(|m| m.into_owned()).unwrap_or_default();
             if method.ends_with("/list_changed") {
-                on_change(name);
+                on_change(name, ChildEvent::ListChanged);
+                return;
+            }
+            if method == "notifications/resources/updated" {
+                // About a subscription, not a call: the gateway fans it out to subscribers.
+                if let Some(uri) = frame.param("uri").and_then(|s| frame.str_at(s)) {
+                    on_change(name, ChildEvent::ResourceUpdated(&uri));
+                }
                 return;
             }
             let by_token = if method == "notifications/progress" {
@@ -448,7 +468,7 @@ fn read_stdout(
     pending: &DashMap<u64, Reply>,
     tx: &flume::Sender<Msg>,
     gen: u64,
-    on_change: &(dyn Fn(&str) + Send + Sync),
+    on_change: &OnEvent,
 ) {
     let mut r = BufReader::with_capacity(64 << 10, stdout);
     let mut parser = jsonrpc::Parser::default();

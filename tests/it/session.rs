@@ -259,3 +259,70 @@ fn cancellation_and_progress_timeouts() {
         "{log}"
     );
 }
+
+/// Resource updates reach every subscribed client and only them, whether the upstream
+/// session is per-client (HTTP), gateway-wide (HTTP `session = "shared"`) or a shared stdio
+/// child. Three clients at once: two subscribe, the third bumps the counter.
+#[test]
+fn updates_reach_every_subscriber_and_only_them() {
+    let alpha = HttpFixture::start("alpha");
+    let upstreams = format!(
+        "{}{}{}",
+        http_upstream_toml("alpha", &alpha.url(), ""),
+        http_upstream_toml("shared", &alpha.url(), "session = \"shared\""),
+        stdio_fixture_toml("beta", "")
+    );
+    let gw = Gateway::start("", &upstreams, "auto");
+    let url = gw.url();
+    for (up, server) in [("alpha", "alpha"), ("shared", "alpha"), ("beta", "beta")] {
+        let uri = format!("mcpgw://{up}/fixture://{server}/counter");
+        let updates = |v: &serde_json::Value| {
+            v["notifications"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|n| n["method"] == "notifications/resources/updated")
+                        .map(|n| n["params"]["uri"].as_str().unwrap_or("").to_string())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let (a, b, c) = std::thread::scope(|s| {
+            let sub = || client_script(&url, json!([["subscribe", &uri], ["notifications", 4.0]]));
+            let a = s.spawn(sub);
+            let b = s.spawn(sub);
+            let c = s.spawn(|| {
+                client_script(
+                    &url,
+                    json!([
+                        ["notifications", 2.0],
+                        ["call", format!("{up}__bump"), {}],
+                        ["notifications", 1.0]
+                    ]),
+                )
+            });
+            (
+                a.join().expect("a"),
+                b.join().expect("b"),
+                c.join().expect("c"),
+            )
+        });
+        assert_eq!(a[0]["ok"], true, "{up}: {}", a[0]);
+        assert_eq!(
+            updates(&a[1]),
+            vec![uri.clone()],
+            "{up}: subscriber a: {}",
+            a[1]
+        );
+        assert_eq!(
+            updates(&b[1]),
+            vec![uri.clone()],
+            "{up}: subscriber b: {}",
+            b[1]
+        );
+        assert!(
+            updates(&c[2]).is_empty() && updates(&c[0]).is_empty(),
+            "{up}: not subscribed: {c:?}"
+        );
+    }
+}
