@@ -399,13 +399,10 @@ async fn end_upstream_sessions(
     ended: Vec<Arc<crate::session::Session>>,
 ) {
     for s in ended {
-        for e in s.upstreams.iter() {
-            if let Some(Link::Http(h)) = upstreams
-                .iter()
-                .find(|u| u.name == *e.key())
-                .map(|u| &u.link)
+        for (name, us) in s.upstreams.entries() {
+            if let Some(Link::Http(h)) = upstreams.iter().find(|u| u.name == name).map(|u| &u.link)
             {
-                h.delete(caller, e.value()).await;
+                h.delete(caller, &us).await;
             }
         }
     }

@@ -244,7 +244,7 @@ impl Front {
         let mut resume_after = None;
         if let Some((stream, seq)) = last {
             if stream != 0 {
-                if let Some(replay) = sess.streams.get(&stream).map(|r| r.clone()) {
+                if let Some(replay) = sess.streams.get(&stream) {
                     return Reply {
                         status: 200,
                         headers: vec![],
@@ -268,18 +268,9 @@ impl Front {
             alive: alive_rx.clone(),
         })));
         let snap = self.shared.snapshot.load_full();
-        for entry in sess.upstreams.iter() {
-            if let Some(up) = snap
-                .by_name
-                .get(entry.key())
-                .and_then(|r| snap.upstream(*r))
-            {
-                self.listen_upstream(
-                    up.clone(),
-                    entry.value().clone(),
-                    tx.clone(),
-                    alive_rx.clone(),
-                );
+        for (name, us) in sess.upstreams.entries() {
+            if let Some(up) = snap.by_name.get(&name).and_then(|r| snap.upstream(*r)) {
+                self.listen_upstream(up.clone(), us, tx.clone(), alive_rx.clone());
             }
         }
         Reply {
@@ -374,11 +365,7 @@ impl Front {
     /// Ends a client session's own upstream sessions (DELETE at each upstream), in the
     /// background.
     fn end_upstream_sessions(self: &Rc<Self>, s: Arc<Session>) {
-        let ups: Vec<_> = s
-            .upstreams
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
+        let ups = s.upstreams.entries();
         if ups.is_empty() {
             return;
         }
@@ -570,7 +557,7 @@ impl Front {
                 let Some(id) = f.param("requestId").and_then(|s| f.raw_at(s)) else {
                     return;
                 };
-                let entry = sess.in_flight.get_mut(id).and_then(|mut e| e.cancel.take());
+                let entry = sess.in_flight.with(id, |e| e.cancel.take()).flatten();
                 match entry {
                     Some(tx) => {
                         let _ = tx.send(());
@@ -588,7 +575,7 @@ impl Front {
         let rid = f
             .id_raw()
             .and_then(|r| std::str::from_utf8(&r).ok()?.parse::<u64>().ok());
-        let Some((_, pending)) = rid.and_then(|r| sess.server_requests.remove(&r)) else {
+        let Some(pending) = rid.and_then(|r| sess.server_requests.remove(&r)) else {
             tracing::debug!("client answered a request that is not pending");
             return;
         };
@@ -839,7 +826,7 @@ impl Front {
             if up.mode != SessionMode::PerClient {
                 continue;
             }
-            if let Some(us) = sess.upstreams.get(&up.name).map(|e| e.value().clone()) {
+            if let Some(us) = sess.upstreams.get(&up.name) {
                 self.apply_level(up, &us, &level).await;
             }
         }
@@ -889,7 +876,7 @@ impl Front {
             }));
         }
         if !fresh {
-            if let Some(us) = sess.upstreams.get(&up.name).map(|e| e.value().clone()) {
+            if let Some(us) = sess.upstreams.get(&up.name) {
                 return Ok(OnSession::Http(us));
             }
         }

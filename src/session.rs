@@ -139,6 +139,90 @@ impl Replay {
     }
 }
 
+/// A small map owned by one session, behind that session's own lock (never a global one).
+/// Empty, it allocates nothing: 100k idle sessions must stay cheap whatever the core count,
+/// which a sharded map per session would not.
+pub struct SessionMap<K, V>(parking_lot::Mutex<std::collections::HashMap<K, V>>);
+
+impl<K: std::hash::Hash + Eq, V> SessionMap<K, V> {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self(parking_lot::Mutex::new(std::collections::HashMap::new()))
+    }
+
+    /// Inserts; returns the value it replaced.
+    pub fn insert(&self, k: K, v: V) -> Option<V> {
+        self.0.lock().insert(k, v)
+    }
+
+    /// Removes and returns the value at `k`.
+    pub fn remove<Q>(&self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.lock().remove(k)
+    }
+
+    /// Runs `f` on the value at `k` under the lock.
+    pub fn with<Q, R>(&self, k: &Q, f: impl FnOnce(&mut V) -> R) -> Option<R>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.lock().get_mut(k).map(f)
+    }
+
+    /// Keeps the entries for which `f` is true.
+    pub fn retain(&self, f: impl FnMut(&K, &mut V) -> bool) {
+        self.0.lock().retain(f);
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().is_empty()
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> SessionMap<K, V> {
+    /// A copy of the value at `k`.
+    pub fn get<Q>(&self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.lock().get(k).cloned()
+    }
+
+    /// The value at `k`, inserted by `make` when missing.
+    pub fn get_or_insert_with(&self, k: K, make: impl FnOnce() -> V) -> V {
+        self.0.lock().entry(k).or_insert_with(make).clone()
+    }
+
+    /// A copy of every entry.
+    pub fn entries(&self) -> Vec<(K, V)>
+    where
+        K: Clone,
+    {
+        self.0
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> Default for SessionMap<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The way into a client's open GET stream.
 pub struct Outbox {
     /// Messages for the client.
@@ -151,11 +235,12 @@ pub struct Outbox {
 pub struct InFlight {
     /// The gateway id it carries upstream.
     pub gid: u64,
-    /// Fires to stop relaying it (the client cancelled it).
+    /// Fires to stop relaying it (the client cancelled it); taken by the first cancel.
     pub cancel: Option<futures_channel::oneshot::Sender<()>>,
 }
 
 /// A request from an upstream relayed to the client, waiting for the client's answer.
+#[derive(Clone)]
 pub struct PendingRequest {
     /// The upstream that asked.
     pub upstream: Arc<Upstream>,
@@ -175,17 +260,17 @@ pub struct Session {
     /// sessions are initialized with it, so upstreams see what the client supports.
     pub hello: Hello,
     /// Per-client upstream sessions, by upstream name.
-    pub upstreams: DashMap<String, Arc<UpstreamSession>>,
+    pub upstreams: SessionMap<String, Arc<UpstreamSession>>,
     /// Client requests in flight upstream, by the client's raw id.
-    pub in_flight: DashMap<Bytes, InFlight>,
+    pub in_flight: SessionMap<Bytes, InFlight>,
     /// Upstream requests waiting for the client's answer, by the id the client saw.
-    pub server_requests: DashMap<u64, PendingRequest>,
+    pub server_requests: SessionMap<u64, PendingRequest>,
     /// The inbox of the client's GET stream, while one is open.
     pub outbox: ArcSwapOption<Outbox>,
     /// The log level the client set (`logging/setLevel`), applied to new upstream sessions.
     pub log_level: ArcSwapOption<String>,
     /// Replay buffers of recent SSE streams, by stream number (0: the GET stream).
-    pub streams: DashMap<u32, Arc<Replay>>,
+    pub streams: SessionMap<u32, Arc<Replay>>,
     next_stream: std::sync::atomic::AtomicU32,
     /// Last use, ms since the gateway's clock origin.
     last_seen_ms: AtomicU64,
@@ -211,9 +296,7 @@ impl Session {
     /// The GET stream's replay buffer (stream 0), created on first use.
     pub fn get_stream(&self, cap: usize) -> Arc<Replay> {
         self.streams
-            .entry(0)
-            .or_insert_with(|| Arc::new(Replay::new(cap)))
-            .clone()
+            .get_or_insert_with(0, || Arc::new(Replay::new(cap)))
     }
 
     /// A receiver that resolves (as disconnected) once the session is gone: ended by the
@@ -246,12 +329,12 @@ impl Sessions {
                 id: id.clone(),
                 version,
                 hello,
-                upstreams: DashMap::new(),
-                in_flight: DashMap::new(),
-                server_requests: DashMap::new(),
+                upstreams: SessionMap::new(),
+                in_flight: SessionMap::new(),
+                server_requests: SessionMap::new(),
                 outbox: ArcSwapOption::empty(),
                 log_level: ArcSwapOption::empty(),
-                streams: DashMap::new(),
+                streams: SessionMap::new(),
                 next_stream: std::sync::atomic::AtomicU32::new(1),
                 last_seen_ms: AtomicU64::new(now_ms),
                 _alive: alive,
