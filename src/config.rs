@@ -80,6 +80,8 @@ pub struct Gateway {
     pub sse_replay_events: usize,
     /// How long a finished stream stays resumable.
     pub sse_replay: Duration,
+    /// End call streams after this long and let clients resume (None: never).
+    pub sse_poll: Option<Duration>,
     /// Idle session expiry.
     pub session_idle_timeout: Duration,
     /// Catalog refresh interval.
@@ -245,6 +247,10 @@ impl Config {
             sse_keepalive: ms(g.sse_keepalive_ms, 15_000).max(Duration::from_millis(100)),
             sse_replay_events: g.sse_replay_events.unwrap_or(256),
             sse_replay: ms(g.sse_replay_ms, 30_000),
+            sse_poll: g
+                .sse_poll_ms
+                .filter(|p| *p > 0 && g.sse_replay_events != Some(0))
+                .map(Duration::from_millis),
             session_idle_timeout: ms(g.session_idle_timeout_ms, 3_600_000),
             refresh_interval: ms(g.refresh_interval_ms, 30_000).max(Duration::from_millis(100)),
         };

@@ -60,6 +60,10 @@ pub struct GatewayConfig {
     pub sse_replay_events: Option<usize>,
     /// How long a finished stream's events stay available for replay, ms. Default 30000.
     pub sse_replay_ms: Option<u64>,
+    /// End a call's SSE stream after this long (with a `retry:` hint) and let the client
+    /// resume it with `Last-Event-ID`: for intermediaries that cut long responses. The call
+    /// goes on meanwhile. 0 (default) never ends a stream early. Needs sse_replay_events > 0.
+    pub sse_poll_ms: Option<u64>,
     /// A session unused this long is ended, ms. Default 3600000 (one hour).
     pub session_idle_timeout_ms: Option<u64>,
     /// Interval at which upstream catalogs are fetched again, ms. Default 30000.

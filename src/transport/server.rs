@@ -250,7 +250,8 @@ async fn write_reply(
             headers.push(("Cache-Control", b"no-cache"));
             codec::write_response_head(&mut out, reply.status, &headers, None, keep_alive);
             let g = &front.shared().config.gateway;
-            let (keep, cap) = (g.sse_replay, g.sse_replay_events);
+            let (keep, cap, poll) = (g.sse_replay, g.sse_replay_events, g.sse_poll);
+            let started = monoio::time::Instant::now();
             let (stream, replay) = if cap > 0 {
                 let (n, r) = relay.session().open_stream(cap);
                 (n, Some(r))
@@ -291,6 +292,24 @@ async fn write_reply(
                         retire(relay.session().clone(), stream, keep);
                     }
                     return Ok(());
+                }
+                if let (Some(poll), Some(replay)) = (poll, &replay) {
+                    if started.elapsed() >= poll {
+                        // End this response cleanly; the call goes on into the replay buffer
+                        // and the client resumes with Last-Event-ID after `retry` ms.
+                        let mut out = BytesMut::new();
+                        let mut ev = BytesMut::new();
+                        super::sse::write_retry(&mut ev, 100);
+                        codec::write_chunk(&mut out, &ev);
+                        codec::write_last_chunk(&mut out);
+                        tracing::debug!(
+                            stream,
+                            "call stream ended early (sse_poll_ms); the client resumes"
+                        );
+                        detach(relay, replay.clone(), keep);
+                        let (r, _) = conn.write_all(out.freeze()).await;
+                        return r.map(|_| ());
+                    }
                 }
                 match relay.next().await {
                     Event::Message(m) => ev = Some(m),

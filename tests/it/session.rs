@@ -326,3 +326,37 @@ fn updates_reach_every_subscriber_and_only_them() {
         );
     }
 }
+
+/// The official SDK client resumes a call whose stream the gateway ends early
+/// (`sse_poll_ms`): it reconnects with `Last-Event-ID` and gets every progress
+/// notification and the response.
+#[test]
+fn sdk_client_resumes_with_last_event_id() {
+    let alpha = HttpFixture::start("alpha");
+    let gw = Gateway::start(
+        "sse_poll_ms = 300",
+        &http_upstream_toml("alpha", &alpha.url(), ""),
+        "auto",
+    );
+    let steps = client_script(
+        &gw.url(),
+        json!([["call_progress", "alpha__progress", {"steps": 6, "delay": 0.25}]]),
+    );
+    assert_eq!(
+        steps[0]["text"][0],
+        "done 6",
+        "{}\n{}",
+        steps[0],
+        gw.log_text()
+    );
+    let progress: Vec<u64> = steps[0]["progress"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p[0].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(progress, vec![1, 2, 3, 4, 5, 6], "{}", steps[0]);
+    let log = gw.log_text();
+    assert!(
+        log.contains("call stream ended early"),
+        "the stream was not cut: {log}"
+    );
+}
