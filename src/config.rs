@@ -136,6 +136,23 @@ pub struct Upstream {
     pub shared_session: bool,
 }
 
+/// A validated virtual server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualServer {
+    /// Its name (path `/servers/<name>/mcp`).
+    pub name: String,
+    /// Tool name globs.
+    pub tools: Vec<String>,
+    /// Prompt name globs.
+    pub prompts: Vec<String>,
+    /// Resource URI globs.
+    pub resources: Vec<String>,
+    /// Gateway name -> name shown in this server.
+    pub rename: BTreeMap<String, String>,
+    /// Shown name -> description.
+    pub descriptions: BTreeMap<String, String>,
+}
+
 /// The whole validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -143,6 +160,8 @@ pub struct Config {
     pub gateway: Gateway,
     /// `[[upstream]]`, in file order.
     pub upstreams: Vec<Upstream>,
+    /// `[[server]]`, virtual servers.
+    pub servers: Vec<VirtualServer>,
     /// Where it came from, for messages (`<embedded>` for the default).
     pub source: String,
 }
@@ -374,9 +393,53 @@ impl Config {
                 shared_session,
             });
         }
+        let mut servers = Vec::new();
+        let mut server_names = HashSet::new();
+        for (i, sv) in raw.servers.iter().enumerate() {
+            let name = sv.name.get_ref();
+            let field = |f: &str| format!("server[{i}].{f}");
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!(
+                    "{}: {}: {name:?} must be 1 to 64 letters, digits, '-' or '_'",
+                    at(sv.name.span()),
+                    field("name")
+                );
+            }
+            if !server_names.insert(name.clone()) {
+                bail!(
+                    "{}: {}: duplicate server {name:?}",
+                    at(sv.name.span()),
+                    field("name")
+                );
+            }
+            let mut shown = HashSet::new();
+            for new in sv.rename.values() {
+                if new.is_empty() || new.chars().count() > 64 || !shown.insert(new.clone()) {
+                    bail!(
+                        "{}: {}: {new:?} must be a unique name of 1 to 64 characters",
+                        at(sv.name.span()),
+                        field("rename")
+                    );
+                }
+            }
+            servers.push(VirtualServer {
+                name: name.clone(),
+                tools: sv.tools.clone(),
+                prompts: sv.prompts.clone(),
+                resources: sv.resources.clone(),
+                rename: sv.rename.clone(),
+                descriptions: sv.descriptions.clone(),
+            });
+        }
         Ok(Config {
             gateway,
             upstreams,
+            servers,
             source: source.into(),
         })
     }

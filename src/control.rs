@@ -268,6 +268,7 @@ async fn publish(
         *generation + 1,
         upstreams.to_vec(),
         &catalogs,
+        &shared.config.servers,
         &g.separator,
         g.page_size,
     );

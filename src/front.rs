@@ -19,7 +19,7 @@ use crate::{
     control::Shared,
     error::{Error, ErrorKind},
     jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
-    registry::{self, names, Snapshot, Target},
+    registry::{self, names, Snapshot, Target, View},
     relay::{Event, Relay},
     session::{self, Outbox, Session, SessionId},
     transport::http::RequestHead,
@@ -141,9 +141,22 @@ impl Front {
 
     /// Handles one HTTP request whose body has been read.
     pub async fn handle(self: &Rc<Self>, req: &RequestHead, body: Bytes) -> Reply {
-        if req.path != MCP_PATH {
-            return Reply::error(404, Code::BadHttpRequest, "Not found");
-        }
+        // `/mcp`, or `/servers/<name>/mcp` for a virtual server that exists.
+        let server = if req.path == MCP_PATH {
+            None
+        } else {
+            match req
+                .path
+                .strip_prefix("/servers/")
+                .and_then(|r| r.strip_suffix(MCP_PATH))
+            {
+                Some(name) if self.shared.snapshot.load().servers.contains_key(name) => {
+                    Some(name.to_string())
+                }
+                _ => return Reply::error(404, Code::BadHttpRequest, "Not found"),
+            }
+        };
+        let server = server.as_deref();
         if !self.origin_allowed(req.header("origin")) {
             tracing::info!(origin = ?req.header_str("origin"), "request from a foreign Origin refused");
             return Reply::error(403, Code::BadHttpRequest, "Forbidden: Origin not allowed");
@@ -161,9 +174,9 @@ impl Front {
             }
         }
         match req.method.as_str() {
-            "POST" => self.post(req, body).await,
-            "GET" => self.get(req),
-            "DELETE" => self.delete(req),
+            "POST" => self.post(req, body, server).await,
+            "GET" => self.get(req, server),
+            "DELETE" => self.delete(req, server),
             _ => {
                 let mut r = Reply::error(405, Code::BadHttpRequest, "Method not allowed");
                 r.headers
@@ -196,7 +209,11 @@ impl Front {
     }
 
     /// The session named by the request: Err is the reply to send instead.
-    fn session(&self, req: &RequestHead) -> Result<(SessionId, Arc<Session>), Reply> {
+    fn session(
+        &self,
+        req: &RequestHead,
+        server: Option<&str>,
+    ) -> Result<(SessionId, Arc<Session>), Reply> {
         let Some(raw) = req.header("mcp-session-id") else {
             return Err(Reply::error(
                 400,
@@ -204,7 +221,11 @@ impl Front {
                 "Bad Request: Mcp-Session-Id header is required",
             ));
         };
-        let found = SessionId::parse(raw).and_then(|id| Some((self.shared.sessions.get(&id)?, id)));
+        // A session is usable only on the endpoint that created it: an id from a virtual
+        // server is unknown elsewhere, and the other way round.
+        let found = SessionId::parse(raw)
+            .and_then(|id| Some((self.shared.sessions.get(&id)?, id)))
+            .filter(|(s, _)| s.server.as_deref() == server);
         match found {
             Some((s, id)) => {
                 s.touch(self.shared.now_ms());
@@ -218,7 +239,7 @@ impl Front {
         }
     }
 
-    fn get(self: &Rc<Self>, req: &RequestHead) -> Reply {
+    fn get(self: &Rc<Self>, req: &RequestHead, server: Option<&str>) -> Reply {
         if !self.shared.config.gateway.get_stream {
             let mut r = Reply::error(
                 405,
@@ -236,7 +257,7 @@ impl Front {
                 "Not Acceptable: GET needs Accept: text/event-stream",
             );
         }
-        let sess = match self.session(req) {
+        let sess = match self.session(req, server) {
             Ok((_, s)) => s,
             Err(r) => return r,
         };
@@ -343,8 +364,8 @@ impl Front {
         Some(frame.bytes().clone())
     }
 
-    fn delete(self: &Rc<Self>, req: &RequestHead) -> Reply {
-        match self.session(req) {
+    fn delete(self: &Rc<Self>, req: &RequestHead, server: Option<&str>) -> Reply {
+        match self.session(req, server) {
             Ok((id, _)) => {
                 if let Some(s) = self.shared.sessions.remove(&id) {
                     // The id maps must be empty by now: a leftover entry is a leak.
@@ -385,7 +406,7 @@ impl Front {
         });
     }
 
-    async fn post(self: &Rc<Self>, req: &RequestHead, body: Bytes) -> Reply {
+    async fn post(self: &Rc<Self>, req: &RequestHead, body: Bytes, server: Option<&str>) -> Reply {
         let ct = req.header_str("content-type").unwrap_or("");
         if !ct
             .trim_start()
@@ -422,10 +443,10 @@ impl Front {
             Message::Single(f)
                 if f.kind() == Kind::Request && f.method().as_deref() == Some("initialize") =>
             {
-                self.initialize(&f, &snap, answer)
+                self.initialize(&f, &snap, answer, server)
             }
             Message::Single(f) => {
-                let (_, sess) = match self.session(req) {
+                let (_, sess) = match self.session(req, server) {
                     Ok(s) => s,
                     Err(r) => return r,
                 };
@@ -449,7 +470,7 @@ impl Front {
                 }
             }
             Message::Batch(items) => {
-                let (_, sess) = match self.session(req) {
+                let (_, sess) = match self.session(req, server) {
                     Ok(s) => s,
                     Err(r) => return r,
                 };
@@ -504,7 +525,13 @@ impl Front {
         }
     }
 
-    fn initialize(&self, f: &Frame, snap: &Snapshot, answer: Answer) -> Reply {
+    fn initialize(
+        &self,
+        f: &Frame,
+        snap: &Snapshot,
+        answer: Answer,
+        server: Option<&str>,
+    ) -> Reply {
         let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
         let requested = f
             .param("protocolVersion")
@@ -520,11 +547,12 @@ impl Front {
             capabilities: raw("capabilities", b"{}"),
             client_info: raw("clientInfo", crate::upstream::CLIENT_INFO.as_bytes()),
         };
-        let sid = match self
-            .shared
-            .sessions
-            .create(version, hello, self.shared.now_ms())
-        {
+        let sid = match self.shared.sessions.create(
+            version,
+            hello,
+            server.map(str::to_string),
+            self.shared.now_ms(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a session id");
@@ -603,18 +631,26 @@ impl Front {
             ));
         };
         let done = Outcome::Done;
+        // A virtual server removed by a reload leaves its sessions with nothing to serve.
+        let Some(view) = snap.view(sess.server.as_deref()) else {
+            return done(error_body(
+                Some(&id),
+                Code::SessionNotFound,
+                "Session not found",
+            ));
+        };
         match &*method {
             "ping" => done(result_body(&id, b"{}")),
-            "tools/list" => done(list(f, &id, &snap.tools_pages)),
-            "prompts/list" => done(list(f, &id, &snap.prompts_pages)),
-            "resources/list" => done(list(f, &id, &snap.resources_pages)),
-            "resources/templates/list" => done(list(f, &id, &snap.templates_pages)),
+            "tools/list" => done(list(f, &id, view.tools_pages)),
+            "prompts/list" => done(list(f, &id, view.prompts_pages)),
+            "resources/list" => done(list(f, &id, view.resources_pages)),
+            "resources/templates/list" => done(list(f, &id, view.templates_pages)),
             "tools/call" => {
-                self.by_name(f, &id, snap, sess, &snap.tools, "tool", answer)
+                self.by_name(f, &id, snap, view, sess, view.tools, "tool", answer)
                     .await
             }
             "prompts/get" => {
-                self.by_name(f, &id, snap, sess, &snap.prompts, "prompt", answer)
+                self.by_name(f, &id, snap, view, sess, view.prompts, "prompt", answer)
                     .await
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -625,7 +661,8 @@ impl Front {
                         "Invalid params: uri is required",
                     ));
                 };
-                let Some((up, orig)) = f.str_at(span).and_then(|u| route_uri(snap, &u)) else {
+                let Some((up, orig)) = f.str_at(span).and_then(|u| route_uri(snap, view, &u))
+                else {
                     return done(error_body(
                         Some(&id),
                         Code::ResourceNotFound,
@@ -640,7 +677,7 @@ impl Front {
                 self.forward(f, &id, snap, sess, up, Some((span, orig)), answer)
                     .await
             }
-            "completion/complete" => self.complete(f, &id, snap, sess, answer).await,
+            "completion/complete" => self.complete(f, &id, snap, view, sess, answer).await,
             "logging/setLevel" => done(self.set_level(f, &id, snap, sess).await),
             _ => done(error_body(
                 Some(&id),
@@ -656,6 +693,7 @@ impl Front {
         f: &Frame,
         id: &[u8],
         snap: &Snapshot,
+        view: View<'_>,
         sess: &Arc<Session>,
         map: &std::collections::HashMap<String, Target>,
         what: &str,
@@ -669,7 +707,7 @@ impl Front {
             ));
         };
         let target = f.str_at(span).and_then(|n| map.get(&*n));
-        match (target, snap.unprefixed) {
+        match (target, view.unprefixed) {
             (Some(t), _) => {
                 let rename = Some((span, t.name_json.to_vec()));
                 self.forward(f, id, snap, sess, t.upstream, rename, answer)
@@ -694,6 +732,7 @@ impl Front {
         f: &Frame,
         id: &[u8],
         snap: &Snapshot,
+        view: View<'_>,
         sess: &Arc<Session>,
         answer: Answer,
     ) -> Outcome {
@@ -709,7 +748,7 @@ impl Front {
                 let Some(span) = f.member(r, "name") else {
                     return err(Code::InvalidParams, "Invalid params: ref.name is required");
                 };
-                match f.str_at(span).and_then(|n| snap.prompts.get(&*n).cloned()) {
+                match f.str_at(span).and_then(|n| view.prompts.get(&*n).cloned()) {
                     Some(t) => {
                         self.forward(
                             f,
@@ -729,7 +768,7 @@ impl Front {
                 let Some(span) = f.member(r, "uri") else {
                     return err(Code::InvalidParams, "Invalid params: ref.uri is required");
                 };
-                match f.str_at(span).and_then(|u| route_uri(snap, &u)) {
+                match f.str_at(span).and_then(|u| route_uri(snap, view, &u)) {
                     Some((up, orig)) => {
                         self.forward(f, id, snap, sess, up, Some((span, orig)), answer)
                             .await
@@ -1065,10 +1104,17 @@ async fn select_first<A: std::future::Future, B: std::future::Future>(
 }
 
 /// (upstream, original URI as a JSON string token) for an exposed or plain URI.
-fn route_uri(snap: &Snapshot, uri: &str) -> Option<(UpstreamRef, Vec<u8>)> {
+/// A URI outside a virtual server's bundle is not found there.
+fn route_uri(snap: &Snapshot, view: View<'_>, uri: &str) -> Option<(UpstreamRef, Vec<u8>)> {
+    if !view.uri_allowed(uri) {
+        return None;
+    }
     let (up, orig) = match names::split_uri(uri) {
         Some((name, orig)) if snap.by_name.contains_key(name) => (*snap.by_name.get(name)?, orig),
-        _ => (*snap.plain_uris.get(uri).or(snap.unprefixed.as_ref())?, uri),
+        _ => (
+            *view.plain_uris?.get(uri).or(view.unprefixed.as_ref())?,
+            uri,
+        ),
     };
     Some((up, serde_json::to_vec(orig).ok()?))
 }

@@ -73,9 +73,112 @@ pub struct Snapshot {
     pub capabilities: Bytes,
     /// Separator used for names.
     pub separator: String,
+    /// Virtual servers, by name.
+    pub servers: HashMap<String, ServerView>,
+}
+
+/// A virtual server's part of the catalog: only what its bundle holds, renamed.
+pub struct ServerView {
+    /// Shown tool name -> target.
+    pub tools: HashMap<String, Target>,
+    /// Shown prompt name -> target.
+    pub prompts: HashMap<String, Target>,
+    /// `tools/list` pages.
+    pub tools_pages: Pages,
+    /// `prompts/list` pages.
+    pub prompts_pages: Pages,
+    /// `resources/list` pages.
+    pub resources_pages: Pages,
+    /// `resources/templates/list` pages.
+    pub templates_pages: Pages,
+    /// URI globs a client of this server may read.
+    pub uri_allow: Vec<String>,
+}
+
+/// What one endpoint serves: the whole catalog (`/mcp`) or a virtual server's bundle.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    /// Tool name -> target.
+    pub tools: &'a HashMap<String, Target>,
+    /// Prompt name -> target.
+    pub prompts: &'a HashMap<String, Target>,
+    /// `tools/list` pages.
+    pub tools_pages: &'a Pages,
+    /// `prompts/list` pages.
+    pub prompts_pages: &'a Pages,
+    /// `resources/list` pages.
+    pub resources_pages: &'a Pages,
+    /// `resources/templates/list` pages.
+    pub templates_pages: &'a Pages,
+    /// Where unknown names go (only on `/mcp`).
+    pub unprefixed: Option<UpstreamRef>,
+    /// Plain URIs' owners (only on `/mcp`).
+    pub plain_uris: Option<&'a HashMap<String, UpstreamRef>>,
+    /// URI globs allowed (virtual servers); `None`: all.
+    pub uri_allow: Option<&'a [String]>,
+}
+
+impl View<'_> {
+    /// Whether a client of this view may read `uri` (the gateway's form).
+    pub fn uri_allowed(&self, uri: &str) -> bool {
+        self.uri_allow
+            .is_none_or(|globs| globs.iter().any(|g| glob_match(g, uri)))
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of characters (nothing else
+/// is special). Small on purpose: names and URIs, patterns written by an operator.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 impl Snapshot {
+    /// The view served at `/mcp` (`None`) or at `/servers/<name>/mcp`.
+    pub fn view(&self, server: Option<&str>) -> Option<View<'_>> {
+        match server {
+            None => Some(View {
+                tools: &self.tools,
+                prompts: &self.prompts,
+                tools_pages: &self.tools_pages,
+                prompts_pages: &self.prompts_pages,
+                resources_pages: &self.resources_pages,
+                templates_pages: &self.templates_pages,
+                unprefixed: self.unprefixed,
+                plain_uris: Some(&self.plain_uris),
+                uri_allow: None,
+            }),
+            Some(name) => self.servers.get(name).map(|s| View {
+                tools: &s.tools,
+                prompts: &s.prompts,
+                tools_pages: &s.tools_pages,
+                prompts_pages: &s.prompts_pages,
+                resources_pages: &s.resources_pages,
+                templates_pages: &s.templates_pages,
+                unprefixed: None,
+                plain_uris: None,
+                uri_allow: Some(&s.uri_allow),
+            }),
+        }
+    }
+
     /// The upstream behind `r`.
     pub fn upstream(&self, r: UpstreamRef) -> Option<&Arc<Upstream>> {
         self.upstreams.get(usize::from(r.0))
@@ -83,7 +186,7 @@ impl Snapshot {
 
     /// An empty snapshot (before the first build).
     pub fn empty(separator: &str) -> Self {
-        build(0, vec![], &[], separator, 1000)
+        build(0, vec![], &[], &[], separator, 1000)
     }
 }
 
@@ -93,6 +196,7 @@ pub fn build(
     generation: u64,
     upstreams: Vec<Arc<Upstream>>,
     catalogs: &[Option<UpstreamCatalog>],
+    servers: &[crate::config::VirtualServer],
     sep: &str,
     page_size: usize,
 ) -> Snapshot {
@@ -212,7 +316,24 @@ pub fn build(
         caps.insert("logging".into(), json!({}));
     }
 
+    let servers = servers
+        .iter()
+        .map(|sv| {
+            let view = server_view(
+                sv,
+                &tools_out,
+                &tools,
+                &prompts_out,
+                &prompts,
+                &resources_out,
+                &templates_out,
+                page_size,
+            );
+            (sv.name.clone(), view)
+        })
+        .collect();
     Snapshot {
+        servers,
         generation,
         by_name,
         tools,
@@ -231,6 +352,76 @@ pub fn build(
         ),
         separator: sep.to_string(),
         upstreams,
+    }
+}
+
+/// Builds one virtual server's view from the merged (exposed) lists.
+#[allow(clippy::too_many_arguments)]
+fn server_view(
+    sv: &crate::config::VirtualServer,
+    tools_out: &[Value],
+    tools: &HashMap<String, Target>,
+    prompts_out: &[Value],
+    prompts: &HashMap<String, Target>,
+    resources_out: &[Value],
+    templates_out: &[Value],
+    page_size: usize,
+) -> ServerView {
+    let pick = |items: &[Value], globs: &[String], map: &HashMap<String, Target>| {
+        let mut out = Vec::new();
+        let mut targets = HashMap::new();
+        for item in items {
+            let Some(name) = item.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if !globs.iter().any(|g| glob_match(g, name)) {
+                continue;
+            }
+            let Some(t) = map.get(name) else { continue };
+            let shown = sv
+                .rename
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| name.to_string());
+            if targets.contains_key(&shown) {
+                tracing::warn!(server = %sv.name, name = %shown, "name shown twice in a virtual server; left out");
+                continue;
+            }
+            let mut v = item.clone();
+            v["name"] = Value::String(shown.clone());
+            if let Some(d) = sv.descriptions.get(&shown) {
+                v["description"] = Value::String(d.clone());
+            }
+            out.push(v);
+            targets.insert(shown, t.clone());
+        }
+        (out, targets)
+    };
+    let (t_items, t_map) = pick(tools_out, &sv.tools, tools);
+    let (p_items, p_map) = pick(prompts_out, &sv.prompts, prompts);
+    let by_uri = |items: &[Value], key: &str| -> Vec<Value> {
+        items
+            .iter()
+            .filter(|i| {
+                i.get(key)
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| sv.resources.iter().any(|g| glob_match(g, u)))
+            })
+            .cloned()
+            .collect()
+    };
+    ServerView {
+        tools: t_map,
+        prompts: p_map,
+        tools_pages: paginate("tools", t_items, page_size),
+        prompts_pages: paginate("prompts", p_items, page_size),
+        resources_pages: paginate("resources", by_uri(resources_out, "uri"), page_size),
+        templates_pages: paginate(
+            "resourceTemplates",
+            by_uri(templates_out, "uriTemplate"),
+            page_size,
+        ),
+        uri_allow: sv.resources.clone(),
     }
 }
 
@@ -313,6 +504,7 @@ mod tests {
             1,
             vec![up("a"), up("b"), up("down")],
             &[Some(cat(&["echo", &long])), Some(cat(&["echo"])), None],
+            &[],
             "__",
             2,
         );
@@ -341,5 +533,52 @@ mod tests {
         assert_eq!(res["resources"][0]["uri"], "mcpgw://a/file:///a");
         assert_eq!(page_of("p1"), Some(1));
         assert_eq!(page_of("zz"), None);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("a__*", "a__echo"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("mcpgw://a/*/x", "mcpgw://a/b/c/x"));
+        assert!(!glob_match("a__*", "b__echo"));
+        assert!(!glob_match("a*b*c", "acb"));
+        assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+        assert!(
+            !glob_match("ab*ba", "aba"),
+            "prefix and suffix may not overlap"
+        );
+    }
+
+    #[test]
+    fn virtual_server_holds_only_its_bundle() {
+        let sv = crate::config::VirtualServer {
+            name: "team".into(),
+            tools: vec!["a__*".into()],
+            prompts: vec![],
+            resources: vec!["mcpgw://b/*".into()],
+            rename: [("a__echo".to_string(), "echo".to_string())].into(),
+            descriptions: [("echo".to_string(), "Team echo".to_string())].into(),
+        };
+        let s = build(
+            1,
+            vec![up("a"), up("b")],
+            &[Some(cat(&["echo", "add"])), Some(cat(&["echo"]))],
+            &[sv],
+            "__",
+            100,
+        );
+        let v = s.view(Some("team")).expect("view");
+        let mut names: Vec<_> = v.tools.keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["a__add", "echo"]);
+        assert_eq!(&v.tools["echo"].name_json[..], b"\"echo\"");
+        let page: Value = serde_json::from_slice(&v.tools_pages.0[0]).expect("json");
+        assert!(page["tools"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t["description"] == "Team echo")));
+        assert!(v.uri_allowed("mcpgw://b/file:///a") && !v.uri_allowed("mcpgw://a/file:///a"));
+        let res: Value = serde_json::from_slice(&v.resources_pages.0[0]).expect("json");
+        assert_eq!(res["resources"].as_array().map(Vec::len), Some(1));
+        assert!(s.view(Some("nope")).is_none());
     }
 }

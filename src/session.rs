@@ -254,6 +254,8 @@ pub struct PendingRequest {
 pub struct Session {
     /// Its id.
     pub id: SessionId,
+    /// The virtual server it was opened on (`None`: `/mcp`); it is usable only there.
+    pub server: Option<String>,
     /// Negotiated protocol revision.
     pub version: &'static str,
     /// What the client said in `initialize` (capabilities, clientInfo): per-client upstream
@@ -319,6 +321,7 @@ impl Sessions {
         &self,
         version: &'static str,
         hello: Hello,
+        server: Option<String>,
         now_ms: u64,
     ) -> std::io::Result<SessionId> {
         let id = SessionId::random()?;
@@ -327,6 +330,7 @@ impl Sessions {
             id.clone(),
             Arc::new(Session {
                 id: id.clone(),
+                server,
                 version,
                 hello,
                 upstreams: SessionMap::new(),
@@ -408,8 +412,12 @@ mod tests {
     #[test]
     fn expiry_and_removal() {
         let s = Sessions::default();
-        let a = s.create("2025-11-25", Hello::gateway(), 0).expect("create");
-        let b = s.create("2025-11-25", Hello::gateway(), 0).expect("create");
+        let a = s
+            .create("2025-11-25", Hello::gateway(), None, 0)
+            .expect("create");
+        let b = s
+            .create("2025-11-25", Hello::gateway(), None, 0)
+            .expect("create");
         let a_ended = s.get(&a).expect("a").ended();
         s.get(&b).expect("b").touch(5_000);
         assert!(matches!(

@@ -18,6 +18,35 @@ pub struct RawConfig {
     /// `[[upstream]]` entries, one per MCP server fronted.
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[[server]]` entries: virtual servers, each a bundle of chosen tools, prompts and
+    /// resources served at `/servers/<name>/mcp`.
+    #[serde(default, rename = "server")]
+    pub servers: Vec<ServerConfig>,
+}
+
+/// `[[server]]`: a virtual server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Served at `/servers/<name>/mcp`. Letters, digits, `-` and `_`.
+    pub name: Spanned<String>,
+    /// Tools it holds, by gateway name (`<upstream>__<tool>`); `*` matches any run of
+    /// characters (`"github__*"`). Default: none.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Prompts it holds, by gateway name, globs allowed. Default: none.
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    /// Resources and resource templates it holds, by gateway URI (`mcpgw://<upstream>/...`),
+    /// globs allowed; reads are allowed for URIs matching these. Default: none.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// New names for tools and prompts in this server: gateway name -> name shown here.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Description overrides, by the name shown in this server.
+    #[serde(default)]
+    pub descriptions: BTreeMap<String, String>,
 }
 
 /// `[gateway]`.

@@ -9,5 +9,6 @@ mod conformance;
 mod faults;
 mod raw;
 mod sdk;
+mod servers;
 mod session;
 mod support;
