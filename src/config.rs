@@ -89,7 +89,7 @@ pub struct Gateway {
 }
 
 /// How an upstream is reached.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
     /// Streamable HTTP.
     Http {
@@ -120,7 +120,7 @@ pub enum Transport {
 }
 
 /// One validated upstream.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
     /// Unique name.
     pub name: String,

@@ -108,6 +108,7 @@ impl Shared {
 
 enum ControlMsg {
     Refresh,
+    Reload,
     Shutdown,
 }
 
@@ -123,7 +124,7 @@ const STARTUP_WAIT: Duration = Duration::from_secs(15);
 
 impl ControlPlane {
     /// Starts the control plane and returns once the first catalog is published.
-    pub fn start(config: Arc<Config>) -> anyhow::Result<ControlPlane> {
+    pub fn start(config: Arc<Config>, source: Source) -> anyhow::Result<ControlPlane> {
         let (tx, rx) = flume::unbounded();
         let clock = quanta::Clock::new();
         let shared = Arc::new(Shared {
@@ -145,7 +146,7 @@ impl ControlPlane {
                     .enable_timer()
                     .build();
                 match rt {
-                    Ok(mut rt) => rt.block_on(run(sh, tx, rx, ready_tx)),
+                    Ok(mut rt) => rt.block_on(run(sh, tx, rx, ready_tx, source)),
                     Err(e) => {
                         let _ = ready_tx.send(Err(anyhow::anyhow!("control plane runtime: {e}")));
                     }
@@ -162,6 +163,12 @@ impl ControlPlane {
         })
     }
 
+    /// Reads the config file again and applies its upstreams and virtual servers (SIGHUP).
+    /// A config that does not load is rejected whole, logged, and the running one kept.
+    pub fn reload(&self) {
+        let _ = self.shared.control.send(ControlMsg::Reload);
+    }
+
     /// Stops refreshing, kills the children and waits for them.
     pub fn shutdown(mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
@@ -172,11 +179,20 @@ impl ControlPlane {
     }
 }
 
+/// Where the configuration comes from, for reloads.
+pub struct Source {
+    /// The config file (`None`: the embedded default).
+    pub path: Option<std::path::PathBuf>,
+    /// Command-line and environment overrides, applied again on reload.
+    pub overrides: crate::config::Overrides,
+}
+
 async fn run(
     shared: Arc<Shared>,
     tx: flume::Sender<ControlMsg>,
     rx: flume::Receiver<ControlMsg>,
     ready: flume::Sender<anyhow::Result<()>>,
+    source: Source,
 ) {
     let refresh_tx = tx.clone();
     let sh = shared.clone();
@@ -187,27 +203,21 @@ async fn run(
         ChildEvent::ResourceUpdated(uri) => sh.deliver_update(name, uri),
     }));
     let cfg = shared.config.clone();
-    let upstreams: Vec<Arc<Upstream>> = cfg
+    let mut current: Vec<(crate::config::Upstream, Arc<Upstream>)> = cfg
         .upstreams
         .iter()
-        .map(|u| upstream::build(u, &supervisor))
+        .map(|u| (u.clone(), upstream::build(u, &supervisor)))
         .collect();
+    let mut upstreams: Vec<Arc<Upstream>> = current.iter().map(|(_, u)| u.clone()).collect();
+    let mut servers = cfg.servers.clone();
     let caller = Caller::new(upstream::CONTROL_SLOT);
 
-    // Give stdio children a chance to come up so the first catalog is complete.
-    let deadline = std::time::Instant::now() + STARTUP_WAIT;
-    while std::time::Instant::now() < deadline
-        && upstreams
-            .iter()
-            .any(|u| matches!(&u.link, Link::Stdio(h) if !h.is_up()))
-    {
-        monoio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_children(&upstreams).await;
     let mut generation = 0u64;
-    publish(&shared, &upstreams, &caller, &mut generation).await;
+    publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
     let _ = ready.send(Ok(()));
     for up in &upstreams {
-        if matches!(up.link, Link::Http(_)) {
+        if matches!(up.link, Link::Http(_)) && !up.watched() {
             monoio::spawn(watch_list_changes(up.clone(), tx.clone(), shared.clone()));
         }
     }
@@ -225,7 +235,62 @@ async fn run(
                         return;
                     }
                 }
-                publish(&shared, &upstreams, &caller, &mut generation).await;
+                publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
+            }
+            Ok(Ok(ControlMsg::Reload)) => {
+                match crate::config::Config::load(source.path.as_deref(), &source.overrides) {
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "config rejected; the running one is kept")
+                    }
+                    Ok(new) => {
+                        if new.gateway.listen != cfg.gateway.listen
+                            || new.gateway.workers != cfg.gateway.workers
+                            || new.gateway.driver != cfg.gateway.driver
+                        {
+                            tracing::warn!(
+                                "listen, workers and driver changes take effect at the next start"
+                            );
+                        }
+                        let mut next = Vec::with_capacity(new.upstreams.len());
+                        for u in &new.upstreams {
+                            // An upstream whose settings did not change keeps its object
+                            // (connections, sessions, child process).
+                            let kept = current
+                                .iter()
+                                .position(|(c, _)| c == u)
+                                .map(|i| current.remove(i));
+                            next.push(match kept {
+                                Some(k) => k,
+                                None => (u.clone(), upstream::build(u, &supervisor)),
+                            });
+                        }
+                        for (c, old) in std::mem::replace(&mut current, next) {
+                            tracing::info!(upstream = %c.name, "upstream removed or changed by reload");
+                            old.retire();
+                            if let Link::Stdio(h) = &old.link {
+                                supervisor.stop(h);
+                            }
+                        }
+                        upstreams = current.iter().map(|(_, u)| u.clone()).collect();
+                        servers = new.servers.clone();
+                        for up in &upstreams {
+                            if matches!(up.link, Link::Http(_)) && !up.watched() {
+                                monoio::spawn(watch_list_changes(
+                                    up.clone(),
+                                    tx.clone(),
+                                    shared.clone(),
+                                ));
+                            }
+                        }
+                        wait_for_children(&upstreams).await;
+                        publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
+                        tracing::info!(
+                            upstreams = upstreams.len(),
+                            servers = servers.len(),
+                            "config reloaded"
+                        );
+                    }
+                }
             }
             Err(_) => {
                 let ended = shared
@@ -235,7 +300,7 @@ async fn run(
                     tracing::info!(ended = ended.len(), "idle sessions ended");
                     end_upstream_sessions(&upstreams, &caller, ended).await;
                 }
-                publish(&shared, &upstreams, &caller, &mut generation).await;
+                publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
             }
         }
         if shared.stopping() {
@@ -245,10 +310,23 @@ async fn run(
     supervisor.shutdown();
 }
 
+/// Gives stdio children a chance to come up, so a catalog built now is complete.
+async fn wait_for_children(upstreams: &[Arc<Upstream>]) {
+    let deadline = std::time::Instant::now() + STARTUP_WAIT;
+    while std::time::Instant::now() < deadline
+        && upstreams
+            .iter()
+            .any(|u| matches!(&u.link, Link::Stdio(h) if !h.is_up()))
+    {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Fetches every catalog and publishes a new snapshot when something changed.
 async fn publish(
     shared: &Shared,
     upstreams: &[Arc<Upstream>],
+    servers: &[crate::config::VirtualServer],
     caller: &Caller,
     generation: &mut u64,
 ) {
@@ -268,7 +346,7 @@ async fn publish(
         *generation + 1,
         upstreams.to_vec(),
         &catalogs,
-        &shared.config.servers,
+        servers,
         &g.separator,
         g.page_size,
     );
@@ -414,7 +492,7 @@ async fn end_upstream_sessions(
 async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, shared: Arc<Shared>) {
     let Link::Http(h) = &up.link else { return };
     let caller = Caller::new(upstream::WATCH_SLOT);
-    while !shared.stopping() {
+    while !shared.stopping() && !up.retired() {
         if let Ok(session) = h.ensure_shared(&caller).await {
             if let Ok(Some(mut stream)) = h.listen(&caller, &session).await {
                 while let Ok(Some(m)) = stream.next().await {
@@ -433,7 +511,7 @@ async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, sh
                             return;
                         }
                     }
-                    if shared.stopping() {
+                    if shared.stopping() || up.retired() {
                         return;
                     }
                 }

@@ -87,6 +87,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         driver: args.driver,
     };
     let config = Arc::new(Config::load(args.config.as_deref(), &ov)?);
+    let source = mcpgw::control::Source {
+        path: args.config.clone(),
+        overrides: ov,
+    };
     if let Err(e) = runtime::sys::raise_fd_limit() {
         tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
@@ -94,10 +98,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]);
     let mut signals = signals.context("installing signal handlers")?;
 
-    let control = ControlPlane::start(config.clone())?;
+    let control = ControlPlane::start(config.clone(), source)?;
     let mut workers = Vec::new();
     for i in 0..config.gateway.workers {
         let index = u16::try_from(i).context("too many workers")?;
@@ -121,8 +126,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         "mcpgw listening on http://{}/mcp",
         config.gateway.listen
     );
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            tracing::info!("SIGHUP: reloading the configuration");
+            control.reload();
+            continue;
+        }
         tracing::info!(signal = sig, "shutting down");
+        break;
     }
     control
         .shared

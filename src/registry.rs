@@ -480,13 +480,13 @@ mod tests {
     }
 
     fn up(name: &str) -> Arc<Upstream> {
-        Arc::new(Upstream {
-            name: name.into(),
-            prefix: true,
-            max_call: std::time::Duration::from_secs(1),
-            mode: crate::upstream::SessionMode::PerClient,
-            call_timeout: std::time::Duration::from_secs(1),
-            link: crate::upstream::Link::Http(crate::upstream::http::HttpUpstream::new(
+        Arc::new(Upstream::new(
+            name.into(),
+            true,
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(1),
+            crate::upstream::SessionMode::PerClient,
+            crate::upstream::Link::Http(crate::upstream::http::HttpUpstream::new(
                 name.into(),
                 "127.0.0.1:1".into(),
                 "127.0.0.1:1".into(),
@@ -494,7 +494,7 @@ mod tests {
                 vec![],
                 std::time::Duration::from_secs(1),
             )),
-        })
+        ))
     }
 
     #[test]

@@ -167,7 +167,10 @@ impl Relay {
                 if let Event::Final(_) = ev {
                     self.done = true;
                     if let Some(call) = self.call.take() {
-                        call.finish(self.front.caller()).await;
+                        // The answer goes out now; reading the end of the upstream's stream
+                        // (to reuse its connection) happens after, off the client's clock.
+                        let front = self.front.clone();
+                        monoio::spawn(async move { call.finish(front.caller()).await });
                     }
                 }
                 return ev;

@@ -50,6 +50,49 @@ pub struct Upstream {
     pub mode: SessionMode,
     /// How it is reached.
     pub link: Link,
+    /// Set when a reload removed or replaced it (calls in flight finish on it).
+    retired: std::sync::atomic::AtomicBool,
+    /// Set once the control plane watches its own GET stream.
+    watched: std::sync::atomic::AtomicBool,
+}
+
+impl Upstream {
+    /// An upstream reached over `link`.
+    pub fn new(
+        name: String,
+        prefix: bool,
+        call_timeout: Duration,
+        max_call: Duration,
+        mode: SessionMode,
+        link: Link,
+    ) -> Self {
+        Self {
+            name,
+            prefix,
+            call_timeout,
+            max_call,
+            mode,
+            link,
+            retired: Default::default(),
+            watched: Default::default(),
+        }
+    }
+
+    /// Marks it removed by a reload.
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a reload removed it.
+    pub fn retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// True the first time only: whether the caller should start watching it.
+    pub fn watched(&self) -> bool {
+        self.watched.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
 }
 
 /// The transport to an upstream.
@@ -317,14 +360,14 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
         (Link::Stdio(_), _) | (_, true) => SessionMode::Shared,
         _ => SessionMode::PerClient,
     };
-    Arc::new(Upstream {
-        name: cfg.name.clone(),
-        prefix: cfg.prefix,
-        call_timeout: cfg.call_timeout,
-        max_call: cfg.max_call,
+    Arc::new(Upstream::new(
+        cfg.name.clone(),
+        cfg.prefix,
+        cfg.call_timeout,
+        cfg.max_call,
         mode,
         link,
-    })
+    ))
 }
 
 /// A JSON-RPC request with a numeric id, for requests the gateway makes on its own behalf.

@@ -42,3 +42,25 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     }
     Ok(lim.rlim_cur)
 }
+
+/// Asks the kernel to acknowledge the next data on `fd` at once (Linux `TCP_QUICKACK`; the
+/// kernel clears it again after use, so it is set before each read that waits on a peer).
+///
+/// Why: an upstream that writes one answer in several small writes (an SSE event, then the
+/// end of the chunked body) is held back by its Nagle algorithm until the previous segment is
+/// acknowledged, and a reused connection delays that ACK by up to 40 ms. Errors are ignored:
+/// this is an optimisation, never required for correctness.
+pub fn quickack(fd: std::os::fd::RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: `fd` is an open socket owned by the caller for the duration of the call, and
+    // `one` is a live c_int whose size is passed as the option length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            std::ptr::addr_of!(one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}

@@ -346,7 +346,7 @@ impl HttpUpstream {
                 }
             }
             let first = buf.is_empty();
-            match read_more(&mut conn, &mut buf).await {
+            match read_upstream(&mut conn, &mut buf).await {
                 Ok(0) | Err(_) if first => return Err(Stale::Before),
                 Ok(0) => {
                     return Err(Stale::Failed(
@@ -548,7 +548,7 @@ impl Body {
                 }
                 return Ok(Some(piece));
             }
-            match read_more(conn, &mut self.buf).await {
+            match read_upstream(conn, &mut self.buf).await {
                 Ok(0) if matches!(self.kind, BodyKind::UntilClose) => {
                     self.done = true;
                     return Ok(None);
@@ -586,6 +586,17 @@ impl Body {
 /// monoio reads into a buffer from its start, so the read goes into the spare capacity
 /// through a `SliceMut` that begins at the current length.
 pub(crate) async fn read_more(conn: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    read_into(conn, buf).await
+}
+
+/// [`read_more`] on a connection to an upstream: acknowledges at once what arrives, so an
+/// upstream that answers in several small writes is not held back by delayed ACKs.
+async fn read_upstream(conn: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    crate::runtime::sys::quickack(std::os::fd::AsRawFd::as_raw_fd(conn));
+    read_into(conn, buf).await
+}
+
+async fn read_into(conn: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(16 << 10);
     }

@@ -197,6 +197,19 @@ impl Supervisor {
         handle
     }
 
+    /// Kills one child (an upstream removed or changed by a reload), reaps it and joins its
+    /// threads. Calls still in flight to it fail with "upstream unavailable".
+    pub fn stop(&self, handle: &StdioHandle) {
+        let mut all = self.handles.borrow_mut();
+        let Some(i) = all.iter().position(|(h, _)| Arc::ptr_eq(&h.up, &handle.up)) else {
+            return;
+        };
+        let (h, join) = all.remove(i);
+        drop(all);
+        let _ = h.tx.send(Msg::Shutdown);
+        let _ = join.join();
+    }
+
     /// Kills every child, reaps it and joins its threads.
     pub fn shutdown(&self) {
         let handles = std::mem::take(&mut *self.handles.borrow_mut());

@@ -216,3 +216,91 @@ fn upstream_pagination_is_followed() {
     );
     assert_eq!(steps[0]["text"][0], "beta:deep", "{}", steps[0]);
 }
+
+/// Reload under load: a client keeps calling while the config is reloaded (SIGHUP) 20 times,
+/// adding and removing an upstream and a virtual server; no call fails. A bad config is
+/// rejected whole and the running one kept. A removed upstream's tools answer "Unknown tool"
+/// and its child is gone.
+#[test]
+fn reload_under_load_loses_no_call() {
+    let alpha = HttpFixture::start("alpha");
+    let base = http_upstream_toml("alpha", &alpha.url(), "");
+    let extra = "[[upstream]]\nname = \"extra\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n[[server]]\nname = \"x\"\ntools = [\"extra__*\"]\n";
+    let gw = Gateway::start("refresh_interval_ms = 600000", &base, "auto");
+    let cfg = gw.config.clone().expect("config path");
+    let head = std::fs::read_to_string(&cfg).expect("config");
+    let url = gw.url();
+    let calls = 1500;
+    let result = std::thread::scope(|s| {
+        let load =
+            s.spawn(|| crate::support::client(&url, "many", &[&calls.to_string(), "alpha__echo"]));
+        for i in 0..20 {
+            let text = if i % 2 == 0 {
+                format!("{head}{extra}")
+            } else {
+                head.clone()
+            };
+            std::fs::write(&cfg, text).expect("rewrite config");
+            gw.signal("HUP");
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
+        // A bad config is refused whole; the gateway keeps serving the last good one.
+        std::fs::write(&cfg, format!("{head}{extra}[gateway]\nbogus = 1\n"))
+            .expect("rewrite config");
+        gw.signal("HUP");
+        load.join().expect("load thread")
+    });
+    assert_eq!(result["ok"], calls, "{result}\n{}", gw.log_text());
+    assert_eq!(result["failed"], 0, "{result}");
+    let log = gw.log_text();
+    assert!(
+        wait_for(10, || gw.log_text().contains("config rejected")),
+        "{log}"
+    );
+    assert!(log.matches("config reloaded").count() >= 10, "{log}");
+
+    // The last good config had no "extra" (20 reloads, the last one without it).
+    let steps = client_script(
+        &gw.url(),
+        json!([["call", "extra__echo", {"text": "x"}], ["call", "alpha__echo", {"text": "still"}]]),
+    );
+    assert_eq!(
+        steps[0]["error"]["code"], -32602,
+        "removed upstream: {}",
+        steps[0]
+    );
+    assert_eq!(steps[1]["text"][0], "alpha:still", "{}", steps[1]);
+    assert!(
+        wait_for(10, || children(gw.proc.pid()).is_empty()),
+        "extra's child still running: {:?}",
+        children(gw.proc.pid())
+    );
+
+    // Add it back: the client sees it at once.
+    std::fs::write(&cfg, format!("{head}{extra}")).expect("rewrite config");
+    gw.signal("HUP");
+    let mut ok = false;
+    for _ in 0..40 {
+        let steps = client_script(
+            &gw.url(),
+            json!([["call", "extra__echo", {"text": "back"}]]),
+        );
+        if steps[0]["text"][0] == "back" {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(ok, "{}", gw.log_text());
+    let x = client_script(
+        &format!("http://{}/servers/x/mcp", gw.addr),
+        json!([["list_tools"]]),
+    );
+    assert!(
+        x[0]["tools"].as_array().is_some_and(|a| a
+            .iter()
+            .all(|t| t.as_str().unwrap_or("").starts_with("extra__"))),
+        "{}",
+        x[0]
+    );
+}

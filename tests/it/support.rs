@@ -213,6 +213,8 @@ pub struct Gateway {
     pub proc: Proc,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// The config file it runs on (when the test wrote one).
+    pub config: Option<PathBuf>,
     _dir: TempDir,
 }
 
@@ -231,7 +233,9 @@ impl Gateway {
             ),
         )
         .expect("write config");
-        Self::start_with(&cfg, &["--driver", driver], addr, dir)
+        let mut gw = Self::start_with(&cfg, &["--driver", driver], addr, dir);
+        gw.config = Some(cfg);
+        gw
     }
 
     /// Starts the binary with `mcpgw run --config cfg ARGS`.
@@ -253,6 +257,7 @@ impl Gateway {
             proc: Proc { child },
             addr,
             log,
+            config: None,
             _dir: dir,
         };
         gw.wait_listening();
@@ -266,6 +271,7 @@ impl Gateway {
             proc: Proc { child },
             addr,
             log,
+            config: None,
             _dir: dir,
         };
         gw.wait_listening();
@@ -303,6 +309,15 @@ impl Gateway {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (`kill -<sig>`).
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.proc.pid().to_string())
+            .status();
+        assert!(st.is_ok_and(|s| s.success()), "kill -{sig} failed");
     }
 
     /// SIGTERM, then wait (at most 20 s) for a clean exit; returns the exit status.
