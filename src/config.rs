@@ -136,6 +136,17 @@ pub struct Upstream {
     pub shared_session: bool,
 }
 
+/// The validated `[admin]` section.
+#[derive(Clone, Debug, Default)]
+pub struct Admin {
+    /// Admin listener (None: off).
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for `/admin/*`.
+    pub token: Option<String>,
+    /// Store file (None: in memory).
+    pub store: Option<PathBuf>,
+}
+
 /// A validated virtual server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtualServer {
@@ -162,6 +173,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[[server]]`, virtual servers.
     pub servers: Vec<VirtualServer>,
+    /// `[admin]`.
+    pub admin: Admin,
     /// Where it came from, for messages (`<embedded>` for the default).
     pub source: String,
 }
@@ -175,6 +188,10 @@ pub struct Overrides {
     pub workers: Option<usize>,
     /// `--driver` / `MCPGW_DRIVER`.
     pub driver: Option<String>,
+    /// `MCPGW_ADMIN_LISTEN`.
+    pub admin_listen: Option<String>,
+    /// `MCPGW_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -436,13 +453,53 @@ impl Config {
                 descriptions: sv.descriptions.clone(),
             });
         }
+        let a = &raw.admin;
+        let admin_listen = ov
+            .admin_listen
+            .clone()
+            .or_else(|| a.listen.as_ref().map(|s| s.get_ref().clone()))
+            .filter(|s| !s.is_empty() && s != "off");
+        let admin = Admin {
+            listen: admin_listen
+                .map(|l| {
+                    l.parse::<SocketAddr>().map_err(|_| {
+                        let at_line = a
+                            .listen
+                            .as_ref()
+                            .map_or_else(|| "MCPGW_ADMIN_LISTEN".into(), |s| at(s.span()));
+                        anyhow!(
+                            "{at_line}: admin.listen: {l:?} is not an address like 127.0.0.1:8081"
+                        )
+                    })
+                })
+                .transpose()?,
+            token: ov
+                .admin_token
+                .clone()
+                .or_else(|| a.token.clone())
+                .filter(|t| !t.is_empty()),
+            store: match a.data_dir.as_deref() {
+                Some(":memory:") => None,
+                Some(d) => Some(PathBuf::from(d).join("mcpgw.db")),
+                None => default_data_dir().map(|d| d.join("mcpgw.db")),
+            },
+        };
         Ok(Config {
             gateway,
             upstreams,
             servers,
+            admin,
             source: source.into(),
         })
     }
+}
+
+/// `$XDG_DATA_HOME/mcpgw`, else `~/.local/share/mcpgw`.
+fn default_data_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .map(|d| d.join("mcpgw"))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -527,6 +584,7 @@ mod tests {
             listen: Some("127.0.0.1:9999".into()),
             workers: Some(3),
             driver: Some("epoll".into()),
+            ..Default::default()
         };
         let c = Config::parse("[gateway]\nlisten=\"127.0.0.1:1\"\n", "t", &ov).expect("ok");
         assert_eq!(c.gateway.listen.port(), 9999);

@@ -7,6 +7,7 @@
 //! block.
 
 use std::{
+    rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -106,9 +107,13 @@ impl Shared {
     }
 }
 
-enum ControlMsg {
+/// Requests to the control plane.
+pub enum ControlMsg {
+    /// Fetch the catalogs again.
     Refresh,
+    /// Re-read the configuration (file + store) and apply it.
     Reload,
+    /// Stop.
     Shutdown,
 }
 
@@ -187,6 +192,24 @@ pub struct Source {
     pub overrides: crate::config::Overrides,
 }
 
+impl Source {
+    /// The config file with the store's changes applied.
+    pub fn load(&self, store: &dyn crate::store::Store) -> anyhow::Result<Config> {
+        let (text, name) = match &self.path {
+            Some(p) => (
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (
+                crate::config::EMBEDDED_DEFAULT.to_string(),
+                "<embedded default>".to_string(),
+            ),
+        };
+        crate::store::compose(&text, &name, store, &self.overrides)
+    }
+}
+
 async fn run(
     shared: Arc<Shared>,
     tx: flume::Sender<ControlMsg>,
@@ -203,6 +226,23 @@ async fn run(
         ChildEvent::ResourceUpdated(uri) => sh.deliver_update(name, uri),
     }));
     let cfg = shared.config.clone();
+    let store: Rc<dyn crate::store::Store> = match open_store(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    // The config file with the store's admin changes applied.
+    let cfg = match source.load(&*store) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            let _ = ready.send(Err(
+                e.context("applying the registry store to the configuration")
+            ));
+            return;
+        }
+    };
     let mut current: Vec<(crate::config::Upstream, Arc<Upstream>)> = cfg
         .upstreams
         .iter()
@@ -215,6 +255,24 @@ async fn run(
     wait_for_children(&upstreams).await;
     let mut generation = 0u64;
     publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
+    if let Some(addr) = cfg.admin.listen {
+        match monoio::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                tracing::info!(%addr, "admin API listening");
+                monoio::spawn(crate::admin::serve(
+                    l,
+                    shared.clone(),
+                    store.clone(),
+                    tx.clone(),
+                ));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(anyhow::anyhow!("cannot listen on {addr} (admin): {e}")));
+                supervisor.shutdown();
+                return;
+            }
+        }
+    }
     let _ = ready.send(Ok(()));
     for up in &upstreams {
         if matches!(up.link, Link::Http(_)) && !up.watched() {
@@ -238,7 +296,7 @@ async fn run(
                 publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
             }
             Ok(Ok(ControlMsg::Reload)) => {
-                match crate::config::Config::load(source.path.as_deref(), &source.overrides) {
+                match source.load(&*store) {
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "config rejected; the running one is kept")
                     }
@@ -308,6 +366,14 @@ async fn run(
         }
     }
     supervisor.shutdown();
+}
+
+/// Opens the registry store the config names (in memory when it names none).
+fn open_store(cfg: &Config) -> anyhow::Result<Rc<dyn crate::store::Store>> {
+    Ok(match &cfg.admin.store {
+        Some(path) => Rc::new(crate::store::Sqlite::open(path)?),
+        None => Rc::new(crate::store::Sqlite::memory()?),
+    })
 }
 
 /// Gives stdio children a chance to come up, so a catalog built now is complete.

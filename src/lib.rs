@@ -21,6 +21,7 @@
 //! Workers share only the session table (`DashMap`) and the snapshot pointer; everything
 //! else is per worker.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -31,5 +32,6 @@ pub mod registry;
 pub mod relay;
 pub mod runtime;
 pub mod session;
+pub mod store;
 pub mod transport;
 pub mod upstream;

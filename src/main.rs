@@ -85,6 +85,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         listen: args.listen,
         workers: args.workers,
         driver: args.driver,
+        admin_listen: std::env::var("MCPGW_ADMIN_LISTEN").ok(),
+        admin_token: std::env::var("MCPGW_ADMIN_TOKEN").ok(),
     };
     let config = Arc::new(Config::load(args.config.as_deref(), &ov)?);
     let source = mcpgw::control::Source {

@@ -18,10 +18,29 @@ pub struct RawConfig {
     /// `[[upstream]]` entries, one per MCP server fronted.
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[admin]`: the admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// `[[server]]` entries: virtual servers, each a bundle of chosen tools, prompts and
     /// resources served at `/servers/<name>/mcp`.
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerConfig>,
+}
+
+/// `[admin]`: the admin API and the registry store. The admin API is off unless this section
+/// (or `MCPGW_ADMIN_LISTEN`) gives it an address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener, e.g. `127.0.0.1:8081` (keep it on loopback or a
+    /// management network). Default: off.
+    pub listen: Option<Spanned<String>>,
+    /// Bearer token required on `/admin/*` (also `MCPGW_ADMIN_TOKEN`). Without one, only
+    /// `/healthz` and `/ready` answer.
+    pub token: Option<String>,
+    /// Directory of the registry store (`mcpgw.db`, SQLite). Default:
+    /// `$XDG_DATA_HOME/mcpgw` or `~/.local/share/mcpgw`; `":memory:"` keeps nothing.
+    pub data_dir: Option<String>,
 }
 
 /// `[[server]]`: a virtual server.

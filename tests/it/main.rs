@@ -4,6 +4,7 @@
 // Test threads may sleep and unwrap; the gateway's rules are for the gateway.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
+mod admin;
 mod cli;
 mod conformance;
 mod faults;

@@ -1,0 +1,368 @@
+//! The admin API: JSON over HTTP on its own listener, served by the control plane.
+//!
+//! `GET /healthz` and `GET /ready` answer anyone (probes); everything under `/admin/` needs
+//! `Authorization: Bearer <admin token>`, and without a configured token it is refused. Writes
+//! go to the registry store and take effect through a reload (a new snapshot); the workers
+//! see them on their next request, with no lock and no failed call. The routes are listed
+//! once in [`ROUTES`], which both the router and the OpenAPI document are checked against.
+//!
+//! Never on a client's request path; it may block briefly on the store.
+
+use std::{rc::Rc, sync::Arc};
+
+use bytes::{Bytes, BytesMut};
+use monoio::{
+    io::AsyncWriteRentExt,
+    net::{TcpListener, TcpStream},
+};
+use serde_json::{json, Value};
+
+use crate::{
+    control::{ControlMsg, Shared},
+    store::Store,
+    transport::http::{self as codec, BodyKind, Limits, RequestHead},
+    upstream::{http::read_more, Link},
+};
+
+/// Every admin route: method and path (`{name}` and `{id}` are path parameters).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/ready"),
+    ("GET", "/admin/openapi.json"),
+    ("GET", "/admin/upstreams"),
+    ("POST", "/admin/upstreams"),
+    ("DELETE", "/admin/upstreams/{name}"),
+    ("GET", "/admin/tools"),
+    ("GET", "/admin/sessions"),
+    ("DELETE", "/admin/sessions/{id}"),
+    ("POST", "/admin/reload"),
+];
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("admin/openapi.json");
+
+/// Largest admin request body, bytes.
+const MAX_BODY: usize = 1 << 20;
+
+/// Serves the admin listener until the gateway stops.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    store: Rc<dyn Store>,
+    control: flume::Sender<ControlMsg>,
+) {
+    loop {
+        if shared.stopping() {
+            return;
+        }
+        match monoio::time::timeout(std::time::Duration::from_millis(500), listener.accept()).await
+        {
+            Ok(Ok((conn, _))) => {
+                monoio::spawn(connection(
+                    conn,
+                    shared.clone(),
+                    store.clone(),
+                    control.clone(),
+                ));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+fn answer(status: u16, body: Value) -> Answer {
+    Answer { status, body }
+}
+
+fn error(status: u16, message: impl Into<String>) -> Answer {
+    answer(status, json!({ "error": message.into() }))
+}
+
+async fn connection(
+    mut conn: TcpStream,
+    shared: Arc<Shared>,
+    store: Rc<dyn Store>,
+    control: flume::Sender<ControlMsg>,
+) {
+    let limits = Limits {
+        max_header_bytes: 16 << 10,
+        max_body_bytes: MAX_BODY,
+    };
+    let mut buf = BytesMut::with_capacity(8 << 10);
+    loop {
+        let head = loop {
+            match codec::parse_request_head(&buf, &limits) {
+                Ok(Some(h)) => break h,
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = write(&mut conn, error(e.status(), format!("{e:?}")), false).await;
+                    return;
+                }
+            }
+            match monoio::time::timeout(
+                std::time::Duration::from_secs(30),
+                read_more(&mut conn, &mut buf),
+            )
+            .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        };
+        let _ = buf.split_to(head.head_len);
+        let n = match head.body {
+            BodyKind::Length(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            BodyKind::Empty => 0,
+            _ => {
+                let _ = write(
+                    &mut conn,
+                    error(411, "a Content-Length body is required"),
+                    false,
+                )
+                .await;
+                return;
+            }
+        };
+        while buf.len() < n {
+            match monoio::time::timeout(
+                std::time::Duration::from_secs(30),
+                read_more(&mut conn, &mut buf),
+            )
+            .await
+            {
+                Ok(Ok(k)) if k > 0 => {}
+                _ => return,
+            }
+        }
+        let body = buf.split_to(n).freeze();
+        let a = route(&head, &body, &shared, &*store, &control).await;
+        if write(&mut conn, a, head.keep_alive).await.is_err() || !head.keep_alive {
+            return;
+        }
+    }
+}
+
+async fn write(conn: &mut TcpStream, a: Answer, keep_alive: bool) -> std::io::Result<()> {
+    let body = serde_json::to_vec_pretty(&a.body).unwrap_or_default();
+    let mut out = BytesMut::with_capacity(body.len() + 128);
+    codec::write_response_head(
+        &mut out,
+        a.status,
+        &[("Content-Type", b"application/json")],
+        Some(body.len()),
+        keep_alive,
+    );
+    out.extend_from_slice(&body);
+    let (r, _) = conn.write_all(out.freeze()).await;
+    r.map(|_| ())
+}
+
+fn authorized(head: &RequestHead, shared: &Shared) -> Result<(), Answer> {
+    let Some(token) = shared.config.admin.token.as_deref() else {
+        return Err(error(
+            401,
+            "the admin API needs a token: set admin.token or MCPGW_ADMIN_TOKEN",
+        ));
+    };
+    let given = head
+        .header_str("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time comparison: the token is a secret.
+    let ok = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if ok {
+        Ok(())
+    } else {
+        Err(error(401, "missing or wrong admin token"))
+    }
+}
+
+async fn route(
+    head: &RequestHead,
+    body: &Bytes,
+    shared: &Shared,
+    store: &dyn Store,
+    control: &flume::Sender<ControlMsg>,
+) -> Answer {
+    let path = head.path.as_str();
+    let method = head.method.as_str();
+    match (method, path) {
+        ("GET", "/healthz") => return answer(200, json!({ "status": "ok" })),
+        ("GET", "/ready") => {
+            let ready = shared.snapshot.load().generation > 0 && !shared.stopping();
+            return answer(if ready { 200 } else { 503 }, json!({ "ready": ready }));
+        }
+        _ => {}
+    }
+    if !path.starts_with("/admin/") {
+        return error(404, "not found");
+    }
+    if let Err(a) = authorized(head, shared) {
+        return a;
+    }
+    let snap = shared.snapshot.load_full();
+    match (method, path) {
+        ("GET", "/admin/openapi.json") => {
+            answer(200, serde_json::from_str(OPENAPI).unwrap_or(Value::Null))
+        }
+        ("GET", "/admin/upstreams") => {
+            let stored: std::collections::HashSet<String> = store
+                .upstreams()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            let list: Vec<Value> = snap
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let tools = snap.tools.values().filter(|t| snap.upstream(t.upstream).is_some_and(|x| Arc::ptr_eq(x, u))).count();
+                    let (transport, up) = match &u.link {
+                        Link::Http(h) => ("http", h.shared_session().is_some()),
+                        Link::Stdio(h) => ("stdio", h.is_up()),
+                    };
+                    json!({
+                        "name": u.name,
+                        "transport": transport,
+                        "up": up,
+                        "tools": tools,
+                        "session": if u.mode == crate::upstream::SessionMode::Shared { "shared" } else { "per-client" },
+                        "source": if stored.contains(&u.name) { "admin" } else { "config" },
+                    })
+                })
+                .collect();
+            answer(200, json!({ "upstreams": list }))
+        }
+        ("POST", "/admin/upstreams") => add_upstream(body, shared, store, control),
+        ("GET", "/admin/tools") => {
+            let mut list: Vec<Value> = snap
+                .tools
+                .iter()
+                .map(|(name, t)| json!({ "name": name, "upstream": snap.upstream(t.upstream).map(|u| u.name.as_str()) }))
+                .collect();
+            list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            answer(200, json!({ "tools": list }))
+        }
+        ("GET", "/admin/sessions") => {
+            let list: Vec<Value> = shared
+                .sessions
+                .all()
+                .iter()
+                .map(|s| json!({ "id": s.id.as_str(), "version": s.version, "server": s.server, "upstream_sessions": s.upstreams.len(), "in_flight": s.in_flight.len() }))
+                .collect();
+            answer(200, json!({ "sessions": list }))
+        }
+        ("POST", "/admin/reload") => {
+            let _ = control.send(ControlMsg::Reload);
+            answer(202, json!({ "reload": "requested" }))
+        }
+        ("DELETE", p) if p.starts_with("/admin/upstreams/") => {
+            let name = &p["/admin/upstreams/".len()..];
+            if !snap.by_name.contains_key(name) {
+                return error(404, format!("no upstream {name:?}"));
+            }
+            match store.remove_upstream(name) {
+                Ok(()) => {
+                    let _ = control.send(ControlMsg::Reload);
+                    tracing::info!(upstream = name, "upstream removed through the admin API");
+                    answer(200, json!({ "removed": name }))
+                }
+                Err(e) => error(500, format!("store: {e:#}")),
+            }
+        }
+        ("DELETE", p) if p.starts_with("/admin/sessions/") => {
+            let id = &p["/admin/sessions/".len()..];
+            match crate::session::SessionId::parse(id.as_bytes())
+                .and_then(|id| shared.sessions.remove(&id))
+            {
+                Some(_) => answer(200, json!({ "ended": id })),
+                None => error(404, "no such session"),
+            }
+        }
+        _ => error(404, "not found"),
+    }
+}
+
+/// `POST /admin/upstreams`: the body is one upstream, with the fields of a config file's
+/// `[[upstream]]` table. It is validated as the config file is (errors name the field),
+/// stored, and applied by a reload.
+fn add_upstream(
+    body: &Bytes,
+    shared: &Shared,
+    store: &dyn Store,
+    control: &flume::Sender<ControlMsg>,
+) -> Answer {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return error(400, "the body must be a JSON object"),
+        Err(e) => return error(400, format!("invalid JSON: {e}")),
+    };
+    let Some(name) = v.get("name").and_then(Value::as_str).map(str::to_string) else {
+        return error(400, "upstream[0].name: required");
+    };
+    if shared.snapshot.load().by_name.contains_key(&name) {
+        return error(409, format!("upstream[0].name: {name:?} exists"));
+    }
+    let spec = match toml::to_string(&v) {
+        Ok(s) => s,
+        Err(e) => {
+            return error(
+                400,
+                format!("cannot express the upstream as configuration: {e}"),
+            )
+        }
+    };
+    // Validate it exactly as a config file entry.
+    let doc = format!("[[upstream]]\n{spec}");
+    if let Err(e) = crate::config::Config::parse(&doc, "request", &Default::default()) {
+        return error(400, format!("{e:#}"));
+    }
+    if let Err(e) = store.put_upstream(&name, &spec) {
+        return error(500, format!("store: {e:#}"));
+    }
+    let _ = control.send(ControlMsg::Reload);
+    tracing::info!(upstream = %name, "upstream added through the admin API");
+    answer(201, json!({ "added": name }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OpenAPI document lists exactly the routes the router serves.
+    #[test]
+    fn openapi_matches_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for method in ops.as_object().expect("operations").keys() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+        assert_eq!(
+            doc["openapi"].as_str().map(|v| v.starts_with("3.")),
+            Some(true)
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! The admin API: registry changes while clients are connected, persisted in the store.
+
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+
+use crate::support::{
+    client_script, free_port, stdio_fixture_toml, Gateway, HttpFixture, Raw, Resp, TempDir,
+};
+
+fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Resp {
+    let mut c = Raw::connect(addr);
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    c.send(format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    c.read().expect("admin answer")
+}
+
+fn tools(url: &str) -> Vec<String> {
+    let v = client_script(url, json!([["list_tools"]]));
+    v[0]["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn admin_api_changes_the_registry_live_and_persistently() {
+    let alpha = HttpFixture::start("alpha");
+    let keep = TempDir::new("admin");
+    let admin_port = free_port();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let cfg = keep.0.join("mcpgw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nlisten = \"{addr}\"\nworkers = 2\n\n[admin]\nlisten = \"{admin_addr}\"\ntoken = \"s3cret\"\ndata_dir = {dir:?}\n\n{beta}",
+            dir = keep.0.join("data").display().to_string(),
+            beta = stdio_fixture_toml("beta", "")
+        ),
+    )
+    .expect("config");
+    let mut gw = Gateway::start_with(&cfg, &[], addr, TempDir::new("admin-gw1"));
+
+    // Probes answer anyone; the rest needs the token.
+    assert_eq!(admin(admin_addr, "GET", "/healthz", None, None).status, 200);
+    assert_eq!(admin(admin_addr, "GET", "/ready", None, None).status, 200);
+    assert_eq!(
+        admin(admin_addr, "GET", "/admin/upstreams", None, None).status,
+        401
+    );
+    assert_eq!(
+        admin(admin_addr, "GET", "/admin/upstreams", Some("wrong"), None).status,
+        401
+    );
+    let doc = admin(
+        admin_addr,
+        "GET",
+        "/admin/openapi.json",
+        Some("s3cret"),
+        None,
+    )
+    .json();
+    assert!(
+        doc["paths"]["/admin/upstreams"]["post"].is_object(),
+        "{doc}"
+    );
+
+    // Validation errors name the field.
+    let bad = admin(
+        admin_addr,
+        "POST",
+        "/admin/upstreams",
+        Some("s3cret"),
+        Some(&json!({"name": "bad", "transport": "http", "url": "ftp://x"})),
+    );
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("upstream[0].url"),
+        "{:?}",
+        bad.json()
+    );
+
+    // A client holding a session sees the new upstream's tools (list_changed) and calls them.
+    let url = gw.url();
+    let added = std::thread::scope(|s| {
+        let watcher = s.spawn(|| client_script(&url, json!([["notifications", 6.0], ["list_tools"], ["call", "alpha__echo", {"text": "new"}]])));
+        // Wait until the watcher's session exists (its GET stream opens right after).
+        let has_session = || {
+            admin(admin_addr, "GET", "/admin/sessions", Some("s3cret"), None).json()["sessions"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        };
+        assert!(
+            crate::support::wait_for(20, has_session),
+            "the watcher never connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let r = admin(
+            admin_addr,
+            "POST",
+            "/admin/upstreams",
+            Some("s3cret"),
+            Some(&json!({"name": "alpha", "transport": "http", "url": alpha.url()})),
+        );
+        assert_eq!(r.status, 201, "{:?}", r.json());
+        watcher.join().expect("watcher")
+    });
+    let changed = added[0]["notifications"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|n| n["method"] == "notifications/tools/list_changed")
+    });
+    assert!(changed, "{}\n{}", added[0], gw.log_text());
+    assert!(
+        added[1]["tools"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t == "alpha__echo")),
+        "{}",
+        added[1]
+    );
+    assert_eq!(added[2]["text"][0], "alpha:new", "{}", added[2]);
+    assert_eq!(
+        admin(
+            admin_addr,
+            "POST",
+            "/admin/upstreams",
+            Some("s3cret"),
+            Some(&json!({"name": "alpha", "transport": "http", "url": alpha.url()}))
+        )
+        .status,
+        409
+    );
+
+    let ups = admin(admin_addr, "GET", "/admin/upstreams", Some("s3cret"), None).json();
+    let sources: Vec<(String, String)> = ups["upstreams"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|u| {
+                    (
+                        u["name"].as_str().unwrap_or("").to_string(),
+                        u["source"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        sources.contains(&("alpha".into(), "admin".into()))
+            && sources.contains(&("beta".into(), "config".into())),
+        "{ups}"
+    );
+    let t = admin(admin_addr, "GET", "/admin/tools", Some("s3cret"), None).json();
+    assert!(
+        t["tools"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["name"] == "alpha__echo" && x["upstream"] == "alpha")),
+        "{t}"
+    );
+
+    // Remove the config-file upstream: its calls get a clear error.
+    assert_eq!(
+        admin(
+            admin_addr,
+            "DELETE",
+            "/admin/upstreams/beta",
+            Some("s3cret"),
+            None
+        )
+        .status,
+        200
+    );
+    assert!(
+        crate::support::wait_for(10, || !tools(&url).iter().any(|t| t.starts_with("beta__"))),
+        "{}",
+        gw.log_text()
+    );
+    let gone = client_script(&url, json!([["call", "beta__echo", {"text": "x"}]]));
+    assert_eq!(gone[0]["error"]["code"], -32602, "{}", gone[0]);
+    assert_eq!(
+        admin(
+            admin_addr,
+            "DELETE",
+            "/admin/upstreams/beta",
+            Some("s3cret"),
+            None
+        )
+        .status,
+        404
+    );
+
+    // Sessions can be listed and ended.
+    let sid = crate::support::initialize(addr, "2025-11-25");
+    let list = admin(admin_addr, "GET", "/admin/sessions", Some("s3cret"), None).json();
+    assert!(
+        list["sessions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s["id"] == sid.as_str())),
+        "{list}"
+    );
+    assert_eq!(
+        admin(
+            admin_addr,
+            "DELETE",
+            &format!("/admin/sessions/{sid}"),
+            Some("s3cret"),
+            None
+        )
+        .status,
+        200
+    );
+    let mut c = Raw::connect(addr);
+    c.send(&crate::support::post(
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        &[&format!("Mcp-Session-Id: {sid}")],
+    ));
+    assert_eq!(c.read().expect("answer").status, 404);
+
+    // Restart: the admin changes are still there (SQLite store).
+    assert!(gw.stop().success());
+    drop(gw);
+    let gw = Gateway::start_with(&cfg, &[], addr, TempDir::new("admin-gw2"));
+    let after = tools(&gw.url());
+    assert!(
+        after.iter().any(|t| t == "alpha__echo"),
+        "{after:?}\n{}",
+        gw.log_text()
+    );
+    assert!(!after.iter().any(|t| t.starts_with("beta__")), "{after:?}");
+}
