@@ -235,10 +235,13 @@ async fn route(
                         Link::Http(h) => ("http", h.shared_session().is_some()),
                         Link::Stdio(h) => ("stdio", h.is_up()),
                     };
+                    let (health, since) = u.health.state();
                     json!({
                         "name": u.name,
                         "transport": transport,
                         "up": up,
+                        "health": health.as_str(),
+                        "health_since_ms": since,
                         "tools": tools,
                         "session": if u.mode == crate::upstream::SessionMode::Shared { "shared" } else { "per-client" },
                         "source": if stored.contains(&u.name) { "admin" } else { "config" },

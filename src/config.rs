@@ -86,6 +86,8 @@ pub struct Gateway {
     pub session_idle_timeout: Duration,
     /// Catalog refresh interval.
     pub refresh_interval: Duration,
+    /// Health check interval (None: off).
+    pub health_interval: Option<Duration>,
 }
 
 /// How an upstream is reached.
@@ -289,6 +291,10 @@ impl Config {
                 .map(Duration::from_millis),
             session_idle_timeout: ms(g.session_idle_timeout_ms, 3_600_000),
             refresh_interval: ms(g.refresh_interval_ms, 30_000).max(Duration::from_millis(100)),
+            health_interval: match g.health_interval_ms.unwrap_or(10_000) {
+                0 => None,
+                n => Some(Duration::from_millis(n.max(100))),
+            },
         };
 
         let mut names = HashSet::new();

@@ -275,8 +275,8 @@ async fn run(
     }
     let _ = ready.send(Ok(()));
     for up in &upstreams {
-        if matches!(up.link, Link::Http(_)) && !up.watched() {
-            monoio::spawn(watch_list_changes(up.clone(), tx.clone(), shared.clone()));
+        if !up.watched() {
+            start_watching(up, &tx, &shared);
         }
     }
 
@@ -332,12 +332,8 @@ async fn run(
                         upstreams = current.iter().map(|(_, u)| u.clone()).collect();
                         servers = new.servers.clone();
                         for up in &upstreams {
-                            if matches!(up.link, Link::Http(_)) && !up.watched() {
-                                monoio::spawn(watch_list_changes(
-                                    up.clone(),
-                                    tx.clone(),
-                                    shared.clone(),
-                                ));
+                            if !up.watched() {
+                                start_watching(up, &tx, &shared);
                             }
                         }
                         wait_for_children(&upstreams).await;
@@ -374,6 +370,43 @@ fn open_store(cfg: &Config) -> anyhow::Result<Rc<dyn crate::store::Store>> {
         Some(path) => Rc::new(crate::store::Sqlite::open(path)?),
         None => Rc::new(crate::store::Sqlite::memory()?),
     })
+}
+
+/// Starts the control plane's watchers of a new upstream: its list_changed stream (HTTP)
+/// and its health checks. Both end when a reload retires it.
+fn start_watching(up: &Arc<Upstream>, tx: &flume::Sender<ControlMsg>, shared: &Arc<Shared>) {
+    if matches!(up.link, Link::Http(_)) {
+        monoio::spawn(watch_list_changes(up.clone(), tx.clone(), shared.clone()));
+    }
+    if let Some(every) = shared.config.gateway.health_interval {
+        monoio::spawn(check_health(up.clone(), every, tx.clone(), shared.clone()));
+    }
+}
+
+/// Pings `up` every `every`; a change between healthy and down asks for a catalog refresh
+/// (a down upstream leaves the lists, and comes back when it answers again).
+async fn check_health(
+    up: Arc<Upstream>,
+    every: Duration,
+    tx: flume::Sender<ControlMsg>,
+    shared: Arc<Shared>,
+) {
+    let caller = Caller::new(upstream::WATCH_SLOT);
+    let limit = up.call_timeout.min(every.max(Duration::from_secs(1)));
+    while !shared.stopping() && !up.retired() {
+        monoio::time::sleep(every).await;
+        let id = caller.ids.next();
+        let ping = caller.request(&up, id, upstream::request_body(id, "ping", "{}"));
+        let ok = matches!(monoio::time::timeout(limit, ping).await, Ok(Ok(f)) if !f.is_error());
+        let before = up.health.state().0;
+        if up.health.record(ok, shared.now_ms()) {
+            let now = up.health.state().0;
+            tracing::info!(upstream = %up.name, from = before.as_str(), to = now.as_str(), "upstream health changed");
+            if now != upstream::HealthState::Degraded || before == upstream::HealthState::Down {
+                let _ = tx.send(ControlMsg::Refresh);
+            }
+        }
+    }
 }
 
 /// Gives stdio children a chance to come up, so a catalog built now is complete.

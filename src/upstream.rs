@@ -54,6 +54,69 @@ pub struct Upstream {
     retired: std::sync::atomic::AtomicBool,
     /// Set once the control plane watches its own GET stream.
     watched: std::sync::atomic::AtomicBool,
+    /// What the last health checks found.
+    pub health: Health,
+}
+
+/// An upstream's health, from periodic `ping`s by the control plane.
+#[derive(Default)]
+pub struct Health {
+    failures: std::sync::atomic::AtomicU32,
+    since_ms: std::sync::atomic::AtomicU64,
+}
+
+/// Health states: healthy (last ping answered), degraded (one failure), down (two or more in
+/// a row: the upstream leaves the lists until it answers again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthState {
+    /// The last ping was answered.
+    Healthy,
+    /// One ping failed.
+    Degraded,
+    /// Two or more pings in a row failed.
+    Down,
+}
+
+impl HealthState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Healthy => "healthy",
+            HealthState::Degraded => "degraded",
+            HealthState::Down => "down",
+        }
+    }
+}
+
+impl Health {
+    /// The current state and since when (ms on the gateway's clock).
+    pub fn state(&self) -> (HealthState, u64) {
+        let f = self.failures.load(std::sync::atomic::Ordering::Relaxed);
+        let since = self.since_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let s = match f {
+            0 => HealthState::Healthy,
+            1 => HealthState::Degraded,
+            _ => HealthState::Down,
+        };
+        (s, since)
+    }
+
+    /// Records a check; returns whether the state changed.
+    pub fn record(&self, ok: bool, now_ms: u64) -> bool {
+        let before = self.state().0;
+        if ok {
+            self.failures.store(0, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let after = self.state().0;
+        if before != after {
+            self.since_ms
+                .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        }
+        before != after
+    }
 }
 
 impl Upstream {
@@ -75,6 +138,7 @@ impl Upstream {
             link,
             retired: Default::default(),
             watched: Default::default(),
+            health: Health::default(),
         }
     }
 

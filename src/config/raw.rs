@@ -116,6 +116,8 @@ pub struct GatewayConfig {
     pub session_idle_timeout_ms: Option<u64>,
     /// Interval at which upstream catalogs are fetched again, ms. Default 30000.
     pub refresh_interval_ms: Option<u64>,
+    /// Interval of health checks (`ping`) per upstream, ms. Default 10000; 0 turns them off.
+    pub health_interval_ms: Option<u64>,
 }
 
 /// `[[upstream]]`.

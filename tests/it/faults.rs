@@ -304,3 +304,60 @@ fn reload_under_load_loses_no_call() {
         x[0]
     );
 }
+
+/// Health checks: an upstream that stops answering leaves the lists (clients get
+/// list_changed) and comes back when it answers again.
+#[test]
+fn down_upstream_leaves_the_lists_and_returns() {
+    let alpha = HttpFixture::start("alpha");
+    let port = alpha.port;
+    let upstreams = format!(
+        "{}{}",
+        http_upstream_toml("alpha", &alpha.url(), ""),
+        stdio_fixture_toml("beta", "")
+    );
+    let gw = Gateway::start(
+        "health_interval_ms = 300\nrefresh_interval_ms = 600000",
+        &upstreams,
+        "auto",
+    );
+    let url = gw.url();
+    let has_alpha = |url: &str| {
+        let v = client_script(url, json!([["list_tools"]]));
+        v[0]["tools"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t == "alpha__echo"))
+    };
+    assert!(has_alpha(&url));
+    let watched = std::thread::scope(|s| {
+        let w = s.spawn(|| client_script(&url, json!([["notifications", 5.0], ["list_tools"]])));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drop(alpha);
+        w.join().expect("watcher")
+    });
+    let changed = watched[0]["notifications"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|n| n["method"] == "notifications/tools/list_changed")
+    });
+    assert!(changed, "{}\n{}", watched[0], gw.log_text());
+    let tools = watched[1]["tools"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !tools
+            .iter()
+            .any(|t| t.as_str().is_some_and(|t| t.starts_with("alpha__"))),
+        "{tools:?}"
+    );
+    assert!(tools.iter().any(|t| t == "beta__echo"), "{tools:?}");
+    assert!(
+        gw.log_text().contains("to=\"down\"") || gw.log_text().contains("to=down"),
+        "{}",
+        gw.log_text()
+    );
+
+    let _alpha2 = HttpFixture::start_on("alpha", port);
+    assert!(
+        wait_for(20, || has_alpha(&url)),
+        "alpha never came back:\n{}",
+        gw.log_text()
+    );
+}
