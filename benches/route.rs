@@ -51,7 +51,7 @@ fn snapshot(n: usize) -> registry::Snapshot {
             })
         })
         .collect();
-    registry::build(1, ups, &cats, &[], "__", 1000)
+    registry::build(1, ups, &cats, &[], &Default::default(), "__", 1000)
 }
 
 fn route(c: &mut Criterion) {

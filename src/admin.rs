@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::{
     control::{ControlMsg, Shared},
-    store::Store,
+    store::{Kind, Store},
     transport::http::{self as codec, BodyKind, Limits, RequestHead},
     upstream::{http::read_more, Link},
 };
@@ -32,7 +32,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/upstreams"),
     ("POST", "/admin/upstreams"),
     ("DELETE", "/admin/upstreams/{name}"),
+    ("GET", "/admin/servers"),
+    ("POST", "/admin/servers"),
+    ("DELETE", "/admin/servers/{name}"),
     ("GET", "/admin/tools"),
+    ("PUT", "/admin/tools/{name}"),
     ("GET", "/admin/sessions"),
     ("DELETE", "/admin/sessions/{id}"),
     ("POST", "/admin/reload"),
@@ -221,7 +225,7 @@ async fn route(
         }
         ("GET", "/admin/upstreams") => {
             let stored: std::collections::HashSet<String> = store
-                .upstreams()
+                .entries(Kind::Upstream)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(n, _)| n)
@@ -250,15 +254,77 @@ async fn route(
                 .collect();
             answer(200, json!({ "upstreams": list }))
         }
-        ("POST", "/admin/upstreams") => add_upstream(body, shared, store, control),
+        ("POST", "/admin/upstreams") => add(Kind::Upstream, body, shared, store, control),
+        ("POST", "/admin/servers") => add(Kind::Server, body, shared, store, control),
+        ("GET", "/admin/servers") => {
+            let stored: std::collections::HashSet<String> = store
+                .entries(Kind::Server)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            let mut list: Vec<Value> = snap
+                .servers
+                .iter()
+                .map(|(name, v)| {
+                    let mut tools: Vec<&String> = v.tools.keys().collect();
+                    tools.sort();
+                    json!({
+                        "name": name,
+                        "path": format!("/servers/{name}/mcp"),
+                        "tools": tools,
+                        "source": if stored.contains(name) { "admin" } else { "config" },
+                    })
+                })
+                .collect();
+            list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            answer(200, json!({ "servers": list }))
+        }
         ("GET", "/admin/tools") => {
             let mut list: Vec<Value> = snap
                 .tools
                 .iter()
-                .map(|(name, t)| json!({ "name": name, "upstream": snap.upstream(t.upstream).map(|u| u.name.as_str()) }))
+                .map(|(name, t)| {
+                    let up = snap.upstream(t.upstream);
+                    json!({
+                        "name": name,
+                        "upstream": up.map(|u| u.name.as_str()),
+                        "health": up.map(|u| u.health.state().0.as_str()),
+                        "enabled": true,
+                    })
+                })
                 .collect();
+            for name in store.disabled_tools().unwrap_or_default() {
+                list.push(
+                    json!({ "name": name, "upstream": null, "health": null, "enabled": false }),
+                );
+            }
             list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
             answer(200, json!({ "tools": list }))
+        }
+        ("PUT", p) if p.starts_with("/admin/tools/") => {
+            let name = &p["/admin/tools/".len()..];
+            let enabled = match serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("enabled")?.as_bool())
+            {
+                Some(e) => e,
+                None => return error(400, "body: {\"enabled\": true|false} is required"),
+            };
+            if enabled == snap.tools.contains_key(name) {
+                return answer(200, json!({ "name": name, "enabled": enabled }));
+            }
+            if !enabled && !snap.tools.contains_key(name) {
+                return error(404, format!("no tool {name:?}"));
+            }
+            match store.set_tool_enabled(name, enabled) {
+                Ok(()) => {
+                    let _ = control.send(ControlMsg::Reload);
+                    tracing::info!(tool = name, enabled, "tool switched through the admin API");
+                    answer(200, json!({ "name": name, "enabled": enabled }))
+                }
+                Err(e) => error(500, format!("store: {e:#}")),
+            }
         }
         ("GET", "/admin/sessions") => {
             let list: Vec<Value> = shared
@@ -278,10 +344,27 @@ async fn route(
             if !snap.by_name.contains_key(name) {
                 return error(404, format!("no upstream {name:?}"));
             }
-            match store.remove_upstream(name) {
+            match store.remove(Kind::Upstream, name) {
                 Ok(()) => {
                     let _ = control.send(ControlMsg::Reload);
                     tracing::info!(upstream = name, "upstream removed through the admin API");
+                    answer(200, json!({ "removed": name }))
+                }
+                Err(e) => error(500, format!("store: {e:#}")),
+            }
+        }
+        ("DELETE", p) if p.starts_with("/admin/servers/") => {
+            let name = &p["/admin/servers/".len()..];
+            if !snap.servers.contains_key(name) {
+                return error(404, format!("no server {name:?}"));
+            }
+            match store.remove(Kind::Server, name) {
+                Ok(()) => {
+                    let _ = control.send(ControlMsg::Reload);
+                    tracing::info!(
+                        server = name,
+                        "virtual server removed through the admin API"
+                    );
                     answer(200, json!({ "removed": name }))
                 }
                 Err(e) => error(500, format!("store: {e:#}")),
@@ -300,45 +383,47 @@ async fn route(
     }
 }
 
-/// `POST /admin/upstreams`: the body is one upstream, with the fields of a config file's
-/// `[[upstream]]` table. It is validated as the config file is (errors name the field),
-/// stored, and applied by a reload.
-fn add_upstream(
+/// `POST /admin/upstreams` and `POST /admin/servers`: the body is one entry, with the fields
+/// of a config file's `[[upstream]]` or `[[server]]` table. It is validated as the config
+/// file is (errors name the field), stored, and applied by a reload.
+fn add(
+    kind: Kind,
     body: &Bytes,
     shared: &Shared,
     store: &dyn Store,
     control: &flume::Sender<ControlMsg>,
 ) -> Answer {
+    let key = kind.key();
     let v: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return error(400, "the body must be a JSON object"),
         Err(e) => return error(400, format!("invalid JSON: {e}")),
     };
     let Some(name) = v.get("name").and_then(Value::as_str).map(str::to_string) else {
-        return error(400, "upstream[0].name: required");
+        return error(400, format!("{key}[0].name: required"));
     };
-    if shared.snapshot.load().by_name.contains_key(&name) {
-        return error(409, format!("upstream[0].name: {name:?} exists"));
+    let snap = shared.snapshot.load();
+    let exists = match kind {
+        Kind::Upstream => snap.by_name.contains_key(&name),
+        Kind::Server => snap.servers.contains_key(&name),
+    };
+    if exists {
+        return error(409, format!("{key}[0].name: {name:?} exists"));
     }
     let spec = match toml::to_string(&v) {
         Ok(s) => s,
-        Err(e) => {
-            return error(
-                400,
-                format!("cannot express the upstream as configuration: {e}"),
-            )
-        }
+        Err(e) => return error(400, format!("cannot express it as configuration: {e}")),
     };
     // Validate it exactly as a config file entry.
-    let doc = format!("[[upstream]]\n{spec}");
+    let doc = format!("[[{key}]]\n{spec}");
     if let Err(e) = crate::config::Config::parse(&doc, "request", &Default::default()) {
         return error(400, format!("{e:#}"));
     }
-    if let Err(e) = store.put_upstream(&name, &spec) {
+    if let Err(e) = store.put(kind, &name, &spec) {
         return error(500, format!("store: {e:#}"));
     }
     let _ = control.send(ControlMsg::Reload);
-    tracing::info!(upstream = %name, "upstream added through the admin API");
+    tracing::info!(kind = key, %name, "added through the admin API");
     answer(201, json!({ "added": name }))
 }
 

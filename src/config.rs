@@ -177,6 +177,8 @@ pub struct Config {
     pub servers: Vec<VirtualServer>,
     /// `[admin]`.
     pub admin: Admin,
+    /// Tools switched off through the admin API (gateway names); not in the file.
+    pub disabled_tools: HashSet<String>,
     /// Where it came from, for messages (`<embedded>` for the default).
     pub source: String,
 }
@@ -495,6 +497,7 @@ impl Config {
             upstreams,
             servers,
             admin,
+            disabled_tools: HashSet::new(),
             source: source.into(),
         })
     }

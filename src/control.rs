@@ -250,11 +250,20 @@ async fn run(
         .collect();
     let mut upstreams: Vec<Arc<Upstream>> = current.iter().map(|(_, u)| u.clone()).collect();
     let mut servers = cfg.servers.clone();
+    let mut disabled = cfg.disabled_tools.clone();
     let caller = Caller::new(upstream::CONTROL_SLOT);
 
     wait_for_children(&upstreams).await;
     let mut generation = 0u64;
-    publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
+    publish(
+        &shared,
+        &upstreams,
+        &servers,
+        &disabled,
+        &caller,
+        &mut generation,
+    )
+    .await;
     if let Some(addr) = cfg.admin.listen {
         match monoio::net::TcpListener::bind(addr) {
             Ok(l) => {
@@ -293,7 +302,15 @@ async fn run(
                         return;
                     }
                 }
-                publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
+                publish(
+                    &shared,
+                    &upstreams,
+                    &servers,
+                    &disabled,
+                    &caller,
+                    &mut generation,
+                )
+                .await;
             }
             Ok(Ok(ControlMsg::Reload)) => {
                 match source.load(&*store) {
@@ -331,13 +348,22 @@ async fn run(
                         }
                         upstreams = current.iter().map(|(_, u)| u.clone()).collect();
                         servers = new.servers.clone();
+                        disabled = new.disabled_tools.clone();
                         for up in &upstreams {
                             if !up.watched() {
                                 start_watching(up, &tx, &shared);
                             }
                         }
                         wait_for_children(&upstreams).await;
-                        publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
+                        publish(
+                            &shared,
+                            &upstreams,
+                            &servers,
+                            &disabled,
+                            &caller,
+                            &mut generation,
+                        )
+                        .await;
                         tracing::info!(
                             upstreams = upstreams.len(),
                             servers = servers.len(),
@@ -354,7 +380,15 @@ async fn run(
                     tracing::info!(ended = ended.len(), "idle sessions ended");
                     end_upstream_sessions(&upstreams, &caller, ended).await;
                 }
-                publish(&shared, &upstreams, &servers, &caller, &mut generation).await;
+                publish(
+                    &shared,
+                    &upstreams,
+                    &servers,
+                    &disabled,
+                    &caller,
+                    &mut generation,
+                )
+                .await;
             }
         }
         if shared.stopping() {
@@ -421,11 +455,26 @@ async fn wait_for_children(upstreams: &[Arc<Upstream>]) {
     }
 }
 
+/// Whether the virtual servers of two snapshots differ (names or what they list).
+fn servers_differ(a: &Snapshot, b: &Snapshot) -> bool {
+    a.servers.len() != b.servers.len()
+        || a.servers.iter().any(|(name, v)| {
+            b.servers.get(name).is_none_or(|w| {
+                v.tools_pages.0 != w.tools_pages.0
+                    || v.prompts_pages.0 != w.prompts_pages.0
+                    || v.resources_pages.0 != w.resources_pages.0
+                    || v.templates_pages.0 != w.templates_pages.0
+                    || v.uri_allow != w.uri_allow
+            })
+        })
+}
+
 /// Fetches every catalog and publishes a new snapshot when something changed.
 async fn publish(
     shared: &Shared,
     upstreams: &[Arc<Upstream>],
     servers: &[crate::config::VirtualServer],
+    disabled: &std::collections::HashSet<String>,
     caller: &Caller,
     generation: &mut u64,
 ) {
@@ -446,6 +495,7 @@ async fn publish(
         upstreams.to_vec(),
         &catalogs,
         servers,
+        disabled,
         &g.separator,
         g.page_size,
     );
@@ -455,7 +505,8 @@ async fn publish(
         || cur.prompts_pages.0 != next.prompts_pages.0
         || cur.resources_pages.0 != next.resources_pages.0
         || cur.templates_pages.0 != next.templates_pages.0
-        || cur.capabilities != next.capabilities;
+        || cur.capabilities != next.capabilities
+        || servers_differ(&cur, &next);
     if changed {
         let lists: Vec<&str> = [
             (

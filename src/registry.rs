@@ -186,7 +186,7 @@ impl Snapshot {
 
     /// An empty snapshot (before the first build).
     pub fn empty(separator: &str) -> Self {
-        build(0, vec![], &[], &[], separator, 1000)
+        build(0, vec![], &[], &[], &Default::default(), separator, 1000)
     }
 }
 
@@ -197,6 +197,7 @@ pub fn build(
     upstreams: Vec<Arc<Upstream>>,
     catalogs: &[Option<UpstreamCatalog>],
     servers: &[crate::config::VirtualServer],
+    disabled: &std::collections::HashSet<String>,
     sep: &str,
     page_size: usize,
 ) -> Snapshot {
@@ -236,9 +237,9 @@ pub fn build(
             .and_then(|r| r.get("subscribe"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        for (items, out, map) in [
-            (&cat.tools, &mut tools_out, &mut tools),
-            (&cat.prompts, &mut prompts_out, &mut prompts),
+        for (items, out, map, are_tools) in [
+            (&cat.tools, &mut tools_out, &mut tools, true),
+            (&cat.prompts, &mut prompts_out, &mut prompts, false),
         ] {
             for item in items {
                 let Some(orig) = item.get("name").and_then(Value::as_str) else {
@@ -260,6 +261,10 @@ pub fn build(
                 } else {
                     orig.to_string()
                 };
+                if are_tools && disabled.contains(&exposed) {
+                    // Switched off by an operator: in no list, not callable.
+                    continue;
+                }
                 let mut v = item.clone();
                 v["name"] = Value::String(exposed.clone());
                 out.push(v);
@@ -505,6 +510,7 @@ mod tests {
             vec![up("a"), up("b"), up("down")],
             &[Some(cat(&["echo", &long])), Some(cat(&["echo"])), None],
             &[],
+            &Default::default(),
             "__",
             2,
         );
@@ -564,6 +570,7 @@ mod tests {
             vec![up("a"), up("b")],
             &[Some(cat(&["echo", "add"])), Some(cat(&["echo"]))],
             &[sv],
+            &Default::default(),
             "__",
             100,
         );

@@ -12,19 +12,52 @@ use std::path::Path;
 use anyhow::Context;
 
 /// Ordered schema migrations; the database's `user_version` says how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_servers_tools.sql"),
+];
+
+/// What kind of registry entry a store row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `[[upstream]]` entries.
+    Upstream,
+    /// `[[server]]` entries (virtual servers).
+    Server,
+}
+
+impl Kind {
+    fn tables(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Upstream => ("upstreams", "removed"),
+            Kind::Server => ("servers", "removed_servers"),
+        }
+    }
+
+    /// The config file's table name.
+    pub fn key(self) -> &'static str {
+        match self {
+            Kind::Upstream => "upstream",
+            Kind::Server => "server",
+        }
+    }
+}
 
 /// Where admin changes to the registry are kept.
 pub trait Store {
-    /// Upstreams added through the admin API: (name, its `[[upstream]]` table as TOML).
-    fn upstreams(&self) -> anyhow::Result<Vec<(String, String)>>;
-    /// Adds or replaces an upstream.
-    fn put_upstream(&self, name: &str, spec: &str) -> anyhow::Result<()>;
-    /// Removes an upstream: its admin entry if any, and records that a config-file entry of
+    /// Entries added through the admin API: (name, its table as TOML).
+    fn entries(&self, kind: Kind) -> anyhow::Result<Vec<(String, String)>>;
+    /// Adds or replaces an entry.
+    fn put(&self, kind: Kind, name: &str, spec: &str) -> anyhow::Result<()>;
+    /// Removes an entry: its admin entry if any, and records that a config-file entry of
     /// that name stays removed.
-    fn remove_upstream(&self, name: &str) -> anyhow::Result<()>;
-    /// Config-file upstreams removed through the admin API.
-    fn removed(&self) -> anyhow::Result<Vec<String>>;
+    fn remove(&self, kind: Kind, name: &str) -> anyhow::Result<()>;
+    /// Config-file entries removed through the admin API.
+    fn removed(&self, kind: Kind) -> anyhow::Result<Vec<String>>;
+    /// Tools switched off (gateway names): they leave every list and cannot be called.
+    fn disabled_tools(&self) -> anyhow::Result<Vec<String>>;
+    /// Switches a tool on or off.
+    fn set_tool_enabled(&self, name: &str, enabled: bool) -> anyhow::Result<()>;
 }
 
 /// The embedded SQLite store.
@@ -76,82 +109,122 @@ fn now_ms() -> i64 {
 }
 
 impl Store for Sqlite {
-    fn upstreams(&self) -> anyhow::Result<Vec<(String, String)>> {
+    fn entries(&self, kind: Kind) -> anyhow::Result<Vec<(String, String)>> {
+        let (t, _) = kind.tables();
         let mut st = self
             .conn
-            .prepare("SELECT name, spec FROM upstreams ORDER BY name")?;
+            .prepare(&format!("SELECT name, spec FROM {t} ORDER BY name"))?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn put_upstream(&self, name: &str, spec: &str) -> anyhow::Result<()> {
+    fn put(&self, kind: Kind, name: &str, spec: &str) -> anyhow::Result<()> {
+        let (t, _) = kind.tables();
         self.conn.execute(
-            "INSERT INTO upstreams (name, spec, updated_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, updated_ms = excluded.updated_ms",
+            &format!(
+                "INSERT INTO {t} (name, spec, updated_ms) VALUES (?1, ?2, ?3) ON CONFLICT(name) \
+                 DO UPDATE SET spec = excluded.spec, updated_ms = excluded.updated_ms"
+            ),
             rusqlite::params![name, spec, now_ms()],
         )?;
         Ok(())
     }
 
-    fn remove_upstream(&self, name: &str) -> anyhow::Result<()> {
+    fn remove(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
+        let (t, r) = kind.tables();
         let tx = self.conn.unchecked_transaction()?;
-        tx.execute("DELETE FROM upstreams WHERE name = ?1", [name])?;
+        tx.execute(&format!("DELETE FROM {t} WHERE name = ?1"), [name])?;
         tx.execute(
-            "INSERT INTO removed (name, updated_ms) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            &format!(
+                "INSERT INTO {r} (name, updated_ms) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING"
+            ),
             rusqlite::params![name, now_ms()],
         )?;
         tx.commit()?;
         Ok(())
     }
 
-    fn removed(&self) -> anyhow::Result<Vec<String>> {
+    fn removed(&self, kind: Kind) -> anyhow::Result<Vec<String>> {
+        let (_, r) = kind.tables();
         let mut st = self
             .conn
-            .prepare("SELECT name FROM removed ORDER BY name")?;
+            .prepare(&format!("SELECT name FROM {r} ORDER BY name"))?;
         let rows = st.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    fn disabled_tools(&self) -> anyhow::Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name FROM disabled_tools ORDER BY name")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_tool_enabled(&self, name: &str, enabled: bool) -> anyhow::Result<()> {
+        if enabled {
+            self.conn
+                .execute("DELETE FROM disabled_tools WHERE name = ?1", [name])?;
+        } else {
+            self.conn.execute(
+                "INSERT INTO disabled_tools (name, updated_ms) VALUES (?1, ?2) \
+                 ON CONFLICT(name) DO NOTHING",
+                rusqlite::params![name, now_ms()],
+            )?;
+        }
+        Ok(())
+    }
 }
 
-/// The effective configuration text: the config file with the store applied. Config-file
-/// upstreams the store removed, or that an admin entry of the same name replaces, are left
-/// out; admin entries are appended. The file alone is validated first, so its errors keep
-/// their line numbers.
+/// The effective configuration: the config file with the store applied. Config-file entries
+/// the store removed, or that an admin entry of the same name replaces, are left out; admin
+/// entries are appended; disabled tools are recorded. The file alone is validated first, so
+/// its errors keep their line numbers.
 pub fn compose(
     file_text: &str,
     source: &str,
     store: &dyn Store,
     ov: &crate::config::Overrides,
 ) -> anyhow::Result<crate::config::Config> {
-    let entries = store.upstreams()?;
-    let removed = store.removed()?;
     let file = crate::config::Config::parse(file_text, source, ov)?;
-    if entries.is_empty() && removed.is_empty() {
-        return Ok(file);
-    }
+    let mut changed = false;
     let mut doc: toml::Table = toml::from_str(file_text).with_context(|| source.to_string())?;
-    let drop: std::collections::HashSet<&str> = removed
-        .iter()
-        .map(String::as_str)
-        .chain(entries.iter().map(|(n, _)| n.as_str()))
-        .collect();
-    let mut list: Vec<toml::Value> = match doc.remove("upstream") {
-        Some(toml::Value::Array(a)) => a,
-        _ => Vec::new(),
-    };
-    list.retain(|u| {
-        u.get("name")
-            .and_then(toml::Value::as_str)
-            .is_none_or(|n| !drop.contains(n))
-    });
-    for (name, spec) in &entries {
-        let table: toml::Table =
-            toml::from_str(spec).with_context(|| format!("stored upstream {name:?}"))?;
-        list.push(toml::Value::Table(table));
+    for kind in [Kind::Upstream, Kind::Server] {
+        let entries = store.entries(kind)?;
+        let removed = store.removed(kind)?;
+        if entries.is_empty() && removed.is_empty() {
+            continue;
+        }
+        changed = true;
+        let drop: std::collections::HashSet<&str> = removed
+            .iter()
+            .map(String::as_str)
+            .chain(entries.iter().map(|(n, _)| n.as_str()))
+            .collect();
+        let mut list: Vec<toml::Value> = match doc.remove(kind.key()) {
+            Some(toml::Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        list.retain(|u| {
+            u.get("name")
+                .and_then(toml::Value::as_str)
+                .is_none_or(|n| !drop.contains(n))
+        });
+        for (name, spec) in &entries {
+            let table: toml::Table =
+                toml::from_str(spec).with_context(|| format!("stored {} {name:?}", kind.key()))?;
+            list.push(toml::Value::Table(table));
+        }
+        doc.insert(kind.key().into(), toml::Value::Array(list));
     }
-    doc.insert("upstream".into(), toml::Value::Array(list));
-    let text = toml::to_string(&doc).context("composing the configuration")?;
-    crate::config::Config::parse(&text, &format!("{source} + store"), ov)
+    let mut config = if changed {
+        let text = toml::to_string(&doc).context("composing the configuration")?;
+        crate::config::Config::parse(&text, &format!("{source} + store"), ov)?
+    } else {
+        file
+    };
+    config.disabled_tools = store.disabled_tools()?.into_iter().collect();
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -167,14 +240,15 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         {
             let s = Sqlite::open(&path).expect("open");
-            s.put_upstream(
+            s.put(
+                Kind::Upstream,
                 "b",
                 "name = \"b\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:8/mcp\"\n",
             )
             .expect("put");
         }
         let s = Sqlite::open(&path).expect("reopen");
-        assert_eq!(s.upstreams().expect("list").len(), 1);
+        assert_eq!(s.entries(Kind::Upstream).expect("list").len(), 1);
         let v: usize = s
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -194,7 +268,8 @@ mod tests {
                 .len(),
             1
         );
-        s.put_upstream(
+        s.put(
+            Kind::Upstream,
             "b",
             "name = \"b\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:8/mcp\"\n",
         )
@@ -202,10 +277,21 @@ mod tests {
         let c = compose(FILE, "f", &s, &ov).expect("with b");
         let names: Vec<_> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        s.remove_upstream("a").expect("remove");
+        s.remove(Kind::Upstream, "a").expect("remove");
         let c = compose(FILE, "f", &s, &ov).expect("without a");
         let names: Vec<_> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["b"]);
         assert_eq!(c.gateway.listen.port(), 1, "the file's [gateway] is kept");
+        s.put(Kind::Server, "x", "name = \"x\"\ntools = [\"b__*\"]\n")
+            .expect("server");
+        s.set_tool_enabled("b__t", false).expect("disable");
+        let c = compose(FILE, "f", &s, &ov).expect("with x");
+        assert_eq!(c.servers.len(), 1);
+        assert!(c.disabled_tools.contains("b__t"));
+        s.set_tool_enabled("b__t", true).expect("enable");
+        assert!(compose(FILE, "f", &s, &ov)
+            .expect("again")
+            .disabled_tools
+            .is_empty());
     }
 }

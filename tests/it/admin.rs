@@ -175,6 +175,66 @@ fn admin_api_changes_the_registry_live_and_persistently() {
         "{t}"
     );
 
+    // A virtual server added through the API serves its bundle at once.
+    let r = admin(
+        admin_addr,
+        "POST",
+        "/admin/servers",
+        Some("s3cret"),
+        Some(&json!({"name": "team", "tools": ["alpha__echo"]})),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let team = format!("http://{addr}/servers/team/mcp");
+    let listed = || {
+        admin(admin_addr, "GET", "/admin/servers", Some("s3cret"), None).json()["servers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    };
+    assert!(crate::support::wait_for(10, listed), "{}", gw.log_text());
+    assert_eq!(tools(&team), ["alpha__echo"]);
+    let servers = admin(admin_addr, "GET", "/admin/servers", Some("s3cret"), None).json();
+    assert_eq!(servers["servers"][0]["source"], "admin", "{servers}");
+
+    // A tool switched off leaves the lists and cannot be called; switched on, it is back.
+    let off = admin(
+        admin_addr,
+        "PUT",
+        "/admin/tools/alpha__echo",
+        Some("s3cret"),
+        Some(&json!({"enabled": false})),
+    );
+    assert_eq!(off.status, 200, "{:?}", off.json());
+    assert!(
+        crate::support::wait_for(10, || !tools(&url).iter().any(|t| t == "alpha__echo")),
+        "{}",
+        gw.log_text()
+    );
+    let denied = client_script(&url, json!([["call", "alpha__echo", {"text": "x"}]]));
+    assert_eq!(denied[0]["error"]["code"], -32602, "{}", denied[0]);
+    let listed = admin(admin_addr, "GET", "/admin/tools", Some("s3cret"), None).json();
+    assert!(
+        listed["tools"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|t| t["name"] == "alpha__echo" && t["enabled"] == false)),
+        "{listed}"
+    );
+    assert_eq!(
+        admin(
+            admin_addr,
+            "PUT",
+            "/admin/tools/alpha__echo",
+            Some("s3cret"),
+            Some(&json!({"enabled": true}))
+        )
+        .status,
+        200
+    );
+    assert!(
+        crate::support::wait_for(10, || tools(&url).iter().any(|t| t == "alpha__echo")),
+        "{}",
+        gw.log_text()
+    );
+
     // Remove the config-file upstream: its calls get a clear error.
     assert_eq!(
         admin(
