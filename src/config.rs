@@ -88,6 +88,8 @@ pub struct Gateway {
     pub refresh_interval: Duration,
     /// Health check interval (None: off).
     pub health_interval: Option<Duration>,
+    /// Reload when the config file changes.
+    pub watch_config: bool,
 }
 
 /// How an upstream is reached.
@@ -293,6 +295,7 @@ impl Config {
                 .map(Duration::from_millis),
             session_idle_timeout: ms(g.session_idle_timeout_ms, 3_600_000),
             refresh_interval: ms(g.refresh_interval_ms, 30_000).max(Duration::from_millis(100)),
+            watch_config: g.watch_config.unwrap_or(false),
             health_interval: match g.health_interval_ms.unwrap_or(10_000) {
                 0 => None,
                 n => Some(Duration::from_millis(n.max(100))),

@@ -283,6 +283,9 @@ async fn run(
         }
     }
     let _ = ready.send(Ok(()));
+    if let (true, Some(path)) = (cfg.gateway.watch_config, source.path.clone()) {
+        monoio::spawn(watch_file(path, tx.clone(), shared.clone()));
+    }
     for up in &upstreams {
         if !up.watched() {
             start_watching(up, &tx, &shared);
@@ -404,6 +407,30 @@ fn open_store(cfg: &Config) -> anyhow::Result<Rc<dyn crate::store::Store>> {
         Some(path) => Rc::new(crate::store::Sqlite::open(path)?),
         None => Rc::new(crate::store::Sqlite::memory()?),
     })
+}
+
+/// Asks for a reload whenever the config file's modification time or size changes (opt-in:
+/// `watch_config`). Polling once a second is enough for a file people edit, and needs no
+/// platform-specific notification API.
+async fn watch_file(path: std::path::PathBuf, tx: flume::Sender<ControlMsg>, shared: Arc<Shared>) {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(&path);
+    tracing::info!(path = %path.display(), "watching the config file");
+    while !shared.stopping() {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        let now = stamp(&path);
+        if now != last && now.is_some() {
+            last = now;
+            tracing::info!(path = %path.display(), "config file changed; reloading");
+            if tx.send(ControlMsg::Reload).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Starts the control plane's watchers of a new upstream: its list_changed stream (HTTP)

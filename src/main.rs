@@ -31,6 +31,118 @@ enum Command {
     },
     /// Run the built-in demo MCP server on stdio (used by the embedded default config).
     DemoServer,
+    /// Upstreams of a running gateway (through its admin API).
+    Upstreams {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        cmd: UpstreamsCmd,
+    },
+    /// Virtual servers of a running gateway (through its admin API).
+    Servers {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        cmd: ServersCmd,
+    },
+    /// Tools of a running gateway (through its admin API).
+    Tools {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        cmd: ToolsCmd,
+    },
+}
+
+/// How to reach the admin API.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Admin API URL.
+    #[arg(
+        long,
+        env = "MCPGW_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    admin: String,
+    /// Admin token.
+    #[arg(long, env = "MCPGW_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum UpstreamsCmd {
+    /// List upstreams with their health.
+    List,
+    /// Add an upstream (http: --url; stdio: --command and --arg).
+    Add {
+        /// Its name.
+        name: String,
+        /// Streamable HTTP endpoint.
+        #[arg(long, conflicts_with = "command")]
+        url: Option<String>,
+        /// Program of a stdio upstream.
+        #[arg(long)]
+        command: Option<String>,
+        /// Argument of the program (repeat).
+        #[arg(long = "arg", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// One upstream session for all clients.
+        #[arg(long)]
+        shared: bool,
+        /// Expose its names unprefixed.
+        #[arg(long)]
+        no_prefix: bool,
+    },
+    /// Remove an upstream.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServersCmd {
+    /// List virtual servers.
+    List,
+    /// Add a virtual server.
+    Add {
+        /// Its name (served at /servers/NAME/mcp).
+        name: String,
+        /// Tool name or glob (repeat).
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+        /// Prompt name or glob (repeat).
+        #[arg(long = "prompt")]
+        prompts: Vec<String>,
+        /// Resource URI or glob (repeat).
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+    },
+    /// Remove a virtual server.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsCmd {
+    /// List tools with their upstream, health and enablement.
+    List,
+    /// Switch a tool on.
+    Enable {
+        /// Gateway name.
+        name: String,
+    },
+    /// Switch a tool off (in no list, not callable).
+    Disable {
+        /// Gateway name.
+        name: String,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -58,6 +170,68 @@ fn main() -> std::process::ExitCode {
             println!("{}: ok ({} upstreams)", c.source, c.upstreams.len());
         }),
         Command::DemoServer => mcpgw::demo::run(),
+        Command::Upstreams { admin, cmd } => admin_client(&admin).and_then(|a| {
+            use mcpgw::cli::UpstreamCmd as C;
+            let cmd = match cmd {
+                UpstreamsCmd::List => C::List,
+                UpstreamsCmd::Remove { name } => C::Remove(name),
+                UpstreamsCmd::Add {
+                    name,
+                    url,
+                    command,
+                    args,
+                    shared,
+                    no_prefix,
+                } => {
+                    let mut spec = serde_json::json!({ "name": name });
+                    match (url, command) {
+                        (Some(url), None) => {
+                            spec["transport"] = "http".into();
+                            spec["url"] = url.into();
+                        }
+                        (None, Some(command)) => {
+                            spec["transport"] = "stdio".into();
+                            spec["command"] = command.into();
+                            spec["args"] = args.into();
+                        }
+                        _ => anyhow::bail!("give --url (http) or --command (stdio)"),
+                    }
+                    if shared {
+                        spec["session"] = "shared".into();
+                    }
+                    if no_prefix {
+                        spec["prefix"] = false.into();
+                    }
+                    C::Add(spec)
+                }
+            };
+            mcpgw::cli::upstreams(&a, cmd)
+        }),
+        Command::Servers { admin, cmd } => admin_client(&admin).and_then(|a| {
+            use mcpgw::cli::ServerCmd as C;
+            let cmd = match cmd {
+                ServersCmd::List => C::List,
+                ServersCmd::Remove { name } => C::Remove(name),
+                ServersCmd::Add {
+                    name,
+                    tools,
+                    prompts,
+                    resources,
+                } => C::Add(serde_json::json!({
+                    "name": name, "tools": tools, "prompts": prompts, "resources": resources,
+                })),
+            };
+            mcpgw::cli::servers(&a, cmd)
+        }),
+        Command::Tools { admin, cmd } => admin_client(&admin).and_then(|a| {
+            use mcpgw::cli::ToolCmd as C;
+            let cmd = match cmd {
+                ToolsCmd::List => C::List,
+                ToolsCmd::Enable { name } => C::Enable(name, true),
+                ToolsCmd::Disable { name } => C::Enable(name, false),
+            };
+            mcpgw::cli::tools(&a, cmd)
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -66,6 +240,10 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn admin_client(a: &AdminArgs) -> anyhow::Result<mcpgw::cli::Admin> {
+    mcpgw::cli::Admin::new(&a.admin, a.token.clone(), a.json)
 }
 
 fn init_tracing() {

@@ -118,6 +118,9 @@ pub struct GatewayConfig {
     pub refresh_interval_ms: Option<u64>,
     /// Interval of health checks (`ping`) per upstream, ms. Default 10000; 0 turns them off.
     pub health_interval_ms: Option<u64>,
+    /// Reload when the config file changes (checked every second). Default false: reload
+    /// on `SIGHUP` or `POST /admin/reload`.
+    pub watch_config: Option<bool>,
 }
 
 /// `[[upstream]]`.

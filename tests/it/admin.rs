@@ -305,3 +305,88 @@ fn admin_api_changes_the_registry_live_and_persistently() {
     );
     assert!(!after.iter().any(|t| t.starts_with("beta__")), "{after:?}");
 }
+
+/// The command line drives the admin API: tables, `--json`, errors as a non-zero exit.
+#[test]
+fn cli_manages_upstreams_servers_and_tools() {
+    let admin_port = free_port();
+    let gw = Gateway::start(
+        "",
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"tk\"\ndata_dir = \":memory:\"\n\n{}", stdio_fixture_toml("beta", "")),
+        "auto",
+    );
+    let url = format!("http://127.0.0.1:{admin_port}");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+            .args(args)
+            .args(["--admin", &url, "--token", "tk"])
+            .env_remove("MCPGW_ADMIN_TOKEN")
+            .output()
+            .expect("run mcpgw")
+    };
+    let out = run(&[
+        "upstreams",
+        "add",
+        "demo",
+        "--command",
+        "@self",
+        "--arg",
+        "demo-server",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        crate::support::wait_for(15, || tools(&gw.url()).iter().any(|t| t == "demo__echo")),
+        "{}",
+        gw.log_text()
+    );
+
+    let out = run(&["upstreams", "list"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.starts_with("NAME") && table.contains("demo") && table.contains("beta"),
+        "{table}"
+    );
+    let out = run(&["tools", "list", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        v["tools"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t["name"] == "demo__echo")),
+        "{v}"
+    );
+
+    let out = run(&["servers", "add", "small", "--tool", "demo__*"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["tools", "disable", "demo__reverse"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["upstreams", "remove", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .args(["tools", "list", "--admin", &url, "--token", "wrong"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("401"));
+    let out = run(&["upstreams", "remove", "demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

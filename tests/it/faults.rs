@@ -361,3 +361,28 @@ fn down_upstream_leaves_the_lists_and_returns() {
         gw.log_text()
     );
 }
+
+/// `watch_config = true`: editing the config file is enough.
+#[test]
+fn watched_config_file_reloads_on_change() {
+    let gw = Gateway::start(
+        "watch_config = true",
+        &stdio_fixture_toml("beta", ""),
+        "epoll",
+    );
+    let cfg = gw.config.clone().expect("config path");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, format!("{text}\n[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n")).expect("edit");
+    let has_demo = || {
+        let v = client_script(&gw.url(), json!([["list_tools"]]));
+        v[0]["tools"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t == "demo__echo"))
+    };
+    assert!(wait_for(15, has_demo), "{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("config file changed"),
+        "{}",
+        gw.log_text()
+    );
+}
