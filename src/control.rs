@@ -482,6 +482,32 @@ async fn wait_for_children(upstreams: &[Arc<Upstream>]) {
     }
 }
 
+/// The `list_changed` notifications a client of `server` (`None`: `/mcp`) needs between two
+/// snapshots.
+fn changed_lists(cur: &Snapshot, next: &Snapshot, server: Option<&str>) -> Vec<&'static str> {
+    let (Some(a), Some(b)) = (cur.view(server), next.view(server)) else {
+        return Vec::new();
+    };
+    [
+        (
+            a.tools_pages.0 != b.tools_pages.0,
+            "notifications/tools/list_changed",
+        ),
+        (
+            a.prompts_pages.0 != b.prompts_pages.0,
+            "notifications/prompts/list_changed",
+        ),
+        (
+            a.resources_pages.0 != b.resources_pages.0
+                || a.templates_pages.0 != b.templates_pages.0,
+            "notifications/resources/list_changed",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(c, m)| c.then_some(m))
+    .collect()
+}
+
 /// Whether the virtual servers of two snapshots differ (names or what they list).
 fn servers_differ(a: &Snapshot, b: &Snapshot) -> bool {
     a.servers.len() != b.servers.len()
@@ -535,26 +561,9 @@ async fn publish(
         || cur.capabilities != next.capabilities
         || servers_differ(&cur, &next);
     if changed {
-        let lists: Vec<&str> = [
-            (
-                cur.tools_pages.0 != next.tools_pages.0,
-                "notifications/tools/list_changed",
-            ),
-            (
-                cur.prompts_pages.0 != next.prompts_pages.0,
-                "notifications/prompts/list_changed",
-            ),
-            (
-                cur.resources_pages.0 != next.resources_pages.0
-                    || cur.templates_pages.0 != next.templates_pages.0,
-                "notifications/resources/list_changed",
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(c, m)| c.then_some(m))
-        .collect();
-        if *generation > 0 && !lists.is_empty() {
-            crate::front::Front::broadcast(shared, &lists);
+        if *generation > 0 {
+            // Each client hears about the lists of the view it uses (/mcp or its server).
+            crate::front::Front::broadcast(shared, |server| changed_lists(&cur, &next, server));
         }
         *generation += 1;
         tracing::info!(

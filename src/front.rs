@@ -1072,15 +1072,22 @@ impl Front {
         }
     }
 
-    /// Tells every session with an open GET stream that the lists changed.
-    pub fn broadcast(shared: &Shared, methods: &[&str]) {
+    /// Tells every session with an open GET stream which of its lists changed; `lists`
+    /// gives them for a view (`None`: `/mcp`, else a virtual server's name).
+    pub fn broadcast(shared: &Shared, lists: impl Fn(Option<&str>) -> Vec<&'static str>) {
+        let mut by_view: std::collections::HashMap<Option<String>, Vec<&'static str>> =
+            Default::default();
         for s in shared.sessions.all() {
-            if let Some(o) = s.outbox.load_full() {
-                for m in methods {
-                    let _ = o.tx.try_send(Bytes::from(format!(
-                        r#"{{"jsonrpc":"2.0","method":"{m}"}}"#
-                    )));
-                }
+            let Some(o) = s.outbox.load_full() else {
+                continue;
+            };
+            let methods = by_view
+                .entry(s.server.clone())
+                .or_insert_with(|| lists(s.server.as_deref()));
+            for m in methods.iter() {
+                let _ = o.tx.try_send(Bytes::from(format!(
+                    r#"{{"jsonrpc":"2.0","method":"{m}"}}"#
+                )));
             }
         }
     }

@@ -150,3 +150,39 @@ fn initialize_at(gw: &Gateway, path: &str) -> String {
     assert_eq!(r.status, 200, "{r:?}");
     r.header("mcp-session-id").expect("session id").to_string()
 }
+
+/// list_changed goes to the clients whose view changed: removing an upstream outside a
+/// virtual server's bundle tells `/mcp` clients, not the server's.
+#[test]
+fn list_changed_reaches_only_clients_whose_view_changed() {
+    let alpha = HttpFixture::start("alpha");
+    let team = "[[server]]\nname = \"team\"\ntools = [\"alpha__echo\"]\n";
+    let with_beta = format!(
+        "{}{}{team}",
+        http_upstream_toml("alpha", &alpha.url(), ""),
+        stdio_fixture_toml("beta", "")
+    );
+    let gw = Gateway::start("refresh_interval_ms = 600000", &with_beta, "auto");
+    let cfg = gw.config.clone().expect("config");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let without_beta = text.replace(&stdio_fixture_toml("beta", ""), "");
+    assert_ne!(text, without_beta);
+    let root = gw.url();
+    let server = format!("http://{}/servers/team/mcp", gw.addr);
+    let (r, s) = std::thread::scope(|sc| {
+        let r = sc.spawn(|| client_script(&root, json!([["notifications", 4.0]])));
+        let s = sc.spawn(|| client_script(&server, json!([["notifications", 4.0]])));
+        std::thread::sleep(std::time::Duration::from_millis(2000));
+        std::fs::write(&cfg, &without_beta).expect("rewrite");
+        gw.signal("HUP");
+        (r.join().expect("root"), s.join().expect("server"))
+    });
+    let got = |v: &serde_json::Value| {
+        v["notifications"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|n| n["method"] == "notifications/tools/list_changed")
+        })
+    };
+    assert!(got(&r[0]), "/mcp client: {}\n{}", r[0], gw.log_text());
+    assert!(!got(&s[0]), "server client's view did not change: {}", s[0]);
+}
