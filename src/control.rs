@@ -249,21 +249,15 @@ async fn run(
         .map(|u| (u.clone(), upstream::build(u, &supervisor)))
         .collect();
     let mut upstreams: Vec<Arc<Upstream>> = current.iter().map(|(_, u)| u.clone()).collect();
-    let mut servers = cfg.servers.clone();
-    let mut disabled = cfg.disabled_tools.clone();
+    let mut catalog = Catalog {
+        servers: cfg.servers.clone(),
+        disabled: cfg.disabled_tools.clone(),
+        generation: 0,
+    };
     let caller = Caller::new(upstream::CONTROL_SLOT);
 
     wait_for_children(&upstreams).await;
-    let mut generation = 0u64;
-    publish(
-        &shared,
-        &upstreams,
-        &servers,
-        &disabled,
-        &caller,
-        &mut generation,
-    )
-    .await;
+    catalog.publish(&shared, &upstreams, &caller).await;
     if let Some(addr) = cfg.admin.listen {
         match monoio::net::TcpListener::bind(addr) {
             Ok(l) => {
@@ -305,15 +299,7 @@ async fn run(
                         return;
                     }
                 }
-                publish(
-                    &shared,
-                    &upstreams,
-                    &servers,
-                    &disabled,
-                    &caller,
-                    &mut generation,
-                )
-                .await;
+                catalog.publish(&shared, &upstreams, &caller).await;
             }
             Ok(Ok(ControlMsg::Reload)) => {
                 match source.load(&*store) {
@@ -350,26 +336,18 @@ async fn run(
                             }
                         }
                         upstreams = current.iter().map(|(_, u)| u.clone()).collect();
-                        servers = new.servers.clone();
-                        disabled = new.disabled_tools.clone();
+                        catalog.servers = new.servers.clone();
+                        catalog.disabled = new.disabled_tools.clone();
                         for up in &upstreams {
                             if !up.watched() {
                                 start_watching(up, &tx, &shared);
                             }
                         }
                         wait_for_children(&upstreams).await;
-                        publish(
-                            &shared,
-                            &upstreams,
-                            &servers,
-                            &disabled,
-                            &caller,
-                            &mut generation,
-                        )
-                        .await;
+                        catalog.publish(&shared, &upstreams, &caller).await;
                         tracing::info!(
                             upstreams = upstreams.len(),
-                            servers = servers.len(),
+                            servers = catalog.servers.len(),
                             "config reloaded"
                         );
                     }
@@ -383,15 +361,7 @@ async fn run(
                     tracing::info!(ended = ended.len(), "idle sessions ended");
                     end_upstream_sessions(&upstreams, &caller, ended).await;
                 }
-                publish(
-                    &shared,
-                    &upstreams,
-                    &servers,
-                    &disabled,
-                    &caller,
-                    &mut generation,
-                )
-                .await;
+                catalog.publish(&shared, &upstreams, &caller).await;
             }
         }
         if shared.stopping() {
@@ -520,6 +490,31 @@ fn servers_differ(a: &Snapshot, b: &Snapshot) -> bool {
                     || v.uri_allow != w.uri_allow
             })
         })
+}
+
+/// What the control plane builds snapshots from, besides the upstreams.
+struct Catalog {
+    /// Virtual servers.
+    servers: Vec<crate::config::VirtualServer>,
+    /// Tools switched off.
+    disabled: std::collections::HashSet<String>,
+    /// Generation of the last published snapshot.
+    generation: u64,
+}
+
+impl Catalog {
+    /// Fetches every upstream's lists and publishes a new snapshot when something changed.
+    async fn publish(&mut self, shared: &Shared, upstreams: &[Arc<Upstream>], caller: &Caller) {
+        publish(
+            shared,
+            upstreams,
+            &self.servers,
+            &self.disabled,
+            caller,
+            &mut self.generation,
+        )
+        .await;
+    }
 }
 
 /// Fetches every catalog and publishes a new snapshot when something changed.

@@ -383,6 +383,27 @@ impl Front {
         }
     }
 
+    /// Ends upstream sessions (DELETE at each upstream, by upstream name), in the background.
+    fn delete_upstream_sessions(
+        self: &Rc<Self>,
+        sessions: Vec<(String, Arc<crate::upstream::UpstreamSession>)>,
+    ) {
+        let front = self.clone();
+        monoio::spawn(async move {
+            let snap = front.shared.snapshot.load_full();
+            for (name, us) in sessions {
+                let link = snap
+                    .by_name
+                    .get(&name)
+                    .and_then(|r| snap.upstream(*r))
+                    .map(|u| &u.link);
+                if let Some(Link::Http(h)) = link {
+                    h.delete(&front.caller, &us).await;
+                }
+            }
+        });
+    }
+
     /// Ends a client session's own upstream sessions (DELETE at each upstream), in the
     /// background.
     fn end_upstream_sessions(self: &Rc<Self>, s: Arc<Session>) {
@@ -390,20 +411,7 @@ impl Front {
         if ups.is_empty() {
             return;
         }
-        let front = self.clone();
-        monoio::spawn(async move {
-            let snap = front.shared.snapshot.load_full();
-            for (name, us) in ups {
-                if let Some(Link::Http(h)) = snap
-                    .by_name
-                    .get(&name)
-                    .and_then(|r| snap.upstream(*r))
-                    .map(|u| &u.link)
-                {
-                    h.delete(&front.caller, &us).await;
-                }
-            }
-        });
+        self.delete_upstream_sessions(ups);
     }
 
     async fn post(self: &Rc<Self>, req: &RequestHead, body: Bytes, server: Option<&str>) -> Reply {
@@ -923,19 +931,7 @@ impl Front {
         if let Some(old) = sess.upstreams.insert(up.name.clone(), us.clone()) {
             // Replaced after a 404, or raced by a concurrent first call: end the other one.
             if old.id != us.id {
-                let front = self.clone();
-                let up2 = up.name.clone();
-                monoio::spawn(async move {
-                    let snap = front.shared.snapshot.load_full();
-                    if let Some(Link::Http(h)) = snap
-                        .by_name
-                        .get(&up2)
-                        .and_then(|r| snap.upstream(*r))
-                        .map(|u| &u.link)
-                    {
-                        h.delete(&front.caller, &old).await;
-                    }
-                });
+                self.delete_upstream_sessions(vec![(up.name.clone(), old)]);
             }
         }
         // A GET stream is open: relay this upstream session's own stream into it too.
