@@ -28,6 +28,7 @@ use crate::{
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/ready"),
+    ("GET", "/metrics"),
     ("GET", "/admin/openapi.json"),
     ("GET", "/admin/upstreams"),
     ("POST", "/admin/upstreams"),
@@ -81,10 +82,16 @@ pub async fn serve(
 struct Answer {
     status: u16,
     body: Value,
+    /// A plain-text body instead of JSON (Prometheus).
+    text: Option<String>,
 }
 
 fn answer(status: u16, body: Value) -> Answer {
-    Answer { status, body }
+    Answer {
+        status,
+        body,
+        text: None,
+    }
 }
 
 fn error(status: u16, message: impl Into<String>) -> Answer {
@@ -156,12 +163,18 @@ async fn connection(
 }
 
 async fn write(conn: &mut TcpStream, a: Answer, keep_alive: bool) -> std::io::Result<()> {
-    let body = serde_json::to_vec_pretty(&a.body).unwrap_or_default();
+    let (ct, body): (&[u8], Vec<u8>) = match a.text {
+        Some(t) => (b"text/plain; version=0.0.4", t.into_bytes()),
+        None => (
+            b"application/json",
+            serde_json::to_vec_pretty(&a.body).unwrap_or_default(),
+        ),
+    };
     let mut out = BytesMut::with_capacity(body.len() + 128);
     codec::write_response_head(
         &mut out,
         a.status,
-        &[("Content-Type", b"application/json")],
+        &[("Content-Type", ct)],
         Some(body.len()),
         keep_alive,
     );
@@ -206,6 +219,13 @@ async fn route(
     let method = head.method.as_str();
     match (method, path) {
         ("GET", "/healthz") => return answer(200, json!({ "status": "ok" })),
+        ("GET", "/metrics") => {
+            return Answer {
+                status: 200,
+                body: Value::Null,
+                text: Some(shared.metrics.prometheus(&gauges(shared))),
+            }
+        }
         ("GET", "/ready") => {
             let ready = shared.snapshot.load().generation > 0 && !shared.stopping();
             return answer(if ready { 200 } else { 503 }, json!({ "ready": ready }));
@@ -381,6 +401,26 @@ async fn route(
         }
         _ => error(404, "not found"),
     }
+}
+
+/// Gauges read at scrape time: sessions, upstream health, catalog generation.
+fn gauges(shared: &Shared) -> String {
+    use std::fmt::Write as _;
+    let snap = shared.snapshot.load();
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP mcpgw_sessions Client sessions open.\n# TYPE mcpgw_sessions gauge\nmcpgw_sessions {}", shared.sessions.len());
+    let _ = writeln!(out, "# HELP mcpgw_upstream_up 1 unless the upstream's health checks say down.\n# TYPE mcpgw_upstream_up gauge");
+    for u in &snap.upstreams {
+        let up = u.health.state().0 != crate::upstream::HealthState::Down;
+        let _ = writeln!(
+            out,
+            "mcpgw_upstream_up{{upstream=\"{}\"}} {}",
+            u.name,
+            u8::from(up)
+        );
+    }
+    let _ = writeln!(out, "# HELP mcpgw_catalog_generation Generation of the published catalog.\n# TYPE mcpgw_catalog_generation gauge\nmcpgw_catalog_generation {}", snap.generation);
+    out
 }
 
 /// `POST /admin/upstreams` and `POST /admin/servers`: the body is one entry, with the fields

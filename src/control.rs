@@ -39,6 +39,8 @@ pub struct Shared {
     pub sessions: Sessions,
     /// Set once shutdown starts.
     pub shutdown: AtomicBool,
+    /// Every worker's call metrics.
+    pub metrics: crate::observe::metrics::Registry,
     /// Subscriptions made through shared upstream sessions: (upstream, original URI) ->
     /// subscribed client sessions. Per-client upstream sessions need none (the upstream
     /// knows its own subscribers).
@@ -137,6 +139,7 @@ impl ControlPlane {
             sessions: Sessions::default(),
             shutdown: AtomicBool::new(false),
             subscriptions: dashmap::DashMap::new(),
+            metrics: Default::default(),
             origin: clock.now(),
             clock,
             control: tx.clone(),
@@ -276,10 +279,13 @@ async fn run(
             }
         }
     }
-    let _ = ready.send(Ok(()));
     if let (true, Some(path)) = (cfg.gateway.watch_config, source.path.clone()) {
-        monoio::spawn(watch_file(path, tx.clone(), shared.clone()));
+        // The first stamp is taken before start-up completes: an edit right after start
+        // is a change, not the baseline.
+        let first = file_stamp(&path);
+        monoio::spawn(watch_file(path, first, tx.clone(), shared.clone()));
     }
+    let _ = ready.send(Ok(()));
     for up in &upstreams {
         if !up.watched() {
             start_watching(up, &tx, &shared);
@@ -379,16 +385,26 @@ fn open_store(cfg: &Config) -> anyhow::Result<Rc<dyn crate::store::Store>> {
     })
 }
 
+/// Modification time and size of a file, when it can be read.
+type FileStamp = Option<(Option<std::time::SystemTime>, u64)>;
+
+fn file_stamp(p: &std::path::Path) -> FileStamp {
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len()))
+}
+
 /// Asks for a reload whenever the config file's modification time or size changes (opt-in:
 /// `watch_config`). Polling once a second is enough for a file people edit, and needs no
 /// platform-specific notification API.
-async fn watch_file(path: std::path::PathBuf, tx: flume::Sender<ControlMsg>, shared: Arc<Shared>) {
-    let stamp = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()))
-    };
-    let mut last = stamp(&path);
+async fn watch_file(
+    path: std::path::PathBuf,
+    first: FileStamp,
+    tx: flume::Sender<ControlMsg>,
+    shared: Arc<Shared>,
+) {
+    let stamp = file_stamp;
+    let mut last = first;
     tracing::info!(path = %path.display(), "watching the config file");
     while !shared.stopping() {
         monoio::time::sleep(Duration::from_secs(1)).await;

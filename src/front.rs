@@ -118,20 +118,30 @@ enum Outcome {
 pub struct Front {
     shared: Arc<Shared>,
     caller: Caller,
+    metrics: Arc<crate::observe::metrics::WorkerMetrics>,
 }
 
 impl Front {
     /// The endpoint for worker `index`.
     pub fn new(shared: Arc<Shared>, index: u16) -> Rc<Self> {
+        let metrics = shared
+            .metrics
+            .worker(shared.config.gateway.metrics_max_labels);
         Rc::new(Self {
             shared,
             caller: Caller::new(index),
+            metrics,
         })
     }
 
     /// Shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// This worker's metrics.
+    pub fn metrics(&self) -> &crate::observe::metrics::WorkerMetrics {
+        &self.metrics
     }
 
     /// This worker's upstream caller.
@@ -978,8 +988,20 @@ impl Front {
         };
         let token = f.param("_meta").and_then(|m| f.member(m, "progressToken"));
         let client_token = token.and_then(|t| f.raw_at(t)).map(Bytes::copy_from_slice);
+        let method = f.method().map(|m| m.into_owned()).unwrap_or_default();
+        let target = match method.as_str() {
+            "tools/call" | "prompts/get" => f
+                .param("name")
+                .and_then(|s| f.str_at(s))
+                .map_or(method.clone(), |n| n.into_owned()),
+            _ => method.clone(),
+        };
+        let began = monoio::time::Instant::now();
         let fail = |e: &Error| {
             tracing::warn!(upstream = %upstream.name, error = %e, "upstream call failed");
+            let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.metrics
+                .record(&target, &upstream.name, crate::relay::metric_of(e), us);
             let (code, msg) = e.to_jsonrpc();
             Outcome::Done(error_body(Some(id), code, msg))
         };
@@ -1030,6 +1052,7 @@ impl Front {
             gid,
             client_token,
             can_push,
+            &target,
         );
         match relay.next().await {
             Event::Final(b) => Outcome::Done(b),

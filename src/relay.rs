@@ -54,6 +54,20 @@ pub struct Relay {
     started: monoio::time::Instant,
     deadline: monoio::time::Instant,
     done: bool,
+    /// Metrics label: the tool or prompt name, else the method.
+    target: Box<str>,
+    /// How the call ended, once it has.
+    outcome: Option<Metric>,
+}
+
+use crate::observe::metrics::Outcome as Metric;
+
+/// The metrics outcome of a gateway error.
+pub fn metric_of(e: &Error) -> Metric {
+    match e.kind {
+        ErrorKind::UpstreamTimeout => Metric::Timeout,
+        _ => Metric::Unavailable,
+    }
 }
 
 impl Relay {
@@ -69,6 +83,7 @@ impl Relay {
         gid: u64,
         client_token: Option<Bytes>,
         can_push: bool,
+        target: &str,
     ) -> Self {
         let (tx, rx) = oneshot::channel();
         session.in_flight.insert(
@@ -96,6 +111,8 @@ impl Relay {
             started: now,
             deadline,
             done: false,
+            target: target.into(),
+            outcome: None,
         }
     }
 
@@ -103,6 +120,7 @@ impl Relay {
         tracing::warn!(upstream = %self.upstream.name, error = %e, "upstream call failed");
         let (code, msg) = e.to_jsonrpc();
         self.done = true;
+        self.outcome = Some(metric_of(e));
         Event::Final(error_body(Some(&self.client_id), code, msg))
     }
 
@@ -180,6 +198,7 @@ impl Relay {
 
     async fn cancelled(&mut self) -> Event {
         self.done = true;
+        self.outcome = Some(Metric::Cancelled);
         self.tell_upstream_cancelled("cancelled by the client")
             .await;
         self.call = None;
@@ -223,6 +242,11 @@ impl Relay {
                     return None;
                 }
                 let span = frame.id_span()?;
+                self.outcome = Some(if frame.is_error() {
+                    Metric::UpstreamError
+                } else {
+                    Metric::Ok
+                });
                 Some(Event::Final(frame.splice(&mut [(span, &self.client_id)])))
             }
             Kind::Notification => {
@@ -290,6 +314,12 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
+        if let Some(o) = self.outcome {
+            let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.front
+                .metrics()
+                .record(&self.target, &self.upstream.name, o, us);
+        }
         self.session.in_flight.remove(&self.client_id);
         for rid in self.requests.drain(..) {
             self.session.server_requests.remove(&rid);

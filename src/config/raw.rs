@@ -118,6 +118,8 @@ pub struct GatewayConfig {
     pub refresh_interval_ms: Option<u64>,
     /// Interval of health checks (`ping`) per upstream, ms. Default 10000; 0 turns them off.
     pub health_interval_ms: Option<u64>,
+    /// Most distinct tools labelled in metrics; more are counted as `__other__`. Default 1000.
+    pub metrics_max_labels: Option<usize>,
     /// Reload when the config file changes (checked every second). Default false: reload
     /// on `SIGHUP` or `POST /admin/reload`.
     pub watch_config: Option<bool>,

@@ -390,3 +390,97 @@ fn cli_manages_upstreams_servers_and_tools() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `/metrics` after known traffic: per-tool counts by outcome and latency histograms, in a
+/// form a Prometheus parser reads.
+#[test]
+fn metrics_count_known_traffic() {
+    let alpha = HttpFixture::start("alpha");
+    let admin_port = free_port();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ndata_dir = \":memory:\"\n\n{}",
+            crate::support::http_upstream_toml("alpha", &alpha.url(), "call_timeout_ms = 1000")
+        ),
+        "auto",
+    );
+    let steps = client_script(
+        &gw.url(),
+        json!([
+            ["call", "alpha__echo", {"text": "1"}],
+            ["call", "alpha__echo", {"text": "2"}],
+            ["call", "alpha__echo", {"text": "3"}],
+            ["call", "alpha__slow", {"seconds": 3}],
+            ["call", "alpha__nope", {}],
+            ["read", "mcpgw://alpha/fixture://alpha/info"],
+        ]),
+    );
+    assert_eq!(steps[3]["error"]["code"], -32031, "{}", steps[3]);
+    let addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+    let r = admin(addr, "GET", "/metrics", None, None);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text parses");
+    let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    };
+    let echo = [("target", "alpha__echo"), ("upstream", "alpha")];
+    assert_eq!(
+        value("mcpgw_calls_total", &[echo[0], echo[1], ("outcome", "ok")]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "mcpgw_calls_total",
+            &[("target", "alpha__slow"), ("outcome", "timeout")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "mcpgw_calls_total",
+            &[("target", "resources/read"), ("outcome", "ok")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value("mcpgw_calls_total", &[("target", "alpha__nope")]).is_none(),
+        "unknown tools are not routed: {text}"
+    );
+    // The histogram: 3 observations, cumulative buckets ending at 3.
+    let hist = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "mcpgw_call_duration_seconds"
+                && s.labels.get("target") == Some("alpha__echo")
+        })
+        .expect("histogram");
+    match &hist.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let counts: Vec<f64> = buckets.iter().map(|b| b.count).collect();
+            assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+            assert_eq!(counts.last().copied(), Some(3.0), "{counts:?}");
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    assert_eq!(
+        value("mcpgw_upstream_up", &[("upstream", "alpha")]),
+        Some(1.0),
+        "{text}"
+    );
+}

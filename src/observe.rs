@@ -1,0 +1,3 @@
+//! Observability: what the gateway counts and how it is read.
+
+pub mod metrics;
