@@ -90,6 +90,8 @@ pub struct Gateway {
     pub health_interval: Option<Duration>,
     /// Reload when the config file changes.
     pub watch_config: bool,
+    /// How long a shutdown waits for requests in progress.
+    pub drain_timeout: Duration,
     /// Label cap of per-tool metrics.
     pub metrics_max_labels: usize,
 }
@@ -298,6 +300,7 @@ impl Config {
             session_idle_timeout: ms(g.session_idle_timeout_ms, 3_600_000),
             refresh_interval: ms(g.refresh_interval_ms, 30_000).max(Duration::from_millis(100)),
             watch_config: g.watch_config.unwrap_or(false),
+            drain_timeout: ms(g.drain_timeout_ms, 30_000),
             metrics_max_labels: g.metrics_max_labels.unwrap_or(1000),
             health_interval: match g.health_interval_ms.unwrap_or(10_000) {
                 0 => None,

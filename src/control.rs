@@ -370,9 +370,8 @@ async fn run(
                 catalog.publish(&shared, &upstreams, &caller).await;
             }
         }
-        if shared.stopping() {
-            break;
-        }
+        // Shutdown waits for the Shutdown message: workers drain first, and calls in flight
+        // to stdio children still need those children.
     }
     supervisor.shutdown();
 }

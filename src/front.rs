@@ -119,6 +119,17 @@ pub struct Front {
     shared: Arc<Shared>,
     caller: Caller,
     metrics: Arc<crate::observe::metrics::WorkerMetrics>,
+    /// Requests being handled or answered on this worker.
+    busy: Rc<std::cell::Cell<usize>>,
+}
+
+/// Marks a request in progress on a worker until dropped.
+pub struct Busy(Rc<std::cell::Cell<usize>>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 impl Front {
@@ -131,12 +142,24 @@ impl Front {
             shared,
             caller: Caller::new(index),
             metrics,
+            busy: Rc::default(),
         })
     }
 
     /// Shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Counts a request in progress until the guard drops.
+    pub fn busy(&self) -> Busy {
+        self.busy.set(self.busy.get() + 1);
+        Busy(self.busy.clone())
+    }
+
+    /// Requests in progress on this worker.
+    pub fn in_progress(&self) -> usize {
+        self.busy.get()
     }
 
     /// This worker's metrics.

@@ -120,6 +120,8 @@ pub struct GatewayConfig {
     pub health_interval_ms: Option<u64>,
     /// Most distinct tools labelled in metrics; more are counted as `__other__`. Default 1000.
     pub metrics_max_labels: Option<usize>,
+    /// On SIGTERM/SIGINT, how long requests in progress may take to finish, ms. Default 30000.
+    pub drain_timeout_ms: Option<u64>,
     /// Reload when the config file changes (checked every second). Default false: reload
     /// on `SIGHUP` or `POST /admin/reload`.
     pub watch_config: Option<bool>,

@@ -94,9 +94,17 @@ async fn run(
         }
     }
     drop(listener);
-    // Let connections in flight finish their current request.
-    let deadline = monoio::time::Instant::now() + Duration::from_secs(5);
-    while std::rc::Rc::strong_count(&front) > 1 && monoio::time::Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(20)).await;
+    // Drain: requests in progress finish (up to drain_timeout); idle keep-alive connections
+    // are closed when the runtime stops. GET streams end by themselves on shutdown.
+    let deadline = monoio::time::Instant::now() + shared.config.gateway.drain_timeout;
+    while front.in_progress() > 0 && monoio::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if front.in_progress() > 0 {
+        tracing::warn!(
+            worker = index,
+            left = front.in_progress(),
+            "drain deadline passed with requests in progress"
+        );
     }
 }

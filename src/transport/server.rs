@@ -61,6 +61,8 @@ pub async fn serve(mut conn: TcpStream, front: Rc<Front>) {
             }
         };
         let keep_alive = head.keep_alive && !front.shared().stopping();
+        // Counted from here until the answer is written: a drain waits for these.
+        let _busy = front.busy();
         let reply = front.handle(&head, body).await;
         if write_reply(&mut conn, reply, keep_alive, &front)
             .await

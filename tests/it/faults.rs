@@ -386,3 +386,48 @@ fn watched_config_file_reloads_on_change() {
         gw.log_text()
     );
 }
+
+/// SIGTERM drains: calls in flight (HTTP and stdio upstreams) finish and are answered, new
+/// connections are refused, and the gateway exits 0.
+#[test]
+fn shutdown_drains_calls_in_flight() {
+    use crate::support::{initialize, post, Raw};
+
+    let alpha = HttpFixture::start("alpha");
+    let upstreams = format!(
+        "{}{}",
+        http_upstream_toml("alpha", &alpha.url(), ""),
+        stdio_fixture_toml("beta", "")
+    );
+    let mut gw = Gateway::start("drain_timeout_ms = 10000", &upstreams, "auto");
+    let sid = initialize(gw.addr, "2025-11-25");
+    let mut conns: Vec<Raw> = ["alpha__slow", "beta__slow"]
+        .iter()
+        .map(|tool| {
+            let mut c = Raw::connect(gw.addr);
+            c.send(&post(
+                &format!(r#"{{"jsonrpc":"2.0","id":"{tool}","method":"tools/call","params":{{"name":"{tool}","arguments":{{"seconds":1.5}}}}}}"#),
+                &[&format!("Mcp-Session-Id: {sid}"), "Accept: application/json"],
+            ));
+            c
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    gw.signal("TERM");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(
+        std::net::TcpStream::connect(gw.addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    for c in conns.iter_mut() {
+        let r = c.read().expect("the call in flight is answered");
+        assert_eq!(
+            r.json()["result"]["content"][0]["text"],
+            "done",
+            "{:?}",
+            r.json()
+        );
+    }
+    let status = gw.stop();
+    assert!(status.success(), "{status}\n{}", gw.log_text());
+}
