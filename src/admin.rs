@@ -341,6 +341,12 @@ async fn route(
                 Ok(()) => {
                     let _ = control.send(ControlMsg::Reload);
                     tracing::info!(tool = name, enabled, "tool switched through the admin API");
+                    audit_change(
+                        shared,
+                        if enabled { "enable" } else { "disable" },
+                        "tool",
+                        name,
+                    );
                     answer(200, json!({ "name": name, "enabled": enabled }))
                 }
                 Err(e) => error(500, format!("store: {e:#}")),
@@ -368,6 +374,7 @@ async fn route(
                 Ok(()) => {
                     let _ = control.send(ControlMsg::Reload);
                     tracing::info!(upstream = name, "upstream removed through the admin API");
+                    audit_change(shared, "remove", "upstream", name);
                     answer(200, json!({ "removed": name }))
                 }
                 Err(e) => error(500, format!("store: {e:#}")),
@@ -385,6 +392,7 @@ async fn route(
                         server = name,
                         "virtual server removed through the admin API"
                     );
+                    audit_change(shared, "remove", "server", name);
                     answer(200, json!({ "removed": name }))
                 }
                 Err(e) => error(500, format!("store: {e:#}")),
@@ -404,6 +412,13 @@ async fn route(
 }
 
 /// Gauges read at scrape time: sessions, upstream health, catalog generation.
+/// Records an admin change in the audit log.
+fn audit_change(shared: &Shared, action: &str, kind: &str, name: &str) {
+    if let Some(a) = &shared.audit {
+        a.record(json!({ "event": "admin_change", "action": action, "kind": kind, "name": name }));
+    }
+}
+
 fn gauges(shared: &Shared) -> String {
     use std::fmt::Write as _;
     let snap = shared.snapshot.load();
@@ -418,6 +433,9 @@ fn gauges(shared: &Shared) -> String {
             u.name,
             u8::from(up)
         );
+    }
+    if let Some(a) = &shared.audit {
+        let _ = writeln!(out, "# HELP mcpgw_audit_dropped_total Audit events dropped because the writer fell behind.\n# TYPE mcpgw_audit_dropped_total counter\nmcpgw_audit_dropped_total {}", a.dropped());
     }
     let _ = writeln!(out, "# HELP mcpgw_catalog_generation Generation of the published catalog.\n# TYPE mcpgw_catalog_generation gauge\nmcpgw_catalog_generation {}", snap.generation);
     out
@@ -464,6 +482,7 @@ fn add(
     }
     let _ = control.send(ControlMsg::Reload);
     tracing::info!(kind = key, %name, "added through the admin API");
+    audit_change(shared, "add", key, &name);
     answer(201, json!({ "added": name }))
 }
 

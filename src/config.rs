@@ -185,6 +185,8 @@ pub struct Config {
     pub admin: Admin,
     /// Tools switched off through the admin API (gateway names); not in the file.
     pub disabled_tools: HashSet<String>,
+    /// The audit log file, if auditing is on.
+    pub audit: Option<PathBuf>,
     /// Where it came from, for messages (`<embedded>` for the default).
     pub source: String,
 }
@@ -507,6 +509,12 @@ impl Config {
             servers,
             admin,
             disabled_tools: HashSet::new(),
+            audit: raw
+                .audit
+                .path
+                .as_ref()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
             source: source.into(),
         })
     }

@@ -41,6 +41,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Every worker's call metrics.
     pub metrics: crate::observe::metrics::Registry,
+    /// The audit log, when on.
+    pub audit: Option<crate::observe::audit::Audit>,
     /// Subscriptions made through shared upstream sessions: (upstream, original URI) ->
     /// subscribed client sessions. Per-client upstream sessions need none (the upstream
     /// knows its own subscribers).
@@ -140,6 +142,10 @@ impl ControlPlane {
             shutdown: AtomicBool::new(false),
             subscriptions: dashmap::DashMap::new(),
             metrics: Default::default(),
+            audit: match &config.audit {
+                Some(p) => Some(crate::observe::audit::Audit::start(p.clone())?),
+                None => None,
+            },
             origin: clock.now(),
             clock,
             control: tx.clone(),

@@ -1023,8 +1023,20 @@ impl Front {
         let fail = |e: &Error| {
             tracing::warn!(upstream = %upstream.name, error = %e, "upstream call failed");
             let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.metrics
-                .record(&target, &upstream.name, crate::relay::metric_of(e), us);
+            let outcome = crate::relay::metric_of(e);
+            self.metrics.record(&target, &upstream.name, outcome, us);
+            if let Some(a) = &self.shared.audit {
+                a.record(serde_json::json!({
+                    "event": "call",
+                    "session": sess.id.as_str().get(..8),
+                    "target": target,
+                    "upstream": upstream.name,
+                    "outcome": outcome.label(),
+                    "latency_us": us,
+                    "request_bytes": f.bytes().len(),
+                    "response_bytes": 0,
+                }));
+            }
             let (code, msg) = e.to_jsonrpc();
             Outcome::Done(error_body(Some(id), code, msg))
         };
@@ -1077,6 +1089,7 @@ impl Front {
             can_push,
             &target,
         );
+        relay.request_bytes = f.bytes().len();
         match relay.next().await {
             Event::Final(b) => Outcome::Done(b),
             Event::Cancelled => Outcome::Done(error_body(

@@ -31,6 +31,11 @@ enum Command {
     },
     /// Run the built-in demo MCP server on stdio (used by the embedded default config).
     DemoServer,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Upstreams of a running gateway (through its admin API).
     Upstreams {
         #[command(flatten)]
@@ -51,6 +56,15 @@ enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         cmd: ToolsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check an audit log's hash chain; fails naming the first broken line.
+    Verify {
+        /// The audit log file.
+        file: PathBuf,
     },
 }
 
@@ -170,6 +184,11 @@ fn main() -> std::process::ExitCode {
             println!("{}: ok ({} upstreams)", c.source, c.upstreams.len());
         }),
         Command::DemoServer => mcpgw::demo::run(),
+        Command::Audit {
+            cmd: AuditCmd::Verify { file },
+        } => mcpgw::observe::audit::verify(&file).map(|n| {
+            println!("{}: {n} lines, chain intact", file.display());
+        }),
         Command::Upstreams { admin, cmd } => admin_client(&admin).and_then(|a| {
             use mcpgw::cli::UpstreamCmd as C;
             let cmd = match cmd {

@@ -1,3 +1,4 @@
 //! Observability: what the gateway counts and how it is read.
 
+pub mod audit;
 pub mod metrics;

@@ -58,6 +58,10 @@ pub struct Relay {
     target: Box<str>,
     /// How the call ended, once it has.
     outcome: Option<Metric>,
+    /// Size of the client's request, bytes (audit).
+    pub request_bytes: usize,
+    /// Size of the answer sent back, bytes (audit).
+    response_bytes: usize,
 }
 
 use crate::observe::metrics::Outcome as Metric;
@@ -113,6 +117,8 @@ impl Relay {
             done: false,
             target: target.into(),
             outcome: None,
+            request_bytes: 0,
+            response_bytes: 0,
         }
     }
 
@@ -247,7 +253,9 @@ impl Relay {
                 } else {
                     Metric::Ok
                 });
-                Some(Event::Final(frame.splice(&mut [(span, &self.client_id)])))
+                let out = frame.splice(&mut [(span, &self.client_id)]);
+                self.response_bytes = out.len();
+                Some(Event::Final(out))
             }
             Kind::Notification => {
                 let method = frame.method()?.into_owned();
@@ -319,6 +327,18 @@ impl Drop for Relay {
             self.front
                 .metrics()
                 .record(&self.target, &self.upstream.name, o, us);
+            if let Some(a) = &self.front.shared().audit {
+                a.record(serde_json::json!({
+                    "event": "call",
+                    "session": self.session.id.as_str().get(..8),
+                    "target": &*self.target,
+                    "upstream": self.upstream.name,
+                    "outcome": o.label(),
+                    "latency_us": us,
+                    "request_bytes": self.request_bytes,
+                    "response_bytes": self.response_bytes,
+                }));
+            }
         }
         self.session.in_flight.remove(&self.client_id);
         for rid in self.requests.drain(..) {

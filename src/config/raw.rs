@@ -21,6 +21,9 @@ pub struct RawConfig {
     /// `[admin]`: the admin API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `[audit]`: the audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// `[[server]]` entries: virtual servers, each a bundle of chosen tools, prompts and
     /// resources served at `/servers/<name>/mcp`.
     #[serde(default, rename = "server")]
@@ -41,6 +44,14 @@ pub struct AdminConfig {
     /// Directory of the registry store (`mcpgw.db`, SQLite). Default:
     /// `$XDG_DATA_HOME/mcpgw` or `~/.local/share/mcpgw`; `":memory:"` keeps nothing.
     pub data_dir: Option<String>,
+}
+
+/// `[audit]`: the hash-chained audit log (off unless `path` is set).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// File the JSON lines are appended to.
+    pub path: Option<String>,
 }
 
 /// `[[server]]`: a virtual server.

@@ -35,7 +35,8 @@ impl Outcome {
         Outcome::Cancelled,
     ];
 
-    fn label(self) -> &'static str {
+    /// The label value.
+    pub fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::UpstreamError => "upstream_error",

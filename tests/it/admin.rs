@@ -484,3 +484,80 @@ fn metrics_count_known_traffic() {
         "{text}"
     );
 }
+
+/// The audit log: a line per call and per admin change, never arguments; the chain verifies,
+/// and an edited line makes `mcpgw audit verify` fail naming where.
+#[test]
+fn audit_log_is_chained_and_verifiable() {
+    let keep = TempDir::new("audit");
+    let log = keep.0.join("audit.jsonl");
+    let admin_port = free_port();
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"tk\"\ndata_dir = \":memory:\"\n\n[audit]\npath = {:?}\n\n{}",
+            log.display().to_string(),
+            stdio_fixture_toml("beta", "")
+        ),
+        "auto",
+    );
+    client_script(
+        &gw.url(),
+        json!([["call", "beta__echo", {"text": "secret-argument"}], ["call", "beta__fail", {}]]),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+    assert_eq!(
+        admin(
+            addr,
+            "PUT",
+            "/admin/tools/beta__add",
+            Some("tk"),
+            Some(&json!({"enabled": false}))
+        )
+        .status,
+        200
+    );
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert!(
+        crate::support::wait_for(10, || lines() >= 3),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        !text.contains("secret-argument"),
+        "arguments must not be logged: {text}"
+    );
+    assert!(
+        text.contains("\"target\":\"beta__echo\"") && text.contains("\"event\":\"admin_change\""),
+        "{text}"
+    );
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+            .args(["audit", "verify"])
+            .arg(&log)
+            .output()
+            .expect("run")
+    };
+    let ok = verify();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("chain intact"));
+    let edited = text.replacen("beta__echo", "beta__ech0", 1);
+    std::fs::write(&log, edited).expect("tamper");
+    let bad = verify();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("audit.jsonl:2:"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -222,24 +222,44 @@ impl Gateway {
     /// Starts `mcpgw run` with `[gateway]` settings `gateway_toml` (listen is added) and
     /// `upstreams_toml`, on `driver`; returns once it accepts connections.
     pub fn start(gateway_toml: &str, upstreams_toml: &str, driver: &str) -> Self {
-        let dir = TempDir::new("gw");
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let cfg = dir.0.join("mcpgw.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[gateway]\nlisten = \"{addr}\"\nworkers = 2\n{gateway_toml}\n\n{upstreams_toml}"
-            ),
-        )
-        .expect("write config");
-        let mut gw = Self::start_with(&cfg, &["--driver", driver], addr, dir);
-        gw.config = Some(cfg);
-        gw
+        // A port found free can be taken by another test before the gateway binds it: try
+        // another one then (and only then).
+        let mut last = String::new();
+        for _ in 0..3 {
+            let dir = TempDir::new("gw");
+            let port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+            let cfg = dir.0.join("mcpgw.toml");
+            std::fs::write(
+                &cfg,
+                format!("[gateway]\nlisten = \"{addr}\"\nworkers = 2\n{gateway_toml}\n\n{upstreams_toml}"),
+            )
+            .expect("write config");
+            match Self::try_start_with(&cfg, &["--driver", driver], addr, dir) {
+                Ok(mut gw) => {
+                    gw.config = Some(cfg);
+                    return gw;
+                }
+                Err(log) if log.contains("Address already in use") => last = log,
+                Err(log) => panic!("mcpgw did not start:\n{log}"),
+            }
+        }
+        panic!("mcpgw did not start (ports taken):\n{last}");
     }
 
     /// Starts the binary with `mcpgw run --config cfg ARGS`.
     pub fn start_with(cfg: &Path, args: &[&str], addr: SocketAddr, dir: TempDir) -> Self {
+        Self::try_start_with(cfg, args, addr, dir)
+            .unwrap_or_else(|log| panic!("mcpgw did not start:\n{log}"))
+    }
+
+    /// As [`Gateway::start_with`]; `Err` holds the log when it exited during start-up.
+    pub fn try_start_with(
+        cfg: &Path,
+        args: &[&str],
+        addr: SocketAddr,
+        dir: TempDir,
+    ) -> Result<Self, String> {
         let log = dir.0.join("gateway.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
@@ -260,8 +280,8 @@ impl Gateway {
             config: None,
             _dir: dir,
         };
-        gw.wait_listening();
-        gw
+        gw.wait_listening()?;
+        Ok(gw)
     }
 
     /// Wraps an already spawned gateway process; waits until it accepts connections.
@@ -274,11 +294,13 @@ impl Gateway {
             config: None,
             _dir: dir,
         };
-        gw.wait_listening();
+        if let Err(log) = gw.wait_listening() {
+            panic!("mcpgw did not start:\n{log}");
+        }
         gw
     }
 
-    fn wait_listening(&mut self) {
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             // Listening, and (when its log is captured) done starting: the log line comes
@@ -286,13 +308,13 @@ impl Gateway {
             if TcpStream::connect(self.addr).is_ok()
                 && (!self.log.exists() || self.log_text().contains("mcpgw listening"))
             {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.proc.child.try_wait() {
-                panic!(
-                    "mcpgw exited with {status} during start-up:\n{}",
+                return Err(format!(
+                    "exited with {status} during start-up:\n{}",
                     self.log_text()
-                );
+                ));
             }
             assert!(
                 Instant::now() < deadline,
