@@ -140,6 +140,8 @@ pub struct Upstream {
     pub max_call: Duration,
     /// Whether names are prefixed with `<name><sep>`.
     pub prefix: bool,
+    /// Call timeouts of single tools, by the upstream's own name.
+    pub tool_timeouts: BTreeMap<String, Duration>,
     /// One gateway-wide upstream session instead of one per client session.
     pub shared_session: bool,
 }
@@ -426,6 +428,11 @@ impl Config {
                 call_timeout: timeout,
                 max_call: Duration::from_millis(max_call).max(timeout),
                 prefix: u.prefix.unwrap_or(true),
+                tool_timeouts: u
+                    .tool_timeouts_ms
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Duration::from_millis(*v)))
+                    .collect(),
                 shared_session,
             });
         }

@@ -1020,6 +1020,15 @@ impl Front {
             _ => method.clone(),
         };
         let began = monoio::time::Instant::now();
+        // The upstream's own tool name, for per-tool timeouts.
+        let original: Option<String> = (method == "tools/call"
+            && !upstream.tool_timeouts.is_empty())
+        .then(|| {
+            rename
+                .as_ref()
+                .and_then(|(_, json)| serde_json::from_slice(json).ok())
+        })
+        .flatten();
         let fail = |e: &Error| {
             tracing::warn!(upstream = %upstream.name, error = %e, "upstream call failed");
             let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -1065,16 +1074,17 @@ impl Front {
                 Ok(call) => Ok((on, call)),
             }
         };
-        let (on, call) = match monoio::time::timeout(upstream.call_timeout, start).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => return fail(&e),
-            Err(_) => {
-                return fail(&Error::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!("{}: no answer", upstream.name),
-                ))
-            }
-        };
+        let (on, call) =
+            match monoio::time::timeout(upstream.timeout_for(original.as_deref()), start).await {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return fail(&e),
+                Err(_) => {
+                    return fail(&Error::new(
+                        ErrorKind::UpstreamTimeout,
+                        format!("{}: no answer", upstream.name),
+                    ))
+                }
+            };
         let can_push = answer != Answer::Json || sess.outbox.load().is_some();
         let client_id = Bytes::copy_from_slice(id);
         let mut relay = Relay::new(
@@ -1088,6 +1098,7 @@ impl Front {
             client_token,
             can_push,
             &target,
+            original,
         );
         relay.request_bytes = f.bytes().len();
         match relay.next().await {

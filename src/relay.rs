@@ -56,6 +56,8 @@ pub struct Relay {
     done: bool,
     /// Metrics label: the tool or prompt name, else the method.
     target: Box<str>,
+    /// How long to wait for the upstream (restarted by progress).
+    timeout: std::time::Duration,
     /// How the call ended, once it has.
     outcome: Option<Metric>,
     /// Size of the client's request, bytes (audit).
@@ -88,6 +90,7 @@ impl Relay {
         client_token: Option<Bytes>,
         can_push: bool,
         target: &str,
+        original: Option<String>,
     ) -> Self {
         let (tx, rx) = oneshot::channel();
         session.in_flight.insert(
@@ -98,7 +101,8 @@ impl Relay {
             },
         );
         let now = monoio::time::Instant::now();
-        let deadline = now + upstream.call_timeout;
+        let timeout = upstream.timeout_for(original.as_deref());
+        let deadline = now + timeout;
         Self {
             front,
             call: Some(call),
@@ -116,6 +120,7 @@ impl Relay {
             deadline,
             done: false,
             target: target.into(),
+            timeout,
             outcome: None,
             request_bytes: 0,
             response_bytes: 0,
@@ -172,7 +177,7 @@ impl Relay {
                         ErrorKind::UpstreamTimeout,
                         format!(
                             "{}: no answer within {:?}",
-                            self.upstream.name, self.upstream.call_timeout
+                            self.upstream.name, self.timeout
                         ),
                     );
                     return self.fail(&e);
@@ -273,7 +278,7 @@ impl Relay {
                         return None;
                     }
                     // Progress shows the upstream is working: its deadline starts again.
-                    self.deadline = monoio::time::Instant::now() + self.upstream.call_timeout;
+                    self.deadline = monoio::time::Instant::now() + self.timeout;
                     let token = self.client_token.clone()?;
                     return Some(Event::Message(frame.splice(&mut [(span, &token)])));
                 }

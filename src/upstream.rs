@@ -46,6 +46,8 @@ pub struct Upstream {
     pub call_timeout: Duration,
     /// Upper bound for one call however much progress it reports.
     pub max_call: Duration,
+    /// Call timeouts of single tools (by the upstream's own name), overriding `call_timeout`.
+    pub tool_timeouts: std::collections::BTreeMap<String, Duration>,
     /// Session model.
     pub mode: SessionMode,
     /// How it is reached.
@@ -139,7 +141,16 @@ impl Upstream {
             retired: Default::default(),
             watched: Default::default(),
             health: Health::default(),
+            tool_timeouts: Default::default(),
         }
+    }
+
+    /// The call timeout of tool `original` (the upstream's own name).
+    pub fn timeout_for(&self, original: Option<&str>) -> Duration {
+        original
+            .and_then(|n| self.tool_timeouts.get(n))
+            .copied()
+            .unwrap_or(self.call_timeout)
     }
 
     /// Marks it removed by a reload.
@@ -424,14 +435,16 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
         (Link::Stdio(_), _) | (_, true) => SessionMode::Shared,
         _ => SessionMode::PerClient,
     };
-    Arc::new(Upstream::new(
+    let mut up = Upstream::new(
         cfg.name.clone(),
         cfg.prefix,
         cfg.call_timeout,
         cfg.max_call,
         mode,
         link,
-    ))
+    );
+    up.tool_timeouts = cfg.tool_timeouts.clone();
+    Arc::new(up)
 }
 
 /// A JSON-RPC request with a numeric id, for requests the gateway makes on its own behalf.

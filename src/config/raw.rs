@@ -165,6 +165,10 @@ pub struct UpstreamConfig {
     pub call_timeout_ms: Option<u64>,
     /// Upper bound for one call, ms. Default: `gateway.max_call_ms`.
     pub max_call_ms: Option<u64>,
+    /// Call timeouts of single tools, ms, by the upstream's own tool name (e.g.
+    /// `{ "build_project" = 600000 }`); others use `call_timeout_ms`.
+    #[serde(default)]
+    pub tool_timeouts_ms: BTreeMap<String, u64>,
     /// Prefix names with `<name><sep>` (and URIs with `mcpgw://<name>/`). Default true;
     /// `false` exposes the upstream's own names (first upstream wins a clash).
     pub prefix: Option<bool>,

@@ -98,6 +98,25 @@ fn http_upstream_killed_mid_call_and_slow_calls() {
     drop(alpha);
 }
 
+/// A tool with its own timeout (`tool_timeouts_ms`) may run longer than the upstream's.
+#[test]
+fn per_tool_timeouts() {
+    let gw = Gateway::start(
+        "",
+        &stdio_fixture_toml(
+            "beta",
+            "call_timeout_ms = 800\ntool_timeouts_ms = { slow = 5000 }",
+        ),
+        "auto",
+    );
+    let steps = client_script(
+        &gw.url(),
+        json!([["call", "beta__slow", {"seconds": 1.5}], ["call", "beta__slow_progress", {"seconds": 0.1}]]),
+    );
+    assert_eq!(steps[0]["text"][0], "done", "its own timeout: {}", steps[0]);
+    assert_eq!(steps[1]["text"][0], "finished", "{}", steps[1]);
+}
+
 /// An upstream that is down at start is left out of the lists, not fatal.
 #[test]
 fn upstream_down_at_start_is_left_out() {
