@@ -11,6 +11,8 @@
 
 pub mod codes;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 mod scan;
 
 pub use codes::{error_body, result_body, Code};

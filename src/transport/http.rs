@@ -333,6 +333,10 @@ pub fn parse_response_head(
         Err(e) => return Err(HeadError::Malformed(httparse_reason(e))),
     };
     let status = resp.code.ok_or(HeadError::Malformed("missing status"))?;
+    if !(100..=999).contains(&status) {
+        // httparse reads three digits, so `033` would be 33.
+        return Err(HeadError::Malformed("status out of range"));
+    }
     let minor_version = resp
         .version
         .ok_or(HeadError::Malformed("missing version"))?;
@@ -676,6 +680,11 @@ impl ChunkedDecoder {
                 let len = lf.saturating_add(1);
                 if len > MAX_CHUNK_LINE {
                     return Err(BodyError::Malformed("line too long"));
+                }
+                // The same answer whatever the split: an over-long size is TooLarge whether
+                // the line arrived whole or a digit at a time (found by fuzzing).
+                if size_line && input.iter().take_while(|b| b.is_ascii_hexdigit()).count() > 16 {
+                    return Err(BodyError::TooLarge);
                 }
                 if lf.checked_sub(1).and_then(|p| input.get(p)) != Some(&b'\r') {
                     return Err(BodyError::Malformed("bare LF"));

@@ -259,7 +259,11 @@ impl ChildSpec {
             env,
             cwd,
             backoff_max,
-            init_timeout: cfg.call_timeout.min(Duration::from_secs(30)),
+            // A child may take seconds to start (an interpreter importing its SDK), whatever
+            // its call timeout.
+            init_timeout: cfg
+                .call_timeout
+                .clamp(Duration::from_secs(10), Duration::from_secs(60)),
         }
     }
 }
