@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # perf/run.sh: the whole-system performance matrix of mcpgw (issue 5), in one command.
 #
-#   perf/run.sh                 # full matrix with peers (about 10-12 minutes on 2 cores)
+#   perf/run.sh                 # full matrix with peers: about 7 minutes on 2 cores with a warm
+#                               # build and installed peers; a cold build adds ~2, the first
+#                               # peer install ~3, a busy machine up to 2 (PERF_QUIET_WAIT)
 #   PERF_PEERS=0 perf/run.sh    # without the peer gateways (no registry access)
 #
 # Builds the release binaries, runs every scenario on loopback, and writes a dated run folder
@@ -241,13 +243,13 @@ run_load() {
   log "  $id $S_SCEN/$S_TARGET rep $S_REP: ${line:-no result (exit $rc)}"
   [ "$rc" = 0 ] || { log "  $id: mcpgw-load exit $rc"; grep ERRORS "$W/log/load-$id.txt" | head -4 >&2 || true; }
 }
-median_calls() { # SCENARIO TARGET -> median calls/s over the index rows
-  python3 - "$INDEX" "$1" "$2" <<'EOF'
+median_calls() { # SCENARIO TARGET DRIVER SESSION -> median calls/s over the index rows
+  python3 - "$INDEX" "$1" "$2" "$3" "$4" <<'EOF'
 import json, statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 v = []
 for r in rows:
-    if r[1] == sys.argv[2] and r[2] == sys.argv[3]:
+    if r[1:4] == sys.argv[2:5] and r[5] == sys.argv[5]:
         try:
             v.append(json.load(open(r[10]))["calls_per_s"])
         except Exception:
@@ -395,7 +397,7 @@ for l in open(sys.argv[1]):
 print(int(1e6 / statistics.median(v)) if v else 0)
 PYEOF
 )
-SAT=$(median_calls core gateway)
+SAT=$(median_calls core gateway uring per-client)
 RATE=$((SAT / 2))
 [ "$RATE" -gt 100 ] || RATE=1000
 {
