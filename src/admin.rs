@@ -357,7 +357,7 @@ async fn route(
                 .sessions
                 .all()
                 .iter()
-                .map(|s| json!({ "id": s.id.as_str(), "version": s.version, "server": s.server, "upstream_sessions": s.upstreams.len(), "in_flight": s.in_flight.len() }))
+                .map(|s| json!({ "id": s.id.as_str(), "version": s.version, "server": s.server, "upstream_sessions": s.upstreams.len(), "in_flight": s.in_flight.len(), "server_requests": s.server_requests.len() }))
                 .collect();
             answer(200, json!({ "sessions": list }))
         }
@@ -437,6 +437,21 @@ fn gauges(shared: &Shared) -> String {
     if let Some(a) = &shared.audit {
         let _ = writeln!(out, "# HELP mcpgw_audit_dropped_total Audit events dropped because the writer fell behind.\n# TYPE mcpgw_audit_dropped_total counter\nmcpgw_audit_dropped_total {}", a.dropped());
     }
+    let (mut in_flight, mut pending, mut streams) = (0, 0, 0);
+    for sess in shared.sessions.all() {
+        in_flight += sess.in_flight.len();
+        pending += sess.server_requests.len();
+        streams += usize::from(
+            sess.outbox
+                .load()
+                .as_ref()
+                .is_some_and(|o| !o.alive.is_disconnected()),
+        );
+    }
+    let _ = writeln!(out, "# HELP mcpgw_calls_in_flight Client calls waiting on upstreams.\n# TYPE mcpgw_calls_in_flight gauge\nmcpgw_calls_in_flight {in_flight}");
+    let _ = writeln!(out, "# HELP mcpgw_server_requests_pending Upstream requests waiting for a client's answer.\n# TYPE mcpgw_server_requests_pending gauge\nmcpgw_server_requests_pending {pending}");
+    let _ = writeln!(out, "# HELP mcpgw_get_streams Sessions with a GET stream open.\n# TYPE mcpgw_get_streams gauge\nmcpgw_get_streams {streams}");
+    shared.limits.prometheus(&mut out);
     let _ = writeln!(out, "# HELP mcpgw_catalog_generation Generation of the published catalog.\n# TYPE mcpgw_catalog_generation gauge\nmcpgw_catalog_generation {}", snap.generation);
     out
 }

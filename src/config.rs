@@ -94,6 +94,20 @@ pub struct Gateway {
     pub drain_timeout: Duration,
     /// Label cap of per-tool metrics.
     pub metrics_max_labels: usize,
+    /// Open connections per worker.
+    pub max_connections: usize,
+    /// Open connections per client IP (0: no cap).
+    pub max_connections_per_ip: usize,
+    /// Client sessions.
+    pub max_sessions: usize,
+    /// Calls in flight per session.
+    pub max_in_flight_per_session: usize,
+    /// Bytes queued or kept per SSE stream.
+    pub sse_buffer_bytes: usize,
+    /// Deadline of one write to a client.
+    pub write_timeout: Duration,
+    /// Idle upstream keep-alive connections are closed after this.
+    pub upstream_idle_timeout: Duration,
 }
 
 /// How an upstream is reached.
@@ -306,6 +320,13 @@ impl Config {
             watch_config: g.watch_config.unwrap_or(false),
             drain_timeout: ms(g.drain_timeout_ms, 30_000),
             metrics_max_labels: g.metrics_max_labels.unwrap_or(1000),
+            max_connections: g.max_connections.unwrap_or(10_000).max(1),
+            max_connections_per_ip: g.max_connections_per_ip.unwrap_or(0),
+            max_sessions: g.max_sessions.unwrap_or(200_000).max(1),
+            max_in_flight_per_session: g.max_in_flight_per_session.unwrap_or(128).max(1),
+            sse_buffer_bytes: g.sse_buffer_bytes.unwrap_or(1 << 20).max(1024),
+            write_timeout: ms(g.write_timeout_ms, 30_000).max(Duration::from_millis(100)),
+            upstream_idle_timeout: ms(g.upstream_idle_timeout_ms, 30_000),
             health_interval: match g.health_interval_ms.unwrap_or(10_000) {
                 0 => None,
                 n => Some(Duration::from_millis(n.max(100))),

@@ -47,6 +47,8 @@ pub struct Shared {
     /// subscribed client sessions. Per-client upstream sessions need none (the upstream
     /// knows its own subscribers).
     pub subscriptions: dashmap::DashMap<String, Vec<crate::session::SessionId>>,
+    /// Connection, session and stream limits, and their hit counters.
+    pub limits: Arc<crate::limits::Limits>,
     clock: quanta::Clock,
     origin: quanta::Instant,
     control: flume::Sender<ControlMsg>,
@@ -92,7 +94,7 @@ impl Shared {
             match self.sessions.get(&sid) {
                 Some(s) => {
                     if let Some(o) = s.outbox.load_full() {
-                        let _ = o.tx.try_send(body.clone());
+                        o.offer(body.clone(), &self.limits);
                     }
                 }
                 None => gone.push(sid),
@@ -141,6 +143,10 @@ impl ControlPlane {
             sessions: Sessions::default(),
             shutdown: AtomicBool::new(false),
             subscriptions: dashmap::DashMap::new(),
+            limits: Arc::new(crate::limits::Limits::new(
+                config.gateway.max_connections,
+                config.gateway.max_connections_per_ip,
+            )),
             metrics: Default::default(),
             audit: match &config.audit {
                 Some(p) => Some(crate::observe::audit::Audit::start(p.clone())?),

@@ -19,6 +19,7 @@ use crate::{
     control::Shared,
     error::{Error, ErrorKind},
     jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
+    limits::Limit,
     registry::{self, names, Snapshot, Target, View},
     relay::{Event, Relay},
     session::{self, Outbox, Session, SessionId},
@@ -49,7 +50,7 @@ pub enum ReplyBody {
     /// disconnects (the session ended) or the inbox is replaced by a newer GET.
     Stream {
         /// Messages for the client.
-        inbox: flume::Receiver<Bytes>,
+        inbox: crate::session::Inbox,
         /// Disconnects when the session ends.
         ended: flume::Receiver<()>,
         /// Held while the stream is open; upstream stream readers stop when it drops.
@@ -314,17 +315,16 @@ impl Front {
                 resume_after = Some(seq);
             }
         }
-        let (tx, inbox) = flume::bounded(1024);
+        let g = &self.shared.config.gateway;
         let (alive, alive_rx) = flume::bounded::<()>(1);
+        let (outbox, inbox) = session::outbox(g.sse_buffer_bytes, alive_rx);
+        let outbox = Arc::new(outbox);
         // A newer GET replaces an older one: the old stream's inbox loses its sender and ends.
-        sess.outbox.store(Some(Arc::new(Outbox {
-            tx: tx.clone(),
-            alive: alive_rx.clone(),
-        })));
+        sess.outbox.store(Some(outbox.clone()));
         let snap = self.shared.snapshot.load_full();
         for (name, us) in sess.upstreams.entries() {
             if let Some(up) = snap.by_name.get(&name).and_then(|r| snap.upstream(*r)) {
-                self.listen_upstream(up.clone(), us, tx.clone(), alive_rx.clone());
+                self.listen_upstream(up.clone(), us, outbox.clone());
             }
         }
         Reply {
@@ -334,9 +334,9 @@ impl Front {
                 inbox,
                 ended: sess.ended(),
                 alive,
-                replay: match self.shared.config.gateway.sse_replay_events {
+                replay: match g.sse_replay_events {
                     0 => None,
-                    cap => Some(sess.get_stream(cap)),
+                    cap => Some(sess.get_stream(cap, g.sse_buffer_bytes)),
                 },
                 resume_after,
             },
@@ -350,8 +350,7 @@ impl Front {
         self: &Rc<Self>,
         up: Arc<Upstream>,
         us: Arc<crate::upstream::UpstreamSession>,
-        tx: flume::Sender<Bytes>,
-        alive: flume::Receiver<()>,
+        outbox: Arc<Outbox>,
     ) {
         let front = self.clone();
         monoio::spawn(async move {
@@ -365,12 +364,10 @@ impl Front {
                 }
             };
             loop {
-                let next = select_first(stream.next(), alive.recv_async()).await;
+                let next = select_first(stream.next(), outbox.alive.recv_async()).await;
                 let Some(Ok(Some(m))) = next else { return };
                 if let Some(out) = front.translate_unsolicited(&up, m) {
-                    if tx.send_async(out).await.is_err() {
-                        return;
-                    }
+                    outbox.offer(out, &front.shared.limits);
                 }
             }
         });
@@ -584,6 +581,20 @@ impl Front {
                 .filter(|r| r.first() == Some(&b'{'))
                 .map_or(Bytes::from_static(default), Bytes::copy_from_slice)
         };
+        if self.shared.sessions.len() >= self.shared.config.gateway.max_sessions {
+            self.shared.limits.hit(Limit::Sessions);
+            tracing::info!("session limit reached: initialize refused");
+            let mut r = Reply::json(
+                503,
+                error_body(
+                    Some(&id),
+                    Code::LimitReached,
+                    "Service Unavailable: session limit reached (max_sessions)",
+                ),
+            );
+            r.headers.push(("Retry-After", Bytes::from_static(b"1")));
+            return r;
+        }
         let hello = Hello {
             capabilities: raw("capabilities", b"{}"),
             client_info: raw("clientInfo", crate::upstream::CLIENT_INFO.as_bytes()),
@@ -938,34 +949,47 @@ impl Front {
         }
     }
 
-    /// The upstream session `sess`'s calls to `up` run on (created on first use).
+    /// The upstream session `sess`'s calls to `up` run on (created on first use);
+    /// `expired`: the one the upstream no longer knows, to be replaced.
     async fn upstream_session(
         self: &Rc<Self>,
         sess: &Arc<Session>,
         up: &Upstream,
-        fresh: bool,
+        expired: Option<&OnSession>,
     ) -> crate::error::Result<OnSession> {
         let Link::Http(h) = &up.link else {
             return Ok(OnSession::Stdio);
         };
         if up.mode == SessionMode::Shared {
-            return Ok(OnSession::Http(if fresh {
+            return Ok(OnSession::Http(if expired.is_some() {
                 h.reinit_shared(&self.caller).await?
             } else {
                 h.ensure_shared(&self.caller).await?
             }));
         }
-        if !fresh {
+        let expired = match expired {
+            Some(OnSession::Http(e)) => Some(e),
+            _ => None,
+        };
+        if expired.is_none() {
             if let Some(us) = sess.upstreams.get(&up.name) {
                 return Ok(OnSession::Http(us));
             }
         }
         let us = h.initialize(&self.caller, &sess.hello).await?;
-        if let Some(old) = sess.upstreams.insert(up.name.clone(), us.clone()) {
-            // Replaced after a 404, or raced by a concurrent first call: end the other one.
-            if old.id != us.id {
-                self.delete_upstream_sessions(vec![(up.name.clone(), old)]);
-            }
+        // Concurrent calls may each have initialized one: the first in stays (calls may be
+        // running on it) and the others are ended unused. Only the expired one is replaced.
+        let (current, replaced) =
+            sess.upstreams
+                .insert_unless(up.name.clone(), us.clone(), |cur| {
+                    !expired.is_some_and(|e| Arc::ptr_eq(cur, e))
+                });
+        if !Arc::ptr_eq(&current, &us) {
+            self.delete_upstream_sessions(vec![(up.name.clone(), us)]);
+            return Ok(OnSession::Http(current));
+        }
+        if let Some(old) = replaced {
+            self.delete_upstream_sessions(vec![(up.name.clone(), old)]);
         }
         // A GET stream is open: relay this upstream session's own stream into it too.
         if let Some(o) = sess.outbox.load_full() {
@@ -977,7 +1001,7 @@ impl Front {
                 .get(&up.name)
                 .and_then(|r| self.shared.snapshot.load().upstream(*r).cloned())
             {
-                self.listen_upstream(u, us.clone(), o.tx.clone(), o.alive.clone());
+                self.listen_upstream(u, us.clone(), o);
             }
         }
         if let Some(level) = sess.log_level.load_full() {
@@ -1002,6 +1026,14 @@ impl Front {
         let Some(upstream) = snap.upstream(up).cloned() else {
             return Outcome::Done(error_body(Some(id), Code::InternalError, "Internal error"));
         };
+        if sess.in_flight.len() >= self.shared.config.gateway.max_in_flight_per_session {
+            self.shared.limits.hit(Limit::InFlight);
+            return Outcome::Done(error_body(
+                Some(id),
+                Code::LimitReached,
+                "Too many calls in flight for this session (max_in_flight_per_session)",
+            ));
+        }
         let Some(id_span) = f.id_span() else {
             return Outcome::Done(error_body(
                 Some(id),
@@ -1061,12 +1093,19 @@ impl Front {
         }
         let body = f.splice(&mut edits);
 
+        // In flight (and cancellable) from here: an upstream that answers JSON sends its
+        // response head only with the answer, so `start` may last the whole call.
+        let client_id = Bytes::copy_from_slice(id);
+        let (entry, mut cancel) = sess.register_call(client_id.clone(), gid);
+        let sent_on = std::cell::RefCell::new(None);
         let start = async {
-            let on = self.upstream_session(sess, &upstream, false).await?;
+            let on = self.upstream_session(sess, &upstream, None).await?;
+            *sent_on.borrow_mut() = Some(on.clone());
             match self.caller.start(&upstream, &on, gid, body.clone()).await {
                 Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
                     tracing::info!(upstream = %upstream.name, "upstream session expired; initializing again");
-                    let on = self.upstream_session(sess, &upstream, true).await?;
+                    let on = self.upstream_session(sess, &upstream, Some(&on)).await?;
+                    *sent_on.borrow_mut() = Some(on.clone());
                     let call = self.caller.start(&upstream, &on, gid, body.clone()).await?;
                     Ok((on, call))
                 }
@@ -1074,19 +1113,36 @@ impl Front {
                 Ok(call) => Ok((on, call)),
             }
         };
-        let (on, call) =
-            match monoio::time::timeout(upstream.timeout_for(original.as_deref()), start).await {
-                Ok(Ok(x)) => x,
-                Ok(Err(e)) => return fail(&e),
-                Err(_) => {
-                    return fail(&Error::new(
-                        ErrorKind::UpstreamTimeout,
-                        format!("{}: no answer", upstream.name),
-                    ))
+        let started = monoio::time::timeout(upstream.timeout_for(original.as_deref()), start);
+        // Only a cancellation that fires counts (a client reusing the id replaces the entry).
+        let fired = async {
+            if (&mut cancel).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let (on, call) = match select_first(started, fired).await {
+            Some(Ok(Ok(x))) => x,
+            Some(Ok(Err(e))) => return fail(&e),
+            Some(Err(_)) => {
+                return fail(&Error::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("{}: no answer", upstream.name),
+                ))
+            }
+            None => {
+                // Cancelled before the upstream's answer began: the request is abandoned
+                // (its connection closed) and the upstream told, as for a running call.
+                if let Some(on) = sent_on.take() {
+                    self.tell_cancelled(&upstream, on, gid);
                 }
-            };
+                return Outcome::Done(error_body(
+                    Some(id),
+                    Code::RequestCancelled,
+                    "Request cancelled",
+                ));
+            }
+        };
         let can_push = answer != Answer::Json || sess.outbox.load().is_some();
-        let client_id = Bytes::copy_from_slice(id);
         let mut relay = Relay::new(
             self.clone(),
             call,
@@ -1099,6 +1155,7 @@ impl Front {
             can_push,
             &target,
             original,
+            (entry, cancel),
         );
         relay.request_bytes = f.bytes().len();
         match relay.next().await {
@@ -1116,10 +1173,26 @@ impl Front {
         }
     }
 
+    /// Tells upstream `up` (in the background) that call `gid` was cancelled.
+    fn tell_cancelled(self: &Rc<Self>, up: &Arc<Upstream>, on: OnSession, gid: u64) {
+        if !matches!(up.link, Link::Http(_)) {
+            return; // a stdio call dropped early is cancelled at the child already
+        }
+        let (front, up) = (self.clone(), up.clone());
+        monoio::spawn(async move {
+            let body = Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{gid},"reason":"cancelled by the client"}}}}"#
+            ));
+            if let Err(e) = front.caller.send(&up, &on, body).await {
+                tracing::debug!(upstream = %up.name, error = %e, "could not forward a cancellation");
+            }
+        });
+    }
+
     /// Sends a message to the session's GET stream, if it has one (dropped otherwise).
     fn push(&self, sess: &Session, m: Bytes) {
         if let Some(o) = sess.outbox.load_full() {
-            if o.tx.try_send(m).is_err() {
+            if !o.offer(m, &self.shared.limits) {
                 tracing::debug!("GET stream full or closed: message dropped");
             }
         }
@@ -1151,9 +1224,10 @@ impl Front {
                 .entry(s.server.clone())
                 .or_insert_with(|| lists(s.server.as_deref()));
             for m in methods.iter() {
-                let _ = o.tx.try_send(Bytes::from(format!(
-                    r#"{{"jsonrpc":"2.0","method":"{m}"}}"#
-                )));
+                o.offer(
+                    Bytes::from(format!(r#"{{"jsonrpc":"2.0","method":"{m}"}}"#)),
+                    &shared.limits,
+                );
             }
         }
     }

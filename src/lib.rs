@@ -29,6 +29,7 @@ pub mod demo;
 pub mod error;
 pub mod front;
 pub mod jsonrpc;
+pub mod limits;
 pub mod observe;
 pub mod registry;
 pub mod relay;

@@ -290,8 +290,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         path: args.config.clone(),
         overrides: ov,
     };
-    if let Err(e) = runtime::sys::raise_fd_limit() {
-        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    match runtime::sys::raise_fd_limit() {
+        Ok(n) => {
+            let g = &config.gateway;
+            let want = (g.workers * g.max_connections) as u64;
+            if want > n {
+                tracing::warn!(
+                    open_file_limit = n,
+                    connections = want,
+                    "workers x max_connections exceeds the open-file limit: accepts will fail \
+                     (and back off) before max_connections is reached"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let chosen = runtime::choose(config.gateway.driver).context("choosing the IO driver")?;
     let signals = signal_hook::iterator::Signals::new([

@@ -47,6 +47,8 @@ pub struct Relay {
     gid_text: String,
     client_token: Option<Bytes>,
     cancel: Option<oneshot::Receiver<()>>,
+    /// Its in-flight entry, removed when the relay drops.
+    _entry: crate::session::InFlightEntry,
     /// Whether messages other than the response can reach the client; when not, upstream
     /// requests are refused on the client's behalf and notifications dropped.
     pub can_push: bool,
@@ -77,7 +79,8 @@ pub fn metric_of(e: &Error) -> Metric {
 }
 
 impl Relay {
-    /// A relay for `call`, registered in the session's in-flight table under `client_id`.
+    /// A relay for `call`, whose in-flight entry (`entry`, cancelled through `cancel`) it
+    /// keeps until it ends.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         front: Rc<Front>,
@@ -91,15 +94,8 @@ impl Relay {
         can_push: bool,
         target: &str,
         original: Option<String>,
+        (entry, cancel): (crate::session::InFlightEntry, oneshot::Receiver<()>),
     ) -> Self {
-        let (tx, rx) = oneshot::channel();
-        session.in_flight.insert(
-            client_id.clone(),
-            crate::session::InFlight {
-                gid,
-                cancel: Some(tx),
-            },
-        );
         let now = monoio::time::Instant::now();
         let timeout = upstream.timeout_for(original.as_deref());
         let deadline = now + timeout;
@@ -113,7 +109,8 @@ impl Relay {
             gid,
             gid_text: gid.to_string(),
             client_token,
-            cancel: Some(rx),
+            cancel: Some(cancel),
+            _entry: entry,
             can_push,
             requests: Vec::new(),
             started: now,
@@ -345,7 +342,6 @@ impl Drop for Relay {
                 }));
             }
         }
-        self.session.in_flight.remove(&self.client_id);
         for rid in self.requests.drain(..) {
             self.session.server_requests.remove(&rid);
         }

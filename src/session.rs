@@ -83,18 +83,23 @@ struct Ring {
     events: std::collections::VecDeque<(u64, Bytes)>,
     next: u64,
     cap: usize,
+    bytes: usize,
+    cap_bytes: usize,
     done: bool,
 }
 
 impl Replay {
-    /// An empty buffer keeping at most `cap` events.
-    pub fn new(cap: usize) -> Self {
+    /// An empty buffer keeping at most `cap` events and, beyond the newest one, at most
+    /// `cap_bytes` bytes of them.
+    pub fn new(cap: usize, cap_bytes: usize) -> Self {
         let (wake_tx, wake_rx) = flume::bounded(1);
         Self {
             ring: parking_lot::Mutex::new(Ring {
                 events: Default::default(),
                 next: 1,
                 cap: cap.max(1),
+                bytes: 0,
+                cap_bytes,
                 done: false,
             }),
             wake_tx,
@@ -108,10 +113,13 @@ impl Replay {
             let mut r = self.ring.lock();
             let seq = r.next;
             r.next += 1;
-            if r.events.len() == r.cap {
-                r.events.pop_front();
-            }
+            r.bytes += data.len();
             r.events.push_back((seq, data));
+            while r.events.len() > r.cap || (r.bytes > r.cap_bytes && r.events.len() > 1) {
+                if let Some((_, old)) = r.events.pop_front() {
+                    r.bytes -= old.len();
+                }
+            }
             seq
         };
         let _ = self.wake_tx.try_send(());
@@ -164,6 +172,20 @@ impl<K: std::hash::Hash + Eq, V> SessionMap<K, V> {
         self.0.lock().remove(k)
     }
 
+    /// Removes the value at `k` if `f` says so.
+    pub fn remove_if<Q>(&self, k: &Q, f: impl FnOnce(&V) -> bool) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let mut m = self.0.lock();
+        if m.get(k).is_some_and(f) {
+            m.remove(k)
+        } else {
+            None
+        }
+    }
+
     /// Runs `f` on the value at `k` under the lock.
     pub fn with<Q, R>(&self, k: &Q, f: impl FnOnce(&mut V) -> R) -> Option<R>
     where
@@ -199,6 +221,19 @@ impl<K: std::hash::Hash + Eq, V: Clone> SessionMap<K, V> {
         self.0.lock().get(k).cloned()
     }
 
+    /// Inserts `v` at `k` unless the value there is one `keep` says to keep; returns the
+    /// value now at `k` and the one `v` replaced.
+    pub fn insert_unless(&self, k: K, v: V, keep: impl FnOnce(&V) -> bool) -> (V, Option<V>) {
+        let mut m = self.0.lock();
+        match m.get(&k) {
+            Some(cur) if keep(cur) => (cur.clone(), None),
+            _ => {
+                let old = m.insert(k, v.clone());
+                (v, old)
+            }
+        }
+    }
+
     /// The value at `k`, inserted by `make` when missing.
     pub fn get_or_insert_with(&self, k: K, make: impl FnOnce() -> V) -> V {
         self.0.lock().entry(k).or_insert_with(make).clone()
@@ -226,9 +261,68 @@ impl<K: std::hash::Hash + Eq, V> Default for SessionMap<K, V> {
 /// The way into a client's open GET stream.
 pub struct Outbox {
     /// Messages for the client.
-    pub tx: flume::Sender<Bytes>,
+    tx: flume::Sender<Bytes>,
     /// Disconnects when that stream closes (readers relaying into it stop then).
     pub alive: flume::Receiver<()>,
+    /// Bytes queued and not yet taken by the stream's writer.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    cap: usize,
+}
+
+/// The stream writer's end of an [`Outbox`].
+pub struct Inbox {
+    rx: flume::Receiver<Bytes>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A GET stream's queue: at most `cap_bytes` bytes (and 1024 messages) waiting for the
+/// writer; past that, messages are dropped (a client that does not read cannot make the
+/// gateway hold more).
+pub fn outbox(cap_bytes: usize, alive: flume::Receiver<()>) -> (Outbox, Inbox) {
+    let (tx, rx) = flume::bounded(1024);
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        Outbox {
+            tx,
+            alive,
+            queued: queued.clone(),
+            cap: cap_bytes,
+        },
+        Inbox { rx, queued },
+    )
+}
+
+impl Outbox {
+    /// Queues `m` for the client unless the stream's buffer is full or the stream closed;
+    /// a message refused for room is counted against `sse_buffer_bytes`.
+    pub fn offer(&self, m: Bytes, limits: &crate::limits::Limits) -> bool {
+        let n = m.len();
+        let before = self.queued.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.cap && before > 0 {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            limits.hit(crate::limits::Limit::SseBuffer);
+            return false;
+        }
+        match self.tx.try_send(m) {
+            Ok(()) => true,
+            Err(e) => {
+                self.queued.fetch_sub(n, Ordering::Relaxed);
+                if matches!(e, flume::TrySendError::Full(_)) {
+                    limits.hit(crate::limits::Limit::SseBuffer);
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Inbox {
+    /// The next message; Err once every [`Outbox`] is gone.
+    pub async fn recv(&self) -> Result<Bytes, flume::RecvError> {
+        let m = self.rx.recv_async().await?;
+        self.queued.fetch_sub(m.len(), Ordering::Relaxed);
+        Ok(m)
+    }
 }
 
 /// A client request forwarded upstream and not yet answered.
@@ -237,6 +331,51 @@ pub struct InFlight {
     pub gid: u64,
     /// Fires to stop relaying it (the client cancelled it); taken by the first cancel.
     pub cancel: Option<futures_channel::oneshot::Sender<()>>,
+}
+
+/// A call's place in its session's `in_flight` table, from before it is sent upstream until
+/// it ends: counted against `max_in_flight_per_session` and cancellable all along. Dropping
+/// it removes the entry (only if it is still this call's: a client reusing an id in flight
+/// replaced it).
+pub struct InFlightEntry {
+    session: Arc<Session>,
+    id: Bytes,
+    gid: u64,
+}
+
+impl Session {
+    /// Registers a call with client id `id` and gateway id `gid`; the receiver fires when
+    /// the client cancels it.
+    pub fn register_call(
+        self: &Arc<Self>,
+        id: Bytes,
+        gid: u64,
+    ) -> (InFlightEntry, futures_channel::oneshot::Receiver<()>) {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.in_flight.insert(
+            id.clone(),
+            InFlight {
+                gid,
+                cancel: Some(tx),
+            },
+        );
+        (
+            InFlightEntry {
+                session: self.clone(),
+                id,
+                gid,
+            },
+            rx,
+        )
+    }
+}
+
+impl Drop for InFlightEntry {
+    fn drop(&mut self) {
+        self.session
+            .in_flight
+            .remove_if(&self.id, |e| e.gid == self.gid);
+    }
 }
 
 /// A request from an upstream relayed to the client, waiting for the client's answer.
@@ -288,17 +427,17 @@ impl Session {
     }
 
     /// A new POST stream's number and replay buffer (registered in `streams`).
-    pub fn open_stream(&self, cap: usize) -> (u32, Arc<Replay>) {
+    pub fn open_stream(&self, cap: usize, cap_bytes: usize) -> (u32, Arc<Replay>) {
         let n = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let r = Arc::new(Replay::new(cap));
+        let r = Arc::new(Replay::new(cap, cap_bytes));
         self.streams.insert(n, r.clone());
         (n, r)
     }
 
     /// The GET stream's replay buffer (stream 0), created on first use.
-    pub fn get_stream(&self, cap: usize) -> Arc<Replay> {
+    pub fn get_stream(&self, cap: usize, cap_bytes: usize) -> Arc<Replay> {
         self.streams
-            .get_or_insert_with(0, || Arc::new(Replay::new(cap)))
+            .get_or_insert_with(0, || Arc::new(Replay::new(cap, cap_bytes)))
     }
 
     /// A receiver that resolves (as disconnected) once the session is gone: ended by the
@@ -437,7 +576,7 @@ mod tests {
 
     #[test]
     fn replay_keeps_the_last_events() {
-        let r = Replay::new(3);
+        let r = Replay::new(3, usize::MAX);
         for i in 0..5u8 {
             assert_eq!(r.push(Bytes::from(vec![i])), u64::from(i) + 1);
         }

@@ -136,6 +136,28 @@ pub struct GatewayConfig {
     /// Reload when the config file changes (checked every second). Default false: reload
     /// on `SIGHUP` or `POST /admin/reload`.
     pub watch_config: Option<bool>,
+    /// Most client connections one worker holds open; past it a new connection is answered
+    /// 503 (`Retry-After: 1`) and closed. Default 10000.
+    pub max_connections: Option<usize>,
+    /// Most open connections from one client IP address, over all workers; past it a new
+    /// connection is answered 429 and closed. Default 0: no cap (clients behind one NAT or
+    /// proxy share an address).
+    pub max_connections_per_ip: Option<usize>,
+    /// Most client sessions at once; past it `initialize` is answered 503. Default 200000.
+    pub max_sessions: Option<usize>,
+    /// Most calls one session may have waiting on upstreams; past it a call is answered with
+    /// a JSON-RPC error (-32038). Default 128.
+    pub max_in_flight_per_session: Option<usize>,
+    /// Most bytes queued for one SSE stream: messages waiting for a GET stream's writer,
+    /// and the events a stream keeps for replay. Past it, queued messages are dropped and
+    /// the oldest replay events forgotten. Default 1 MiB (1048576).
+    pub sse_buffer_bytes: Option<usize>,
+    /// An idle keep-alive connection to an HTTP upstream is closed after this long, ms.
+    /// Default 30000.
+    pub upstream_idle_timeout_ms: Option<u64>,
+    /// Longest a write to a client may wait for the client to read, ms; a client that reads
+    /// nothing for this long is disconnected. Default 30000.
+    pub write_timeout_ms: Option<u64>,
 }
 
 /// `[[upstream]]`.

@@ -38,6 +38,9 @@ pub enum Code {
     ShuttingDown,
     /// -32037: the client cancelled the request (answered only where HTTP needs an answer).
     RequestCancelled,
+    /// -32038: a configured limit was reached (connections, sessions, calls in flight); the
+    /// message names it. Retrying later may succeed.
+    LimitReached,
 }
 
 impl Code {
@@ -58,6 +61,7 @@ impl Code {
             Code::BadHttpRequest => -32035,
             Code::ShuttingDown => -32036,
             Code::RequestCancelled => -32037,
+            Code::LimitReached => -32038,
         }
     }
 }

@@ -1437,12 +1437,38 @@ mod tests {
         }
 
         #[test]
+        fn replay_byte_cap_keeps_the_newest_within_it(
+            sizes in proptest::collection::vec(0usize..5000, 1..60),
+            cap_bytes in 0usize..20_000,
+        ) {
+            let r = Replay::new(1000, cap_bytes);
+            for (i, n) in sizes.iter().enumerate() {
+                prop_assert_eq!(r.push(Bytes::from(vec![b'x'; *n])), i as u64 + 1);
+            }
+            let (kept, _) = r.after(0);
+            // A suffix of what was pushed, never empty, within the cap unless it is only the
+            // newest event, and as long as the cap allows.
+            prop_assert!(!kept.is_empty());
+            let first = kept[0].0 as usize - 1;
+            for (j, (seq, b)) in kept.iter().enumerate() {
+                prop_assert_eq!(*seq as usize, first + j + 1);
+                prop_assert_eq!(b.len(), sizes[first + j]);
+            }
+            prop_assert_eq!(kept.last().map(|k| k.0 as usize), Some(sizes.len()));
+            let total: usize = kept.iter().map(|(_, b)| b.len()).sum();
+            prop_assert!(total <= cap_bytes || kept.len() == 1);
+            if first > 0 {
+                prop_assert!(total + sizes[first - 1] > cap_bytes, "evicted one that fitted");
+            }
+        }
+
+        #[test]
         fn replay_keeps_exactly_the_last_n_in_order(
             cap in 0usize..40,
             n in 0usize..200,
             probe in any::<u64>(),
         ) {
-            let r = Replay::new(cap);
+            let r = Replay::new(cap, usize::MAX);
             for i in 0..n {
                 prop_assert_eq!(r.push(Bytes::from(i.to_string())), i as u64 + 1);
             }

@@ -76,15 +76,40 @@ async fn run(
     };
     let _ = ready.send(Ok(()));
     let front = Front::new(shared.clone(), index);
+    // Idle upstream connections past upstream_idle_timeout_ms are closed.
+    {
+        let (front, shared) = (front.clone(), shared.clone());
+        monoio::spawn(async move {
+            let every = shared
+                .config
+                .gateway
+                .upstream_idle_timeout
+                .clamp(Duration::from_millis(100), Duration::from_secs(1));
+            while !shared.stopping() {
+                monoio::time::sleep(every).await;
+                front
+                    .caller()
+                    .pool
+                    .sweep(shared.config.gateway.upstream_idle_timeout);
+            }
+        });
+    }
+    // Connections this worker holds (its share of `max_connections`).
+    let held = std::rc::Rc::new(std::cell::Cell::new(0usize));
     loop {
         if shared.stopping() {
             break;
         }
         // Wake up now and then to notice shutdown.
         match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
-            Ok(Ok((conn, _peer))) => {
-                monoio::spawn(server::serve(conn, front.clone()));
-            }
+            Ok(Ok((conn, peer))) => match shared.limits.admit(peer.ip(), &held) {
+                Ok(permit) => {
+                    monoio::spawn(server::serve(conn, front.clone(), permit));
+                }
+                Err(limit) => {
+                    monoio::spawn(server::refuse_connection(conn, limit, front.clone()));
+                }
+            },
             Ok(Err(e)) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(worker = index, error = %e, "accept failed");

@@ -11,20 +11,26 @@
 use std::{rc::Rc, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use monoio::{io::AsyncWriteRentExt, net::TcpStream};
+use monoio::{
+    io::{AsyncWriteRent, AsyncWriteRentExt},
+    net::TcpStream,
+};
 
 use super::http::{self as codec, BodyKind, ChunkedDecoder, Limits, RequestHead};
 use crate::{
     front::{Front, Reply, ReplyBody},
     jsonrpc::Code,
+    limits::{ConnPermit, Limit},
     relay::Event,
     session::{Replay, Session},
     upstream::http::read_more,
 };
 use futures_util::future::{select, Either};
 
-/// Serves one connection until it closes, errs, idles out or the gateway stops.
-pub async fn serve(mut conn: TcpStream, front: Rc<Front>) {
+/// Serves one connection until it closes, errs, idles out or the gateway stops; `permit`
+/// holds its place under the connection limits until then.
+pub async fn serve(mut conn: TcpStream, front: Rc<Front>, permit: ConnPermit) {
+    let _permit = permit;
     let _ = conn.set_nodelay(true);
     let g = front.shared().config.gateway.clone();
     let limits = Limits {
@@ -53,13 +59,14 @@ pub async fn serve(mut conn: TcpStream, front: Rc<Front>) {
             }
         };
         let _ = buf.split_to(head.head_len);
-        let body = match read_body(&mut conn, &mut buf, &head, &limits, g.idle_timeout).await {
-            Ok(b) => b,
-            Err(reply) => {
-                let _ = write_reply(&mut conn, reply, false, &front).await;
-                return;
-            }
-        };
+        let body =
+            match read_body(&mut conn, &mut buf, &head, &limits, g.idle_timeout, &front).await {
+                Ok(b) => b,
+                Err(reply) => {
+                    let _ = write_reply(&mut conn, reply, false, &front).await;
+                    return;
+                }
+            };
         let keep_alive = head.keep_alive && !front.shared().stopping();
         // Counted from here until the answer is written: a drain waits for these.
         let _busy = front.busy();
@@ -72,6 +79,56 @@ pub async fn serve(mut conn: TcpStream, front: Rc<Front>) {
             return;
         }
     }
+}
+
+/// Answers a connection over a connection limit: 503 (worker full) or 429 (too many from
+/// this address), `Retry-After: 1`, then closes. The client's request, if it sent one, is
+/// read and discarded for up to a second first so that the close does not reset the
+/// connection before the answer is read; past 64 such closes at once they are immediate.
+pub async fn refuse_connection(mut conn: TcpStream, limit: Limit, front: Rc<Front>) {
+    thread_local! {
+        static LINGERING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    let (status, message) = match limit {
+        Limit::ConnectionsPerIp => (
+            429,
+            "Too Many Requests: connection limit per client address reached (max_connections_per_ip)",
+        ),
+        _ => (
+            503,
+            "Service Unavailable: connection limit reached (max_connections)",
+        ),
+    };
+    tracing::debug!(status, limit = limit.label(), "connection refused");
+    let body = crate::jsonrpc::error_body(None, Code::LimitReached, message);
+    let mut out = BytesMut::with_capacity(256 + body.len());
+    codec::write_response_head(
+        &mut out,
+        status,
+        &[("Retry-After", b"1"), ("Content-Type", b"application/json")],
+        Some(body.len()),
+        false,
+    );
+    out.extend_from_slice(&body);
+    if send(&mut conn, out.freeze(), &front).await.is_err() {
+        return;
+    }
+    if LINGERING.get() >= 64 {
+        return;
+    }
+    LINGERING.set(LINGERING.get() + 1);
+    let _ = conn.shutdown().await;
+    let deadline = monoio::time::Instant::now() + Duration::from_secs(1);
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut total = 0usize;
+    while total < 64 << 10 {
+        buf.clear();
+        match monoio::time::timeout_at(deadline, read_more(&mut conn, &mut buf)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+    LINGERING.set(LINGERING.get().saturating_sub(1));
 }
 
 fn refuse(status: u16, why: &str) -> Reply {
@@ -121,6 +178,7 @@ async fn read_body(
     head: &RequestHead,
     limits: &Limits,
     timeout: Duration,
+    front: &Front,
 ) -> Result<Bytes, Reply> {
     let wants_continue = head.expect_continue && buf.is_empty();
     match head.body {
@@ -131,7 +189,7 @@ async fn read_body(
                 return Err(refuse(413, "Content-Length over the limit"));
             }
             if wants_continue && n > 0 {
-                send_continue(conn).await?;
+                send_continue(conn, front).await?;
             }
             let deadline = monoio::time::Instant::now() + timeout;
             while buf.len() < n {
@@ -150,7 +208,7 @@ async fn read_body(
         }
         BodyKind::Chunked => {
             if wants_continue {
-                send_continue(conn).await?;
+                send_continue(conn, front).await?;
             }
             let mut dec = ChunkedDecoder::new(limits.max_body_bytes);
             let mut out = BytesMut::new();
@@ -179,8 +237,8 @@ async fn read_body(
     }
 }
 
-async fn send_continue(conn: &mut TcpStream) -> Result<(), Reply> {
-    let (r, _) = conn.write_all(codec::CONTINUE_100).await;
+async fn send_continue(conn: &mut TcpStream, front: &Front) -> Result<(), Reply> {
+    let r = send(conn, codec::CONTINUE_100, front).await;
     r.map(|_| ())
         .map_err(|_| refuse(400, "cannot write 100 Continue"))
 }
@@ -196,7 +254,7 @@ async fn write_reply(
     match reply.body {
         ReplyBody::Empty => {
             codec::write_response_head(&mut out, reply.status, &headers, Some(0), keep_alive);
-            let (r, _) = conn.write_all(out.freeze()).await;
+            let r = send(conn, out.freeze(), front).await;
             r.map(|_| ())
         }
         ReplyBody::Full(ct, body) => {
@@ -210,12 +268,12 @@ async fn write_reply(
             );
             if body.len() <= 16 << 10 {
                 out.extend_from_slice(&body);
-                let (r, _) = conn.write_all(out.freeze()).await;
+                let r = send(conn, out.freeze(), front).await;
                 r.map(|_| ())
             } else {
-                let (r, _) = conn.write_all(out.freeze()).await;
+                let r = send(conn, out.freeze(), front).await;
                 r?;
-                let (r, _) = conn.write_all(body).await;
+                let r = send(conn, body, front).await;
                 r.map(|_| ())
             }
         }
@@ -229,7 +287,7 @@ async fn write_reply(
             headers.push(("Content-Type", b"text/event-stream"));
             headers.push(("Cache-Control", b"no-cache"));
             codec::write_response_head(&mut out, reply.status, &headers, None, false);
-            let (r, _) = conn.write_all(out.freeze()).await;
+            let r = send(conn, out.freeze(), front).await;
             r?;
             let res = stream(conn, inbox, ended, replay, resume_after, front).await;
             drop(alive);
@@ -243,9 +301,9 @@ async fn write_reply(
             headers.push(("Content-Type", b"text/event-stream"));
             headers.push(("Cache-Control", b"no-cache"));
             codec::write_response_head(&mut out, reply.status, &headers, None, keep_alive);
-            let (r, _) = conn.write_all(out.freeze()).await;
+            let r = send(conn, out.freeze(), front).await;
             r?;
-            resume(conn, &replay, stream, after).await
+            resume(conn, &replay, stream, after, front).await
         }
         ReplyBody::Relay(mut relay, first) => {
             headers.push(("Content-Type", b"text/event-stream"));
@@ -255,7 +313,7 @@ async fn write_reply(
             let (keep, cap, poll) = (g.sse_replay, g.sse_replay_events, g.sse_poll);
             let started = monoio::time::Instant::now();
             let (stream, replay) = if cap > 0 {
-                let (n, r) = relay.session().open_stream(cap);
+                let (n, r) = relay.session().open_stream(cap, g.sse_buffer_bytes);
                 (n, Some(r))
             } else {
                 (0, None)
@@ -274,7 +332,7 @@ async fn write_reply(
                 if last {
                     codec::write_last_chunk(&mut out);
                 }
-                let (r, _) = conn.write_all(out.freeze()).await;
+                let r = send(conn, out.freeze(), front).await;
                 if let Err(e) = r {
                     // The client went away mid-call: that is not a cancellation. Keep
                     // relaying into the replay buffer so it can resume with Last-Event-ID.
@@ -309,7 +367,7 @@ async fn write_reply(
                             "call stream ended early (sse_poll_ms); the client resumes"
                         );
                         detach(relay, replay.clone(), keep);
-                        let (r, _) = conn.write_all(out.freeze()).await;
+                        let r = send(conn, out.freeze(), front).await;
                         return r.map(|_| ());
                     }
                 }
@@ -363,6 +421,7 @@ async fn resume(
     replay: &Replay,
     stream: u32,
     mut after: u64,
+    front: &Front,
 ) -> std::io::Result<()> {
     let changed = replay.changed();
     loop {
@@ -376,11 +435,33 @@ async fn resume(
             codec::write_last_chunk(&mut out);
         }
         if !out.is_empty() {
-            let (r, _) = conn.write_all(out.freeze()).await;
+            let r = send(conn, out.freeze(), front).await;
             r?;
         }
         if done || changed.recv_async().await.is_err() {
             return Ok(());
+        }
+    }
+}
+
+/// Writes all of `buf`; fails with `TimedOut` (and counts it) when the client has not taken
+/// it within `write_timeout_ms`: a client that stops reading cannot hold a task, its
+/// buffers and whatever it waits on forever.
+async fn send<B: monoio::buf::IoBuf + 'static>(
+    conn: &mut TcpStream,
+    buf: B,
+    front: &Front,
+) -> std::io::Result<()> {
+    let shared = front.shared();
+    match monoio::time::timeout(shared.config.gateway.write_timeout, conn.write_all(buf)).await {
+        Ok((r, _)) => r.map(|_| ()),
+        Err(_) => {
+            shared.limits.hit(crate::limits::Limit::SlowReader);
+            tracing::info!("client read nothing within write_timeout_ms: disconnected");
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client does not read",
+            ))
         }
     }
 }
@@ -397,7 +478,7 @@ fn write_event(out: &mut BytesMut, id: Option<&str>, data: &[u8]) {
 /// client goes away or the gateway stops.
 async fn stream(
     conn: &mut TcpStream,
-    inbox: flume::Receiver<Bytes>,
+    inbox: crate::session::Inbox,
     ended: flume::Receiver<()>,
     replay: Option<Arc<Replay>>,
     resume_after: Option<u64>,
@@ -410,7 +491,7 @@ async fn stream(
             write_event(&mut out, Some(&format!("0-{seq}")), &m);
         }
         if !out.is_empty() {
-            let (r, _) = conn.write_all(out.freeze()).await;
+            let r = send(conn, out.freeze(), front).await;
             r?;
         }
     }
@@ -421,7 +502,7 @@ async fn stream(
     loop {
         let woke = monoio::time::timeout(
             tick,
-            select(Box::pin(inbox.recv_async()), Box::pin(ended.recv_async())),
+            select(Box::pin(inbox.recv()), Box::pin(ended.recv_async())),
         )
         .await;
         let mut out = BytesMut::new();
@@ -448,7 +529,7 @@ async fn stream(
         if last {
             codec::write_last_chunk(&mut out);
         }
-        let (r, _) = conn.write_all(out.freeze()).await;
+        let r = send(conn, out.freeze(), front).await;
         r?;
         if last {
             return Ok(());

@@ -61,7 +61,8 @@ pub struct HttpUpstream {
 /// Per-worker idle connections, by upstream address.
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<String, Vec<TcpStream>>>,
+    /// Per address, oldest first; each with the time it was parked.
+    idle: RefCell<HashMap<String, Vec<(TcpStream, std::time::Instant)>>>,
 }
 
 /// Most idle connections kept per address and worker.
@@ -69,15 +70,29 @@ const MAX_IDLE: usize = 64;
 
 impl Pool {
     fn take(&self, addr: &str) -> Option<TcpStream> {
-        self.idle.borrow_mut().get_mut(addr).and_then(Vec::pop)
+        self.idle
+            .borrow_mut()
+            .get_mut(addr)
+            .and_then(Vec::pop)
+            .map(|(c, _)| c)
     }
 
     fn put(&self, addr: &str, conn: TcpStream) {
         let mut idle = self.idle.borrow_mut();
         let v = idle.entry(addr.to_string()).or_default();
         if v.len() < MAX_IDLE {
-            v.push(conn);
+            v.push((conn, std::time::Instant::now()));
         }
+    }
+
+    /// Closes connections idle longer than `max_idle` (the most recently used are reused
+    /// first, so the ones left idle are the surplus of a past burst).
+    pub fn sweep(&self, max_idle: Duration) {
+        let mut idle = self.idle.borrow_mut();
+        for v in idle.values_mut() {
+            v.retain(|(_, at)| at.elapsed() < max_idle);
+        }
+        idle.retain(|_, v| !v.is_empty());
     }
 }
 

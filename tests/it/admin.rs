@@ -5,24 +5,8 @@ use std::net::SocketAddr;
 use serde_json::{json, Value};
 
 use crate::support::{
-    client_script, free_port, stdio_fixture_toml, Gateway, HttpFixture, Raw, Resp, TempDir,
+    admin, client_script, free_port, stdio_fixture_toml, Gateway, HttpFixture, Raw, TempDir,
 };
-
-fn admin(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Resp {
-    let mut c = Raw::connect(addr);
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    c.send(format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
-    c.read().expect("admin answer")
-}
 
 fn tools(url: &str) -> Vec<String> {
     let v = client_script(url, json!([["list_tools"]]));

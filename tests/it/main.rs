@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod conformance;
 mod faults;
+mod hostile;
 mod raw;
 mod sdk;
 mod servers;

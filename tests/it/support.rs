@@ -436,6 +436,11 @@ impl Raw {
         Raw { s, buf: Vec::new() }
     }
 
+    /// Wraps a connection made elsewhere (its read timeout is left as set).
+    pub fn from_stream(s: TcpStream) -> Self {
+        Raw { s, buf: Vec::new() }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).expect("write");
     }
@@ -507,6 +512,23 @@ impl Raw {
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
+}
+
+/// One request to the admin API (or any plain HTTP endpoint) on a fresh connection.
+pub fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Resp {
+    let mut c = Raw::connect(addr);
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    c.send(format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    c.read().expect("admin answer")
 }
 
 /// A POST /mcp request with the usual MCP headers plus `extra` header lines.

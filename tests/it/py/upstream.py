@@ -188,6 +188,13 @@ def build_server(name: str, log_level: str) -> MCPServer:
                 await asyncio.sleep(delay)
         return f"done {steps}"
 
+    @server.tool(description="Send `count` progress notifications with a `size`-byte message each, at once.")
+    async def flood(count: int, size: int, ctx: Context) -> str:
+        text = "x" * size
+        for i in range(1, count + 1):
+            await ctx.report_progress(i, count, text)
+        return f"flooded {count}"
+
     @server.tool(description="Send a progress notification every 0.2 s for `seconds`, then return 'finished'.")
     async def slow_progress(seconds: float, ctx: Context) -> str:
         deadline = time.monotonic() + seconds
