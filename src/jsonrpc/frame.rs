@@ -209,15 +209,17 @@ impl Frame {
         if !version_ok {
             return Err(invalid("jsonrpc must be \"2.0\"", id_bytes));
         }
+        // Wherever it appears (a response has no use for it, but a string there is still
+        // not JSON-RPC), params is structured.
+        if let Some(p) = f.params {
+            if !matches!(b.get(p.start as usize), Some(b'{' | b'[')) {
+                return Err(invalid("params must be an object or an array", id_bytes));
+            }
+        }
         f.kind = match (f.method, f.id, f.result.is_some() || f.error.is_some()) {
             (Some(m), id, false) => {
                 if b.get(m.start as usize) != Some(&b'"') {
                     return Err(invalid("method must be a string", id_bytes));
-                }
-                if let Some(p) = f.params {
-                    if !matches!(b.get(p.start as usize), Some(b'{' | b'[')) {
-                        return Err(invalid("params must be an object or an array", id_bytes));
-                    }
                 }
                 if id.is_some() {
                     Kind::Request

@@ -1064,6 +1064,20 @@ mod tests {
 
     // === fuzz findings ===
 
+    /// `frame` finding (CI smoke run, 2026-11-25): a response carrying a string `params`
+    /// (`{"jsonrpc":"2.0","params":"notifica4.0","id":"r","result":{}}`, inside a batch) was
+    /// accepted with that member, though `params` is structured wherever it appears. It is
+    /// now refused as an invalid request; the whole input is the fuzzer's.
+    #[test]
+    fn response_with_string_params() {
+        let data = br#"[{"jsonrpc":"1.0","id":1,"methoW":"ping"}, {"jsonrpc":"2.0","params":"notifica4.0","id":"r","result":{}}]"#;
+        super::frame(data);
+        let mut p = Parser::default();
+        let one =
+            Bytes::from_static(br#"{"jsonrpc":"2.0","params":"notifica4.0","id":"r","result":{}}"#);
+        assert!(p.parse_one(one).is_err());
+    }
+
     /// `http_head` finding: a response status below 100 is accepted, though
     /// `ResponseHead::status` is documented as 100..=999 (RFC 9110 §15: the first digit is
     /// 1 to 5). Input as the fuzzer found it (limits 0x80, response to GET).

@@ -32,12 +32,15 @@ use futures_util::future::{select, Either};
 pub async fn serve(mut conn: TcpStream, front: Rc<Front>, permit: ConnPermit) {
     let _permit = permit;
     let _ = conn.set_nodelay(true);
-    let g = front.shared().config.gateway.clone();
+    let shared = front.shared().clone();
+    let g = &shared.config.gateway;
     let limits = Limits {
         max_header_bytes: g.max_header_bytes,
         max_body_bytes: g.max_body_bytes,
     };
-    let mut buf = BytesMut::with_capacity(16 << 10);
+    // Allocated when the first bytes arrive (see `read_head`): a connection that sends
+    // nothing costs no buffer.
+    let mut buf = BytesMut::new();
     loop {
         if front.shared().stopping() && buf.is_empty() {
             return;
@@ -70,8 +73,10 @@ pub async fn serve(mut conn: TcpStream, front: Rc<Front>, permit: ConnPermit) {
         let keep_alive = head.keep_alive && !front.shared().stopping();
         // Counted from here until the answer is written: a drain waits for these.
         let _busy = front.busy();
-        let reply = front.handle(&head, body).await;
-        if write_reply(&mut conn, reply, keep_alive, &front)
+        // Boxed: their state machines are large, and a connection waiting for its next
+        // request should not carry them (idle connections cost memory, not these futures).
+        let reply = Box::pin(front.handle(&head, body)).await;
+        if Box::pin(write_reply(&mut conn, reply, keep_alive, &front))
             .await
             .is_err()
             || !keep_alive
@@ -143,6 +148,9 @@ fn refuse(status: u16, why: &str) -> Reply {
     Reply::error(status, Code::BadHttpRequest, message)
 }
 
+/// How long a keep-alive connection keeps its read buffer while waiting for its next request.
+const HOT: Duration = Duration::from_secs(1);
+
 /// `Ok(None)`: the client closed (or idled out) between requests.
 async fn read_head(
     conn: &mut TcpStream,
@@ -152,9 +160,29 @@ async fn read_head(
     header_timeout: Duration,
 ) -> Result<Option<RequestHead>, Reply> {
     if buf.is_empty() {
-        match monoio::time::timeout(idle, read_more(conn, buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
-            Ok(Ok(_)) => {}
+        // A busy connection reads its next request straight into the buffer it has. One
+        // that stays quiet longer than HOT gives its buffer back (the cancelled read takes
+        // it) and waits for readability without one, so idle keep-alive connections hold no
+        // buffer memory.
+        let started = monoio::time::Instant::now();
+        if buf.capacity() > 0 {
+            match monoio::time::timeout(HOT.min(idle), read_more(conn, buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+                Err(_) => *buf = BytesMut::new(),
+            }
+        }
+        if buf.is_empty() {
+            let left = idle.saturating_sub(started.elapsed());
+            match monoio::time::timeout(left, conn.readable(true)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Ok(None),
+            }
+            match monoio::time::timeout(header_timeout, read_more(conn, buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+                Err(_) => return Err(refuse(408, "request head not received in time")),
+            }
         }
     }
     let deadline = monoio::time::Instant::now() + header_timeout;

@@ -505,7 +505,7 @@ fn pipelined_floods_are_answered_in_order_or_cut_when_unread() {
 fn streams_that_are_never_read_stay_bounded() {
     let fixture = HttpFixture::start("alpha");
     let (gw, admin_addr) = start(
-        "write_timeout_ms = 1500\nsse_buffer_bytes = 262144\nsession_idle_timeout_ms = 4000\nupstream_idle_timeout_ms = 1000",
+        "write_timeout_ms = 1500\nsse_buffer_bytes = 262144\nsession_idle_timeout_ms = 8000\nupstream_idle_timeout_ms = 1000",
         &crate::support::http_upstream_toml("alpha", &fixture.url(), ""),
     );
     let pid = gw.proc.pid();
@@ -530,6 +530,7 @@ fn streams_that_are_never_read_stay_bounded() {
         s.write_all(&post(flood, &[&format!("Mcp-Session-Id: {sid}")]))
             .expect("request");
         unread.push(s);
+        probe.calls(1); // (keeps its session from expiring meanwhile)
     }
     // And two clients with a GET stream they never read, whose JSON-only calls push the
     // same flood to that stream.
@@ -558,6 +559,7 @@ fn streams_that_are_never_read_stay_bounded() {
             Value::from("flooded 200")
         );
         unread.push(g);
+        probe.calls(1);
     }
     let mut rss_during = rss_mib(pid);
     let loaded = probe.calls(300);
