@@ -205,6 +205,17 @@ pub struct Config {
     pub audit: Option<PathBuf>,
     /// Where it came from, for messages (`<embedded>` for the default).
     pub source: String,
+    /// Client authentication, roles and address rules (`[auth]`, `[[role]]`).
+    pub auth: std::sync::Arc<crate::auth::Auth>,
+}
+
+impl std::fmt::Debug for crate::auth::Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print keys or hashes.
+        f.debug_struct("Auth")
+            .field("enabled", &self.enabled())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Command-line and environment overrides applied over the file.
@@ -531,7 +542,11 @@ impl Config {
                 None => default_data_dir().map(|d| d.join("mcpgw.db")),
             },
         };
+        let base_dir = Path::new(source).parent().filter(|d| d.is_dir());
+        let auth =
+            crate::auth::Auth::compile(&raw, base_dir).map_err(|e| anyhow!("{source}: {e}"))?;
         Ok(Config {
+            auth: std::sync::Arc::new(auth),
             gateway,
             upstreams,
             servers,

@@ -49,6 +49,8 @@ pub struct Shared {
     pub subscriptions: dashmap::DashMap<String, Vec<crate::session::SessionId>>,
     /// Connection, session and stream limits, and their hit counters.
     pub limits: Arc<crate::limits::Limits>,
+    /// Client authentication, roles and address rules; replaced on reload.
+    pub auth: ArcSwap<crate::auth::Auth>,
     clock: quanta::Clock,
     origin: quanta::Instant,
     control: flume::Sender<ControlMsg>,
@@ -143,6 +145,7 @@ impl ControlPlane {
             sessions: Sessions::default(),
             shutdown: AtomicBool::new(false),
             subscriptions: dashmap::DashMap::new(),
+            auth: ArcSwap::new(config.auth.clone()),
             limits: Arc::new(crate::limits::Limits::new(
                 config.gateway.max_connections,
                 config.gateway.max_connections_per_ip,
@@ -355,6 +358,7 @@ async fn run(
                         }
                         upstreams = current.iter().map(|(_, u)| u.clone()).collect();
                         catalog.servers = new.servers.clone();
+                        shared.auth.store(new.auth.clone());
                         catalog.disabled = new.disabled_tools.clone();
                         for up in &upstreams {
                             if !up.watched() {

@@ -11,11 +11,12 @@
 //!
 //! A `Front` belongs to one worker; it holds that worker's upstream caller and parser.
 
-use std::{borrow::Cow, rc::Rc, sync::Arc};
+use std::{borrow::Cow, net::IpAddr, rc::Rc, sync::Arc};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
+    auth::policy::Principal,
     control::Shared,
     error::{Error, ErrorKind},
     jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
@@ -122,7 +123,13 @@ pub struct Front {
     metrics: Arc<crate::observe::metrics::WorkerMetrics>,
     /// Requests being handled or answered on this worker.
     busy: Rc<std::cell::Cell<usize>>,
+    /// Lists filtered by role set, for the snapshot generation they were built from.
+    granted: std::cell::RefCell<(u64, GrantedLists)>,
 }
+
+/// Filtered lists by (view, role set).
+type GrantedLists =
+    std::collections::HashMap<(Option<String>, Vec<String>), Rc<[registry::Pages; 4]>>;
 
 /// Marks a request in progress on a worker until dropped.
 pub struct Busy(Rc<std::cell::Cell<usize>>);
@@ -144,6 +151,7 @@ impl Front {
             caller: Caller::new(index),
             metrics,
             busy: Rc::default(),
+            granted: Default::default(),
         })
     }
 
@@ -173,8 +181,21 @@ impl Front {
         &self.caller
     }
 
-    /// Handles one HTTP request whose body has been read.
-    pub async fn handle(self: &Rc<Self>, req: &RequestHead, body: Bytes) -> Reply {
+    /// Handles one HTTP request whose body has been read; `peer` is the TCP peer's address.
+    pub async fn handle(self: &Rc<Self>, req: &RequestHead, body: Bytes, peer: IpAddr) -> Reply {
+        let auth = self.shared.auth.load_full();
+        let client = client_address(req, peer, &auth);
+        if !auth.ip.allows(client) {
+            return forbidden_address(client);
+        }
+        if let Some(o) = &auth.oauth {
+            if o.paths.contains(&req.path) {
+                return match req.method.as_str() {
+                    "GET" | "HEAD" => Reply::json(200, o.document.clone()),
+                    _ => Reply::error(405, Code::BadHttpRequest, "Method not allowed"),
+                };
+            }
+        }
         // `/mcp`, or `/servers/<name>/mcp` for a virtual server that exists.
         let server = if req.path == MCP_PATH {
             None
@@ -191,6 +212,11 @@ impl Front {
             }
         };
         let server = server.as_deref();
+        if let Some(rules) = server.and_then(|s| auth.server_ip.get(s)) {
+            if !rules.allows(client) {
+                return forbidden_address(client);
+            }
+        }
         if !self.origin_allowed(req.header("origin")) {
             tracing::info!(origin = ?req.header_str("origin"), "request from a foreign Origin refused");
             return Reply::error(403, Code::BadHttpRequest, "Forbidden: Origin not allowed");
@@ -207,10 +233,29 @@ impl Front {
                 );
             }
         }
+        let principal = match auth.authenticate(req).await {
+            Ok(p) => p,
+            Err(denied) => {
+                let why = match denied {
+                    crate::auth::Denied::Missing => "Unauthorized: credentials required",
+                    crate::auth::Denied::Invalid(why) => why,
+                };
+                tracing::info!(client = %client, reason = why, "request not authenticated");
+                if let Some(a) = &self.shared.audit {
+                    a.record(serde_json::json!({
+                        "event": "denied", "reason": why, "client": client.to_string(),
+                    }));
+                }
+                let mut r = Reply::error(401, Code::Unauthorized, &format!("Unauthorized: {why}"));
+                r.headers.push(("WWW-Authenticate", auth.challenge()));
+                return r;
+            }
+        };
+        drop(auth);
         match req.method.as_str() {
-            "POST" => self.post(req, body, server).await,
-            "GET" => self.get(req, server),
-            "DELETE" => self.delete(req, server),
+            "POST" => self.post(req, body, server, &principal).await,
+            "GET" => self.get(req, server, &principal),
+            "DELETE" => self.delete(req, server, &principal),
             _ => {
                 let mut r = Reply::error(405, Code::BadHttpRequest, "Method not allowed");
                 r.headers
@@ -247,6 +292,7 @@ impl Front {
         &self,
         req: &RequestHead,
         server: Option<&str>,
+        principal: &Arc<Principal>,
     ) -> Result<(SessionId, Arc<Session>), Reply> {
         let Some(raw) = req.header("mcp-session-id") else {
             return Err(Reply::error(
@@ -257,12 +303,17 @@ impl Front {
         };
         // A session is usable only on the endpoint that created it: an id from a virtual
         // server is unknown elsewhere, and the other way round.
+        // And only by the principal that opened it: a leaked id alone is of no use.
         let found = SessionId::parse(raw)
             .and_then(|id| Some((self.shared.sessions.get(&id)?, id)))
-            .filter(|(s, _)| s.server.as_deref() == server);
+            .filter(|(s, _)| s.server.as_deref() == server)
+            .filter(|(s, _)| s.principal.load().key == principal.key);
         match found {
             Some((s, id)) => {
                 s.touch(self.shared.now_ms());
+                if !Arc::ptr_eq(&s.principal.load(), principal) {
+                    s.principal.store(principal.clone());
+                }
                 Ok((id, s))
             }
             None => Err(Reply::error(
@@ -273,7 +324,12 @@ impl Front {
         }
     }
 
-    fn get(self: &Rc<Self>, req: &RequestHead, server: Option<&str>) -> Reply {
+    fn get(
+        self: &Rc<Self>,
+        req: &RequestHead,
+        server: Option<&str>,
+        principal: &Arc<Principal>,
+    ) -> Reply {
         if !self.shared.config.gateway.get_stream {
             let mut r = Reply::error(
                 405,
@@ -291,7 +347,7 @@ impl Front {
                 "Not Acceptable: GET needs Accept: text/event-stream",
             );
         }
-        let sess = match self.session(req, server) {
+        let sess = match self.session(req, server, principal) {
             Ok((_, s)) => s,
             Err(r) => return r,
         };
@@ -394,8 +450,13 @@ impl Front {
         Some(frame.bytes().clone())
     }
 
-    fn delete(self: &Rc<Self>, req: &RequestHead, server: Option<&str>) -> Reply {
-        match self.session(req, server) {
+    fn delete(
+        self: &Rc<Self>,
+        req: &RequestHead,
+        server: Option<&str>,
+        principal: &Arc<Principal>,
+    ) -> Reply {
+        match self.session(req, server, principal) {
             Ok((id, _)) => {
                 if let Some(s) = self.shared.sessions.remove(&id) {
                     // The id maps must be empty by now: a leftover entry is a leak.
@@ -444,7 +505,13 @@ impl Front {
         self.delete_upstream_sessions(ups);
     }
 
-    async fn post(self: &Rc<Self>, req: &RequestHead, body: Bytes, server: Option<&str>) -> Reply {
+    async fn post(
+        self: &Rc<Self>,
+        req: &RequestHead,
+        body: Bytes,
+        server: Option<&str>,
+        principal: &Arc<Principal>,
+    ) -> Reply {
         let ct = req.header_str("content-type").unwrap_or("");
         if !ct
             .trim_start()
@@ -481,10 +548,10 @@ impl Front {
             Message::Single(f)
                 if f.kind() == Kind::Request && f.method().as_deref() == Some("initialize") =>
             {
-                self.initialize(&f, &snap, answer, server)
+                self.initialize(&f, &snap, answer, server, principal)
             }
             Message::Single(f) => {
-                let (_, sess) = match self.session(req, server) {
+                let (_, sess) = match self.session(req, server, principal) {
                     Ok(s) => s,
                     Err(r) => return r,
                 };
@@ -508,7 +575,7 @@ impl Front {
                 }
             }
             Message::Batch(items) => {
-                let (_, sess) = match self.session(req, server) {
+                let (_, sess) = match self.session(req, server, principal) {
                     Ok(s) => s,
                     Err(r) => return r,
                 };
@@ -569,6 +636,7 @@ impl Front {
         snap: &Snapshot,
         answer: Answer,
         server: Option<&str>,
+        principal: &Arc<Principal>,
     ) -> Reply {
         let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
         let requested = f
@@ -603,6 +671,7 @@ impl Front {
             version,
             hello,
             server.map(str::to_string),
+            principal.clone(),
             self.shared.now_ms(),
         ) {
             Ok(s) => s,
@@ -691,12 +760,25 @@ impl Front {
                 "Session not found",
             ));
         };
+        let principal = sess.principal.load();
+        let grant = &principal.grant;
+        let lists = |i: usize, all: &registry::Pages| -> Bytes {
+            if grant.is_everything() {
+                list(f, &id, all)
+            } else {
+                list(
+                    f,
+                    &id,
+                    &self.granted_lists(snap, sess.server.as_deref(), grant)[i],
+                )
+            }
+        };
         match &*method {
             "ping" => done(result_body(&id, b"{}")),
-            "tools/list" => done(list(f, &id, view.tools_pages)),
-            "prompts/list" => done(list(f, &id, view.prompts_pages)),
-            "resources/list" => done(list(f, &id, view.resources_pages)),
-            "resources/templates/list" => done(list(f, &id, view.templates_pages)),
+            "tools/list" => done(lists(0, view.tools_pages)),
+            "prompts/list" => done(lists(1, view.prompts_pages)),
+            "resources/list" => done(lists(2, view.resources_pages)),
+            "resources/templates/list" => done(lists(3, view.templates_pages)),
             "tools/call" => {
                 self.by_name(f, &id, snap, view, sess, view.tools, "tool", answer)
                     .await
@@ -713,8 +795,11 @@ impl Front {
                         "Invalid params: uri is required",
                     ));
                 };
-                let Some((up, orig)) = f.str_at(span).and_then(|u| route_uri(snap, view, &u))
-                else {
+                let uri = f.str_at(span);
+                if let Some(u) = uri.as_deref().filter(|u| !grant.resource(u)) {
+                    return self.denied(sess, &id, "resource", u);
+                }
+                let Some((up, orig)) = uri.and_then(|u| route_uri(snap, view, &u)) else {
                     return done(error_body(
                         Some(&id),
                         Code::ResourceNotFound,
@@ -758,7 +843,19 @@ impl Front {
                 "Invalid params: name is required",
             ));
         };
-        let target = f.str_at(span).and_then(|n| map.get(&*n));
+        let name = f.str_at(span);
+        if let Some(n) = name.as_deref() {
+            let principal = sess.principal.load();
+            let allowed = if what == "tool" {
+                principal.grant.tool(n)
+            } else {
+                principal.grant.prompt(n)
+            };
+            if !allowed {
+                return self.denied(sess, id, what, n);
+            }
+        }
+        let target = name.and_then(|n| map.get(&*n));
         match (target, view.unprefixed) {
             (Some(t), _) => {
                 let rename = Some((span, t.name_json.to_vec()));
@@ -800,7 +897,14 @@ impl Front {
                 let Some(span) = f.member(r, "name") else {
                     return err(Code::InvalidParams, "Invalid params: ref.name is required");
                 };
-                match f.str_at(span).and_then(|n| view.prompts.get(&*n).cloned()) {
+                let name = f.str_at(span);
+                if let Some(n) = name
+                    .as_deref()
+                    .filter(|n| !sess.principal.load().grant.prompt(n))
+                {
+                    return self.denied(sess, id, "prompt", n);
+                }
+                match name.and_then(|n| view.prompts.get(&*n).cloned()) {
                     Some(t) => {
                         self.forward(
                             f,
@@ -820,7 +924,14 @@ impl Front {
                 let Some(span) = f.member(r, "uri") else {
                     return err(Code::InvalidParams, "Invalid params: ref.uri is required");
                 };
-                match f.str_at(span).and_then(|u| route_uri(snap, view, &u)) {
+                let uri = f.str_at(span);
+                if let Some(u) = uri
+                    .as_deref()
+                    .filter(|u| !sess.principal.load().grant.resource(u))
+                {
+                    return self.denied(sess, id, "resource", u);
+                }
+                match uri.and_then(|u| route_uri(snap, view, &u)) {
                     Some((up, orig)) => {
                         self.forward(f, id, snap, sess, up, Some((span, orig)), answer)
                             .await
@@ -1173,6 +1284,75 @@ impl Front {
         }
     }
 
+    /// A request for something outside the principal's roles: a stable error, logged and
+    /// audited.
+    fn denied(&self, sess: &Session, id: &[u8], what: &str, name: &str) -> Outcome {
+        let principal = sess.principal.load();
+        tracing::info!(principal = %principal.name, what, name, "denied by role");
+        if let Some(a) = &self.shared.audit {
+            a.record(serde_json::json!({
+                "event": "denied",
+                "reason": "role",
+                "principal": &*principal.name,
+                "method": principal.method.label(),
+                "session": sess.id.as_str().get(..8),
+                "kind": what,
+                "target": name,
+            }));
+        }
+        Outcome::Done(error_body(
+            Some(id),
+            Code::Forbidden,
+            &format!("Forbidden: this {what} is not allowed for this principal"),
+        ))
+    }
+
+    /// The four lists (tools, prompts, resources, templates) of view `server` with only what
+    /// `grant` allows, built from the snapshot's pages once per worker, snapshot and role set.
+    fn granted_lists(
+        &self,
+        snap: &Snapshot,
+        server: Option<&str>,
+        grant: &crate::auth::policy::Grant,
+    ) -> Rc<[registry::Pages; 4]> {
+        let key = (server.map(str::to_string), grant.roles.clone());
+        let mut cache = self.granted.borrow_mut();
+        if cache.0 != snap.generation {
+            *cache = (snap.generation, Default::default());
+        }
+        if let Some(p) = cache.1.get(&key) {
+            return p.clone();
+        }
+        let Some(view) = snap.view(server) else {
+            return Rc::new(Default::default());
+        };
+        let size = self.shared.config.gateway.page_size;
+        let filtered = Rc::new([
+            registry::filter_pages(view.tools_pages, "tools", size, |v| {
+                v.get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|n| grant.tool(n))
+            }),
+            registry::filter_pages(view.prompts_pages, "prompts", size, |v| {
+                v.get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|n| grant.prompt(n))
+            }),
+            registry::filter_pages(view.resources_pages, "resources", size, |v| {
+                v.get("uri")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|u| grant.resource(u))
+            }),
+            registry::filter_pages(view.templates_pages, "resourceTemplates", size, |v| {
+                v.get("uriTemplate")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|u| grant.resource(u))
+            }),
+        ]);
+        cache.1.insert(key, filtered.clone());
+        filtered
+    }
+
     /// Tells upstream `up` (in the background) that call `gid` was cancelled.
     fn tell_cancelled(self: &Rc<Self>, up: &Arc<Upstream>, on: OnSession, gid: u64) {
         if !matches!(up.link, Link::Http(_)) {
@@ -1231,6 +1411,30 @@ impl Front {
             }
         }
     }
+}
+
+/// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+fn client_address(req: &RequestHead, peer: IpAddr, auth: &crate::auth::Auth) -> IpAddr {
+    if !auth.proxies.lists(peer) {
+        return peer;
+    }
+    let Some(xff) = req.header_str("x-forwarded-for") else {
+        return peer;
+    };
+    xff.rsplit(',')
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .find(|a| !auth.proxies.lists(*a))
+        .unwrap_or(peer)
+}
+
+fn forbidden_address(client: IpAddr) -> Reply {
+    tracing::info!(client = %client, "client address refused by ip_allow/ip_deny");
+    Reply::error(
+        403,
+        Code::Forbidden,
+        "Forbidden: client address not allowed",
+    )
 }
 
 /// Parses an event id the gateway issued: `<stream>-<seq>`.

@@ -22,6 +22,7 @@
 //! else is per worker.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;

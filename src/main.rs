@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Credentials for `[auth]`: new API keys, password hashes.
+    Auth {
+        #[command(subcommand)]
+        cmd: AuthCmd,
+    },
     /// Upstreams of a running gateway (through its admin API).
     Upstreams {
         #[command(flatten)]
@@ -57,6 +62,21 @@ enum Command {
         #[command(subcommand)]
         cmd: ToolsCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum AuthCmd {
+    /// Issue an API key: prints the key (shown once) and the `[[auth.api_key]]` entry that
+    /// stores only its salted hash.
+    NewKey {
+        /// The principal's name.
+        name: String,
+        /// Roles to grant (repeat the flag).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Hash a Basic password (argon2id) for `[[auth.user]]`; reads it from stdin.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +209,35 @@ fn main() -> std::process::ExitCode {
         } => mcpgw::observe::audit::verify(&file).map(|n| {
             println!("{}: {n} lines, chain intact", file.display());
         }),
+        Command::Auth {
+            cmd: AuthCmd::NewKey { name, roles },
+        } => mcpgw::auth::credentials::new_key()
+            .map_err(anyhow::Error::from)
+            .map(|k| {
+                eprintln!("API key for {name} (shown once; keep it secret):");
+                println!("{}", k.key);
+                eprintln!("\nAdd to the config file:\n");
+                eprintln!(
+                    "[[auth.api_key]]\nname = {name:?}\nid = {:?}\nhash = \"{}\"\nroles = {roles:?}",
+                    k.id, k.hash
+                );
+            }),
+        Command::Auth {
+            cmd: AuthCmd::HashPassword,
+        } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    let pw = line.trim_end_matches(['\r', '\n']);
+                    if pw.is_empty() {
+                        anyhow::bail!("no password on stdin");
+                    }
+                    mcpgw::auth::credentials::hash_password(pw).map_err(anyhow::Error::msg)
+                })
+                .map(|h| println!("{h}"))
+        }
         Command::Upstreams { admin, cmd } => admin_client(&admin).and_then(|a| {
             use mcpgw::cli::UpstreamCmd as C;
             let cmd = match cmd {

@@ -440,6 +440,27 @@ pub fn page_of(cursor: &str) -> Option<usize> {
     cursor.strip_prefix('p')?.parse().ok()
 }
 
+/// The items of `pages` (lists under `key`) that `keep` accepts, paginated again.
+pub fn filter_pages(
+    pages: &Pages,
+    key: &str,
+    page_size: usize,
+    keep: impl Fn(&Value) -> bool,
+) -> Pages {
+    let items = pages
+        .0
+        .iter()
+        .filter_map(|p| serde_json::from_slice::<Value>(p).ok())
+        .filter_map(|mut p| match p.get_mut(key).map(Value::take) {
+            Some(Value::Array(a)) => Some(a),
+            _ => None,
+        })
+        .flatten()
+        .filter(|v| keep(v))
+        .collect();
+    paginate(key, items, page_size)
+}
+
 fn paginate(key: &str, items: Vec<Value>, page_size: usize) -> Pages {
     let chunks: Vec<Vec<Value>> = if items.is_empty() {
         vec![vec![]]

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use dashmap::DashMap;
 
@@ -395,6 +395,9 @@ pub struct Session {
     pub id: SessionId,
     /// The virtual server it was opened on (`None`: `/mcp`); it is usable only there.
     pub server: Option<String>,
+    /// The principal that opened it; only the same principal (`Principal::key`) may use the
+    /// session. Replaced by each request's own (a refreshed token may carry other roles).
+    pub principal: ArcSwap<crate::auth::policy::Principal>,
     /// Negotiated protocol revision.
     pub version: &'static str,
     /// What the client said in `initialize` (capabilities, clientInfo): per-client upstream
@@ -461,6 +464,7 @@ impl Sessions {
         version: &'static str,
         hello: Hello,
         server: Option<String>,
+        principal: Arc<crate::auth::policy::Principal>,
         now_ms: u64,
     ) -> std::io::Result<SessionId> {
         let id = SessionId::random()?;
@@ -470,6 +474,7 @@ impl Sessions {
             Arc::new(Session {
                 id: id.clone(),
                 server,
+                principal: ArcSwap::new(principal),
                 version,
                 hello,
                 upstreams: SessionMap::new(),
@@ -538,6 +543,15 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
 mod tests {
     use super::*;
 
+    fn anonymous() -> Arc<crate::auth::policy::Principal> {
+        Arc::new(crate::auth::policy::Principal::new(
+            "anonymous",
+            crate::auth::policy::Method::Anonymous,
+            None,
+            crate::auth::policy::Grant::everything(),
+        ))
+    }
+
     #[test]
     fn ids_are_random_and_parse_back() {
         let a = SessionId::random().expect("random");
@@ -552,10 +566,10 @@ mod tests {
     fn expiry_and_removal() {
         let s = Sessions::default();
         let a = s
-            .create("2025-11-25", Hello::gateway(), None, 0)
+            .create("2025-11-25", Hello::gateway(), None, anonymous(), 0)
             .expect("create");
         let b = s
-            .create("2025-11-25", Hello::gateway(), None, 0)
+            .create("2025-11-25", Hello::gateway(), None, anonymous(), 0)
             .expect("create");
         let a_ended = s.get(&a).expect("a").ended();
         s.get(&b).expect("b").touch(5_000);

@@ -28,6 +28,157 @@ pub struct RawConfig {
     /// resources served at `/servers/<name>/mcp`.
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerConfig>,
+    /// `[auth]`: client authentication. Off (every client anonymous, all allowed) unless a
+    /// method is configured.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[[role]]` entries: what a role may call, read and get.
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RoleConfig>,
+    /// `[[rate_limit]]` entries.
+    #[serde(default, rename = "rate_limit")]
+    pub rate_limits: Vec<RateLimitConfig>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Roles of a client that presents no credentials. Absent: when any method below is
+    /// configured, such a client is refused (401).
+    pub anonymous_roles: Option<Vec<String>>,
+    /// How long a verified Basic password is trusted before it is checked again, ms.
+    /// Default 300000.
+    pub remember_passwords_ms: Option<u64>,
+    /// API keys (`Authorization: Bearer mcpgw_...` or `X-API-Key`).
+    #[serde(default, rename = "api_key")]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// HTTP Basic users.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserConfig>,
+    /// JWT bearer tokens.
+    pub jwt: Option<JwtConfig>,
+    /// OAuth 2.1 protected resource (MCP authorization): the metadata served at
+    /// `/.well-known/oauth-protected-resource`.
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// `[[auth.api_key]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The principal's name.
+    pub name: String,
+    /// The key's id (8 hex digits, the part after `mcpgw_`).
+    pub id: String,
+    /// `sha256:<salt>:<digest>`, as `mcpgw auth new-key` prints.
+    pub hash: String,
+    /// Roles granted.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Team, for limits and the audit log.
+    pub team: Option<String>,
+}
+
+/// `[[auth.user]]`: an HTTP Basic user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// User name.
+    pub name: String,
+    /// argon2id PHC string, as `mcpgw auth hash-password` prints.
+    pub password_hash: String,
+    /// Roles granted.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Team.
+    pub team: Option<String>,
+}
+
+/// `[auth.jwt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (one must be in the token). Default: `auth.oauth.resource`
+    /// when set; empty means the audience is not checked.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// A JWKS document on disk (re-read on reload).
+    pub jwks_file: Option<String>,
+    /// PEM public keys (RSA, EC, Ed25519), each with an optional `kid`.
+    #[serde(default)]
+    pub keys: Vec<JwtKeyConfig>,
+    /// Environment variable holding an HMAC secret (HS256/384/512).
+    pub secret_env: Option<String>,
+    /// Claim naming the principal. Default `sub`.
+    pub user_claim: Option<String>,
+    /// Claim (dotted path) holding role names: a list, or a space-separated string.
+    /// Default `roles`.
+    pub roles_claim: Option<String>,
+    /// Claim holding the team. Default `team`.
+    pub team_claim: Option<String>,
+    /// Roles every token holder gets besides those in its claim.
+    #[serde(default)]
+    pub default_roles: Vec<String>,
+    /// Clock skew allowed on `exp`/`nbf`, seconds. Default 60.
+    pub leeway_secs: Option<u64>,
+}
+
+/// A JWT verification key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// PEM text of a public key.
+    pub pem: String,
+    /// Its `kid`.
+    pub kid: Option<String>,
+}
+
+/// `[auth.oauth]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// This gateway's resource identifier (its public MCP URL); tokens must name it as
+    /// audience.
+    pub resource: String,
+    /// Authorization servers that issue tokens for it.
+    pub authorization_servers: Vec<String>,
+    /// Scopes a client may ask for.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+}
+
+/// `[[role]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// Role name.
+    pub name: String,
+    /// Tools it may call (and see), by gateway name; `*` globs.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Prompts it may get.
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    /// Resources (gateway URIs) it may read.
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+/// `[[rate_limit]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// What is counted: `global`, `principal` (each client principal), `tool` (each tool,
+    /// all clients), `principal_tool` (each principal on each tool) or `upstream`.
+    pub scope: String,
+    /// Tools (or, for `upstream`, upstream names) it applies to; `*` globs. Default all.
+    #[serde(default)]
+    pub r#match: Vec<String>,
+    /// `"<n>/<s|min|h|day> [burst <b>]"`, e.g. `"10/s burst 20"`.
+    pub rate: String,
 }
 
 /// `[admin]`: the admin API and the registry store. The admin API is off unless this section
@@ -77,6 +228,12 @@ pub struct ServerConfig {
     /// Description overrides, by the name shown in this server.
     #[serde(default)]
     pub descriptions: BTreeMap<String, String>,
+    /// Client addresses (CIDR) allowed on this server, besides `[gateway]`'s lists.
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    /// Client addresses (CIDR) refused on this server.
+    #[serde(default)]
+    pub ip_deny: Vec<String>,
 }
 
 /// `[gateway]`.
@@ -136,6 +293,15 @@ pub struct GatewayConfig {
     /// Reload when the config file changes (checked every second). Default false: reload
     /// on `SIGHUP` or `POST /admin/reload`.
     pub watch_config: Option<bool>,
+    /// Client addresses (CIDR) allowed; empty allows all. Answer otherwise: 403.
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    /// Client addresses (CIDR) refused (403), checked after `ip_allow`.
+    #[serde(default)]
+    pub ip_deny: Vec<String>,
+    /// Proxies (CIDR) whose `X-Forwarded-For` names the client address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Most client connections one worker holds open; past it a new connection is answered
     /// 503 (`Retry-After: 1`) and closed. Default 10000.
     pub max_connections: Option<usize>,

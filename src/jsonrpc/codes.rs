@@ -41,6 +41,14 @@ pub enum Code {
     /// -32038: a configured limit was reached (connections, sessions, calls in flight); the
     /// message names it. Retrying later may succeed.
     LimitReached,
+    /// -32039: no valid credentials (HTTP 401, with `WWW-Authenticate`).
+    Unauthorized,
+    /// -32040: the principal may not do this (a tool, prompt or resource outside its roles;
+    /// a client address refused: HTTP 403).
+    Forbidden,
+    /// -32041: a rate limit was exceeded (HTTP 429 with `Retry-After` for request-level
+    /// limits; a JSON-RPC error for per-tool limits).
+    RateLimited,
 }
 
 impl Code {
@@ -62,6 +70,9 @@ impl Code {
             Code::ShuttingDown => -32036,
             Code::RequestCancelled => -32037,
             Code::LimitReached => -32038,
+            Code::Unauthorized => -32039,
+            Code::Forbidden => -32040,
+            Code::RateLimited => -32041,
         }
     }
 }

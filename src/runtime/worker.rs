@@ -104,7 +104,7 @@ async fn run(
         match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
             Ok(Ok((conn, peer))) => match shared.limits.admit(peer.ip(), &held) {
                 Ok(permit) => {
-                    monoio::spawn(server::serve(conn, front.clone(), permit));
+                    monoio::spawn(server::serve(conn, front.clone(), permit, peer.ip()));
                 }
                 Err(limit) => {
                     monoio::spawn(server::refuse_connection(conn, limit, front.clone()));

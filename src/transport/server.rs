@@ -29,7 +29,12 @@ use futures_util::future::{select, Either};
 
 /// Serves one connection until it closes, errs, idles out or the gateway stops; `permit`
 /// holds its place under the connection limits until then.
-pub async fn serve(mut conn: TcpStream, front: Rc<Front>, permit: ConnPermit) {
+pub async fn serve(
+    mut conn: TcpStream,
+    front: Rc<Front>,
+    permit: ConnPermit,
+    peer: std::net::IpAddr,
+) {
     let _permit = permit;
     let _ = conn.set_nodelay(true);
     let shared = front.shared().clone();
@@ -75,7 +80,7 @@ pub async fn serve(mut conn: TcpStream, front: Rc<Front>, permit: ConnPermit) {
         let _busy = front.busy();
         // Boxed: their state machines are large, and a connection waiting for its next
         // request should not carry them (idle connections cost memory, not these futures).
-        let reply = Box::pin(front.handle(&head, body)).await;
+        let reply = Box::pin(front.handle(&head, body, peer)).await;
         if Box::pin(write_reply(&mut conn, reply, keep_alive, &front))
             .await
             .is_err()

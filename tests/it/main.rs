@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
 mod admin;
+mod auth;
 mod cli;
 mod conformance;
 mod faults;

@@ -363,9 +363,23 @@ impl Gateway {
 
 /// Runs the SDK client scenario; returns its JSON output.
 pub fn client(url: &str, scenario: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(python())
-        .arg(py("client.py"))
-        .args(["--timeout", "60", url, scenario])
+    client_with(&[], url, scenario, args)
+}
+
+/// [`client`] sending extra request headers (`"Name: value"`), e.g. credentials.
+pub fn client_with(
+    headers: &[&str],
+    url: &str,
+    scenario: &str,
+    args: &[&str],
+) -> serde_json::Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(py("client.py")).args(["--timeout", "60"]);
+    for h in headers {
+        cmd.args(["--header", h]);
+    }
+    let out = cmd
+        .args([url, scenario])
         .args(args)
         .output()
         .expect("run client.py");

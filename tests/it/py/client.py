@@ -1,7 +1,7 @@
 """Drive an MCP server (the mcpgw gateway, or an upstream directly) with the official SDK client.
 
 Usage:
-    python client.py [--timeout SECONDS] URL SCENARIO [ARGS...]
+    python client.py [--timeout SECONDS] [--header 'Name: value']... URL SCENARIO [ARGS...]
 
 Connects with `mcp.Client(URL, mode="legacy")` over Streamable HTTP (initialize handshake),
 runs one scenario and prints ONE JSON document on stdout. Exit code 0 means the scenario ran;
@@ -62,6 +62,7 @@ import anyio
 import anyio.lowlevel
 from mcp import Client, MCPError
 from mcp.client.session import ClientRequestContext, IncomingMessage
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import (
     CreateMessageRequestParams,
@@ -391,14 +392,18 @@ SCENARIOS: dict[str, Callable[[Client, list[str]], Awaitable[dict[str, Any]]]] =
 }
 
 
-async def run(url: str, scenario: str, args: list[str], timeout: float) -> dict[str, Any]:
+async def run(url: str, scenario: str, args: list[str], timeout: float, headers: dict[str, str]) -> dict[str, Any]:
     fn = SCENARIOS[scenario]
+    # Extra request headers (credentials) ride on the SDK's own HTTP client.
+    server: Any = url
+    if headers:
+        server = streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
     with anyio.fail_after(timeout):
         # cache=None: every list call must reach the server under test.
         # No per-request read timeout: the SDK would report it as an MCPError (printed as a
         # JSON-RPC error object), which would hide a hung gateway; fail_after covers it.
         async with Client(
-            url,
+            server,
             mode="legacy",
             cache=None,
             sampling_callback=RECORDER.sampling,
@@ -418,6 +423,7 @@ def _watchdog_fired() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=float, default=30.0, help="overall limit in seconds (default 30)")
+    parser.add_argument("--header", action="append", default=[], help="extra request header 'Name: value'")
     parser.add_argument("url")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("args", nargs=argparse.REMAINDER)
@@ -427,7 +433,9 @@ def main() -> int:
     watchdog.daemon = True
     watchdog.start()
     try:
-        out = anyio.run(run, ns.url, ns.scenario, ns.args, ns.timeout)
+        headers = dict(h.split(":", 1) for h in ns.header)
+        headers = {k.strip(): v.strip() for k, v in headers.items()}
+        out = anyio.run(run, ns.url, ns.scenario, ns.args, ns.timeout, headers)
     except TimeoutError:
         traceback.print_exc()
         print(f"client.py: scenario {ns.scenario!r} timed out after {ns.timeout}s", file=sys.stderr)

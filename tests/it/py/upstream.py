@@ -11,6 +11,8 @@ printed for an explicit --port too, so tests can always wait for it.
 
 NAME is woven into every answer so a test can tell which upstream answered:
   tools      echo(text) -> "NAME:text", add(a, b) -> a+b, whoami() -> NAME,
+             auth_header() -> the Authorization header of the HTTP request (HTTP only),
+             flood(count, size) -> `count` progress notifications of `size` bytes, at once,
              slow(seconds) -> "done" after an asyncio sleep (cancel_count() -> how many
              slow calls were cancelled), crash() -> os._exit(3),
              fail() -> isError result "fail tool of NAME failed on purpose"
@@ -187,6 +189,11 @@ def build_server(name: str, log_level: str) -> MCPServer:
             if i < steps:
                 await asyncio.sleep(delay)
         return f"done {steps}"
+
+    @server.tool(description="The Authorization header this server received with the call ('' without one).")
+    def auth_header(ctx: Context) -> str:
+        headers = getattr(ctx.request_context.request, "headers", None)
+        return headers.get("authorization", "") if headers is not None else ""
 
     @server.tool(description="Send `count` progress notifications with a `size`-byte message each, at once.")
     async def flood(count: int, size: int, ctx: Context) -> str:

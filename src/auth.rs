@@ -1,0 +1,409 @@
+//! Client authentication and authorization.
+//!
+//! [`Auth`] is compiled from `[auth]`, `[[role]]` and the address lists when the config loads
+//! (and again on reload); workers read it through an arc-swap. It answers one question per
+//! request without blocking: who is this ([`Auth::authenticate`]). API keys and JWTs are
+//! checked on the worker (one SHA-256, or one signature, with keys already loaded); a Basic
+//! password is verified once on the password thread and then remembered. What a principal may
+//! do is its [`policy::Grant`].
+
+pub mod credentials;
+pub mod jwt;
+pub mod policy;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+use crate::{config::raw::RawConfig, transport::http::RequestHead};
+use credentials::{KeyHash, PasswordChecker};
+use policy::{Grant, IpRules, Method, Principal, Role, Roles};
+
+/// Why a request was not authenticated (answered 401).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// No credentials, and anonymous clients are not allowed.
+    Missing,
+    /// Credentials that do not check out; the reason is safe to show.
+    Invalid(&'static str),
+}
+
+/// The compiled authentication and authorization settings.
+pub struct Auth {
+    /// The principal of clients without credentials, when they are allowed.
+    anonymous: Option<Arc<Principal>>,
+    keys: HashMap<String, (KeyHash, Arc<Principal>)>,
+    users: HashMap<String, (Arc<str>, Arc<Principal>)>,
+    jwt: Option<JwtAuth>,
+    passwords: Option<Arc<PasswordChecker>>,
+    /// What roles grant.
+    pub roles: Roles,
+    /// The OAuth protected-resource metadata, when configured.
+    pub oauth: Option<OAuth>,
+    /// `[gateway]` address rules.
+    pub ip: IpRules,
+    /// Proxies trusted for `X-Forwarded-For`.
+    pub proxies: IpRules,
+    /// Per virtual server address rules.
+    pub server_ip: HashMap<String, IpRules>,
+}
+
+struct JwtAuth {
+    keys: jwt::KeySet,
+    rules: jwt::Rules,
+    user_claim: String,
+    roles_claim: String,
+    team_claim: String,
+    default_roles: Vec<String>,
+}
+
+/// RFC 9728 metadata for this gateway as an OAuth 2.1 protected resource.
+pub struct OAuth {
+    /// The metadata document.
+    pub document: Bytes,
+    /// Paths it is served at (`/.well-known/oauth-protected-resource` and the same with the
+    /// resource's path appended).
+    pub paths: Vec<String>,
+    /// `WWW-Authenticate` value of a 401.
+    pub challenge: Bytes,
+}
+
+impl Auth {
+    /// No authentication: every client is anonymous and may do everything.
+    pub fn off() -> Self {
+        Self {
+            anonymous: Some(Arc::new(Principal::new(
+                "anonymous",
+                Method::Anonymous,
+                None,
+                Grant::everything(),
+            ))),
+            keys: HashMap::new(),
+            users: HashMap::new(),
+            jwt: None,
+            passwords: None,
+            roles: Roles::default(),
+            oauth: None,
+            ip: IpRules::default(),
+            proxies: IpRules::default(),
+            server_ip: HashMap::new(),
+        }
+    }
+
+    /// Whether any authentication method is configured.
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty() || !self.users.is_empty() || self.jwt.is_some()
+    }
+
+    /// Compiles the file's settings; errors name the entry.
+    pub fn compile(raw: &RawConfig, base_dir: Option<&std::path::Path>) -> Result<Self, String> {
+        let a = &raw.auth;
+        let mut roles = Vec::new();
+        for r in &raw.roles {
+            if roles.iter().any(|(n, _): &(String, Role)| *n == r.name) {
+                return Err(format!("role {:?} is defined twice", r.name));
+            }
+            roles.push((
+                r.name.clone(),
+                Role {
+                    tools: r.tools.clone(),
+                    prompts: r.prompts.clone(),
+                    resources: r.resources.clone(),
+                },
+            ));
+        }
+        let roles = Roles::new(roles);
+        let known = |what: &str, names: &[String]| -> Result<(), String> {
+            match names.iter().find(|n| !roles.contains(n)) {
+                Some(n) => Err(format!(
+                    "{what}: unknown role {n:?} (define it in [[role]])"
+                )),
+                None => Ok(()),
+            }
+        };
+        let mut keys = HashMap::new();
+        for k in &a.api_keys {
+            let hash = KeyHash::parse(&k.hash).map_err(|e| format!("api_key {:?}: {e}", k.name))?;
+            if k.id.len() != 8 || !k.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("api_key {:?}: id must be 8 hex digits", k.name));
+            }
+            known(&format!("api_key {:?}", k.name), &k.roles)?;
+            let p = Principal::new(
+                &k.name,
+                Method::ApiKey,
+                k.team.as_deref(),
+                roles.grant(&k.roles),
+            );
+            if keys.insert(k.id.clone(), (hash, Arc::new(p))).is_some() {
+                return Err(format!("api_key id {:?} is used twice", k.id));
+            }
+        }
+        let mut users = HashMap::new();
+        for u in &a.users {
+            credentials::check_password_hash(&u.password_hash)
+                .map_err(|e| format!("user {:?}: {e}", u.name))?;
+            if u.name.contains(':') || u.name.is_empty() {
+                return Err(format!(
+                    "user {:?}: a name must not be empty or hold ':'",
+                    u.name
+                ));
+            }
+            known(&format!("user {:?}", u.name), &u.roles)?;
+            let p = Principal::new(
+                &u.name,
+                Method::Basic,
+                u.team.as_deref(),
+                roles.grant(&u.roles),
+            );
+            users.insert(
+                u.name.clone(),
+                (Arc::<str>::from(u.password_hash.as_str()), Arc::new(p)),
+            );
+        }
+        let oauth = a.oauth.as_ref().map(oauth_metadata).transpose()?;
+        let jwt = match &a.jwt {
+            None => None,
+            Some(j) => {
+                let mut set: Option<jwt::KeySet> = None;
+                let mut add = |k: jwt::KeySet| {
+                    set = Some(match set.take() {
+                        Some(s) => s.merge(k),
+                        None => k,
+                    });
+                };
+                if let Some(f) = &j.jwks_file {
+                    let path = base_dir.map_or_else(|| f.into(), |d| d.join(f));
+                    let text = std::fs::read(&path)
+                        .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?;
+                    add(jwt::KeySet::from_jwks(&text)
+                        .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?);
+                }
+                for (i, k) in j.keys.iter().enumerate() {
+                    add(jwt::KeySet::from_pem(k.pem.as_bytes(), k.kid.clone())
+                        .map_err(|e| format!("auth.jwt.keys[{i}]: {e}"))?);
+                }
+                if let Some(var) = &j.secret_env {
+                    let secret = std::env::var(var).map_err(|_| {
+                        format!("auth.jwt.secret_env: environment variable {var} is not set")
+                    })?;
+                    add(jwt::KeySet::from_secret(secret.as_bytes(), None));
+                }
+                let Some(keys) = set else {
+                    return Err("auth.jwt: no key (give jwks_file, keys or secret_env)".to_string());
+                };
+                known("auth.jwt.default_roles", &j.default_roles)?;
+                let mut audiences = j.audience.clone();
+                if audiences.is_empty() {
+                    if let Some(o) = &a.oauth {
+                        audiences.push(o.resource.clone());
+                    }
+                }
+                Some(JwtAuth {
+                    keys,
+                    rules: jwt::Rules {
+                        issuer: j.issuer.clone(),
+                        audiences,
+                        leeway_secs: j.leeway_secs.unwrap_or(60),
+                        required_claims: vec![],
+                    },
+                    user_claim: j.user_claim.clone().unwrap_or_else(|| "sub".into()),
+                    roles_claim: j.roles_claim.clone().unwrap_or_else(|| "roles".into()),
+                    team_claim: j.team_claim.clone().unwrap_or_else(|| "team".into()),
+                    default_roles: j.default_roles.clone(),
+                })
+            }
+        };
+        let any = !keys.is_empty() || !users.is_empty() || jwt.is_some();
+        let anonymous = match (&a.anonymous_roles, any) {
+            (_, false) => Some(Grant::everything()),
+            (Some(r), true) => {
+                known("auth.anonymous_roles", r)?;
+                Some(roles.grant(r))
+            }
+            (None, true) => None,
+        }
+        .map(|g| Arc::new(Principal::new("anonymous", Method::Anonymous, None, g)));
+        let passwords = if users.is_empty() {
+            None
+        } else {
+            let remember = Duration::from_millis(a.remember_passwords_ms.unwrap_or(300_000));
+            Some(PasswordChecker::start(remember).map_err(|e| format!("password thread: {e}"))?)
+        };
+        let g = &raw.gateway;
+        let ip = IpRules::parse(&g.ip_allow, &g.ip_deny).map_err(|e| format!("gateway: {e}"))?;
+        let proxies = IpRules::parse(&g.trusted_proxies, &[])
+            .map_err(|e| format!("gateway.trusted_proxies: {e}"))?;
+        let mut server_ip = HashMap::new();
+        for s in &raw.servers {
+            let rules = IpRules::parse(&s.ip_allow, &s.ip_deny)
+                .map_err(|e| format!("server {:?}: {e}", s.name.get_ref()))?;
+            if !rules.is_empty() {
+                server_ip.insert(s.name.get_ref().clone(), rules);
+            }
+        }
+        Ok(Self {
+            anonymous,
+            keys,
+            users,
+            jwt,
+            passwords,
+            roles,
+            oauth,
+            ip,
+            proxies,
+            server_ip,
+        })
+    }
+
+    /// Who sent `req`. API keys come as `Authorization: Bearer mcpgw_...` or `X-API-Key`;
+    /// any other bearer token is a JWT; `Basic` is a user's password.
+    pub async fn authenticate(&self, req: &RequestHead) -> Result<Arc<Principal>, Denied> {
+        let authz = req.header_str("authorization").map(str::trim);
+        let api_key = req.header_str("x-api-key").map(str::trim);
+        let (scheme, cred) = match (authz, api_key) {
+            (Some(a), _) => a.split_once(' ').map_or((a, ""), |(s, c)| (s, c.trim())),
+            (None, Some(k)) => ("bearer", k),
+            (None, None) => {
+                return self.anonymous.clone().ok_or(Denied::Missing);
+            }
+        };
+        if scheme.eq_ignore_ascii_case("bearer") {
+            if let Some((id, secret)) = credentials::split_key(cred) {
+                return match self.keys.get(id) {
+                    Some((hash, p)) if hash.matches(secret) => Ok(p.clone()),
+                    _ => Err(Denied::Invalid("unknown API key")),
+                };
+            }
+            return self.bearer(cred);
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(cred)
+                .map_err(|_| Denied::Invalid("malformed Basic credentials"))?;
+            let text = String::from_utf8(raw)
+                .map_err(|_| Denied::Invalid("malformed Basic credentials"))?;
+            let (user, password) = text
+                .split_once(':')
+                .ok_or(Denied::Invalid("malformed Basic credentials"))?;
+            let (Some((phc, p)), Some(checker)) = (self.users.get(user), &self.passwords) else {
+                return Err(Denied::Invalid("unknown user or wrong password"));
+            };
+            return if checker.check(user, password, phc).await {
+                Ok(p.clone())
+            } else {
+                Err(Denied::Invalid("unknown user or wrong password"))
+            };
+        }
+        Err(Denied::Invalid("unsupported authorization scheme"))
+    }
+
+    fn bearer(&self, token: &str) -> Result<Arc<Principal>, Denied> {
+        let Some(j) = &self.jwt else {
+            return Err(Denied::Invalid("bearer tokens are not accepted here"));
+        };
+        let v = jwt::verify(token, &j.keys, &j.rules).map_err(|e| {
+            tracing::debug!(error = %e, "bearer token refused");
+            Denied::Invalid(match e {
+                jwt::JwtError::Expired => "token expired",
+                jwt::JwtError::WrongAudience => "token audience is not this gateway",
+                _ => "invalid token",
+            })
+        })?;
+        let name = v
+            .str_claim(&j.user_claim)
+            .ok_or(Denied::Invalid("token has no user claim"))?;
+        let mut roles = v.list_claim(&j.roles_claim);
+        roles.extend(j.default_roles.iter().cloned());
+        let team = v.str_claim(&j.team_claim);
+        Ok(Arc::new(Principal::new(
+            name,
+            Method::Jwt,
+            team,
+            self.roles.grant(&roles),
+        )))
+    }
+
+    /// The `WWW-Authenticate` value for a 401.
+    pub fn challenge(&self) -> Bytes {
+        match &self.oauth {
+            Some(o) => o.challenge.clone(),
+            None if self.jwt.is_some() || !self.keys.is_empty() => {
+                Bytes::from_static(b"Bearer realm=\"mcpgw\"")
+            }
+            None => Bytes::from_static(b"Basic realm=\"mcpgw\""),
+        }
+    }
+}
+
+fn oauth_metadata(o: &crate::config::raw::OAuthConfig) -> Result<OAuth, String> {
+    let (origin, path) = split_url(&o.resource).ok_or_else(|| {
+        format!(
+            "auth.oauth.resource {:?} must be an absolute http(s) URL",
+            o.resource
+        )
+    })?;
+    if o.authorization_servers.is_empty() {
+        return Err("auth.oauth.authorization_servers: name at least one".into());
+    }
+    let doc = serde_json::json!({
+        "resource": o.resource,
+        "authorization_servers": o.authorization_servers,
+        "scopes_supported": o.scopes_supported,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "mcpgw MCP gateway",
+    });
+    let base = "/.well-known/oauth-protected-resource";
+    let mut paths = vec![base.to_string()];
+    if !path.is_empty() && path != "/" {
+        paths.push(format!("{base}{path}"));
+    }
+    let url = format!("{origin}{}", paths.last().map_or(base, String::as_str));
+    Ok(OAuth {
+        document: Bytes::from(serde_json::to_vec(&doc).map_err(|e| e.to_string())?),
+        paths,
+        challenge: Bytes::from(format!("Bearer resource_metadata=\"{url}\"")),
+    })
+}
+
+/// (`scheme://host[:port]`, path) of an absolute http(s) URL.
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    if host_end == 0 {
+        return None;
+    }
+    let split = url.len() - rest.len() + host_end;
+    Some((&url[..split], &url[split..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauth_metadata_paths_and_challenge() {
+        let o = oauth_metadata(&crate::config::raw::OAuthConfig {
+            resource: "https://gw.example.com/mcp".into(),
+            authorization_servers: vec!["https://as.example.com".into()],
+            scopes_supported: vec!["mcp".into()],
+        })
+        .expect("metadata");
+        assert_eq!(
+            o.paths,
+            [
+                "/.well-known/oauth-protected-resource",
+                "/.well-known/oauth-protected-resource/mcp"
+            ]
+        );
+        assert_eq!(
+            &o.challenge[..],
+            b"Bearer resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/mcp\""
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.document).expect("json");
+        assert_eq!(v["resource"], "https://gw.example.com/mcp");
+        assert!(split_url("ftp://x/y").is_none());
+    }
+}

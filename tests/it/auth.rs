@@ -1,0 +1,361 @@
+//! Client authentication and authorization: API keys, Basic, JWT (JWKS), OAuth protected
+//! resource metadata, sessions bound to their principal, role-filtered lists and calls,
+//! client address rules, and no token passthrough to upstreams.
+
+use std::{net::SocketAddr, process::Command};
+
+use serde_json::{json, Value};
+
+use crate::support::{
+    admin, client_with, http_upstream_toml, post, root, Gateway, HttpFixture, Raw, Resp,
+};
+
+const DEMO: &str = "[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n";
+
+/// `mcpgw auth new-key NAME --role R...`: (key, config entry).
+fn new_key(name: &str, roles: &[&str]) -> (String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpgw"));
+    cmd.args(["auth", "new-key", name]);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    let out = cmd.output().expect("run mcpgw auth new-key");
+    assert!(out.status.success());
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let entry = err[err.find("[[auth.api_key]]").expect("entry")..].to_string();
+    (key, entry)
+}
+
+fn hash_password(pw: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .args(["auth", "hash-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mcpgw auth hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{pw}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One MCP request on a fresh connection with `headers`.
+fn call(addr: SocketAddr, body: &str, headers: &[&str]) -> Resp {
+    let mut c = Raw::connect(addr);
+    c.send(&post(body, headers));
+    c.read().expect("answer")
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+
+fn init(addr: SocketAddr, auth: &str) -> String {
+    let r = call(addr, INIT, &[auth]);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.header("mcp-session-id").expect("session").to_string()
+}
+
+const ROLES: &str = r#"
+[[role]]
+name = "reader"
+tools = ["demo__echo", "demo__word_count"]
+prompts = []
+resources = ["mcpgw://demo/demo://readme"]
+
+[[role]]
+name = "admin"
+tools = ["*"]
+prompts = ["*"]
+resources = ["*"]
+"#;
+
+#[test]
+fn api_keys_roles_and_sessions_bound_to_their_principal() {
+    let (alice, alice_entry) = new_key("alice", &["reader"]);
+    let (bob, bob_entry) = new_key("bob", &["admin"]);
+    let gw = Gateway::start(
+        "",
+        &format!("{DEMO}\n[auth]\n{alice_entry}\n{bob_entry}\n{ROLES}"),
+        "auto",
+    );
+    let a = format!("Authorization: Bearer {alice}");
+    let b = format!("X-API-Key: {bob}");
+
+    // No credentials, a wrong key, a malformed one: 401 with a challenge.
+    for h in [
+        "X-Nothing: 1",
+        "Authorization: Bearer mcpgw_00000000_0000000000000000000000000000000000000000000000000000000000000000",
+        "Authorization: Digest abc",
+    ] {
+        let r = call(gw.addr, INIT, &[h]);
+        assert_eq!(r.status, 401, "{h}: {r:?}");
+        assert_eq!(r.code(), -32039);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"mcpgw\""));
+    }
+    let mut wrong = alice.clone();
+    wrong.pop();
+    wrong.push(if alice.ends_with('0') { '1' } else { '0' });
+    assert_eq!(
+        call(gw.addr, INIT, &[&format!("Authorization: Bearer {wrong}")]).status,
+        401,
+        "right id, wrong secret"
+    );
+
+    // The official SDK client with Alice's key sees only what her role grants.
+    let tools = client_with(&[&a], &gw.url(), "list_tools", &[]);
+    assert_eq!(
+        tools["tools"],
+        json!(["demo__echo", "demo__word_count"]),
+        "{tools}"
+    );
+    let ok = client_with(
+        &[&a],
+        &gw.url(),
+        "call",
+        &["demo__echo", r#"{"text":"hi"}"#],
+    );
+    assert_eq!(ok["text"][0], "hi", "{ok}");
+    let denied = client_with(&[&a], &gw.url(), "call", &["demo__add", r#"{"a":1,"b":2}"#]);
+    assert_eq!(denied["error"]["code"], -32040, "{denied}");
+    let prompt = client_with(
+        &[&a],
+        &gw.url(),
+        "prompt",
+        &["demo__summarize", r#"{"text":"x"}"#],
+    );
+    assert_eq!(prompt["error"]["code"], -32040, "{prompt}");
+    let all = client_with(&[&b], &gw.url(), "list_tools", &[]);
+    assert!(
+        all["tools"].as_array().map_or(0, Vec::len) >= 5,
+        "admin sees every tool: {all}"
+    );
+
+    // A session is Alice's alone: Bob's key with her session id finds nothing.
+    let sid = init(gw.addr, &a);
+    let s = format!("Mcp-Session-Id: {sid}");
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    assert_eq!(call(gw.addr, list, &[&a, &s]).status, 200);
+    let r = call(gw.addr, list, &[&b, &s]);
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(r.code(), -32033);
+    let r = call(gw.addr, list, &[&s]);
+    assert_eq!(r.status, 401, "no credentials at all");
+    // Resources by role: the readme is hers, the greeting template is not.
+    let read = |uri: &str| {
+        call(
+            gw.addr,
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#
+            ),
+            &[&a, &s],
+        )
+    };
+    let listed = call(
+        gw.addr,
+        r#"{"jsonrpc":"2.0","id":3,"method":"resources/list"}"#,
+        &[&a, &s],
+    )
+    .json();
+    let uris: Vec<&str> = listed["result"]["resources"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|r| r["uri"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        !uris.is_empty() && uris.iter().all(|u| *u == "mcpgw://demo/demo://readme"),
+        "{listed}"
+    );
+    assert!(read(uris[0]).json()["result"].is_object());
+    assert_eq!(read("mcpgw://demo/demo://greeting/x").code(), -32040);
+}
+
+#[test]
+fn basic_users_and_address_rules() {
+    let hash = hash_password("s3cret pass");
+    let gw = Gateway::start(
+        "ip_allow = [\"127.0.0.1\", \"127.0.0.3\"]\ntrusted_proxies = [\"127.0.0.3\"]",
+        &format!("{DEMO}\n[auth]\n[[auth.user]]\nname = \"carol\"\npassword_hash = \"{}\"\nroles = [\"reader\"]\n{ROLES}", hash),
+        "auto",
+    );
+    use base64::Engine as _;
+    let basic = |u: &str, p: &str| {
+        format!(
+            "Authorization: Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    let good = basic("carol", "s3cret pass");
+    let sid = init(gw.addr, &good);
+    assert_eq!(sid.len(), 32);
+    // Again (remembered: no second argon2 run needed, same answer).
+    init(gw.addr, &good);
+    for bad in [basic("carol", "wrong"), basic("dave", "s3cret pass")] {
+        let r = call(gw.addr, INIT, &[&bad]);
+        assert_eq!(r.status, 401, "{r:?}");
+        assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"mcpgw\""));
+    }
+    let tools = client_with(&[&good], &gw.url(), "list_tools", &[]);
+    assert_eq!(tools["tools"], json!(["demo__echo", "demo__word_count"]));
+
+    // Address rules: 127.0.0.2 is not allowed; a trusted proxy (127.0.0.3) speaks for the
+    // address in X-Forwarded-For.
+    let from = |src: &str, extra: &[&str]| -> Resp {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let local: SocketAddr = format!("{src}:0").parse().expect("src");
+        s.bind(&local.into()).expect("bind");
+        s.connect(&gw.addr.into()).expect("connect");
+        let mut c = Raw::from_stream(s.into());
+        let mut h = vec![good.as_str()];
+        h.extend_from_slice(extra);
+        c.send(&post(INIT, &h));
+        c.read().expect("answer")
+    };
+    let r = from("127.0.0.2", &[]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.code(), -32040);
+    assert_eq!(from("127.0.0.3", &[]).status, 200, "the proxy itself");
+    assert_eq!(
+        from("127.0.0.3", &["X-Forwarded-For: 10.1.1.1, 127.0.0.1"]).status,
+        200,
+        "last hop before the proxy is allowed"
+    );
+    assert_eq!(
+        from("127.0.0.3", &["X-Forwarded-For: 127.0.0.1, 10.9.9.9"]).status,
+        403,
+        "the client the proxy saw is not allowed"
+    );
+    assert_eq!(
+        from("127.0.0.2", &["X-Forwarded-For: 127.0.0.1"]).status,
+        403,
+        "X-Forwarded-For from an untrusted peer is ignored"
+    );
+}
+
+fn token(claims: Value) -> String {
+    let pem = std::fs::read(root().join("src/auth/testdata/ec_private.pem")).expect("key");
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("ec key");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("ec1".into());
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[test]
+fn jwt_bearer_tokens_and_protected_resource_metadata() {
+    let jwks = root().join("src/auth/testdata/jwks.json");
+    // The resource URL names the gateway's own address, so it is known only once started:
+    // any address works for the audience check as long as tokens name the same one.
+    let resource = "http://mcp.test/mcp";
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{DEMO}\n[auth.jwt]\nissuer = \"https://issuer.test\"\njwks_file = {jwks:?}\nroles_claim = \"realm.roles\"\n\n[auth.oauth]\nresource = \"{resource}\"\nauthorization_servers = [\"https://issuer.test\"]\nscopes_supported = [\"mcp\"]\n{ROLES}"
+        ),
+        "auto",
+    );
+    // RFC 9728 metadata, at the well-known path and with the resource's path appended.
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let r = admin(gw.addr, "GET", path, None, None);
+        assert_eq!(r.status, 200, "{path}");
+        let doc = r.json();
+        assert_eq!(doc["resource"], resource);
+        assert_eq!(doc["authorization_servers"], json!(["https://issuer.test"]));
+    }
+    let r = call(gw.addr, INIT, &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(
+            "Bearer resource_metadata=\"http://mcp.test/.well-known/oauth-protected-resource/mcp\""
+        )
+    );
+
+    let claims = |sub: &str, aud: &str, exp: u64| json!({"iss": "https://issuer.test", "sub": sub, "aud": aud, "exp": exp, "realm": {"roles": ["reader"]}});
+    let bearer = |t: String| format!("Authorization: Bearer {t}");
+    let erin = bearer(token(claims("erin", resource, now() + 600)));
+    let tools = client_with(&[&erin], &gw.url(), "list_tools", &[]);
+    assert_eq!(
+        tools["tools"],
+        json!(["demo__echo", "demo__word_count"]),
+        "{tools}"
+    );
+
+    for (why, t) in [
+        ("expired", token(claims("erin", resource, now() - 3600))),
+        (
+            "another audience",
+            token(claims("erin", "http://other.test/mcp", now() + 600)),
+        ),
+        (
+            "another issuer",
+            token(
+                json!({"iss": "https://evil.test", "sub": "erin", "aud": resource, "exp": now() + 600}),
+            ),
+        ),
+        ("not a JWT", "abc.def.ghi".to_string()),
+    ] {
+        let r = call(gw.addr, INIT, &[&bearer(t)]);
+        assert_eq!(r.status, 401, "{why}: {r:?}");
+        assert_eq!(r.code(), -32039, "{why}");
+    }
+    // A session belongs to its token's subject: a fresh token of the same subject may use
+    // it, another subject's may not.
+    let sid = init(gw.addr, &erin);
+    let s = format!("Mcp-Session-Id: {sid}");
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let again = bearer(token(claims("erin", resource, now() + 900)));
+    assert_eq!(call(gw.addr, list, &[&again, &s]).status, 200);
+    let frank = bearer(token(claims("frank", resource, now() + 600)));
+    assert_eq!(call(gw.addr, list, &[&frank, &s]).status, 404);
+}
+
+#[test]
+fn client_credentials_never_reach_upstreams() {
+    let plain = HttpFixture::start("plain");
+    let injected = HttpFixture::start("injected");
+    let (key, entry) = new_key("gina", &["admin"]);
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{}\n{}\n[auth]\n{entry}\n{ROLES}",
+            http_upstream_toml("plain", &plain.url(), ""),
+            http_upstream_toml(
+                "injected",
+                &injected.url(),
+                "headers = { Authorization = \"Bearer upstream-own-secret\" }"
+            ),
+        ),
+        "auto",
+    );
+    let a = format!("Authorization: Bearer {key}");
+    let seen = |tool: &str| {
+        client_with(&[&a], &gw.url(), "call", &[tool, "{}"])["text"][0]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
+    assert_eq!(
+        seen("plain__auth_header"),
+        "",
+        "the client's key is not forwarded"
+    );
+    assert_eq!(
+        seen("injected__auth_header"),
+        "Bearer upstream-own-secret",
+        "the upstream gets its own configured credential"
+    );
+}
