@@ -47,6 +47,59 @@ pub struct Auth {
     pub proxies: IpRules,
     /// Per virtual server address rules.
     pub server_ip: HashMap<String, IpRules>,
+    /// `[[rate_limit]]`, in file order.
+    pub rates: Vec<RateRule>,
+}
+
+/// One compiled `[[rate_limit]]`.
+#[derive(Debug)]
+pub struct RateRule {
+    /// Its position in the file (part of its buckets' keys).
+    id: u32,
+    scope: Scope,
+    /// Tools (or upstreams) it applies to; empty: all.
+    globs: Vec<String>,
+    rate: crate::ratelimit::Rate,
+}
+
+/// What a rate limit counts separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One bucket for everything.
+    Global,
+    /// One per principal.
+    Principal,
+    /// One per tool.
+    Tool,
+    /// One per principal and tool.
+    PrincipalTool,
+    /// One per upstream.
+    Upstream,
+}
+
+/// Rate buckets, shared by all workers: (rule, subject) -> GCRA cell.
+pub type RateBuckets = crate::ratelimit::Limiter<(u32, Box<str>)>;
+
+/// Where a rate limit applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateStage {
+    /// Every MCP request (rules without `match` of scope global or principal).
+    Request,
+    /// `tools/call` of a matching tool.
+    Tool,
+    /// Any call forwarded to a matching upstream.
+    Upstream,
+}
+
+impl RateRule {
+    fn stage(&self) -> RateStage {
+        match self.scope {
+            Scope::Upstream => RateStage::Upstream,
+            Scope::Tool | Scope::PrincipalTool => RateStage::Tool,
+            Scope::Global | Scope::Principal if self.globs.is_empty() => RateStage::Request,
+            Scope::Global | Scope::Principal => RateStage::Tool,
+        }
+    }
 }
 
 struct JwtAuth {
@@ -83,6 +136,7 @@ impl Auth {
             users: HashMap::new(),
             jwt: None,
             passwords: None,
+            rates: Vec::new(),
             roles: Roles::default(),
             oauth: None,
             ip: IpRules::default(),
@@ -253,7 +307,39 @@ impl Auth {
             ip,
             proxies,
             server_ip,
+            rates: compile_rates(&raw.rate_limits)?,
         })
+    }
+
+    /// The rate of rule `id` (for sweeping buckets of rules a reload removed).
+    pub fn rate_of(&self, id: u32) -> Option<crate::ratelimit::Rate> {
+        self.rates.iter().find(|r| r.id == id).map(|r| r.rate)
+    }
+
+    /// Takes one token from every rule of `stage` that applies (`name`: the tool or upstream,
+    /// for those stages); Err is how long until the first refusing rule allows again.
+    pub fn rate_check(
+        &self,
+        buckets: &RateBuckets,
+        stage: RateStage,
+        principal: &Principal,
+        name: &str,
+        now_ns: u64,
+    ) -> Result<(), Duration> {
+        for r in self.rates.iter().filter(|r| r.stage() == stage) {
+            if !r.globs.is_empty() && !r.globs.iter().any(|g| crate::registry::glob_match(g, name))
+            {
+                continue;
+            }
+            let subject: Box<str> = match r.scope {
+                Scope::Global => "".into(),
+                Scope::Principal => principal.key.clone(),
+                Scope::Tool | Scope::Upstream => name.into(),
+                Scope::PrincipalTool => format!("{}\u{0}{name}", principal.key).into(),
+            };
+            buckets.check(&(r.id, subject), &r.rate, now_ns)?;
+        }
+        Ok(())
     }
 
     /// Who sent `req`. API keys come as `Authorization: Bearer mcpgw_...` or `X-API-Key`;
@@ -334,6 +420,34 @@ impl Auth {
             None => Bytes::from_static(b"Basic realm=\"mcpgw\""),
         }
     }
+}
+
+fn compile_rates(raw: &[crate::config::raw::RateLimitConfig]) -> Result<Vec<RateRule>, String> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let scope = match r.scope.as_str() {
+                "global" => Scope::Global,
+                "principal" => Scope::Principal,
+                "tool" => Scope::Tool,
+                "principal_tool" => Scope::PrincipalTool,
+                "upstream" => Scope::Upstream,
+                other => {
+                    return Err(format!(
+                        "rate_limit[{i}].scope {other:?}: expected global, principal, tool, principal_tool or upstream"
+                    ))
+                }
+            };
+            let rate = crate::ratelimit::Rate::parse(&r.rate)
+                .map_err(|e| format!("rate_limit[{i}].rate: {e}"))?;
+            Ok(RateRule {
+                id: u32::try_from(i).unwrap_or(u32::MAX),
+                scope,
+                globs: r.r#match.clone(),
+                rate,
+            })
+        })
+        .collect()
 }
 
 fn oauth_metadata(o: &crate::config::raw::OAuthConfig) -> Result<OAuth, String> {

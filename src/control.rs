@@ -51,6 +51,8 @@ pub struct Shared {
     pub limits: Arc<crate::limits::Limits>,
     /// Client authentication, roles and address rules; replaced on reload.
     pub auth: ArcSwap<crate::auth::Auth>,
+    /// Rate-limit buckets (kept across reloads).
+    pub rates: crate::auth::RateBuckets,
     clock: quanta::Clock,
     origin: quanta::Instant,
     control: flume::Sender<ControlMsg>,
@@ -61,6 +63,12 @@ impl Shared {
     pub fn now_ms(&self) -> u64 {
         let d = self.clock.now().saturating_duration_since(self.origin);
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Nanoseconds since the gateway started (monotonic), for rate limits.
+    pub fn now_ns(&self) -> u64 {
+        let d = self.clock.now().saturating_duration_since(self.origin);
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Whether shutdown has begun.
@@ -146,6 +154,7 @@ impl ControlPlane {
             shutdown: AtomicBool::new(false),
             subscriptions: dashmap::DashMap::new(),
             auth: ArcSwap::new(config.auth.clone()),
+            rates: Default::default(),
             limits: Arc::new(crate::limits::Limits::new(
                 config.gateway.max_connections,
                 config.gateway.max_connections_per_ip,
@@ -376,6 +385,12 @@ async fn run(
                 }
             }
             Err(_) => {
+                // Full rate buckets carry no state worth keeping.
+                let auth = shared.auth.load();
+                shared
+                    .rates
+                    .sweep(shared.now_ns(), |(id, _)| auth.rate_of(*id));
+                drop(auth);
                 let ended = shared
                     .sessions
                     .expire(shared.now_ms(), cfg.gateway.session_idle_timeout);

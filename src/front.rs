@@ -16,7 +16,7 @@ use std::{borrow::Cow, net::IpAddr, rc::Rc, sync::Arc};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    auth::policy::Principal,
+    auth::{policy::Principal, RateStage},
     control::Shared,
     error::{Error, ErrorKind},
     jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
@@ -251,6 +251,22 @@ impl Front {
                 return r;
             }
         };
+        if req.method == "POST" && !auth.rates.is_empty() {
+            let now = self.shared.now_ns();
+            if let Err(wait) =
+                auth.rate_check(&self.shared.rates, RateStage::Request, &principal, "", now)
+            {
+                self.shared.limits.hit(Limit::RateLimit);
+                tracing::debug!(principal = %principal.name, "request rate limited");
+                let mut r = Reply::error(
+                    429,
+                    Code::RateLimited,
+                    "Too Many Requests: rate limit exceeded",
+                );
+                r.headers.push(("Retry-After", retry_after(wait)));
+                return r;
+            }
+        }
         drop(auth);
         match req.method.as_str() {
             "POST" => self.post(req, body, server, &principal).await,
@@ -854,6 +870,11 @@ impl Front {
             if !allowed {
                 return self.denied(sess, id, what, n);
             }
+            if what == "tool" {
+                if let Some(out) = self.rate_limited(RateStage::Tool, &principal, n, id) {
+                    return out;
+                }
+            }
         }
         let target = name.and_then(|n| map.get(&*n));
         match (target, view.unprefixed) {
@@ -1137,6 +1158,14 @@ impl Front {
         let Some(upstream) = snap.upstream(up).cloned() else {
             return Outcome::Done(error_body(Some(id), Code::InternalError, "Internal error"));
         };
+        if let Some(out) = self.rate_limited(
+            RateStage::Upstream,
+            &sess.principal.load(),
+            &upstream.name,
+            id,
+        ) {
+            return out;
+        }
         if sess.in_flight.len() >= self.shared.config.gateway.max_in_flight_per_session {
             self.shared.limits.hit(Limit::InFlight);
             return Outcome::Done(error_body(
@@ -1284,6 +1313,39 @@ impl Front {
         }
     }
 
+    /// A JSON-RPC error when a `[[rate_limit]]` of `stage` refuses this call now.
+    fn rate_limited(
+        &self,
+        stage: RateStage,
+        principal: &Principal,
+        name: &str,
+        id: &[u8],
+    ) -> Option<Outcome> {
+        let auth = self.shared.auth.load();
+        if auth.rates.is_empty() {
+            return None;
+        }
+        let wait = auth
+            .rate_check(
+                &self.shared.rates,
+                stage,
+                principal,
+                name,
+                self.shared.now_ns(),
+            )
+            .err()?;
+        self.shared.limits.hit(Limit::RateLimit);
+        tracing::debug!(principal = %principal.name, name, "call rate limited");
+        Some(Outcome::Done(error_body(
+            Some(id),
+            Code::RateLimited,
+            &format!(
+                "Rate limit exceeded for {name}: retry after {} ms",
+                wait.as_millis().max(1)
+            ),
+        )))
+    }
+
     /// A request for something outside the principal's roles: a stable error, logged and
     /// audited.
     fn denied(&self, sess: &Session, id: &[u8], what: &str, name: &str) -> Outcome {
@@ -1426,6 +1488,12 @@ fn client_address(req: &RequestHead, peer: IpAddr, auth: &crate::auth::Auth) -> 
         .filter_map(|a| a.trim().parse::<IpAddr>().ok())
         .find(|a| !auth.proxies.lists(*a))
         .unwrap_or(peer)
+}
+
+/// `Retry-After` in whole seconds, at least 1.
+fn retry_after(wait: std::time::Duration) -> Bytes {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Bytes::from(secs.max(1).to_string())
 }
 
 fn forbidden_address(client: IpAddr) -> Reply {

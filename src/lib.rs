@@ -32,6 +32,7 @@ pub mod front;
 pub mod jsonrpc;
 pub mod limits;
 pub mod observe;
+pub mod ratelimit;
 pub mod registry;
 pub mod relay;
 pub mod runtime;

@@ -34,16 +34,19 @@ pub enum Limit {
     SseBuffer,
     /// `write_timeout_ms`: a client that does not read was disconnected.
     SlowReader,
+    /// A `[[rate_limit]]` refused a request or call.
+    RateLimit,
 }
 
 impl Limit {
-    const ALL: [Limit; 6] = [
+    const ALL: [Limit; 7] = [
         Limit::Connections,
         Limit::ConnectionsPerIp,
         Limit::Sessions,
         Limit::InFlight,
         Limit::SseBuffer,
         Limit::SlowReader,
+        Limit::RateLimit,
     ];
 
     /// The metric label.
@@ -55,6 +58,7 @@ impl Limit {
             Limit::InFlight => "max_in_flight_per_session",
             Limit::SseBuffer => "sse_buffer_bytes",
             Limit::SlowReader => "write_timeout_ms",
+            Limit::RateLimit => "rate_limit",
         }
     }
 
@@ -65,7 +69,7 @@ impl Limit {
 
 /// Gateway-wide limit state: hit counters, open connections, connections per client IP.
 pub struct Limits {
-    hits: [AtomicU64; 6],
+    hits: [AtomicU64; 7],
     open: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
     per_ip_cap: usize,

@@ -359,3 +359,49 @@ fn client_credentials_never_reach_upstreams() {
         "the upstream gets its own configured credential"
     );
 }
+
+#[test]
+fn rate_limits_per_principal_and_per_tool() {
+    let (alice, alice_entry) = new_key("alice", &["admin"]);
+    let (bob, bob_entry) = new_key("bob", &["admin"]);
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{DEMO}\n[auth]\n{alice_entry}\n{bob_entry}\n{ROLES}\n\
+             [[rate_limit]]\nscope = \"principal_tool\"\nmatch = [\"demo__echo\"]\nrate = \"3/h burst 3\"\n\n\
+             [[rate_limit]]\nscope = \"principal\"\nrate = \"20/h burst 20\"\n"
+        ),
+        "auto",
+    );
+    let a = format!("Authorization: Bearer {alice}");
+    let b = format!("Authorization: Bearer {bob}");
+    let sa = format!("Mcp-Session-Id: {}", init(gw.addr, &a));
+    let sb = format!("Mcp-Session-Id: {}", init(gw.addr, &b));
+    let echo = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"x"}}}"#;
+    let count = r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"demo__word_count","arguments":{"text":"a b"}}}"#;
+    for _ in 0..3 {
+        assert!(call(gw.addr, echo, &[&a, &sa]).json()["result"].is_object());
+    }
+    // The fourth echo of Alice's is refused as a JSON-RPC error for that call...
+    let r = call(gw.addr, echo, &[&a, &sa]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.code(), -32041);
+    assert_eq!(r.json()["id"], 5);
+    // ... while her other tools and Bob's echo go on.
+    assert!(call(gw.addr, count, &[&a, &sa]).json()["result"].is_object());
+    assert!(call(gw.addr, echo, &[&b, &sb]).json()["result"].is_object());
+    // Alice has made 6 requests (initialize included); the 21st is refused at HTTP level.
+    for i in 7..=20 {
+        let r = call(gw.addr, count, &[&a, &sa]);
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+    }
+    let r = call(gw.addr, count, &[&a, &sa]);
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.code(), -32041);
+    let wait: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=180).contains(&wait), "one token per 3 minutes: {wait}");
+    assert!(call(gw.addr, count, &[&b, &sb]).json()["result"].is_object());
+}
