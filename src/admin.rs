@@ -266,6 +266,8 @@ async fn route(
                         "up": up,
                         "health": health.as_str(),
                         "health_since_ms": since,
+                        "breaker": u.breaker.state().as_str(),
+                        "retries": u.retries_total.load(std::sync::atomic::Ordering::Relaxed),
                         "tools": tools,
                         "session": if u.mode == crate::upstream::SessionMode::Shared { "shared" } else { "per-client" },
                         "source": if stored.contains(&u.name) { "admin" } else { "config" },
@@ -432,6 +434,33 @@ fn gauges(shared: &Shared) -> String {
             "mcpgw_upstream_up{{upstream=\"{}\"}} {}",
             u.name,
             u8::from(up)
+        );
+    }
+    let _ = writeln!(out, "# HELP mcpgw_upstream_breaker_state Circuit breaker: 0 closed, 1 half-open, 2 open.\n# TYPE mcpgw_upstream_breaker_state gauge");
+    for u in &snap.upstreams {
+        let _ = writeln!(
+            out,
+            "mcpgw_upstream_breaker_state{{upstream=\"{}\"}} {}",
+            u.name,
+            u.breaker.state().gauge()
+        );
+    }
+    let _ = writeln!(out, "# HELP mcpgw_upstream_breaker_opened_total Times the circuit breaker opened.\n# TYPE mcpgw_upstream_breaker_opened_total counter");
+    for u in &snap.upstreams {
+        let _ = writeln!(
+            out,
+            "mcpgw_upstream_breaker_opened_total{{upstream=\"{}\"}} {}",
+            u.name,
+            u.breaker.opened_total()
+        );
+    }
+    let _ = writeln!(out, "# HELP mcpgw_upstream_retries_total Calls sent again after a failure.\n# TYPE mcpgw_upstream_retries_total counter");
+    for u in &snap.upstreams {
+        let _ = writeln!(
+            out,
+            "mcpgw_upstream_retries_total{{upstream=\"{}\"}} {}",
+            u.name,
+            u.retries_total.load(std::sync::atomic::Ordering::Relaxed)
         );
     }
     if let Some(a) = &shared.audit {

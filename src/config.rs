@@ -158,6 +158,10 @@ pub struct Upstream {
     pub tool_timeouts: BTreeMap<String, Duration>,
     /// One gateway-wide upstream session instead of one per client session.
     pub shared_session: bool,
+    /// Retries.
+    pub retry: crate::resilience::RetryPolicy,
+    /// Circuit breaker.
+    pub breaker: crate::resilience::BreakerPolicy,
 }
 
 /// The validated `[admin]` section.
@@ -466,6 +470,17 @@ impl Config {
                     .map(|(k, v)| (k.clone(), Duration::from_millis(*v)))
                     .collect(),
                 shared_session,
+                retry: crate::resilience::RetryPolicy {
+                    retries: u.retries.unwrap_or(2),
+                    base: ms(u.retry_backoff_ms, 25),
+                    cap: Duration::from_secs(1).max(ms(u.retry_backoff_ms, 25)),
+                    budget_percent: u.retry_budget_percent.unwrap_or(20).min(100),
+                    idempotent_tools: u.idempotent_tools.clone(),
+                },
+                breaker: crate::resilience::BreakerPolicy {
+                    failures: u.breaker_failures.unwrap_or(5),
+                    open: ms(u.breaker_open_ms, 10_000),
+                },
             });
         }
         let mut servers = Vec::new();

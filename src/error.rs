@@ -20,6 +20,8 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// The upstream session expired (HTTP 404 from the upstream).
     UpstreamSessionExpired,
+    /// The upstream's circuit breaker is open: not tried.
+    CircuitOpen,
     /// Something inside the gateway.
     Internal,
 }
@@ -48,6 +50,9 @@ pub struct Error {
     pub context: String,
     /// The underlying cause, for the log.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// The request surely never reached the upstream (connect failed, child down): safe to
+    /// retry whatever it was.
+    pub unsent: bool,
 }
 
 /// Result with the gateway error.
@@ -61,6 +66,7 @@ impl Error {
             ErrorKind::UpstreamTimeout => (Side::Upstream, false),
             ErrorKind::UpstreamProtocol => (Side::Upstream, false),
             ErrorKind::UpstreamSessionExpired => (Side::Upstream, true),
+            ErrorKind::CircuitOpen => (Side::Upstream, false),
             ErrorKind::Internal => (Side::Internal, false),
         };
         Self {
@@ -69,7 +75,14 @@ impl Error {
             retryable,
             context: context.into(),
             source: None,
+            unsent: false,
         }
+    }
+
+    /// Marks the request as never delivered.
+    pub fn unsent(mut self) -> Self {
+        self.unsent = true;
+        self
     }
 
     /// Attaches the cause.
@@ -85,6 +98,7 @@ impl Error {
                 (Code::UpstreamUnavailable, "Upstream unavailable")
             }
             ErrorKind::UpstreamTimeout => (Code::UpstreamTimeout, "Upstream timed out"),
+            ErrorKind::CircuitOpen => (Code::CircuitOpen, "Upstream unavailable: circuit open"),
             ErrorKind::UpstreamProtocol => {
                 (Code::UpstreamProtocol, "Upstream sent an invalid answer")
             }

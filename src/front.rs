@@ -827,7 +827,8 @@ impl Front {
                         return done(result_body(&id, answer));
                     }
                 }
-                self.forward(f, &id, snap, sess, up, Some((span, orig)), answer)
+                let read = method == "resources/read";
+                self.forward(f, &id, snap, sess, up, Some((span, orig)), answer, read)
                     .await
             }
             "completion/complete" => self.complete(f, &id, snap, view, sess, answer).await,
@@ -880,12 +881,15 @@ impl Front {
         match (target, view.unprefixed) {
             (Some(t), _) => {
                 let rename = Some((span, t.name_json.to_vec()));
-                self.forward(f, id, snap, sess, t.upstream, rename, answer)
+                self.forward(f, id, snap, sess, t.upstream, rename, answer, t.retry_safe)
                     .await
             }
             // A name no upstream lists goes, unchanged, to the one unprefixed upstream when
             // there is one: it answers in its own way, as it would without the gateway.
-            (None, Some(up)) => self.forward(f, id, snap, sess, up, None, answer).await,
+            (None, Some(up)) => {
+                self.forward(f, id, snap, sess, up, None, answer, false)
+                    .await
+            }
             (None, None) => {
                 let msg = if what == "tool" {
                     "Unknown tool"
@@ -935,6 +939,7 @@ impl Front {
                             t.upstream,
                             Some((span, t.name_json.to_vec())),
                             answer,
+                            true,
                         )
                         .await
                     }
@@ -954,7 +959,7 @@ impl Front {
                 }
                 match uri.and_then(|u| route_uri(snap, view, &u)) {
                     Some((up, orig)) => {
-                        self.forward(f, id, snap, sess, up, Some((span, orig)), answer)
+                        self.forward(f, id, snap, sess, up, Some((span, orig)), answer, true)
                             .await
                     }
                     None => err(Code::ResourceNotFound, "Resource not found"),
@@ -1154,6 +1159,7 @@ impl Front {
         up: UpstreamRef,
         rename: Option<(Span, Vec<u8>)>,
         answer: Answer,
+        retry_safe: bool,
     ) -> Outcome {
         let Some(upstream) = snap.upstream(up).cloned() else {
             return Outcome::Done(error_body(Some(id), Code::InternalError, "Internal error"));
@@ -1238,43 +1244,92 @@ impl Front {
         let client_id = Bytes::copy_from_slice(id);
         let (entry, mut cancel) = sess.register_call(client_id.clone(), gid);
         let sent_on = std::cell::RefCell::new(None);
-        let start = async {
-            let on = self.upstream_session(sess, &upstream, None).await?;
-            *sent_on.borrow_mut() = Some(on.clone());
-            match self.caller.start(&upstream, &on, gid, body.clone()).await {
-                Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
-                    tracing::info!(upstream = %upstream.name, "upstream session expired; initializing again");
-                    let on = self.upstream_session(sess, &upstream, Some(&on)).await?;
-                    *sent_on.borrow_mut() = Some(on.clone());
-                    let call = self.caller.start(&upstream, &on, gid, body.clone()).await?;
-                    Ok((on, call))
-                }
-                Err(e) => Err(e),
-                Ok(call) => Ok((on, call)),
-            }
+        let policy = upstream.breaker_policy;
+        let Some(pass) = upstream.breaker.allow(&policy, self.shared.now_ms()) else {
+            return fail(&Error::new(
+                ErrorKind::CircuitOpen,
+                format!("{}: circuit open", upstream.name),
+            ));
         };
-        let started = monoio::time::timeout(upstream.timeout_for(original.as_deref()), start);
-        // Only a cancellation that fires counts (a client reusing the id replaces the entry).
-        let fired = async {
-            if (&mut cancel).await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        // Tells the breaker how a call that never got a relay ended.
+        let broke = |ok: bool| {
+            upstream
+                .breaker
+                .record(&policy, pass, ok, self.shared.now_ms())
         };
-        let (on, call) = match select_first(started, fired).await {
-            Some(Ok(Ok(x))) => x,
-            Some(Ok(Err(e))) => return fail(&e),
-            Some(Err(_)) => {
-                return fail(&Error::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!("{}: no answer", upstream.name),
-                ))
-            }
-            None => {
-                // Cancelled before the upstream's answer began: the request is abandoned
-                // (its connection closed) and the upstream told, as for a running call.
-                if let Some(on) = sent_on.take() {
-                    self.tell_cancelled(&upstream, on, gid);
+        upstream.budget.deposit(upstream.retry.budget_percent);
+        let mut attempt = 0u32;
+        let (on, call) = loop {
+            let start = async {
+                let on = self.upstream_session(sess, &upstream, None).await?;
+                *sent_on.borrow_mut() = Some(on.clone());
+                match self.caller.start(&upstream, &on, gid, body.clone()).await {
+                    Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
+                        tracing::info!(upstream = %upstream.name, "upstream session expired; initializing again");
+                        let on = self.upstream_session(sess, &upstream, Some(&on)).await?;
+                        *sent_on.borrow_mut() = Some(on.clone());
+                        let call = self.caller.start(&upstream, &on, gid, body.clone()).await?;
+                        Ok((on, call))
+                    }
+                    Err(e) => Err(e),
+                    Ok(call) => Ok((on, call)),
                 }
+            };
+            let started = monoio::time::timeout(upstream.timeout_for(original.as_deref()), start);
+            // Only a cancellation that fires counts (a client reusing the id replaces the
+            // entry).
+            let fired = async {
+                if (&mut cancel).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let e = match select_first(started, fired).await {
+                Some(Ok(Ok(x))) => break x,
+                Some(Ok(Err(e))) => e,
+                Some(Err(_)) => {
+                    broke(false);
+                    return fail(&Error::new(
+                        ErrorKind::UpstreamTimeout,
+                        format!("{}: no answer", upstream.name),
+                    ));
+                }
+                None => {
+                    // Cancelled before the upstream's answer began: the request is abandoned
+                    // (its connection closed) and the upstream told, as for a running call.
+                    broke(true);
+                    if let Some(on) = sent_on.take() {
+                        self.tell_cancelled(&upstream, on, gid);
+                    }
+                    return Outcome::Done(error_body(
+                        Some(id),
+                        Code::RequestCancelled,
+                        "Request cancelled",
+                    ));
+                }
+            };
+            // Retry only what is safe to send again, within the attempts and the budget.
+            let safe = e.kind == ErrorKind::UpstreamUnavailable && (e.unsent || retry_safe);
+            if !safe || attempt >= upstream.retry.retries || !upstream.budget.withdraw() {
+                broke(false);
+                return fail(&e);
+            }
+            attempt += 1;
+            upstream
+                .retries_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let wait =
+                crate::resilience::backoff(&upstream.retry, attempt, crate::resilience::jitter());
+            tracing::debug!(upstream = %upstream.name, attempt, ?wait, error = %e, "retrying");
+            let fired = async {
+                if (&mut cancel).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            if select_first(monoio::time::sleep(wait), fired)
+                .await
+                .is_none()
+            {
+                broke(true);
                 return Outcome::Done(error_body(
                     Some(id),
                     Code::RequestCancelled,
@@ -1298,6 +1353,7 @@ impl Front {
             (entry, cancel),
         );
         relay.request_bytes = f.bytes().len();
+        relay.breaker_pass = pass;
         match relay.next().await {
             Event::Final(b) => Outcome::Done(b),
             Event::Cancelled => Outcome::Done(error_body(

@@ -35,6 +35,7 @@ pub mod observe;
 pub mod ratelimit;
 pub mod registry;
 pub mod relay;
+pub mod resilience;
 pub mod runtime;
 pub mod session;
 pub mod store;

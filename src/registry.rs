@@ -22,6 +22,9 @@ pub struct Target {
     pub upstream: UpstreamRef,
     /// The original name as a JSON string token (quotes included), ready to splice.
     pub name_json: Bytes,
+    /// Whether a call may be sent twice (a prompt; a tool annotated `readOnlyHint` or
+    /// `idempotentHint`, or listed in the upstream's `idempotent_tools`).
+    pub retry_safe: bool,
 }
 
 /// One upstream's lists as last fetched (JSON values as the upstream sent them).
@@ -273,6 +276,16 @@ pub fn build(
                     Target {
                         upstream: r,
                         name_json: Bytes::from(serde_json::to_vec(orig).unwrap_or_default()),
+                        retry_safe: !are_tools
+                            || ["readOnlyHint", "idempotentHint"].iter().any(|h| {
+                                item.get("annotations").and_then(|a| a.get(h))
+                                    == Some(&Value::Bool(true))
+                            })
+                            || up
+                                .retry
+                                .idempotent_tools
+                                .iter()
+                                .any(|g| glob_match(g, orig)),
                     },
                 );
             }

@@ -49,6 +49,8 @@ pub struct Relay {
     cancel: Option<oneshot::Receiver<()>>,
     /// Its in-flight entry, removed when the relay drops.
     _entry: crate::session::InFlightEntry,
+    /// How the upstream's breaker let this call through (its outcome is recorded there).
+    pub breaker_pass: crate::resilience::Pass,
     /// Whether messages other than the response can reach the client; when not, upstream
     /// requests are refused on the client's behalf and notifications dropped.
     pub can_push: bool,
@@ -74,6 +76,7 @@ use crate::observe::metrics::Outcome as Metric;
 pub fn metric_of(e: &Error) -> Metric {
     match e.kind {
         ErrorKind::UpstreamTimeout => Metric::Timeout,
+        ErrorKind::CircuitOpen => Metric::CircuitOpen,
         _ => Metric::Unavailable,
     }
 }
@@ -111,6 +114,7 @@ impl Relay {
             client_token,
             cancel: Some(cancel),
             _entry: entry,
+            breaker_pass: crate::resilience::Pass::Call,
             can_push,
             requests: Vec::new(),
             started: now,
@@ -324,6 +328,18 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
+        // The breaker hears every call's end: answered (even with an error) is a success,
+        // unreachable or timed out a failure. A call abandoned without an outcome tells it
+        // nothing, but gives back the half-open probe if it was one.
+        let (b, policy) = (&self.upstream.breaker, &self.upstream.breaker_policy);
+        match self.outcome {
+            Some(o) => {
+                let ok = !matches!(o, Metric::Unavailable | Metric::Timeout);
+                b.record(policy, self.breaker_pass, ok, self.front.shared().now_ms());
+            }
+            None if self.breaker_pass == crate::resilience::Pass::Probe => b.release_probe(),
+            None => {}
+        }
         if let Some(o) = self.outcome {
             let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.front

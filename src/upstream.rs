@@ -58,6 +58,16 @@ pub struct Upstream {
     watched: std::sync::atomic::AtomicBool,
     /// What the last health checks found.
     pub health: Health,
+    /// Retry settings.
+    pub retry: crate::resilience::RetryPolicy,
+    /// Its retry budget (shared by all workers).
+    pub budget: crate::resilience::RetryBudget,
+    /// Breaker settings.
+    pub breaker_policy: crate::resilience::BreakerPolicy,
+    /// Its circuit breaker.
+    pub breaker: crate::resilience::Breaker,
+    /// Retries made.
+    pub retries_total: std::sync::atomic::AtomicU64,
 }
 
 /// An upstream's health, from periodic `ping`s by the control plane.
@@ -142,6 +152,11 @@ impl Upstream {
             watched: Default::default(),
             health: Health::default(),
             tool_timeouts: Default::default(),
+            retry: Default::default(),
+            budget: Default::default(),
+            breaker_policy: Default::default(),
+            breaker: Default::default(),
+            retries_total: Default::default(),
         }
     }
 
@@ -444,6 +459,8 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
         link,
     );
     up.tool_timeouts = cfg.tool_timeouts.clone();
+    up.retry = cfg.retry.clone();
+    up.breaker_policy = cfg.breaker;
     Arc::new(up)
 }
 

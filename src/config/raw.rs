@@ -369,4 +369,21 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: Option<u64>,
     /// Longest wait between restarts of a crashed child, ms (`stdio`). Default 30000.
     pub restart_backoff_max_ms: Option<u64>,
+    /// Most retries of one call, where retrying is safe (the request never reached the
+    /// upstream, or it is a read, prompt get, completion or an idempotent tool). Default 2.
+    pub retries: Option<u32>,
+    /// First retry backoff, ms; doubles per attempt with full jitter, capped at 1 s.
+    /// Default 25.
+    pub retry_backoff_ms: Option<u64>,
+    /// Retries allowed as a percentage of calls (plus a few saved up). Default 20.
+    pub retry_budget_percent: Option<u32>,
+    /// Tools (the upstream's own names, `*` globs) safe to retry besides those annotated
+    /// `readOnlyHint` or `idempotentHint`.
+    #[serde(default)]
+    pub idempotent_tools: Vec<String>,
+    /// Consecutive failures (unreachable, timed out) that open the circuit breaker; 0 turns
+    /// it off. Default 5.
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker refuses calls before one probe, ms. Default 10000.
+    pub breaker_open_ms: Option<u64>,
 }

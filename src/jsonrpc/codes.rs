@@ -49,6 +49,9 @@ pub enum Code {
     /// -32041: a rate limit was exceeded (HTTP 429 with `Retry-After` for request-level
     /// limits; a JSON-RPC error for per-tool limits).
     RateLimited,
+    /// -32042: the upstream's circuit breaker is open (it failed repeatedly); the call was
+    /// not tried. Retry after `breaker_open_ms`.
+    CircuitOpen,
 }
 
 impl Code {
@@ -73,6 +76,7 @@ impl Code {
             Code::Unauthorized => -32039,
             Code::Forbidden => -32040,
             Code::RateLimited => -32041,
+            Code::CircuitOpen => -32042,
         }
     }
 }

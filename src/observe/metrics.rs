@@ -24,15 +24,18 @@ pub enum Outcome {
     Timeout,
     /// The client cancelled it.
     Cancelled,
+    /// Not tried: the upstream's circuit breaker was open.
+    CircuitOpen,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 6] = [
         Outcome::Ok,
         Outcome::UpstreamError,
         Outcome::Unavailable,
         Outcome::Timeout,
         Outcome::Cancelled,
+        Outcome::CircuitOpen,
     ];
 
     /// The label value.
@@ -43,6 +46,7 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
             Outcome::Timeout => "timeout",
             Outcome::Cancelled => "cancelled",
+            Outcome::CircuitOpen => "circuit_open",
         }
     }
 
@@ -54,14 +58,14 @@ impl Outcome {
 /// Counts and latency of one (target, upstream) pair.
 #[derive(Clone)]
 struct Series {
-    by_outcome: [u64; 5],
+    by_outcome: [u64; 6],
     latency_us: Histogram<u64>,
 }
 
 impl Series {
     fn new(template: &Histogram<u64>) -> Self {
         Self {
-            by_outcome: [0; 5],
+            by_outcome: [0; 6],
             latency_us: template.clone(),
         }
     }

@@ -43,6 +43,28 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Whether an idle connection can no longer carry a request: the peer closed it (or sent
+/// something unasked, or it failed). Looks without reading or waiting (`MSG_PEEK |
+/// MSG_DONTWAIT`); "nothing to read yet" is the only healthy answer.
+pub fn idle_conn_unusable(fd: std::os::fd::RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: `fd` is an open socket owned by the caller for the duration of the call; the
+    // buffer is a live 1-byte array whose length is passed.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error().raw_os_error();
+        return !matches!(e, Some(libc::EAGAIN) | Some(libc::EINTR));
+    }
+    true
+}
+
 /// Asks the kernel to acknowledge the next data on `fd` at once (Linux `TCP_QUICKACK`; the
 /// kernel clears it again after use, so it is set before each read that waits on a peer).
 ///

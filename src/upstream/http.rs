@@ -69,12 +69,17 @@ pub struct Pool {
 const MAX_IDLE: usize = 64;
 
 impl Pool {
+    /// The most recently parked connection to `addr` that is still usable (one the upstream
+    /// closed while it sat idle is dropped here, before a request is written to it).
     fn take(&self, addr: &str) -> Option<TcpStream> {
-        self.idle
-            .borrow_mut()
-            .get_mut(addr)
-            .and_then(Vec::pop)
-            .map(|(c, _)| c)
+        let mut idle = self.idle.borrow_mut();
+        let v = idle.get_mut(addr)?;
+        while let Some((c, _)) = v.pop() {
+            if !crate::runtime::sys::idle_conn_unusable(std::os::fd::AsRawFd::as_raw_fd(&c)) {
+                return Some(c);
+            }
+        }
+        None
     }
 
     fn put(&self, addr: &str, conn: TcpStream) {
@@ -300,16 +305,31 @@ impl HttpUpstream {
         if let Some(conn) = caller.pool.take(&self.addr) {
             match self.exchange(conn, req.clone(), method).await {
                 Ok(r) => return Ok(r),
-                Err(Stale::Before) => {} // closed while idle: try a fresh connection
+                // Closed as the request went out (the pool checked it was open): it may
+                // have been read, so it is not sent again here; the caller retries what is
+                // safe to retry. A write that failed outright reached nobody.
+                Err(Stale::Before) => {
+                    return Err(self.err(
+                        ErrorKind::UpstreamUnavailable,
+                        "pooled connection closed before an answer",
+                    ))
+                }
+                Err(Stale::Unwritten) => {}
                 Err(Stale::Failed(e)) => return Err(e),
             }
         }
-        let conn = self.connect().await?;
+        let conn = self.connect().await.map_err(Error::unsent)?;
         self.exchange(conn, req, method).await.map_err(|e| match e {
             Stale::Before => self.err(
                 ErrorKind::UpstreamUnavailable,
                 "connection closed before an answer",
             ),
+            Stale::Unwritten => self
+                .err(
+                    ErrorKind::UpstreamUnavailable,
+                    "connection closed before the request",
+                )
+                .unsent(),
             Stale::Failed(e) => e,
         })
     }
@@ -337,7 +357,7 @@ impl HttpUpstream {
     ) -> std::result::Result<HttpCall, Stale> {
         let (res, _) = conn.write_all(req).await;
         if res.is_err() {
-            return Err(Stale::Before);
+            return Err(Stale::Unwritten);
         }
         let limits = Limits {
             max_header_bytes: 64 << 10,
@@ -408,8 +428,10 @@ impl HttpUpstream {
     }
 }
 
-/// Why an exchange failed: before any answer byte (a stale pooled connection) or after.
+/// Why an exchange failed: the request could not be written (it reached nobody), the
+/// connection closed before any answer byte (the request may have been read), or later.
 enum Stale {
+    Unwritten,
     Before,
     Failed(Error),
 }

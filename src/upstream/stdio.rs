@@ -77,7 +77,8 @@ impl StdioHandle {
             return Err(Error::new(
                 ErrorKind::UpstreamUnavailable,
                 format!("{}: child is down", self.name),
-            ));
+            )
+            .unsent());
         }
         let (reply, rx) = mpsc::unbounded();
         self.tx.send(Msg::Call { id, body, reply }).map_err(|_| {

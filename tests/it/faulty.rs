@@ -1,0 +1,220 @@
+//! A misbehaving MCP upstream for fault tests: Streamable HTTP (JSON answers, no session),
+//! whose `tools/call` answers as the test sets: normally, slowly, with HTTP 500, by closing
+//! the connection, or never. It can stop listening (connections refused) and start again
+//! on the same port. It counts the calls it received per tool.
+//!
+//! Tools: `get_thing` (annotated `readOnlyHint`: safe to retry), `do_thing` (not annotated),
+//! `list_things` (named in the gateway's `idempotent_tools` by the tests).
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+/// How `tools/call` is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A result at once.
+    Ok,
+    /// A result after this many milliseconds.
+    Slow(u64),
+    /// HTTP 500.
+    Error500,
+    /// The connection is closed after the request is read.
+    Drop,
+    /// No answer, ever (the connection is held).
+    Hang,
+}
+
+struct State {
+    mode: Mutex<Mode>,
+    /// The next this-many calls get HTTP 500, then `mode` applies.
+    fail_next: AtomicU32,
+    calls: Mutex<HashMap<String, u32>>,
+    listening: AtomicBool,
+}
+
+/// The running fixture.
+pub struct Faulty {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Faulty {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(State {
+            mode: Mutex::new(Mode::Ok),
+            fail_next: AtomicU32::new(0),
+            calls: Mutex::new(HashMap::new()),
+            listening: AtomicBool::new(true),
+        });
+        let f = Faulty {
+            addr,
+            state,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        f.serve(listener);
+        f
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (state, stop) = (self.state.clone(), self.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && state.listening.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => {
+                        let state = state.clone();
+                        std::thread::spawn(move || connection(c, &state));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.state.mode.lock() = mode;
+    }
+
+    pub fn fail_next(&self, n: u32) {
+        self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Calls of `tool` received so far.
+    pub fn calls(&self, tool: &str) -> u32 {
+        self.state.calls.lock().get(tool).copied().unwrap_or(0)
+    }
+
+    /// Stops listening: new connections are refused.
+    pub fn go_down(&self) {
+        self.state.listening.store(false, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Listens again on the same port.
+    pub fn come_back(&self) {
+        self.state.listening.store(true, Ordering::SeqCst);
+        let listener = TcpListener::bind(self.addr).expect("rebind");
+        self.serve(listener);
+    }
+}
+
+impl Drop for Faulty {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn connection(c: TcpStream, state: &State) {
+    let _ = c.set_nodelay(true);
+    let mut r = BufReader::new(match c.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    });
+    let mut w = c;
+    loop {
+        let mut len = 0usize;
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        if !line.starts_with("POST") {
+            let _ = w.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n");
+            continue;
+        }
+        let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let method = msg["method"].as_str().unwrap_or("");
+        let id = msg.get("id").cloned();
+        let result = match method {
+            "initialize" => json!({
+                "protocolVersion": msg["params"]["protocolVersion"].as_str().unwrap_or("2025-06-18"),
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "faulty", "version": "1"},
+            }),
+            "tools/list" => json!({"tools": [
+                {"name": "get_thing", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}},
+                {"name": "do_thing", "inputSchema": {"type": "object"}},
+                {"name": "list_things", "inputSchema": {"type": "object"}},
+            ]}),
+            "tools/call" => {
+                let tool = msg["params"]["name"].as_str().unwrap_or("").to_string();
+                *state.calls.lock().entry(tool.clone()).or_default() += 1;
+                let fail = state
+                    .fail_next
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let mode = if fail {
+                    Mode::Error500
+                } else {
+                    *state.mode.lock()
+                };
+                match mode {
+                    Mode::Ok => {}
+                    Mode::Slow(ms) => std::thread::sleep(Duration::from_millis(ms)),
+                    Mode::Error500 => {
+                        let _ = w.write_all(
+                            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+                        );
+                        continue;
+                    }
+                    Mode::Drop => return,
+                    Mode::Hang => {
+                        std::thread::sleep(Duration::from_secs(30));
+                        return;
+                    }
+                }
+                json!({"content": [{"type": "text", "text": format!("{tool} done")}]})
+            }
+            _ if id.is_none() => {
+                let _ = w.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            }
+            _ => json!({}),
+        };
+        let out = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            out.len()
+        );
+        if w.write_all(head.as_bytes()).is_err() || w.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Resilience against a misbehaving upstream (tests/it/faulty.rs): retries only where safe
+//! and within their budget, timeouts, circuit breakers that open, answer at once and
+//! recover through a probe.
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde_json::Value;
+
+use crate::{
+    faulty::{Faulty, Mode},
+    support::{admin, free_port, initialize, post, wait_for, Gateway, Raw},
+};
+
+const TOKEN: &str = "resilience";
+
+fn start(faulty: &Faulty, upstream_extra: &str) -> (Gateway, SocketAddr) {
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gw = Gateway::start(
+        "health_interval_ms = 0",
+        &format!(
+            "[[upstream]]\nname = \"f\"\ntransport = \"http\"\nurl = \"{}\"\ncall_timeout_ms = 800\n{upstream_extra}\n\n[admin]\nlisten = \"{admin_addr}\"\ntoken = \"{TOKEN}\"\ndata_dir = \":memory:\"\n",
+            faulty.url()
+        ),
+        "auto",
+    );
+    (gw, admin_addr)
+}
+
+/// Calls `tool` in session `sid`; the JSON-RPC answer.
+fn call(gw: &Gateway, sid: &str, tool: &str) -> Value {
+    let mut c = Raw::connect(gw.addr);
+    c.send(&post(
+        &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"f__{tool}","arguments":{{}}}}}}"#),
+        &[&format!("Mcp-Session-Id: {sid}"), "Accept: application/json"],
+    ));
+    let r = c.read().expect("answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()
+}
+
+fn code(v: &Value) -> i64 {
+    v["error"]["code"].as_i64().unwrap_or(0)
+}
+
+fn ok(v: &Value) -> bool {
+    v["result"]["content"][0]["text"].is_string()
+}
+
+fn metric(admin_addr: SocketAddr, sample: &str) -> f64 {
+    let r = admin(admin_addr, "GET", "/metrics", Some(TOKEN), None);
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn retries_only_where_safe() {
+    let f = Faulty::start();
+    let (gw, admin_addr) = start(
+        &f,
+        "retries = 2\nretry_backoff_ms = 5\nretry_budget_percent = 100\nbreaker_failures = 0\nidempotent_tools = [\"list_*\"]",
+    );
+    let sid = initialize(gw.addr, "2025-11-25");
+    let retries = || metric(admin_addr, "mcpgw_upstream_retries_total{upstream=\"f\"}");
+
+    // One HTTP 500, then success: a read-only tool is sent again and succeeds...
+    f.fail_next(1);
+    assert!(ok(&call(&gw, &sid, "get_thing")));
+    assert_eq!(f.calls("get_thing"), 2);
+    // ... so is a tool the config calls idempotent ...
+    f.fail_next(1);
+    assert!(ok(&call(&gw, &sid, "list_things")));
+    assert_eq!(f.calls("list_things"), 2);
+    // ... but a tool with side effects is not: the upstream may have acted on it.
+    f.fail_next(1);
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    assert_eq!(f.calls("do_thing"), 1);
+    assert_eq!(retries(), 2.0);
+
+    // A connection dropped after the request: the read-only tool gets its 2 retries.
+    f.set(Mode::Drop);
+    assert_eq!(code(&call(&gw, &sid, "get_thing")), -32030);
+    assert_eq!(f.calls("get_thing"), 2 + 3);
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    assert_eq!(f.calls("do_thing"), 2, "not retried");
+
+    // A hang ends at the call timeout and is not retried.
+    f.set(Mode::Hang);
+    assert_eq!(code(&call(&gw, &sid, "get_thing")), -32031);
+    assert_eq!(f.calls("get_thing"), 6);
+
+    // Connections refused: nothing reached the upstream, so even do_thing is retried.
+    f.set(Mode::Ok);
+    let before = retries();
+    f.go_down();
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    assert_eq!(retries() - before, 2.0);
+    assert_eq!(f.calls("do_thing"), 2, "nothing arrived while down");
+    f.come_back();
+    assert!(ok(&call(&gw, &sid, "do_thing")));
+
+    // Slow answers within the timeout are just slow.
+    f.set(Mode::Slow(300));
+    assert!(ok(&call(&gw, &sid, "get_thing")));
+    println!(
+        "resilience: retries made {} (upstream saw get_thing {}x, do_thing {}x)",
+        retries(),
+        f.calls("get_thing"),
+        f.calls("do_thing")
+    );
+}
+
+#[test]
+fn retry_budget_caps_retries() {
+    let f = Faulty::start();
+    let (gw, admin_addr) = start(
+        &f,
+        "retries = 2\nretry_backoff_ms = 1\nretry_budget_percent = 0\nbreaker_failures = 0",
+    );
+    let sid = initialize(gw.addr, "2025-11-25");
+    f.go_down();
+    for _ in 0..4 {
+        assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    }
+    // A budget of 0% leaves only the three retries it starts with.
+    assert_eq!(
+        metric(admin_addr, "mcpgw_upstream_retries_total{upstream=\"f\"}"),
+        3.0
+    );
+}
+
+#[test]
+fn breaker_opens_answers_at_once_and_recovers() {
+    let f = Faulty::start();
+    let (gw, admin_addr) = start(
+        &f,
+        "retries = 0\nbreaker_failures = 3\nbreaker_open_ms = 800",
+    );
+    let sid = initialize(gw.addr, "2025-11-25");
+    let state = || metric(admin_addr, "mcpgw_upstream_breaker_state{upstream=\"f\"}");
+    let listed = || {
+        admin(admin_addr, "GET", "/admin/upstreams", Some(TOKEN), None).json()["upstreams"][0]
+            ["breaker"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+
+    f.set(Mode::Error500);
+    for _ in 0..3 {
+        assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    }
+    assert_eq!(f.calls("do_thing"), 3);
+    // Open: refused at once, the upstream is spared.
+    let v = call(&gw, &sid, "do_thing");
+    assert_eq!(code(&v), -32042, "{v}");
+    assert_eq!(f.calls("do_thing"), 3);
+    assert_eq!(state(), 2.0);
+    assert_eq!(listed(), "open");
+    assert_eq!(
+        metric(
+            admin_addr,
+            "mcpgw_calls_total{target=\"f__do_thing\",upstream=\"f\",outcome=\"circuit_open\"}"
+        ),
+        1.0
+    );
+
+    // After breaker_open_ms one probe goes through; it fails: open again at once.
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    assert_eq!(f.calls("do_thing"), 4);
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32042);
+
+    // The upstream recovers: the next probe succeeds and closes the breaker.
+    f.set(Mode::Ok);
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(ok(&call(&gw, &sid, "do_thing")));
+    assert!(wait_for(2, || state() == 0.0));
+    assert_eq!(listed(), "closed");
+    for _ in 0..3 {
+        assert!(ok(&call(&gw, &sid, "do_thing")));
+    }
+    assert_eq!(
+        metric(
+            admin_addr,
+            "mcpgw_upstream_breaker_opened_total{upstream=\"f\"}"
+        ),
+        2.0
+    );
+}
