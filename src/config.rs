@@ -211,6 +211,21 @@ pub struct Config {
     pub source: String,
     /// Client authentication, roles and address rules (`[auth]`, `[[role]]`).
     pub auth: std::sync::Arc<crate::auth::Auth>,
+    /// `[telemetry]`.
+    pub telemetry: Telemetry,
+}
+
+/// Validated `[telemetry]`.
+#[derive(Clone, Debug, Default)]
+pub struct Telemetry {
+    /// OTLP/HTTP endpoint (None: no export).
+    pub otlp_endpoint: Option<String>,
+    /// Service name.
+    pub service_name: String,
+    /// Sampling ratio for new traces.
+    pub sample_ratio: f64,
+    /// JSON log lines.
+    pub json_logs: bool,
 }
 
 impl std::fmt::Debug for crate::auth::Auth {
@@ -560,7 +575,26 @@ impl Config {
         let base_dir = Path::new(source).parent().filter(|d| d.is_dir());
         let auth =
             crate::auth::Auth::compile(&raw, base_dir).map_err(|e| anyhow!("{source}: {e}"))?;
+        let t = &raw.telemetry;
+        let json_logs = match t.log_format.as_deref() {
+            None | Some("pretty") | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                bail!("{source}: telemetry.log_format {other:?}: expected pretty or json")
+            }
+        };
+        let telemetry = Telemetry {
+            otlp_endpoint: t
+                .otlp_endpoint
+                .clone()
+                .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+                .filter(|e| !e.is_empty()),
+            service_name: t.service_name.clone().unwrap_or_else(|| "mcpgw".into()),
+            sample_ratio: t.sample_ratio.unwrap_or(1.0).clamp(0.0, 1.0),
+            json_logs,
+        };
         Ok(Config {
+            telemetry,
             auth: std::sync::Arc::new(auth),
             gateway,
             upstreams,

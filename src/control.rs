@@ -53,6 +53,8 @@ pub struct Shared {
     pub auth: ArcSwap<crate::auth::Auth>,
     /// Rate-limit buckets (kept across reloads).
     pub rates: crate::auth::RateBuckets,
+    /// Span export, when `[telemetry] otlp_endpoint` is set (read at start).
+    pub tracing: Option<crate::observe::trace::Tracing>,
     clock: quanta::Clock,
     origin: quanta::Instant,
     control: flume::Sender<ControlMsg>,
@@ -155,6 +157,18 @@ impl ControlPlane {
             subscriptions: dashmap::DashMap::new(),
             auth: ArcSwap::new(config.auth.clone()),
             rates: Default::default(),
+            tracing: match &config.telemetry.otlp_endpoint {
+                None => None,
+                Some(e) => {
+                    let t = crate::observe::trace::Tracing::start(
+                        e,
+                        &config.telemetry.service_name,
+                        config.telemetry.sample_ratio,
+                    )?;
+                    tracing::info!(endpoint = %e, "exporting spans over OTLP/HTTP");
+                    Some(t)
+                }
+            },
             limits: Arc::new(crate::limits::Limits::new(
                 config.gateway.max_connections,
                 config.gateway.max_connections_per_ip,

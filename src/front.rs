@@ -21,6 +21,7 @@ use crate::{
     error::{Error, ErrorKind},
     jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
     limits::Limit,
+    observe::trace::TraceParent,
     registry::{self, names, Snapshot, Target, View},
     relay::{Event, Relay},
     session::{self, Outbox, Session, SessionId},
@@ -555,6 +556,13 @@ impl Front {
                 )
             }
         };
+        // W3C trace context, read only when spans are exported.
+        let trace = self
+            .shared
+            .tracing
+            .as_ref()
+            .and(req.header_str("traceparent"))
+            .and_then(TraceParent::parse);
         let message = match self.caller.parser.borrow_mut().parse(body) {
             Ok(m) => m,
             Err(e) => return frame_error_reply(&e),
@@ -572,7 +580,7 @@ impl Front {
                     Err(r) => return r,
                 };
                 match f.kind() {
-                    Kind::Request => match self.request(&f, &snap, &sess, answer).await {
+                    Kind::Request => match self.request(&f, &snap, &sess, answer, trace).await {
                         Outcome::Done(b) => reply_with(answer, b),
                         Outcome::Streaming(relay, first) => Reply {
                             status: 200,
@@ -615,7 +623,7 @@ impl Front {
                             } else {
                                 // Batched calls answer as one JSON array: messages before a
                                 // response go to the GET stream, if there is one.
-                                match self.request(&f, &snap, &sess, Answer::Json).await {
+                                match self.request(&f, &snap, &sess, Answer::Json, trace).await {
                                     Outcome::Done(b) => outs.push(b),
                                     Outcome::Streaming(mut relay, first) => {
                                         self.push(&sess, first);
@@ -758,6 +766,7 @@ impl Front {
         snap: &Snapshot,
         sess: &Arc<Session>,
         answer: Answer,
+        trace: Option<TraceParent>,
     ) -> Outcome {
         let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
         let Some(method) = f.method() else {
@@ -796,12 +805,22 @@ impl Front {
             "resources/list" => done(lists(2, view.resources_pages)),
             "resources/templates/list" => done(lists(3, view.templates_pages)),
             "tools/call" => {
-                self.by_name(f, &id, snap, view, sess, view.tools, "tool", answer)
+                self.by_name(f, &id, snap, view, sess, view.tools, "tool", answer, trace)
                     .await
             }
             "prompts/get" => {
-                self.by_name(f, &id, snap, view, sess, view.prompts, "prompt", answer)
-                    .await
+                self.by_name(
+                    f,
+                    &id,
+                    snap,
+                    view,
+                    sess,
+                    view.prompts,
+                    "prompt",
+                    answer,
+                    trace,
+                )
+                .await
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 let Some(span) = f.param("uri") else {
@@ -828,10 +847,20 @@ impl Front {
                     }
                 }
                 let read = method == "resources/read";
-                self.forward(f, &id, snap, sess, up, Some((span, orig)), answer, read)
-                    .await
+                self.forward(
+                    f,
+                    &id,
+                    snap,
+                    sess,
+                    up,
+                    Some((span, orig)),
+                    answer,
+                    read,
+                    trace,
+                )
+                .await
             }
-            "completion/complete" => self.complete(f, &id, snap, view, sess, answer).await,
+            "completion/complete" => self.complete(f, &id, snap, view, sess, answer, trace).await,
             "logging/setLevel" => done(self.set_level(f, &id, snap, sess).await),
             _ => done(error_body(
                 Some(&id),
@@ -852,6 +881,7 @@ impl Front {
         map: &std::collections::HashMap<String, Target>,
         what: &str,
         answer: Answer,
+        trace: Option<TraceParent>,
     ) -> Outcome {
         let Some(span) = f.param("name") else {
             return Outcome::Done(error_body(
@@ -881,13 +911,23 @@ impl Front {
         match (target, view.unprefixed) {
             (Some(t), _) => {
                 let rename = Some((span, t.name_json.to_vec()));
-                self.forward(f, id, snap, sess, t.upstream, rename, answer, t.retry_safe)
-                    .await
+                self.forward(
+                    f,
+                    id,
+                    snap,
+                    sess,
+                    t.upstream,
+                    rename,
+                    answer,
+                    t.retry_safe,
+                    trace,
+                )
+                .await
             }
             // A name no upstream lists goes, unchanged, to the one unprefixed upstream when
             // there is one: it answers in its own way, as it would without the gateway.
             (None, Some(up)) => {
-                self.forward(f, id, snap, sess, up, None, answer, false)
+                self.forward(f, id, snap, sess, up, None, answer, false, trace)
                     .await
             }
             (None, None) => {
@@ -901,6 +941,7 @@ impl Front {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn complete(
         self: &Rc<Self>,
         f: &Frame,
@@ -909,6 +950,7 @@ impl Front {
         view: View<'_>,
         sess: &Arc<Session>,
         answer: Answer,
+        trace: Option<TraceParent>,
     ) -> Outcome {
         let err = |c, m| Outcome::Done(error_body(Some(id), c, m));
         let Some(r) = f.param("ref") else {
@@ -940,6 +982,7 @@ impl Front {
                             Some((span, t.name_json.to_vec())),
                             answer,
                             true,
+                            trace,
                         )
                         .await
                     }
@@ -959,8 +1002,18 @@ impl Front {
                 }
                 match uri.and_then(|u| route_uri(snap, view, &u)) {
                     Some((up, orig)) => {
-                        self.forward(f, id, snap, sess, up, Some((span, orig)), answer, true)
-                            .await
+                        self.forward(
+                            f,
+                            id,
+                            snap,
+                            sess,
+                            up,
+                            Some((span, orig)),
+                            answer,
+                            true,
+                            trace,
+                        )
+                        .await
                     }
                     None => err(Code::ResourceNotFound, "Resource not found"),
                 }
@@ -1160,6 +1213,7 @@ impl Front {
         rename: Option<(Span, Vec<u8>)>,
         answer: Answer,
         retry_safe: bool,
+        trace: Option<TraceParent>,
     ) -> Outcome {
         let Some(upstream) = snap.upstream(up).cloned() else {
             return Outcome::Done(error_body(Some(id), Code::InternalError, "Internal error"));
@@ -1207,11 +1261,32 @@ impl Front {
                 .and_then(|(_, json)| serde_json::from_slice(json).ok())
         })
         .flatten();
+        // The gateway's span of this call, when spans are exported and the call is sampled.
+        let call_trace = self.shared.tracing.as_ref().and_then(|t| {
+            let from_meta = || {
+                let m = f.param("_meta")?;
+                TraceParent::parse(&f.str_at(f.member(m, "traceparent")?)?)
+            };
+            t.begin(trace.or_else(from_meta))
+        });
         let fail = |e: &Error| {
             tracing::warn!(upstream = %upstream.name, error = %e, "upstream call failed");
             let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
             let outcome = crate::relay::metric_of(e);
             self.metrics.record(&target, &upstream.name, outcome, us);
+            if let (Some(t), Some(tracing)) = (&call_trace, &self.shared.tracing) {
+                tracing.finish(
+                    t,
+                    &crate::observe::trace::CallEnd {
+                        name: &target,
+                        upstream: &upstream.name,
+                        outcome: outcome.label(),
+                        session: sess.id.as_str().get(..8).unwrap_or(""),
+                        principal: &sess.principal.load().name,
+                        bytes: (f.bytes().len(), 0),
+                    },
+                );
+            }
             if let Some(a) = &self.shared.audit {
                 a.record(serde_json::json!({
                     "event": "call",
@@ -1236,6 +1311,12 @@ impl Front {
         }
         if let Some(t) = token {
             edits.push((t, gid_text.as_bytes()));
+        }
+        let meta_edit = call_trace
+            .as_ref()
+            .and_then(|t| traceparent_edit(f, &t.traceparent()));
+        if let Some((span, with)) = &meta_edit {
+            edits.push((*span, with));
         }
         let body = f.splice(&mut edits);
 
@@ -1354,6 +1435,7 @@ impl Front {
         );
         relay.request_bytes = f.bytes().len();
         relay.breaker_pass = pass;
+        relay.trace = call_trace;
         match relay.next().await {
             Event::Final(b) => Outcome::Done(b),
             Event::Cancelled => Outcome::Done(error_body(
@@ -1544,6 +1626,44 @@ fn client_address(req: &RequestHead, peer: IpAddr, auth: &crate::auth::Auth) -> 
         .filter_map(|a| a.trim().parse::<IpAddr>().ok())
         .find(|a| !auth.proxies.lists(*a))
         .unwrap_or(peer)
+}
+
+/// Where and what to write so that the upstream request carries `traceparent` in
+/// `params._meta`: replacing the client's own value, or inserting the member (and `_meta`).
+fn traceparent_edit(f: &Frame, tp: &str) -> Option<(Span, Vec<u8>)> {
+    let quoted = format!("\"{tp}\"");
+    let params = f.param_span()?;
+    let bytes = f.bytes();
+    let is_empty_object = |s: Span| {
+        bytes
+            .get(s.start as usize + 1..s.end as usize - 1)
+            .is_some_and(|inner| inner.iter().all(u8::is_ascii_whitespace))
+    };
+    let after_brace = |s: Span| Span {
+        start: s.start + 1,
+        end: s.start + 1,
+    };
+    match f.param("_meta") {
+        Some(meta) if bytes.get(meta.start as usize) == Some(&b'{') => {
+            if let Some(old) = f.member(meta, "traceparent") {
+                return Some((old, quoted.into_bytes()));
+            }
+            let comma = if is_empty_object(meta) { "" } else { "," };
+            Some((
+                after_brace(meta),
+                format!("\"traceparent\":{quoted}{comma}").into_bytes(),
+            ))
+        }
+        Some(_) => None, // a _meta that is not an object: left as the client sent it
+        None if bytes.get(params.start as usize) == Some(&b'{') => {
+            let comma = if is_empty_object(params) { "" } else { "," };
+            Some((
+                after_brace(params),
+                format!("\"_meta\":{{\"traceparent\":{quoted}}}{comma}").into_bytes(),
+            ))
+        }
+        None => None,
+    }
 }
 
 /// `Retry-After` in whole seconds, at least 1.

@@ -197,8 +197,12 @@ struct RunArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let result = match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
+    let command = cli.command.unwrap_or(Command::Run(RunArgs::default()));
+    // `run` sets logging up once its config is read (it may ask for JSON lines).
+    if !matches!(command, Command::Run(_)) {
+        init_tracing(false);
+    }
+    let result = match command {
         Command::Run(args) => run(args),
         Command::Check { config } => Config::load(Some(&config), &Overrides::default()).map(|c| {
             println!("{}: ok ({} upstreams)", c.source, c.upstreams.len());
@@ -314,16 +318,22 @@ fn admin_client(a: &AdminArgs) -> anyhow::Result<mcpgw::cli::Admin> {
     mcpgw::cli::Admin::new(&a.admin, a.token.clone(), a.json)
 }
 
-fn init_tracing() {
+/// Log lines to stderr: pretty text, or one JSON object per line when `json` (or
+/// `MCPGW_LOG_FORMAT=json`).
+fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPGW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let json = json || std::env::var("MCPGW_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(false).init();
+    } else {
+        // Colours only for a terminal: log files and collectors get plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        builder.with_ansi(ansi).init();
+    }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -334,7 +344,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         admin_listen: std::env::var("MCPGW_ADMIN_LISTEN").ok(),
         admin_token: std::env::var("MCPGW_ADMIN_TOKEN").ok(),
     };
-    let config = Arc::new(Config::load(args.config.as_deref(), &ov)?);
+    let config = match Config::load(args.config.as_deref(), &ov) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            init_tracing(false);
+            return Err(e);
+        }
+    };
+    init_tracing(config.telemetry.json_logs);
     let source = mcpgw::control::Source {
         path: args.config.clone(),
         overrides: ov,
@@ -401,6 +418,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .store(true, std::sync::atomic::Ordering::Release);
     for w in workers {
         w.join();
+    }
+    if let Some(t) = &control.shared.tracing {
+        t.shutdown();
     }
     control.shutdown();
     tracing::info!("stopped");

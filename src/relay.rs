@@ -51,6 +51,8 @@ pub struct Relay {
     _entry: crate::session::InFlightEntry,
     /// How the upstream's breaker let this call through (its outcome is recorded there).
     pub breaker_pass: crate::resilience::Pass,
+    /// The gateway's span of this call (exported when the relay ends), if traced.
+    pub trace: Option<crate::observe::trace::CallTrace>,
     /// Whether messages other than the response can reach the client; when not, upstream
     /// requests are refused on the client's behalf and notifications dropped.
     pub can_push: bool,
@@ -115,6 +117,7 @@ impl Relay {
             cancel: Some(cancel),
             _entry: entry,
             breaker_pass: crate::resilience::Pass::Call,
+            trace: None,
             can_push,
             requests: Vec::new(),
             started: now,
@@ -342,6 +345,19 @@ impl Drop for Relay {
         }
         if let Some(o) = self.outcome {
             let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            if let (Some(t), Some(tracing)) = (&self.trace, &self.front.shared().tracing) {
+                tracing.finish(
+                    t,
+                    &crate::observe::trace::CallEnd {
+                        name: &self.target,
+                        upstream: &self.upstream.name,
+                        outcome: o.label(),
+                        session: self.session.id.as_str().get(..8).unwrap_or(""),
+                        principal: &self.session.principal.load().name,
+                        bytes: (self.request_bytes, self.response_bytes),
+                    },
+                );
+            }
             self.front
                 .metrics()
                 .record(&self.target, &self.upstream.name, o, us);

@@ -38,6 +38,26 @@ pub struct RawConfig {
     /// `[[rate_limit]]` entries.
     #[serde(default, rename = "rate_limit")]
     pub rate_limits: Vec<RateLimitConfig>,
+    /// `[telemetry]`: traces and log format.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP collector to export spans to (JSON encoding), e.g. `http://127.0.0.1:4318`.
+    /// Default: off (also `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans. Default `mcpgw`.
+    pub service_name: Option<String>,
+    /// Share of calls without a sampled client trace that start a trace, 0.0-1.0. Default
+    /// 1.0. Calls whose client trace is sampled are always traced.
+    pub sample_ratio: Option<f64>,
+    /// Log lines as `pretty` text (default) or `json` (also `MCPGW_LOG_FORMAT`). Read at
+    /// start.
+    pub log_format: Option<String>,
 }
 
 /// `[auth]`.

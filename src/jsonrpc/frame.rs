@@ -280,6 +280,11 @@ impl Frame {
         self.error.and_then(|s| self.bytes.get(s.range()))
     }
 
+    /// Span of `params`.
+    pub fn param_span(&self) -> Option<Span> {
+        self.params
+    }
+
     /// Raw JSON of `params`.
     pub fn params_raw(&self) -> Option<&[u8]> {
         self.params.and_then(|s| self.bytes.get(s.range()))
@@ -322,7 +327,8 @@ impl Frame {
 /// Copies `src` with the bytes at each span replaced; spans must not overlap. Everything
 /// outside the spans is copied byte for byte.
 pub fn splice(src: &Bytes, edits: &mut [(Span, &[u8])]) -> Bytes {
-    edits.sort_by_key(|(s, _)| s.start);
+    // By start, and an insertion (empty span) before a replacement starting there.
+    edits.sort_by_key(|(s, _)| (s.start, s.end));
     let grow: usize = edits.iter().map(|(_, b)| b.len()).sum();
     let mut out = BytesMut::with_capacity(src.len() + grow);
     let mut at = 0usize;

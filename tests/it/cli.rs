@@ -60,6 +60,7 @@ fn embedded_default_serves_demo_tools() {
         .arg("run")
         .env("MCPGW_LISTEN", format!("127.0.0.1:{port}"))
         .env_remove("MCPGW_CONFIG")
+        .env("XDG_DATA_HOME", dir.0.join("data"))
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start");

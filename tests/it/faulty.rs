@@ -41,6 +41,8 @@ struct State {
     fail_next: AtomicU32,
     calls: Mutex<HashMap<String, u32>>,
     listening: AtomicBool,
+    /// `params._meta` of the last `tools/call`.
+    last_meta: Mutex<Value>,
 }
 
 /// The running fixture.
@@ -59,6 +61,7 @@ impl Faulty {
             fail_next: AtomicU32::new(0),
             calls: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(true),
+            last_meta: Mutex::new(Value::Null),
         });
         let f = Faulty {
             addr,
@@ -100,6 +103,11 @@ impl Faulty {
     /// Calls of `tool` received so far.
     pub fn calls(&self, tool: &str) -> u32 {
         self.state.calls.lock().get(tool).copied().unwrap_or(0)
+    }
+
+    /// `params._meta` of the last `tools/call` received.
+    pub fn last_meta(&self) -> Value {
+        self.state.last_meta.lock().clone()
     }
 
     /// Stops listening: new connections are refused.
@@ -175,6 +183,7 @@ fn connection(c: TcpStream, state: &State) {
             ]}),
             "tools/call" => {
                 let tool = msg["params"]["name"].as_str().unwrap_or("").to_string();
+                *state.last_meta.lock() = msg["params"]["_meta"].clone();
                 *state.calls.lock().entry(tool.clone()).or_default() += 1;
                 let fail = state
                     .fail_next

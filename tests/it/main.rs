@@ -11,6 +11,7 @@ mod conformance;
 mod faults;
 mod faulty;
 mod hostile;
+mod otel;
 mod raw;
 mod resilience;
 mod sdk;

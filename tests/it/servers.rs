@@ -170,9 +170,10 @@ fn list_changed_reaches_only_clients_whose_view_changed() {
     let root = gw.url();
     let server = format!("http://{}/servers/team/mcp", gw.addr);
     let (r, s) = std::thread::scope(|sc| {
-        let r = sc.spawn(|| client_script(&root, json!([["notifications", 4.0]])));
-        let s = sc.spawn(|| client_script(&server, json!([["notifications", 4.0]])));
-        std::thread::sleep(std::time::Duration::from_millis(2000));
+        // Generous margins: on a loaded machine the SDK clients take a while to connect.
+        let r = sc.spawn(|| client_script(&root, json!([["notifications", 8.0]])));
+        let s = sc.spawn(|| client_script(&server, json!([["notifications", 8.0]])));
+        std::thread::sleep(std::time::Duration::from_millis(4000));
         std::fs::write(&cfg, &without_beta).expect("rewrite");
         gw.signal("HUP");
         (r.join().expect("root"), s.join().expect("server"))

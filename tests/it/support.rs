@@ -268,6 +268,9 @@ impl Gateway {
             .arg(cfg)
             .args(args)
             .env("MCPGW_LOG", "info,mcpgw=debug")
+            // The default registry store lives under XDG_DATA_HOME: keep it in the test's
+            // own directory, never in the user's home.
+            .env("XDG_DATA_HOME", dir.0.join("data"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
