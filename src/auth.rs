@@ -4,15 +4,18 @@
 //! (and again on reload); workers read it through an arc-swap. It answers one question per
 //! request without blocking: who is this ([`Auth::authenticate`]). API keys and JWTs are
 //! checked on the worker (one SHA-256, or one signature, with keys already loaded); a Basic
-//! password is verified once on the password thread and then remembered. What a principal may
-//! do is its [`policy::Grant`].
+//! password is verified once on the password thread and then remembered. JWT keys from a
+//! `jwks_url` are fetched by [`jwks::Remote`]'s thread and swapped in; a worker only reads
+//! them. What a principal may do is its [`policy::Grant`].
 
 pub mod credentials;
+pub mod jwks;
 pub mod jwt;
 pub mod policy;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use base64::Engine as _;
 use bytes::Bytes;
 
@@ -103,7 +106,15 @@ impl RateRule {
 }
 
 struct JwtAuth {
-    keys: jwt::KeySet,
+    /// Keys from `jwks_file`, `keys` and `secret_env`.
+    local: jwt::KeySet,
+    /// `jwks_url` and its refresh interval.
+    url: Option<(String, Duration)>,
+    /// The fetcher of `url`, attached by the control plane ([`Auth::attach_jwks`]).
+    remote: ArcSwapOption<jwks::Remote>,
+    /// What tokens are verified against: `local` merged over the remote set of this
+    /// generation (0: no remote keys).
+    keys: ArcSwap<jwks::Fetched>,
     rules: jwt::Rules,
     user_claim: String,
     roles_claim: String,
@@ -243,8 +254,33 @@ impl Auth {
                     })?;
                     add(jwt::KeySet::from_secret(secret.as_bytes(), None));
                 }
-                let Some(keys) = set else {
-                    return Err("auth.jwt: no key (give jwks_file, keys or secret_env)".to_string());
+                let url = match &j.jwks_url {
+                    None => None,
+                    Some(u) => {
+                        if split_url(u).is_none() {
+                            return Err(format!(
+                                "auth.jwt.jwks_url {u:?} must be an absolute http(s) URL"
+                            ));
+                        }
+                        let ms = j.jwks_refresh_ms.unwrap_or(jwks::DEFAULT_REFRESH_MS);
+                        if ms < jwks::MIN_REFRESH_MS {
+                            return Err(format!(
+                                "auth.jwt.jwks_refresh_ms {ms}: at least {}",
+                                jwks::MIN_REFRESH_MS
+                            ));
+                        }
+                        Some((u.clone(), Duration::from_millis(ms)))
+                    }
+                };
+                let local = match (set, &url) {
+                    (Some(s), _) => s,
+                    (None, Some(_)) => jwt::KeySet::default(),
+                    (None, None) => {
+                        return Err(
+                            "auth.jwt: no key (give jwks_url, jwks_file, keys or secret_env)"
+                                .to_string(),
+                        )
+                    }
                 };
                 known("auth.jwt.default_roles", &j.default_roles)?;
                 let mut audiences = j.audience.clone();
@@ -254,7 +290,13 @@ impl Auth {
                     }
                 }
                 Some(JwtAuth {
-                    keys,
+                    keys: ArcSwap::from_pointee(jwks::Fetched {
+                        generation: 0,
+                        keys: local.clone(),
+                    }),
+                    local,
+                    url,
+                    remote: ArcSwapOption::empty(),
                     rules: jwt::Rules {
                         issuer: j.issuer.clone(),
                         audiences,
@@ -309,6 +351,46 @@ impl Auth {
             server_ip,
             rates: compile_rates(&raw.rate_limits)?,
         })
+    }
+
+    /// `[auth.jwt] jwks_url` and its refresh interval, when set.
+    pub fn jwks_url(&self) -> Option<(&str, Duration)> {
+        let (url, every) = self.jwt.as_ref()?.url.as_ref()?;
+        Some((url.as_str(), *every))
+    }
+
+    /// Gives this `Auth` the fetcher of its `jwks_url` (the control plane keeps one per URL
+    /// across reloads) and merges the keys fetched so far.
+    pub fn attach_jwks(&self, remote: Arc<jwks::Remote>) {
+        if let Some(j) = &self.jwt {
+            j.remote.store(Some(remote));
+        }
+        self.sync_jwks();
+    }
+
+    /// Merges the latest fetched JWKS with the local keys (local keys win on an equal `kid`)
+    /// when it is newer than what tokens are verified against now. Called by the fetch
+    /// thread after each new set and by the control plane after a reload; safe to race.
+    pub fn sync_jwks(&self) {
+        let Some(j) = &self.jwt else { return };
+        let Some(remote) = j.remote.load_full() else {
+            return;
+        };
+        let fetched = remote.fetched();
+        if fetched.generation <= j.keys.load().generation {
+            return;
+        }
+        let merged = Arc::new(jwks::Fetched {
+            generation: fetched.generation,
+            keys: fetched.keys.clone().merge(j.local.clone()),
+        });
+        j.keys.rcu(|cur| {
+            if cur.generation >= merged.generation {
+                cur.clone()
+            } else {
+                merged.clone()
+            }
+        });
     }
 
     /// The rate of rule `id` (for sweeping buckets of rules a reload removed).
@@ -388,8 +470,14 @@ impl Auth {
         let Some(j) = &self.jwt else {
             return Err(Denied::Invalid("bearer tokens are not accepted here"));
         };
-        let v = jwt::verify(token, &j.keys, &j.rules).map_err(|e| {
+        let v = jwt::verify(token, &j.keys.load().keys, &j.rules).map_err(|e| {
             tracing::debug!(error = %e, "bearer token refused");
+            if e == jwt::JwtError::UnknownKey {
+                if let Some(r) = &*j.remote.load() {
+                    // The provider may have rotated its keys: fetch again (rate-limited).
+                    r.want_refetch();
+                }
+            }
             Denied::Invalid(match e {
                 jwt::JwtError::Expired => "token expired",
                 jwt::JwtError::WrongAudience => "token audience is not this gateway",
@@ -519,5 +607,38 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&o.document).expect("json");
         assert_eq!(v["resource"], "https://gw.example.com/mcp");
         assert!(split_url("ftp://x/y").is_none());
+    }
+
+    fn compile(text: &str) -> Result<Auth, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        Auth::compile(&raw, None)
+    }
+
+    #[test]
+    fn jwks_url_alone_is_a_key_source_and_is_validated() {
+        let a = compile("[auth.jwt]\njwks_url = \"https://idp.test/jwks\"\n").expect("url only");
+        assert!(a.enabled());
+        assert_eq!(
+            a.jwks_url(),
+            Some((
+                "https://idp.test/jwks",
+                Duration::from_millis(jwks::DEFAULT_REFRESH_MS)
+            ))
+        );
+        // No keys until a fetch attaches some: tokens are refused, nothing panics.
+        let j = a.jwt.as_ref().expect("jwt");
+        assert!(j.keys.load().keys.is_empty());
+        a.sync_jwks();
+        for (bad, why) in [
+            ("jwks_url = \"idp.test/jwks\"", "absolute"),
+            (
+                "jwks_url = \"https://idp.test/jwks\"\njwks_refresh_ms = 10",
+                "at least 1000",
+            ),
+            ("issuer = \"x\"", "no key"),
+        ] {
+            let e = compile(&format!("[auth.jwt]\n{bad}\n")).expect_err("refused");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

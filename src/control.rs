@@ -270,6 +270,11 @@ async fn run(
             return;
         }
     };
+    // The composed auth (API keys from the store) replaces the file's; JWKS fetching starts.
+    let mut jwks = JwksFetch::default();
+    jwks.track(&cfg.auth, &shared);
+    shared.auth.store(cfg.auth.clone());
+    cfg.auth.sync_jwks();
     let mut current: Vec<(crate::config::Upstream, Arc<Upstream>)> = cfg
         .upstreams
         .iter()
@@ -367,7 +372,10 @@ async fn run(
                         }
                         upstreams = current.iter().map(|(_, u)| u.clone()).collect();
                         catalog.servers = new.servers.clone();
+                        jwks.track(&new.auth, &shared);
                         shared.auth.store(new.auth.clone());
+                        // A fetch may have finished between tracking and publishing.
+                        new.auth.sync_jwks();
                         catalog.disabled = new.disabled_tools.clone();
                         for up in &upstreams {
                             if !up.watched() {
@@ -405,6 +413,52 @@ async fn run(
         // to stdio children still need those children.
     }
     supervisor.shutdown();
+}
+
+/// The fetcher of the configured `jwks_url`, kept across reloads that keep the URL and its
+/// interval; replaced (the old thread ends) when they change, dropped when it is removed.
+#[derive(Default)]
+struct JwksFetch(Option<Arc<crate::auth::jwks::Remote>>);
+
+impl JwksFetch {
+    /// Starts or keeps the fetcher `auth` needs and attaches it to `auth`.
+    fn track(&mut self, auth: &crate::auth::Auth, shared: &Arc<Shared>) {
+        use crate::auth::jwks::{Remote, MIN_REFETCH};
+        let Some((url, every)) = auth.jwks_url() else {
+            self.0 = None;
+            return;
+        };
+        let same = self
+            .0
+            .as_ref()
+            .is_some_and(|r| r.url() == url && r.refresh() == every);
+        if !same {
+            let weak = Arc::downgrade(shared);
+            let on_update = move || {
+                if let Some(s) = weak.upgrade() {
+                    s.auth.load().sync_jwks();
+                }
+            };
+            match Remote::start(url, every, MIN_REFETCH, on_update) {
+                Ok(r) => {
+                    tracing::info!(
+                        url,
+                        refresh_ms = every.as_millis() as u64,
+                        "fetching JWT keys from a JWKS URL"
+                    );
+                    self.0 = Some(r);
+                }
+                Err(e) => {
+                    tracing::error!(url, error = %e, "cannot start the JWKS fetch thread");
+                    self.0 = None;
+                    return;
+                }
+            }
+        }
+        if let Some(r) = &self.0 {
+            auth.attach_jwks(r.clone());
+        }
+    }
 }
 
 /// Opens the registry store the config names (in memory when it names none).

@@ -107,6 +107,15 @@ pub struct JwtConfig {
     pub audience: Vec<String>,
     /// A JWKS document on disk (re-read on reload).
     pub jwks_file: Option<String>,
+    /// A JWKS document to fetch (`https://...`; `http://` only for a trusted network),
+    /// e.g. the authorization server's `jwks_uri`. Fetched off the workers at start, every
+    /// `jwks_refresh_ms`, and early (at most once per 30 s) when a token names a `kid` the
+    /// keys lack. A failed fetch keeps the last good keys; until the first succeeds, tokens
+    /// needing them are refused (the gateway still starts). Its keys are merged with
+    /// `jwks_file`, `keys` and `secret_env`, which win on an equal `kid`. Default: none.
+    pub jwks_url: Option<String>,
+    /// Interval between fetches of `jwks_url`, ms; at least 1000. Default 300000 (5 min).
+    pub jwks_refresh_ms: Option<u64>,
     /// PEM public keys (RSA, EC, Ed25519), each with an optional `kid`.
     #[serde(default)]
     pub keys: Vec<JwtKeyConfig>,

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, process::Command};
 use serde_json::{json, Value};
 
 use crate::support::{
-    admin, client_with, http_upstream_toml, post, root, Gateway, HttpFixture, Raw, Resp,
+    admin, client_with, http_upstream_toml, post, root, wait_for, Gateway, HttpFixture, Raw, Resp,
 };
 
 const DEMO: &str = "[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n";
@@ -404,4 +404,136 @@ fn rate_limits_per_principal_and_per_tool() {
         .expect("Retry-After");
     assert!((1..=180).contains(&wait), "one token per 3 minutes: {wait}");
     assert!(call(gw.addr, count, &[&b, &sb]).json()["result"].is_object());
+}
+
+/// A JWKS provider on a loopback socket (a test thread): answers every GET with the current
+/// (status, body) and counts requests.
+struct JwksServer {
+    url: String,
+    answer: std::sync::Arc<arc_swap::ArcSwap<(u16, String)>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    fn start(status: u16, body: String) -> JwksServer {
+        use std::io::{Read as _, Write as _};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            l.local_addr().expect("addr")
+        );
+        let answer = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee((status, body)));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, h) = (answer.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let ans = a.load();
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    ans.0,
+                    ans.1.len(),
+                    ans.1
+                );
+            }
+        });
+        JwksServer { url, answer, hits }
+    }
+
+    fn set(&self, status: u16, body: String) {
+        self.answer.store(std::sync::Arc::new((status, body)));
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The test JWKS (src/auth/testdata) with only the key `kid`.
+fn jwks_with(kid: &str) -> String {
+    let text = std::fs::read_to_string(root().join("src/auth/testdata/jwks.json")).expect("jwks");
+    let mut doc: Value = serde_json::from_str(&text).expect("json");
+    doc["keys"]
+        .as_array_mut()
+        .expect("keys")
+        .retain(|k| k["kid"] == kid);
+    doc.to_string()
+}
+
+/// A token signed by the test key `kid` (`ec1`: ES256, `rsa1`: RS256).
+fn signed(kid: &str, claims: &Value) -> String {
+    let (file, alg) = match kid {
+        "ec1" => ("ec_private.pem", jsonwebtoken::Algorithm::ES256),
+        _ => ("rsa_private.pem", jsonwebtoken::Algorithm::RS256),
+    };
+    let pem = std::fs::read(root().join("src/auth/testdata").join(file)).expect("key");
+    let key = match alg {
+        jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+        _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+    }
+    .expect("private key");
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+}
+
+#[test]
+fn jwks_url_is_fetched_refreshed_and_rotated() {
+    // The provider is down when the gateway starts: the gateway starts anyway.
+    let jwks = JwksServer::start(503, "unavailable".into());
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{DEMO}\n[auth.jwt]\nissuer = \"https://issuer.test\"\njwks_url = \"{}\"\njwks_refresh_ms = 1000\n{ROLES}",
+            jwks.url
+        ),
+        "auto",
+    );
+    let claims = json!({"iss": "https://issuer.test", "sub": "ivy", "exp": now() + 600, "roles": ["reader"]});
+    let ec = format!("Authorization: Bearer {}", signed("ec1", &claims));
+    let rsa = format!("Authorization: Bearer {}", signed("rsa1", &claims));
+    let status = |h: &str| call(gw.addr, INIT, &[h]).status;
+    assert!(wait_for(10, || jwks.hits() >= 1), "no fetch at start");
+    assert_eq!(status(&ec), 401, "no keys yet");
+    assert!(
+        wait_for(10, || gw.log_text().contains("JWKS fetch failed")),
+        "the failed first fetch is logged:\n{}",
+        gw.log_text()
+    );
+
+    // Keys arrive with a retry; the official SDK client works with the token.
+    jwks.set(200, jwks_with("ec1"));
+    assert!(wait_for(15, || status(&ec) == 200), "keys did not arrive");
+    let tools = client_with(&[&ec], &gw.url(), "list_tools", &[]);
+    assert_eq!(
+        tools["tools"],
+        json!(["demo__echo", "demo__word_count"]),
+        "{tools}"
+    );
+    assert_eq!(status(&rsa), 401, "rsa1 is not published yet");
+
+    // Rotation: the provider replaces ec1 by rsa1; the next refetch brings it.
+    jwks.set(200, jwks_with("rsa1"));
+    assert!(
+        wait_for(15, || status(&rsa) == 200),
+        "rotated key not picked up"
+    );
+    assert_eq!(status(&ec), 401, "the retired key is gone");
+
+    // A failing provider changes nothing: the last good keys stay.
+    jwks.set(500, "oops".into());
+    let before = jwks.hits();
+    assert!(wait_for(15, || jwks.hits() >= before + 2), "no refetch");
+    assert_eq!(status(&rsa), 200);
+    assert!(gw.log_text().contains("keeping the last good keys"));
 }
