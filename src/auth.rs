@@ -353,6 +353,11 @@ impl Auth {
         })
     }
 
+    /// Every API key (config file and store): id, hash, principal.
+    pub fn api_keys(&self) -> impl Iterator<Item = (&str, &KeyHash, &Principal)> {
+        self.keys.iter().map(|(id, (h, p))| (id.as_str(), h, &**p))
+    }
+
     /// `[auth.jwt] jwks_url` and its refresh interval, when set.
     pub fn jwks_url(&self) -> Option<(&str, Duration)> {
         let (url, every) = self.jwt.as_ref()?.url.as_ref()?;

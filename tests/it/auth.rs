@@ -1,13 +1,15 @@
-//! Client authentication and authorization: API keys, Basic, JWT (JWKS), OAuth protected
-//! resource metadata, sessions bound to their principal, role-filtered lists and calls,
-//! client address rules, and no token passthrough to upstreams.
+//! Client authentication and authorization: API keys (from the file and issued through the
+//! admin API), Basic, JWT (JWKS file and URL), OAuth protected resource metadata, sessions
+//! bound to their principal, role-filtered lists and calls, client address rules, rate
+//! limits and quotas, and no token passthrough to upstreams.
 
 use std::{net::SocketAddr, process::Command};
 
 use serde_json::{json, Value};
 
 use crate::support::{
-    admin, client_with, http_upstream_toml, post, root, wait_for, Gateway, HttpFixture, Raw, Resp,
+    admin, client_with, free_port, http_upstream_toml, post, root, wait_for, Gateway, HttpFixture,
+    Raw, Resp, TempDir,
 };
 
 const DEMO: &str = "[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n";
@@ -536,4 +538,160 @@ fn jwks_url_is_fetched_refreshed_and_rotated() {
     assert!(wait_for(15, || jwks.hits() >= before + 2), "no refetch");
     assert_eq!(status(&rsa), 200);
     assert!(gw.log_text().contains("keeping the last good keys"));
+}
+
+/// A gateway with the admin API (token `tk`) and its store in `data`; `body` is the rest of
+/// the config. Returns it and the admin address.
+fn gateway_with_store(data: &std::path::Path, body: &str) -> (Gateway, SocketAddr) {
+    let dir = TempDir::new("authx");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let cfg = dir.0.join("mcpgw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nlisten = \"{addr}\"\nworkers = 2\n\n[admin]\nlisten = \"{admin_addr}\"\ntoken = \"tk\"\ndata_dir = {:?}\n\n{body}",
+            data.display().to_string()
+        ),
+    )
+    .expect("config");
+    (Gateway::start_with(&cfg, &[], addr, dir), admin_addr)
+}
+
+/// `mcpgw keys ARGS` against the admin API at `at`: (success, stdout, stderr).
+fn keys_cli(at: SocketAddr, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .arg("keys")
+        .args(args)
+        .args(["--admin", &format!("http://{at}"), "--token", "tk"])
+        .output()
+        .expect("run mcpgw keys");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn api_keys_issued_and_revoked_through_the_admin_api() {
+    let data = TempDir::new("keys-data");
+    let (file_key, file_entry) = new_key("from-file", &["admin"]);
+    let body = format!("{DEMO}\n[auth]\n{file_entry}\n{ROLES}");
+    let (mut gw, at) = gateway_with_store(&data.0, &body);
+    let status = |gw: &Gateway, key: &str| {
+        call(gw.addr, INIT, &[&format!("Authorization: Bearer {key}")]).status
+    };
+    assert_eq!(status(&gw, &file_key), 200);
+
+    // Validation names the field; unknown roles are refused.
+    for (bad, field) in [
+        (json!({"roles": ["reader"]}), "name"),
+        (json!({"name": "x", "roles": ["nope"]}), "roles"),
+        (json!({"name": "x", "role": ["reader"]}), "role"),
+    ] {
+        let r = admin(at, "POST", "/admin/keys", Some("tk"), Some(&bad));
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(
+            r.json()["error"].as_str().unwrap_or("").contains(field),
+            "{r:?}"
+        );
+    }
+
+    // Issue: the key is in this answer and nowhere else.
+    let r = admin(
+        at,
+        "POST",
+        "/admin/keys",
+        Some("tk"),
+        Some(&json!({"name": "ci", "roles": ["reader"], "team": "platform"})),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let issued = r.json();
+    let key = issued["key"].as_str().expect("key").to_string();
+    let id = issued["id"].as_str().expect("id").to_string();
+    assert!(key.starts_with(&format!("mcpgw_{id}_")), "{issued}");
+    assert!(
+        wait_for(10, || status(&gw, &key) == 200),
+        "the new key works"
+    );
+    let list = admin(at, "GET", "/admin/keys", Some("tk"), None);
+    let text = String::from_utf8_lossy(&list.body).to_string();
+    assert!(
+        !text.contains("sha256:") && !text.contains(&key[15..]),
+        "{text}"
+    );
+    let keys = list.json()["keys"].as_array().cloned().expect("keys");
+    let ci = keys
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(ci["name"], "ci");
+    assert_eq!(ci["roles"], json!(["reader"]));
+    assert_eq!(ci["team"], "platform");
+    assert_eq!(ci["source"], "admin");
+    assert_eq!(ci["active"], true);
+    assert!(ci["created_ms"]
+        .as_u64()
+        .is_some_and(|t| t > 1_700_000_000_000));
+    assert!(
+        keys.iter()
+            .any(|k| k["name"] == "from-file" && k["source"] == "config"),
+        "{keys:?}"
+    );
+
+    // The official SDK client with the new key sees what its role grants.
+    let a = format!("Authorization: Bearer {key}");
+    let tools = client_with(&[&a], &gw.url(), "list_tools", &[]);
+    assert_eq!(
+        tools["tools"],
+        json!(["demo__echo", "demo__word_count"]),
+        "{tools}"
+    );
+
+    // Revoked: 401 from then on, without a restart.
+    let r = admin(at, "DELETE", &format!("/admin/keys/{id}"), Some("tk"), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        wait_for(10, || status(&gw, &key) == 401),
+        "revoked key still works"
+    );
+    let r = call(gw.addr, INIT, &[&a]);
+    assert_eq!(r.code(), -32039);
+    assert_eq!(
+        admin(at, "DELETE", &format!("/admin/keys/{id}"), Some("tk"), None).status,
+        404
+    );
+    let file_id = &file_key[6..14];
+    assert_eq!(
+        admin(
+            at,
+            "DELETE",
+            &format!("/admin/keys/{file_id}"),
+            Some("tk"),
+            None
+        )
+        .status,
+        409,
+        "config-file keys are removed in the file"
+    );
+
+    // The CLI: issue a key, which survives a restart, then revoke it.
+    let (ok, cli_key, err) = keys_cli(at, &["create", "bot", "--role", "admin", "--team", "t1"]);
+    assert!(ok && cli_key.starts_with("mcpgw_"), "{err}");
+    assert!(err.contains("shown once"), "{err}");
+    assert!(wait_for(10, || status(&gw, &cli_key) == 200));
+    let (ok, table, err) = keys_cli(at, &["list"]);
+    assert!(ok, "{err}");
+    assert!(
+        table.starts_with("ID") && table.contains("bot") && table.contains("admin"),
+        "{table}"
+    );
+    assert!(gw.stop().success());
+    let (gw, at) = gateway_with_store(&data.0, &body);
+    assert_eq!(status(&gw, &cli_key), 200, "stored keys load at start");
+    assert_eq!(status(&gw, &key), 401);
+    let (ok, _, err) = keys_cli(at, &["revoke", &cli_key[6..14]]);
+    assert!(ok, "{err}");
+    assert!(wait_for(10, || status(&gw, &cli_key) == 401));
 }
