@@ -52,6 +52,43 @@ pub struct Auth {
     pub server_ip: HashMap<String, IpRules>,
     /// `[[rate_limit]]`, in file order.
     pub rates: Vec<RateRule>,
+    /// `[[quota]]`, in file order.
+    pub quotas: Vec<QuotaRule>,
+}
+
+/// One compiled `[[quota]]`.
+#[derive(Debug)]
+pub struct QuotaRule {
+    /// `<scope>/<window>/<match,...>`: identifies its counters across reloads and restarts
+    /// (the limit is not part of it, so a new limit keeps the count).
+    pub key: Arc<str>,
+    /// Counted per team (else per principal).
+    team: bool,
+    /// The calendar window.
+    pub window: crate::ratelimit::Window,
+    /// Calls allowed per window.
+    pub limit: u64,
+    /// Tools it counts; empty: all.
+    globs: Vec<String>,
+}
+
+/// A quota counter's key: (the quota's key, principal key or team).
+pub type QuotaKey = (Arc<str>, Box<str>);
+
+/// Quota counters, shared by all workers.
+pub type QuotaCounters = dashmap::DashMap<QuotaKey, crate::ratelimit::Quota>;
+
+/// A call refused by a `[[quota]]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverQuota {
+    /// The quota's limit.
+    pub limit: u64,
+    /// Its window.
+    pub window: crate::ratelimit::Window,
+    /// Counted per team (else per principal).
+    pub team: bool,
+    /// When the window ends, unix seconds.
+    pub resets_at: u64,
 }
 
 /// One compiled `[[rate_limit]]`.
@@ -148,6 +185,7 @@ impl Auth {
             jwt: None,
             passwords: None,
             rates: Vec::new(),
+            quotas: Vec::new(),
             roles: Roles::default(),
             oauth: None,
             ip: IpRules::default(),
@@ -350,6 +388,7 @@ impl Auth {
             proxies,
             server_ip,
             rates: compile_rates(&raw.rate_limits)?,
+            quotas: compile_quotas(&raw.quotas)?,
         })
     }
 
@@ -425,6 +464,63 @@ impl Auth {
                 Scope::PrincipalTool => format!("{}\u{0}{name}", principal.key).into(),
             };
             buckets.check(&(r.id, subject), &r.rate, now_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Counts one `tools/call` of `tool` by `principal` at `now_unix_secs` against every
+    /// quota that applies. Either all of them take it, or none is charged and the first one
+    /// used up is returned (two workers racing for the last call of two quotas may both
+    /// charge one; the quota itself is never exceeded).
+    pub fn quota_check(
+        &self,
+        counters: &QuotaCounters,
+        principal: &Principal,
+        tool: &str,
+        now_unix_secs: u64,
+    ) -> Result<(), OverQuota> {
+        if self.quotas.is_empty() {
+            return Ok(());
+        }
+        let applying: Vec<(&QuotaRule, QuotaKey)> = self
+            .quotas
+            .iter()
+            .filter(|q| {
+                q.globs.is_empty() || q.globs.iter().any(|g| crate::registry::glob_match(g, tool))
+            })
+            .filter_map(|q| {
+                let subject: Box<str> = if q.team {
+                    principal.team.as_deref()?.into()
+                } else {
+                    principal.key.clone()
+                };
+                Some((q, (q.key.clone(), subject)))
+            })
+            .collect();
+        let over = |q: &QuotaRule, resets_at: u64| OverQuota {
+            limit: q.limit,
+            window: q.window,
+            team: q.team,
+            resets_at,
+        };
+        for (q, key) in &applying {
+            let used = counters.get(key).map_or(0, |c| c.used(now_unix_secs));
+            if used >= q.limit {
+                let id = q.window.id(now_unix_secs);
+                return Err(over(q, q.window.end(id)));
+            }
+        }
+        for (q, key) in applying {
+            let taken = match counters.get(&key) {
+                Some(c) => c.take(now_unix_secs),
+                None => counters
+                    .entry(key)
+                    .or_insert_with(|| crate::ratelimit::Quota::new(q.limit, q.window))
+                    .take(now_unix_secs),
+            };
+            if let Err(secs) = taken {
+                return Err(over(q, now_unix_secs.saturating_add(secs)));
+            }
         }
         Ok(())
     }
@@ -543,6 +639,48 @@ fn compile_rates(raw: &[crate::config::raw::RateLimitConfig]) -> Result<Vec<Rate
         .collect()
 }
 
+fn compile_quotas(raw: &[crate::config::raw::QuotaConfig]) -> Result<Vec<QuotaRule>, String> {
+    use crate::ratelimit::{Window, QUOTA_MAX};
+    let mut rules: Vec<QuotaRule> = Vec::with_capacity(raw.len());
+    for (i, q) in raw.iter().enumerate() {
+        let team = match q.scope.as_str() {
+            "principal" => false,
+            "team" => true,
+            other => {
+                return Err(format!(
+                    "quota[{i}].scope {other:?}: expected principal or team"
+                ))
+            }
+        };
+        let window = match q.window.as_str() {
+            "day" => Window::Day,
+            "month" => Window::Month,
+            other => {
+                return Err(format!(
+                    "quota[{i}].window {other:?}: expected day or month"
+                ))
+            }
+        };
+        if q.limit > QUOTA_MAX {
+            return Err(format!("quota[{i}].limit {}: at most {QUOTA_MAX}", q.limit));
+        }
+        let key: Arc<str> = format!("{}/{}/{}", q.scope, q.window, q.r#match.join(",")).into();
+        if let Some(j) = rules.iter().position(|r| r.key == key) {
+            return Err(format!(
+                "quota[{i}]: same scope, window and match as quota[{j}]"
+            ));
+        }
+        rules.push(QuotaRule {
+            key,
+            team,
+            window,
+            limit: q.limit,
+            globs: q.r#match.clone(),
+        });
+    }
+    Ok(rules)
+}
+
 fn oauth_metadata(o: &crate::config::raw::OAuthConfig) -> Result<OAuth, String> {
     let (origin, path) = split_url(&o.resource).ok_or_else(|| {
         format!(
@@ -617,6 +755,59 @@ mod tests {
     fn compile(text: &str) -> Result<Auth, String> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         Auth::compile(&raw, None)
+    }
+
+    #[test]
+    fn quotas_count_per_principal_and_team_and_charge_nothing_when_one_is_used_up() {
+        let a = compile(
+            "[[quota]]\nscope = \"principal\"\nwindow = \"day\"\nlimit = 2\nmatch = [\"gh__*\"]\n\n\
+             [[quota]]\nscope = \"team\"\nwindow = \"month\"\nlimit = 3\n",
+        )
+        .expect("quotas");
+        let counters = QuotaCounters::default();
+        let everything = Grant::everything();
+        let p = |name: &str, team: Option<&str>| {
+            Principal::new(name, Method::ApiKey, team, everything.clone())
+        };
+        let (ann, bob, solo) = (p("ann", Some("t")), p("bob", Some("t")), p("solo", None));
+        let day = 20_000 * 86_400 + 3_600; // 2024-10-04T01:00:00Z
+        let check = |who: &Principal, tool: &str| a.quota_check(&counters, who, tool, day);
+        // Ann: two gh__ calls (the team counts them too), then her daily quota is used up;
+        // the refusal charges the team nothing.
+        assert_eq!(check(&ann, "gh__a"), Ok(()));
+        assert_eq!(check(&ann, "gh__b"), Ok(()));
+        let over = check(&ann, "gh__a").expect_err("over");
+        assert_eq!(
+            (over.limit, over.team, over.resets_at),
+            (2, false, 20_001 * 86_400)
+        );
+        // Bob's other tool counts for the team only: its third call.
+        assert_eq!(check(&bob, "other"), Ok(()));
+        let over = check(&bob, "gh__x").expect_err("team over");
+        assert!(over.team && over.window == crate::ratelimit::Window::Month);
+        assert_eq!(over.resets_at, 1_730_419_200, "2024-11-01T00:00:00Z");
+        // No team: only the principal quota applies; other tools are not counted at all.
+        for _ in 0..5 {
+            assert_eq!(check(&solo, "other"), Ok(()));
+        }
+        assert_eq!(check(&solo, "gh__a"), Ok(()));
+        // The next day Ann's daily count starts again (the team's month does not).
+        let next = a.quota_check(&counters, &ann, "gh__a", day + 86_400);
+        assert!(next.expect_err("team still over").team);
+        for (bad, why) in [
+            ("scope = \"user\"\nwindow = \"day\"\nlimit = 1", "scope"),
+            ("scope = \"team\"\nwindow = \"week\"\nlimit = 1", "window"),
+            (
+                "scope = \"team\"\nwindow = \"day\"\nlimit = 99999999999999",
+                "at most",
+            ),
+        ] {
+            let e = compile(&format!("[[quota]]\n{bad}\n")).expect_err("refused");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let twice = "[[quota]]\nscope = \"team\"\nwindow = \"day\"\nlimit = 1\n";
+        let e = compile(&format!("{twice}{twice}")).expect_err("twice");
+        assert!(e.contains("same scope"), "{e}");
     }
 
     #[test]

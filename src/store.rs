@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_servers_tools.sql"),
     include_str!("../migrations/0003_api_keys.sql"),
+    include_str!("../migrations/0004_quota_counters.sql"),
 ];
 
 /// What kind of registry entry a store row is.
@@ -61,6 +62,19 @@ pub struct StoredKey {
     pub created_ms: i64,
 }
 
+/// One `[[quota]]` counter as saved: (quota key, subject) -> used in window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaCount {
+    /// The quota's key (`<scope>/<window>/<match,...>`).
+    pub rule: String,
+    /// Principal key or team.
+    pub subject: String,
+    /// Window id (see `ratelimit::Window::id`).
+    pub window_id: u64,
+    /// Calls counted in it.
+    pub used: u64,
+}
+
 /// Where admin changes to the registry are kept.
 pub trait Store {
     /// Entries added through the admin API: (name, its table as TOML).
@@ -82,6 +96,15 @@ pub trait Store {
     fn put_api_key(&self, key: &StoredKey) -> anyhow::Result<()>;
     /// Deletes an API key; whether it existed.
     fn remove_api_key(&self, id: &str) -> anyhow::Result<bool>;
+    /// Every saved quota counter.
+    fn quota_counts(&self) -> anyhow::Result<Vec<QuotaCount>>;
+    /// Writes `put` (insert or replace) and deletes the `(rule, subject)` counters in
+    /// `delete`, in one transaction.
+    fn save_quota_counts(
+        &self,
+        put: &[QuotaCount],
+        delete: &[(String, String)],
+    ) -> anyhow::Result<()>;
 }
 
 /// The embedded SQLite store.
@@ -251,6 +274,53 @@ impl Store for Sqlite {
             .conn
             .execute("DELETE FROM api_keys WHERE id = ?1", [id])?
             > 0)
+    }
+
+    fn quota_counts(&self) -> anyhow::Result<Vec<QuotaCount>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT rule, subject, window_id, used FROM quota_counters")?;
+        let rows = st.query_map([], |r| {
+            Ok(QuotaCount {
+                rule: r.get(0)?,
+                subject: r.get(1)?,
+                window_id: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                used: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn save_quota_counts(
+        &self,
+        put: &[QuotaCount],
+        delete: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut up = tx.prepare(
+                "INSERT INTO quota_counters (rule, subject, window_id, used, updated_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(rule, subject) DO UPDATE SET \
+                 window_id = excluded.window_id, used = excluded.used, \
+                 updated_ms = excluded.updated_ms",
+            )?;
+            let now = now_ms();
+            for c in put {
+                // Window ids fit 24 bits and counts 40 (ratelimit::Quota).
+                let (w, u) = (
+                    i64::try_from(c.window_id).unwrap_or(i64::MAX),
+                    i64::try_from(c.used).unwrap_or(i64::MAX),
+                );
+                up.execute(rusqlite::params![c.rule, c.subject, w, u, now])?;
+            }
+            let mut del =
+                tx.prepare("DELETE FROM quota_counters WHERE rule = ?1 AND subject = ?2")?;
+            for (rule, subject) in delete {
+                del.execute([rule, subject])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 }
 
@@ -436,6 +506,22 @@ mod tests {
             .expect("again")
             .disabled_tools
             .is_empty());
+    }
+
+    #[test]
+    fn quota_counts_are_upserted_and_deleted() {
+        let s = Sqlite::memory().expect("store");
+        let c = |subject: &str, used| QuotaCount {
+            rule: "principal/day/".into(),
+            subject: subject.into(),
+            window_id: 20_000,
+            used,
+        };
+        s.save_quota_counts(&[c("a", 1), c("b", 2)], &[])
+            .expect("save");
+        s.save_quota_counts(&[c("a", 5)], &[("principal/day/".into(), "b".into())])
+            .expect("save");
+        assert_eq!(s.quota_counts().expect("read"), [c("a", 5)]);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct RawConfig {
     /// `[[rate_limit]]` entries.
     #[serde(default, rename = "rate_limit")]
     pub rate_limits: Vec<RateLimitConfig>,
+    /// `[[quota]]` entries.
+    #[serde(default, rename = "quota")]
+    pub quotas: Vec<QuotaConfig>,
 }
 
 /// `[auth]`.
@@ -188,6 +191,28 @@ pub struct RateLimitConfig {
     pub r#match: Vec<String>,
     /// `"<n>/<s|min|h|day> [burst <b>]"`, e.g. `"10/s burst 20"`.
     pub rate: String,
+}
+
+/// `[[quota]]`: `tools/call` allowed per principal (or team) per UTC calendar day or month.
+/// A call over it is answered with a JSON-RPC error (-32041) saying when the window resets.
+/// Counted after roles and rate limits allow the call (refused calls do not count); counts
+/// are kept in the store (saved every 10 s and at shutdown), so a restart keeps them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Who is counted: `principal` (each client principal) or `team` (each team, all its
+    /// principals together; principals without a team are not counted by this quota).
+    pub scope: String,
+    /// `day` (UTC day) or `month` (UTC calendar month); the count starts again at 0 when
+    /// the window changes.
+    pub window: String,
+    /// Calls allowed per window; 0 refuses every matching call. At most 2^40 - 1.
+    pub limit: u64,
+    /// Tools it counts, by gateway name; `*` globs. Default: all tools. Scope, window and
+    /// match identify the quota: changing its limit keeps the count, changing these starts
+    /// a new one.
+    #[serde(default)]
+    pub r#match: Vec<String>,
 }
 
 /// `[admin]`: the admin API and the registry store. The admin API is off unless this section

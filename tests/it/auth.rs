@@ -695,3 +695,80 @@ fn api_keys_issued_and_revoked_through_the_admin_api() {
     assert!(ok, "{err}");
     assert!(wait_for(10, || status(&gw, &cli_key) == 401));
 }
+
+#[test]
+fn quotas_count_calls_refuse_with_the_reset_time_and_survive_a_restart() {
+    let data = TempDir::new("quota-data");
+    let (alice, alice_entry) = new_key("alice", &["reader"]);
+    let (bob, bob_entry) = new_key("bob", &["admin"]);
+    let body = format!(
+        "{DEMO}\n[auth]\n{alice_entry}\nteam = \"blue\"\n{bob_entry}\nteam = \"blue\"\n{ROLES}\n\
+         [[quota]]\nscope = \"principal\"\nwindow = \"day\"\nlimit = 2\nmatch = [\"demo__echo\"]\n\n\
+         [[quota]]\nscope = \"team\"\nwindow = \"month\"\nlimit = 4\n"
+    );
+    let (mut gw, at) = gateway_with_store(&data.0, &body);
+    let a = format!("Authorization: Bearer {alice}");
+    let b = format!("Authorization: Bearer {bob}");
+    let sa = format!("Mcp-Session-Id: {}", init(gw.addr, &a));
+    let sb = format!("Mcp-Session-Id: {}", init(gw.addr, &b));
+    let tool = |name: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{name}","arguments":{{"text":"x y","a":1,"b":2}}}}}}"#
+        )
+    };
+    let ok = |r: Resp| r.json()["result"].is_object();
+
+    // Calls her roles refuse do not count.
+    for _ in 0..3 {
+        assert_eq!(call(gw.addr, &tool("demo__add"), &[&a, &sa]).code(), -32040);
+    }
+    // Two echoes a day; the third is refused for that call, saying when the day resets.
+    assert!(ok(call(gw.addr, &tool("demo__echo"), &[&a, &sa])));
+    assert!(ok(call(gw.addr, &tool("demo__echo"), &[&a, &sa])));
+    let r = call(gw.addr, &tool("demo__echo"), &[&a, &sa]);
+    assert_eq!(r.status, 200);
+    let err = r.json();
+    assert_eq!(err["id"], 7);
+    assert_eq!(err["error"]["code"], -32041, "{err}");
+    let msg = err["error"]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        msg.contains("2 tool calls per day for this principal")
+            && msg.contains("resets at ")
+            && msg.contains("T00:00:00Z"),
+        "{msg}"
+    );
+    // Other tools are outside that quota, but the team's month counts everything: 3 of 4.
+    assert!(ok(call(gw.addr, &tool("demo__word_count"), &[&a, &sa])));
+    // Bob's first echo is the team's fourth call; his next call is over the team's quota.
+    assert!(ok(call(gw.addr, &tool("demo__echo"), &[&b, &sb])));
+    let r = call(gw.addr, &tool("demo__word_count"), &[&b, &sb]).json();
+    assert_eq!(r["error"]["code"], -32041, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("4 tool calls per month for this team"),
+        "{msg}"
+    );
+    let metrics =
+        String::from_utf8_lossy(&admin(at, "GET", "/metrics", None, None).body).to_string();
+    assert!(
+        metrics.contains("mcpgw_limit_hits_total{limit=\"quota\"} 2"),
+        "{metrics}"
+    );
+
+    // A restart on the same store keeps the counts (saved at shutdown, restored at start).
+    assert!(gw.stop().success());
+    let (gw, _) = gateway_with_store(&data.0, &body);
+    assert!(
+        gw.log_text().contains("quota counters restored"),
+        "{}",
+        gw.log_text()
+    );
+    let sa = format!("Mcp-Session-Id: {}", init(gw.addr, &a));
+    let r = call(gw.addr, &tool("demo__echo"), &[&a, &sa]).json();
+    assert_eq!(
+        r["error"]["code"], -32041,
+        "still over after a restart: {r}"
+    );
+    let r = call(gw.addr, &tool("demo__word_count"), &[&a, &sa]).json();
+    assert_eq!(r["error"]["code"], -32041, "the team too: {r}");
+}
