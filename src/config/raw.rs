@@ -195,8 +195,9 @@ pub struct RateLimitConfig {
 
 /// `[[quota]]`: `tools/call` allowed per principal (or team) per UTC calendar day or month.
 /// A call over it is answered with a JSON-RPC error (-32041) saying when the window resets.
-/// Counted after roles and rate limits allow the call (refused calls do not count); counts
-/// are kept in the store (saved every 10 s and at shutdown), so a restart keeps them.
+/// A call counts once roles and principal/tool rate limits allow it and the tool is known
+/// (refused calls do not count); counts are kept in the store (saved every 10 s and at
+/// shutdown), so a restart keeps them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
