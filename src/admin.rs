@@ -41,6 +41,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/sessions"),
     ("DELETE", "/admin/sessions/{id}"),
     ("POST", "/admin/reload"),
+    ("GET", "/admin/keys"),
+    ("POST", "/admin/keys"),
+    ("DELETE", "/admin/keys/{id}"),
 ];
 
 /// The OpenAPI document of this API.
@@ -363,6 +366,11 @@ async fn route(
                 .collect();
             answer(200, json!({ "sessions": list }))
         }
+        ("GET", "/admin/keys") => list_keys(shared, store),
+        ("POST", "/admin/keys") => create_key(body, shared, store, control),
+        ("DELETE", p) if p.starts_with("/admin/keys/") => {
+            revoke_key(&p["/admin/keys/".len()..], shared, store, control)
+        }
         ("POST", "/admin/reload") => {
             let _ = control.send(ControlMsg::Reload);
             answer(202, json!({ "reload": "requested" }))
@@ -413,7 +421,6 @@ async fn route(
     }
 }
 
-/// Gauges read at scrape time: sessions, upstream health, catalog generation.
 /// Records an admin change in the audit log.
 fn audit_change(shared: &Shared, action: &str, kind: &str, name: &str) {
     if let Some(a) = &shared.audit {
@@ -421,6 +428,7 @@ fn audit_change(shared: &Shared, action: &str, kind: &str, name: &str) {
     }
 }
 
+/// Gauges read at scrape time: sessions, upstream health, catalog generation.
 fn gauges(shared: &Shared) -> String {
     use std::fmt::Write as _;
     let snap = shared.snapshot.load();
@@ -528,6 +536,143 @@ fn add(
     tracing::info!(kind = key, %name, "added through the admin API");
     audit_change(shared, "add", key, &name);
     answer(201, json!({ "added": name }))
+}
+
+// === API keys ===
+
+/// `GET /admin/keys`: keys issued here (`source: admin`, from the store) and those of the
+/// config file (`source: config`); `active` says whether the running configuration accepts
+/// it (a stored key is inactive until the reload after its creation, or when its role is
+/// gone). Never a hash or a key. A stored key whose id the file also defines is not listed:
+/// the file's is the one in force.
+fn list_keys(shared: &Shared, store: &dyn Store) -> Answer {
+    let stored = match store.api_keys() {
+        Ok(k) => k,
+        Err(e) => return error(500, format!("store: {e:#}")),
+    };
+    let auth = shared.auth.load();
+    let in_force = |id: &str| auth.api_keys().find(|(k, ..)| *k == id);
+    let mut listed = std::collections::HashSet::new();
+    let mut list = Vec::new();
+    for k in &stored {
+        let active = match in_force(&k.id) {
+            Some((_, h, _)) if h.to_string() != k.hash => continue,
+            found => found.is_some(),
+        };
+        listed.insert(k.id.as_str());
+        list.push(json!({
+            "id": k.id, "name": k.name, "roles": k.roles, "team": k.team,
+            "created_ms": k.created_ms, "source": "admin", "active": active,
+        }));
+    }
+    for (id, _, p) in auth.api_keys().filter(|(id, ..)| !listed.contains(id)) {
+        list.push(json!({
+            "id": id, "name": &*p.name, "roles": p.grant.roles, "team": p.team.as_deref(),
+            "created_ms": null, "source": "config", "active": true,
+        }));
+    }
+    list.sort_by(|a, b| {
+        (a["name"].as_str(), a["id"].as_str()).cmp(&(b["name"].as_str(), b["id"].as_str()))
+    });
+    answer(200, json!({ "keys": list }))
+}
+
+/// `POST /admin/keys` `{"name", "roles": [], "team"?}`: issues a key, stores only its
+/// salted hash, and answers the key itself: the one time it is ever shown.
+fn create_key(
+    body: &Bytes,
+    shared: &Shared,
+    store: &dyn Store,
+    control: &flume::Sender<ControlMsg>,
+) -> Answer {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewKey {
+        name: String,
+        #[serde(default)]
+        roles: Vec<String>,
+        team: Option<String>,
+    }
+    let req: NewKey = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return error(400, format!("body: {e}")),
+    };
+    let fine = |s: &str| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control);
+    if !fine(&req.name) {
+        return error(400, "name: 1 to 128 characters, no control characters");
+    }
+    if req.team.as_deref().is_some_and(|t| !fine(t)) {
+        return error(400, "team: 1 to 128 characters, no control characters");
+    }
+    let auth = shared.auth.load();
+    if let Some(r) = req.roles.iter().find(|r| !auth.roles.contains(r)) {
+        return error(
+            400,
+            format!("roles: unknown role {r:?} (define it in [[role]])"),
+        );
+    }
+    let taken = |id: &str| {
+        auth.api_keys().any(|(k, ..)| k == id)
+            || store
+                .api_keys()
+                .is_ok_and(|ks| ks.iter().any(|k| k.id == id))
+    };
+    let issued = (0..8).find_map(|_| {
+        crate::auth::credentials::new_key()
+            .ok()
+            .filter(|k| !taken(&k.id))
+    });
+    let Some(key) = issued else {
+        return error(500, "could not issue a key");
+    };
+    let created_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let stored = crate::store::StoredKey {
+        id: key.id.clone(),
+        name: req.name,
+        hash: key.hash.to_string(),
+        roles: req.roles,
+        team: req.team,
+        created_ms,
+    };
+    if let Err(e) = store.put_api_key(&stored) {
+        return error(500, format!("store: {e:#}"));
+    }
+    let _ = control.send(ControlMsg::Reload);
+    tracing::info!(id = %stored.id, name = %stored.name, "API key issued through the admin API");
+    audit_change(shared, "add", "api_key", &stored.id);
+    answer(
+        201,
+        json!({
+            "id": stored.id, "name": stored.name, "roles": stored.roles, "team": stored.team,
+            "created_ms": created_ms, "key": key.key,
+        }),
+    )
+}
+
+/// `DELETE /admin/keys/{id}`: revokes a key issued here; it stops working once the reload
+/// it triggers is applied (at once, in practice). Config-file keys are removed there.
+fn revoke_key(
+    id: &str,
+    shared: &Shared,
+    store: &dyn Store,
+    control: &flume::Sender<ControlMsg>,
+) -> Answer {
+    match store.remove_api_key(id) {
+        Err(e) => error(500, format!("store: {e:#}")),
+        Ok(true) => {
+            let _ = control.send(ControlMsg::Reload);
+            tracing::info!(id, "API key revoked through the admin API");
+            audit_change(shared, "revoke", "api_key", id);
+            answer(200, json!({ "revoked": id }))
+        }
+        Ok(false) if shared.auth.load().api_keys().any(|(k, ..)| k == id) => error(
+            409,
+            format!("API key {id:?} is defined in the config file: remove it there"),
+        ),
+        Ok(false) => error(404, format!("no API key {id:?}")),
+    }
 }
 
 #[cfg(test)]

@@ -4,15 +4,18 @@
 //! (and again on reload); workers read it through an arc-swap. It answers one question per
 //! request without blocking: who is this ([`Auth::authenticate`]). API keys and JWTs are
 //! checked on the worker (one SHA-256, or one signature, with keys already loaded); a Basic
-//! password is verified once on the password thread and then remembered. What a principal may
-//! do is its [`policy::Grant`].
+//! password is verified once on the password thread and then remembered. JWT keys from a
+//! `jwks_url` are fetched by [`jwks::Remote`]'s thread and swapped in; a worker only reads
+//! them. What a principal may do is its [`policy::Grant`].
 
 pub mod credentials;
+pub mod jwks;
 pub mod jwt;
 pub mod policy;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use base64::Engine as _;
 use bytes::Bytes;
 
@@ -49,6 +52,43 @@ pub struct Auth {
     pub server_ip: HashMap<String, IpRules>,
     /// `[[rate_limit]]`, in file order.
     pub rates: Vec<RateRule>,
+    /// `[[quota]]`, in file order.
+    pub quotas: Vec<QuotaRule>,
+}
+
+/// One compiled `[[quota]]`.
+#[derive(Debug)]
+pub struct QuotaRule {
+    /// `<scope>/<window>/<match,...>`: identifies its counters across reloads and restarts
+    /// (the limit is not part of it, so a new limit keeps the count).
+    pub key: Arc<str>,
+    /// Counted per team (else per principal).
+    team: bool,
+    /// The calendar window.
+    pub window: crate::ratelimit::Window,
+    /// Calls allowed per window.
+    pub limit: u64,
+    /// Tools it counts; empty: all.
+    globs: Vec<String>,
+}
+
+/// A quota counter's key: (the quota's key, principal key or team).
+pub type QuotaKey = (Arc<str>, Box<str>);
+
+/// Quota counters, shared by all workers.
+pub type QuotaCounters = dashmap::DashMap<QuotaKey, crate::ratelimit::Quota>;
+
+/// A call refused by a `[[quota]]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverQuota {
+    /// The quota's limit.
+    pub limit: u64,
+    /// Its window.
+    pub window: crate::ratelimit::Window,
+    /// Counted per team (else per principal).
+    pub team: bool,
+    /// When the window ends, unix seconds.
+    pub resets_at: u64,
 }
 
 /// One compiled `[[rate_limit]]`.
@@ -103,7 +143,15 @@ impl RateRule {
 }
 
 struct JwtAuth {
-    keys: jwt::KeySet,
+    /// Keys from `jwks_file`, `keys` and `secret_env`.
+    local: jwt::KeySet,
+    /// `jwks_url` and its refresh interval.
+    url: Option<(String, Duration)>,
+    /// The fetcher of `url`, attached by the control plane ([`Auth::attach_jwks`]).
+    remote: ArcSwapOption<jwks::Remote>,
+    /// What tokens are verified against: `local` merged over the remote set of this
+    /// generation (0: no remote keys).
+    keys: ArcSwap<jwks::Fetched>,
     rules: jwt::Rules,
     user_claim: String,
     roles_claim: String,
@@ -137,6 +185,7 @@ impl Auth {
             jwt: None,
             passwords: None,
             rates: Vec::new(),
+            quotas: Vec::new(),
             roles: Roles::default(),
             oauth: None,
             ip: IpRules::default(),
@@ -243,8 +292,33 @@ impl Auth {
                     })?;
                     add(jwt::KeySet::from_secret(secret.as_bytes(), None));
                 }
-                let Some(keys) = set else {
-                    return Err("auth.jwt: no key (give jwks_file, keys or secret_env)".to_string());
+                let url = match &j.jwks_url {
+                    None => None,
+                    Some(u) => {
+                        if split_url(u).is_none() {
+                            return Err(format!(
+                                "auth.jwt.jwks_url {u:?} must be an absolute http(s) URL"
+                            ));
+                        }
+                        let ms = j.jwks_refresh_ms.unwrap_or(jwks::DEFAULT_REFRESH_MS);
+                        if ms < jwks::MIN_REFRESH_MS {
+                            return Err(format!(
+                                "auth.jwt.jwks_refresh_ms {ms}: at least {}",
+                                jwks::MIN_REFRESH_MS
+                            ));
+                        }
+                        Some((u.clone(), Duration::from_millis(ms)))
+                    }
+                };
+                let local = match (set, &url) {
+                    (Some(s), _) => s,
+                    (None, Some(_)) => jwt::KeySet::default(),
+                    (None, None) => {
+                        return Err(
+                            "auth.jwt: no key (give jwks_url, jwks_file, keys or secret_env)"
+                                .to_string(),
+                        )
+                    }
                 };
                 known("auth.jwt.default_roles", &j.default_roles)?;
                 let mut audiences = j.audience.clone();
@@ -254,7 +328,13 @@ impl Auth {
                     }
                 }
                 Some(JwtAuth {
-                    keys,
+                    keys: ArcSwap::from_pointee(jwks::Fetched {
+                        generation: 0,
+                        keys: local.clone(),
+                    }),
+                    local,
+                    url,
+                    remote: ArcSwapOption::empty(),
                     rules: jwt::Rules {
                         issuer: j.issuer.clone(),
                         audiences,
@@ -308,7 +388,53 @@ impl Auth {
             proxies,
             server_ip,
             rates: compile_rates(&raw.rate_limits)?,
+            quotas: compile_quotas(&raw.quotas)?,
         })
+    }
+
+    /// Every API key (config file and store): id, hash, principal.
+    pub fn api_keys(&self) -> impl Iterator<Item = (&str, &KeyHash, &Principal)> {
+        self.keys.iter().map(|(id, (h, p))| (id.as_str(), h, &**p))
+    }
+
+    /// `[auth.jwt] jwks_url` and its refresh interval, when set.
+    pub fn jwks_url(&self) -> Option<(&str, Duration)> {
+        let (url, every) = self.jwt.as_ref()?.url.as_ref()?;
+        Some((url.as_str(), *every))
+    }
+
+    /// Gives this `Auth` the fetcher of its `jwks_url` (the control plane keeps one per URL
+    /// across reloads) and merges the keys fetched so far.
+    pub fn attach_jwks(&self, remote: Arc<jwks::Remote>) {
+        if let Some(j) = &self.jwt {
+            j.remote.store(Some(remote));
+        }
+        self.sync_jwks();
+    }
+
+    /// Merges the latest fetched JWKS with the local keys (local keys win on an equal `kid`)
+    /// when it is newer than what tokens are verified against now. Called by the fetch
+    /// thread after each new set and by the control plane after a reload; safe to race.
+    pub fn sync_jwks(&self) {
+        let Some(j) = &self.jwt else { return };
+        let Some(remote) = j.remote.load_full() else {
+            return;
+        };
+        let fetched = remote.fetched();
+        if fetched.generation <= j.keys.load().generation {
+            return;
+        }
+        let merged = Arc::new(jwks::Fetched {
+            generation: fetched.generation,
+            keys: fetched.keys.clone().merge(j.local.clone()),
+        });
+        j.keys.rcu(|cur| {
+            if cur.generation >= merged.generation {
+                cur.clone()
+            } else {
+                merged.clone()
+            }
+        });
     }
 
     /// The rate of rule `id` (for sweeping buckets of rules a reload removed).
@@ -338,6 +464,63 @@ impl Auth {
                 Scope::PrincipalTool => format!("{}\u{0}{name}", principal.key).into(),
             };
             buckets.check(&(r.id, subject), &r.rate, now_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Counts one `tools/call` of `tool` by `principal` at `now_unix_secs` against every
+    /// quota that applies. Either all of them take it, or none is charged and the first one
+    /// used up is returned (two workers racing for the last call of two quotas may both
+    /// charge one; the quota itself is never exceeded).
+    pub fn quota_check(
+        &self,
+        counters: &QuotaCounters,
+        principal: &Principal,
+        tool: &str,
+        now_unix_secs: u64,
+    ) -> Result<(), OverQuota> {
+        if self.quotas.is_empty() {
+            return Ok(());
+        }
+        let applying: Vec<(&QuotaRule, QuotaKey)> = self
+            .quotas
+            .iter()
+            .filter(|q| {
+                q.globs.is_empty() || q.globs.iter().any(|g| crate::registry::glob_match(g, tool))
+            })
+            .filter_map(|q| {
+                let subject: Box<str> = if q.team {
+                    principal.team.as_deref()?.into()
+                } else {
+                    principal.key.clone()
+                };
+                Some((q, (q.key.clone(), subject)))
+            })
+            .collect();
+        let over = |q: &QuotaRule, resets_at: u64| OverQuota {
+            limit: q.limit,
+            window: q.window,
+            team: q.team,
+            resets_at,
+        };
+        for (q, key) in &applying {
+            let used = counters.get(key).map_or(0, |c| c.used(now_unix_secs));
+            if used >= q.limit {
+                let id = q.window.id(now_unix_secs);
+                return Err(over(q, q.window.end(id)));
+            }
+        }
+        for (q, key) in applying {
+            let taken = match counters.get(&key) {
+                Some(c) => c.take(now_unix_secs),
+                None => counters
+                    .entry(key)
+                    .or_insert_with(|| crate::ratelimit::Quota::new(q.limit, q.window))
+                    .take(now_unix_secs),
+            };
+            if let Err(secs) = taken {
+                return Err(over(q, now_unix_secs.saturating_add(secs)));
+            }
         }
         Ok(())
     }
@@ -388,8 +571,14 @@ impl Auth {
         let Some(j) = &self.jwt else {
             return Err(Denied::Invalid("bearer tokens are not accepted here"));
         };
-        let v = jwt::verify(token, &j.keys, &j.rules).map_err(|e| {
+        let v = jwt::verify(token, &j.keys.load().keys, &j.rules).map_err(|e| {
             tracing::debug!(error = %e, "bearer token refused");
+            if e == jwt::JwtError::UnknownKey {
+                if let Some(r) = &*j.remote.load() {
+                    // The provider may have rotated its keys: fetch again (rate-limited).
+                    r.want_refetch();
+                }
+            }
             Denied::Invalid(match e {
                 jwt::JwtError::Expired => "token expired",
                 jwt::JwtError::WrongAudience => "token audience is not this gateway",
@@ -448,6 +637,48 @@ fn compile_rates(raw: &[crate::config::raw::RateLimitConfig]) -> Result<Vec<Rate
             })
         })
         .collect()
+}
+
+fn compile_quotas(raw: &[crate::config::raw::QuotaConfig]) -> Result<Vec<QuotaRule>, String> {
+    use crate::ratelimit::{Window, QUOTA_MAX};
+    let mut rules: Vec<QuotaRule> = Vec::with_capacity(raw.len());
+    for (i, q) in raw.iter().enumerate() {
+        let team = match q.scope.as_str() {
+            "principal" => false,
+            "team" => true,
+            other => {
+                return Err(format!(
+                    "quota[{i}].scope {other:?}: expected principal or team"
+                ))
+            }
+        };
+        let window = match q.window.as_str() {
+            "day" => Window::Day,
+            "month" => Window::Month,
+            other => {
+                return Err(format!(
+                    "quota[{i}].window {other:?}: expected day or month"
+                ))
+            }
+        };
+        if q.limit > QUOTA_MAX {
+            return Err(format!("quota[{i}].limit {}: at most {QUOTA_MAX}", q.limit));
+        }
+        let key: Arc<str> = format!("{}/{}/{}", q.scope, q.window, q.r#match.join(",")).into();
+        if let Some(j) = rules.iter().position(|r| r.key == key) {
+            return Err(format!(
+                "quota[{i}]: same scope, window and match as quota[{j}]"
+            ));
+        }
+        rules.push(QuotaRule {
+            key,
+            team,
+            window,
+            limit: q.limit,
+            globs: q.r#match.clone(),
+        });
+    }
+    Ok(rules)
 }
 
 fn oauth_metadata(o: &crate::config::raw::OAuthConfig) -> Result<OAuth, String> {
@@ -519,5 +750,91 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&o.document).expect("json");
         assert_eq!(v["resource"], "https://gw.example.com/mcp");
         assert!(split_url("ftp://x/y").is_none());
+    }
+
+    fn compile(text: &str) -> Result<Auth, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        Auth::compile(&raw, None)
+    }
+
+    #[test]
+    fn quotas_count_per_principal_and_team_and_charge_nothing_when_one_is_used_up() {
+        let a = compile(
+            "[[quota]]\nscope = \"principal\"\nwindow = \"day\"\nlimit = 2\nmatch = [\"gh__*\"]\n\n\
+             [[quota]]\nscope = \"team\"\nwindow = \"month\"\nlimit = 3\n",
+        )
+        .expect("quotas");
+        let counters = QuotaCounters::default();
+        let everything = Grant::everything();
+        let p = |name: &str, team: Option<&str>| {
+            Principal::new(name, Method::ApiKey, team, everything.clone())
+        };
+        let (ann, bob, solo) = (p("ann", Some("t")), p("bob", Some("t")), p("solo", None));
+        let day = 20_000 * 86_400 + 3_600; // 2024-10-04T01:00:00Z
+        let check = |who: &Principal, tool: &str| a.quota_check(&counters, who, tool, day);
+        // Ann: two gh__ calls (the team counts them too), then her daily quota is used up;
+        // the refusal charges the team nothing.
+        assert_eq!(check(&ann, "gh__a"), Ok(()));
+        assert_eq!(check(&ann, "gh__b"), Ok(()));
+        let over = check(&ann, "gh__a").expect_err("over");
+        assert_eq!(
+            (over.limit, over.team, over.resets_at),
+            (2, false, 20_001 * 86_400)
+        );
+        // Bob's other tool counts for the team only: its third call.
+        assert_eq!(check(&bob, "other"), Ok(()));
+        let over = check(&bob, "gh__x").expect_err("team over");
+        assert!(over.team && over.window == crate::ratelimit::Window::Month);
+        assert_eq!(over.resets_at, 1_730_419_200, "2024-11-01T00:00:00Z");
+        // No team: only the principal quota applies; other tools are not counted at all.
+        for _ in 0..5 {
+            assert_eq!(check(&solo, "other"), Ok(()));
+        }
+        assert_eq!(check(&solo, "gh__a"), Ok(()));
+        // The next day Ann's daily count starts again (the team's month does not).
+        let next = a.quota_check(&counters, &ann, "gh__a", day + 86_400);
+        assert!(next.expect_err("team still over").team);
+        for (bad, why) in [
+            ("scope = \"user\"\nwindow = \"day\"\nlimit = 1", "scope"),
+            ("scope = \"team\"\nwindow = \"week\"\nlimit = 1", "window"),
+            (
+                "scope = \"team\"\nwindow = \"day\"\nlimit = 99999999999999",
+                "at most",
+            ),
+        ] {
+            let e = compile(&format!("[[quota]]\n{bad}\n")).expect_err("refused");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let twice = "[[quota]]\nscope = \"team\"\nwindow = \"day\"\nlimit = 1\n";
+        let e = compile(&format!("{twice}{twice}")).expect_err("twice");
+        assert!(e.contains("same scope"), "{e}");
+    }
+
+    #[test]
+    fn jwks_url_alone_is_a_key_source_and_is_validated() {
+        let a = compile("[auth.jwt]\njwks_url = \"https://idp.test/jwks\"\n").expect("url only");
+        assert!(a.enabled());
+        assert_eq!(
+            a.jwks_url(),
+            Some((
+                "https://idp.test/jwks",
+                Duration::from_millis(jwks::DEFAULT_REFRESH_MS)
+            ))
+        );
+        // No keys until a fetch attaches some: tokens are refused, nothing panics.
+        let j = a.jwt.as_ref().expect("jwt");
+        assert!(j.keys.load().keys.is_empty());
+        a.sync_jwks();
+        for (bad, why) in [
+            ("jwks_url = \"idp.test/jwks\"", "absolute"),
+            (
+                "jwks_url = \"https://idp.test/jwks\"\njwks_refresh_ms = 10",
+                "at least 1000",
+            ),
+            ("issuer = \"x\"", "no key"),
+        ] {
+            let e = compile(&format!("[auth.jwt]\n{bad}\n")).expect_err("refused");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! `mcpgw upstreams|servers|tools ...`: the admin API from the command line.
+//! `mcpgw upstreams|servers|tools|keys ...`: the admin API from the command line.
 //!
 //! A small blocking HTTP/1.1 client (one request per connection) talks to the admin listener
 //! and prints human tables, or the API's JSON with `--json`. Errors from the API (its
@@ -162,6 +162,52 @@ pub enum ToolCmd {
     List,
     /// Switch one on or off.
     Enable(String, bool),
+}
+
+/// `mcpgw keys ...`.
+pub enum KeyCmd {
+    /// List them.
+    List,
+    /// Issue one: `{"name", "roles", "team"?}`.
+    Create(Value),
+    /// Revoke one by id.
+    Revoke(String),
+}
+
+/// Runs a keys command. `create` prints the key alone on stdout (the only time it is
+/// shown) and what it is on stderr; with `--json`, the API's answer.
+pub fn keys(a: &Admin, cmd: KeyCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeyCmd::List => {
+            let v = a.call("GET", "/admin/keys", None)?;
+            a.print(
+                &v,
+                "keys",
+                &["id", "name", "roles", "team", "source", "active"],
+            );
+        }
+        KeyCmd::Create(spec) => {
+            let v = a.call("POST", "/admin/keys", Some(&spec))?;
+            if a.json {
+                println!("{v}");
+            } else {
+                let key = v["key"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("the admin API answered no key"))?;
+                eprintln!(
+                    "API key {} for {} (shown once; keep it secret):",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["name"].as_str().unwrap_or("?")
+                );
+                println!("{key}");
+            }
+        }
+        KeyCmd::Revoke(id) => {
+            let v = a.call("DELETE", &format!("/admin/keys/{id}"), None)?;
+            a.done(&v, &format!("revoked API key {id}"));
+        }
+    }
+    Ok(())
 }
 
 /// Runs an upstreams command.

@@ -7,6 +7,7 @@
 //! block.
 
 use std::{
+    cell::RefCell,
     rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -19,6 +20,7 @@ use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 
 use crate::{
+    auth::QuotaKey,
     config::Config,
     registry::{self, Snapshot, UpstreamCatalog},
     session::Sessions,
@@ -55,8 +57,12 @@ pub struct Shared {
     pub rates: crate::auth::RateBuckets,
     /// Span export, when `[telemetry] otlp_endpoint` is set (read at start).
     pub tracing: Option<crate::observe::trace::Tracing>,
+    /// Quota counters (kept across reloads; saved to the store and restored at start).
+    pub quotas: crate::auth::QuotaCounters,
     clock: quanta::Clock,
     origin: quanta::Instant,
+    /// Unix time at `origin`, ns.
+    unix_origin_ns: u64,
     control: flume::Sender<ControlMsg>,
 }
 
@@ -71,6 +77,13 @@ impl Shared {
     pub fn now_ns(&self) -> u64 {
         let d = self.clock.now().saturating_duration_since(self.origin);
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Unix time in seconds: the wall clock read once at start plus the monotonic clock
+    /// since, so the request path reads no other clock (quota windows are UTC days and
+    /// months; a clock step after start is not followed).
+    pub fn unix_secs(&self) -> u64 {
+        self.unix_origin_ns.saturating_add(self.now_ns()) / 1_000_000_000
     }
 
     /// Whether shutdown has begun.
@@ -169,6 +182,10 @@ impl ControlPlane {
                     Some(t)
                 }
             },
+            quotas: Default::default(),
+            unix_origin_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             limits: Arc::new(crate::limits::Limits::new(
                 config.gateway.max_connections,
                 config.gateway.max_connections_per_ip,
@@ -284,6 +301,14 @@ async fn run(
             return;
         }
     };
+    // The composed auth (API keys from the store) replaces the file's; JWKS fetching starts.
+    let mut jwks = JwksFetch::default();
+    jwks.track(&cfg.auth, &shared);
+    shared.auth.store(cfg.auth.clone());
+    cfg.auth.sync_jwks();
+    let quotas = Rc::new(RefCell::new(QuotaBook::restore(
+        &shared, &cfg.auth, &*store,
+    )));
     let mut current: Vec<(crate::config::Upstream, Arc<Upstream>)> = cfg
         .upstreams
         .iter()
@@ -324,6 +349,7 @@ async fn run(
         monoio::spawn(watch_file(path, first, tx.clone(), shared.clone()));
     }
     let _ = ready.send(Ok(()));
+    monoio::spawn(save_quotas(quotas.clone(), store.clone(), shared.clone()));
     for up in &upstreams {
         if !up.watched() {
             start_watching(up, &tx, &shared);
@@ -337,11 +363,15 @@ async fn run(
             Ok(Ok(ControlMsg::Shutdown)) | Ok(Err(_)) => break,
             Ok(Ok(ControlMsg::Refresh)) => {
                 // Coalesce a burst of refresh requests.
+                let mut stop = false;
                 while let Ok(m) = rx.try_recv() {
                     if matches!(m, ControlMsg::Shutdown) {
-                        supervisor.shutdown();
-                        return;
+                        stop = true;
+                        break;
                     }
+                }
+                if stop {
+                    break;
                 }
                 catalog.publish(&shared, &upstreams, &caller).await;
             }
@@ -381,7 +411,11 @@ async fn run(
                         }
                         upstreams = current.iter().map(|(_, u)| u.clone()).collect();
                         catalog.servers = new.servers.clone();
+                        jwks.track(&new.auth, &shared);
                         shared.auth.store(new.auth.clone());
+                        // A fetch may have finished between tracking and publishing.
+                        new.auth.sync_jwks();
+                        quotas.borrow_mut().reconcile(&shared, &new.auth);
                         catalog.disabled = new.disabled_tools.clone();
                         for up in &upstreams {
                             if !up.watched() {
@@ -418,7 +452,191 @@ async fn run(
         // Shutdown waits for the Shutdown message: workers drain first, and calls in flight
         // to stdio children still need those children.
     }
+    // The workers have stopped: these are the final counts.
+    quotas.borrow_mut().save(&shared, &*store);
     supervisor.shutdown();
+}
+
+/// How often quota counters are saved to the store.
+const QUOTA_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Saves quota counters every [`QUOTA_SAVE_INTERVAL`] until shutdown (which saves once more).
+async fn save_quotas(
+    book: Rc<RefCell<QuotaBook>>,
+    store: Rc<dyn crate::store::Store>,
+    shared: Arc<Shared>,
+) {
+    while !shared.stopping() {
+        monoio::time::sleep(QUOTA_SAVE_INTERVAL).await;
+        book.borrow_mut().save(&shared, &*store);
+    }
+}
+
+/// What the store holds of the quota counters, so that a save writes only what changed.
+#[derive(Default)]
+struct QuotaBook {
+    saved: std::collections::HashMap<QuotaKey, (u64, u64)>,
+}
+
+impl QuotaBook {
+    /// Loads the saved counters of the quotas `auth` defines into `shared.quotas` (before
+    /// the workers start); deletes those of quotas that are gone.
+    fn restore(shared: &Shared, auth: &crate::auth::Auth, store: &dyn crate::store::Store) -> Self {
+        let mut book = Self::default();
+        let rows = match store.quota_counts() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "quota counters not restored: counting from 0");
+                return book;
+            }
+        };
+        let mut gone = Vec::new();
+        for c in rows {
+            let Some(q) = auth.quotas.iter().find(|q| *q.key == *c.rule) else {
+                gone.push((c.rule, c.subject));
+                continue;
+            };
+            let quota = crate::ratelimit::Quota::new(q.limit, q.window);
+            quota.restore(c.window_id, c.used);
+            let key: QuotaKey = (q.key.clone(), c.subject.into());
+            book.saved.insert(key.clone(), (c.window_id, c.used));
+            shared.quotas.insert(key, quota);
+        }
+        if !gone.is_empty() {
+            if let Err(e) = store.save_quota_counts(&[], &gone) {
+                tracing::warn!(error = %format!("{e:#}"), "stale quota counters not deleted");
+            }
+        }
+        if !book.saved.is_empty() {
+            tracing::info!(counters = book.saved.len(), "quota counters restored");
+        }
+        book
+    }
+
+    /// Applies a reload: counters of quotas that are gone are dropped (and deleted at the
+    /// next save); a quota whose limit changed keeps its count under the new limit.
+    fn reconcile(&mut self, shared: &Shared, auth: &crate::auth::Auth) {
+        shared.quotas.retain(
+            |(rule, _), q| match auth.quotas.iter().find(|r| r.key == *rule) {
+                None => false,
+                Some(r) if r.limit != q.limit() => {
+                    let (window, used) = q.snapshot();
+                    let next = crate::ratelimit::Quota::new(r.limit, r.window);
+                    next.restore(window, used);
+                    *q = next;
+                    true
+                }
+                Some(_) => true,
+            },
+        );
+    }
+
+    /// Writes the counters that changed since the last save, and forgets (in memory and in
+    /// the store) those whose window is over or whose quota is gone.
+    fn save(&mut self, shared: &Shared, store: &dyn crate::store::Store) {
+        let now = shared.unix_secs();
+        let mut put = Vec::new();
+        let mut over = Vec::new();
+        for e in shared.quotas.iter() {
+            let (window, used) = e.value().snapshot();
+            if e.value().window().id(now) > window {
+                over.push(e.key().clone());
+            } else if self.saved.get(e.key()) != Some(&(window, used)) {
+                put.push((e.key().clone(), (window, used)));
+            }
+        }
+        for k in over {
+            shared
+                .quotas
+                .remove_if(&k, |_, q| q.window().id(now) > q.snapshot().0);
+        }
+        let delete: Vec<QuotaKey> = self
+            .saved
+            .keys()
+            .filter(|k| !shared.quotas.contains_key(*k))
+            .cloned()
+            .collect();
+        if put.is_empty() && delete.is_empty() {
+            return;
+        }
+        let rows: Vec<crate::store::QuotaCount> = put
+            .iter()
+            .map(
+                |((rule, subject), (window_id, used))| crate::store::QuotaCount {
+                    rule: rule.to_string(),
+                    subject: subject.to_string(),
+                    window_id: *window_id,
+                    used: *used,
+                },
+            )
+            .collect();
+        let gone: Vec<(String, String)> = delete
+            .iter()
+            .map(|(r, s)| (r.to_string(), s.to_string()))
+            .collect();
+        match store.save_quota_counts(&rows, &gone) {
+            Ok(()) => {
+                for k in &delete {
+                    self.saved.remove(k);
+                }
+                self.saved.extend(put);
+                tracing::debug!(
+                    saved = rows.len(),
+                    deleted = gone.len(),
+                    "quota counters saved"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "quota counters not saved; retried at the next save")
+            }
+        }
+    }
+}
+
+/// The fetcher of the configured `jwks_url`, kept across reloads that keep the URL and its
+/// interval; replaced (the old thread ends) when they change, dropped when it is removed.
+#[derive(Default)]
+struct JwksFetch(Option<Arc<crate::auth::jwks::Remote>>);
+
+impl JwksFetch {
+    /// Starts or keeps the fetcher `auth` needs and attaches it to `auth`.
+    fn track(&mut self, auth: &crate::auth::Auth, shared: &Arc<Shared>) {
+        use crate::auth::jwks::{Remote, MIN_REFETCH};
+        let Some((url, every)) = auth.jwks_url() else {
+            self.0 = None;
+            return;
+        };
+        let same = self
+            .0
+            .as_ref()
+            .is_some_and(|r| r.url() == url && r.refresh() == every);
+        if !same {
+            let weak = Arc::downgrade(shared);
+            let on_update = move || {
+                if let Some(s) = weak.upgrade() {
+                    s.auth.load().sync_jwks();
+                }
+            };
+            match Remote::start(url, every, MIN_REFETCH, on_update) {
+                Ok(r) => {
+                    tracing::info!(
+                        url,
+                        refresh_ms = every.as_millis() as u64,
+                        "fetching JWT keys from a JWKS URL"
+                    );
+                    self.0 = Some(r);
+                }
+                Err(e) => {
+                    tracing::error!(url, error = %e, "cannot start the JWKS fetch thread");
+                    self.0 = None;
+                    return;
+                }
+            }
+        }
+        if let Some(r) = &self.0 {
+            auth.attach_jwks(r.clone());
+        }
+    }
 }
 
 /// Opens the registry store the config names (in memory when it names none).

@@ -891,6 +891,11 @@ impl Front {
             ));
         };
         let name = f.str_at(span);
+        // A name that is not a string names nothing a role can grant: with roles in force
+        // it is refused rather than passed on (to an unprefixed upstream) unchecked.
+        if name.is_none() && !sess.principal.load().grant.is_everything() {
+            return self.denied(sess, id, what, "(not a string)");
+        }
         if let Some(n) = name.as_deref() {
             let principal = sess.principal.load();
             let allowed = if what == "tool" {
@@ -907,7 +912,13 @@ impl Front {
                 }
             }
         }
-        let target = name.and_then(|n| map.get(&*n));
+        let target = name.as_deref().and_then(|n| map.get(n));
+        if what == "tool" && (target.is_some() || view.unprefixed.is_some()) {
+            let n = name.as_deref().unwrap_or("");
+            if let Some(out) = self.over_quota(&sess.principal.load(), n, id) {
+                return out;
+            }
+        }
         match (target, view.unprefixed) {
             (Some(t), _) => {
                 let rename = Some((span, t.name_json.to_vec()));
@@ -1480,6 +1491,35 @@ impl Front {
             &format!(
                 "Rate limit exceeded for {name}: retry after {} ms",
                 wait.as_millis().max(1)
+            ),
+        )))
+    }
+
+    /// A JSON-RPC error when a `[[quota]]` has no call left for this one (counted otherwise).
+    fn over_quota(&self, principal: &Principal, tool: &str, id: &[u8]) -> Option<Outcome> {
+        let auth = self.shared.auth.load();
+        if auth.quotas.is_empty() {
+            return None;
+        }
+        let now = self.shared.unix_secs();
+        let over = auth
+            .quota_check(&self.shared.quotas, principal, tool, now)
+            .err()?;
+        self.shared.limits.hit(Limit::Quota);
+        tracing::debug!(principal = %principal.name, tool, "call over quota");
+        let window = match over.window {
+            crate::ratelimit::Window::Day => "day",
+            crate::ratelimit::Window::Month => "month",
+        };
+        let scope = if over.team { "team" } else { "principal" };
+        Some(Outcome::Done(error_body(
+            Some(id),
+            Code::RateLimited,
+            &format!(
+                "Quota exceeded: {} tool calls per {window} for this {scope}; resets at {} (in {} s)",
+                over.limit,
+                crate::ratelimit::utc_rfc3339(over.resets_at),
+                over.resets_at.saturating_sub(now).max(1)
             ),
         )))
     }

@@ -15,11 +15,12 @@
 //!     answer: upstream id replaced by the client's id; result bytes untouched
 //!
 //!  control plane thread: config, stdio children (restart with backoff), catalog fetch,
-//!  snapshot build and publish, idle-session expiry.
+//!  snapshot build and publish, idle-session expiry, quota counters saved to the store.
+//!  mcpgw-jwks thread: fetches a `jwks_url` and swaps its keys into the live `Auth`.
 //! ```
 //!
-//! Workers share only the session table (`DashMap`) and the snapshot pointer; everything
-//! else is per worker.
+//! Workers share only the session table, the rate-limit and quota cells (`DashMap`s of
+//! atomics) and the snapshot and auth pointers; everything else is per worker.
 
 pub mod admin;
 pub mod auth;

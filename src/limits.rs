@@ -36,10 +36,12 @@ pub enum Limit {
     SlowReader,
     /// A `[[rate_limit]]` refused a request or call.
     RateLimit,
+    /// A `[[quota]]` refused a call.
+    Quota,
 }
 
 impl Limit {
-    const ALL: [Limit; 7] = [
+    const ALL: [Limit; 8] = [
         Limit::Connections,
         Limit::ConnectionsPerIp,
         Limit::Sessions,
@@ -47,6 +49,7 @@ impl Limit {
         Limit::SseBuffer,
         Limit::SlowReader,
         Limit::RateLimit,
+        Limit::Quota,
     ];
 
     /// The metric label.
@@ -59,6 +62,7 @@ impl Limit {
             Limit::SseBuffer => "sse_buffer_bytes",
             Limit::SlowReader => "write_timeout_ms",
             Limit::RateLimit => "rate_limit",
+            Limit::Quota => "quota",
         }
     }
 
@@ -69,7 +73,7 @@ impl Limit {
 
 /// Gateway-wide limit state: hit counters, open connections, connections per client IP.
 pub struct Limits {
-    hits: [AtomicU64; 7],
+    hits: [AtomicU64; 8],
     open: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
     per_ip_cap: usize,

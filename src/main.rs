@@ -62,6 +62,35 @@ enum Command {
         #[command(subcommand)]
         cmd: ToolsCmd,
     },
+    /// API keys of a running gateway (through its admin API; kept in its store).
+    Keys {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List API keys (never their secrets or hashes).
+    List,
+    /// Issue a key: prints it once; the gateway stores only its salted hash.
+    Create {
+        /// The principal's name.
+        name: String,
+        /// Role to grant (repeat).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Team, for quotas and the audit log.
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Revoke a key issued through the admin API.
+    Revoke {
+        /// Its id (the 8 hex digits after `mcpgw_`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +332,21 @@ fn main() -> std::process::ExitCode {
                 ToolsCmd::Disable { name } => C::Enable(name, false),
             };
             mcpgw::cli::tools(&a, cmd)
+        }),
+        Command::Keys { admin, cmd } => admin_client(&admin).and_then(|a| {
+            use mcpgw::cli::KeyCmd as C;
+            let cmd = match cmd {
+                KeysCmd::List => C::List,
+                KeysCmd::Revoke { id } => C::Revoke(id),
+                KeysCmd::Create { name, roles, team } => {
+                    let mut spec = serde_json::json!({ "name": name, "roles": roles });
+                    if let Some(t) = team {
+                        spec["team"] = t.into();
+                    }
+                    C::Create(spec)
+                }
+            };
+            mcpgw::cli::keys(&a, cmd)
         }),
     };
     match result {

@@ -373,6 +373,21 @@ impl Window {
     }
 }
 
+/// The largest quota limit (and count) a [`Quota`] holds.
+pub const QUOTA_MAX: u64 = USED_MAX;
+
+/// `unix_secs` as an RFC 3339 UTC time, `2026-11-26T00:00:00Z`.
+pub fn utc_rfc3339(unix_secs: u64) -> String {
+    let (year, month, day) = civil_from_days(unix_secs / SECS_PER_DAY);
+    let s = unix_secs % SECS_PER_DAY;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
 /// The proleptic Gregorian (year, month 1..=12, day 1..=31) of `days` since 1970-01-01
 /// (H. Hinnant's `civil_from_days`, for days >= 0).
 fn civil_from_days(days: u64) -> (u64, u32, u32) {
@@ -474,6 +489,16 @@ impl Quota {
         } else {
             used
         }
+    }
+
+    /// The most takes per window.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The calendar window it counts in.
+    pub fn window(&self) -> Window {
+        self.window
     }
 
     /// Sets the state read from the store at start (ids and counts clamped as above).

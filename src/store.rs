@@ -15,6 +15,8 @@ use anyhow::Context;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_servers_tools.sql"),
+    include_str!("../migrations/0003_api_keys.sql"),
+    include_str!("../migrations/0004_quota_counters.sql"),
 ];
 
 /// What kind of registry entry a store row is.
@@ -43,6 +45,36 @@ impl Kind {
     }
 }
 
+/// An API key issued through the admin API. Only its salted hash is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKey {
+    /// 8 hex digits (the part after `mcpgw_`).
+    pub id: String,
+    /// The principal's name.
+    pub name: String,
+    /// `sha256:<salt>:<digest>`.
+    pub hash: String,
+    /// Roles granted.
+    pub roles: Vec<String>,
+    /// Team, if any.
+    pub team: Option<String>,
+    /// When it was issued, unix ms.
+    pub created_ms: i64,
+}
+
+/// One `[[quota]]` counter as saved: (quota key, subject) -> used in window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaCount {
+    /// The quota's key (`<scope>/<window>/<match,...>`).
+    pub rule: String,
+    /// Principal key or team.
+    pub subject: String,
+    /// Window id (see `ratelimit::Window::id`).
+    pub window_id: u64,
+    /// Calls counted in it.
+    pub used: u64,
+}
+
 /// Where admin changes to the registry are kept.
 pub trait Store {
     /// Entries added through the admin API: (name, its table as TOML).
@@ -58,6 +90,21 @@ pub trait Store {
     fn disabled_tools(&self) -> anyhow::Result<Vec<String>>;
     /// Switches a tool on or off.
     fn set_tool_enabled(&self, name: &str, enabled: bool) -> anyhow::Result<()>;
+    /// API keys issued through the admin API, oldest first.
+    fn api_keys(&self) -> anyhow::Result<Vec<StoredKey>>;
+    /// Stores a new API key (its id must be new).
+    fn put_api_key(&self, key: &StoredKey) -> anyhow::Result<()>;
+    /// Deletes an API key; whether it existed.
+    fn remove_api_key(&self, id: &str) -> anyhow::Result<bool>;
+    /// Every saved quota counter.
+    fn quota_counts(&self) -> anyhow::Result<Vec<QuotaCount>>;
+    /// Writes `put` (insert or replace) and deletes the `(rule, subject)` counters in
+    /// `delete`, in one transaction.
+    fn save_quota_counts(
+        &self,
+        put: &[QuotaCount],
+        delete: &[(String, String)],
+    ) -> anyhow::Result<()>;
 }
 
 /// The embedded SQLite store.
@@ -174,6 +221,107 @@ impl Store for Sqlite {
         }
         Ok(())
     }
+
+    fn api_keys(&self) -> anyhow::Result<Vec<StoredKey>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, name, hash, roles, team, created_ms FROM api_keys ORDER BY created_ms, id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (id, name, hash, roles, team, created_ms) = row?;
+            let roles = serde_json::from_str(&roles)
+                .with_context(|| format!("stored API key {id:?}: roles"))?;
+            keys.push(StoredKey {
+                id,
+                name,
+                hash,
+                roles,
+                team,
+                created_ms,
+            });
+        }
+        Ok(keys)
+    }
+
+    fn put_api_key(&self, k: &StoredKey) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO api_keys (id, name, hash, roles, team, created_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![
+                k.id,
+                k.name,
+                k.hash,
+                serde_json::to_string(&k.roles)?,
+                k.team,
+                k.created_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn remove_api_key(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM api_keys WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    fn quota_counts(&self) -> anyhow::Result<Vec<QuotaCount>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT rule, subject, window_id, used FROM quota_counters")?;
+        let rows = st.query_map([], |r| {
+            Ok(QuotaCount {
+                rule: r.get(0)?,
+                subject: r.get(1)?,
+                window_id: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                used: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn save_quota_counts(
+        &self,
+        put: &[QuotaCount],
+        delete: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut up = tx.prepare(
+                "INSERT INTO quota_counters (rule, subject, window_id, used, updated_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(rule, subject) DO UPDATE SET \
+                 window_id = excluded.window_id, used = excluded.used, \
+                 updated_ms = excluded.updated_ms",
+            )?;
+            let now = now_ms();
+            for c in put {
+                // Window ids fit 24 bits and counts 40 (ratelimit::Quota).
+                let (w, u) = (
+                    i64::try_from(c.window_id).unwrap_or(i64::MAX),
+                    i64::try_from(c.used).unwrap_or(i64::MAX),
+                );
+                up.execute(rusqlite::params![c.rule, c.subject, w, u, now])?;
+            }
+            let mut del =
+                tx.prepare("DELETE FROM quota_counters WHERE rule = ?1 AND subject = ?2")?;
+            for (rule, subject) in delete {
+                del.execute([rule, subject])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 /// The effective configuration: the config file with the store applied. Config-file entries
@@ -217,6 +365,7 @@ pub fn compose(
         }
         doc.insert(kind.key().into(), toml::Value::Array(list));
     }
+    changed |= add_api_keys(&mut doc, store.api_keys()?);
     let mut config = if changed {
         let text = toml::to_string(&doc).context("composing the configuration")?;
         crate::config::Config::parse(&text, &format!("{source} + store"), ov)?
@@ -225,6 +374,70 @@ pub fn compose(
     };
     config.disabled_tools = store.disabled_tools()?.into_iter().collect();
     Ok(config)
+}
+
+/// Appends stored API keys to the document's `[[auth.api_key]]`; whether any was added.
+/// A stored key is left out (logged) when the file defines the same id (the file wins) or
+/// when it names a role the file no longer defines, so that one stale key cannot make the
+/// whole configuration fail to load.
+fn add_api_keys(doc: &mut toml::Table, keys: Vec<StoredKey>) -> bool {
+    if keys.is_empty() {
+        return false;
+    }
+    let names = |v: Option<&toml::Value>| -> std::collections::HashSet<String> {
+        v.and_then(toml::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.get("name")?.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let roles = names(doc.get("role"));
+    let auth = match doc
+        .entry("auth")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+    {
+        toml::Value::Table(t) => t,
+        // Not a table: the file did not validate, and compose is never reached.
+        _ => return false,
+    };
+    let list = match auth
+        .entry("api_key")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+    {
+        toml::Value::Array(a) => a,
+        _ => return false,
+    };
+    let file_ids: std::collections::HashSet<String> = list
+        .iter()
+        .filter_map(|t| t.get("id")?.as_str().map(String::from))
+        .collect();
+    let mut added = false;
+    for k in keys {
+        if file_ids.contains(&k.id) {
+            tracing::warn!(id = %k.id, name = %k.name, "stored API key left out: the config file defines the same id");
+            continue;
+        }
+        if let Some(r) = k.roles.iter().find(|r| !roles.contains(*r)) {
+            tracing::warn!(id = %k.id, name = %k.name, role = %r, "stored API key left out: its role is no longer defined");
+            continue;
+        }
+        let mut t = toml::Table::new();
+        t.insert("name".into(), k.name.into());
+        t.insert("id".into(), k.id.into());
+        t.insert("hash".into(), k.hash.into());
+        t.insert(
+            "roles".into(),
+            toml::Value::Array(k.roles.into_iter().map(toml::Value::from).collect()),
+        );
+        if let Some(team) = k.team {
+            t.insert("team".into(), team.into());
+        }
+        list.push(toml::Value::Table(t));
+        added = true;
+    }
+    added
 }
 
 #[cfg(test)]
@@ -293,5 +506,82 @@ mod tests {
             .expect("again")
             .disabled_tools
             .is_empty());
+    }
+
+    #[test]
+    fn quota_counts_are_upserted_and_deleted() {
+        let s = Sqlite::memory().expect("store");
+        let c = |subject: &str, used| QuotaCount {
+            rule: "principal/day/".into(),
+            subject: subject.into(),
+            window_id: 20_000,
+            used,
+        };
+        s.save_quota_counts(&[c("a", 1), c("b", 2)], &[])
+            .expect("save");
+        s.save_quota_counts(&[c("a", 5)], &[("principal/day/".into(), "b".into())])
+            .expect("save");
+        assert_eq!(s.quota_counts().expect("read"), [c("a", 5)]);
+    }
+
+    #[test]
+    fn stored_api_keys_join_the_file_keys_and_the_file_wins() {
+        let file_key = crate::auth::credentials::new_key().expect("key");
+        let file = format!(
+            "{FILE}\n[[role]]\nname = \"reader\"\ntools = [\"*\"]\n\n[auth]\n[[auth.api_key]]\nname = \"file\"\nid = \"{}\"\nhash = \"{}\"\nroles = [\"reader\"]\n",
+            file_key.id, file_key.hash
+        );
+        let s = Sqlite::memory().expect("store");
+        let ov = crate::config::Overrides::default();
+        let stored = |name: &str, id: &str, roles: &[&str]| {
+            let k = crate::auth::credentials::new_key().expect("key");
+            StoredKey {
+                id: id.to_string(),
+                name: name.into(),
+                hash: k.hash.to_string(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                team: Some("t".into()),
+                created_ms: 1,
+            }
+        };
+        let ids = |text: &str| -> Vec<String> {
+            let c = compose(text, "f", &s, &ov).expect("compose");
+            let mut v: Vec<String> = c.auth.api_keys().map(|(id, ..)| id.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(&file), vec![file_key.id.clone()]);
+        s.put_api_key(&stored("ci", "0000000a", &["reader"]))
+            .expect("put");
+        s.put_api_key(&stored("clash", &file_key.id, &[]))
+            .expect("put");
+        s.put_api_key(&stored("stale", "0000000c", &["gone"]))
+            .expect("put");
+        assert!(s.put_api_key(&stored("dup", "0000000a", &[])).is_err());
+        let mut want = vec!["0000000a".to_string(), file_key.id.clone()];
+        want.sort();
+        assert_eq!(
+            ids(&file),
+            want,
+            "the clash keeps the file's, the stale one is left out"
+        );
+        let c = compose(&file, "f", &s, &ov).expect("compose");
+        let (_, hash, p) = c
+            .auth
+            .api_keys()
+            .find(|(id, ..)| *id == file_key.id)
+            .expect("file key");
+        assert_eq!(hash, &file_key.hash);
+        assert_eq!(&*p.name, "file");
+        // A file without [auth] or roles still takes stored keys (without roles).
+        s.remove_api_key("0000000a").expect("rm");
+        s.remove_api_key("0000000c").expect("rm");
+        assert!(!s.remove_api_key("0000000c").expect("rm again"));
+        s.put_api_key(&stored("plain", "0000000d", &[]))
+            .expect("put");
+        let mut want = vec!["0000000d".to_string(), file_key.id.clone()];
+        want.sort();
+        assert_eq!(ids(FILE), want);
+        assert_eq!(s.api_keys().expect("list").len(), 2);
     }
 }

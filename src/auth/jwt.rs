@@ -2,8 +2,8 @@
 //!
 //! Sits in the `authenticate` phase, on the worker's request path. [`verify`] is pure
 //! computation: keys are loaded beforehand ([`KeySet::from_jwks`], [`KeySet::from_pem`],
-//! [`KeySet::from_secret`]) and **nothing here fetches a JWKS**; the control plane does that,
-//! and refetches when [`KeySet::has_kid`] says a token names an unknown key.
+//! [`KeySet::from_secret`]) and **nothing here fetches a JWKS**; `auth::jwks` does that on
+//! its own thread, and refetches early when a token names a key the set lacks.
 //!
 //! Signature and `exp`/`nbf`/`aud` checks are done by `jsonwebtoken`; this module picks the
 //! key, pins the algorithm to the key's family, and checks what `jsonwebtoken` does not

@@ -41,6 +41,9 @@ pub struct RawConfig {
     /// `[telemetry]`: traces and log format.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// `[[quota]]` entries.
+    #[serde(default, rename = "quota")]
+    pub quotas: Vec<QuotaConfig>,
 }
 
 /// `[telemetry]`.
@@ -127,6 +130,15 @@ pub struct JwtConfig {
     pub audience: Vec<String>,
     /// A JWKS document on disk (re-read on reload).
     pub jwks_file: Option<String>,
+    /// A JWKS document to fetch (`https://...`; `http://` only for a trusted network),
+    /// e.g. the authorization server's `jwks_uri`. Fetched off the workers at start, every
+    /// `jwks_refresh_ms`, and early (at most once per 30 s) when a token names a `kid` the
+    /// keys lack. A failed fetch keeps the last good keys; until the first succeeds, tokens
+    /// needing them are refused (the gateway still starts). Its keys are merged with
+    /// `jwks_file`, `keys` and `secret_env`, which win on an equal `kid`. Default: none.
+    pub jwks_url: Option<String>,
+    /// Interval between fetches of `jwks_url`, ms; at least 1000. Default 300000 (5 min).
+    pub jwks_refresh_ms: Option<u64>,
     /// PEM public keys (RSA, EC, Ed25519), each with an optional `kid`.
     #[serde(default)]
     pub keys: Vec<JwtKeyConfig>,
@@ -199,6 +211,29 @@ pub struct RateLimitConfig {
     pub r#match: Vec<String>,
     /// `"<n>/<s|min|h|day> [burst <b>]"`, e.g. `"10/s burst 20"`.
     pub rate: String,
+}
+
+/// `[[quota]]`: `tools/call` allowed per principal (or team) per UTC calendar day or month.
+/// A call over it is answered with a JSON-RPC error (-32041) saying when the window resets.
+/// A call counts once roles and principal/tool rate limits allow it and the tool is known
+/// (refused calls do not count); counts are kept in the store (saved every 10 s and at
+/// shutdown), so a restart keeps them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Who is counted: `principal` (each client principal) or `team` (each team, all its
+    /// principals together; principals without a team are not counted by this quota).
+    pub scope: String,
+    /// `day` (UTC day) or `month` (UTC calendar month); the count starts again at 0 when
+    /// the window changes.
+    pub window: String,
+    /// Calls allowed per window; 0 refuses every matching call. At most 2^40 - 1.
+    pub limit: u64,
+    /// Tools it counts, by gateway name; `*` globs. Default: all tools. Scope, window and
+    /// match identify the quota: changing its limit keeps the count, changing these starts
+    /// a new one.
+    #[serde(default)]
+    pub r#match: Vec<String>,
 }
 
 /// `[admin]`: the admin API and the registry store. The admin API is off unless this section

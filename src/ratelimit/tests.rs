@@ -79,6 +79,16 @@ fn parse_errors_name_the_problem() {
 }
 
 #[test]
+fn utc_times_and_quota_accessors() {
+    assert_eq!(utc_rfc3339(0), "1970-01-01T00:00:00Z");
+    // 2024-02-29 (a leap day) 23:59:59 and the second after it.
+    assert_eq!(utc_rfc3339(1_709_251_199), "2024-02-29T23:59:59Z");
+    assert_eq!(utc_rfc3339(1_709_251_200), "2024-03-01T00:00:00Z");
+    let q = Quota::new(QUOTA_MAX + 5, Window::Month);
+    assert_eq!((q.limit(), q.window()), (QUOTA_MAX, Window::Month));
+}
+
+#[test]
 fn display_forms() {
     assert_eq!(rate(10, Duration::from_secs(1), 10).to_string(), "10/s");
     assert_eq!(

@@ -1,13 +1,15 @@
-//! Client authentication and authorization: API keys, Basic, JWT (JWKS), OAuth protected
-//! resource metadata, sessions bound to their principal, role-filtered lists and calls,
-//! client address rules, and no token passthrough to upstreams.
+//! Client authentication and authorization: API keys (from the file and issued through the
+//! admin API), Basic, JWT (JWKS file and URL), OAuth protected resource metadata, sessions
+//! bound to their principal, role-filtered lists and calls, client address rules, rate
+//! limits and quotas, and no token passthrough to upstreams.
 
 use std::{net::SocketAddr, process::Command};
 
 use serde_json::{json, Value};
 
 use crate::support::{
-    admin, client_with, http_upstream_toml, post, root, Gateway, HttpFixture, Raw, Resp,
+    admin, client_with, free_port, http_upstream_toml, post, root, wait_for, Gateway, HttpFixture,
+    Raw, Resp, TempDir,
 };
 
 const DEMO: &str = "[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n";
@@ -404,4 +406,369 @@ fn rate_limits_per_principal_and_per_tool() {
         .expect("Retry-After");
     assert!((1..=180).contains(&wait), "one token per 3 minutes: {wait}");
     assert!(call(gw.addr, count, &[&b, &sb]).json()["result"].is_object());
+}
+
+/// A JWKS provider on a loopback socket (a test thread): answers every GET with the current
+/// (status, body) and counts requests.
+struct JwksServer {
+    url: String,
+    answer: std::sync::Arc<arc_swap::ArcSwap<(u16, String)>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    fn start(status: u16, body: String) -> JwksServer {
+        use std::io::{Read as _, Write as _};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            l.local_addr().expect("addr")
+        );
+        let answer = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee((status, body)));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, h) = (answer.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let ans = a.load();
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    ans.0,
+                    ans.1.len(),
+                    ans.1
+                );
+            }
+        });
+        JwksServer { url, answer, hits }
+    }
+
+    fn set(&self, status: u16, body: String) {
+        self.answer.store(std::sync::Arc::new((status, body)));
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The test JWKS (src/auth/testdata) with only the key `kid`.
+fn jwks_with(kid: &str) -> String {
+    let text = std::fs::read_to_string(root().join("src/auth/testdata/jwks.json")).expect("jwks");
+    let mut doc: Value = serde_json::from_str(&text).expect("json");
+    doc["keys"]
+        .as_array_mut()
+        .expect("keys")
+        .retain(|k| k["kid"] == kid);
+    doc.to_string()
+}
+
+/// A token signed by the test key `kid` (`ec1`: ES256, `rsa1`: RS256).
+fn signed(kid: &str, claims: &Value) -> String {
+    let (file, alg) = match kid {
+        "ec1" => ("ec_private.pem", jsonwebtoken::Algorithm::ES256),
+        _ => ("rsa_private.pem", jsonwebtoken::Algorithm::RS256),
+    };
+    let pem = std::fs::read(root().join("src/auth/testdata").join(file)).expect("key");
+    let key = match alg {
+        jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+        _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+    }
+    .expect("private key");
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+}
+
+#[test]
+fn jwks_url_is_fetched_refreshed_and_rotated() {
+    // The provider is down when the gateway starts: the gateway starts anyway.
+    let jwks = JwksServer::start(503, "unavailable".into());
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{DEMO}\n[auth.jwt]\nissuer = \"https://issuer.test\"\njwks_url = \"{}\"\njwks_refresh_ms = 1000\n{ROLES}",
+            jwks.url
+        ),
+        "auto",
+    );
+    let claims = json!({"iss": "https://issuer.test", "sub": "ivy", "exp": now() + 600, "roles": ["reader"]});
+    let ec = format!("Authorization: Bearer {}", signed("ec1", &claims));
+    let rsa = format!("Authorization: Bearer {}", signed("rsa1", &claims));
+    let status = |h: &str| call(gw.addr, INIT, &[h]).status;
+    assert!(wait_for(10, || jwks.hits() >= 1), "no fetch at start");
+    assert_eq!(status(&ec), 401, "no keys yet");
+    assert!(
+        wait_for(10, || gw.log_text().contains("JWKS fetch failed")),
+        "the failed first fetch is logged:\n{}",
+        gw.log_text()
+    );
+
+    // Keys arrive with a retry; the official SDK client works with the token.
+    jwks.set(200, jwks_with("ec1"));
+    assert!(wait_for(15, || status(&ec) == 200), "keys did not arrive");
+    let tools = client_with(&[&ec], &gw.url(), "list_tools", &[]);
+    assert_eq!(
+        tools["tools"],
+        json!(["demo__echo", "demo__word_count"]),
+        "{tools}"
+    );
+    assert_eq!(status(&rsa), 401, "rsa1 is not published yet");
+
+    // Rotation: the provider replaces ec1 by rsa1; the next refetch brings it.
+    jwks.set(200, jwks_with("rsa1"));
+    assert!(
+        wait_for(15, || status(&rsa) == 200),
+        "rotated key not picked up"
+    );
+    assert_eq!(status(&ec), 401, "the retired key is gone");
+
+    // A failing provider changes nothing: the last good keys stay.
+    jwks.set(500, "oops".into());
+    let before = jwks.hits();
+    assert!(wait_for(15, || jwks.hits() >= before + 2), "no refetch");
+    assert_eq!(status(&rsa), 200);
+    assert!(gw.log_text().contains("keeping the last good keys"));
+}
+
+/// A gateway with the admin API (token `tk`) and its store in `data`; `body` is the rest of
+/// the config. Returns it and the admin address.
+fn gateway_with_store(data: &std::path::Path, body: &str) -> (Gateway, SocketAddr) {
+    let dir = TempDir::new("authx");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let cfg = dir.0.join("mcpgw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nlisten = \"{addr}\"\nworkers = 2\n\n[admin]\nlisten = \"{admin_addr}\"\ntoken = \"tk\"\ndata_dir = {:?}\n\n{body}",
+            data.display().to_string()
+        ),
+    )
+    .expect("config");
+    (Gateway::start_with(&cfg, &[], addr, dir), admin_addr)
+}
+
+/// `mcpgw keys ARGS` against the admin API at `at`: (success, stdout, stderr).
+fn keys_cli(at: SocketAddr, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .arg("keys")
+        .args(args)
+        .args(["--admin", &format!("http://{at}"), "--token", "tk"])
+        .output()
+        .expect("run mcpgw keys");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn api_keys_issued_and_revoked_through_the_admin_api() {
+    let data = TempDir::new("keys-data");
+    let (file_key, file_entry) = new_key("from-file", &["admin"]);
+    let body = format!("{DEMO}\n[auth]\n{file_entry}\n{ROLES}");
+    let (mut gw, at) = gateway_with_store(&data.0, &body);
+    let status = |gw: &Gateway, key: &str| {
+        call(gw.addr, INIT, &[&format!("Authorization: Bearer {key}")]).status
+    };
+    assert_eq!(status(&gw, &file_key), 200);
+
+    // Validation names the field; unknown roles are refused.
+    for (bad, field) in [
+        (json!({"roles": ["reader"]}), "name"),
+        (json!({"name": "x", "roles": ["nope"]}), "roles"),
+        (json!({"name": "x", "role": ["reader"]}), "role"),
+    ] {
+        let r = admin(at, "POST", "/admin/keys", Some("tk"), Some(&bad));
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(
+            r.json()["error"].as_str().unwrap_or("").contains(field),
+            "{r:?}"
+        );
+    }
+
+    // Issue: the key is in this answer and nowhere else.
+    let r = admin(
+        at,
+        "POST",
+        "/admin/keys",
+        Some("tk"),
+        Some(&json!({"name": "ci", "roles": ["reader"], "team": "platform"})),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let issued = r.json();
+    let key = issued["key"].as_str().expect("key").to_string();
+    let id = issued["id"].as_str().expect("id").to_string();
+    assert!(key.starts_with(&format!("mcpgw_{id}_")), "{issued}");
+    assert!(
+        wait_for(10, || status(&gw, &key) == 200),
+        "the new key works"
+    );
+    let list = admin(at, "GET", "/admin/keys", Some("tk"), None);
+    let text = String::from_utf8_lossy(&list.body).to_string();
+    assert!(
+        !text.contains("sha256:") && !text.contains(&key[15..]),
+        "{text}"
+    );
+    let keys = list.json()["keys"].as_array().cloned().expect("keys");
+    let ci = keys
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(ci["name"], "ci");
+    assert_eq!(ci["roles"], json!(["reader"]));
+    assert_eq!(ci["team"], "platform");
+    assert_eq!(ci["source"], "admin");
+    assert_eq!(ci["active"], true);
+    assert!(ci["created_ms"]
+        .as_u64()
+        .is_some_and(|t| t > 1_700_000_000_000));
+    assert!(
+        keys.iter()
+            .any(|k| k["name"] == "from-file" && k["source"] == "config"),
+        "{keys:?}"
+    );
+
+    // The official SDK client with the new key sees what its role grants.
+    let a = format!("Authorization: Bearer {key}");
+    let tools = client_with(&[&a], &gw.url(), "list_tools", &[]);
+    assert_eq!(
+        tools["tools"],
+        json!(["demo__echo", "demo__word_count"]),
+        "{tools}"
+    );
+
+    // Revoked: 401 from then on, without a restart.
+    let r = admin(at, "DELETE", &format!("/admin/keys/{id}"), Some("tk"), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        wait_for(10, || status(&gw, &key) == 401),
+        "revoked key still works"
+    );
+    let r = call(gw.addr, INIT, &[&a]);
+    assert_eq!(r.code(), -32039);
+    assert_eq!(
+        admin(at, "DELETE", &format!("/admin/keys/{id}"), Some("tk"), None).status,
+        404
+    );
+    let file_id = &file_key[6..14];
+    assert_eq!(
+        admin(
+            at,
+            "DELETE",
+            &format!("/admin/keys/{file_id}"),
+            Some("tk"),
+            None
+        )
+        .status,
+        409,
+        "config-file keys are removed in the file"
+    );
+
+    // The CLI: issue a key, which survives a restart, then revoke it.
+    let (ok, cli_key, err) = keys_cli(at, &["create", "bot", "--role", "admin", "--team", "t1"]);
+    assert!(ok && cli_key.starts_with("mcpgw_"), "{err}");
+    assert!(err.contains("shown once"), "{err}");
+    assert!(wait_for(10, || status(&gw, &cli_key) == 200));
+    let (ok, table, err) = keys_cli(at, &["list"]);
+    assert!(ok, "{err}");
+    assert!(
+        table.starts_with("ID") && table.contains("bot") && table.contains("admin"),
+        "{table}"
+    );
+    assert!(gw.stop().success());
+    let (gw, at) = gateway_with_store(&data.0, &body);
+    assert_eq!(status(&gw, &cli_key), 200, "stored keys load at start");
+    assert_eq!(status(&gw, &key), 401);
+    let (ok, _, err) = keys_cli(at, &["revoke", &cli_key[6..14]]);
+    assert!(ok, "{err}");
+    assert!(wait_for(10, || status(&gw, &cli_key) == 401));
+}
+
+#[test]
+fn quotas_count_calls_refuse_with_the_reset_time_and_survive_a_restart() {
+    let data = TempDir::new("quota-data");
+    let (alice, alice_entry) = new_key("alice", &["reader"]);
+    let (bob, bob_entry) = new_key("bob", &["admin"]);
+    let body = format!(
+        "{DEMO}\n[auth]\n{alice_entry}\nteam = \"blue\"\n{bob_entry}\nteam = \"blue\"\n{ROLES}\n\
+         [[quota]]\nscope = \"principal\"\nwindow = \"day\"\nlimit = 2\nmatch = [\"demo__echo\"]\n\n\
+         [[quota]]\nscope = \"team\"\nwindow = \"month\"\nlimit = 4\n"
+    );
+    let (mut gw, at) = gateway_with_store(&data.0, &body);
+    let a = format!("Authorization: Bearer {alice}");
+    let b = format!("Authorization: Bearer {bob}");
+    let sa = format!("Mcp-Session-Id: {}", init(gw.addr, &a));
+    let sb = format!("Mcp-Session-Id: {}", init(gw.addr, &b));
+    let tool = |name: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{name}","arguments":{{"text":"x y","a":1,"b":2}}}}}}"#
+        )
+    };
+    let ok = |r: Resp| r.json()["result"].is_object();
+
+    // Calls her roles refuse do not count.
+    for _ in 0..3 {
+        assert_eq!(call(gw.addr, &tool("demo__add"), &[&a, &sa]).code(), -32040);
+    }
+    // Two echoes a day; the third is refused for that call, saying when the day resets.
+    assert!(ok(call(gw.addr, &tool("demo__echo"), &[&a, &sa])));
+    assert!(ok(call(gw.addr, &tool("demo__echo"), &[&a, &sa])));
+    let r = call(gw.addr, &tool("demo__echo"), &[&a, &sa]);
+    assert_eq!(r.status, 200);
+    let err = r.json();
+    assert_eq!(err["id"], 7);
+    assert_eq!(err["error"]["code"], -32041, "{err}");
+    let msg = err["error"]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        msg.contains("2 tool calls per day for this principal")
+            && msg.contains("resets at ")
+            && msg.contains("T00:00:00Z"),
+        "{msg}"
+    );
+    // Other tools are outside that quota, but the team's month counts everything: 3 of 4.
+    assert!(ok(call(gw.addr, &tool("demo__word_count"), &[&a, &sa])));
+    // Bob's first echo is the team's fourth call; his next call is over the team's quota.
+    assert!(ok(call(gw.addr, &tool("demo__echo"), &[&b, &sb])));
+    let r = call(gw.addr, &tool("demo__word_count"), &[&b, &sb]).json();
+    assert_eq!(r["error"]["code"], -32041, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("4 tool calls per month for this team"),
+        "{msg}"
+    );
+    let metrics =
+        String::from_utf8_lossy(&admin(at, "GET", "/metrics", None, None).body).to_string();
+    assert!(
+        metrics.contains("mcpgw_limit_hits_total{limit=\"quota\"} 2"),
+        "{metrics}"
+    );
+
+    // A restart on the same store keeps the counts (saved at shutdown, restored at start).
+    assert!(gw.stop().success());
+    let (gw, _) = gateway_with_store(&data.0, &body);
+    assert!(
+        gw.log_text().contains("quota counters restored"),
+        "{}",
+        gw.log_text()
+    );
+    let sa = format!("Mcp-Session-Id: {}", init(gw.addr, &a));
+    let r = call(gw.addr, &tool("demo__echo"), &[&a, &sa]).json();
+    assert_eq!(
+        r["error"]["code"], -32041,
+        "still over after a restart: {r}"
+    );
+    let r = call(gw.addr, &tool("demo__word_count"), &[&a, &sa]).json();
+    assert_eq!(r["error"]["code"], -32041, "the team too: {r}");
 }
