@@ -31,6 +31,7 @@ pub mod error;
 pub mod front;
 pub mod jsonrpc;
 pub mod limits;
+pub mod net;
 pub mod observe;
 pub mod ratelimit;
 pub mod registry;
