@@ -15,3 +15,4 @@ mod sdk;
 mod servers;
 mod session;
 mod support;
+mod tls;
