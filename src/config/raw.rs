@@ -352,7 +352,8 @@ pub struct GatewayConfig {
 
 /// `[gateway.tls]`: TLS 1.2 and 1.3 on the client listener (ALPN `http/1.1`), optionally
 /// with client certificates (mTLS). Paths are relative to the config file's directory.
-/// Files are read at start; a reload does not re-read them (restart to change them).
+/// A reload (SIGHUP, `POST /admin/reload`) re-reads `cert` and `key` (new handshakes get the
+/// new certificate); `client_ca` and `client_auth` change at the next start.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayTlsConfig {

@@ -31,7 +31,8 @@ use monoio::{
 use rustls::{
     crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
-    server::WebPkiClientVerifier,
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
     ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
 };
 
@@ -65,8 +66,21 @@ pub enum ClientAuth {
 #[derive(Clone)]
 pub struct ServerTls {
     config: Arc<ServerConfig>,
+    /// The certificate and key served, shared by every worker's copy and replaceable
+    /// ([`ServerTls::reload_from`]).
+    cert: Arc<CertSlot>,
     /// How client certificates are treated.
     pub client_auth: ClientAuth,
+}
+
+/// The server certificate in use: one arc-swap load per handshake, no lock.
+#[derive(Debug)]
+struct CertSlot(arc_swap::ArcSwap<CertifiedKey>);
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
 }
 
 impl fmt::Debug for ServerTls {
@@ -89,6 +103,9 @@ impl ServerTls {
         let chain = read_certs(cert)?;
         let key = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| format!("{}: no private key: {e}", key.display()))?;
+        let certified = CertifiedKey::from_der(chain, key, &provider())
+            .map_err(|e| format!("{}: {e}", cert.display()))?;
+        let slot = Arc::new(CertSlot(arc_swap::ArcSwap::from_pointee(certified)));
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
@@ -110,14 +127,20 @@ impl ServerTls {
                 )
             }
         };
-        let mut config = builder
-            .with_single_cert(chain, key)
-            .map_err(|e| format!("{}: {e}", cert.display()))?;
+        let mut config = builder.with_cert_resolver(slot.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             config: Arc::new(config),
+            cert: slot,
             client_auth,
         })
+    }
+
+    /// Serves `newer`'s certificate and key from now on (new handshakes; connections open
+    /// keep theirs). The rest of the settings (client CA, client_auth) stay as they were
+    /// loaded at start.
+    pub fn reload_from(&self, newer: &ServerTls) {
+        self.cert.0.store(newer.cert.0.load_full());
     }
 
     /// A copy for one worker, with its own session cache: resumption state is never shared
@@ -127,6 +150,7 @@ impl ServerTls {
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
         Self {
             config: Arc::new(config),
+            cert: self.cert.clone(),
             client_auth: self.client_auth,
         }
     }
@@ -237,7 +261,7 @@ pub struct TlsStream {
     /// Ciphertext read from the socket and not yet given to rustls: `rbuf[rpos..]`.
     rbuf: Vec<u8>,
     rpos: usize,
-    /// Ciphertext on its way out (kept between writes).
+    /// Ciphertext on its way out (kept between writes, dropped while idle).
     wbuf: Vec<u8>,
     identity: Option<Box<str>>,
 }
@@ -368,9 +392,10 @@ impl Stream for TlsStream {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             _ => return Ok(()),
         }
-        // Nothing pending: wait without a read buffer.
+        // Nothing pending: wait without buffers of our own.
         self.rbuf = Vec::new();
         self.rpos = 0;
+        self.wbuf = Vec::new();
         self.io.readable(true).await
     }
 

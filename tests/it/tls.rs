@@ -31,6 +31,7 @@ const TOKEN: &str = "tls-admin";
 /// `agent-7`), and a second CA that signed nothing the gateway trusts: PEM files.
 struct Pki {
     dir: TempDir,
+    ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
@@ -50,7 +51,14 @@ impl Pki {
         let (c, k) = leaf(&other, &[], "agent-7");
         write("stranger.pem", c);
         write("stranger.key", k);
-        Pki { dir }
+        Pki { dir, ca }
+    }
+
+    /// Writes a new server certificate and key (same CA, same names) over the old files.
+    fn reissue_server(&self) {
+        let (c, k) = leaf(&self.ca, &["localhost", "127.0.0.1"], "gateway, reissued");
+        std::fs::write(self.path("server.pem"), c).unwrap();
+        std::fs::write(self.path("server.key"), k).unwrap();
     }
 
     fn path(&self, f: &str) -> PathBuf {
@@ -61,10 +69,11 @@ impl Pki {
         self.path(f).display().to_string()
     }
 
-    /// `[gateway.tls]` lines (to go last in the `[gateway]` settings).
+    /// `[gateway.tls]` lines (to go last in the `[gateway]` settings), and an in-memory
+    /// registry store (the default one is shared by everything run as this user).
     fn gateway_tls(&self, extra: &str) -> String {
         format!(
-            "[gateway.tls]\ncert = {:?}\nkey = {:?}\n{extra}\n",
+            "[gateway.tls]\ncert = {:?}\nkey = {:?}\n{extra}\n[admin]\ndata_dir = \":memory:\"\n",
             self.s("server.pem"),
             self.s("server.key")
         )
@@ -185,10 +194,6 @@ fn metric(admin_addr: SocketAddr, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn admin_toml(addr: SocketAddr) -> String {
-    format!("[admin]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\ndata_dir = \":memory:\"\n")
-}
-
 /// Runs client.py over https with `--cafile` (and a client certificate).
 fn sdk(url: &str, pki: &Pki, cert: Option<&str>, scenario: &str, args: &[&str]) -> Value {
     let mut cmd = Command::new(python());
@@ -268,7 +273,10 @@ fn raw_tls_checks_on_the_listener() {
     let pki = Pki::new();
     let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let gw = Gateway::start(
-        &format!("{}\n{}", pki.gateway_tls(""), admin_toml(admin_addr)),
+        &format!(
+            "{}\nlisten = \"{admin_addr}\"\ntoken = \"{TOKEN}\"\n",
+            pki.gateway_tls("")
+        ),
         DEMO,
         "epoll",
     );
@@ -423,7 +431,7 @@ fn https_upstream_through_the_gateway() {
             &format!("tls_ca = {:?}", pki.s("other-ca.pem"))
         ),
     );
-    let gw = Gateway::start("", &upstreams, "auto");
+    let gw = Gateway::start("[admin]\ndata_dir = \":memory:\"", &upstreams, "auto");
     let tools = crate::support::client(&gw.url(), "list_tools", &[]);
     let names: Vec<&str> = tools["tools"]
         .as_array()
@@ -446,4 +454,29 @@ fn https_upstream_through_the_gateway() {
             .contains("TLS handshake with the upstream failed"),
         "the bad CA is logged"
     );
+}
+
+/// SIGHUP swaps the listener's certificate and key: new handshakes get the new one.
+#[test]
+fn sighup_reloads_the_listener_certificate() {
+    let pki = Pki::new();
+    let gw = Gateway::start(&pki.gateway_tls(""), DEMO, "auto");
+    let served = || {
+        let s = tls_connect(gw.addr, client_config(&pki, "ca.pem", None)).expect("handshake");
+        s.conn.peer_certificates().expect("certificate")[0].to_vec()
+    };
+    let on_disk = || {
+        CertificateDer::from_pem_file(pki.path("server.pem"))
+            .unwrap()
+            .to_vec()
+    };
+    assert_eq!(served(), on_disk());
+    pki.reissue_server();
+    gw.signal("HUP");
+    assert!(
+        crate::support::wait_for(10, || served() == on_disk()),
+        "the reissued certificate is served after SIGHUP:\n{}",
+        gw.log_text()
+    );
+    assert!(gw.log_text().contains("TLS certificate reloaded"));
 }

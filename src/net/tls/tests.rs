@@ -16,7 +16,11 @@ struct Pki {
 
 impl Pki {
     fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mcpgw-tls-unit-{tag}-{}", std::process::id()));
+        // Unique per instance: the uring and legacy variants of a test run at once.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("mcpgw-tls-unit-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let ca = new_ca("unit CA");
         std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
