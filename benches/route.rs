@@ -34,6 +34,7 @@ fn snapshot(n: usize) -> registry::Snapshot {
                     "/mcp".into(),
                     vec![],
                     std::time::Duration::from_secs(1),
+                    None,
                 )),
             ))
         })

@@ -21,7 +21,7 @@ use crate::{
     control::{ControlMsg, Shared},
     store::{Kind, Store},
     transport::http::{self as codec, BodyKind, Limits, RequestHead},
-    upstream::{http::read_more, Link},
+    upstream::Link,
 };
 
 /// Every admin route: method and path (`{name}` and `{id}` are path parameters).
@@ -124,7 +124,7 @@ async fn connection(
             }
             match monoio::time::timeout(
                 std::time::Duration::from_secs(30),
-                read_more(&mut conn, &mut buf),
+                crate::net::Stream::read_more(&mut conn, &mut buf),
             )
             .await
             {
@@ -149,7 +149,7 @@ async fn connection(
         while buf.len() < n {
             match monoio::time::timeout(
                 std::time::Duration::from_secs(30),
-                read_more(&mut conn, &mut buf),
+                crate::net::Stream::read_more(&mut conn, &mut buf),
             )
             .await
             {

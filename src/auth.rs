@@ -40,6 +40,8 @@ pub struct Auth {
     users: HashMap<String, (Arc<str>, Arc<Principal>)>,
     jwt: Option<JwtAuth>,
     passwords: Option<Arc<PasswordChecker>>,
+    /// `[[auth.cert]]`: principals by the identity a client certificate names.
+    certs: HashMap<String, Arc<Principal>>,
     /// What roles grant.
     pub roles: Roles,
     /// The OAuth protected-resource metadata, when configured.
@@ -184,6 +186,7 @@ impl Auth {
             users: HashMap::new(),
             jwt: None,
             passwords: None,
+            certs: HashMap::new(),
             rates: Vec::new(),
             quotas: Vec::new(),
             roles: Roles::default(),
@@ -196,7 +199,10 @@ impl Auth {
 
     /// Whether any authentication method is configured.
     pub fn enabled(&self) -> bool {
-        !self.keys.is_empty() || !self.users.is_empty() || self.jwt.is_some()
+        !self.keys.is_empty()
+            || !self.users.is_empty()
+            || self.jwt.is_some()
+            || !self.certs.is_empty()
     }
 
     /// Compiles the file's settings; errors name the entry.
@@ -348,7 +354,8 @@ impl Auth {
                 })
             }
         };
-        let any = !keys.is_empty() || !users.is_empty() || jwt.is_some();
+        let certs = compile_certs(raw, &roles)?;
+        let any = !keys.is_empty() || !users.is_empty() || jwt.is_some() || !certs.is_empty();
         let anonymous = match (&a.anonymous_roles, any) {
             (_, false) => Some(Grant::everything()),
             (Some(r), true) => {
@@ -382,6 +389,7 @@ impl Auth {
             users,
             jwt,
             passwords,
+            certs,
             roles,
             oauth,
             ip,
@@ -567,6 +575,22 @@ impl Auth {
         Err(Denied::Invalid("unsupported authorization scheme"))
     }
 
+    /// [`Auth::authenticate`] on a connection whose verified TLS client certificate names
+    /// `cert`: a request without credentials headers is the principal `[[auth.cert]]` maps
+    /// that identity to. Credentials in headers win; an unmapped certificate counts as none.
+    pub async fn authenticate_with_cert(
+        &self,
+        req: &RequestHead,
+        cert: Option<&str>,
+    ) -> Result<Arc<Principal>, Denied> {
+        if let Some(p) = cert.and_then(|c| self.certs.get(c)) {
+            if req.header("authorization").is_none() && req.header("x-api-key").is_none() {
+                return Ok(p.clone());
+            }
+        }
+        self.authenticate(req).await
+    }
+
     fn bearer(&self, token: &str) -> Result<Arc<Principal>, Denied> {
         let Some(j) = &self.jwt else {
             return Err(Denied::Invalid("bearer tokens are not accepted here"));
@@ -609,6 +633,45 @@ impl Auth {
             None => Bytes::from_static(b"Basic realm=\"mcpgw\""),
         }
     }
+}
+
+/// `[[auth.cert]]`: identity -> principal. Needs `gateway.tls.client_ca` (else no
+/// certificate is ever verified and the entries could never match).
+fn compile_certs(
+    raw: &RawConfig,
+    roles: &Roles,
+) -> Result<HashMap<String, Arc<Principal>>, String> {
+    let certs = &raw.auth.certs;
+    let mtls = raw
+        .gateway
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca.is_some());
+    if !certs.is_empty() && !mtls {
+        return Err("auth.cert: needs gateway.tls.client_ca (client certificates)".into());
+    }
+    let mut out = HashMap::new();
+    for c in certs {
+        if c.subject.is_empty() {
+            return Err("auth.cert: subject must not be empty".into());
+        }
+        if let Some(n) = c.roles.iter().find(|n| !roles.contains(n)) {
+            return Err(format!(
+                "auth.cert {:?}: unknown role {n:?} (define it in [[role]])",
+                c.subject
+            ));
+        }
+        let p = Principal::new(
+            c.name.as_deref().unwrap_or(&c.subject),
+            Method::Certificate,
+            c.team.as_deref(),
+            roles.grant(&c.roles),
+        );
+        if out.insert(c.subject.clone(), Arc::new(p)).is_some() {
+            return Err(format!("auth.cert subject {:?} is listed twice", c.subject));
+        }
+    }
+    Ok(out)
 }
 
 fn compile_rates(raw: &[crate::config::raw::RateLimitConfig]) -> Result<Vec<RateRule>, String> {
@@ -727,6 +790,72 @@ fn split_url(url: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn head(extra: &str) -> RequestHead {
+        let text = format!("POST /mcp HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+        let limits = crate::transport::http::Limits {
+            max_header_bytes: 4096,
+            max_body_bytes: 1024,
+        };
+        crate::transport::http::parse_request_head(text.as_bytes(), &limits)
+            .expect("valid")
+            .expect("complete")
+    }
+
+    #[monoio::test]
+    async fn certificates_map_to_principals_unless_headers_authenticate() {
+        let text = r#"
+            [gateway.tls]
+            cert = "c.pem"
+            key = "k.pem"
+            client_ca = "ca.pem"
+            [[role]]
+            name = "ops"
+            tools = ["*"]
+            [[auth.cert]]
+            subject = "agent-7"
+            name = "build-agent"
+            roles = ["ops"]
+            team = "ci"
+        "#;
+        let raw: RawConfig = toml::from_str(text).expect("toml");
+        let auth = Auth::compile(&raw, None).expect("compiles");
+        assert!(auth.enabled());
+        let p = auth
+            .authenticate_with_cert(&head(""), Some("agent-7"))
+            .await
+            .expect("mapped certificate");
+        assert_eq!((&*p.name, p.method), ("build-agent", Method::Certificate));
+        assert_eq!(p.team.as_deref(), Some("ci"));
+        // Unmapped certificate, or none: no credentials (no anonymous role here).
+        assert_eq!(
+            auth.authenticate_with_cert(&head(""), Some("stranger"))
+                .await
+                .err(),
+            Some(Denied::Missing)
+        );
+        assert_eq!(
+            auth.authenticate_with_cert(&head(""), None).await.err(),
+            Some(Denied::Missing)
+        );
+        // Header credentials win over the certificate.
+        assert!(matches!(
+            auth.authenticate_with_cert(&head("X-API-Key: mcpgw_00000000_x\r\n"), Some("agent-7"))
+                .await,
+            Err(Denied::Invalid(_))
+        ));
+        // Entries without mTLS, or naming unknown roles, are refused.
+        let no_ca = text.replace("client_ca = \"ca.pem\"", "");
+        let raw: RawConfig = toml::from_str(&no_ca).expect("toml");
+        assert!(Auth::compile(&raw, None)
+            .err()
+            .is_some_and(|e| e.contains("client_ca")));
+        let bad_role = text.replace("roles = [\"ops\"]", "roles = [\"nope\"]");
+        let raw: RawConfig = toml::from_str(&bad_role).expect("toml");
+        assert!(Auth::compile(&raw, None)
+            .err()
+            .is_some_and(|e| e.contains("nope")));
+    }
 
     #[test]
     fn oauth_metadata_paths_and_challenge() {

@@ -108,6 +108,8 @@ pub struct Gateway {
     pub write_timeout: Duration,
     /// Idle upstream keep-alive connections are closed after this.
     pub upstream_idle_timeout: Duration,
+    /// TLS on the client listener (None: plain HTTP).
+    pub tls: Option<crate::net::tls::ServerTls>,
 }
 
 /// How an upstream is reached.
@@ -125,6 +127,8 @@ pub enum Transport {
         headers: Vec<(String, String)>,
         /// Connect deadline.
         connect_timeout: Duration,
+        /// `https://`: how the upstream's certificate is checked (None: plain HTTP).
+        tls: Option<crate::net::tls::ClientTls>,
     },
     /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
     Stdio {
@@ -321,6 +325,40 @@ impl Config {
             .unwrap_or_else(|| "__".into());
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
         let call_timeout = ms(g.call_timeout_ms, 60_000);
+        // Relative file names in the config are relative to its directory.
+        let base_dir = Path::new(source).parent().filter(|d| d.is_dir());
+        let file = |f: &str| base_dir.map_or_else(|| PathBuf::from(f), |d| d.join(f));
+        let tls = g
+            .tls
+            .as_ref()
+            .map(|t| {
+                use crate::net::tls::{ClientAuth, ServerTls};
+                let client_auth = match (&t.client_ca, &t.client_auth) {
+                    (None, None) => ClientAuth::Off,
+                    (None, Some(a)) => bail!(
+                        "{}: gateway.tls.client_auth: needs gateway.tls.client_ca",
+                        at(a.span())
+                    ),
+                    (Some(_), None) => ClientAuth::Required,
+                    (Some(_), Some(a)) => match a.get_ref().as_str() {
+                        "required" => ClientAuth::Required,
+                        "optional" => ClientAuth::Optional,
+                        other => bail!(
+                            "{}: gateway.tls.client_auth: {other:?} is not \"required\" or \"optional\"",
+                            at(a.span())
+                        ),
+                    },
+                };
+                let ca = t.client_ca.as_ref().map(|c| file(c.get_ref()));
+                ServerTls::load(
+                    &file(t.cert.get_ref()),
+                    &file(t.key.get_ref()),
+                    ca.as_deref(),
+                    client_auth,
+                )
+                .map_err(|e| anyhow!("{}: gateway.tls: {e}", at(t.cert.span())))
+            })
+            .transpose()?;
         let gateway = Gateway {
             listen,
             workers,
@@ -357,6 +395,7 @@ impl Config {
             sse_buffer_bytes: g.sse_buffer_bytes.unwrap_or(1 << 20).max(1024),
             write_timeout: ms(g.write_timeout_ms, 30_000).max(Duration::from_millis(100)),
             upstream_idle_timeout: ms(g.upstream_idle_timeout_ms, 30_000),
+            tls,
             health_interval: match g.health_interval_ms.unwrap_or(10_000) {
                 0 => None,
                 n => Some(Duration::from_millis(n.max(100))),
@@ -403,8 +442,28 @@ impl Config {
                             field("url")
                         )
                     })?;
-                    let (addr, host, path) = split_http_url(url.get_ref())
+                    let (https, addr, host, path) = split_http_url(url.get_ref())
                         .map_err(|e| anyhow!("{}: {}: {e}", at(url.span()), field("url")))?;
+                    let tls = match (&u.tls_ca, https) {
+                        (Some(ca), false) => bail!(
+                            "{}: {}: only for https:// URLs",
+                            at(ca.span()),
+                            field("tls_ca")
+                        ),
+                        (ca, true) => {
+                            let ca_file = ca.as_ref().map(|c| file(c.get_ref()));
+                            let tls = crate::net::tls::ClientTls::new(
+                                sni_host(&host),
+                                ca_file.as_deref(),
+                            )
+                            .map_err(|e| {
+                                let span = ca.as_ref().map_or(url.span(), |c| c.span());
+                                anyhow!("{}: {}: {e}", at(span), field("tls_ca"))
+                            })?;
+                            Some(tls)
+                        }
+                        (None, false) => None,
+                    };
                     if u.command.is_some() {
                         bail!(
                             "{}: {}: only for transport \"stdio\"",
@@ -422,6 +481,7 @@ impl Config {
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect(),
                         connect_timeout: ms(u.connect_timeout_ms, 5_000),
+                        tls,
                     }
                 }
                 "stdio" => {
@@ -572,7 +632,6 @@ impl Config {
                 None => default_data_dir().map(|d| d.join("mcpgw.db")),
             },
         };
-        let base_dir = Path::new(source).parent().filter(|d| d.is_dir());
         let auth =
             crate::auth::Auth::compile(&raw, base_dir).map_err(|e| anyhow!("{source}: {e}"))?;
         let t = &raw.telemetry;
@@ -624,11 +683,13 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
 }
 
-/// Splits `http://host:port/path` into (connect address, Host header, path).
-fn split_http_url(url: &str) -> anyhow::Result<(String, String, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("{url:?}: only http:// URLs are supported"))?;
+/// Splits `http(s)://host:port/path` into (https, connect address, Host header, path).
+fn split_http_url(url: &str) -> anyhow::Result<(bool, String, String, String)> {
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        (None, None) => bail!("{url:?}: only http:// and https:// URLs are supported"),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -642,9 +703,17 @@ fn split_http_url(url: &str) -> anyhow::Result<(String, String, String)> {
     let addr = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if https { 443 } else { 80 })
     };
-    Ok((addr, authority.to_string(), path.to_string()))
+    Ok((https, addr, authority.to_string(), path.to_string()))
+}
+
+/// The host of an authority, without port or IPv6 brackets: the TLS server name.
+fn sni_host(authority: &str) -> &str {
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
 #[cfg(test)]
@@ -672,12 +741,31 @@ mod tests {
             e.to_string().contains("test.toml:2") && e.to_string().contains("bogus"),
             "{e}"
         );
-        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"https://x\"\n")
-            .expect_err("https");
+        let e = parse("[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"ftp://x\"\n")
+            .expect_err("ftp");
         assert!(
             e.to_string().contains("upstream[0].url") && e.to_string().contains(":4"),
             "{e}"
         );
+        let e = parse(
+            "[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"http://x\"\ntls_ca = \"ca.pem\"\n",
+        )
+        .expect_err("tls_ca on http");
+        assert!(e.to_string().contains("upstream[0].tls_ca"), "{e}");
+        let e = parse(
+            "[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"https://x\"\ntls_ca = \"/nonexistent/ca.pem\"\n",
+        )
+        .expect_err("missing CA file");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let e = parse("[gateway.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"k.pem\"\n")
+            .expect_err("missing cert");
+        assert!(
+            e.to_string().contains("gateway.tls") && e.to_string().contains("c.pem"),
+            "{e}"
+        );
+        let e = parse("[gateway.tls]\ncert = \"c\"\nkey = \"k\"\nclient_auth = \"optional\"\n")
+            .expect_err("client_auth without client_ca");
+        assert!(e.to_string().contains("gateway.tls.client_auth"), "{e}");
         let e = parse("[[upstream]]\nname = \"a__b\"\ntransport = \"stdio\"\ncommand = \"x\"\n")
             .expect_err("separator in name");
         assert!(e.to_string().contains("upstream[0].name"), "{e}");
@@ -685,15 +773,24 @@ mod tests {
 
     #[test]
     fn http_urls_split() {
-        let (a, h, p) = split_http_url("http://127.0.0.1:9000/mcp").expect("url");
+        let (s, a, h, p) = split_http_url("http://127.0.0.1:9000/mcp").expect("url");
         assert_eq!(
-            (a.as_str(), h.as_str(), p.as_str()),
-            ("127.0.0.1:9000", "127.0.0.1:9000", "/mcp")
+            (s, a.as_str(), h.as_str(), p.as_str()),
+            (false, "127.0.0.1:9000", "127.0.0.1:9000", "/mcp")
         );
-        let (a, _, p) = split_http_url("http://localhost").expect("url");
+        let (_, a, _, p) = split_http_url("http://localhost").expect("url");
         assert_eq!((a.as_str(), p.as_str()), ("localhost:80", "/"));
-        let (a, _, _) = split_http_url("http://[::1]:81/x").expect("url");
+        let (_, a, _, _) = split_http_url("http://[::1]:81/x").expect("url");
         assert_eq!(a, "[::1]:81");
+        let (s, a, h, _) = split_http_url("https://mcp.example.com/mcp").expect("url");
+        assert_eq!(
+            (s, a.as_str(), h.as_str()),
+            (true, "mcp.example.com:443", "mcp.example.com")
+        );
+        assert_eq!(sni_host("mcp.example.com:8443"), "mcp.example.com");
+        assert_eq!(sni_host("[::1]:443"), "::1");
+        assert_eq!(sni_host("[::1]"), "::1");
+        assert_eq!(sni_host("localhost"), "localhost");
     }
 
     #[test]

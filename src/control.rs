@@ -416,6 +416,18 @@ async fn run(
                         // A fetch may have finished between tracking and publishing.
                         new.auth.sync_jwks();
                         quotas.borrow_mut().reconcile(&shared, &new.auth);
+                        // The listener's certificate and key (the rest of [gateway.tls] needs
+                        // a restart). Every worker's acceptor shares the slot swapped here.
+                        match (&shared.config.gateway.tls, &new.gateway.tls) {
+                            (Some(cur), Some(next)) => {
+                                cur.reload_from(next);
+                                tracing::info!("TLS certificate reloaded");
+                            }
+                            (None, None) => {}
+                            _ => tracing::warn!(
+                                "turning TLS on or off takes effect at the next start"
+                            ),
+                        }
                         catalog.disabled = new.disabled_tools.clone();
                         for up in &upstreams {
                             if !up.watched() {

@@ -182,8 +182,15 @@ impl Front {
         &self.caller
     }
 
-    /// Handles one HTTP request whose body has been read; `peer` is the TCP peer's address.
-    pub async fn handle(self: &Rc<Self>, req: &RequestHead, body: Bytes, peer: IpAddr) -> Reply {
+    /// Handles one HTTP request whose body has been read; `peer` is the TCP peer's address,
+    /// `cert` the identity its verified TLS client certificate names (mTLS).
+    pub async fn handle(
+        self: &Rc<Self>,
+        req: &RequestHead,
+        body: Bytes,
+        peer: IpAddr,
+        cert: Option<&str>,
+    ) -> Reply {
         let auth = self.shared.auth.load_full();
         let client = client_address(req, peer, &auth);
         if !auth.ip.allows(client) {
@@ -234,7 +241,7 @@ impl Front {
                 );
             }
         }
-        let principal = match auth.authenticate(req).await {
+        let principal = match auth.authenticate_with_cert(req, cert).await {
             Ok(p) => p,
             Err(denied) => {
                 let why = match denied {

@@ -4,13 +4,15 @@
 //!
 //! ```text
 //!  client ──TCP──> worker N (monoio runtime, own SO_REUSEPORT listener)
+//!     net                 the byte stream: TcpStream, or net::tls::TlsStream ([gateway.tls])
 //!     transport::server   HTTP/1.1: head (httparse), body, keep-alive, pipelining, limits
 //!     front               /mcp: Origin, method, version header, media types, session
 //!     jsonrpc::frame      simd-json validates; spans of id / method / name / uri
 //!     registry::Snapshot  (arc-swap load, no lock) lists answered from pre-serialized pages;
 //!                         exposed name -> (upstream, original name)
 //!     upstream::Caller    fresh gateway id spliced in, name spliced back
-//!        ├─ http          per-worker keep-alive pool, JSON or SSE answers, session re-init on 404
+//!        ├─ http          per-worker keep-alive pool (plain or TLS), JSON or SSE answers,
+//!        │                session re-init on 404
 //!        └─ stdio         channel to the control plane's supervisor of the child process
 //!     answer: upstream id replaced by the client's id; result bytes untouched
 //!
@@ -32,6 +34,7 @@ pub mod error;
 pub mod front;
 pub mod jsonrpc;
 pub mod limits;
+pub mod net;
 pub mod observe;
 pub mod ratelimit;
 pub mod registry;

@@ -74,6 +74,7 @@ impl Limit {
 /// Gateway-wide limit state: hit counters, open connections, connections per client IP.
 pub struct Limits {
     hits: [AtomicU64; 8],
+    tls_failures: AtomicU64,
     open: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
     per_ip_cap: usize,
@@ -86,6 +87,7 @@ impl Limits {
     pub fn new(per_worker: usize, per_ip: usize) -> Self {
         Self {
             hits: Default::default(),
+            tls_failures: AtomicU64::new(0),
             open: AtomicUsize::new(0),
             per_ip: DashMap::new(),
             per_ip_cap: per_ip,
@@ -101,6 +103,16 @@ impl Limits {
     /// Hits of `l` so far.
     pub fn hits(&self, l: Limit) -> u64 {
         self.hits[l.index()].load(Ordering::Relaxed)
+    }
+
+    /// Counts a client TLS handshake that failed or timed out.
+    pub fn tls_handshake_failed(&self) {
+        self.tls_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client TLS handshakes failed so far.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.tls_failures.load(Ordering::Relaxed)
     }
 
     /// Client connections open on all workers.
@@ -158,6 +170,7 @@ impl Limits {
                 self.hits(l)
             );
         }
+        let _ = writeln!(out, "# HELP mcpgw_tls_handshake_failures_total Client TLS handshakes that failed or timed out.\n# TYPE mcpgw_tls_handshake_failures_total counter\nmcpgw_tls_handshake_failures_total {}", self.tls_handshake_failures());
         let _ = writeln!(out, "# HELP mcpgw_connections_open Client connections open.\n# TYPE mcpgw_connections_open gauge\nmcpgw_connections_open {}", self.open_connections());
     }
 }

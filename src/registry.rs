@@ -532,6 +532,7 @@ mod tests {
                 "/mcp".into(),
                 vec![],
                 std::time::Duration::from_secs(1),
+                None,
             )),
         ))
     }

@@ -436,6 +436,7 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
             path,
             headers,
             connect_timeout,
+            tls,
         } => Link::Http(http::HttpUpstream::new(
             cfg.name.clone(),
             addr.clone(),
@@ -443,6 +444,7 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
             path.clone(),
             headers.clone(),
             *connect_timeout,
+            tls.clone(),
         )),
         config::Transport::Stdio { .. } => Link::Stdio(supervisor.spawn(cfg)),
     };

@@ -16,6 +16,8 @@ pub enum Method {
     Basic,
     /// A JWT bearer token.
     Jwt,
+    /// A verified TLS client certificate (`[[auth.cert]]`).
+    Certificate,
 }
 
 impl Method {
@@ -26,6 +28,7 @@ impl Method {
             Method::ApiKey => "api_key",
             Method::Basic => "basic",
             Method::Jwt => "jwt",
+            Method::Certificate => "certificate",
         }
     }
 }

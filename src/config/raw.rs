@@ -84,6 +84,28 @@ pub struct AuthConfig {
     /// OAuth 2.1 protected resource (MCP authorization): the metadata served at
     /// `/.well-known/oauth-protected-resource`.
     pub oauth: Option<OAuthConfig>,
+    /// Client certificates (mTLS, needs `gateway.tls.client_ca`) mapped to principals.
+    #[serde(default, rename = "cert")]
+    pub certs: Vec<CertConfig>,
+}
+
+/// `[[auth.cert]]`: the principal of clients whose verified TLS certificate names
+/// `subject`. A request with `Authorization` or `X-API-Key` is authenticated by those
+/// instead; a certificate no entry names counts as no credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertConfig {
+    /// The identity the certificate names: its subject common name (CN), or, for a
+    /// certificate without a CN, its first subject alternative name (DNS name, e-mail, URI
+    /// or IP address). Compared exactly.
+    pub subject: String,
+    /// The principal's name. Default: `subject`.
+    pub name: Option<String>,
+    /// Roles granted.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Team, for limits and the audit log.
+    pub team: Option<String>,
 }
 
 /// `[[auth.api_key]]`.
@@ -379,6 +401,28 @@ pub struct GatewayConfig {
     /// Longest a write to a client may wait for the client to read, ms; a client that reads
     /// nothing for this long is disconnected. Default 30000.
     pub write_timeout_ms: Option<u64>,
+    /// `[gateway.tls]`: serve the MCP endpoint over TLS. Default: plain HTTP.
+    pub tls: Option<GatewayTlsConfig>,
+}
+
+/// `[gateway.tls]`: TLS 1.2 and 1.3 on the client listener (ALPN `http/1.1`), optionally
+/// with client certificates (mTLS). Paths are relative to the config file's directory.
+/// A reload (SIGHUP, `POST /admin/reload`) re-reads `cert` and `key` (new handshakes get the
+/// new certificate); `client_ca` and `client_auth` change at the next start.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayTlsConfig {
+    /// The server certificate chain, PEM file, leaf first. Required.
+    pub cert: Spanned<String>,
+    /// Its private key, PEM file (PKCS#8, PKCS#1 or SEC1). Required.
+    pub key: Spanned<String>,
+    /// CA certificates (PEM file) that sign client certificates. Setting it turns on mTLS.
+    /// Default: none, no client certificate is asked for.
+    pub client_ca: Option<Spanned<String>>,
+    /// With `client_ca`: `required` (default; the handshake fails without a valid client
+    /// certificate) or `optional` (a client without one is served and authenticated by its
+    /// HTTP credentials or as anonymous; an invalid one still fails the handshake).
+    pub client_auth: Option<Spanned<String>>,
 }
 
 /// `[[upstream]]`.
@@ -389,8 +433,14 @@ pub struct UpstreamConfig {
     pub name: Spanned<String>,
     /// `http` (Streamable HTTP) or `stdio` (a child process).
     pub transport: Spanned<String>,
-    /// `http`: the MCP endpoint, e.g. `http://127.0.0.1:9000/mcp`. Only `http://` is supported.
+    /// `http`: the MCP endpoint, e.g. `http://127.0.0.1:9000/mcp` or
+    /// `https://mcp.example.com/mcp` (TLS 1.2/1.3; the host is the SNI and the name checked
+    /// in the server's certificate, against the Mozilla roots unless `tls_ca` is set).
     pub url: Option<Spanned<String>>,
+    /// `https` upstreams: CA certificates (PEM file, relative to the config file) trusted
+    /// instead of the Mozilla roots, e.g. a private CA. Default: the Mozilla roots.
+    /// Certificate checks cannot be turned off.
+    pub tls_ca: Option<Spanned<String>>,
     /// `http`: extra request headers sent to the upstream (e.g. its own credentials).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

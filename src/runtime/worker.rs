@@ -94,6 +94,8 @@ async fn run(
             }
         });
     }
+    // `[gateway.tls]`: this worker's acceptor, with its own session cache.
+    let tls = shared.config.gateway.tls.as_ref().map(|t| t.for_worker());
     // Connections this worker holds (its share of `max_connections`).
     let held = std::rc::Rc::new(std::cell::Cell::new(0usize));
     loop {
@@ -104,8 +106,25 @@ async fn run(
         match monoio::time::timeout(Duration::from_millis(200), listener.accept()).await {
             Ok(Ok((conn, peer))) => match shared.limits.admit(peer.ip(), &held) {
                 Ok(permit) => {
-                    monoio::spawn(server::serve(conn, front.clone(), permit, peer.ip()));
+                    let _ = conn.set_nodelay(true);
+                    match &tls {
+                        None => {
+                            monoio::spawn(server::serve(conn, front.clone(), permit, peer.ip()));
+                        }
+                        Some(tls) => {
+                            monoio::spawn(server::serve_tls(
+                                conn,
+                                tls.clone(),
+                                front.clone(),
+                                permit,
+                                peer.ip(),
+                            ));
+                        }
+                    }
                 }
+                // Over a limit on a TLS listener: closed at once. A plaintext 503 would not
+                // reach a TLS client, and a handshake is the cost the limit is there to shed.
+                Err(_) if tls.is_some() => drop(conn),
                 Err(limit) => {
                     monoio::spawn(server::refuse_connection(conn, limit, front.clone()));
                 }

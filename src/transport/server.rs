@@ -11,32 +11,65 @@
 use std::{rc::Rc, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use monoio::{
-    io::{AsyncWriteRent, AsyncWriteRentExt},
-    net::TcpStream,
-};
+use monoio::{io::AsyncWriteRent, net::TcpStream};
 
 use super::http::{self as codec, BodyKind, ChunkedDecoder, Limits, RequestHead};
 use crate::{
     front::{Front, Reply, ReplyBody},
     jsonrpc::Code,
     limits::{ConnPermit, Limit},
+    net::{
+        tls::{ServerTls, TlsStream},
+        Stream,
+    },
     relay::Event,
     session::{Replay, Session},
-    upstream::http::read_more,
 };
 use futures_util::future::{select, Either};
 
 /// Serves one connection until it closes, errs, idles out or the gateway stops; `permit`
 /// holds its place under the connection limits until then.
-pub async fn serve(
-    mut conn: TcpStream,
+///
+/// Generic over the stream: plain TCP is served by direct `TcpStream` calls (no box, no
+/// dynamic dispatch), TLS by [`TlsStream`]'s.
+pub async fn serve<S: Stream>(
+    mut conn: S,
     front: Rc<Front>,
     permit: ConnPermit,
     peer: std::net::IpAddr,
 ) {
     let _permit = permit;
-    let _ = conn.set_nodelay(true);
+    serve_requests(&mut conn, &front, peer).await;
+    conn.close().await;
+}
+
+/// [`serve`] on a TLS listener: the handshake first, within `header_timeout_ms`. A failed
+/// one is logged (debug) and counted (`mcpgw_tls_handshake_failures_total`).
+pub async fn serve_tls(
+    conn: TcpStream,
+    tls: ServerTls,
+    front: Rc<Front>,
+    permit: ConnPermit,
+    peer: std::net::IpAddr,
+) {
+    let timeout = front.shared().config.gateway.header_timeout;
+    let stream: TlsStream = match monoio::time::timeout(timeout, tls.accept(conn)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            front.shared().limits.tls_handshake_failed();
+            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            front.shared().limits.tls_handshake_failed();
+            tracing::debug!(client = %peer, "TLS handshake not completed in time");
+            return;
+        }
+    };
+    serve(stream, front, permit, peer).await;
+}
+
+async fn serve_requests<S: Stream>(conn: &mut S, front: &Rc<Front>, peer: std::net::IpAddr) {
     let shared = front.shared().clone();
     let g = &shared.config.gateway;
     let limits = Limits {
@@ -50,38 +83,30 @@ pub async fn serve(
         if front.shared().stopping() && buf.is_empty() {
             return;
         }
-        let head = match read_head(
-            &mut conn,
-            &mut buf,
-            &limits,
-            g.idle_timeout,
-            g.header_timeout,
-        )
-        .await
+        let head = match read_head(conn, &mut buf, &limits, g.idle_timeout, g.header_timeout).await
         {
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(reply) => {
-                let _ = write_reply(&mut conn, reply, false, &front).await;
+                let _ = write_reply(conn, reply, false, front).await;
                 return;
             }
         };
         let _ = buf.split_to(head.head_len);
-        let body =
-            match read_body(&mut conn, &mut buf, &head, &limits, g.idle_timeout, &front).await {
-                Ok(b) => b,
-                Err(reply) => {
-                    let _ = write_reply(&mut conn, reply, false, &front).await;
-                    return;
-                }
-            };
+        let body = match read_body(conn, &mut buf, &head, &limits, g.idle_timeout, front).await {
+            Ok(b) => b,
+            Err(reply) => {
+                let _ = write_reply(conn, reply, false, front).await;
+                return;
+            }
+        };
         let keep_alive = head.keep_alive && !front.shared().stopping();
         // Counted from here until the answer is written: a drain waits for these.
         let _busy = front.busy();
         // Boxed: their state machines are large, and a connection waiting for its next
         // request should not carry them (idle connections cost memory, not these futures).
-        let reply = Box::pin(front.handle(&head, body, peer)).await;
-        if Box::pin(write_reply(&mut conn, reply, keep_alive, &front))
+        let reply = Box::pin(front.handle(&head, body, peer, conn.peer_identity())).await;
+        if Box::pin(write_reply(conn, reply, keep_alive, front))
             .await
             .is_err()
             || !keep_alive
@@ -133,7 +158,7 @@ pub async fn refuse_connection(mut conn: TcpStream, limit: Limit, front: Rc<Fron
     let mut total = 0usize;
     while total < 64 << 10 {
         buf.clear();
-        match monoio::time::timeout_at(deadline, read_more(&mut conn, &mut buf)).await {
+        match monoio::time::timeout_at(deadline, conn.read_more(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => total += n,
             _ => break,
         }
@@ -157,8 +182,8 @@ fn refuse(status: u16, why: &str) -> Reply {
 const HOT: Duration = Duration::from_secs(1);
 
 /// `Ok(None)`: the client closed (or idled out) between requests.
-async fn read_head(
-    conn: &mut TcpStream,
+async fn read_head<S: Stream>(
+    conn: &mut S,
     buf: &mut BytesMut,
     limits: &Limits,
     idle: Duration,
@@ -171,7 +196,7 @@ async fn read_head(
         // buffer memory.
         let started = monoio::time::Instant::now();
         if buf.capacity() > 0 {
-            match monoio::time::timeout(HOT.min(idle), read_more(conn, buf)).await {
+            match monoio::time::timeout(HOT.min(idle), conn.read_more(buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
                 Ok(Ok(_)) => {}
                 Err(_) => *buf = BytesMut::new(),
@@ -179,11 +204,11 @@ async fn read_head(
         }
         if buf.is_empty() {
             let left = idle.saturating_sub(started.elapsed());
-            match monoio::time::timeout(left, conn.readable(true)).await {
+            match monoio::time::timeout(left, conn.readable()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return Ok(None),
             }
-            match monoio::time::timeout(header_timeout, read_more(conn, buf)).await {
+            match monoio::time::timeout(header_timeout, conn.read_more(buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
                 Ok(Ok(_)) => {}
                 Err(_) => return Err(refuse(408, "request head not received in time")),
@@ -197,7 +222,7 @@ async fn read_head(
             Ok(None) => {}
             Err(e) => return Err(refuse(e.status(), &format!("{e:?}"))),
         }
-        match monoio::time::timeout_at(deadline, read_more(conn, buf)).await {
+        match monoio::time::timeout_at(deadline, conn.read_more(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
             Err(_) => return Err(refuse(408, "request head not received in time")),
@@ -205,8 +230,8 @@ async fn read_head(
     }
 }
 
-async fn read_body(
-    conn: &mut TcpStream,
+async fn read_body<S: Stream>(
+    conn: &mut S,
     buf: &mut BytesMut,
     head: &RequestHead,
     limits: &Limits,
@@ -229,7 +254,7 @@ async fn read_body(
                 if buf.capacity() - buf.len() < n - buf.len() {
                     buf.reserve(n - buf.len());
                 }
-                match monoio::time::timeout_at(deadline, read_more(conn, buf)).await {
+                match monoio::time::timeout_at(deadline, conn.read_more(buf)).await {
                     Ok(Ok(0)) | Ok(Err(_)) => {
                         return Err(refuse(400, "connection closed mid-body"))
                     }
@@ -255,7 +280,7 @@ async fn read_body(
                     }
                     Err(codec::BodyError::Malformed(why)) => return Err(refuse(400, why)),
                 }
-                match monoio::time::timeout_at(deadline, read_more(conn, buf)).await {
+                match monoio::time::timeout_at(deadline, conn.read_more(buf)).await {
                     Ok(Ok(0)) | Ok(Err(_)) => {
                         return Err(refuse(
                             400,
@@ -270,14 +295,14 @@ async fn read_body(
     }
 }
 
-async fn send_continue(conn: &mut TcpStream, front: &Front) -> Result<(), Reply> {
-    let r = send(conn, codec::CONTINUE_100, front).await;
+async fn send_continue<S: Stream>(conn: &mut S, front: &Front) -> Result<(), Reply> {
+    let r = send(conn, Bytes::from_static(codec::CONTINUE_100), front).await;
     r.map(|_| ())
         .map_err(|_| refuse(400, "cannot write 100 Continue"))
 }
 
-async fn write_reply(
-    conn: &mut TcpStream,
+async fn write_reply<S: Stream>(
+    conn: &mut S,
     reply: Reply,
     keep_alive: bool,
     front: &Front,
@@ -449,8 +474,8 @@ fn retire(session: Arc<Session>, stream: u32, keep: Duration) {
 }
 
 /// Sends the events of POST stream `stream` after `after`, following it until it completes.
-async fn resume(
-    conn: &mut TcpStream,
+async fn resume<S: Stream>(
+    conn: &mut S,
     replay: &Replay,
     stream: u32,
     mut after: u64,
@@ -480,14 +505,10 @@ async fn resume(
 /// Writes all of `buf`; fails with `TimedOut` (and counts it) when the client has not taken
 /// it within `write_timeout_ms`: a client that stops reading cannot hold a task, its
 /// buffers and whatever it waits on forever.
-async fn send<B: monoio::buf::IoBuf + 'static>(
-    conn: &mut TcpStream,
-    buf: B,
-    front: &Front,
-) -> std::io::Result<()> {
+async fn send<S: Stream>(conn: &mut S, buf: Bytes, front: &Front) -> std::io::Result<()> {
     let shared = front.shared();
     match monoio::time::timeout(shared.config.gateway.write_timeout, conn.write_all(buf)).await {
-        Ok((r, _)) => r.map(|_| ()),
+        Ok(r) => r,
         Err(_) => {
             shared.limits.hit(crate::limits::Limit::SlowReader);
             tracing::info!("client read nothing within write_timeout_ms: disconnected");
@@ -509,8 +530,8 @@ fn write_event(out: &mut BytesMut, id: Option<&str>, data: &[u8]) {
 /// Holds a GET stream open: messages from the session's inbox as SSE events, keep-alive
 /// comments in between, until the session ends, the inbox is replaced by a newer GET, the
 /// client goes away or the gateway stops.
-async fn stream(
-    conn: &mut TcpStream,
+async fn stream<S: Stream>(
+    conn: &mut S,
     inbox: crate::session::Inbox,
     ended: flume::Receiver<()>,
     replay: Option<Arc<Replay>>,

@@ -15,16 +15,16 @@ use std::{cell::RefCell, collections::HashMap, collections::VecDeque, sync::Arc,
 
 use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
-use monoio::{
-    buf::IoBufMut,
-    io::{AsyncReadRent, AsyncWriteRentExt},
-    net::TcpStream,
-};
+use monoio::net::TcpStream;
 
 use super::{initialize_body, Caller, Hello, INITIALIZED};
 use crate::{
     error::{Error, ErrorKind, Result},
     jsonrpc::Kind,
+    net::{
+        tls::{ClientTls, TlsStream},
+        Stream,
+    },
     transport::{
         http::{self as codec, BodyKind, ChunkedDecoder, Limits, ResponseHead},
         sse::SseDecoder,
@@ -55,14 +55,69 @@ pub struct HttpUpstream {
     path: String,
     headers: Vec<(String, String)>,
     connect_timeout: Duration,
+    tls: Option<ClientTls>,
+    /// Key of its connections in the pool: the address, and for TLS the name and CA they
+    /// were verified with.
+    pool_key: String,
     shared: ArcSwapOption<UpstreamSession>,
 }
 
-/// Per-worker idle connections, by upstream address.
+/// A connection to an HTTP upstream: plain TCP, or TLS for `https://` URLs.
+pub enum Conn {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://` (boxed: the TLS state is large, and a plain connection should not carry it).
+    Tls(Box<TlsStream>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tls(t) => t.tcp(),
+        }
+    }
+}
+
+impl Stream for Conn {
+    async fn read_more(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(c) => c.read_more(buf).await,
+            Conn::Tls(t) => t.read_more(buf).await,
+        }
+    }
+
+    async fn readable(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(c) => Stream::readable(c).await,
+            Conn::Tls(t) => t.readable().await,
+        }
+    }
+
+    async fn write_all(&mut self, buf: Bytes) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(c) => Stream::write_all(c, buf).await,
+            Conn::Tls(t) => t.write_all(buf).await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Conn::Plain(c) => c.close().await,
+            Conn::Tls(t) => t.close().await,
+        }
+    }
+
+    fn peer_identity(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Per-worker idle connections, by upstream address (and TLS settings).
 #[derive(Default)]
 pub struct Pool {
-    /// Per address, oldest first; each with the time it was parked.
-    idle: RefCell<HashMap<String, Vec<(TcpStream, std::time::Instant)>>>,
+    /// Per pool key, oldest first; each with the time it was parked.
+    idle: RefCell<HashMap<String, Vec<(Conn, std::time::Instant)>>>,
 }
 
 /// Most idle connections kept per address and worker.
@@ -70,19 +125,21 @@ const MAX_IDLE: usize = 64;
 
 impl Pool {
     /// The most recently parked connection to `addr` that is still usable (one the upstream
-    /// closed while it sat idle is dropped here, before a request is written to it).
-    fn take(&self, addr: &str) -> Option<TcpStream> {
+    /// closed while it sat idle is dropped here, before a request is written to it; for TLS,
+    /// unread bytes such as a close_notify count as unusable too).
+    fn take(&self, addr: &str) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         let v = idle.get_mut(addr)?;
         while let Some((c, _)) = v.pop() {
-            if !crate::runtime::sys::idle_conn_unusable(std::os::fd::AsRawFd::as_raw_fd(&c)) {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(c.tcp());
+            if !crate::runtime::sys::idle_conn_unusable(fd) {
                 return Some(c);
             }
         }
         None
     }
 
-    fn put(&self, addr: &str, conn: TcpStream) {
+    fn put(&self, addr: &str, conn: Conn) {
         let mut idle = self.idle.borrow_mut();
         let v = idle.entry(addr.to_string()).or_default();
         if v.len() < MAX_IDLE {
@@ -102,7 +159,8 @@ impl Pool {
 }
 
 impl HttpUpstream {
-    /// An upstream at `addr` (connect) / `host` (Host header) / `path`.
+    /// An upstream at `addr` (connect) / `host` (Host header) / `path`, over TLS when `tls`
+    /// is given.
     pub fn new(
         name: String,
         addr: String,
@@ -110,7 +168,12 @@ impl HttpUpstream {
         path: String,
         headers: Vec<(String, String)>,
         connect_timeout: Duration,
+        tls: Option<ClientTls>,
     ) -> Self {
+        let pool_key = match &tls {
+            None => addr.clone(),
+            Some(t) => format!("{addr} {t:?}"),
+        };
         Self {
             name,
             addr,
@@ -118,6 +181,8 @@ impl HttpUpstream {
             path,
             headers,
             connect_timeout,
+            tls,
+            pool_key,
             shared: ArcSwapOption::empty(),
         }
     }
@@ -302,7 +367,7 @@ impl HttpUpstream {
 
     /// One exchange, on a pooled connection when there is one (replaced once if closed).
     async fn exchange_pooled(&self, caller: &Caller, req: Bytes, method: &str) -> Result<HttpCall> {
-        if let Some(conn) = caller.pool.take(&self.addr) {
+        if let Some(conn) = caller.pool.take(&self.pool_key) {
             match self.exchange(conn, req.clone(), method).await {
                 Ok(r) => return Ok(r),
                 // Closed as the request went out (the pool checked it was open): it may
@@ -334,29 +399,46 @@ impl HttpUpstream {
         })
     }
 
-    async fn connect(&self) -> Result<TcpStream> {
-        match monoio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr.as_str()))
+    /// A new connection; for `https://` with its handshake done. Both within
+    /// `connect_timeout_ms`.
+    async fn connect(&self) -> Result<Conn> {
+        let deadline = monoio::time::Instant::now() + self.connect_timeout;
+        let tcp = match monoio::time::timeout_at(deadline, TcpStream::connect(self.addr.as_str()))
             .await
         {
             Ok(Ok(c)) => {
                 let _ = c.set_nodelay(true);
-                Ok(c)
+                c
             }
-            Ok(Err(e)) => Err(self
-                .err(ErrorKind::UpstreamUnavailable, "connect")
-                .with_source(e)),
-            Err(_) => Err(self.err(ErrorKind::UpstreamUnavailable, "connect timed out")),
+            Ok(Err(e)) => {
+                return Err(self
+                    .err(ErrorKind::UpstreamUnavailable, "connect")
+                    .with_source(e))
+            }
+            Err(_) => return Err(self.err(ErrorKind::UpstreamUnavailable, "connect timed out")),
+        };
+        let Some(tls) = &self.tls else {
+            return Ok(Conn::Plain(tcp));
+        };
+        match monoio::time::timeout_at(deadline, tls.connect(tcp)).await {
+            Ok(Ok(t)) => Ok(Conn::Tls(Box::new(t))),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %self.name, error = %e, "TLS handshake with the upstream failed");
+                Err(self
+                    .err(ErrorKind::UpstreamUnavailable, "TLS handshake")
+                    .with_source(e))
+            }
+            Err(_) => Err(self.err(ErrorKind::UpstreamUnavailable, "TLS handshake timed out")),
         }
     }
 
     async fn exchange(
         &self,
-        mut conn: TcpStream,
+        mut conn: Conn,
         req: Bytes,
         method: &str,
     ) -> std::result::Result<HttpCall, Stale> {
-        let (res, _) = conn.write_all(req).await;
-        if res.is_err() {
+        if conn.write_all(req).await.is_err() {
             return Err(Stale::Unwritten);
         }
         let limits = Limits {
@@ -412,7 +494,7 @@ impl HttpUpstream {
             body: Body::new(&head, buf),
             keep_alive: head.keep_alive,
             conn,
-            addr: self.addr.clone(),
+            addr: self.pool_key.clone(),
             name_hint: self.name.clone(),
         };
         if status == 404 || (200..300).contains(&status) {
@@ -445,7 +527,8 @@ pub struct HttpCall {
     queue: VecDeque<Bytes>,
     body: Body,
     keep_alive: bool,
-    conn: TcpStream,
+    conn: Conn,
+    /// Pool key of `conn`.
     addr: String,
     name_hint: String,
 }
@@ -558,7 +641,7 @@ impl Body {
     /// The next piece of decoded body; `None` at its end.
     async fn next_chunk(
         &mut self,
-        conn: &mut TcpStream,
+        conn: &mut Conn,
     ) -> std::result::Result<Option<Bytes>, BodyFault> {
         loop {
             if self.done {
@@ -597,7 +680,7 @@ impl Body {
         }
     }
 
-    async fn read_all(&mut self, conn: &mut TcpStream) -> std::result::Result<Bytes, BodyFault> {
+    async fn read_all(&mut self, conn: &mut Conn) -> std::result::Result<Bytes, BodyFault> {
         let mut all = BytesMut::new();
         while let Some(c) = self.next_chunk(conn).await? {
             if all.len() + c.len() > MAX_ANSWER {
@@ -612,34 +695,15 @@ impl Body {
         Ok(all.freeze())
     }
 
-    async fn drain(&mut self, conn: &mut TcpStream) -> std::result::Result<(), BodyFault> {
+    async fn drain(&mut self, conn: &mut Conn) -> std::result::Result<(), BodyFault> {
         while self.next_chunk(conn).await?.is_some() {}
         Ok(())
     }
 }
 
-/// Reads more bytes into `buf`, after the bytes it holds; returns how many (0 at EOF).
-///
-/// monoio reads into a buffer from its start, so the read goes into the spare capacity
-/// through a `SliceMut` that begins at the current length.
-pub(crate) async fn read_more(conn: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    read_into(conn, buf).await
-}
-
-/// [`read_more`] on a connection to an upstream: acknowledges at once what arrives, so an
+/// Reads more of an upstream's answer into `buf`, acknowledging at once what arrives, so an
 /// upstream that answers in several small writes is not held back by delayed ACKs.
-async fn read_upstream(conn: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    crate::runtime::sys::quickack(std::os::fd::AsRawFd::as_raw_fd(conn));
-    read_into(conn, buf).await
-}
-
-async fn read_into(conn: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 << 10);
-    }
-    let owned = std::mem::take(buf);
-    let (len, cap) = (owned.len(), owned.capacity());
-    let (res, slice) = conn.read(owned.slice_mut(len..cap)).await;
-    *buf = slice.into_inner();
-    res
+async fn read_upstream(conn: &mut Conn, buf: &mut BytesMut) -> std::io::Result<usize> {
+    crate::runtime::sys::quickack(std::os::fd::AsRawFd::as_raw_fd(conn.tcp()));
+    conn.read_more(buf).await
 }

@@ -18,3 +18,4 @@ mod sdk;
 mod servers;
 mod session;
 mod support;
+mod tls;

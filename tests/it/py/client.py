@@ -1,7 +1,8 @@
 """Drive an MCP server (the mcpgw gateway, or an upstream directly) with the official SDK client.
 
 Usage:
-    python client.py [--timeout SECONDS] [--header 'Name: value']... URL SCENARIO [ARGS...]
+    python client.py [--timeout SECONDS] [--header 'Name: value']...
+                     [--cafile PEM [--certfile PEM --keyfile PEM]] URL SCENARIO [ARGS...]
 
 Connects with `mcp.Client(URL, mode="legacy")` over Streamable HTTP (initialize handshake),
 runs one scenario and prints ONE JSON document on stdout. Exit code 0 means the scenario ran;
@@ -9,6 +10,9 @@ assertions are left to the caller. A JSON-RPC error answered by the server (the 
 `mcp.MCPError`) is printed as {"error": {"code": c, "message": m[, "data": d]}} with exit 0.
 Anything else (connection refused, handshake failure, timeout, ...) exits non-zero with the
 traceback on stderr. The whole run is bounded by --timeout (default 30 s): exit code 124.
+
+For an https:// URL, --cafile names the CA (PEM) that signed the server's certificate (default:
+the system's trust store), and --certfile/--keyfile a client certificate for mTLS.
 
 Scenarios:
     tour [TOOL]                 server info, protocol version, capabilities, every tool /
@@ -50,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -63,6 +68,7 @@ import anyio.lowlevel
 from mcp import Client, MCPError
 from mcp.client.session import ClientRequestContext, IncomingMessage
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import (
     CreateMessageRequestParams,
@@ -392,11 +398,28 @@ SCENARIOS: dict[str, Callable[[Client, list[str]], Awaitable[dict[str, Any]]]] =
 }
 
 
-async def run(url: str, scenario: str, args: list[str], timeout: float, headers: dict[str, str]) -> dict[str, Any]:
+def tls_client(headers: dict[str, str], tls: ssl.SSLContext) -> Any:
+    """The SDK's HTTP client (same timeouts) verifying the server with `tls`."""
+    import httpx2
+
+    timeout = httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
+    return httpx2.AsyncClient(headers=headers, timeout=timeout, verify=tls)
+
+
+async def run(
+    url: str,
+    scenario: str,
+    args: list[str],
+    timeout: float,
+    headers: dict[str, str],
+    tls: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
     fn = SCENARIOS[scenario]
     # Extra request headers (credentials) ride on the SDK's own HTTP client.
     server: Any = url
-    if headers:
+    if tls is not None:
+        server = streamable_http_client(url, http_client=tls_client(headers, tls))
+    elif headers:
         server = streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
     with anyio.fail_after(timeout):
         # cache=None: every list call must reach the server under test.
@@ -424,6 +447,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=float, default=30.0, help="overall limit in seconds (default 30)")
     parser.add_argument("--header", action="append", default=[], help="extra request header 'Name: value'")
+    parser.add_argument("--cafile", help="https: CA certificates (PEM) that sign the server's certificate")
+    parser.add_argument("--certfile", help="https: client certificate (PEM) for mTLS; needs --cafile and --keyfile")
+    parser.add_argument("--keyfile", help="https: the client certificate's private key (PEM)")
     parser.add_argument("url")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("args", nargs=argparse.REMAINDER)
@@ -435,7 +461,12 @@ def main() -> int:
     try:
         headers = dict(h.split(":", 1) for h in ns.header)
         headers = {k.strip(): v.strip() for k, v in headers.items()}
-        out = anyio.run(run, ns.url, ns.scenario, ns.args, ns.timeout, headers)
+        tls = None
+        if ns.cafile:
+            tls = ssl.create_default_context(cafile=ns.cafile)
+            if ns.certfile:
+                tls.load_cert_chain(ns.certfile, ns.keyfile)
+        out = anyio.run(run, ns.url, ns.scenario, ns.args, ns.timeout, headers, tls)
     except TimeoutError:
         traceback.print_exc()
         print(f"client.py: scenario {ns.scenario!r} timed out after {ns.timeout}s", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Usage:
     python upstream.py --name NAME --transport stdio
-    python upstream.py --name NAME --transport http [--port PORT] [--log-level LEVEL]
+    python upstream.py --name NAME --transport http [--port PORT] [--certfile PEM --keyfile PEM] [--log-level LEVEL]
 
 HTTP mode serves Streamable HTTP at http://127.0.0.1:PORT/mcp (the SDK default path, stateful
 sessions). With --port 0 (the default) the OS picks a free port; once the server accepts
@@ -333,7 +333,9 @@ def build_server(name: str, log_level: str) -> MCPServer:
     return server
 
 
-async def serve_http(server: MCPServer, port: int, log_level: str) -> None:
+async def serve_http(
+    server: MCPServer, port: int, log_level: str, certfile: str | None = None, keyfile: str | None = None
+) -> None:
     import uvicorn
 
     app = server.streamable_http_app(host="127.0.0.1")
@@ -344,7 +346,10 @@ async def serve_http(server: MCPServer, port: int, log_level: str) -> None:
     sock.setblocking(False)
     bound_port = sock.getsockname()[1]
 
-    config = uvicorn.Config(app, log_level=log_level.lower(), lifespan="on")
+    # --certfile/--keyfile: serve https (uvicorn's TLS); otherwise plain http.
+    config = uvicorn.Config(
+        app, log_level=log_level.lower(), lifespan="on", ssl_certfile=certfile, ssl_keyfile=keyfile
+    )
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve(sockets=[sock]))
     while not uv.started:
@@ -361,6 +366,8 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--transport", choices=["stdio", "http"], required=True)
     parser.add_argument("--port", type=int, default=0, help="http only; 0 = pick a free port (default)")
+    parser.add_argument("--certfile", help="http only: serve https with this certificate chain (PEM)")
+    parser.add_argument("--keyfile", help="http only: the private key (PEM) of --certfile")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     args = parser.parse_args()
 
@@ -368,7 +375,7 @@ def main() -> None:
     if args.transport == "stdio":
         server.run("stdio")
     else:
-        asyncio.run(serve_http(server, args.port, args.log_level))
+        asyncio.run(serve_http(server, args.port, args.log_level, args.certfile, args.keyfile))
 
 
 if __name__ == "__main__":
