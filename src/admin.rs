@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/tools"),
     ("PUT", "/admin/tools/{name}"),
     ("GET", "/admin/sessions"),
+    ("GET", "/admin/stats"),
     ("DELETE", "/admin/sessions/{id}"),
     ("POST", "/admin/reload"),
     ("GET", "/admin/keys"),
@@ -246,6 +247,7 @@ async fn route(
         ("GET", "/admin/openapi.json") => {
             answer(200, serde_json::from_str(OPENAPI).unwrap_or(Value::Null))
         }
+        ("GET", "/admin/stats") => answer(200, shared.metrics.stats_json()),
         ("GET", "/admin/upstreams") => {
             let stored: std::collections::HashSet<String> = store
                 .entries(Kind::Upstream)

@@ -1291,7 +1291,8 @@ impl Front {
             tracing::warn!(upstream = %upstream.name, error = %e, "upstream call failed");
             let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
             let outcome = crate::relay::metric_of(e);
-            self.metrics.record(&target, &upstream.name, outcome, us);
+            self.metrics
+                .record(&target, &upstream.name, outcome, us, (f.bytes().len(), 0));
             if let (Some(t), Some(tracing)) = (&call_trace, &self.shared.tracing) {
                 tracing.finish(
                     t,

@@ -358,9 +358,13 @@ impl Drop for Relay {
                     },
                 );
             }
-            self.front
-                .metrics()
-                .record(&self.target, &self.upstream.name, o, us);
+            self.front.metrics().record(
+                &self.target,
+                &self.upstream.name,
+                o,
+                us,
+                (self.request_bytes, self.response_bytes),
+            );
             if let Some(a) = &self.front.shared().audit {
                 a.record(serde_json::json!({
                     "event": "call",

@@ -60,6 +60,8 @@ impl Outcome {
 struct Series {
     by_outcome: [u64; 6],
     latency_us: Histogram<u64>,
+    /// Bytes from clients (requests) and to clients (answers).
+    bytes: [u64; 2],
 }
 
 impl Series {
@@ -67,6 +69,7 @@ impl Series {
         Self {
             by_outcome: [0; 6],
             latency_us: template.clone(),
+            bytes: [0; 2],
         }
     }
 
@@ -75,6 +78,15 @@ impl Series {
             *a += b;
         }
         let _ = self.latency_us.add(&other.latency_us);
+        self.bytes[0] += other.bytes[0];
+        self.bytes[1] += other.bytes[1];
+    }
+
+    fn add(&mut self, outcome: Outcome, micros: u64, bytes: (usize, usize)) {
+        self.by_outcome[outcome.index()] += 1;
+        let _ = self.latency_us.record(micros.max(1));
+        self.bytes[0] += bytes.0 as u64;
+        self.bytes[1] += bytes.1 as u64;
     }
 }
 
@@ -84,9 +96,17 @@ type SeriesMap = HashMap<(Arc<str>, Arc<str>), Series>;
 /// Label value used once `max_labels` distinct targets were seen.
 pub const OTHER: &str = "__other__";
 
+/// Series by upstream, then target: looked up by `&str` without allocating.
+#[derive(Default)]
+struct ByUpstream {
+    map: HashMap<Arc<str>, HashMap<Arc<str>, Series>>,
+    /// Distinct series.
+    len: usize,
+}
+
 /// One worker's metrics.
 pub struct WorkerMetrics {
-    inner: parking_lot::Mutex<SeriesMap>,
+    inner: parking_lot::Mutex<ByUpstream>,
     max_labels: usize,
     /// An empty histogram of the right bounds, cloned for each new series.
     template: Histogram<u64>,
@@ -96,7 +116,7 @@ impl WorkerMetrics {
     /// Empty metrics keeping at most `max_labels` distinct targets.
     pub fn new(max_labels: usize) -> Self {
         Self {
-            inner: parking_lot::Mutex::new(HashMap::new()),
+            inner: parking_lot::Mutex::new(ByUpstream::default()),
             max_labels: max_labels.max(1),
             // 1 µs .. 1 hour, 3 significant digits: constant bounds, valid by construction.
             template: Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -105,23 +125,49 @@ impl WorkerMetrics {
     }
 
     /// Records one call to `target` (a tool name, or a method such as `resources/read`) on
-    /// `upstream`.
-    pub fn record(&self, target: &str, upstream: &str, outcome: Outcome, micros: u64) {
+    /// `upstream`, with its request and answer sizes. A series seen before costs a lookup,
+    /// no allocation.
+    pub fn record(
+        &self,
+        target: &str,
+        upstream: &str,
+        outcome: Outcome,
+        micros: u64,
+        bytes: (usize, usize),
+    ) {
         let mut m = self.inner.lock();
-        let key = if m.len() >= self.max_labels
-            && !m.keys().any(|(t, u)| &**t == target && &**u == upstream)
-        {
-            (Arc::from(OTHER), Arc::from(upstream))
+        if let Some(s) = m.map.get_mut(upstream).and_then(|t| t.get_mut(target)) {
+            s.add(outcome, micros, bytes);
+            return;
+        }
+        let target = if m.len >= self.max_labels {
+            OTHER
         } else {
-            (Arc::from(target), Arc::from(upstream))
+            target
         };
-        let s = m.entry(key).or_insert_with(|| Series::new(&self.template));
-        s.by_outcome[outcome.index()] += 1;
-        let _ = s.latency_us.record(micros.max(1));
+        let ByUpstream { map, len } = &mut *m;
+        let targets = map.entry(Arc::from(upstream)).or_default();
+        let s = match targets.get_mut(target) {
+            Some(s) => s,
+            None => {
+                *len += 1;
+                targets
+                    .entry(Arc::from(target))
+                    .or_insert_with(|| Series::new(&self.template))
+            }
+        };
+        s.add(outcome, micros, bytes);
     }
 
     fn copy(&self) -> SeriesMap {
-        self.inner.lock().clone()
+        let m = self.inner.lock();
+        let mut out = SeriesMap::new();
+        for (u, targets) in &m.map {
+            for (t, s) in targets {
+                out.insert((t.clone(), u.clone()), s.clone());
+            }
+        }
+        out
     }
 }
 
@@ -145,9 +191,8 @@ impl Registry {
         w
     }
 
-    /// The merged metrics in the Prometheus text format; `extra` is appended (gauges kept
-    /// elsewhere).
-    pub fn prometheus(&self, extra: &str) -> String {
+    /// Every worker's series merged, by (target, upstream).
+    fn merged(&self) -> SeriesMap {
         let mut all = SeriesMap::new();
         for w in self.workers.lock().iter() {
             for (k, s) in w.copy() {
@@ -159,6 +204,43 @@ impl Registry {
                 }
             }
         }
+        all
+    }
+
+    /// The merged metrics as JSON (`/admin/stats`): per target and upstream, calls by
+    /// outcome, latency percentiles (ms) and bytes.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let all = self.merged();
+        let mut keys: Vec<_> = all.keys().cloned().collect();
+        keys.sort();
+        let rows: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|k| {
+                let s = &all[k];
+                let h = &s.latency_us;
+                let outcomes: serde_json::Map<String, serde_json::Value> = Outcome::ALL
+                    .iter()
+                    .map(|o| (o.label().to_string(), s.by_outcome[o.index()].into()))
+                    .collect();
+                let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+                serde_json::json!({
+                    "target": &*k.0,
+                    "upstream": &*k.1,
+                    "calls": h.len(),
+                    "outcomes": outcomes,
+                    "latency_ms": { "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": h.max() as f64 / 1000.0 },
+                    "bytes_in": s.bytes[0],
+                    "bytes_out": s.bytes[1],
+                })
+            })
+            .collect();
+        serde_json::json!({ "calls": rows })
+    }
+
+    /// The merged metrics in the Prometheus text format; `extra` is appended (gauges kept
+    /// elsewhere).
+    pub fn prometheus(&self, extra: &str) -> String {
+        let all = self.merged();
         let mut keys: Vec<_> = all.keys().cloned().collect();
         keys.sort();
         let mut out = String::new();
@@ -215,6 +297,21 @@ impl Registry {
                 h.len()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP mcpgw_call_bytes_total Bytes of calls: requests from clients (in) and answers to them (out).\n# TYPE mcpgw_call_bytes_total counter"
+        );
+        for k in &keys {
+            let b = all[k].bytes;
+            for (dir, n) in [("in", b[0]), ("out", b[1])] {
+                let _ = writeln!(
+                    out,
+                    "mcpgw_call_bytes_total{{target=\"{}\",upstream=\"{}\",direction=\"{dir}\"}} {n}",
+                    esc(&k.0),
+                    esc(&k.1)
+                );
+            }
+        }
         let _ = writeln!(out, "# HELP mcpgw_call_duration_quantile_seconds Latency percentiles (HDR histogram, merged over workers).");
         let _ = writeln!(out, "# TYPE mcpgw_call_duration_quantile_seconds gauge");
         for k in &keys {
@@ -242,10 +339,10 @@ mod tests {
     fn merges_workers_and_caps_labels() {
         let r = Registry::default();
         let (a, b) = (r.worker(2), r.worker(2));
-        a.record("t1", "u", Outcome::Ok, 100);
-        b.record("t1", "u", Outcome::Timeout, 2_000_000);
-        a.record("t2", "u", Outcome::Ok, 10);
-        a.record("t3", "u", Outcome::Ok, 10);
+        a.record("t1", "u", Outcome::Ok, 100, (10, 20));
+        b.record("t1", "u", Outcome::Timeout, 2_000_000, (10, 20));
+        a.record("t2", "u", Outcome::Ok, 10, (10, 20));
+        a.record("t3", "u", Outcome::Ok, 10, (10, 20));
         let text = r.prometheus("");
         assert!(
             text.contains(r#"mcpgw_calls_total{target="t1",upstream="u",outcome="ok"} 1"#),

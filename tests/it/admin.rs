@@ -384,7 +384,7 @@ fn metrics_count_known_traffic() {
     let gw = Gateway::start(
         "",
         &format!(
-            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ndata_dir = \":memory:\"\n\n{}",
+            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"st\"\ndata_dir = \":memory:\"\n\n{}",
             crate::support::http_upstream_toml("alpha", &alpha.url(), "call_timeout_ms = 1000")
         ),
         "auto",
@@ -467,6 +467,24 @@ fn metrics_count_known_traffic() {
         Some(1.0),
         "{text}"
     );
+    // Bytes both ways, and the same figures as JSON for the admin page.
+    for dir in ["in", "out"] {
+        let b = value("mcpgw_call_bytes_total", &[echo[0], ("direction", dir)]);
+        assert!(b.is_some_and(|b| b > 100.0), "{dir}: {b:?}\n{text}");
+    }
+    let stats = admin(addr, "GET", "/admin/stats", Some("st"), None).json();
+    let row = stats["calls"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["target"] == "alpha__echo"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["outcomes"]["ok"], 3, "{stats}");
+    assert_eq!(row["calls"], 3, "{stats}");
+    assert!(
+        row["latency_ms"]["p50"].as_f64().is_some_and(|p| p > 0.0),
+        "{stats}"
+    );
+    assert!(row["bytes_out"].as_u64().is_some_and(|b| b > 0), "{stats}");
 }
 
 /// The audit log: a line per call and per admin change, never arguments; the chain verifies,

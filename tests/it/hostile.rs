@@ -112,13 +112,13 @@ impl Baseline {
             self.children,
             "{what}: child processes"
         );
-        println!(
+        figure(format!(
             "hostile[{what}]: back to baseline: fds {} (was {}), RSS {:.1} MiB (was {:.1})",
             fd_count(pid),
             self.fds,
             rss_mib(pid),
             self.rss
-        );
+        ));
     }
 }
 
@@ -204,6 +204,21 @@ impl Drop for Keeper {
     }
 }
 
+/// Prints a measured figure and keeps it in `hostile-figures.txt` under the test target's
+/// temp dir, which `.ci/run` prints at the end (passing tests' output is captured).
+fn figure(line: String) {
+    use std::io::Write as _;
+    println!("{line}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile-figures.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 fn pct(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -219,13 +234,13 @@ fn report(what: &str, quiet: &[u64], loaded: &[u64], rss: [f64; 3]) {
         pct(loaded, 0.5),
         pct(loaded, 0.99),
     );
-    println!(
+    figure(format!(
         "hostile[{what}]: well-behaved client p50 {q50} us -> {l50} us, p99 {q99} us -> {l99} us (loaded/unloaded p99 {:.2}x, goal <= 2x); RSS before {:.1} MiB, during {:.1} MiB, after {:.1} MiB",
         l99 as f64 / q99.max(1) as f64,
         rss[0],
         rss[1],
         rss[2]
-    );
+    ));
 }
 
 /// A connection from `src` (another loopback address, so that per-address limits and
@@ -337,7 +352,7 @@ fn ten_thousand_idle_and_slowloris_connections() {
         &loaded,
         [base.rss, rss_during, rss_after],
     );
-    println!("hostile[10k idle+slowloris]: {timed_out} of 5000 slowloris connections answered 408, 5000 idle closed");
+    figure(format!("hostile[10k idle+slowloris]: {timed_out} of 5000 slowloris connections answered 408, 5000 idle closed"));
     assert!(
         rss_during - base.rss < 300.0,
         "10k connections cost {:.1} MiB",
@@ -404,12 +419,12 @@ fn huge_bodies_are_refused_without_reading_them() {
         sent < 64 << 20,
         "the gateway kept reading a body over the limit ({sent} bytes sent)"
     );
-    println!(
+    figure(format!(
         "hostile[1 GiB bodies]: Content-Length 1 GiB -> 413 at once; chunked cut after {:.1} MiB sent (max_body_bytes 4 MiB); RSS before {:.1} MiB, peak {:.1} MiB",
         sent as f64 / (1 << 20) as f64,
         base.rss,
         rss_peak
-    );
+    ));
     drop(s);
     base.check("1 GiB bodies", &gw, admin_addr, 1.0);
     probe.calls(10);
@@ -488,10 +503,10 @@ fn pipelined_floods_are_answered_in_order_or_cut_when_unread() {
         "a client that reads nothing was never cut off"
     );
     assert!(wait_for(10, || limit_hits(admin_addr, "write_timeout_ms") > before));
-    println!(
+    figure(format!(
         "hostile[pipelined]: {N} pipelined pings answered in order; unread flood of 256 KiB answers cut after {written} requests ({:.1} s)",
         started.elapsed().as_secs_f64()
-    );
+    ));
     report(
         "pipelined",
         &quiet,
