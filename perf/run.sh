@@ -336,6 +336,15 @@ start_gateway epoll-pc $P_GW_E $SUT_CPU 1 epoll per-client $P_FX
 GW_E=$LAST_PID
 start_gateway uring-shared $P_GW_SH $SUT_CPU 1 uring shared $P_FX
 GW_SH=$LAST_PID
+# Observability cost: the same gateway with per-call metrics and the audit log both on
+# (the default has metrics on, audit off), and with both off.
+P_GW_FULL=19131 P_GW_BARE=19132
+start_gateway uring-full $P_GW_FULL $SUT_CPU 1 uring per-client $P_FX "metrics = true
+[audit]
+path = \"$W/audit-full.jsonl\""
+GW_FULL=$LAST_PID
+start_gateway uring-bare $P_GW_BARE $SUT_CPU 1 uring per-client $P_FX "metrics = false"
+GW_BARE=$LAST_PID
 
 KIB=(--payload-bytes 1024 --result-bytes 1024)
 CLOSED=(-c "$CONNS" -d "$DUR" -w "$WARM")
@@ -354,6 +363,10 @@ for rep in $(seq 1 "$REPS"); do
   run_load "http://127.0.0.1:$P_GW_E/mcp" fx__echo $LOAD_CPU "$GW_E" "$FX_PID" "${CLOSED[@]}" "${KIB[@]}"
   S_TARGET=gateway S_DRIVER=uring S_WORKERS=1 S_SESSION=shared
   run_load "http://127.0.0.1:$P_GW_SH/mcp" fx__echo $LOAD_CPU "$GW_SH" "$FX_PID" "${CLOSED[@]}" "${KIB[@]}"
+  S_TARGET=gateway-obs-full S_DRIVER=uring S_WORKERS=1 S_SESSION=per-client
+  run_load "http://127.0.0.1:$P_GW_FULL/mcp" fx__echo $LOAD_CPU "$GW_FULL" "$FX_PID" "${CLOSED[@]}" "${KIB[@]}"
+  S_TARGET=gateway-obs-off
+  run_load "http://127.0.0.1:$P_GW_BARE/mcp" fx__echo $LOAD_CPU "$GW_BARE" "$FX_PID" "${CLOSED[@]}" "${KIB[@]}"
 done
 S_REP=1
 

@@ -464,6 +464,14 @@ def main():
              f"(paired{prange(pr_ue)}; medians {f(gw_cps, 0)} vs {f(gwe_cps, 0)}); CPU/call epoll÷uring "
              f"{f(statistics.median(pr_uec) if pr_uec else None, 2)}× | ≥ 1.15× | "
              f"{verdict(None if ue is None else ue >= 1.15)} |")
+    OFK = dict(scenario="core", target="gateway-obs-full")
+    OOK = dict(scenario="core", target="gateway-obs-off")
+    pr_obs = paired(R, "cpu_us_gateway", OFK, OOK)
+    obs = statistics.median(pr_obs) if pr_obs else None
+    S.append(f"| CPU per call with per-call metrics and the audit log on vs both off | **{f(obs, 3)}×** "
+             f"(paired{prange(pr_obs)}; medians {f(R.med('cpu_us_gateway', **OFK), 1)} vs "
+             f"{f(R.med('cpu_us_gateway', **OOK), 1)} µs/call) | ≤ 1.05× | "
+             f"{verdict(None if obs is None else obs <= 1.05)} |")
     wr = ratio(w2, w1)
     S.append(f"| 2 workers vs 1 (calls/s, unpinned) | **{f(wr, 2)}×** ({f(w2, 0)} vs {f(w1, 0)}); "
              f"floor 2 vs 1 thread {f(ratio(fw2, fw1), 2)}× | ≥ 1.8× | {verdict(None if wr is None else wr >= 1.8)} "

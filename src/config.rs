@@ -94,6 +94,8 @@ pub struct Gateway {
     pub drain_timeout: Duration,
     /// Label cap of per-tool metrics.
     pub metrics_max_labels: usize,
+    /// Per-call metrics on.
+    pub metrics: bool,
     /// Open connections per worker.
     pub max_connections: usize,
     /// Open connections per client IP (0: no cap).
@@ -388,6 +390,7 @@ impl Config {
             watch_config: g.watch_config.unwrap_or(false),
             drain_timeout: ms(g.drain_timeout_ms, 30_000),
             metrics_max_labels: g.metrics_max_labels.unwrap_or(1000),
+            metrics: g.metrics.unwrap_or(true),
             max_connections: g.max_connections.unwrap_or(10_000).max(1),
             max_connections_per_ip: g.max_connections_per_ip.unwrap_or(0),
             max_sessions: g.max_sessions.unwrap_or(200_000).max(1),

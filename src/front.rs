@@ -144,9 +144,10 @@ impl Drop for Busy {
 impl Front {
     /// The endpoint for worker `index`.
     pub fn new(shared: Arc<Shared>, index: u16) -> Rc<Self> {
-        let metrics = shared
-            .metrics
-            .worker(shared.config.gateway.metrics_max_labels);
+        let metrics = shared.metrics.worker_with(
+            shared.config.gateway.metrics_max_labels,
+            shared.config.gateway.metrics,
+        );
         Rc::new(Self {
             shared,
             caller: Caller::new(index),

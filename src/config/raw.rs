@@ -365,6 +365,10 @@ pub struct GatewayConfig {
     pub health_interval_ms: Option<u64>,
     /// Most distinct tools labelled in metrics; more are counted as `__other__`. Default 1000.
     pub metrics_max_labels: Option<usize>,
+    /// Whether calls are counted and timed per tool (`mcpgw_calls_total`, latency
+    /// histograms, `/admin/stats`). Default true; false saves their cost (measured in
+    /// perf/RESULTS.md).
+    pub metrics: Option<bool>,
     /// On SIGTERM/SIGINT, how long requests in progress may take to finish, ms. Default 30000.
     pub drain_timeout_ms: Option<u64>,
     /// Reload when the config file changes (checked every second). Default false: reload

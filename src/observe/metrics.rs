@@ -108,6 +108,8 @@ struct ByUpstream {
 pub struct WorkerMetrics {
     inner: parking_lot::Mutex<ByUpstream>,
     max_labels: usize,
+    /// `[gateway] metrics`: false records nothing.
+    on: bool,
     /// An empty histogram of the right bounds, cloned for each new series.
     template: Histogram<u64>,
 }
@@ -118,6 +120,7 @@ impl WorkerMetrics {
         Self {
             inner: parking_lot::Mutex::new(ByUpstream::default()),
             max_labels: max_labels.max(1),
+            on: true,
             // 1 µs .. 1 hour, 3 significant digits: constant bounds, valid by construction.
             template: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
@@ -135,6 +138,9 @@ impl WorkerMetrics {
         micros: u64,
         bytes: (usize, usize),
     ) {
+        if !self.on {
+            return;
+        }
         let mut m = self.inner.lock();
         if let Some(s) = m.map.get_mut(upstream).and_then(|t| t.get_mut(target)) {
             s.add(outcome, micros, bytes);
@@ -186,7 +192,14 @@ const BUCKETS_US: [u64; 16] = [
 impl Registry {
     /// Metrics for a new worker.
     pub fn worker(&self, max_labels: usize) -> Arc<WorkerMetrics> {
-        let w = Arc::new(WorkerMetrics::new(max_labels));
+        self.worker_with(max_labels, true)
+    }
+
+    /// Metrics for a new worker that records only when `on`.
+    pub fn worker_with(&self, max_labels: usize, on: bool) -> Arc<WorkerMetrics> {
+        let mut w = WorkerMetrics::new(max_labels);
+        w.on = on;
+        let w = Arc::new(w);
         self.workers.lock().push(w.clone());
         w
     }
