@@ -345,6 +345,23 @@ path = \"$W/audit-full.jsonl\""
 GW_FULL=$LAST_PID
 start_gateway uring-bare $P_GW_BARE $SUT_CPU 1 uring per-client $P_FX "metrics = false"
 GW_BARE=$LAST_PID
+# Authorization cost: an API key checked per request, a role granting the tool, and a
+# per-principal rate limit far above the load (so it is checked, never hit).
+P_GW_AUTH=19133
+"$BIN/mcpgw" auth new-key perf --role all >"$W/perf-key.txt" 2>"$W/perf-key-entry.txt"
+PERF_KEY=$(cat "$W/perf-key.txt")
+start_gateway uring-auth $P_GW_AUTH $SUT_CPU 1 uring per-client $P_FX "
+[auth]
+$(sed -n '/^\[\[auth.api_key\]\]/,$p' "$W/perf-key-entry.txt")
+
+[[role]]
+name = \"all\"
+tools = [\"*\"]
+
+[[rate_limit]]
+scope = \"principal\"
+rate = \"10000000/s\""
+GW_AUTH=$LAST_PID
 
 KIB=(--payload-bytes 1024 --result-bytes 1024)
 CLOSED=(-c "$CONNS" -d "$DUR" -w "$WARM")
@@ -367,6 +384,9 @@ for rep in $(seq 1 "$REPS"); do
   run_load "http://127.0.0.1:$P_GW_FULL/mcp" fx__echo $LOAD_CPU "$GW_FULL" "$FX_PID" "${CLOSED[@]}" "${KIB[@]}"
   S_TARGET=gateway-obs-off
   run_load "http://127.0.0.1:$P_GW_BARE/mcp" fx__echo $LOAD_CPU "$GW_BARE" "$FX_PID" "${CLOSED[@]}" "${KIB[@]}"
+  S_TARGET=gateway-auth
+  run_load "http://127.0.0.1:$P_GW_AUTH/mcp" fx__echo $LOAD_CPU "$GW_AUTH" "$FX_PID" "${CLOSED[@]}" "${KIB[@]}" \
+    --header "Authorization: Bearer $PERF_KEY"
 done
 S_REP=1
 

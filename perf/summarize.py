@@ -472,6 +472,13 @@ def main():
              f"(paired{prange(pr_obs)}; medians {f(R.med('cpu_us_gateway', **OFK), 1)} vs "
              f"{f(R.med('cpu_us_gateway', **OOK), 1)} µs/call) | ≤ 1.05× | "
              f"{verdict(None if obs is None else obs <= 1.05)} |")
+    AUK = dict(scenario="core", target="gateway-auth")
+    GPK = dict(scenario="core", target="gateway", driver="uring", session_mode="per-client")
+    pr_auth = paired(R, "cpu_us_gateway", AUK, GPK)
+    au = statistics.median(pr_auth) if pr_auth else None
+    S.append(f"| CPU per call with auth on (API key, role check, per-principal rate limit) vs off | **{f(au, 3)}×** "
+             f"(paired{prange(pr_auth)}; medians {f(R.med('cpu_us_gateway', **AUK), 1)} vs "
+             f"{f(R.med('cpu_us_gateway', **GPK), 1)} µs/call) | (reported) | - |")
     wr = ratio(w2, w1)
     S.append(f"| 2 workers vs 1 (calls/s, unpinned) | **{f(wr, 2)}×** ({f(w2, 0)} vs {f(w1, 0)}); "
              f"floor 2 vs 1 thread {f(ratio(fw2, fw1), 2)}× | ≥ 1.8× | {verdict(None if wr is None else wr >= 1.8)} "

@@ -159,7 +159,36 @@ struct JwtAuth {
     roles_claim: String,
     team_claim: String,
     default_roles: Vec<String>,
+    /// Tokens verified lately: a client sends the same token with every request, and an
+    /// ES256/RS256 signature check costs tens of microseconds. By a hash of the token; the
+    /// entry holds the token itself (compared in full) and when to stop trusting it: its
+    /// `exp`, at most [`VERIFIED_TTL`] from verification, and never past a key change.
+    verified: dashmap::DashMap<u64, Verified>,
 }
+
+/// A token that passed verification, as remembered.
+struct Verified {
+    token: Box<str>,
+    principal: Arc<Principal>,
+    until_unix: u64,
+    /// The key set generation it was verified against.
+    generation: u64,
+}
+
+/// Hashes tokens for the verified-token cache (seeded per process).
+static TOKEN_HASH: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+    std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Longest a verified token is trusted without checking its signature again, seconds.
+const VERIFIED_TTL: u64 = 300;
+/// Most remembered tokens.
+const VERIFIED_MAX: usize = 10_000;
 
 /// RFC 9728 metadata for this gateway as an OAuth 2.1 protected resource.
 pub struct OAuth {
@@ -334,6 +363,7 @@ impl Auth {
                     }
                 }
                 Some(JwtAuth {
+                    verified: dashmap::DashMap::new(),
                     keys: ArcSwap::from_pointee(jwks::Fetched {
                         generation: 0,
                         keys: local.clone(),
@@ -595,7 +625,20 @@ impl Auth {
         let Some(j) = &self.jwt else {
             return Err(Denied::Invalid("bearer tokens are not accepted here"));
         };
-        let v = jwt::verify(token, &j.keys.load().keys, &j.rules).map_err(|e| {
+        let keys = j.keys.load();
+        let now = unix_now();
+        let h = {
+            use std::hash::{BuildHasher as _, Hasher as _};
+            let mut s = TOKEN_HASH.build_hasher();
+            s.write(token.as_bytes());
+            s.finish()
+        };
+        if let Some(v) = j.verified.get(&h) {
+            if &*v.token == token && v.until_unix > now && v.generation == keys.generation {
+                return Ok(v.principal.clone());
+            }
+        }
+        let v = jwt::verify(token, &keys.keys, &j.rules).map_err(|e| {
             tracing::debug!(error = %e, "bearer token refused");
             if e == jwt::JwtError::UnknownKey {
                 if let Some(r) = &*j.remote.load() {
@@ -615,12 +658,32 @@ impl Auth {
         let mut roles = v.list_claim(&j.roles_claim);
         roles.extend(j.default_roles.iter().cloned());
         let team = v.str_claim(&j.team_claim);
-        Ok(Arc::new(Principal::new(
+        let principal = Arc::new(Principal::new(
             name,
             Method::Jwt,
             team,
             self.roles.grant(&roles),
-        )))
+        ));
+        let exp = v
+            .claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        if j.verified.len() >= VERIFIED_MAX {
+            j.verified.retain(|_, v| v.until_unix > now);
+        }
+        if j.verified.len() < VERIFIED_MAX {
+            j.verified.insert(
+                h,
+                Verified {
+                    token: token.into(),
+                    principal: principal.clone(),
+                    until_unix: exp.min(now + VERIFIED_TTL),
+                    generation: keys.generation,
+                },
+            );
+        }
+        Ok(principal)
     }
 
     /// The `WWW-Authenticate` value for a 401.

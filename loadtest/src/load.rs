@@ -150,6 +150,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 
+    /// Extra request header `Name: value` on every request (repeat the flag), e.g.
+    /// `--header 'Authorization: Bearer mcpgw_...'`.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
     /// Name of this scenario in the JSON and CSV output and the plot title.
     #[arg(long, default_value = "")]
     pub label: String,
@@ -225,6 +230,13 @@ impl Config {
             (None, None) => Plan::ClosedFor(measured(&args)?),
         };
         let mut target = Target::parse(&args.url)?;
+        for h in &args.headers {
+            if !h.contains(':') || h.contains('\r') || h.contains('\n') {
+                return Err(format!("--header {h:?}: expected 'Name: value'"));
+            }
+            target.extra_headers.push_str(h.trim());
+            target.extra_headers.push_str("\r\n");
+        }
         if args.sse {
             target.accept = client::ACCEPT_SSE;
         }

@@ -30,6 +30,8 @@ pub struct Target {
     pub path: String,
     /// `Accept` header value of every request.
     pub accept: &'static str,
+    /// Extra header lines (`Name: value\r\n` each) on every request, e.g. credentials.
+    pub extra_headers: String,
 }
 
 /// The `Accept` value the spec asks clients to send.
@@ -67,6 +69,7 @@ impl Target {
             host: authority.to_string(),
             path: path.to_string(),
             accept: ACCEPT_BOTH,
+            extra_headers: String::new(),
         })
     }
 }
@@ -195,6 +198,7 @@ impl Client {
             h.push_str(s);
             h.push_str("\r\n");
         }
+        h.push_str(&self.target.extra_headers);
         h.push_str("Content-Length: ");
         h.into_bytes()
     }
