@@ -68,7 +68,13 @@ impl Audit {
 }
 
 fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(d.len() * 2);
+    for b in d {
+        s.push(char::from(H[usize::from(b >> 4)]));
+        s.push(char::from(H[usize::from(b & 15)]));
+    }
+    s
 }
 
 /// The hash that the next line must carry as `prev`.
@@ -86,7 +92,10 @@ fn last_hash(path: &Path) -> anyhow::Result<String> {
     Ok(last.map_or_else(|| "0".repeat(64), |l| hex(&Sha256::digest(l.as_bytes()))))
 }
 
-fn write_loop(mut file: std::fs::File, rx: flume::Receiver<Value>, mut prev: String) {
+fn write_loop(file: std::fs::File, rx: flume::Receiver<Value>, mut prev: String) {
+    // Buffered: a line is one write call only when the channel runs dry (each batch is
+    // flushed as a whole), not two or more per line.
+    let mut file = std::io::BufWriter::with_capacity(64 << 10, file);
     while let Ok(mut event) = rx.recv() {
         if let Value::Object(m) = &mut event {
             m.insert("prev".into(), Value::String(prev.clone()));
