@@ -38,6 +38,9 @@ use normalize::{normalize, Hidden};
 /// The rules shipped with the gateway (`src/guard/rules.toml`).
 pub const BUILTIN_RULES: &str = include_str!("guard/rules.toml");
 
+/// The rules-file `version` this build reads.
+pub const RULES_VERSION: u32 = 1;
+
 /// The lowest severity at which a tool counts as poisoned.
 pub const POISONED_AT: Severity = Severity::Medium;
 
@@ -68,7 +71,8 @@ pub struct Finding {
     pub field: String,
     /// Byte range in the normalized text of the field (empty for removed characters).
     pub span: (usize, usize),
-    /// At most 80 chars of normalized text from just before the span.
+    /// At most 80 chars of normalized text from just before the span; for shadowing,
+    /// `name ~ server/other_name`.
     pub excerpt: String,
 }
 
@@ -100,6 +104,9 @@ pub enum RulesError {
     /// A pattern that does not compile.
     #[error("rules regex: {0}")]
     Regex(#[from] regex::Error),
+    /// A `version` this build does not read.
+    #[error("rules file version {0} is not supported (this build reads {RULES_VERSION})")]
+    Version(u32),
     /// Keywords that do not build an automaton.
     #[error("rules keywords: {0}")]
     Keywords(#[from] aho_corasick::BuildError),
@@ -108,7 +115,6 @@ pub enum RulesError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
-    #[allow(dead_code)]
     version: u32,
     #[serde(default, rename = "rule")]
     rules: Vec<RuleConfig>,
@@ -166,6 +172,9 @@ const B64_CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
 const B64_STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, B64_CONFIG);
 const B64_URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, B64_CONFIG);
 
+/// Byte-length gap past which two names are not compared for shadowing.
+const MAX_SHADOW_LEN_GAP: usize = 8;
+
 /// How deep base64 inside base64 is followed.
 const MAX_DEPTH: u8 = 2;
 
@@ -209,6 +218,9 @@ impl Scanner {
         let mut ids = HashSet::new();
         for source in sources {
             let file: RulesFile = toml::from_str(source)?;
+            if file.version != RULES_VERSION {
+                return Err(RulesError::Version(file.version));
+            }
             for rc in file.rules {
                 let bad = |why| RulesError::Rule {
                     id: rc.id.clone(),
@@ -445,6 +457,10 @@ impl Scanner {
         for (server, other) in others {
             let kind = if other == name {
                 B_DUPLICATE
+            } else if other.len().abs_diff(name.len()) > MAX_SHADOW_LEN_GAP {
+                // Too far apart in bytes to fold into one edit (a Cyrillic letter is 2
+                // bytes, `rn` for `m` one more): skip the skeleton.
+                continue;
             } else {
                 let other_skel = skeleton(other);
                 if other_skel == skel {

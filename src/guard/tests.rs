@@ -235,7 +235,11 @@ fn shadowing() {
     }
     let found = scanner.scan_tool("evil", &json!({"name": "re\u{0430}d_file"}), &catalog());
     assert!(found.iter().any(|f| f.rule == "name.non-ascii"));
-    assert!(found[0].excerpt.len() <= 80 * 4);
+    let shadow = found
+        .iter()
+        .find(|f| f.rule == "shadow.confusable")
+        .expect("confusable");
+    assert_eq!(shadow.excerpt, "re\u{0430}d_file ~ filesystem/read_file");
     // Short names and names far from any other are fine.
     let found = scanner.scan_tool("evil", &json!({"name": "add"}), &catalog());
     assert!(found.is_empty(), "{found:?}");
@@ -353,6 +357,11 @@ fn bad_rules_are_refused() {
     assert!(matches!(
         Scanner::from_sources(&[bad_severity]),
         Err(RulesError::Toml(_))
+    ));
+    let future = BUILTIN_RULES.replacen("version = 1", "version = 2", 1);
+    assert!(matches!(
+        Scanner::from_sources(&[&future]),
+        Err(RulesError::Version(2))
     ));
 }
 
