@@ -32,6 +32,7 @@ pub mod control;
 pub mod demo;
 pub mod error;
 pub mod front;
+pub mod guard;
 pub mod jsonrpc;
 pub mod limits;
 pub mod net;
