@@ -41,6 +41,7 @@ pub mod registry;
 pub mod relay;
 pub mod resilience;
 pub mod runtime;
+pub mod secret;
 pub mod session;
 pub mod store;
 pub mod transport;
