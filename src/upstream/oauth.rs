@@ -152,6 +152,16 @@ impl TokenSource {
         t
     }
 
+    /// Whether a token is there and not expired (for listings: logs nothing).
+    pub fn valid(&self) -> bool {
+        let now = self.state.now_ns();
+        self.state
+            .token
+            .load()
+            .as_ref()
+            .is_some_and(|t| now < t.expires_ns)
+    }
+
     /// Whether the first fetch is still under way (start-up waits for it).
     pub fn pending(&self) -> bool {
         !self.state.attempted.load(Ordering::Acquire)
