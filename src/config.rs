@@ -806,11 +806,16 @@ fn credentials(
                 return Err(shape_error());
             };
             let u = url.get_ref();
+            let authority = u
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
             if !(u.starts_with("https://") || u.starts_with("http://"))
                 || u.contains(char::is_whitespace)
+                || authority.is_empty()
+                || authority.contains('@')
             {
                 bail!(
-                    "{}: {}: must be an http:// or https:// URL",
+                    "{}: {}: must be an http:// or https:// URL with a host and no user info",
                     at(url.span()),
                     field("auth.oauth_token_url")
                 );
@@ -864,8 +869,12 @@ fn split_http_url(url: &str) -> anyhow::Result<(bool, String, String, String)> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    if authority.is_empty() || authority.contains('@') {
-        bail!("{url:?}: needs a host and no user info");
+    if authority.contains('@') {
+        // Not echoed: user info may hold a password.
+        bail!("a URL with user info is refused (credentials go in `auth`)");
+    }
+    if authority.is_empty() {
+        bail!("{url:?}: needs a host");
     }
     let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
         !h.is_empty() && !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':')
@@ -1081,6 +1090,7 @@ mod tests {
             ("auth = { oauth_token_url = \"https://x/t\", client_id = \"x\" }", "upstream[0].auth"),
             ("auth = { oauth_token_url = \"ftp://x\", client_id = \"x\", client_secret = \"s\" }", "auth.oauth_token_url"),
             ("auth = {}", "upstream[0].auth"),
+            ("auth = { oauth_token_url = \"https://id:pw@x/t\", client_id = \"x\", client_secret = \"s\" }", "no user info"),
             ("auth = { bearer = \"a\" }\nheaders = { authorization = \"b\" }", "headers.authorization"),
             ("auth = { header = \"Content-Length\", value = \"1\" }", "auth.header"),
             ("headers = { \"Bad Name\" = \"x\" }", "headers.Bad Name"),
@@ -1088,10 +1098,16 @@ mod tests {
             ("headers = { X-A = \"a\\r\\nX-Injected: 1\" }", "line break"),
             ("auth = { bearer = \"enc:v9:zz\" }", "unknown encryption format"),
         ] {
-            let e = parse(&format!("{UP}{bad}\n")).expect_err(bad);
+                let e = parse(&format!("{UP}{bad}\n")).expect_err(bad);
             assert!(format!("{e:#}").contains(want), "{bad}: {e:#}");
             assert!(!format!("{e:#}").contains("X-Injected"), "{e:#}");
+            assert!(!format!("{e:#}").contains("id:pw"), "{e:#}");
         }
+        let e = parse(&UP.replace("127.0.0.1:9", "user:pw-77@127.0.0.1:9")).expect_err("userinfo");
+        assert!(
+            format!("{e:#}").contains("upstream[0].url") && !format!("{e:#}").contains("pw-77"),
+            "{e:#}"
+        );
         let e = parse("[[upstream]]\nname = \"s\"\ntransport = \"stdio\"\ncommand = \"x\"\nauth = { bearer = \"a\" }\n")
             .expect_err("stdio");
         assert!(format!("{e:#}").contains("upstream[0].auth"), "{e:#}");
