@@ -512,7 +512,8 @@ pub struct UpstreamConfig {
 ///   `expires_in` (3600 s when the server gives none), and early (at most once per 10 s)
 ///   when the upstream answers 401. The client authenticates with HTTP Basic
 ///   (`client_secret_basic`). A failed fetch keeps the last token until it expires; then
-///   calls fail with -32030 until a fetch succeeds.
+///   calls fail at once with -32030 (not retried, not counted by the breaker) until a fetch
+///   succeeds.
 ///
 /// Secret values (`bearer`, `value`, `client_secret`) are written as in `headers`: plain,
 /// `env:VAR` or `enc:v1:<base64>`.

@@ -238,6 +238,20 @@ impl HttpUpstream {
         self.auth.as_deref()
     }
 
+    /// Fails (-32030, before anything is sent) when the upstream needs an OAuth token and
+    /// has no valid one; the warning is logged by the token source.
+    pub fn check_credential(&self) -> Result<()> {
+        match self.auth.as_deref() {
+            Some(Credential::OAuth(source)) if source.current().is_none() => Err(self.no_token()),
+            _ => Ok(()),
+        }
+    }
+
+    fn no_token(&self) -> Error {
+        self.err(ErrorKind::UpstreamUnavailable, "no valid OAuth token")
+            .unsent()
+    }
+
     /// Whether its first OAuth token fetch is still under way.
     pub fn token_pending(&self) -> bool {
         matches!(self.auth.as_deref(), Some(Credential::OAuth(s)) if s.pending())
@@ -410,10 +424,7 @@ impl HttpUpstream {
                 headers.push((name.as_str(), value.expose().as_bytes()))
             }
             Some(Credential::OAuth(source)) => {
-                token = source.current().ok_or_else(|| {
-                    self.err(ErrorKind::UpstreamUnavailable, "no valid OAuth token")
-                        .unsent()
-                })?;
+                token = source.current().ok_or_else(|| self.no_token())?;
                 headers.push(("Authorization", token.header.expose().as_bytes()));
             }
         }

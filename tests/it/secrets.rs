@@ -463,7 +463,7 @@ fn oauth_client_credentials_tokens_are_refreshed_and_their_loss_fails_calls() {
             "oauthed",
             &up.url(),
             &format!(
-                "auth = {{ oauth_token_url = \"{}\", client_id = \"mcpgw-test\", client_secret = \"{client_secret}\", scope = \"mcp:tools\" }}",
+                "auth = {{ oauth_token_url = \"{}\", client_id = \"mcpgw-test\", client_secret = \"{client_secret}\", scope = \"mcp:tools\" }}\nbreaker_failures = 2",
                 ep.url
             ),
         ) + &client_auth(&entry)),
@@ -498,8 +498,11 @@ fn oauth_client_credentials_tokens_are_refreshed_and_their_loss_fails_calls() {
     ep.failing.store(true, Ordering::SeqCst);
     let issued = ep.issued.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(3));
-    let failed = call(&url, &[own], "oauthed__whoami", json!({}));
-    assert_eq!(failed["error"]["code"], -32030, "{failed}");
+    // Not the upstream's failure: the breaker (2 failures here) does not open on it.
+    for _ in 0..3 {
+        let failed = call(&url, &[own], "oauthed__whoami", json!({}));
+        assert_eq!(failed["error"]["code"], -32030, "{failed}");
+    }
     assert_eq!(ep.issued.load(Ordering::SeqCst), issued);
     let log = gw.log_text();
     assert!(log.contains("no valid OAuth token"), "{log}");
