@@ -265,6 +265,10 @@ async fn route(
                         Link::Stdio(h) => ("stdio", h.is_up()),
                     };
                     let (health, since) = u.health.state();
+                    let (headers, auth) = match &u.link {
+                        Link::Http(h) => credentials(h),
+                        Link::Stdio(_) => (Value::Null, Value::Null),
+                    };
                     json!({
                         "name": u.name,
                         "transport": transport,
@@ -276,6 +280,8 @@ async fn route(
                         "tools": tools,
                         "session": if u.mode == crate::upstream::SessionMode::Shared { "shared" } else { "per-client" },
                         "source": if stored.contains(&u.name) { "admin" } else { "config" },
+                        "headers": headers,
+                        "auth": auth,
                     })
                 })
                 .collect();
@@ -522,12 +528,31 @@ fn add(
     if exists {
         return error(409, format!("{key}[0].name: {name:?} exists"));
     }
-    let spec = match toml::to_string(&v) {
+    let mut v = v;
+    if kind == Kind::Upstream {
+        if let Err(a) = seal_secrets(&mut v, shared.config.secret_key.as_deref()) {
+            return a;
+        }
+    }
+    let table: toml::Table = match toml::Table::try_from(&v) {
+        Ok(t) => t,
+        Err(e) => return error(400, format!("cannot express it as configuration: {e}")),
+    };
+    let spec = match toml::to_string(&table) {
         Ok(s) => s,
         Err(e) => return error(400, format!("cannot express it as configuration: {e}")),
     };
-    // Validate it exactly as a config file entry.
-    let doc = format!("[[{key}]]\n{spec}");
+    // Validate it exactly as a config file entry (nested tables such as `headers` stay
+    // under the entry: `[upstream.headers]`).
+    let mut doc = toml::Table::new();
+    doc.insert(
+        key.into(),
+        toml::Value::Array(vec![toml::Value::Table(table)]),
+    );
+    let doc = match toml::to_string(&doc) {
+        Ok(d) => d,
+        Err(e) => return error(400, format!("cannot express it as configuration: {e}")),
+    };
     if let Err(e) = crate::config::Config::parse(&doc, "request", &Default::default()) {
         return error(400, format!("{e:#}"));
     }
@@ -538,6 +563,75 @@ fn add(
     tracing::info!(kind = key, %name, "added through the admin API");
     audit_change(shared, "add", key, &name);
     answer(201, json!({ "added": name }))
+}
+
+// === upstream secrets ===
+
+/// An HTTP upstream's configured headers and credential as the API shows them: names and
+/// kinds, every value `***`.
+fn credentials(h: &crate::upstream::http::HttpUpstream) -> (Value, Value) {
+    use crate::upstream::http::Credential;
+    let headers: serde_json::Map<String, Value> = h
+        .header_names()
+        .map(|n| (n.to_string(), json!("***")))
+        .collect();
+    let auth = match h.credential() {
+        None => Value::Null,
+        Some(Credential::Header { name, .. }) => {
+            json!({ "type": "header", "header": name, "value": "***" })
+        }
+        Some(Credential::OAuth(src)) => {
+            let c = src.client();
+            json!({
+                "type": "oauth", "token_url": c.token_url, "client_id": c.client_id,
+                "client_secret": "***", "scope": c.scope, "token_valid": src.valid(),
+            })
+        }
+    };
+    (Value::Object(headers), auth)
+}
+
+/// Encrypts, in place, the secret values of an upstream added through the API (`headers`
+/// values, `auth.bearer`, `auth.value`, `auth.client_secret`), so that the store never holds
+/// them in plain text. `env:VAR` references and `enc:v1:` values are kept as given (the
+/// latter are checked by validation). A plain value without `MCPGW_SECRET_KEY` is refused.
+fn seal_secrets(v: &mut Value, key: Option<&crate::secret::SecretKey>) -> Result<(), Answer> {
+    let seal = |field: String, s: &mut String| -> Result<(), Answer> {
+        if crate::secret::is_stored_form(s) {
+            return Ok(());
+        }
+        let Some(key) = key else {
+            return Err(error(
+                400,
+                format!(
+                    "upstream[0].{field}: secret values are stored encrypted, and this gateway has no {k}: start it with {k} set (`mcpgw secret new-key` makes one), or give the value as env:VAR",
+                    k = crate::secret::KEY_ENV
+                ),
+            ));
+        };
+        match key.encrypt(s) {
+            Ok(sealed) => {
+                *s = sealed;
+                Ok(())
+            }
+            Err(e) => Err(error(500, format!("upstream[0].{field}: {e}"))),
+        }
+    };
+    if let Some(Value::Object(h)) = v.get_mut("headers") {
+        for (k, val) in h.iter_mut() {
+            if let Value::String(s) = val {
+                seal(format!("headers.{k}"), s)?;
+            }
+        }
+    }
+    if let Some(Value::Object(a)) = v.get_mut("auth") {
+        for f in ["bearer", "value", "client_secret"] {
+            if let Some(Value::String(s)) = a.get_mut(f) {
+                seal(format!("auth.{f}"), s)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 // === API keys ===

@@ -13,8 +13,11 @@ use std::{
     time::Duration,
 };
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, bail, Context};
 
+use crate::secret::{Env, Secret, SecretKey};
 use raw::RawConfig;
 
 /// The configuration used when `mcpgw run` is given no file: the gateway in front of its own
@@ -125,8 +128,10 @@ pub enum Transport {
         host: String,
         /// Path and query of the MCP endpoint.
         path: String,
-        /// Extra headers.
-        headers: Vec<(String, String)>,
+        /// Extra headers (values are secrets).
+        headers: Vec<(String, Secret)>,
+        /// The gateway's own credential for it.
+        auth: Option<UpstreamAuth>,
         /// Connect deadline.
         connect_timeout: Duration,
         /// `https://`: how the upstream's certificate is checked (None: plain HTTP).
@@ -145,6 +150,33 @@ pub enum Transport {
         /// Longest restart backoff.
         restart_backoff_max: Duration,
     },
+}
+
+/// An HTTP upstream's credential (`auth`), its secrets loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    /// A fixed header: `Authorization: Bearer ...` for `bearer`, else `header` = `value`.
+    Header {
+        /// Header name.
+        name: String,
+        /// Its whole value.
+        value: Secret,
+    },
+    /// OAuth 2.0 client credentials grant.
+    OAuth(OAuthClient),
+}
+
+/// The OAuth client an upstream's token is fetched as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthClient {
+    /// Token endpoint (`http://` or `https://`).
+    pub token_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: Secret,
+    /// Space-separated scopes (None: the server's default).
+    pub scope: Option<String>,
 }
 
 /// One validated upstream.
@@ -219,6 +251,8 @@ pub struct Config {
     pub auth: std::sync::Arc<crate::auth::Auth>,
     /// `[telemetry]`.
     pub telemetry: Telemetry,
+    /// The key of `enc:v1:` secrets (`MCPGW_SECRET_KEY`), if set.
+    pub secret_key: Option<Arc<SecretKey>>,
 }
 
 /// Validated `[telemetry]`.
@@ -256,6 +290,9 @@ pub struct Overrides {
     pub admin_listen: Option<String>,
     /// `MCPGW_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
+    /// Where `env:VAR` secrets and `MCPGW_SECRET_KEY` are read (default: the process
+    /// environment).
+    pub env: Env,
 }
 
 impl Config {
@@ -282,6 +319,7 @@ impl Config {
         })?;
         let at = |s: std::ops::Range<usize>| format!("{source}:{}", line_of(text, s.start));
         let g = &raw.gateway;
+        let secret_key = SecretKey::from_env(&ov.env)?;
 
         let listen_s = ov
             .listen
@@ -474,15 +512,14 @@ impl Config {
                             field("command")
                         );
                     }
+                    let (headers, auth) =
+                        credentials(u, &field, &at, &ov.env, secret_key.as_ref())?;
                     Transport::Http {
                         addr,
                         host,
                         path,
-                        headers: u
-                            .headers
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
+                        headers,
+                        auth,
                         connect_timeout: ms(u.connect_timeout_ms, 5_000),
                         tls,
                     }
@@ -500,6 +537,13 @@ impl Config {
                             "{}: {}: only for transport \"http\"",
                             at(u.name.span()),
                             field("url")
+                        );
+                    }
+                    if u.auth.is_some() {
+                        bail!(
+                            "{}: {}: only for transport \"http\"",
+                            at(u.name.span()),
+                            field("auth")
                         );
                     }
                     let command = if cmd.get_ref() == "@self" {
@@ -656,6 +700,7 @@ impl Config {
             json_logs,
         };
         Ok(Config {
+            secret_key: secret_key.map(Arc::new),
             telemetry,
             auth: std::sync::Arc::new(auth),
             gateway,
@@ -672,6 +717,136 @@ impl Config {
             source: source.into(),
         })
     }
+}
+
+/// Headers the gateway writes itself: configured ones would break the request's framing.
+const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
+
+/// Whether `name` is an HTTP header name (RFC 9110 token) the configuration may set.
+fn header_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && !RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// An upstream's extra headers and credential.
+type Credentials = (Vec<(String, Secret)>, Option<UpstreamAuth>);
+
+/// An upstream's `headers` and `auth`, validated, with their secrets loaded. Errors name the
+/// line, the field and the upstream, never a value.
+fn credentials(
+    u: &raw::UpstreamConfig,
+    field: &dyn Fn(&str) -> String,
+    at: &dyn Fn(std::ops::Range<usize>) -> String,
+    env: &Env,
+    key: Option<&SecretKey>,
+) -> anyhow::Result<Credentials> {
+    let name = u.name.get_ref();
+    let load = |v: &raw::SecretText, f: String| {
+        let v = &v.0;
+        let s = crate::secret::resolve(v.get_ref(), env, key)
+            .map_err(|e| anyhow!("{}: {f} (upstream {name:?}): {e}", at(v.span())))?;
+        // A line break in a value would let it write further headers.
+        if s.expose().bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            bail!(
+                "{}: {f} (upstream {name:?}): the value contains a line break or NUL",
+                at(v.span())
+            );
+        }
+        Ok(s)
+    };
+    let mut headers = Vec::with_capacity(u.headers.len());
+    for (k, v) in &u.headers {
+        let f = field(&format!("headers.{k}"));
+        if !header_name_ok(k) {
+            bail!(
+                "{}: {f}: not a header name the gateway may send (an HTTP token other than Host, Content-Length, Transfer-Encoding, Connection)",
+                at(v.0.span())
+            );
+        }
+        headers.push((k.clone(), load(v, f)?));
+    }
+    let Some(a) = &u.auth else {
+        return Ok((headers, None));
+    };
+    let shape_error = || {
+        anyhow!(
+            "{}: {}: give one of `bearer`, `header` + `value`, or `oauth_token_url` + `client_id` + `client_secret` (+ `scope`)",
+            at(u.name.span()),
+            field("auth")
+        )
+    };
+    let fixed = a.bearer.is_some() as u8 + (a.header.is_some() || a.value.is_some()) as u8;
+    let oauth = a.oauth_token_url.is_some()
+        || a.client_id.is_some()
+        || a.client_secret.is_some()
+        || a.scope.is_some();
+    let auth = match (&a.bearer, &a.header, &a.value) {
+        _ if fixed + oauth as u8 != 1 => return Err(shape_error()),
+        (Some(b), None, None) => UpstreamAuth::Header {
+            name: "Authorization".into(),
+            value: load(b, field("auth.bearer"))?.prefixed("Bearer "),
+        },
+        (None, Some(h), Some(v)) => {
+            if !header_name_ok(h.get_ref()) {
+                bail!(
+                    "{}: {}: not a header name the gateway may send",
+                    at(h.span()),
+                    field("auth.header")
+                );
+            }
+            UpstreamAuth::Header {
+                name: h.get_ref().clone(),
+                value: load(v, field("auth.value"))?,
+            }
+        }
+        (None, None, None) => {
+            let (Some(url), Some(id), Some(secret)) =
+                (&a.oauth_token_url, &a.client_id, &a.client_secret)
+            else {
+                return Err(shape_error());
+            };
+            let u = url.get_ref();
+            let authority = u
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+            if !(u.starts_with("https://") || u.starts_with("http://"))
+                || u.contains(char::is_whitespace)
+                || authority.is_empty()
+                || authority.contains('@')
+            {
+                bail!(
+                    "{}: {}: must be an http:// or https:// URL with a host and no user info",
+                    at(url.span()),
+                    field("auth.oauth_token_url")
+                );
+            }
+            if id.get_ref().is_empty() {
+                bail!("{}: {}: empty", at(id.span()), field("auth.client_id"));
+            }
+            UpstreamAuth::OAuth(OAuthClient {
+                token_url: u.clone(),
+                client_id: id.get_ref().clone(),
+                client_secret: load(secret, field("auth.client_secret"))?,
+                scope: a.scope.clone().filter(|s| !s.is_empty()),
+            })
+        }
+        _ => return Err(shape_error()),
+    };
+    let sent = match &auth {
+        UpstreamAuth::Header { name, .. } => name.as_str(),
+        UpstreamAuth::OAuth(_) => "Authorization",
+    };
+    if let Some((k, v)) = u.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(sent)) {
+        bail!(
+            "{}: {}: {sent} is already set by `auth`",
+            at(v.0.span()),
+            field(&format!("headers.{k}"))
+        );
+    }
+    Ok((headers, Some(auth)))
 }
 
 /// `$XDG_DATA_HOME/mcpgw`, else `~/.local/share/mcpgw`.
@@ -697,8 +872,12 @@ fn split_http_url(url: &str) -> anyhow::Result<(bool, String, String, String)> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    if authority.is_empty() || authority.contains('@') {
-        bail!("{url:?}: needs a host and no user info");
+    if authority.contains('@') {
+        // Not echoed: user info may hold a password.
+        bail!("a URL with user info is refused (credentials go in `auth`)");
+    }
+    if authority.is_empty() {
+        bail!("{url:?}: needs a host");
     }
     let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
         !h.is_empty() && !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':')
@@ -794,6 +973,147 @@ mod tests {
         assert_eq!(sni_host("[::1]:443"), "::1");
         assert_eq!(sni_host("[::1]"), "::1");
         assert_eq!(sni_host("localhost"), "localhost");
+    }
+
+    fn with_env(t: &str, vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let env: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ov = Overrides {
+            env: Env::with(env),
+            ..Default::default()
+        };
+        Config::parse(t, "test.toml", &ov)
+    }
+
+    fn http_auth(c: &Config) -> (&Vec<(String, Secret)>, &Option<UpstreamAuth>) {
+        match &c.upstreams[0].transport {
+            Transport::Http { headers, auth, .. } => (headers, auth),
+            Transport::Stdio { .. } => panic!("not http"),
+        }
+    }
+
+    const UP: &str =
+        "[[upstream]]\nname = \"api\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:9/mcp\"\n";
+
+    #[test]
+    fn upstream_secrets_load_from_env_and_ciphertext() {
+        let key = SecretKey::generate().expect("key");
+        let b64 = key.to_base64();
+        let sealed = key.encrypt("tok-123").expect("encrypt");
+        let text = format!(
+            "{UP}headers = {{ X-Tenant = \"env:TENANT\" }}\nauth = {{ bearer = \"{sealed}\" }}\n"
+        );
+        let vars = [("MCPGW_SECRET_KEY", b64.as_str()), ("TENANT", "acme")];
+        let c = with_env(&text, &vars).expect("loads");
+        let (headers, auth) = http_auth(&c);
+        assert_eq!(headers[0].0, "X-Tenant");
+        assert_eq!(headers[0].1.expose(), "acme");
+        let Some(UpstreamAuth::Header { name, value }) = auth else {
+            panic!("bearer: {auth:?}")
+        };
+        assert_eq!(
+            (name.as_str(), value.expose()),
+            ("Authorization", "Bearer tok-123")
+        );
+        // Nothing of either value in a debug dump of the whole config.
+        let dump = format!("{c:?}");
+        assert!(
+            !dump.contains("tok-123") && !dump.contains("acme"),
+            "{dump}"
+        );
+        assert!(!dump.contains(b64.as_str()));
+        let raw: RawConfig = toml::from_str(&text.replace("env:TENANT", "acme")).expect("raw");
+        let dump = format!("{raw:?}");
+        assert!(!dump.contains(&sealed) && !dump.contains("acme"), "{dump}");
+
+        // Wrong key, tampered value, no key, missing variable: each names line, field and
+        // upstream, and never shows a value.
+        let other = SecretKey::generate().expect("key").to_base64();
+        let e = with_env(
+            &text,
+            &[("MCPGW_SECRET_KEY", other.as_str()), ("TENANT", "acme")],
+        )
+        .expect_err("wrong key");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("test.toml:6")
+                && msg.contains("upstream[0].auth.bearer")
+                && msg.contains("\"api\"")
+                && msg.contains("MCPGW_SECRET_KEY"),
+            "{msg}"
+        );
+        let mut chars: Vec<char> = sealed.chars().collect();
+        let i = chars.len() - 6;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let tampered: String = chars.into_iter().collect();
+        let e = with_env(&text.replace(&sealed, &tampered), &vars).expect_err("tampered");
+        assert!(format!("{e:#}").contains("cannot be decrypted"), "{e:#}");
+        let e = with_env(&text, &[("TENANT", "acme")]).expect_err("no key");
+        assert!(
+            format!("{e:#}").contains("MCPGW_SECRET_KEY is not set"),
+            "{e:#}"
+        );
+        let e = with_env(&text, &vars[..1]).expect_err("no TENANT");
+        assert!(
+            format!("{e:#}").contains("upstream[0].headers.X-Tenant")
+                && format!("{e:#}").contains("env:TENANT"),
+            "{e:#}"
+        );
+        let e = with_env(UP, &[("MCPGW_SECRET_KEY", "not-a-key")]).expect_err("bad key");
+        assert!(format!("{e:#}").contains("32 bytes"), "{e:#}");
+    }
+
+    #[test]
+    fn upstream_auth_shapes_are_checked() {
+        let c = parse(&format!(
+            "{UP}auth = {{ header = \"X-Api-Key\", value = \"k1\" }}\n"
+        ))
+        .expect("header");
+        assert!(
+            matches!(http_auth(&c).1, Some(UpstreamAuth::Header { name, .. }) if name == "X-Api-Key")
+        );
+        let c = parse(&format!(
+            "{UP}auth = {{ oauth_token_url = \"https://login.example.com/token\", client_id = \"gw\", client_secret = \"cs\", scope = \"mcp\" }}\n"
+        ))
+        .expect("oauth");
+        let Some(UpstreamAuth::OAuth(o)) = http_auth(&c).1 else {
+            panic!("oauth")
+        };
+        assert_eq!(
+            (o.client_id.as_str(), o.scope.as_deref()),
+            ("gw", Some("mcp"))
+        );
+        assert!(!format!("{o:?}").contains("\"cs\""));
+        for (bad, want) in [
+            ("auth = { bearer = \"a\", header = \"X\", value = \"b\" }", "upstream[0].auth"),
+            ("auth = { header = \"X-Api-Key\" }", "upstream[0].auth"),
+            ("auth = { bearer = \"a\", client_id = \"x\" }", "upstream[0].auth"),
+            ("auth = { oauth_token_url = \"https://x/t\", client_id = \"x\" }", "upstream[0].auth"),
+            ("auth = { oauth_token_url = \"ftp://x\", client_id = \"x\", client_secret = \"s\" }", "auth.oauth_token_url"),
+            ("auth = {}", "upstream[0].auth"),
+            ("auth = { oauth_token_url = \"https://id:pw@x/t\", client_id = \"x\", client_secret = \"s\" }", "no user info"),
+            ("auth = { bearer = \"a\" }\nheaders = { authorization = \"b\" }", "headers.authorization"),
+            ("auth = { header = \"Content-Length\", value = \"1\" }", "auth.header"),
+            ("headers = { \"Bad Name\" = \"x\" }", "headers.Bad Name"),
+            ("headers = { Host = \"x\" }", "headers.Host"),
+            ("headers = { X-A = \"a\\r\\nX-Injected: 1\" }", "line break"),
+            ("auth = { bearer = \"enc:v9:zz\" }", "unknown encryption format"),
+        ] {
+                let e = parse(&format!("{UP}{bad}\n")).expect_err(bad);
+            assert!(format!("{e:#}").contains(want), "{bad}: {e:#}");
+            assert!(!format!("{e:#}").contains("X-Injected"), "{e:#}");
+            assert!(!format!("{e:#}").contains("id:pw"), "{e:#}");
+        }
+        let e = parse(&UP.replace("127.0.0.1:9", "user:pw-77@127.0.0.1:9")).expect_err("userinfo");
+        assert!(
+            format!("{e:#}").contains("upstream[0].url") && !format!("{e:#}").contains("pw-77"),
+            "{e:#}"
+        );
+        let e = parse("[[upstream]]\nname = \"s\"\ntransport = \"stdio\"\ncommand = \"x\"\nauth = { bearer = \"a\" }\n")
+            .expect_err("stdio");
+        assert!(format!("{e:#}").contains("upstream[0].auth"), "{e:#}");
     }
 
     #[test]

@@ -730,13 +730,15 @@ async fn check_health(
     }
 }
 
-/// Gives stdio children a chance to come up, so a catalog built now is complete.
+/// Gives stdio children a chance to come up, and OAuth upstreams their first token fetch,
+/// so a catalog built now is complete.
 async fn wait_for_children(upstreams: &[Arc<Upstream>]) {
     let deadline = std::time::Instant::now() + STARTUP_WAIT;
     while std::time::Instant::now() < deadline
-        && upstreams
-            .iter()
-            .any(|u| matches!(&u.link, Link::Stdio(h) if !h.is_up()))
+        && upstreams.iter().any(|u| match &u.link {
+            Link::Stdio(h) => !h.is_up(),
+            Link::Http(h) => h.token_pending(),
+        })
     {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1345,6 +1345,13 @@ impl Front {
         let client_id = Bytes::copy_from_slice(id);
         let (entry, mut cancel) = sess.register_call(client_id.clone(), gid);
         let sent_on = std::cell::RefCell::new(None);
+        // Without a valid OAuth token nothing can be sent: fail now (-32030). Retries and
+        // the breaker are for failures of the upstream itself.
+        if let Link::Http(h) = &upstream.link {
+            if let Err(e) = h.check_credential() {
+                return fail(&e);
+            }
+        }
         let policy = upstream.breaker_policy;
         let Some(pass) = upstream.breaker.allow(&policy, self.shared.now_ms()) else {
             return fail(&Error::new(

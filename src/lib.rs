@@ -12,17 +12,20 @@
 //!                         exposed name -> (upstream, original name)
 //!     upstream::Caller    fresh gateway id spliced in, name spliced back
 //!        ├─ http          per-worker keep-alive pool (plain or TLS), JSON or SSE answers,
-//!        │                session re-init on 404
+//!        │                session re-init on 404; configured headers and credential
+//!        │                (secret::Secret, or the OAuth token loaded from an arc-swap)
 //!        └─ stdio         channel to the control plane's supervisor of the child process
 //!     answer: upstream id replaced by the client's id; result bytes untouched
 //!
 //!  control plane thread: config, stdio children (restart with backoff), catalog fetch,
 //!  snapshot build and publish, idle-session expiry, quota counters saved to the store.
 //!  mcpgw-jwks thread: fetches a `jwks_url` and swaps its keys into the live `Auth`.
+//!  mcpgw-oauth thread (one per OAuth upstream): fetches and refreshes its access token.
 //! ```
 //!
 //! Workers share only the session table, the rate-limit and quota cells (`DashMap`s of
-//! atomics) and the snapshot and auth pointers; everything else is per worker.
+//! atomics), the snapshot and auth pointers and the upstreams' OAuth token pointers;
+//! everything else is per worker.
 
 pub mod admin;
 pub mod auth;
@@ -42,6 +45,7 @@ pub mod registry;
 pub mod relay;
 pub mod resilience;
 pub mod runtime;
+pub mod secret;
 pub mod session;
 pub mod store;
 pub mod transport;

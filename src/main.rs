@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         cmd: AuthCmd,
     },
+    /// Upstream secrets: encrypt a value for the config file, make a key.
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+    },
     /// Upstreams of a running gateway (through its admin API).
     Upstreams {
         #[command(flatten)]
@@ -106,6 +111,15 @@ enum AuthCmd {
     },
     /// Hash a Basic password (argon2id) for `[[auth.user]]`; reads it from stdin.
     HashPassword,
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Encrypt a secret read from stdin (one trailing newline dropped) under the key in
+    /// MCPGW_SECRET_KEY; prints `enc:v1:...` for the config file.
+    Encrypt,
+    /// Print a fresh random key (32 bytes, base64) for MCPGW_SECRET_KEY.
+    NewKey,
 }
 
 #[derive(Subcommand)]
@@ -271,6 +285,14 @@ fn main() -> std::process::ExitCode {
                 })
                 .map(|h| println!("{h}"))
         }
+        Command::Secret {
+            cmd: SecretCmd::NewKey,
+        } => mcpgw::secret::SecretKey::generate()
+            .map_err(anyhow::Error::from)
+            .map(|k| println!("{}", k.to_base64().as_str())),
+        Command::Secret {
+            cmd: SecretCmd::Encrypt,
+        } => encrypt_stdin(),
         Command::Upstreams { admin, cmd } => admin_client(&admin).and_then(|a| {
             use mcpgw::cli::UpstreamCmd as C;
             let cmd = match cmd {
@@ -358,6 +380,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `mcpgw secret encrypt`: stdin (less one trailing newline) -> `enc:v1:...` on stdout.
+fn encrypt_stdin() -> anyhow::Result<()> {
+    use mcpgw::secret::{SecretKey, KEY_ENV};
+    use std::io::Read as _;
+    let key = SecretKey::from_env(&Default::default())?.ok_or_else(|| {
+        anyhow::anyhow!("{KEY_ENV} is not set (`mcpgw secret new-key` makes one)")
+    })?;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the secret from stdin")?;
+    let plain = text
+        .strip_suffix('\n')
+        .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+    if plain.is_empty() {
+        anyhow::bail!("no secret on stdin");
+    }
+    println!("{}", key.encrypt(plain)?);
+    Ok(())
+}
+
 fn admin_client(a: &AdminArgs) -> anyhow::Result<mcpgw::cli::Admin> {
     mcpgw::cli::Admin::new(&a.admin, a.token.clone(), a.json)
 }
@@ -387,6 +430,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         driver: args.driver,
         admin_listen: std::env::var("MCPGW_ADMIN_LISTEN").ok(),
         admin_token: std::env::var("MCPGW_ADMIN_TOKEN").ok(),
+        ..Default::default()
     };
     let config = match Config::load(args.config.as_deref(), &ov) {
         Ok(c) => Arc::new(c),

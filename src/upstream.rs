@@ -8,6 +8,7 @@
 //! Every request carries a gateway-owned id from an [`IdGen`].
 
 pub mod http;
+pub mod oauth;
 pub mod stdio;
 
 use std::{cell::Cell, sync::Arc, time::Duration};
@@ -435,17 +436,21 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
             host,
             path,
             headers,
+            auth,
             connect_timeout,
             tls,
-        } => Link::Http(http::HttpUpstream::new(
-            cfg.name.clone(),
-            addr.clone(),
-            host.clone(),
-            path.clone(),
-            headers.clone(),
-            *connect_timeout,
-            tls.clone(),
-        )),
+        } => Link::Http(
+            http::HttpUpstream::new(
+                cfg.name.clone(),
+                addr.clone(),
+                host.clone(),
+                path.clone(),
+                headers.clone(),
+                *connect_timeout,
+                tls.clone(),
+            )
+            .with_auth(auth.as_ref().map(|a| http::Credential::new(&cfg.name, a))),
+        ),
         config::Transport::Stdio { .. } => Link::Stdio(supervisor.spawn(cfg)),
     };
     let mode = match (&link, cfg.shared_session) {

@@ -445,9 +445,18 @@ pub struct UpstreamConfig {
     /// instead of the Mozilla roots, e.g. a private CA. Default: the Mozilla roots.
     /// Certificate checks cannot be turned off.
     pub tls_ca: Option<Spanned<String>>,
-    /// `http`: extra request headers sent to the upstream (e.g. its own credentials).
+    /// `http`: extra request headers sent to the upstream on every request. Values are
+    /// secrets (never logged, shown as `***` by the admin API, stored encrypted when added
+    /// through it): plain text, `env:VAR` (read from the environment at load) or
+    /// `enc:v1:<base64>` (`mcpgw secret encrypt`, key in `MCPGW_SECRET_KEY`). Names must be
+    /// HTTP tokens; `Host`, `Content-Length`, `Transfer-Encoding` and `Connection` are the
+    /// gateway's. Default: none.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, SecretText>,
+    /// `http`: the gateway's own credential for this upstream, sent on every request
+    /// (initialize, calls, GET stream, DELETE). A client's `Authorization` is never
+    /// forwarded. Default: none.
+    pub auth: Option<UpstreamAuthConfig>,
     /// `stdio`: program to run; `@self` runs this mcpgw binary.
     pub command: Option<Spanned<String>>,
     /// `stdio`: its arguments.
@@ -495,4 +504,50 @@ pub struct UpstreamConfig {
     pub breaker_failures: Option<u32>,
     /// How long an open breaker refuses calls before one probe, ms. Default 10000.
     pub breaker_open_ms: Option<u64>,
+}
+
+/// `[[upstream]] auth`: one of three shapes.
+///
+/// - `{ bearer = "<secret>" }`: `Authorization: Bearer <secret>`.
+/// - `{ header = "X-Api-Key", value = "<secret>" }`: that header with that value.
+/// - `{ oauth_token_url, client_id, client_secret, scope }`: an OAuth 2.0 access token from
+///   the client credentials grant, sent as `Authorization: Bearer <token>`. The token is
+///   fetched off the workers (a thread per upstream) at start, again at 80% of its
+///   `expires_in` (3600 s when the server gives none), and early (at most once per 10 s)
+///   when the upstream answers 401. The client authenticates with HTTP Basic
+///   (`client_secret_basic`). A failed fetch keeps the last token until it expires; then
+///   calls fail at once with -32030 (not retried, not counted by the breaker) until a fetch
+///   succeeds.
+///
+/// Secret values (`bearer`, `value`, `client_secret`) are written as in `headers`: plain,
+/// `env:VAR` or `enc:v1:<base64>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuthConfig {
+    /// Bearer token (a secret).
+    pub bearer: Option<SecretText>,
+    /// Header name of a fixed credential, e.g. `X-Api-Key`; needs `value`.
+    pub header: Option<Spanned<String>>,
+    /// Its value (a secret).
+    pub value: Option<SecretText>,
+    /// OAuth token endpoint, `https://...` (`http://` only on a trusted network).
+    pub oauth_token_url: Option<Spanned<String>>,
+    /// OAuth client id.
+    pub client_id: Option<Spanned<String>>,
+    /// OAuth client secret (a secret).
+    pub client_secret: Option<SecretText>,
+    /// Space-separated scopes asked for. Default: none (the server's default).
+    pub scope: Option<String>,
+}
+
+/// A secret value as written (plain, `env:VAR` or `enc:v1:...`), with its place in the file.
+/// `Debug` shows `***`: a dump of the raw configuration shows no secret.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub Spanned<String>);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }

@@ -7,6 +7,10 @@
 //! one a request runs on (the gateway's shared session, or the client's own). A 404 on a
 //! session is reported as `UpstreamSessionExpired` so the owner can initialize again.
 //!
+//! Every request head carries the upstream's configured `headers` and its [`Credential`] (a
+//! fixed header, or the OAuth token the control plane's fetcher published), and nothing of the
+//! client's own request headers. Their values are [`Secret`]s, exposed only into the head.
+//!
 //! Connections are kept alive in a per-worker [`Pool`]; a pooled connection found closed is
 //! replaced once, before any byte of the answer. After the response of a call has been read,
 //! the rest of an SSE stream is drained (briefly) so the connection can be reused.
@@ -17,14 +21,16 @@ use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use super::{initialize_body, Caller, Hello, INITIALIZED};
+use super::{initialize_body, oauth::TokenSource, Caller, Hello, INITIALIZED};
 use crate::{
+    config::UpstreamAuth,
     error::{Error, ErrorKind, Result},
     jsonrpc::Kind,
     net::{
         tls::{ClientTls, TlsStream},
         Stream,
     },
+    secret::Secret,
     transport::{
         http::{self as codec, BodyKind, ChunkedDecoder, Limits, ResponseHead},
         sse::SseDecoder,
@@ -53,13 +59,41 @@ pub struct HttpUpstream {
     addr: String,
     host: String,
     path: String,
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, Secret)>,
+    /// Boxed: most upstreams have none, and `Link` stays small.
+    auth: Option<Box<Credential>>,
     connect_timeout: Duration,
     tls: Option<ClientTls>,
     /// Key of its connections in the pool: the address, and for TLS the name and CA they
     /// were verified with.
     pool_key: String,
     shared: ArcSwapOption<UpstreamSession>,
+}
+
+/// The gateway's own credential for an upstream, written into every request head.
+pub enum Credential {
+    /// A fixed header (`Authorization: Bearer ...`, `X-Api-Key: ...`).
+    Header {
+        /// Header name.
+        name: String,
+        /// Its value.
+        value: Secret,
+    },
+    /// An OAuth access token, fetched and refreshed off the workers.
+    OAuth(Arc<TokenSource>),
+}
+
+impl Credential {
+    /// The credential for a validated `auth`; an OAuth one starts its token thread.
+    pub fn new(upstream: &str, auth: &UpstreamAuth) -> Self {
+        match auth {
+            UpstreamAuth::Header { name, value } => Credential::Header {
+                name: name.clone(),
+                value: value.clone(),
+            },
+            UpstreamAuth::OAuth(c) => Credential::OAuth(TokenSource::start(upstream, c)),
+        }
+    }
 }
 
 /// A connection to an HTTP upstream: plain TCP, or TLS for `https://` URLs.
@@ -166,7 +200,7 @@ impl HttpUpstream {
         addr: String,
         host: String,
         path: String,
-        headers: Vec<(String, String)>,
+        headers: Vec<(String, Secret)>,
         connect_timeout: Duration,
         tls: Option<ClientTls>,
     ) -> Self {
@@ -180,11 +214,47 @@ impl HttpUpstream {
             host,
             path,
             headers,
+            auth: None,
             connect_timeout,
             tls,
             pool_key,
             shared: ArcSwapOption::empty(),
         }
+    }
+
+    /// Sends `auth` on every request.
+    pub fn with_auth(mut self, auth: Option<Credential>) -> Self {
+        self.auth = auth.map(Box::new);
+        self
+    }
+
+    /// Names of the configured extra headers (their values are secrets).
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.headers.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// Its credential, if any.
+    pub fn credential(&self) -> Option<&Credential> {
+        self.auth.as_deref()
+    }
+
+    /// Fails (-32030, before anything is sent) when the upstream needs an OAuth token and
+    /// has no valid one; the warning is logged by the token source.
+    pub fn check_credential(&self) -> Result<()> {
+        match self.auth.as_deref() {
+            Some(Credential::OAuth(source)) if source.current().is_none() => Err(self.no_token()),
+            _ => Ok(()),
+        }
+    }
+
+    fn no_token(&self) -> Error {
+        self.err(ErrorKind::UpstreamUnavailable, "no valid OAuth token")
+            .unsent()
+    }
+
+    /// Whether its first OAuth token fetch is still under way.
+    pub fn token_pending(&self) -> bool {
+        matches!(self.auth.as_deref(), Some(Credential::OAuth(s)) if s.pending())
     }
 
     /// The gateway-wide session, if one was negotiated.
@@ -290,7 +360,7 @@ impl HttpUpstream {
         caller: &Caller,
         session: &UpstreamSession,
     ) -> Result<Option<HttpCall>> {
-        let req = self.head("GET", Some(session), None);
+        let req = self.head("GET", Some(session), None)?;
         match self.exchange_pooled(caller, req, "GET").await {
             Ok(c) => Ok(Some(c)),
             Err(e) if e.context.ends_with("HTTP 405") => Ok(None),
@@ -303,8 +373,11 @@ impl HttpUpstream {
         if session.id.is_none() {
             return;
         }
-        let req = self.head("DELETE", Some(session), None);
-        match self.exchange_pooled(caller, req, "DELETE").await {
+        let exchange = match self.head("DELETE", Some(session), None) {
+            Ok(req) => self.exchange_pooled(caller, req, "DELETE").await,
+            Err(e) => Err(e),
+        };
+        match exchange {
             Ok(c) => c.finish(caller).await,
             Err(e) => {
                 tracing::debug!(upstream = %self.name, error = %e, "upstream session DELETE failed")
@@ -316,7 +389,16 @@ impl HttpUpstream {
         Error::new(kind, format!("upstream {}: {what}", self.name))
     }
 
-    fn head(&self, method: &str, session: Option<&UpstreamSession>, body: Option<&Bytes>) -> Bytes {
+    /// The request head (and body). Fails, before anything is sent, when the upstream's
+    /// OAuth token is missing or expired.
+    fn head(
+        &self,
+        method: &str,
+        session: Option<&UpstreamSession>,
+        body: Option<&Bytes>,
+    ) -> Result<Bytes> {
+        // Declared before `headers`, which borrows it.
+        let token;
         let mut req = BytesMut::with_capacity(512 + body.map_or(0, |b| b.len()));
         let accept: &[u8] = if method == "GET" {
             b"text/event-stream"
@@ -334,7 +416,17 @@ impl HttpUpstream {
             headers.push(("MCP-Protocol-Version", s.version.as_bytes()));
         }
         for (k, v) in &self.headers {
-            headers.push((k.as_str(), v.as_bytes()));
+            headers.push((k.as_str(), v.expose().as_bytes()));
+        }
+        match self.auth.as_deref() {
+            None => {}
+            Some(Credential::Header { name, value }) => {
+                headers.push((name.as_str(), value.expose().as_bytes()))
+            }
+            Some(Credential::OAuth(source)) => {
+                token = source.current().ok_or_else(|| self.no_token())?;
+                headers.push(("Authorization", token.header.expose().as_bytes()));
+            }
         }
         codec::write_request_head(
             &mut req,
@@ -347,7 +439,7 @@ impl HttpUpstream {
         if let Some(b) = body {
             req.extend_from_slice(b);
         }
-        req.freeze()
+        Ok(req.freeze())
     }
 
     async fn start(
@@ -356,7 +448,7 @@ impl HttpUpstream {
         session: Option<&UpstreamSession>,
         body: Bytes,
     ) -> Result<HttpCall> {
-        let req = self.head("POST", session, Some(&body));
+        let req = self.head("POST", session, Some(&body))?;
         let mut call = self.exchange_pooled(caller, req, "POST").await?;
         if call.status == 404 && session.is_some() {
             return Err(self.err(ErrorKind::UpstreamSessionExpired, "404"));
@@ -501,6 +593,11 @@ impl HttpUpstream {
             return Ok(call);
         }
         tracing::warn!(upstream = %self.name, status, "upstream answered with an HTTP error");
+        if status == 401 {
+            if let Some(Credential::OAuth(source)) = self.auth.as_deref() {
+                source.rejected();
+            }
+        }
         let kind = if status >= 500 || status == 429 {
             ErrorKind::UpstreamUnavailable
         } else {

@@ -15,6 +15,7 @@ mod otel;
 mod raw;
 mod resilience;
 mod sdk;
+mod secrets;
 mod servers;
 mod session;
 mod support;

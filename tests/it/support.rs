@@ -222,6 +222,17 @@ impl Gateway {
     /// Starts `mcpgw run` with `[gateway]` settings `gateway_toml` (listen is added) and
     /// `upstreams_toml`, on `driver`; returns once it accepts connections.
     pub fn start(gateway_toml: &str, upstreams_toml: &str, driver: &str) -> Self {
+        Self::start_env(gateway_toml, upstreams_toml, driver, &[])
+    }
+
+    /// As [`Gateway::start`], with `env` added to the gateway's environment (e.g.
+    /// `MCPGW_SECRET_KEY`).
+    pub fn start_env(
+        gateway_toml: &str,
+        upstreams_toml: &str,
+        driver: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         // A port found free can be taken by another test before the gateway binds it: try
         // another one then (and only then).
         let mut last = String::new();
@@ -235,7 +246,7 @@ impl Gateway {
                 format!("[gateway]\nlisten = \"{addr}\"\nworkers = 2\n{gateway_toml}\n\n{upstreams_toml}"),
             )
             .expect("write config");
-            match Self::try_start_with(&cfg, &["--driver", driver], addr, dir) {
+            match Self::try_start_with_env(&cfg, &["--driver", driver], addr, dir, env) {
                 Ok(mut gw) => {
                     gw.config = Some(cfg);
                     return gw;
@@ -260,6 +271,17 @@ impl Gateway {
         addr: SocketAddr,
         dir: TempDir,
     ) -> Result<Self, String> {
+        Self::try_start_with_env(cfg, args, addr, dir, &[])
+    }
+
+    /// As [`Gateway::try_start_with`], with `env` added to the gateway's environment.
+    pub fn try_start_with_env(
+        cfg: &Path,
+        args: &[&str],
+        addr: SocketAddr,
+        dir: TempDir,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let log = dir.0.join("gateway.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
@@ -271,6 +293,7 @@ impl Gateway {
             // The default registry store lives under XDG_DATA_HOME: keep it in the test's
             // own directory, never in the user's home.
             .env("XDG_DATA_HOME", dir.0.join("data"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)

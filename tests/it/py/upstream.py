@@ -12,6 +12,9 @@ printed for an explicit --port too, so tests can always wait for it.
 NAME is woven into every answer so a test can tell which upstream answered:
   tools      echo(text) -> "NAME:text", add(a, b) -> a+b, whoami() -> NAME,
              auth_header() -> the Authorization header of the HTTP request (HTTP only),
+             header(name) -> that header of the HTTP request, '' without one (HTTP only),
+             requests_seen() -> JSON list of [method, Authorization header] of the last 1000
+             HTTP requests this server received (every POST, GET and DELETE; HTTP only),
              flood(count, size) -> `count` progress notifications of `size` bytes, at once,
              slow(seconds) -> "done" after an asyncio sleep (cancel_count() -> how many
              slow calls were cancelled), crash() -> os._exit(3),
@@ -58,6 +61,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import json
 import os
 import socket
 import sys
@@ -194,6 +199,15 @@ def build_server(name: str, log_level: str) -> MCPServer:
     def auth_header(ctx: Context) -> str:
         headers = getattr(ctx.request_context.request, "headers", None)
         return headers.get("authorization", "") if headers is not None else ""
+
+    @server.tool(description="[method, Authorization] of the last 1000 HTTP requests, as JSON.")
+    def requests_seen() -> str:
+        return json.dumps(list(SEEN))
+
+    @server.tool(description="The request header `name` this server received with the call ('' without one).")
+    def header(name: str, ctx: Context) -> str:
+        headers = getattr(ctx.request_context.request, "headers", None)
+        return headers.get(name, "") if headers is not None else ""
 
     @server.tool(description="Send `count` progress notifications with a `size`-byte message each, at once.")
     async def flood(count: int, size: int, ctx: Context) -> str:
@@ -333,12 +347,31 @@ def build_server(name: str, log_level: str) -> MCPServer:
     return server
 
 
+# [method, Authorization] of the HTTP requests received, newest last (see requests_seen).
+SEEN: collections.deque[tuple[str, str]] = collections.deque(maxlen=1000)
+
+
+def recording(app: Any) -> Any:
+    """ASGI middleware: records each HTTP request's method and Authorization header."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            auth = next(
+                (v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"authorization"),
+                "",
+            )
+            SEEN.append((scope["method"], auth))
+        await app(scope, receive, send)
+
+    return wrapped
+
+
 async def serve_http(
     server: MCPServer, port: int, log_level: str, certfile: str | None = None, keyfile: str | None = None
 ) -> None:
     import uvicorn
 
-    app = server.streamable_http_app(host="127.0.0.1")
+    app = recording(server.streamable_http_app(host="127.0.0.1"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
