@@ -312,6 +312,16 @@ impl Scanner {
             all_tools.iter().filter(|(s, _)| s != server).collect();
         let name = tool.get("name").and_then(Value::as_str).unwrap_or("");
         self.scan_name(name, &others, &mut out);
+        // Looked for in every field: lowercased once.
+        let mut idents = Idents::default();
+        for (_, n) in others.iter().filter(|(_, n)| looks_like_identifier(n)) {
+            let n = n.to_ascii_lowercase();
+            if n.bytes().all(is_ident_byte) {
+                idents.words.insert(n);
+            } else {
+                idents.dotted.push(n);
+            }
+        }
         let mut fields = Vec::new();
         for key in ["name", "title", "description"] {
             if let Some(s) = tool.get(key).and_then(Value::as_str) {
@@ -324,7 +334,7 @@ impl Scanner {
             }
         }
         for (field, raw) in &fields {
-            self.scan_text(field, raw, &others, 0, &mut out);
+            self.scan_text(field, raw, &idents, 0, &mut out);
         }
         out
     }
@@ -354,7 +364,7 @@ impl Scanner {
         &self,
         field: &str,
         raw: &str,
-        others: &[&(String, String)],
+        idents: &Idents,
         depth: u8,
         out: &mut Vec<Finding>,
     ) {
@@ -385,7 +395,7 @@ impl Scanner {
                 out.push(self.finding(RuleRef::Index(r), field, text, (m.start(), m.end())));
             }
         }
-        self.scan_references(field, text, others, out);
+        self.scan_references(field, text, idents, out);
         if depth >= MAX_DEPTH {
             return;
         }
@@ -403,34 +413,44 @@ impl Scanner {
                     (m.start(), m.end()),
                 ));
             }
-            self.scan_text(&format!("{field}#base64"), &decoded, others, depth + 1, out);
+            self.scan_text(&format!("{field}#base64"), &decoded, idents, depth + 1, out);
         }
     }
 
     /// Names of other servers' tools in the text; with an order in the same sentence,
     /// a hijack.
-    fn scan_references(
-        &self,
-        field: &str,
-        text: &str,
-        others: &[&(String, String)],
-        out: &mut Vec<Finding>,
-    ) {
+    fn scan_references(&self, field: &str, text: &str, idents: &Idents, out: &mut Vec<Finding>) {
         // ASCII lowercasing keeps byte offsets; tool names are ASCII (else `name.non-ascii`).
         let lower = text.to_ascii_lowercase();
+        let mut hits = Vec::new();
+        if !idents.words.is_empty() {
+            // One pass over the words of the text, each looked up.
+            let bytes = lower.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                if !is_ident_byte(bytes[i]) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < bytes.len() && is_ident_byte(bytes[i]) {
+                    i += 1;
+                }
+                if idents.words.contains(&lower[start..i]) {
+                    hits.push((start, i));
+                }
+            }
+        }
+        for name in &idents.dotted {
+            if let Some(start) = find_word(&lower, name) {
+                hits.push((start, start + name.len()));
+            }
+        }
         let (mut mention, mut hijack) = (false, false);
-        for (_, name) in others {
+        for span in hits {
             if mention && hijack {
                 break;
             }
-            if !looks_like_identifier(name) {
-                continue;
-            }
-            let name = name.to_ascii_lowercase();
-            let Some(start) = find_word(&lower, &name) else {
-                continue;
-            };
-            let span = (start, start + name.len());
             let sentence = sentence_around(text, span);
             if !hijack && self.order_word.is_match(sentence) {
                 hijack = true;
@@ -480,6 +500,15 @@ impl Scanner {
             }
         }
     }
+}
+
+/// Other servers' identifier-like tool names, lowercase, for `scan_references`.
+#[derive(Default)]
+struct Idents {
+    /// Names of `[a-z0-9_]` only: each word of the text is looked up.
+    words: HashSet<String>,
+    /// Names with `-` or `.`: searched for one by one.
+    dotted: Vec<String>,
 }
 
 /// Which rule a finding is for: a builtin check, or a rule by index.
@@ -534,9 +563,13 @@ fn looks_like_identifier(name: &str) -> bool {
         && (name.contains(['_', '-', '.']) || name.chars().skip(1).any(|c| c.is_ascii_uppercase()))
 }
 
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
 /// First occurrence of `needle` in `hay` not inside a longer identifier.
 fn find_word(hay: &str, needle: &str) -> Option<usize> {
-    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let ident = is_ident_byte;
     let bytes = hay.as_bytes();
     hay.match_indices(needle).map(|(i, _)| i).find(|&i| {
         let end = i + needle.len();
@@ -556,8 +589,13 @@ fn sentence_around(text: &str, span: (usize, usize)) -> &str {
 /// The name as it looks: NFKC, lowercase, confusables folded to one Latin letter,
 /// separators to `_`.
 fn skeleton(name: &str) -> String {
-    let folded: String = normalize(name)
-        .text
+    // ASCII is NFKC already and has no hidden characters.
+    let norm = if name.is_ascii() {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(normalize(name).text)
+    };
+    let folded: String = norm
         .chars()
         .flat_map(char::to_lowercase)
         .map(|c| match c {
@@ -586,25 +624,28 @@ fn skeleton(name: &str) -> String {
             c => c,
         })
         .collect();
-    folded.replace("rn", "m").replace("vv", "w")
+    if folded.contains("rn") || folded.contains("vv") {
+        folded.replace("rn", "m").replace("vv", "w")
+    } else {
+        folded
+    }
 }
 
 /// Whether `a` and `b` are exactly one insertion, deletion or substitution apart.
 fn one_edit(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return one_edit_in(a.as_bytes(), b.as_bytes());
+    }
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let (short, long) = if a.len() <= b.len() {
-        (&a, &b)
-    } else {
-        (&b, &a)
-    };
+    one_edit_in(&a, &b)
+}
+
+fn one_edit_in<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     if long.len() - short.len() > 1 {
         return false;
     }
-    let prefix = short
-        .iter()
-        .zip(long.iter())
-        .take_while(|(x, y)| x == y)
-        .count();
+    let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
     if short.len() == long.len() {
         prefix < short.len() && short[prefix + 1..] == long[prefix + 1..]
     } else {
