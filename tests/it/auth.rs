@@ -309,6 +309,24 @@ fn jwt_bearer_tokens_and_protected_resource_metadata() {
             ),
         ),
         ("not a JWT", "abc.def.ghi".to_string()),
+        ("bad signature", {
+            // A valid token whose signature part is altered (the claims are untouched).
+            let t = token(claims("erin", resource, now() + 600));
+            let (head, sig) = t.rsplit_once('.').expect("three parts");
+            let mut sig: Vec<char> = sig.chars().collect();
+            sig[10] = if sig[10] == 'A' { 'B' } else { 'A' };
+            format!("{head}.{}", sig.into_iter().collect::<String>())
+        }),
+        ("signed by another key", {
+            // RS256 with a key the gateway does not trust for this kid (the JWKS holds the
+            // RSA public key as rsa1, pinned to RS256; naming ec1 selects the EC key).
+            let pem = std::fs::read(root().join("src/auth/testdata/rsa_private.pem")).expect("key");
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("rsa key");
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            header.kid = Some("ec1".into());
+            jsonwebtoken::encode(&header, &claims("erin", resource, now() + 600), &key)
+                .expect("sign")
+        }),
     ] {
         let r = call(gw.addr, INIT, &[&bearer(t)]);
         assert_eq!(r.status, 401, "{why}: {r:?}");
