@@ -52,6 +52,8 @@ pub struct Auth {
     pub proxies: IpRules,
     /// Per virtual server address rules.
     pub server_ip: HashMap<String, IpRules>,
+    /// Per virtual server: roles allowed there, and the principal of anonymous clients there.
+    pub servers: HashMap<String, ServerAuth>,
     /// `[[rate_limit]]`, in file order.
     pub rates: Vec<RateRule>,
     /// `[[quota]]`, in file order.
@@ -91,6 +93,23 @@ pub struct OverQuota {
     pub team: bool,
     /// When the window ends, unix seconds.
     pub resets_at: u64,
+}
+
+/// A virtual server's own authentication settings.
+#[derive(Debug)]
+pub struct ServerAuth {
+    /// A principal must hold one of these roles (empty: any).
+    pub allowed_roles: Vec<String>,
+    /// The principal of clients without credentials here.
+    pub anonymous: Option<Arc<Principal>>,
+}
+
+impl ServerAuth {
+    /// Whether `p` may use the server.
+    pub fn admits(&self, p: &Principal) -> bool {
+        self.allowed_roles.is_empty()
+            || p.grant.roles.iter().any(|r| self.allowed_roles.contains(r))
+    }
 }
 
 /// One compiled `[[rate_limit]]`.
@@ -223,6 +242,7 @@ impl Auth {
             ip: IpRules::default(),
             proxies: IpRules::default(),
             server_ip: HashMap::new(),
+            servers: HashMap::new(),
         }
     }
 
@@ -413,6 +433,32 @@ impl Auth {
                 server_ip.insert(s.name.get_ref().clone(), rules);
             }
         }
+        let mut servers = HashMap::new();
+        for s in &raw.servers {
+            let name = s.name.get_ref();
+            known(&format!("server {name:?}.allowed_roles"), &s.allowed_roles)?;
+            let anonymous = match &s.anonymous_roles {
+                None => None,
+                Some(r) => {
+                    known(&format!("server {name:?}.anonymous_roles"), r)?;
+                    Some(Arc::new(Principal::new(
+                        "anonymous",
+                        Method::Anonymous,
+                        None,
+                        roles.grant(r),
+                    )))
+                }
+            };
+            if !s.allowed_roles.is_empty() || anonymous.is_some() {
+                servers.insert(
+                    name.clone(),
+                    ServerAuth {
+                        allowed_roles: s.allowed_roles.clone(),
+                        anonymous,
+                    },
+                );
+            }
+        }
         Ok(Self {
             anonymous,
             keys,
@@ -425,6 +471,7 @@ impl Auth {
             ip,
             proxies,
             server_ip,
+            servers,
             rates: compile_rates(&raw.rate_limits)?,
             quotas: compile_quotas(&raw.quotas)?,
         })

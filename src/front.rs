@@ -242,9 +242,16 @@ impl Front {
                 );
             }
         }
-        let principal = match auth.authenticate_with_cert(req, cert).await {
-            Ok(p) => p,
-            Err(denied) => {
+        // A virtual server may let anonymous clients in with its own roles, and may admit
+        // only some roles.
+        let server_auth = server.and_then(|s| auth.servers.get(s));
+        let server_anonymous = server_auth.and_then(|s| s.anonymous.clone());
+        let authed = auth.authenticate_with_cert(req, cert).await;
+        let principal = match (authed, server_anonymous) {
+            (Ok(p), Some(a)) if p.method == crate::auth::policy::Method::Anonymous => a,
+            (Ok(p), _) => p,
+            (Err(crate::auth::Denied::Missing), Some(a)) => a,
+            (Err(denied), _) => {
                 let why = match denied {
                     crate::auth::Denied::Missing => "Unauthorized: credentials required",
                     crate::auth::Denied::Invalid(why) => why,
@@ -260,6 +267,14 @@ impl Front {
                 return r;
             }
         };
+        if server_auth.is_some_and(|sa| !sa.admits(&principal)) {
+            tracing::info!(principal = %principal.name, server = ?server, "principal not admitted to this server");
+            return Reply::error(
+                403,
+                Code::Forbidden,
+                "Forbidden: this principal may not use this server",
+            );
+        }
         if req.method == "POST" && !auth.rates.is_empty() {
             let now = self.shared.now_ns();
             if let Err(wait) =

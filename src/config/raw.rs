@@ -311,6 +311,13 @@ pub struct ServerConfig {
     /// Client addresses (CIDR) refused on this server.
     #[serde(default)]
     pub ip_deny: Vec<String>,
+    /// Roles allowed on this server: a principal holding none of them gets 403. Default:
+    /// any authenticated principal.
+    #[serde(default)]
+    pub allowed_roles: Vec<String>,
+    /// Roles of clients without credentials on this server (overrides
+    /// `auth.anonymous_roles` here). Absent: as on `/mcp`.
+    pub anonymous_roles: Option<Vec<String>>,
 }
 
 /// `[gateway]`.

@@ -790,3 +790,57 @@ fn quotas_count_calls_refuse_with_the_reset_time_and_survive_a_restart() {
     let r = call(gw.addr, &tool("demo__word_count"), &[&a, &sa]).json();
     assert_eq!(r["error"]["code"], -32041, "the team too: {r}");
 }
+
+#[test]
+fn virtual_servers_admit_their_own_roles_and_anonymous_clients() {
+    let (alice, alice_entry) = new_key("alice", &["reader"]);
+    let (bob, bob_entry) = new_key("bob", &["admin"]);
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{DEMO}\n[auth]\n{alice_entry}\n{bob_entry}\n{ROLES}\n\
+             [[server]]\nname = \"ops\"\ntools = [\"demo__*\"]\nallowed_roles = [\"admin\"]\n\n\
+             [[server]]\nname = \"public\"\ntools = [\"demo__echo\", \"demo__add\"]\nanonymous_roles = [\"reader\"]\n"
+        ),
+        "auto",
+    );
+    let on = |path: &str, body: &str, headers: &[&str]| -> Resp {
+        let mut c = Raw::connect(gw.addr);
+        let req = String::from_utf8(post(body, headers)).expect("utf8");
+        c.send(
+            req.replacen("POST /mcp ", &format!("POST {path} "), 1)
+                .as_bytes(),
+        );
+        c.read().expect("answer")
+    };
+    let a = format!("Authorization: Bearer {alice}");
+    let b = format!("Authorization: Bearer {bob}");
+    // ops admits admins only.
+    let r = on("/servers/ops/mcp", INIT, &[&a]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.code(), -32040);
+    assert_eq!(on("/servers/ops/mcp", INIT, &[&b]).status, 200);
+    // public lets clients without credentials in, with the reader role there only.
+    let r = on("/servers/public/mcp", INIT, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let sid = format!(
+        "Mcp-Session-Id: {}",
+        r.header("mcp-session-id").expect("sid")
+    );
+    let list = on(
+        "/servers/public/mcp",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        &[&sid],
+    )
+    .json();
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["demo__echo"], "{list}");
+    assert_eq!(
+        call(gw.addr, INIT, &[]).status,
+        401,
+        "/mcp still needs credentials"
+    );
+}
