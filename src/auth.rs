@@ -271,7 +271,27 @@ impl Auth {
                 },
             ));
         }
-        let roles = Roles::new(roles);
+        let mut teams = Vec::new();
+        for t in &a.teams {
+            if let Some(r) = t
+                .roles
+                .iter()
+                .find(|r| !raw.roles.iter().any(|x| x.name == **r))
+            {
+                return Err(format!(
+                    "team {:?}: unknown role {r:?} (define it in [[role]])",
+                    t.name
+                ));
+            }
+            if teams
+                .iter()
+                .any(|(n, _): &(String, Vec<String>)| *n == t.name)
+            {
+                return Err(format!("team {:?} is defined twice", t.name));
+            }
+            teams.push((t.name.clone(), t.roles.clone()));
+        }
+        let roles = Roles::new(roles).with_teams(teams);
         let known = |what: &str, names: &[String]| -> Result<(), String> {
             match names.iter().find(|n| !roles.contains(n)) {
                 Some(n) => Err(format!(
@@ -291,7 +311,7 @@ impl Auth {
                 &k.name,
                 Method::ApiKey,
                 k.team.as_deref(),
-                roles.grant(&k.roles),
+                roles.grant_for(&k.roles, k.team.as_deref()),
             );
             if keys.insert(k.id.clone(), (hash, Arc::new(p))).is_some() {
                 return Err(format!("api_key id {:?} is used twice", k.id));
@@ -312,7 +332,7 @@ impl Auth {
                 &u.name,
                 Method::Basic,
                 u.team.as_deref(),
-                roles.grant(&u.roles),
+                roles.grant_for(&u.roles, u.team.as_deref()),
             );
             users.insert(
                 u.name.clone(),
@@ -709,7 +729,7 @@ impl Auth {
             name,
             Method::Jwt,
             team,
-            self.roles.grant(&roles),
+            self.roles.grant_for(&roles, team),
         ));
         let exp = v
             .claims
@@ -775,7 +795,7 @@ fn compile_certs(
             c.name.as_deref().unwrap_or(&c.subject),
             Method::Certificate,
             c.team.as_deref(),
-            roles.grant(&c.roles),
+            roles.grant_for(&c.roles, c.team.as_deref()),
         );
         if out.insert(c.subject.clone(), Arc::new(p)).is_some() {
             return Err(format!("auth.cert subject {:?} is listed twice", c.subject));

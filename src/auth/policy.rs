@@ -109,6 +109,8 @@ impl Grant {
 pub struct Roles {
     by_name: HashMap<String, Role>,
     grants: dashmap::DashMap<Vec<String>, Arc<Grant>>,
+    /// Roles of each team (`[[auth.team]]`).
+    teams: HashMap<String, Vec<String>>,
 }
 
 /// One role.
@@ -128,6 +130,25 @@ impl Roles {
         Self {
             by_name: roles.into_iter().collect(),
             grants: Default::default(),
+            teams: HashMap::new(),
+        }
+    }
+
+    /// With the roles every member of each team gets.
+    pub fn with_teams(mut self, teams: impl IntoIterator<Item = (String, Vec<String>)>) -> Self {
+        self.teams = teams.into_iter().collect();
+        self
+    }
+
+    /// The grant of a principal holding `names` in `team` (its team's roles added).
+    pub fn grant_for(&self, names: &[String], team: Option<&str>) -> Arc<Grant> {
+        match team.and_then(|t| self.teams.get(t)) {
+            Some(extra) if !extra.is_empty() => {
+                let mut all = names.to_vec();
+                all.extend(extra.iter().cloned());
+                self.grant(&all)
+            }
+            _ => self.grant(names),
         }
     }
 
@@ -241,6 +262,10 @@ mod tests {
         let again = roles.grant(&["reader".into(), "dev".into(), "nope".into()]);
         assert!(Arc::ptr_eq(&g, &again), "one grant per role set");
         assert!(!roles.grant(&[]).tool("demo__echo"));
+        let roles = roles.with_teams([("platform".to_string(), vec!["reader".to_string()])]);
+        assert!(roles.grant_for(&[], Some("platform")).tool("demo__echo"));
+        assert!(!roles.grant_for(&[], Some("other")).tool("demo__echo"));
+        assert!(!roles.grant_for(&[], None).tool("demo__echo"));
         assert!(Grant::everything().tool("x"));
     }
 

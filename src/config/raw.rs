@@ -73,6 +73,10 @@ pub struct AuthConfig {
     /// How long a verified Basic password is trusted before it is checked again, ms.
     /// Default 300000.
     pub remember_passwords_ms: Option<u64>,
+    /// Teams: every principal of a team (its `team`, or the JWT team claim) gets the team's
+    /// roles besides its own.
+    #[serde(default, rename = "team")]
+    pub teams: Vec<TeamConfig>,
     /// API keys (`Authorization: Bearer mcpgw_...` or `X-API-Key`).
     #[serde(default, rename = "api_key")]
     pub api_keys: Vec<ApiKeyConfig>,
@@ -106,6 +110,17 @@ pub struct CertConfig {
     pub roles: Vec<String>,
     /// Team, for limits and the audit log.
     pub team: Option<String>,
+}
+
+/// `[[auth.team]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamConfig {
+    /// Team name, as principals name it.
+    pub name: String,
+    /// Roles every member gets.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// `[[auth.api_key]]`.

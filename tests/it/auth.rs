@@ -844,3 +844,22 @@ fn virtual_servers_admit_their_own_roles_and_anonymous_clients() {
         "/mcp still needs credentials"
     );
 }
+
+#[test]
+fn team_roles_reach_their_members() {
+    let (carol, entry) = new_key("carol", &[]);
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{DEMO}\n[auth]\n\n[[auth.team]]\nname = \"platform\"\nroles = [\"reader\"]\n\n{entry}\nteam = \"platform\"\n{ROLES}"
+        ),
+        "auto",
+    );
+    let c = format!("Authorization: Bearer {carol}");
+    let tools = client_with(&[&c], &gw.url(), "list_tools", &[]);
+    assert_eq!(
+        tools["tools"],
+        json!(["demo__echo", "demo__word_count"]),
+        "the team's role, though the key has none: {tools}"
+    );
+}
