@@ -1323,16 +1323,15 @@ impl Front {
                 );
             }
             if let Some(a) = &self.shared.audit {
-                a.record(serde_json::json!({
-                    "event": "call",
-                    "session": sess.id.as_str().get(..8),
-                    "target": target,
-                    "upstream": upstream.name,
-                    "outcome": outcome.label(),
-                    "latency_us": us,
-                    "request_bytes": f.bytes().len(),
-                    "response_bytes": 0,
-                }));
+                a.record_call(crate::observe::audit::CallRecord {
+                    session: sess.id.as_str().get(..8).unwrap_or("").to_string(),
+                    target: target.clone(),
+                    upstream: upstream.name.clone(),
+                    outcome: outcome.label(),
+                    latency_us: us,
+                    request_bytes: f.bytes().len(),
+                    response_bytes: 0,
+                });
             }
             let (code, msg) = e.to_jsonrpc();
             Outcome::Done(error_body(Some(id), code, msg))

@@ -366,16 +366,15 @@ impl Drop for Relay {
                 (self.request_bytes, self.response_bytes),
             );
             if let Some(a) = &self.front.shared().audit {
-                a.record(serde_json::json!({
-                    "event": "call",
-                    "session": self.session.id.as_str().get(..8),
-                    "target": &*self.target,
-                    "upstream": self.upstream.name,
-                    "outcome": o.label(),
-                    "latency_us": us,
-                    "request_bytes": self.request_bytes,
-                    "response_bytes": self.response_bytes,
-                }));
+                a.record_call(crate::observe::audit::CallRecord {
+                    session: self.session.id.as_str().get(..8).unwrap_or("").to_string(),
+                    target: self.target.to_string(),
+                    upstream: self.upstream.name.clone(),
+                    outcome: o.label(),
+                    latency_us: us,
+                    request_bytes: self.request_bytes,
+                    response_bytes: self.response_bytes,
+                });
             }
         }
         for rid in self.requests.drain(..) {

@@ -25,8 +25,44 @@ const QUEUE: usize = 65_536;
 /// The handle workers and the admin API record through.
 #[derive(Clone)]
 pub struct Audit {
-    tx: flume::Sender<Value>,
+    tx: flume::Sender<Event>,
     dropped: Arc<AtomicU64>,
+}
+
+/// A routed call as the audit log records it: plain fields, so that a worker builds no JSON
+/// tree per call (the writer serializes it).
+#[derive(Debug, serde::Serialize)]
+pub struct CallRecord {
+    /// The client session's id prefix (8 characters).
+    pub session: String,
+    /// Tool name or method.
+    pub target: String,
+    /// Upstream name.
+    pub upstream: String,
+    /// Outcome label.
+    pub outcome: &'static str,
+    /// Gateway latency, µs.
+    pub latency_us: u64,
+    /// Request size, bytes.
+    pub request_bytes: usize,
+    /// Answer size, bytes.
+    pub response_bytes: usize,
+}
+
+/// What goes to the writer.
+enum Event {
+    Call(CallRecord, u64),
+    Other(Value),
+}
+
+/// A call line as written (`event` first is not guaranteed: keys are in this order).
+#[derive(serde::Serialize)]
+struct CallLine<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    call: &'a CallRecord,
+    time_ms: u64,
+    prev: &'a str,
 }
 
 impl Audit {
@@ -38,7 +74,7 @@ impl Audit {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening the audit log {}", path.display()))?;
-        let (tx, rx) = flume::bounded::<Value>(QUEUE);
+        let (tx, rx) = flume::bounded::<Event>(QUEUE);
         std::thread::Builder::new()
             .name("mcpgw-audit".into())
             .spawn(move || write_loop(file, rx, prev))?;
@@ -48,15 +84,19 @@ impl Audit {
         })
     }
 
-    /// Queues an event (adds `time`); never blocks.
+    /// Queues an event (adds `time_ms`); never blocks.
     pub fn record(&self, mut event: Value) {
         if let Value::Object(m) = &mut event {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            m.insert("time_ms".into(), json!(now as u64));
+            m.insert("time_ms".into(), json!(now_ms()));
         }
-        if self.tx.try_send(event).is_err() {
+        if self.tx.try_send(Event::Other(event)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a routed call's line; never blocks.
+    pub fn record_call(&self, call: CallRecord) {
+        if self.tx.try_send(Event::Call(call, now_ms())).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -92,15 +132,32 @@ fn last_hash(path: &Path) -> anyhow::Result<String> {
     Ok(last.map_or_else(|| "0".repeat(64), |l| hex(&Sha256::digest(l.as_bytes()))))
 }
 
-fn write_loop(file: std::fs::File, rx: flume::Receiver<Value>, mut prev: String) {
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn write_loop(file: std::fs::File, rx: flume::Receiver<Event>, mut prev: String) {
     // Buffered: a line is one write call only when the channel runs dry (each batch is
     // flushed as a whole), not two or more per line.
     let mut file = std::io::BufWriter::with_capacity(64 << 10, file);
-    while let Ok(mut event) = rx.recv() {
-        if let Value::Object(m) = &mut event {
-            m.insert("prev".into(), Value::String(prev.clone()));
-        }
-        let line = event.to_string();
+    while let Ok(event) = rx.recv() {
+        let line = match event {
+            Event::Call(call, time_ms) => serde_json::to_string(&CallLine {
+                event: "call",
+                call: &call,
+                time_ms,
+                prev: &prev,
+            })
+            .unwrap_or_default(),
+            Event::Other(mut v) => {
+                if let Value::Object(m) = &mut v {
+                    m.insert("prev".into(), Value::String(prev.clone()));
+                }
+                v.to_string()
+            }
+        };
         prev = hex(&Sha256::digest(line.as_bytes()));
         if let Err(e) = writeln!(file, "{line}") {
             tracing::error!(error = %e, "audit log write failed");
@@ -154,9 +211,25 @@ mod tests {
         // A restart continues the chain.
         let b = Audit::start(path.clone()).expect("restart");
         b.record(json!({"event": "tool_call", "n": 5}));
+        b.record_call(CallRecord {
+            session: "abcd1234".into(),
+            target: "demo__echo".into(),
+            upstream: "demo".into(),
+            outcome: "ok",
+            latency_us: 120,
+            request_bytes: 80,
+            response_bytes: 90,
+        });
         drop(b);
-        assert!(wait_lines(&path, 6));
-        assert_eq!(verify(&path).expect("still valid"), 6);
+        assert!(wait_lines(&path, 7));
+        assert_eq!(verify(&path).expect("still valid"), 7);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let call: Value = serde_json::from_str(text.lines().last().unwrap_or("")).expect("json");
+        assert_eq!(call["event"], "call");
+        assert_eq!(call["target"], "demo__echo");
+        assert_eq!(call["latency_us"], 120);
+        assert!(call["time_ms"].as_u64().is_some_and(|t| t > 0));
+        assert_eq!(call["prev"].as_str().map(str::len), Some(64));
         // Edit line 3: line 4 no longer matches.
         let text = std::fs::read_to_string(&path).expect("read");
         let edited = text.replacen("\"n\":2", "\"n\":7", 1);
