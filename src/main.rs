@@ -510,6 +510,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(t) = &control.shared.tracing {
         t.shutdown();
     }
+    if let Some(a) = &control.shared.audit {
+        a.shutdown();
+    }
     control.shutdown();
     tracing::info!("stopped");
     Ok(())

@@ -27,6 +27,9 @@ const QUEUE: usize = 65_536;
 pub struct Audit {
     tx: flume::Sender<Event>,
     dropped: Arc<AtomicU64>,
+    /// Asks the writer to write what is queued and stop.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    writer: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 /// A routed call as the audit log records it: plain fields, so that a worker builds no JSON
@@ -75,12 +78,16 @@ impl Audit {
             .open(&path)
             .with_context(|| format!("opening the audit log {}", path.display()))?;
         let (tx, rx) = flume::bounded::<Event>(QUEUE);
-        std::thread::Builder::new()
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let writer = std::thread::Builder::new()
             .name("mcpgw-audit".into())
-            .spawn(move || write_loop(file, rx, prev))?;
+            .spawn(move || write_loop(file, rx, prev, &flag))?;
         Ok(Audit {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            stop,
+            writer: Arc::new(parking_lot::Mutex::new(Some(writer))),
         })
     }
 
@@ -98,6 +105,14 @@ impl Audit {
     pub fn record_call(&self, call: CallRecord) {
         if self.tx.try_send(Event::Call(call, now_ms())).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes everything queued and stops the writer (at shutdown; later events are lost).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.writer.lock().take() {
+            let _ = t.join();
         }
     }
 
@@ -138,7 +153,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn write_loop(file: std::fs::File, rx: flume::Receiver<Event>, mut prev: String) {
+fn write_loop(
+    file: std::fs::File,
+    rx: flume::Receiver<Event>,
+    mut prev: String,
+    stop: &std::sync::atomic::AtomicBool,
+) {
     // Buffered: a line is one write call only when the channel runs dry (each batch is
     // flushed as a whole), not two or more per line.
     let mut file = std::io::BufWriter::with_capacity(64 << 10, file);
@@ -172,7 +192,9 @@ fn write_loop(file: std::fs::File, rx: flume::Receiver<Event>, mut prev: String)
         if wrote {
             let _ = file.flush();
         }
-        if rx.is_disconnected() && rx.is_empty() {
+        // (The stop flag is read before the next drain: events queued before shutdown() are
+        // written by that drain.)
+        if rx.is_empty() && (rx.is_disconnected() || stop.load(Ordering::Acquire)) {
             return;
         }
         // A dedicated thread with nothing to wait on but time.
@@ -235,8 +257,14 @@ mod tests {
             request_bytes: 80,
             response_bytes: 90,
         });
-        drop(b);
-        assert!(wait_lines(&path, 7));
+        // shutdown() writes what is queued before it returns.
+        b.shutdown();
+        assert_eq!(
+            std::fs::read_to_string(&path)
+                .map(|t| t.lines().count())
+                .unwrap_or(0),
+            7
+        );
         assert_eq!(verify(&path).expect("still valid"), 7);
         let text = std::fs::read_to_string(&path).expect("read");
         let call: Value = serde_json::from_str(text.lines().last().unwrap_or("")).expect("json");
