@@ -1346,9 +1346,8 @@ impl Front {
         if let Some(t) = token {
             edits.push((t, gid_text.as_bytes()));
         }
-        let meta_edit = call_trace
-            .as_ref()
-            .and_then(|t| traceparent_edit(f, &t.traceparent()));
+        let tp_header = call_trace.as_ref().map(|t| t.traceparent());
+        let meta_edit = tp_header.as_deref().and_then(|tp| traceparent_edit(f, tp));
         if let Some((span, with)) = &meta_edit {
             edits.push((*span, with));
         }
@@ -1385,12 +1384,20 @@ impl Front {
             let start = async {
                 let on = self.upstream_session(sess, &upstream, None).await?;
                 *sent_on.borrow_mut() = Some(on.clone());
-                match self.caller.start(&upstream, &on, gid, body.clone()).await {
+                // The gateway's span as the upstream's parent, also as an HTTP header (taken
+                // by the request head built synchronously inside `start`).
+                *self.caller.traceparent.borrow_mut() = tp_header.clone();
+                let started = self.caller.start(&upstream, &on, gid, body.clone()).await;
+                self.caller.traceparent.borrow_mut().take();
+                match started {
                     Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
                         tracing::info!(upstream = %upstream.name, "upstream session expired; initializing again");
                         let on = self.upstream_session(sess, &upstream, Some(&on)).await?;
                         *sent_on.borrow_mut() = Some(on.clone());
-                        let call = self.caller.start(&upstream, &on, gid, body.clone()).await?;
+                        *self.caller.traceparent.borrow_mut() = tp_header.clone();
+                        let call = self.caller.start(&upstream, &on, gid, body.clone()).await;
+                        self.caller.traceparent.borrow_mut().take();
+                        let call = call?;
                         Ok((on, call))
                     }
                     Err(e) => Err(e),

@@ -325,6 +325,10 @@ pub struct Caller {
     pub ids: IdGen,
     /// Reused parse buffers.
     pub parser: std::cell::RefCell<Parser>,
+    /// `traceparent` for the next HTTP request this caller writes: set just before a call
+    /// is started and taken when its request head is built (with no await between), so it
+    /// rides on exactly that request.
+    pub traceparent: std::cell::RefCell<Option<String>>,
 }
 
 impl Caller {
@@ -334,6 +338,7 @@ impl Caller {
             pool: http::Pool::default(),
             ids: IdGen::new(index),
             parser: std::cell::RefCell::new(Parser::default()),
+            traceparent: std::cell::RefCell::new(None),
         }
     }
 

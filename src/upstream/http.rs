@@ -360,7 +360,7 @@ impl HttpUpstream {
         caller: &Caller,
         session: &UpstreamSession,
     ) -> Result<Option<HttpCall>> {
-        let req = self.head("GET", Some(session), None)?;
+        let req = self.head("GET", Some(session), None, None)?;
         match self.exchange_pooled(caller, req, "GET").await {
             Ok(c) => Ok(Some(c)),
             Err(e) if e.context.ends_with("HTTP 405") => Ok(None),
@@ -373,7 +373,7 @@ impl HttpUpstream {
         if session.id.is_none() {
             return;
         }
-        let exchange = match self.head("DELETE", Some(session), None) {
+        let exchange = match self.head("DELETE", Some(session), None, None) {
             Ok(req) => self.exchange_pooled(caller, req, "DELETE").await,
             Err(e) => Err(e),
         };
@@ -396,6 +396,7 @@ impl HttpUpstream {
         method: &str,
         session: Option<&UpstreamSession>,
         body: Option<&Bytes>,
+        traceparent: Option<&str>,
     ) -> Result<Bytes> {
         // Declared before `headers`, which borrows it.
         let token;
@@ -414,6 +415,9 @@ impl HttpUpstream {
                 headers.push(("Mcp-Session-Id", id.as_bytes()));
             }
             headers.push(("MCP-Protocol-Version", s.version.as_bytes()));
+        }
+        if let Some(tp) = traceparent {
+            headers.push(("traceparent", tp.as_bytes()));
         }
         for (k, v) in &self.headers {
             headers.push((k.as_str(), v.expose().as_bytes()));
@@ -448,7 +452,8 @@ impl HttpUpstream {
         session: Option<&UpstreamSession>,
         body: Bytes,
     ) -> Result<HttpCall> {
-        let req = self.head("POST", session, Some(&body))?;
+        let traceparent = caller.traceparent.borrow_mut().take();
+        let req = self.head("POST", session, Some(&body), traceparent.as_deref())?;
         let mut call = self.exchange_pooled(caller, req, "POST").await?;
         if call.status == 404 && session.is_some() {
             return Err(self.err(ErrorKind::UpstreamSessionExpired, "404"));

@@ -43,6 +43,8 @@ struct State {
     listening: AtomicBool,
     /// `params._meta` of the last `tools/call`.
     last_meta: Mutex<Value>,
+    /// Its `traceparent` HTTP header.
+    last_traceparent: Mutex<Option<String>>,
 }
 
 /// The running fixture.
@@ -62,6 +64,7 @@ impl Faulty {
             calls: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(true),
             last_meta: Mutex::new(Value::Null),
+            last_traceparent: Mutex::new(None),
         });
         let f = Faulty {
             addr,
@@ -110,6 +113,11 @@ impl Faulty {
         self.state.last_meta.lock().clone()
     }
 
+    /// The `traceparent` header of the last `tools/call` received.
+    pub fn last_traceparent(&self) -> Option<String> {
+        self.state.last_traceparent.lock().clone()
+    }
+
     /// Stops listening: new connections are refused.
     pub fn go_down(&self) {
         self.state.listening.store(false, Ordering::SeqCst);
@@ -139,6 +147,7 @@ fn connection(c: TcpStream, state: &State) {
     let mut w = c;
     loop {
         let mut len = 0usize;
+        let mut traceparent = None;
         let mut line = String::new();
         match r.read_line(&mut line) {
             Ok(0) | Err(_) => return,
@@ -156,6 +165,9 @@ fn connection(c: TcpStream, state: &State) {
             if let Some((k, v)) = h.split_once(':') {
                 if k.eq_ignore_ascii_case("content-length") {
                     len = v.trim().parse().unwrap_or(0);
+                }
+                if k.eq_ignore_ascii_case("traceparent") {
+                    traceparent = Some(v.trim().to_string());
                 }
             }
         }
@@ -184,6 +196,7 @@ fn connection(c: TcpStream, state: &State) {
             "tools/call" => {
                 let tool = msg["params"]["name"].as_str().unwrap_or("").to_string();
                 *state.last_meta.lock() = msg["params"]["_meta"].clone();
+                *state.last_traceparent.lock() = traceparent.clone();
                 *state.calls.lock().entry(tool.clone()).or_default() += 1;
                 let fail = state
                     .fail_next

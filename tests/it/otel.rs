@@ -106,6 +106,11 @@ fn upstream_saw(f: &Faulty) -> (String, String) {
         .as_str()
         .unwrap_or_else(|| panic!("no traceparent upstream: {}", f.last_meta()))
         .to_string();
+    assert_eq!(
+        f.last_traceparent().as_deref(),
+        Some(tp.as_str()),
+        "the same traceparent as an HTTP header"
+    );
     let parts: Vec<&str> = tp.split('-').collect();
     assert_eq!(parts.len(), 4, "{tp}");
     assert_eq!(parts[0], "00");
