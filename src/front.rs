@@ -16,7 +16,10 @@ use std::{borrow::Cow, net::IpAddr, rc::Rc, sync::Arc};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    auth::{policy::Principal, RateStage},
+    auth::{
+        policy::{Grant, Principal},
+        RateStage,
+    },
     control::Shared,
     error::{Error, ErrorKind},
     jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
@@ -192,7 +195,8 @@ impl Front {
         peer: IpAddr,
         cert: Option<&str>,
     ) -> Reply {
-        let auth = self.shared.auth.load_full();
+        // A guard, not a clone: no shared reference count touched per request.
+        let auth = self.shared.auth.load();
         let client = client_address(req, peer, &auth);
         if !auth.ip.allows(client) {
             return forbidden_address(client);
@@ -1590,7 +1594,7 @@ impl Front {
         &self,
         snap: &Snapshot,
         server: Option<&str>,
-        grant: &crate::auth::policy::Grant,
+        grant: &Grant,
     ) -> Rc<[registry::Pages; 4]> {
         let key = (server.map(str::to_string), grant.roles.clone());
         let mut cache = self.granted.borrow_mut();
@@ -1604,27 +1608,34 @@ impl Front {
             return Rc::new(Default::default());
         };
         let size = self.shared.config.gateway.page_size;
+        // An item is kept when the string at `key` is one `allows` grants.
+        let keep = |key: &'static str, allows: fn(&Grant, &str) -> bool| {
+            move |v: &serde_json::Value| {
+                v.get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|s| allows(grant, s))
+            }
+        };
         let filtered = Rc::new([
-            registry::filter_pages(view.tools_pages, "tools", size, |v| {
-                v.get("name")
-                    .and_then(serde_json::Value::as_str)
-                    .is_some_and(|n| grant.tool(n))
-            }),
-            registry::filter_pages(view.prompts_pages, "prompts", size, |v| {
-                v.get("name")
-                    .and_then(serde_json::Value::as_str)
-                    .is_some_and(|n| grant.prompt(n))
-            }),
-            registry::filter_pages(view.resources_pages, "resources", size, |v| {
-                v.get("uri")
-                    .and_then(serde_json::Value::as_str)
-                    .is_some_and(|u| grant.resource(u))
-            }),
-            registry::filter_pages(view.templates_pages, "resourceTemplates", size, |v| {
-                v.get("uriTemplate")
-                    .and_then(serde_json::Value::as_str)
-                    .is_some_and(|u| grant.resource(u))
-            }),
+            registry::filter_pages(view.tools_pages, "tools", size, keep("name", Grant::tool)),
+            registry::filter_pages(
+                view.prompts_pages,
+                "prompts",
+                size,
+                keep("name", Grant::prompt),
+            ),
+            registry::filter_pages(
+                view.resources_pages,
+                "resources",
+                size,
+                keep("uri", Grant::resource),
+            ),
+            registry::filter_pages(
+                view.templates_pages,
+                "resourceTemplates",
+                size,
+                keep("uriTemplate", Grant::resource),
+            ),
         ]);
         cache.1.insert(key, filtered.clone());
         filtered

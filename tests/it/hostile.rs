@@ -35,13 +35,8 @@ fn start(gateway: &str, extra: &str) -> (Gateway, SocketAddr) {
     (gw, admin_addr)
 }
 
-/// The value of one sample in `/metrics` (exact name with labels), 0 when absent.
 fn metric(admin_addr: SocketAddr, sample: &str) -> f64 {
-    let r = admin(admin_addr, "GET", "/metrics", Some(TOKEN), None);
-    let text = String::from_utf8_lossy(&r.body).to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    crate::support::scrape(admin_addr, TOKEN, sample)
 }
 
 fn limit_hits(admin_addr: SocketAddr, limit: &str) -> f64 {

@@ -47,11 +47,7 @@ fn ok(v: &Value) -> bool {
 }
 
 fn metric(admin_addr: SocketAddr, sample: &str) -> f64 {
-    let r = admin(admin_addr, "GET", "/metrics", Some(TOKEN), None);
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    crate::support::scrape(admin_addr, TOKEN, sample)
 }
 
 #[test]

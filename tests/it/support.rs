@@ -399,12 +399,16 @@ pub fn client_with(
     scenario: &str,
     args: &[&str],
 ) -> serde_json::Value {
-    let mut cmd = Command::new(python());
-    cmd.arg(py("client.py")).args(["--timeout", "60"]);
-    for h in headers {
-        cmd.args(["--header", h]);
-    }
-    let out = cmd
+    let opts: Vec<&str> = headers.iter().flat_map(|h| ["--header", h]).collect();
+    client_opts(&opts, url, scenario, args)
+}
+
+/// [`client`] with extra client.py options (`--header`, `--cafile`, ...).
+pub fn client_opts(opts: &[&str], url: &str, scenario: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(py("client.py"))
+        .args(["--timeout", "60"])
+        .args(opts)
         .args([url, scenario])
         .args(args)
         .output()
@@ -552,6 +556,16 @@ impl Raw {
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
+}
+
+/// The value of one sample (exact name with labels) in an admin listener's `/metrics`, 0
+/// when absent.
+pub fn scrape(admin_addr: SocketAddr, token: &str, sample: &str) -> f64 {
+    let r = admin(admin_addr, "GET", "/metrics", Some(token), None);
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// One request to the admin API (or any plain HTTP endpoint) on a fresh connection.

@@ -20,8 +20,8 @@ use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerNam
 use serde_json::{json, Value};
 
 use crate::support::{
-    admin, free_port, http_upstream_toml, post, py, python, stdio_fixture_toml, Gateway,
-    HttpFixture, Resp, TempDir,
+    free_port, http_upstream_toml, post, py, python, stdio_fixture_toml, Gateway, HttpFixture,
+    Resp, TempDir,
 };
 
 const DEMO: &str = "[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n";
@@ -185,40 +185,22 @@ fn exchange(s: &mut Tls, req: &[u8]) -> std::io::Result<Resp> {
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw-tls","version":"1"}}}"#;
 
-/// The value of one sample in `/metrics`, 0 when absent.
 fn metric(admin_addr: SocketAddr, sample: &str) -> f64 {
-    let r = admin(admin_addr, "GET", "/metrics", Some(TOKEN), None);
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    crate::support::scrape(admin_addr, TOKEN, sample)
 }
 
 /// Runs client.py over https with `--cafile` (and a client certificate).
 fn sdk(url: &str, pki: &Pki, cert: Option<&str>, scenario: &str, args: &[&str]) -> Value {
-    let mut cmd = Command::new(python());
-    cmd.arg(py("client.py"))
-        .args(["--timeout", "60", "--cafile", &pki.s("ca.pem")]);
-    if let Some(stem) = cert {
-        cmd.args([
-            "--certfile",
-            &pki.s(&format!("{stem}.pem")),
-            "--keyfile",
-            &pki.s(&format!("{stem}.key")),
-        ]);
-    }
-    let out = cmd
-        .args([url, scenario])
-        .args(args)
-        .output()
-        .expect("run client.py");
-    assert!(
-        out.status.success(),
-        "client.py {scenario} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let (ca, pem, key) = (
+        pki.s("ca.pem"),
+        cert.map(|c| pki.s(&format!("{c}.pem"))),
+        cert.map(|c| pki.s(&format!("{c}.key"))),
     );
-    serde_json::from_slice(&out.stdout).expect("client.py JSON")
+    let mut opts = vec!["--cafile", ca.as_str()];
+    if let (Some(pem), Some(key)) = (&pem, &key) {
+        opts.extend(["--certfile", pem.as_str(), "--keyfile", key.as_str()]);
+    }
+    crate::support::client_opts(&opts, url, scenario, args)
 }
 
 fn https_url(gw: &Gateway) -> String {
