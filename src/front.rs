@@ -1388,20 +1388,21 @@ impl Front {
             let start = async {
                 let on = self.upstream_session(sess, &upstream, None).await?;
                 *sent_on.borrow_mut() = Some(on.clone());
-                // The gateway's span as the upstream's parent, also as an HTTP header (taken
-                // by the request head built synchronously inside `start`).
-                *self.caller.traceparent.borrow_mut() = tp_header.clone();
-                let started = self.caller.start(&upstream, &on, gid, body.clone()).await;
-                self.caller.traceparent.borrow_mut().take();
-                match started {
+                // The gateway's span as the upstream's parent, also as an HTTP header.
+                let tp = tp_header.as_deref();
+                match self
+                    .caller
+                    .start_traced(&upstream, &on, gid, body.clone(), tp)
+                    .await
+                {
                     Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
                         tracing::info!(upstream = %upstream.name, "upstream session expired; initializing again");
                         let on = self.upstream_session(sess, &upstream, Some(&on)).await?;
                         *sent_on.borrow_mut() = Some(on.clone());
-                        *self.caller.traceparent.borrow_mut() = tp_header.clone();
-                        let call = self.caller.start(&upstream, &on, gid, body.clone()).await;
-                        self.caller.traceparent.borrow_mut().take();
-                        let call = call?;
+                        let call = self
+                            .caller
+                            .start_traced(&upstream, &on, gid, body.clone(), tp)
+                            .await?;
                         Ok((on, call))
                     }
                     Err(e) => Err(e),

@@ -325,10 +325,6 @@ pub struct Caller {
     pub ids: IdGen,
     /// Reused parse buffers.
     pub parser: std::cell::RefCell<Parser>,
-    /// `traceparent` for the next HTTP request this caller writes: set just before a call
-    /// is started and taken when its request head is built (with no await between), so it
-    /// rides on exactly that request.
-    pub traceparent: std::cell::RefCell<Option<String>>,
 }
 
 impl Caller {
@@ -338,16 +334,28 @@ impl Caller {
             pool: http::Pool::default(),
             ids: IdGen::new(index),
             parser: std::cell::RefCell::new(Parser::default()),
-            traceparent: std::cell::RefCell::new(None),
         }
     }
 
     /// Starts a request (whose id is already set) on `on`.
     pub async fn start(&self, up: &Upstream, on: &OnSession, id: u64, body: Bytes) -> Result<Call> {
+        self.start_traced(up, on, id, body, None).await
+    }
+
+    /// [`Caller::start`], with a W3C `traceparent` header on the request to an HTTP upstream.
+    pub async fn start_traced(
+        &self,
+        up: &Upstream,
+        on: &OnSession,
+        id: u64,
+        body: Bytes,
+        traceparent: Option<&str>,
+    ) -> Result<Call> {
         match (&up.link, on) {
-            (Link::Http(h), OnSession::Http(s)) => {
-                h.call(self, s, body).await.map(|c| Call::Http(Box::new(c)))
-            }
+            (Link::Http(h), OnSession::Http(s)) => h
+                .call(self, s, body, traceparent)
+                .await
+                .map(|c| Call::Http(Box::new(c))),
             (Link::Stdio(s), _) => s.call(id, body).map(Call::Stdio),
             (Link::Http(_), OnSession::Stdio) => Err(Error::new(
                 ErrorKind::Internal,

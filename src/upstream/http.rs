@@ -280,7 +280,9 @@ impl HttpUpstream {
     /// Runs `initialize` + `notifications/initialized`; returns the new session.
     pub async fn initialize(&self, caller: &Caller, hello: &Hello) -> Result<Arc<UpstreamSession>> {
         let id = caller.ids.next();
-        let mut call = self.start(caller, None, initialize_body(id, hello)).await?;
+        let mut call = self
+            .start(caller, None, initialize_body(id, hello), None)
+            .await?;
         let session_id = call.session_id.take();
         let raw = loop {
             match call.next().await? {
@@ -337,8 +339,9 @@ impl HttpUpstream {
         caller: &Caller,
         session: &UpstreamSession,
         body: Bytes,
+        traceparent: Option<&str>,
     ) -> Result<HttpCall> {
-        self.start(caller, Some(session), body).await
+        self.start(caller, Some(session), body, traceparent).await
     }
 
     /// Sends a notification or a response on `session`; waits for the upstream to accept it.
@@ -348,7 +351,7 @@ impl HttpUpstream {
         session: &UpstreamSession,
         body: Bytes,
     ) -> Result<()> {
-        let call = self.start(caller, Some(session), body).await?;
+        let call = self.start(caller, Some(session), body, None).await?;
         call.finish(caller).await;
         Ok(())
     }
@@ -451,9 +454,9 @@ impl HttpUpstream {
         caller: &Caller,
         session: Option<&UpstreamSession>,
         body: Bytes,
+        traceparent: Option<&str>,
     ) -> Result<HttpCall> {
-        let traceparent = caller.traceparent.borrow_mut().take();
-        let req = self.head("POST", session, Some(&body), traceparent.as_deref())?;
+        let req = self.head("POST", session, Some(&body), traceparent)?;
         let mut call = self.exchange_pooled(caller, req, "POST").await?;
         if call.status == 404 && session.is_some() {
             return Err(self.err(ErrorKind::UpstreamSessionExpired, "404"));

@@ -52,6 +52,8 @@ pub struct Faulty {
     pub addr: SocketAddr,
     state: Arc<State>,
     stop: Arc<AtomicBool>,
+    /// The accept loop (it owns the listener).
+    acceptor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Faulty {
@@ -70,6 +72,7 @@ impl Faulty {
             addr,
             state,
             stop: Arc::new(AtomicBool::new(false)),
+            acceptor: Mutex::new(None),
         };
         f.serve(listener);
         f
@@ -78,7 +81,7 @@ impl Faulty {
     fn serve(&self, listener: TcpListener) {
         listener.set_nonblocking(true).expect("nonblocking");
         let (state, stop) = (self.state.clone(), self.stop.clone());
-        std::thread::spawn(move || {
+        *self.acceptor.lock() = Some(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) && state.listening.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((c, _)) => {
@@ -88,7 +91,7 @@ impl Faulty {
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
-        });
+        }));
     }
 
     pub fn url(&self) -> String {
@@ -121,7 +124,11 @@ impl Faulty {
     /// Stops listening: new connections are refused.
     pub fn go_down(&self) {
         self.state.listening.store(false, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(50));
+        // Returns once the accept loop has ended and dropped the listener, however loaded
+        // the machine is.
+        if let Some(t) = self.acceptor.lock().take() {
+            let _ = t.join();
+        }
     }
 
     /// Listens again on the same port.
