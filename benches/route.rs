@@ -52,7 +52,16 @@ fn snapshot(n: usize) -> registry::Snapshot {
             })
         })
         .collect();
-    registry::build(1, ups, &cats, &[], &Default::default(), "__", 1000)
+    registry::build(
+        1,
+        ups,
+        &cats,
+        &[],
+        &Default::default(),
+        "__",
+        1000,
+        registry::Guarded::default(),
+    )
 }
 
 fn route(c: &mut Criterion) {

@@ -45,6 +45,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/keys"),
     ("POST", "/admin/keys"),
     ("DELETE", "/admin/keys/{id}"),
+    ("GET", "/admin/guard"),
+    ("GET", "/admin/guard/pins"),
+    ("POST", "/admin/guard/pins/approve"),
 ];
 
 /// The OpenAPI document of this API.
@@ -365,6 +368,29 @@ async fn route(
                 Err(e) => error(500, format!("store: {e:#}")),
             }
         }
+        ("GET", "/admin/guard") => {
+            let r = &snap.guard_report;
+            answer(
+                200,
+                json!({
+                    "rules_version": crate::guard::RULES_VERSION,
+                    "rules": snap.guard.scanner.rules().len(),
+                    "scanned": r.scanned,
+                    "findings": r.findings,
+                    "hidden": r.hidden,
+                    "blocked": r.blocked.iter().map(|(u, why)| json!({"upstream": u, "rules": why})).collect::<Vec<_>>(),
+                    "changed": r.changed.iter().map(|(u, t)| json!({"upstream": u, "tool": t})).collect::<Vec<_>>(),
+                }),
+            )
+        }
+        ("GET", "/admin/guard/pins") => match store.pins() {
+            Ok(pins) => answer(
+                200,
+                json!({ "pins": pins.iter().map(pin_json).collect::<Vec<_>>() }),
+            ),
+            Err(e) => error(500, format!("store: {e:#}")),
+        },
+        ("POST", "/admin/guard/pins/approve") => approve_pin(body, shared, store, control),
         ("GET", "/admin/sessions") => {
             let list: Vec<Value> = shared
                 .sessions
@@ -436,6 +462,65 @@ fn audit_change(shared: &Shared, action: &str, kind: &str, name: &str) {
     }
 }
 
+/// A pin as the admin API shows it: never the definitions themselves unless pending (then
+/// as a diff against the approved one).
+fn pin_json(p: &crate::store::Pin) -> Value {
+    let pending = p.pending.as_ref().map(|(hash, def, at)| {
+        let before: Value = serde_json::from_str(&p.definition).unwrap_or(Value::Null);
+        let after: Value = serde_json::from_str(def).unwrap_or(Value::Null);
+        json!({
+            "hash": hash,
+            "seen_at_ms": at,
+            "diff": crate::guard::catalog::diff(&before, &after),
+        })
+    });
+    json!({
+        "upstream": p.upstream,
+        "tool": p.tool,
+        "hash": p.hash,
+        "approved_at_ms": p.approved_at,
+        "approved_by": p.approved_by,
+        "pending": pending,
+    })
+}
+
+/// `POST /admin/guard/pins/approve` `{"upstream", "tool", "hash", "by"?}`.
+fn approve_pin(
+    body: &[u8],
+    shared: &Shared,
+    store: &dyn Store,
+    control: &flume::Sender<ControlMsg>,
+) -> Answer {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let field = |k: &str| v.get(k).and_then(Value::as_str);
+    let (Some(upstream), Some(tool), Some(hash)) =
+        (field("upstream"), field("tool"), field("hash"))
+    else {
+        return error(
+            400,
+            "body: {\"upstream\", \"tool\", \"hash\"} are required (strings; see GET /admin/guard/pins)",
+        );
+    };
+    let by = field("by").unwrap_or("admin");
+    match store.approve_pin(upstream, tool, hash, by) {
+        Ok(crate::store::Approval::Approved) => {
+            tracing::info!(upstream, tool, hash, by, "tool definition approved");
+            if let Some(a) = &shared.audit {
+                a.record(json!({ "event": "admin_change", "action": "approve", "kind": "tool_pin", "name": format!("{upstream}/{tool}"), "hash": hash, "by": by }));
+            }
+            let _ = control.send(ControlMsg::Refresh);
+            answer(200, json!({ "upstream": upstream, "tool": tool, "hash": hash, "approved": true }))
+        }
+        Ok(crate::store::Approval::NotFound) => error(404, format!("no pin for tool {tool:?} of upstream {upstream:?}")),
+        Ok(crate::store::Approval::NothingPending) => error(404, format!("{upstream}/{tool}: no change is pending")),
+        Ok(crate::store::Approval::HashMismatch(now)) => error(
+            409,
+            format!("{upstream}/{tool}: the pending definition is {now}, not {hash}: it changed again; review it and approve that hash"),
+        ),
+        Err(e) => error(500, format!("store: {e:#}")),
+    }
+}
+
 /// Gauges read at scrape time: sessions, upstream health, catalog generation.
 fn gauges(shared: &Shared) -> String {
     use std::fmt::Write as _;
@@ -497,6 +582,11 @@ fn gauges(shared: &Shared) -> String {
     let _ = writeln!(out, "# HELP mcpgw_server_requests_pending Upstream requests waiting for a client's answer.\n# TYPE mcpgw_server_requests_pending gauge\nmcpgw_server_requests_pending {pending}");
     let _ = writeln!(out, "# HELP mcpgw_get_streams Sessions with a GET stream open.\n# TYPE mcpgw_get_streams gauge\nmcpgw_get_streams {streams}");
     shared.limits.prometheus(&mut out);
+    shared.guard.prometheus(
+        &snap.guard_report,
+        snap.guard_report.changed.len(),
+        &mut out,
+    );
     let _ = writeln!(out, "# HELP mcpgw_catalog_generation Generation of the published catalog.\n# TYPE mcpgw_catalog_generation gauge\nmcpgw_catalog_generation {}", snap.generation);
     out
 }

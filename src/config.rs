@@ -253,6 +253,8 @@ pub struct Config {
     pub telemetry: Telemetry,
     /// The key of `enc:v1:` secrets (`MCPGW_SECRET_KEY`), if set.
     pub secret_key: Option<Arc<SecretKey>>,
+    /// `[guard]`, compiled.
+    pub guard: Arc<crate::guard::policy::Policy>,
 }
 
 /// Validated `[telemetry]`.
@@ -699,7 +701,11 @@ impl Config {
             sample_ratio: t.sample_ratio.unwrap_or(1.0).clamp(0.0, 1.0),
             json_logs,
         };
+        let guard =
+            crate::guard::policy::Policy::compile(&raw.guard, base_dir.unwrap_or(Path::new(".")))
+                .map_err(|e| anyhow!("{source}: {e}"))?;
         Ok(Config {
+            guard: Arc::new(guard),
             secret_key: secret_key.map(Arc::new),
             telemetry,
             auth: std::sync::Arc::new(auth),

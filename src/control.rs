@@ -59,6 +59,8 @@ pub struct Shared {
     pub tracing: Option<crate::observe::trace::Tracing>,
     /// Quota counters (kept across reloads; saved to the store and restored at start).
     pub quotas: crate::auth::QuotaCounters,
+    /// What the guards did (counters for `/metrics`).
+    pub guard: crate::guard::catalog::Counters,
     clock: quanta::Clock,
     origin: quanta::Instant,
     /// Unix time at `origin`, ns.
@@ -183,6 +185,7 @@ impl ControlPlane {
                 }
             },
             quotas: Default::default(),
+            guard: Default::default(),
             unix_origin_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
@@ -317,6 +320,8 @@ async fn run(
     let mut upstreams: Vec<Arc<Upstream>> = current.iter().map(|(_, u)| u.clone()).collect();
     let mut catalog = Catalog {
         servers: cfg.servers.clone(),
+        guard: cfg.guard.clone(),
+        store: store.clone(),
         disabled: cfg.disabled_tools.clone(),
         generation: 0,
     };
@@ -362,16 +367,25 @@ async fn run(
         match msg {
             Ok(Ok(ControlMsg::Shutdown)) | Ok(Err(_)) => break,
             Ok(Ok(ControlMsg::Refresh)) => {
-                // Coalesce a burst of refresh requests.
-                let mut stop = false;
+                // Coalesce a burst of refresh requests; a reload among them is kept (it
+                // publishes too, after this).
+                let (mut stop, mut reload) = (false, false);
                 while let Ok(m) = rx.try_recv() {
-                    if matches!(m, ControlMsg::Shutdown) {
-                        stop = true;
-                        break;
+                    match m {
+                        ControlMsg::Shutdown => {
+                            stop = true;
+                            break;
+                        }
+                        ControlMsg::Reload => reload = true,
+                        ControlMsg::Refresh => {}
                     }
                 }
                 if stop {
                     break;
+                }
+                if reload {
+                    let _ = tx.send(ControlMsg::Reload);
+                    continue;
                 }
                 catalog.publish(&shared, &upstreams, &caller).await;
             }
@@ -411,6 +425,7 @@ async fn run(
                         }
                         upstreams = current.iter().map(|(_, u)| u.clone()).collect();
                         catalog.servers = new.servers.clone();
+                        catalog.guard = new.guard.clone();
                         jwks.track(&new.auth, &shared);
                         shared.auth.store(new.auth.clone());
                         // A fetch may have finished between tracking and publishing.
@@ -788,6 +803,10 @@ fn servers_differ(a: &Snapshot, b: &Snapshot) -> bool {
 struct Catalog {
     /// Virtual servers.
     servers: Vec<crate::config::VirtualServer>,
+    /// The guard policy.
+    guard: Arc<crate::guard::policy::Policy>,
+    /// Where tool pins are kept.
+    store: Rc<dyn crate::store::Store>,
     /// Tools switched off.
     disabled: std::collections::HashSet<String>,
     /// Generation of the last published snapshot.
@@ -797,72 +816,153 @@ struct Catalog {
 impl Catalog {
     /// Fetches every upstream's lists and publishes a new snapshot when something changed.
     async fn publish(&mut self, shared: &Shared, upstreams: &[Arc<Upstream>], caller: &Caller) {
-        publish(
-            shared,
-            upstreams,
+        let mut catalogs = Vec::with_capacity(upstreams.len());
+        for up in upstreams {
+            let cat = match fetch_catalog(up, caller).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(upstream = %up.name, error = %e, "upstream left out of the catalog");
+                    None
+                }
+            };
+            catalogs.push(cat);
+        }
+        // No await from reading the pins to writing them: the admin API (same thread) cannot
+        // approve in between.
+        let report = guard_catalogs(shared, &*self.store, &self.guard, upstreams, &mut catalogs);
+        let generation = &mut self.generation;
+        let g = &shared.config.gateway;
+        let next = registry::build(
+            *generation + 1,
+            upstreams.to_vec(),
+            &catalogs,
             &self.servers,
             &self.disabled,
-            caller,
-            &mut self.generation,
-        )
-        .await;
+            &g.separator,
+            g.page_size,
+            registry::Guarded {
+                policy: self.guard.clone(),
+                report,
+            },
+        );
+        let cur = shared.snapshot.load();
+        let changed = *generation == 0
+            || cur.tools_pages.0 != next.tools_pages.0
+            || cur.prompts_pages.0 != next.prompts_pages.0
+            || cur.resources_pages.0 != next.resources_pages.0
+            || cur.templates_pages.0 != next.templates_pages.0
+            || cur.capabilities != next.capabilities
+            || cur.blocked != next.blocked
+            || !Arc::ptr_eq(&cur.guard, &next.guard)
+            || servers_differ(&cur, &next);
+        if changed {
+            if *generation > 0 {
+                // Each client hears about the lists of the view it uses (/mcp or its server).
+                crate::front::Front::broadcast(shared, |server| changed_lists(&cur, &next, server));
+            }
+            *generation += 1;
+            tracing::info!(
+                generation = *generation,
+                tools = next.tools.len(),
+                prompts = next.prompts.len(),
+                upstreams_up = catalogs.iter().filter(|c| c.is_some()).count(),
+                upstreams = upstreams.len(),
+                "catalog published"
+            );
+            shared.snapshot.store(Arc::new(next));
+        } else if !report_eq(&cur.guard_report, &next.guard_report) {
+            // Same lists, but the guard's findings or pending changes moved: the admin API
+            // reads them from the snapshot. Same generation: nothing for clients to hear.
+            let mut next = next;
+            next.generation = *generation;
+            shared.snapshot.store(Arc::new(next));
+        }
     }
 }
 
-/// Fetches every catalog and publishes a new snapshot when something changed.
-async fn publish(
+/// Whether two guard reports say the same.
+fn report_eq(a: &crate::guard::catalog::Report, b: &crate::guard::catalog::Report) -> bool {
+    a.changed == b.changed
+        && a.hidden == b.hidden
+        && a.blocked == b.blocked
+        && a.findings.len() == b.findings.len()
+}
+
+/// Runs the catalog guard over freshly fetched catalogs (removing what it hides and blocks),
+/// saves pin changes, and logs and audits what is new.
+fn guard_catalogs(
     shared: &Shared,
+    store: &dyn crate::store::Store,
+    policy: &crate::guard::policy::Policy,
     upstreams: &[Arc<Upstream>],
-    servers: &[crate::config::VirtualServer],
-    disabled: &std::collections::HashSet<String>,
-    caller: &Caller,
-    generation: &mut u64,
-) {
-    let mut catalogs = Vec::with_capacity(upstreams.len());
-    for up in upstreams {
-        let cat = match fetch_catalog(up, caller).await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(upstream = %up.name, error = %e, "upstream left out of the catalog");
-                None
-            }
-        };
-        catalogs.push(cat);
-    }
-    let g = &shared.config.gateway;
-    let next = registry::build(
-        *generation + 1,
-        upstreams.to_vec(),
-        &catalogs,
-        servers,
-        disabled,
-        &g.separator,
-        g.page_size,
-    );
-    let cur = shared.snapshot.load();
-    let changed = *generation == 0
-        || cur.tools_pages.0 != next.tools_pages.0
-        || cur.prompts_pages.0 != next.prompts_pages.0
-        || cur.resources_pages.0 != next.resources_pages.0
-        || cur.templates_pages.0 != next.templates_pages.0
-        || cur.capabilities != next.capabilities
-        || servers_differ(&cur, &next);
-    if changed {
-        if *generation > 0 {
-            // Each client hears about the lists of the view it uses (/mcp or its server).
-            crate::front::Front::broadcast(shared, |server| changed_lists(&cur, &next, server));
+    catalogs: &mut [Option<UpstreamCatalog>],
+) -> Arc<crate::guard::catalog::Report> {
+    use crate::guard::catalog;
+    let pins = match store.pins() {
+        Ok(p) => Some(catalog::index(p)),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "tool pins unreadable: pinning skipped this time");
+            None
         }
-        *generation += 1;
-        tracing::info!(
-            generation = *generation,
-            tools = next.tools.len(),
-            prompts = next.prompts.len(),
-            upstreams_up = catalogs.iter().filter(|c| c.is_some()).count(),
-            upstreams = upstreams.len(),
-            "catalog published"
-        );
-        shared.snapshot.store(Arc::new(next));
+    };
+    let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+    let now_ms = i64::try_from(shared.unix_secs().saturating_mul(1000)).unwrap_or(i64::MAX);
+    let empty = Default::default();
+    let applied = catalog::apply(
+        policy,
+        &names,
+        catalogs,
+        pins.as_ref().unwrap_or(&empty),
+        now_ms,
+    );
+    if pins.is_some() && !applied.writes.is_empty() {
+        if let Err(e) = store.save_pins(&applied.writes) {
+            tracing::error!(error = %format!("{e:#}"), "tool pins not saved");
+        }
     }
+    let prev = shared.snapshot.load().guard_report.clone();
+    for f in catalog::new_findings(&prev, &applied.report) {
+        tracing::warn!(upstream = %f.upstream, kind = f.kind, name = %f.name, rule = %f.rule, severity = f.severity, field = %f.field, excerpt = %f.excerpt, action = f.action, "guard: catalog finding");
+    }
+    for h in applied
+        .report
+        .hidden
+        .iter()
+        .filter(|h| !prev.hidden.contains(h))
+    {
+        tracing::warn!(upstream = %h.upstream, kind = h.kind, name = %h.name, reason = %h.reason, "guard: hidden from the catalog");
+        if let Some(a) = &shared.audit {
+            a.record(serde_json::json!({
+                "event": "guard_hidden",
+                "upstream": h.upstream, "kind": h.kind, "name": h.name, "reason": h.reason,
+            }));
+        }
+    }
+    for (up, why) in applied
+        .report
+        .blocked
+        .iter()
+        .filter(|b| !prev.blocked.contains(b))
+    {
+        tracing::error!(upstream = %up, rules = %why, "guard: upstream blocked");
+        if let Some(a) = &shared.audit {
+            a.record(serde_json::json!({ "event": "guard_blocked", "upstream": up, "rules": why }));
+        }
+    }
+    for (up, tool, old, new) in &applied.new_changes {
+        shared
+            .guard
+            .pin_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(upstream = %up, tool = %tool, pinned = %old, now = %new, "guard: tool definition changed since it was approved");
+        if let Some(a) = &shared.audit {
+            a.record(serde_json::json!({
+                "event": "tool_changed",
+                "upstream": up, "tool": tool, "pinned_hash": old, "new_hash": new,
+            }));
+        }
+    }
+    Arc::new(applied.report)
 }
 
 /// Fetches one upstream's capabilities and lists (following cursors).

@@ -1256,6 +1256,13 @@ impl Front {
         let Some(upstream) = snap.upstream(up).cloned() else {
             return Outcome::Done(error_body(Some(id), Code::InternalError, "Internal error"));
         };
+        if snap.is_blocked(up) {
+            return Outcome::Done(error_body(
+                Some(id),
+                Code::GuardBlocked,
+                "Blocked by guardrail: this upstream's catalog failed the guard's scan",
+            ));
+        }
         if let Some(out) = self.rate_limited(
             RateStage::Upstream,
             &sess.principal.load(),

@@ -16,7 +16,9 @@
 //! The scanner only reports. It never blocks, rewrites or drops a tool, and it is not on
 //! the request path: what to do with a finding is policy, decided elsewhere.
 
+pub mod catalog;
 pub mod normalize;
+pub mod policy;
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,8 @@ pub struct Target {
     /// Whether a call may be sent twice (a prompt; a tool annotated `readOnlyHint` or
     /// `idempotentHint`, or listed in the upstream's `idempotent_tools`).
     pub retry_safe: bool,
+    /// How its calls are screened (`[[guard.screen]]`); `None`: passed through untouched.
+    pub screen: Option<Arc<crate::guard::policy::Screen>>,
 }
 
 /// One upstream's lists as last fetched (JSON values as the upstream sent them).
@@ -78,6 +80,12 @@ pub struct Snapshot {
     pub separator: String,
     /// Virtual servers, by name.
     pub servers: HashMap<String, ServerView>,
+    /// The guard policy this snapshot was built with (screening of names no list has).
+    pub guard: Arc<crate::guard::policy::Policy>,
+    /// What the catalog guard found and decided for this snapshot.
+    pub guard_report: Arc<crate::guard::catalog::Report>,
+    /// Per upstream (by [`UpstreamRef`]): blocked by the catalog guard (calls refused).
+    pub blocked: Vec<bool>,
 }
 
 /// A virtual server's part of the catalog: only what its bundle holds, renamed.
@@ -187,14 +195,38 @@ impl Snapshot {
         self.upstreams.get(usize::from(r.0))
     }
 
+    /// Whether the catalog guard blocked upstream `r`.
+    pub fn is_blocked(&self, r: UpstreamRef) -> bool {
+        self.blocked.get(usize::from(r.0)).copied().unwrap_or(false)
+    }
+
     /// An empty snapshot (before the first build).
     pub fn empty(separator: &str) -> Self {
-        build(0, vec![], &[], &[], &Default::default(), separator, 1000)
+        build(
+            0,
+            vec![],
+            &[],
+            &[],
+            &Default::default(),
+            separator,
+            1000,
+            Guarded::default(),
+        )
     }
 }
 
-/// Builds a snapshot from the upstreams (config order) and their catalogs (`None` = down,
-/// left out of the lists).
+/// The catalog guard's part of a snapshot.
+#[derive(Default)]
+pub struct Guarded {
+    /// The policy (screening).
+    pub policy: Arc<crate::guard::policy::Policy>,
+    /// What the guard decided for the catalogs given to [`build`] (already applied to them).
+    pub report: Arc<crate::guard::catalog::Report>,
+}
+
+/// Builds a snapshot from the upstreams (config order) and their catalogs (`None` = down or
+/// blocked, left out of the lists).
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     generation: u64,
     upstreams: Vec<Arc<Upstream>>,
@@ -203,7 +235,9 @@ pub fn build(
     disabled: &std::collections::HashSet<String>,
     sep: &str,
     page_size: usize,
+    guard: Guarded,
 ) -> Snapshot {
+    let policy = &guard.policy;
     let mut by_name = HashMap::new();
     let mut tools_out = Vec::new();
     let mut prompts_out = Vec::new();
@@ -286,6 +320,11 @@ pub fn build(
                                 .idempotent_tools
                                 .iter()
                                 .any(|g| glob_match(g, orig)),
+                        screen: if are_tools {
+                            policy.screen(&up.name, orig, None)
+                        } else {
+                            None
+                        },
                     },
                 );
             }
@@ -334,11 +373,21 @@ pub fn build(
         caps.insert("logging".into(), json!({}));
     }
 
+    // A virtual server's tools may be screened differently (`servers` selector).
+    let rescreen = |t: &Target, server: &str| -> Option<Arc<crate::guard::policy::Screen>> {
+        if !policy.screens_calls() {
+            return None;
+        }
+        let up = upstreams.get(usize::from(t.upstream.0))?;
+        let orig: String = serde_json::from_slice(&t.name_json).ok()?;
+        policy.screen(&up.name, &orig, Some(server))
+    };
     let servers = servers
         .iter()
         .map(|sv| {
             let view = server_view(
                 sv,
+                &rescreen,
                 &tools_out,
                 &tools,
                 &prompts_out,
@@ -369,7 +418,13 @@ pub fn build(
             serde_json::to_vec(&Value::Object(caps)).unwrap_or_else(|_| b"{}".to_vec()),
         ),
         separator: sep.to_string(),
+        blocked: upstreams
+            .iter()
+            .map(|u| guard.report.blocked.iter().any(|(b, _)| *b == u.name))
+            .collect(),
         upstreams,
+        guard: guard.policy,
+        guard_report: guard.report,
     }
 }
 
@@ -377,6 +432,7 @@ pub fn build(
 #[allow(clippy::too_many_arguments)]
 fn server_view(
     sv: &crate::config::VirtualServer,
+    rescreen: &dyn Fn(&Target, &str) -> Option<Arc<crate::guard::policy::Screen>>,
     tools_out: &[Value],
     tools: &HashMap<String, Target>,
     prompts_out: &[Value],
@@ -385,7 +441,7 @@ fn server_view(
     templates_out: &[Value],
     page_size: usize,
 ) -> ServerView {
-    let pick = |items: &[Value], globs: &[String], map: &HashMap<String, Target>| {
+    let pick = |items: &[Value], globs: &[String], map: &HashMap<String, Target>, tools: bool| {
         let mut out = Vec::new();
         let mut targets = HashMap::new();
         for item in items {
@@ -411,12 +467,16 @@ fn server_view(
                 v["description"] = Value::String(d.clone());
             }
             out.push(v);
-            targets.insert(shown, t.clone());
+            let mut t = t.clone();
+            if tools {
+                t.screen = rescreen(&t, &sv.name);
+            }
+            targets.insert(shown, t);
         }
         (out, targets)
     };
-    let (t_items, t_map) = pick(tools_out, &sv.tools, tools);
-    let (p_items, p_map) = pick(prompts_out, &sv.prompts, prompts);
+    let (t_items, t_map) = pick(tools_out, &sv.tools, tools, true);
+    let (p_items, p_map) = pick(prompts_out, &sv.prompts, prompts, false);
     let by_uri = |items: &[Value], key: &str| -> Vec<Value> {
         items
             .iter()
@@ -548,6 +608,7 @@ mod tests {
             &Default::default(),
             "__",
             2,
+            Guarded::default(),
         );
         assert_eq!(s.tools.len(), 3);
         let t = &s.tools["a__echo"];
@@ -608,6 +669,7 @@ mod tests {
             &Default::default(),
             "__",
             100,
+            Guarded::default(),
         );
         let v = s.view(Some("team")).expect("view");
         let mut names: Vec<_> = v.tools.keys().cloned().collect();

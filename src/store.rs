@@ -11,12 +11,15 @@ use std::path::Path;
 
 use anyhow::Context;
 
+pub use crate::guard::catalog::Pin;
+
 /// Ordered schema migrations; the database's `user_version` says how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_servers_tools.sql"),
     include_str!("../migrations/0003_api_keys.sql"),
     include_str!("../migrations/0004_quota_counters.sql"),
+    include_str!("../migrations/0005_tool_pins.sql"),
 ];
 
 /// What kind of registry entry a store row is.
@@ -105,6 +108,31 @@ pub trait Store {
         put: &[QuotaCount],
         delete: &[(String, String)],
     ) -> anyhow::Result<()>;
+    /// Every pinned tool definition.
+    fn pins(&self) -> anyhow::Result<Vec<Pin>>;
+    /// Writes pins (insert or replace), in one transaction.
+    fn save_pins(&self, pins: &[Pin]) -> anyhow::Result<()>;
+    /// Approves the pending definition of `(upstream, tool)` whose hash is `hash`.
+    fn approve_pin(
+        &self,
+        upstream: &str,
+        tool: &str,
+        hash: &str,
+        by: &str,
+    ) -> anyhow::Result<Approval>;
+}
+
+/// What [`Store::approve_pin`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Approval {
+    /// The pending definition is now the pinned one.
+    Approved,
+    /// No such pin.
+    NotFound,
+    /// Nothing is pending for that tool.
+    NothingPending,
+    /// The pending definition has another hash (it changed again since it was reviewed).
+    HashMismatch(String),
 }
 
 /// The embedded SQLite store.
@@ -322,6 +350,96 @@ impl Store for Sqlite {
         tx.commit()?;
         Ok(())
     }
+
+    fn pins(&self) -> anyhow::Result<Vec<Pin>> {
+        let mut st = self.conn.prepare(
+            "SELECT upstream, tool, hash, definition, approved_ms, approved_by, \
+             pending_hash, pending_definition, pending_ms FROM tool_pins ORDER BY upstream, tool",
+        )?;
+        let rows = st.query_map([], pin_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn save_pins(&self, pins: &[Pin]) -> anyhow::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut up = tx.prepare(
+                "INSERT OR REPLACE INTO tool_pins (upstream, tool, hash, definition, \
+                 approved_ms, approved_by, pending_hash, pending_definition, pending_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for p in pins {
+                let (ph, pd, pm) = match &p.pending {
+                    Some((h, d, at)) => (Some(h), Some(d), Some(*at)),
+                    None => (None, None, None),
+                };
+                up.execute(rusqlite::params![
+                    p.upstream,
+                    p.tool,
+                    p.hash,
+                    p.definition,
+                    p.approved_at,
+                    p.approved_by,
+                    ph,
+                    pd,
+                    pm
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn approve_pin(
+        &self,
+        upstream: &str,
+        tool: &str,
+        hash: &str,
+        by: &str,
+    ) -> anyhow::Result<Approval> {
+        let mut st = self.conn.prepare(
+            "SELECT upstream, tool, hash, definition, approved_ms, approved_by, \
+             pending_hash, pending_definition, pending_ms FROM tool_pins \
+             WHERE upstream = ?1 AND tool = ?2",
+        )?;
+        let mut rows = st.query_map([upstream, tool], pin_of)?;
+        let Some(pin) = rows.next().transpose()? else {
+            return Ok(Approval::NotFound);
+        };
+        let Some((h, d, _)) = pin.pending else {
+            return Ok(Approval::NothingPending);
+        };
+        if h != hash {
+            return Ok(Approval::HashMismatch(h));
+        }
+        self.conn.execute(
+            "UPDATE tool_pins SET hash = ?3, definition = ?4, approved_ms = ?5, \
+             approved_by = ?6, pending_hash = NULL, pending_definition = NULL, \
+             pending_ms = NULL WHERE upstream = ?1 AND tool = ?2",
+            rusqlite::params![upstream, tool, h, d, now_ms(), by],
+        )?;
+        Ok(Approval::Approved)
+    }
+}
+
+fn pin_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pin> {
+    let pending = match (
+        r.get::<_, Option<String>>(6)?,
+        r.get::<_, Option<String>>(7)?,
+        r.get::<_, Option<i64>>(8)?,
+    ) {
+        (Some(h), Some(d), Some(at)) => Some((h, d, at)),
+        _ => None,
+    };
+    Ok(Pin {
+        upstream: r.get(0)?,
+        tool: r.get(1)?,
+        hash: r.get(2)?,
+        definition: r.get(3)?,
+        approved_at: r.get(4)?,
+        approved_by: r.get(5)?,
+        pending,
+    })
 }
 
 /// The effective configuration: the config file with the store applied. Config-file entries
@@ -506,6 +624,48 @@ mod tests {
             .expect("again")
             .disabled_tools
             .is_empty());
+    }
+
+    #[test]
+    fn pins_are_saved_and_approved_by_hash() {
+        let s = Sqlite::memory().expect("store");
+        let pin = Pin {
+            upstream: "u".into(),
+            tool: "t".into(),
+            hash: "h1".into(),
+            definition: "{}".into(),
+            approved_at: 1,
+            approved_by: "first-seen".into(),
+            pending: None,
+        };
+        s.save_pins(std::slice::from_ref(&pin)).expect("store");
+        assert_eq!(s.pins().expect("store"), std::slice::from_ref(&pin));
+        assert_eq!(
+            s.approve_pin("u", "t", "h2", "admin").expect("store"),
+            Approval::NothingPending
+        );
+        assert_eq!(
+            s.approve_pin("u", "x", "h2", "admin").expect("store"),
+            Approval::NotFound
+        );
+        let changed = Pin {
+            pending: Some(("h2".into(), "{\"d\":1}".into(), 5)),
+            ..pin
+        };
+        s.save_pins(std::slice::from_ref(&changed)).expect("store");
+        assert_eq!(
+            s.approve_pin("u", "t", "h3", "admin").expect("store"),
+            Approval::HashMismatch("h2".into())
+        );
+        assert_eq!(
+            s.approve_pin("u", "t", "h2", "admin").expect("store"),
+            Approval::Approved
+        );
+        let now = s.pins().expect("store");
+        assert_eq!(now[0].hash, "h2");
+        assert_eq!(now[0].definition, "{\"d\":1}");
+        assert_eq!(now[0].approved_by, "admin");
+        assert!(now[0].pending.is_none());
     }
 
     #[test]

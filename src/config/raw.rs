@@ -44,6 +44,76 @@ pub struct RawConfig {
     /// `[[quota]]` entries.
     #[serde(default, rename = "quota")]
     pub quotas: Vec<QuotaConfig>,
+    /// `[guard]`: catalog scanning, tool pinning and call screening.
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+/// `[guard]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Extra rule files for the catalog scan, in the format of the built-in rules
+    /// (`src/guard/rules.toml`); relative to the config file. A rule with a built-in id
+    /// overrides it. Default none.
+    #[serde(default)]
+    pub rules_files: Vec<String>,
+    /// `[[guard.catalog]]`: what catalog findings and definition changes do, per upstream;
+    /// the first entry whose `upstreams` match applies. With none, the defaults of
+    /// [`GuardCatalogConfig`] apply to every upstream.
+    #[serde(default)]
+    pub catalog: Vec<GuardCatalogConfig>,
+    /// `[[guard.screen]]`: screening of `tools/call` arguments and results; the first entry
+    /// whose selectors match a call applies. With none, calls pass through unscreened.
+    #[serde(default)]
+    pub screen: Vec<GuardScreenConfig>,
+}
+
+/// One `[[guard.catalog]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardCatalogConfig {
+    /// Upstream name globs this entry applies to. Default all.
+    pub upstreams: Option<Vec<String>>,
+    /// What a finding of severity low does: `log`, `hide` (the tool, prompt or resource)
+    /// or `block` (the whole upstream leaves the catalog). Default `log`.
+    pub low: Option<String>,
+    /// Severity medium. Default `log`.
+    pub medium: Option<String>,
+    /// Severity high. Default `log`.
+    pub high: Option<String>,
+    /// Severity critical. Default `hide`.
+    pub critical: Option<String>,
+    /// Tool definition pinning: `off`, `report` (a changed definition is counted, audited
+    /// and listed for approval, and stays served) or `hide` (a changed tool is hidden until
+    /// an operator approves it). Default `report`.
+    pub pin: Option<String>,
+}
+
+/// One `[[guard.screen]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardScreenConfig {
+    /// Upstream name globs. Default all.
+    pub upstreams: Option<Vec<String>>,
+    /// Tool name globs, as the upstream names its tools. Default all.
+    pub tools: Option<Vec<String>>,
+    /// Endpoints: virtual server names, `/mcp` for the main endpoint. Default all.
+    pub servers: Option<Vec<String>>,
+    /// Secrets (cloud and provider keys, private keys, JWTs, high-entropy tokens): `allow`,
+    /// `mask` (replaced by `[REDACTED:<kind>]`) or `block` (a JSON-RPC error, -32043).
+    /// Default `mask`.
+    pub secrets: Option<String>,
+    /// Personal data (emails, phone numbers, Luhn-valid card numbers, IBANs with a valid
+    /// checksum): `allow`, `mask` or `block`. Default `allow`.
+    pub pii: Option<String>,
+    /// Prompt-injection phrases and hidden Unicode text in results: `allow`, `flag` (logged,
+    /// counted, audited; the result passes) or `block`. Default `flag`.
+    pub injection: Option<String>,
+    /// Screen the call's `arguments`. Default true.
+    pub arguments: Option<bool>,
+    /// Screen the call's `result`. Default true.
+    pub results: Option<bool>,
 }
 
 /// `[telemetry]`.

@@ -52,6 +52,10 @@ pub enum Code {
     /// -32042: the upstream's circuit breaker is open (it failed repeatedly); the call was
     /// not tried. Retry after `breaker_open_ms`.
     CircuitOpen,
+    /// -32043: a guardrail refused the call: its arguments or result hold what a
+    /// `[[guard.screen]]` policy blocks (the message names the kind, never the value), or
+    /// its upstream is blocked by the catalog guard.
+    GuardBlocked,
 }
 
 impl Code {
@@ -77,6 +81,7 @@ impl Code {
             Code::Forbidden => -32040,
             Code::RateLimited => -32041,
             Code::CircuitOpen => -32042,
+            Code::GuardBlocked => -32043,
         }
     }
 }

@@ -10,6 +10,7 @@ mod cli;
 mod conformance;
 mod faults;
 mod faulty;
+mod guard;
 mod hostile;
 mod otel;
 mod raw;

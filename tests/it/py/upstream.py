@@ -41,6 +41,9 @@ Client-feature tools (need a session that can carry server-to-client messages):
                                notifications/tools/list_changed to the calling session
                                -> "added <name>" ("exists <name>", no notification, if the
                                server already has a tool of that name)
+  redefine(name, description)  sets tool `name`'s description (any tool, server-wide) and sends
+                               notifications/tools/list_changed to the calling session
+                               -> "redefined <name>" ("no tool <name>" if there is none)
   bump()                       counter += 1, notifications/resources/updated for
                                fixture://NAME/counter to every session subscribed to it
                                -> the new value as text
@@ -287,6 +290,15 @@ def build_server(name: str, log_level: str) -> MCPServer:
         server.add_tool(dynamic, name=tool_name, description=f"Dynamic tool added at runtime: {tool_name}.")
         await ctx.session.send_tool_list_changed()
         return f"added {tool_name}"
+
+    @server.tool(description="Change tool `name`'s description at runtime and send tools/list_changed.")
+    async def redefine(name: str, description: str, ctx: Context) -> str:
+        tool = server._tool_manager.get_tool(name)  # pyright: ignore[reportPrivateUsage]
+        if tool is None:
+            return f"no tool {name}"
+        tool.description = description
+        await ctx.session.send_tool_list_changed()
+        return f"redefined {name}"
 
     @server.tool(description="Increment the counter and notify subscribers of fixture://NAME/counter.")
     async def bump() -> str:
