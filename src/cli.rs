@@ -210,6 +210,102 @@ pub fn keys(a: &Admin, cmd: KeyCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `mcpgw guard ...`.
+pub enum GuardCmd {
+    /// The catalog guard's findings, hidden items and blocked upstreams.
+    Findings,
+    /// Pinned tool definitions; pending changes with their diff.
+    Pins,
+    /// Approve a pending definition: upstream, tool, hash, who.
+    Approve(String, String, String, Option<String>),
+}
+
+/// Runs a guard command.
+pub fn guard(a: &Admin, cmd: GuardCmd) -> anyhow::Result<()> {
+    match cmd {
+        GuardCmd::Findings => {
+            let v = a.call("GET", "/admin/guard", None)?;
+            a.print(
+                &v,
+                "findings",
+                &[
+                    "upstream", "kind", "name", "rule", "severity", "field", "action",
+                ],
+            );
+            if !a.json {
+                for h in v["hidden"].as_array().into_iter().flatten() {
+                    println!(
+                        "hidden: {}/{} ({}): {}",
+                        h["upstream"].as_str().unwrap_or("?"),
+                        h["name"].as_str().unwrap_or("?"),
+                        h["kind"].as_str().unwrap_or("?"),
+                        h["reason"].as_str().unwrap_or("")
+                    );
+                }
+                for b in v["blocked"].as_array().into_iter().flatten() {
+                    println!(
+                        "blocked upstream: {}: {}",
+                        b["upstream"].as_str().unwrap_or("?"),
+                        b["rules"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        GuardCmd::Pins => {
+            let mut v = a.call("GET", "/admin/guard/pins", None)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(());
+            }
+            let pins = v["pins"]
+                .as_array_mut()
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let mut rows = Vec::new();
+            for mut p in pins {
+                if let Some(h) = p["pending"]["hash"].as_str() {
+                    p["pending_hash"] = Value::String(h.to_string());
+                }
+                rows.push(p);
+            }
+            let table = serde_json::json!({ "pins": rows });
+            a.print(
+                &table,
+                "pins",
+                &["upstream", "tool", "hash", "approved_by", "pending_hash"],
+            );
+            for p in rows.iter().filter(|p| p["pending"].is_object()) {
+                println!(
+                    "\n{}/{} changed (approve with: mcpgw guard approve {} {} {}):",
+                    p["upstream"].as_str().unwrap_or("?"),
+                    p["tool"].as_str().unwrap_or("?"),
+                    p["upstream"].as_str().unwrap_or("?"),
+                    p["tool"].as_str().unwrap_or("?"),
+                    p["pending"]["hash"].as_str().unwrap_or("?"),
+                );
+                for d in p["pending"]["diff"].as_array().into_iter().flatten() {
+                    let path = d["path"].as_str().unwrap_or("/");
+                    if let Some(b) = d.get("before") {
+                        println!("  - {path}: {b}");
+                    }
+                    if let Some(after) = d.get("after") {
+                        println!("  + {path}: {after}");
+                    }
+                }
+            }
+        }
+        GuardCmd::Approve(upstream, tool, hash, by) => {
+            let mut body = serde_json::json!({ "upstream": upstream, "tool": tool, "hash": hash });
+            if let Some(by) = by {
+                body["by"] = Value::String(by);
+            }
+            let v = a.call("POST", "/admin/guard/pins/approve", Some(&body))?;
+            a.done(&v, &format!("approved {upstream}/{tool} at {hash}"));
+        }
+    }
+    Ok(())
+}
+
 /// Runs an upstreams command.
 pub fn upstreams(a: &Admin, cmd: UpstreamCmd) -> anyhow::Result<()> {
     match cmd {

@@ -74,6 +74,34 @@ enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Guardrails of a running gateway: catalog findings, pinned tool definitions,
+    /// approvals (through its admin API).
+    Guard {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        cmd: GuardCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuardCmd {
+    /// Catalog scan findings, hidden items, blocked upstreams.
+    Findings,
+    /// Pinned tool definitions; pending changes with their diff.
+    Pins,
+    /// Approve a tool's pending definition (the hash `pins` shows).
+    Approve {
+        /// Upstream name.
+        upstream: String,
+        /// The upstream's own tool name.
+        tool: String,
+        /// The pending definition's hash.
+        hash: String,
+        /// Who approves (audit log). Default `admin`.
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -369,6 +397,20 @@ fn main() -> std::process::ExitCode {
                 }
             };
             mcpgw::cli::keys(&a, cmd)
+        }),
+        Command::Guard { admin, cmd } => admin_client(&admin).and_then(|a| {
+            use mcpgw::cli::GuardCmd as C;
+            let cmd = match cmd {
+                GuardCmd::Findings => C::Findings,
+                GuardCmd::Pins => C::Pins,
+                GuardCmd::Approve {
+                    upstream,
+                    tool,
+                    hash,
+                    by,
+                } => C::Approve(upstream, tool, hash, by),
+            };
+            mcpgw::cli::guard(&a, cmd)
         }),
     };
     match result {

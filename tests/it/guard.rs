@@ -156,8 +156,30 @@ fn rug_pull_is_hidden_until_approved() {
         .0,
         400
     );
-    let (st, body) = approve(&new_hash);
-    assert_eq!(st, 200, "{body}");
+    // The operator reviews and approves with the CLI.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+            .args(args)
+            .args(["--admin", &format!("http://{adm}"), "--token", "tk"])
+            .output()
+            .expect("run mcpgw");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = cli(&["guard", "pins"]);
+    assert!(
+        shown.contains(&format!("mcpgw guard approve alpha echo {new_hash}"))
+            && shown.contains(&format!("+ /description: {}", json!(changed))),
+        "{shown}"
+    );
+    let done = cli(&[
+        "guard", "approve", "alpha", "echo", &new_hash, "--by", "ops",
+    ]);
+    assert!(done.contains("approved alpha/echo"), "{done}");
     assert!(
         wait_for(10, || has_tool(adm, "alpha__echo")),
         "approved: served again"
