@@ -97,6 +97,8 @@ pub struct Gateway {
     pub drain_timeout: Duration,
     /// Label cap of per-tool metrics.
     pub metrics_max_labels: usize,
+    /// Label cap of per-principal metrics.
+    pub metrics_max_principals: usize,
     /// Per-call metrics on.
     pub metrics: bool,
     /// Open connections per worker.
@@ -430,6 +432,7 @@ impl Config {
             watch_config: g.watch_config.unwrap_or(false),
             drain_timeout: ms(g.drain_timeout_ms, 30_000),
             metrics_max_labels: g.metrics_max_labels.unwrap_or(1000),
+            metrics_max_principals: g.metrics_max_principals.unwrap_or(100),
             metrics: g.metrics.unwrap_or(true),
             max_connections: g.max_connections.unwrap_or(10_000).max(1),
             max_connections_per_ip: g.max_connections_per_ip.unwrap_or(0),

@@ -149,6 +149,7 @@ impl Front {
     pub fn new(shared: Arc<Shared>, index: u16) -> Rc<Self> {
         let metrics = shared.metrics.worker_with(
             shared.config.gateway.metrics_max_labels,
+            shared.config.gateway.metrics_max_principals,
             shared.config.gateway.metrics,
         );
         Rc::new(Self {
@@ -1297,6 +1298,14 @@ impl Front {
             _ => method.clone(),
         };
         let began = monoio::time::Instant::now();
+        // When the gateway started waiting on the upstream (session set-up, sending,
+        // retries): from there on the call's time counts as the upstream's.
+        let upstream_began: std::cell::Cell<Option<monoio::time::Instant>> = Default::default();
+        let waited = || {
+            upstream_began
+                .get()
+                .map_or(std::time::Duration::ZERO, |t| t.elapsed())
+        };
         // The upstream's own tool name, for per-tool timeouts.
         let original: Option<String> = (method == "tools/call"
             && !upstream.tool_timeouts.is_empty())
@@ -1318,8 +1327,15 @@ impl Front {
             tracing::warn!(upstream = %upstream.name, error = %e, "upstream call failed");
             let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
             let outcome = crate::relay::metric_of(e);
-            self.metrics
-                .record(&target, &upstream.name, outcome, us, (f.bytes().len(), 0));
+            self.metrics.record(&crate::observe::metrics::Sample {
+                target: &target,
+                upstream: &upstream.name,
+                principal: &sess.principal.load().name,
+                outcome,
+                total_us: us,
+                upstream_us: u64::try_from(waited().as_micros()).unwrap_or(u64::MAX),
+                bytes: (f.bytes().len(), 0),
+            });
             if let (Some(t), Some(tracing)) = (&call_trace, &self.shared.tracing) {
                 tracing.finish(
                     t,
@@ -1390,6 +1406,7 @@ impl Front {
                 .record(&policy, pass, ok, self.shared.now_ms())
         };
         upstream.budget.deposit(upstream.retry.budget_percent);
+        upstream_began.set(Some(monoio::time::Instant::now()));
         let mut attempt = 0u32;
         let (on, call) = loop {
             let start = async {
@@ -1494,6 +1511,7 @@ impl Front {
             (entry, cancel),
         );
         relay.request_bytes = f.bytes().len();
+        relay.timed_from(began, waited());
         relay.breaker_pass = pass;
         relay.trace = call_trace;
         match relay.next().await {

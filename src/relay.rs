@@ -58,6 +58,10 @@ pub struct Relay {
     pub can_push: bool,
     requests: Vec<u64>,
     started: monoio::time::Instant,
+    /// When the gateway began routing the call (its metrics' start).
+    began: monoio::time::Instant,
+    /// Time spent waiting on the upstream so far.
+    upstream_wait: std::time::Duration,
     deadline: monoio::time::Instant,
     done: bool,
     /// Metrics label: the tool or prompt name, else the method.
@@ -121,6 +125,8 @@ impl Relay {
             can_push,
             requests: Vec::new(),
             started: now,
+            began: now,
+            upstream_wait: std::time::Duration::ZERO,
             deadline,
             done: false,
             target: target.into(),
@@ -137,6 +143,13 @@ impl Relay {
         self.done = true;
         self.outcome = Some(metric_of(e));
         Event::Final(error_body(Some(&self.client_id), code, msg))
+    }
+
+    /// Times the call from `began` (routing) with `waited` already spent on the upstream
+    /// before the relay took over.
+    pub fn timed_from(&mut self, began: monoio::time::Instant, waited: std::time::Duration) {
+        self.began = began;
+        self.upstream_wait = waited;
     }
 
     /// The session this call belongs to.
@@ -156,6 +169,7 @@ impl Relay {
             let hard_stop = self.started + self.upstream.max_call;
             let until = self.deadline.min(hard_stop);
             let wait = monoio::time::timeout_at(until, call.next());
+            let waiting = monoio::time::Instant::now();
             let got = match self.cancel.as_mut() {
                 Some(c) => match select(Box::pin(wait), c).await {
                     Either::Left((r, _)) => Ok(r),
@@ -163,6 +177,7 @@ impl Relay {
                 },
                 None => Ok(wait.await),
             };
+            self.upstream_wait += waiting.elapsed();
             let got = match got {
                 Ok(g) => g,
                 Err(fired) => {
@@ -344,7 +359,7 @@ impl Drop for Relay {
             None => {}
         }
         if let Some(o) = self.outcome {
-            let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let us = u64::try_from(self.began.elapsed().as_micros()).unwrap_or(u64::MAX);
             if let (Some(t), Some(tracing)) = (&self.trace, &self.front.shared().tracing) {
                 tracing.finish(
                     t,
@@ -358,13 +373,17 @@ impl Drop for Relay {
                     },
                 );
             }
-            self.front.metrics().record(
-                &self.target,
-                &self.upstream.name,
-                o,
-                us,
-                (self.request_bytes, self.response_bytes),
-            );
+            self.front
+                .metrics()
+                .record(&crate::observe::metrics::Sample {
+                    target: &self.target,
+                    upstream: &self.upstream.name,
+                    principal: &self.session.principal.load().name,
+                    outcome: o,
+                    total_us: us,
+                    upstream_us: u64::try_from(self.upstream_wait.as_micros()).unwrap_or(u64::MAX),
+                    bytes: (self.request_bytes, self.response_bytes),
+                });
             if let Some(a) = &self.front.shared().audit {
                 a.record_call(crate::observe::audit::CallRecord {
                     session: self.session.id.as_str().get(..8).unwrap_or("").to_string(),

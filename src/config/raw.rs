@@ -457,6 +457,9 @@ pub struct GatewayConfig {
     pub health_interval_ms: Option<u64>,
     /// Most distinct tools labelled in metrics; more are counted as `__other__`. Default 1000.
     pub metrics_max_labels: Option<usize>,
+    /// Most distinct client principals labelled in metrics
+    /// (`mcpgw_principal_calls_total`); more are counted as `__other__`. Default 100.
+    pub metrics_max_principals: Option<usize>,
     /// Whether calls are counted and timed per tool (`mcpgw_calls_total`, latency
     /// histograms, `/admin/stats`). Default true; false saves their cost (measured in
     /// perf/RESULTS.md).

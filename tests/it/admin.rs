@@ -462,6 +462,48 @@ fn metrics_count_known_traffic() {
         }
         other => panic!("not a histogram: {other:?}"),
     }
+    // Each call's time split in two: waiting on the upstream, and the gateway's own.
+    let hist_of = |name: &str, target: &str| -> (f64, f64) {
+        let h = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("target") == Some(target))
+            .unwrap_or_else(|| panic!("{name} {target}: {text}"));
+        match &h.value {
+            prometheus_parse::Value::Histogram(b) => {
+                let count = b.last().map_or(0.0, |b| b.count);
+                let sum = scrape
+                    .samples
+                    .iter()
+                    .find(|s| {
+                        s.metric == format!("{name}_sum") && s.labels.get("target") == Some(target)
+                    })
+                    .and_then(|s| match s.value {
+                        prometheus_parse::Value::Untyped(v) => Some(v),
+                        _ => None,
+                    })
+                    .unwrap_or(f64::NAN);
+                (count, sum)
+            }
+            other => panic!("{name}: not a histogram: {other:?}"),
+        }
+    };
+    for name in ["mcpgw_call_upstream_seconds", "mcpgw_call_gateway_seconds"] {
+        assert_eq!(hist_of(name, "alpha__echo").0, 3.0, "{name}\n{text}");
+    }
+    // The slow call waited on its upstream until the timeout: that time is the upstream's.
+    let (_, up) = hist_of("mcpgw_call_upstream_seconds", "alpha__slow");
+    let (_, gw_own) = hist_of("mcpgw_call_gateway_seconds", "alpha__slow");
+    assert!(up > gw_own, "upstream {up} s, gateway {gw_own} s\n{text}");
+    // Per principal (no auth configured: everyone is `anonymous`).
+    assert!(
+        value(
+            "mcpgw_principal_calls_total",
+            &[("principal", "anonymous"), ("outcome", "ok")]
+        )
+        .is_some_and(|n| n >= 4.0),
+        "{text}"
+    );
     assert_eq!(
         value("mcpgw_upstream_up", &[("upstream", "alpha")]),
         Some(1.0),
@@ -485,6 +527,9 @@ fn metrics_count_known_traffic() {
         "{stats}"
     );
     assert!(row["bytes_out"].as_u64().is_some_and(|b| b > 0), "{stats}");
+    assert!(row["upstream_ms"]["p50"].as_f64().is_some(), "{stats}");
+    assert!(row["gateway_ms"]["p50"].as_f64().is_some(), "{stats}");
+    assert_eq!(stats["principals"][0]["principal"], "anonymous", "{stats}");
 }
 
 /// The audit log: a line per call and per admin change, never arguments; the chain verifies,
