@@ -1,6 +1,7 @@
 //! Traces: W3C trace context from the client through the gateway to the upstream, and the
-//! gateway's spans received by an OTLP/HTTP (JSON) collector: a small one here that keeps
-//! what it is sent.
+//! gateway's spans received by an OTLP/HTTP (JSON) collector: a small HTTP listener here
+//! that decodes each export with the OTLP schema (`opentelemetry-proto`, generated from the
+//! official protos) and keeps the spans.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -8,6 +9,7 @@ use std::{
     sync::Arc,
 };
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -58,15 +60,12 @@ impl Collector {
                             return;
                         }
                         if line.starts_with("POST /v1/traces") {
-                            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
-                                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                                    for sp in ss["spans"].as_array().into_iter().flatten() {
-                                        let mut sp = sp.clone();
-                                        sp["service"] = rs["resource"]["attributes"].clone();
-                                        keep.lock().push(sp);
-                                    }
-                                }
+                            match serde_json::from_slice::<ExportTraceServiceRequest>(&body) {
+                                Ok(req) => keep.lock().extend(spans_of(&req)),
+                                Err(e) => keep.lock().push(serde_json::json!({
+                                    "invalid_export": e.to_string(),
+                                    "body": String::from_utf8_lossy(&body),
+                                })),
                             }
                         }
                         let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
@@ -78,12 +77,64 @@ impl Collector {
     }
 
     fn span(&self, span_id: &str) -> Option<Value> {
+        let bad: Vec<Value> = self
+            .spans
+            .lock()
+            .iter()
+            .filter(|s| s.get("invalid_export").is_some())
+            .cloned()
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "exports that are not valid OTLP/JSON: {bad:?}"
+        );
         self.spans
             .lock()
             .iter()
             .find(|s| s["spanId"].as_str() == Some(span_id))
             .cloned()
     }
+}
+
+/// The spans of one export as JSON: ids in hex, attributes and the resource's attributes as
+/// `{key: string value}`.
+fn spans_of(req: &ExportTraceServiceRequest) -> Vec<Value> {
+    use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+    let attrs = |kvs: &[KeyValue]| -> Value {
+        kvs.iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+                    Some(any_value::Value::IntValue(i)) => Value::from(*i),
+                    Some(other) => Value::String(format!("{other:?}")),
+                    None => Value::Null,
+                };
+                (kv.key.clone(), v)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut out = Vec::new();
+    for rs in &req.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .map_or(Value::Null, |r| attrs(&r.attributes));
+        for ss in &rs.scope_spans {
+            for sp in &ss.spans {
+                out.push(serde_json::json!({
+                    "traceId": hex(&sp.trace_id),
+                    "spanId": hex(&sp.span_id),
+                    "parentSpanId": hex(&sp.parent_span_id),
+                    "name": sp.name,
+                    "attributes": attrs(&sp.attributes),
+                    "service": service,
+                }));
+            }
+        }
+    }
+    out
 }
 
 fn call(gw: &Gateway, sid: &str, headers: &[&str], meta: &str) -> Value {
@@ -182,16 +233,8 @@ fn trace_context_crosses_the_gateway_and_spans_reach_the_collector() {
     assert_eq!(s["traceId"], trace);
     assert_eq!(s["parentSpanId"], client_span);
     assert_eq!(s["name"], "f__get_thing");
-    let attrs = s["attributes"].to_string();
-    assert!(
-        attrs.contains("mcp.upstream") && attrs.contains("\"f\""),
-        "{attrs}"
-    );
-    assert!(
-        s["service"].to_string().contains("mcpgw-test"),
-        "{}",
-        s["service"]
-    );
+    assert_eq!(s["attributes"]["mcp.upstream"], "f", "{s}");
+    assert_eq!(s["service"]["service.name"], "mcpgw-test", "{s}");
     let s2 = collector.span(&gw_span2).expect("second span");
     assert_eq!(s2["parentSpanId"], "b7ad6b7169203331");
     let s3 = collector.span(&gw_span3).expect("third span");
