@@ -17,6 +17,7 @@
 //! the request path: what to do with a finding is policy, decided elsewhere.
 
 pub mod normalize;
+pub mod screen;
 
 #[cfg(test)]
 mod tests;
