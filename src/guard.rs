@@ -19,6 +19,7 @@
 pub mod catalog;
 pub mod normalize;
 pub mod policy;
+pub mod screen;
 
 #[cfg(test)]
 mod tests;
