@@ -22,6 +22,7 @@ use crate::{
     },
     control::Shared,
     error::{Error, ErrorKind},
+    guard::policy::{Direction, Policy as GuardPolicy, Screen, Screened},
     jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
     limits::Limit,
     observe::trace::TraceParent,
@@ -112,6 +113,14 @@ enum Answer {
     Json,
     /// SSE only.
     Sse,
+}
+
+/// How a call is screened on its way: its screen (for the result too) and the masked
+/// `arguments` to send instead of the client's.
+#[derive(Default)]
+struct Guarding {
+    screen: Option<Arc<Screen>>,
+    arguments: Option<(Span, Vec<u8>)>,
 }
 
 /// What came of one request.
@@ -885,6 +894,7 @@ impl Front {
                     answer,
                     read,
                     trace,
+                    Guarding::default(),
                 )
                 .await
             }
@@ -950,6 +960,17 @@ impl Front {
         match (target, view.unprefixed) {
             (Some(t), _) => {
                 let rename = Some((span, t.name_json.to_vec()));
+                let guarding = match self.guard_arguments(
+                    f,
+                    snap,
+                    sess,
+                    t.screen.as_ref(),
+                    t.upstream,
+                    name.as_deref(),
+                ) {
+                    Ok(g) => g,
+                    Err(kinds) => return self.guard_refused(id, Direction::Arguments, &kinds),
+                };
                 self.forward(
                     f,
                     id,
@@ -960,13 +981,28 @@ impl Front {
                     answer,
                     t.retry_safe,
                     trace,
+                    guarding,
                 )
                 .await
             }
             // A name no upstream lists goes, unchanged, to the one unprefixed upstream when
             // there is one: it answers in its own way, as it would without the gateway.
             (None, Some(up)) => {
-                self.forward(f, id, snap, sess, up, None, answer, false, trace)
+                // Screened like a listed tool of that upstream would be.
+                let screen = (what == "tool" && snap.guard.screens_calls())
+                    .then(|| {
+                        let u = snap.upstream(up)?;
+                        snap.guard
+                            .screen(&u.name, name.as_deref()?, sess.server.as_deref())
+                    })
+                    .flatten();
+                let guarding =
+                    match self.guard_arguments(f, snap, sess, screen.as_ref(), up, name.as_deref())
+                    {
+                        Ok(g) => g,
+                        Err(kinds) => return self.guard_refused(id, Direction::Arguments, &kinds),
+                    };
+                self.forward(f, id, snap, sess, up, None, answer, false, trace, guarding)
                     .await
             }
             (None, None) => {
@@ -1022,6 +1058,7 @@ impl Front {
                             answer,
                             true,
                             trace,
+                            Guarding::default(),
                         )
                         .await
                     }
@@ -1051,6 +1088,7 @@ impl Front {
                             answer,
                             true,
                             trace,
+                            Guarding::default(),
                         )
                         .await
                     }
@@ -1253,6 +1291,7 @@ impl Front {
         answer: Answer,
         retry_safe: bool,
         trace: Option<TraceParent>,
+        guarding: Guarding,
     ) -> Outcome {
         let Some(upstream) = snap.upstream(up).cloned() else {
             return Outcome::Done(error_body(Some(id), Code::InternalError, "Internal error"));
@@ -1372,6 +1411,9 @@ impl Front {
         }
         if let Some(t) = token {
             edits.push((t, gid_text.as_bytes()));
+        }
+        if let Some((span, masked)) = &guarding.arguments {
+            edits.push((*span, masked));
         }
         let tp_header = call_trace.as_ref().map(|t| t.traceparent());
         let meta_edit = tp_header.as_deref().and_then(|tp| traceparent_edit(f, tp));
@@ -1512,6 +1554,10 @@ impl Front {
         );
         relay.request_bytes = f.bytes().len();
         relay.timed_from(began, waited());
+        relay.screen = guarding
+            .screen
+            .filter(|s| s.covers(Direction::Result))
+            .map(|s| (s, snap.guard.clone()));
         relay.breaker_pass = pass;
         relay.trace = call_trace;
         match relay.next().await {
@@ -1527,6 +1573,108 @@ impl Front {
                 Outcome::Done(self.finish_pushing(sess, &mut relay).await)
             }
         }
+    }
+
+    /// Screens a `tools/call`'s `arguments` under `screen` (if any): the [`Guarding`] to
+    /// forward with (masked arguments, the screen for the result), or the kinds found that
+    /// a policy blocks.
+    fn guard_arguments(
+        &self,
+        f: &Frame,
+        snap: &Snapshot,
+        sess: &Session,
+        screen: Option<&Arc<Screen>>,
+        up: UpstreamRef,
+        name: Option<&str>,
+    ) -> Result<Guarding, Vec<&'static str>> {
+        let Some(sc) = screen else {
+            return Ok(Guarding::default());
+        };
+        let mut g = Guarding {
+            screen: Some(sc.clone()),
+            arguments: None,
+        };
+        let Some(span) = f
+            .param("arguments")
+            .filter(|_| sc.covers(Direction::Arguments))
+        else {
+            return Ok(g);
+        };
+        let raw = f.raw_at(span).unwrap_or_default();
+        let upstream = snap.upstream(up).map_or("", |u| u.name.as_str());
+        match self.screen(
+            sc,
+            &snap.guard,
+            raw,
+            Direction::Arguments,
+            sess,
+            name.unwrap_or(""),
+            upstream,
+        ) {
+            Screened::Pass => Ok(g),
+            Screened::Replace(masked) => {
+                g.arguments = Some((span, masked));
+                Ok(g)
+            }
+            Screened::Block(kinds) => Err(kinds),
+        }
+    }
+
+    /// Screens `json` (a call's `arguments` or `result`) under `sc`; counts every finding
+    /// (`mcpgw_guard_screen_hits_total`), logs and audits them (kinds only, never values).
+    #[allow(clippy::too_many_arguments)]
+    pub fn screen(
+        &self,
+        sc: &Screen,
+        policy: &GuardPolicy,
+        json: &[u8],
+        dir: Direction,
+        sess: &Session,
+        target: &str,
+        upstream: &str,
+    ) -> Screened {
+        let mut hits = Vec::new();
+        let out = sc.apply(&policy.screener, json, dir, &mut hits);
+        if hits.is_empty() {
+            return out;
+        }
+        for h in &hits {
+            self.shared.guard.screen_hit(
+                h.kind.label(),
+                dir.as_str(),
+                sc.verdict(h.kind.class()).as_str(),
+            );
+        }
+        let kinds = crate::guard::policy::kinds(&hits);
+        let action = match &out {
+            Screened::Pass => "flag",
+            Screened::Replace(_) => "mask",
+            Screened::Block(_) => "block",
+        };
+        let principal = sess.principal.load();
+        tracing::warn!(target, upstream, principal = %principal.name, direction = dir.as_str(), ?kinds, action, "guard: screening found sensitive content");
+        if let Some(a) = &self.shared.audit {
+            a.record(serde_json::json!({
+                "event": "guard_screen",
+                "direction": dir.as_str(),
+                "target": target,
+                "upstream": upstream,
+                "session": sess.id.as_str().get(..8),
+                "principal": &*principal.name,
+                "kinds": kinds,
+                "action": action,
+            }));
+        }
+        out
+    }
+
+    /// The answer to a call a guard refused.
+    fn guard_refused(&self, id: &[u8], dir: Direction, kinds: &[&str]) -> Outcome {
+        Outcome::Done(error_body(
+            Some(id),
+            Code::GuardBlocked,
+            &crate::guard::policy::blocked_message(dir, kinds),
+        ))
     }
 
     /// A JSON-RPC error when a `[[rate_limit]]` of `stage` refuses this call now.

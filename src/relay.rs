@@ -19,6 +19,7 @@ use futures_util::future::{select, Either};
 use crate::{
     error::{Error, ErrorKind},
     front::Front,
+    guard::policy::{Direction, Screened},
     jsonrpc::{error_body, Code, Kind},
     registry::names,
     session::{PendingRequest, Session},
@@ -53,6 +54,11 @@ pub struct Relay {
     pub breaker_pass: crate::resilience::Pass,
     /// The gateway's span of this call (exported when the relay ends), if traced.
     pub trace: Option<crate::observe::trace::CallTrace>,
+    /// How the result is screened, with the policy that holds the screener.
+    pub screen: Option<(
+        Arc<crate::guard::policy::Screen>,
+        Arc<crate::guard::policy::Policy>,
+    )>,
     /// Whether messages other than the response can reach the client; when not, upstream
     /// requests are refused on the client's behalf and notifications dropped.
     pub can_push: bool,
@@ -122,6 +128,7 @@ impl Relay {
             _entry: entry,
             breaker_pass: crate::resilience::Pass::Call,
             trace: None,
+            screen: None,
             can_push,
             requests: Vec::new(),
             started: now,
@@ -257,6 +264,21 @@ impl Relay {
         }
     }
 
+    /// Screens the `result` of an answer, when this call's result is screened.
+    fn screen_result(&self, frame: &crate::jsonrpc::Frame) -> Option<Screened> {
+        let (sc, policy) = self.screen.as_ref()?;
+        let raw = frame.result_raw()?;
+        Some(self.front.screen(
+            sc,
+            policy,
+            raw,
+            Direction::Result,
+            &self.session,
+            &self.target,
+            &self.upstream.name,
+        ))
+    }
+
     /// Translates one upstream message; `None` when it is not for the client.
     async fn translate(&mut self, msg: Bytes) -> Option<Event> {
         let frame = match self.front.caller().parser.borrow_mut().parse_one(msg) {
@@ -277,7 +299,18 @@ impl Relay {
                 } else {
                     Metric::Ok
                 });
-                let out = frame.splice(&mut [(span, &self.client_id)]);
+                let out = match self.screen_result(&frame) {
+                    Some(Screened::Block(kinds)) => error_body(
+                        Some(&self.client_id),
+                        Code::GuardBlocked,
+                        &crate::guard::policy::blocked_message(Direction::Result, &kinds),
+                    ),
+                    Some(Screened::Replace(masked)) => match frame.result_span() {
+                        Some(rs) => frame.splice(&mut [(span, &self.client_id), (rs, &masked)]),
+                        None => frame.splice(&mut [(span, &self.client_id)]),
+                    },
+                    _ => frame.splice(&mut [(span, &self.client_id)]),
+                };
                 self.response_bytes = out.len();
                 Some(Event::Final(out))
             }

@@ -10,7 +10,10 @@ use std::{path::Path, sync::Arc};
 
 use crate::{
     config::raw::{GuardCatalogConfig, GuardConfig, GuardScreenConfig},
-    guard::{Scanner, Severity},
+    guard::{
+        screen::{Class, Classes, Hit, Screener},
+        Scanner, Severity,
+    },
     registry::glob_match,
 };
 
@@ -121,6 +124,124 @@ pub struct Screen {
     pub results: bool,
 }
 
+/// What screening decided for one message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Screened {
+    /// Nothing found (or only allowed or flagged findings): the bytes pass unchanged.
+    Pass,
+    /// Masked: the new JSON of the screened value.
+    Replace(Vec<u8>),
+    /// Refused: the kinds found that a policy blocks (labels, deduplicated).
+    Block(Vec<&'static str>),
+}
+
+/// Which side of a call is screened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The call's `arguments`.
+    Arguments,
+    /// The answer's `result`.
+    Result,
+}
+
+impl Direction {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Arguments => "arguments",
+            Direction::Result => "result",
+        }
+    }
+}
+
+impl Screen {
+    /// What this screen does with findings of `class`.
+    pub fn verdict(&self, class: Class) -> Verdict {
+        match class {
+            Class::Secret => self.secrets,
+            Class::Pii => self.pii,
+            Class::Injection => self.injection,
+        }
+    }
+
+    /// Whether `direction` is screened at all.
+    pub fn covers(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Arguments => self.arguments,
+            Direction::Result => self.results,
+        }
+    }
+
+    fn classes(&self, direction: Direction, pick: impl Fn(Verdict) -> bool) -> Classes {
+        Classes {
+            secrets: pick(self.secrets),
+            pii: pick(self.pii),
+            // Injection is about what the model reads: results only.
+            injection: direction == Direction::Result && pick(self.injection),
+        }
+    }
+
+    /// Scans `json` (the raw `arguments` or `result`) and decides; `hits` gets every
+    /// finding (for reporting). Invalid JSON (never produced by the gateway's parser) is
+    /// blocked rather than passed unscreened.
+    pub fn apply(
+        &self,
+        screener: &Screener,
+        json: &[u8],
+        direction: Direction,
+        hits: &mut Vec<Hit>,
+    ) -> Screened {
+        let look = self.classes(direction, |v| v != Verdict::Allow);
+        if screener.scan(json, look, hits).is_err() {
+            return Screened::Block(vec!["invalid_json"]);
+        }
+        if hits.is_empty() {
+            return Screened::Pass;
+        }
+        let mut blocked: Vec<&'static str> = hits
+            .iter()
+            .filter(|h| self.verdict(h.kind.class()) == Verdict::Block)
+            .map(|h| h.kind.label())
+            .collect();
+        if !blocked.is_empty() {
+            blocked.sort_unstable();
+            blocked.dedup();
+            return Screened::Block(blocked);
+        }
+        let mask = self.classes(direction, |v| v == Verdict::Mask);
+        if hits.iter().any(|h| mask.has(h.kind.class())) {
+            return Screened::Replace(screener.mask(json, hits, mask));
+        }
+        Screened::Pass
+    }
+}
+
+/// The kind labels of `hits`, deduplicated, for messages and audit lines.
+pub fn kinds(hits: &[Hit]) -> Vec<&'static str> {
+    let mut k: Vec<&'static str> = hits.iter().map(|h| h.kind.label()).collect();
+    k.sort_unstable();
+    k.dedup();
+    k
+}
+
+/// The message of a call refused for `kinds` found in `direction`: names the kinds, never a
+/// value.
+pub fn blocked_message(direction: Direction, kinds: &[&str]) -> String {
+    format!(
+        "Blocked by guardrail: the {} contain{} {}",
+        match direction {
+            Direction::Arguments => "arguments",
+            Direction::Result => "tool result",
+        },
+        if direction == Direction::Arguments {
+            ""
+        } else {
+            "s"
+        },
+        kinds.join(", ")
+    )
+}
+
 struct ScreenRule {
     upstreams: Option<Vec<String>>,
     tools: Option<Vec<String>>,
@@ -133,6 +254,8 @@ struct ScreenRule {
 pub struct Policy {
     /// The catalog scanner (built-in rules plus `rules_files`).
     pub scanner: Scanner,
+    /// The call screener (secrets, personal data, injection).
+    pub screener: Screener,
     catalog: Vec<CatalogRule>,
     default_catalog: CatalogRule,
     screens: Vec<ScreenRule>,
@@ -183,6 +306,7 @@ impl Policy {
             .collect::<Result<_, _>>()?;
         Ok(Policy {
             scanner,
+            screener: Screener::new(),
             catalog,
             default_catalog: CatalogRule::default(),
             screens,

@@ -270,6 +270,11 @@ impl Frame {
         self.error.is_some()
     }
 
+    /// Where `result` is.
+    pub fn result_span(&self) -> Option<Span> {
+        self.result
+    }
+
     /// Raw JSON of `result`.
     pub fn result_raw(&self) -> Option<&[u8]> {
         self.result.and_then(|s| self.bytes.get(s.range()))
