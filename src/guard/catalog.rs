@@ -151,12 +151,22 @@ fn as_tool(kind: &str, item: &Value) -> Value {
     if kind == "tool" {
         return item.clone();
     }
-    let name = item
-        .get("name")
-        .or_else(|| item.get("uri"))
-        .or_else(|| item.get("uriTemplate"))
-        .cloned()
-        .unwrap_or(Value::Null);
+    // A prompt's name is an identifier like a tool's; a resource's is a display name
+    // ("Dynamic Text Resource"): scanned as text, not held to the tool-name checks.
+    let (name, title) = if kind == "prompt" {
+        (
+            item.get("name").cloned().unwrap_or(Value::Null),
+            item.get("title").cloned().unwrap_or(Value::Null),
+        )
+    } else {
+        let display = [item.get("title"), item.get("name")]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        (Value::String(String::new()), Value::String(display))
+    };
     let mut props = serde_json::Map::new();
     if let Some(Value::Array(args)) = item.get("arguments") {
         for a in args {
@@ -170,7 +180,7 @@ fn as_tool(kind: &str, item: &Value) -> Value {
     }
     json!({
         "name": name,
-        "title": item.get("title").cloned().unwrap_or(Value::Null),
+        "title": title,
         "description": item.get("description").cloned().unwrap_or(Value::Null),
         "inputSchema": { "type": "object", "properties": props },
     })

@@ -414,3 +414,51 @@ pii = "mask"
         gw.log_text()
     );
 }
+
+/// False positives on real catalogs: the official `server-everything`, the conformance
+/// fixture, the SDK fixture and the built-in demo server are scanned as they are: nothing is
+/// hidden or blocked, and the only findings are low-severity name overlaps between them
+/// (several servers have an `echo`).
+#[test]
+fn real_catalogs_scan_clean() {
+    let node = crate::support::node_dir();
+    let py = crate::support::python();
+    let upstreams = format!(
+        "[[upstream]]\nname = \"everything\"\ntransport = \"stdio\"\ncommand = {:?}\nargs = [{:?}, \"stdio\"]\n\n[[upstream]]\nname = \"conf\"\ntransport = \"stdio\"\ncommand = {:?}\nargs = [{:?}, \"--transport\", \"stdio\"]\n\n[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n\n{}",
+        node.join("node_modules/node/bin/node").display().to_string(),
+        node.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+            .display()
+            .to_string(),
+        py.display().to_string(),
+        crate::support::root()
+            .join("tests/conformance/fixture.py")
+            .display()
+            .to_string(),
+        stdio_fixture_toml("fixture", "")
+    );
+    let dir = TempDir::new("guard-real");
+    let (gw, adm) = gateway(&dir, &upstreams, "");
+    assert!(
+        wait_for(30, || {
+            let (_, r) = admin_json(adm, "GET", "/admin/guard", None);
+            r["scanned"].as_u64().unwrap_or(0) > 60
+        }),
+        "{}",
+        gw.log_text()
+    );
+    let (_, r) = admin_json(adm, "GET", "/admin/guard", None);
+    assert_eq!(r["hidden"], json!([]), "{r}");
+    assert_eq!(r["blocked"], json!([]), "{r}");
+    let findings = r["findings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["severity"] == "low" && f["rule"] == "shadow.duplicate-name"),
+        "{r}"
+    );
+    eprintln!(
+        "real catalogs: {} items scanned, {} findings (all shadow.duplicate-name, low)",
+        r["scanned"],
+        findings.len()
+    );
+}

@@ -196,3 +196,19 @@ fn new_findings_are_reported_once() {
     assert!(!new_findings(&Report::default(), &first).is_empty());
     assert!(new_findings(&first, &second).is_empty());
 }
+
+#[test]
+fn resource_display_names_are_not_held_to_tool_name_rules() {
+    let p = policy("");
+    let c = UpstreamCatalog {
+        tools: vec![tool("a", "Does a.")],
+        templates: vec![
+            json!({"uriTemplate": "demo://x/{id}", "name": "Dynamic Text Resource", "description": "A text resource."}),
+        ],
+        resources: vec![json!({"uri": "demo://y", "name": "Plain Résumé", "title": "Résumé"})],
+        ..Default::default()
+    };
+    let mut cats = vec![Some(c)];
+    let a = apply(&p, &["u"], &mut cats, &HashMap::new(), 1);
+    assert!(a.report.findings.is_empty(), "{:?}", a.report.findings);
+}
