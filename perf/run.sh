@@ -362,6 +362,15 @@ tools = [\"*\"]
 scope = \"principal\"
 rate = \"10000000/s\""
 GW_AUTH=$LAST_PID
+# Guardrails cost: every call's arguments and result screened for secrets, personal data and
+# injection (all classes on; the load's payload is filler text, so nothing is masked).
+P_GW_GUARD=19134
+start_gateway uring-guard $P_GW_GUARD $SUT_CPU 1 uring per-client $P_FX "
+[[guard.screen]]
+secrets = \"mask\"
+pii = \"mask\"
+injection = \"flag\""
+GW_GUARD=$LAST_PID
 
 KIB=(--payload-bytes 1024 --result-bytes 1024)
 CLOSED=(-c "$CONNS" -d "$DUR" -w "$WARM")
@@ -387,6 +396,8 @@ for rep in $(seq 1 "$REPS"); do
   S_TARGET=gateway-auth
   run_load "http://127.0.0.1:$P_GW_AUTH/mcp" fx__echo $LOAD_CPU "$GW_AUTH" "$FX_PID" "${CLOSED[@]}" "${KIB[@]}" \
     --header "Authorization: Bearer $PERF_KEY"
+  S_TARGET=gateway-guard
+  run_load "http://127.0.0.1:$P_GW_GUARD/mcp" fx__echo $LOAD_CPU "$GW_GUARD" "$FX_PID" "${CLOSED[@]}" "${KIB[@]}"
 done
 S_REP=1
 

@@ -479,6 +479,13 @@ def main():
     S.append(f"| CPU per call with auth on (API key, role check, per-principal rate limit) vs off | **{f(au, 3)}×** "
              f"(paired{prange(pr_auth)}; medians {f(R.med('cpu_us_gateway', **AUK), 1)} vs "
              f"{f(R.med('cpu_us_gateway', **GPK), 1)} µs/call) | (reported) | - |")
+    GDK = dict(scenario="core", target="gateway-guard")
+    pr_guard = paired(R, "cpu_us_gateway", GDK, GPK)
+    gd = statistics.median(pr_guard) if pr_guard else None
+    S.append(f"| CPU per call with screening on (arguments and result, secrets + PII + injection) vs off | **{f(gd, 3)}×** "
+             f"(paired{prange(pr_guard)}; medians {f(R.med('cpu_us_gateway', **GDK), 1)} vs "
+             f"{f(R.med('cpu_us_gateway', **GPK), 1)} µs/call) | ≤ 1.15× | "
+             f"{verdict(None if gd is None else gd <= 1.15)} |")
     wr = ratio(w2, w1)
     S.append(f"| 2 workers vs 1 (calls/s, unpinned) | **{f(wr, 2)}×** ({f(w2, 0)} vs {f(w1, 0)}); "
              f"floor 2 vs 1 thread {f(ratio(fw2, fw1), 2)}× | ≥ 1.8× | {verdict(None if wr is None else wr >= 1.8)} "
