@@ -310,21 +310,16 @@ impl Scanner {
         tool: &Value,
         all_tools: &[(String, String)],
     ) -> Vec<Finding> {
+        self.scan_tool_among(tool, &Others::of(server, all_tools))
+    }
+
+    /// [`Scanner::scan_tool`] with the rest of the catalog prepared once ([`Others::of`]):
+    /// for scanning many tools of one server.
+    pub fn scan_tool_among(&self, tool: &Value, others: &Others<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
-        let others: Vec<&(String, String)> =
-            all_tools.iter().filter(|(s, _)| s != server).collect();
         let name = tool.get("name").and_then(Value::as_str).unwrap_or("");
-        self.scan_name(name, &others, &mut out);
-        // Looked for in every field: lowercased once.
-        let mut idents = Idents::default();
-        for (_, n) in others.iter().filter(|(_, n)| looks_like_identifier(n)) {
-            let n = n.to_ascii_lowercase();
-            if n.bytes().all(is_ident_byte) {
-                idents.words.insert(n);
-            } else {
-                idents.dotted.push(n);
-            }
-        }
+        self.scan_name(name, others, &mut out);
+        let idents = &others.idents;
         let mut fields = Vec::new();
         for key in ["name", "title", "description"] {
             if let Some(s) = tool.get(key).and_then(Value::as_str) {
@@ -337,7 +332,7 @@ impl Scanner {
             }
         }
         for (field, raw) in &fields {
-            self.scan_text(field, raw, &idents, 0, &mut out);
+            self.scan_text(field, raw, idents, 0, &mut out);
         }
         out
     }
@@ -466,7 +461,7 @@ impl Scanner {
     }
 
     /// Shadowing: the tool's name against other servers' names.
-    fn scan_name(&self, name: &str, others: &[&(String, String)], out: &mut Vec<Finding>) {
+    fn scan_name(&self, name: &str, others: &Others<'_>, out: &mut Vec<Finding>) {
         let norm = normalize(name).text;
         let span = (0, norm.len());
         if !name
@@ -477,7 +472,7 @@ impl Scanner {
         }
         let skel = skeleton(name);
         let mut hit = [false; 3];
-        for (server, other) in others {
+        for ((server, other), other_skel) in others.names.iter().zip(&others.skeletons) {
             let kind = if other == name {
                 B_DUPLICATE
             } else if other.len().abs_diff(name.len()) > MAX_SHADOW_LEN_GAP {
@@ -485,10 +480,9 @@ impl Scanner {
                 // bytes, `rn` for `m` one more): skip the skeleton.
                 continue;
             } else {
-                let other_skel = skeleton(other);
-                if other_skel == skel {
+                if *other_skel == skel {
                     B_CONFUSABLE
-                } else if skel.len() >= 5 && one_edit(&skel, &other_skel) {
+                } else if skel.len() >= 5 && one_edit(&skel, other_skel) {
                     B_NEAR
                 } else {
                     continue;
@@ -501,6 +495,37 @@ impl Scanner {
                 f.excerpt = truncate(&format!("{norm} ~ {server}/{other}"), 80);
                 out.push(f);
             }
+        }
+    }
+}
+
+/// The tools of every other server, prepared once for scanning one server's tools: names,
+/// their confusable skeletons, and the identifier-like ones lowercased.
+pub struct Others<'a> {
+    names: Vec<&'a (String, String)>,
+    skeletons: Vec<String>,
+    idents: Idents,
+}
+
+impl<'a> Others<'a> {
+    /// The tools in `all_tools` (`(server, name)`) that are not `server`'s.
+    pub fn of(server: &str, all_tools: &'a [(String, String)]) -> Self {
+        let names: Vec<&(String, String)> = all_tools.iter().filter(|(s, _)| s != server).collect();
+        let skeletons = names.iter().map(|(_, n)| skeleton(n)).collect();
+        // Looked for in every field: lowercased once.
+        let mut idents = Idents::default();
+        for (_, n) in names.iter().filter(|(_, n)| looks_like_identifier(n)) {
+            let n = n.to_ascii_lowercase();
+            if n.bytes().all(is_ident_byte) {
+                idents.words.insert(n);
+            } else {
+                idents.dotted.push(n);
+            }
+        }
+        Others {
+            names,
+            skeletons,
+            idents,
         }
     }
 }

@@ -223,6 +223,7 @@ pub fn apply(
     for (up, slot) in upstreams.iter().zip(catalogs.iter_mut()) {
         let Some(cat) = slot.as_mut() else { continue };
         let rule = policy.catalog_rule(up);
+        let others = super::Others::of(up, &all_tools);
         let mut blocked_by: Vec<String> = Vec::new();
         for (kind, items) in [
             ("tool", &mut cat.tools),
@@ -233,8 +234,7 @@ pub fn apply(
             items.retain(|item| {
                 out.report.scanned += 1;
                 let name = item_name(item);
-                let findings: Vec<Finding> =
-                    scanner.scan_tool(up, &as_tool(kind, item), &all_tools);
+                let findings: Vec<Finding> = scanner.scan_tool_among(&as_tool(kind, item), &others);
                 let mut worst = Action::Log;
                 let mut hide_rules = Vec::new();
                 for f in findings {
