@@ -885,7 +885,8 @@ fn report_eq(a: &crate::guard::catalog::Report, b: &crate::guard::catalog::Repor
     a.changed == b.changed
         && a.hidden == b.hidden
         && a.blocked == b.blocked
-        && a.findings.len() == b.findings.len()
+        && a.findings == b.findings
+        && a.scanned == b.scanned
 }
 
 /// Runs the catalog guard over freshly fetched catalogs (removing what it hides and blocks),

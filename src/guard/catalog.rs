@@ -51,7 +51,7 @@ pub struct Pin {
 }
 
 /// One finding on one catalog item.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ItemFinding {
     /// Upstream name.
     pub upstream: String,
