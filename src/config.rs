@@ -245,8 +245,8 @@ pub struct Config {
     pub admin: Admin,
     /// Tools switched off through the admin API (gateway names); not in the file.
     pub disabled_tools: HashSet<String>,
-    /// The audit log file, if auditing is on.
-    pub audit: Option<PathBuf>,
+    /// The audit log, if on.
+    pub audit: Option<AuditSettings>,
     /// Where it came from, for messages (`<embedded>` for the default).
     pub source: String,
     /// Client authentication, roles and address rules (`[auth]`, `[[role]]`).
@@ -257,6 +257,17 @@ pub struct Config {
     pub secret_key: Option<Arc<SecretKey>>,
     /// `[guard]`, compiled.
     pub guard: Arc<crate::guard::policy::Policy>,
+}
+
+/// Validated `[audit]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The file.
+    pub path: PathBuf,
+    /// Wait for room when the writer's queue is full (else drop and count).
+    pub block: bool,
+    /// Write calls' arguments.
+    pub arguments: bool,
 }
 
 /// Validated `[telemetry]`.
@@ -704,6 +715,21 @@ impl Config {
             sample_ratio: t.sample_ratio.unwrap_or(1.0).clamp(0.0, 1.0),
             json_logs,
         };
+        let a = &raw.audit;
+        let block = match a.on_full.as_deref() {
+            None | Some("drop") => false,
+            Some("block") => true,
+            Some(other) => bail!("{source}: audit.on_full {other:?}: expected drop or block"),
+        };
+        let audit = a
+            .path
+            .as_ref()
+            .filter(|p| !p.is_empty())
+            .map(|p| AuditSettings {
+                path: PathBuf::from(p),
+                block,
+                arguments: a.arguments.unwrap_or(false),
+            });
         let guard =
             crate::guard::policy::Policy::compile(&raw.guard, base_dir.unwrap_or(Path::new(".")))
                 .map_err(|e| anyhow!("{source}: {e}"))?;
@@ -717,12 +743,7 @@ impl Config {
             servers,
             admin,
             disabled_tools: HashSet::new(),
-            audit: raw
-                .audit
-                .path
-                .as_ref()
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
+            audit,
             source: source.into(),
         })
     }

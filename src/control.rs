@@ -195,7 +195,7 @@ impl ControlPlane {
             )),
             metrics: Default::default(),
             audit: match &config.audit {
-                Some(p) => Some(crate::observe::audit::Audit::start(p.clone())?),
+                Some(a) => Some(crate::observe::audit::Audit::start(a)?),
                 None => None,
             },
             origin: clock.now(),

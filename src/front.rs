@@ -1336,6 +1336,31 @@ impl Front {
                 .map_or(method.clone(), |n| n.into_owned()),
             _ => method.clone(),
         };
+        // The arguments as sent upstream, for an audit log that records them.
+        let audit_args: Option<Box<serde_json::value::RawValue>> = self
+            .shared
+            .audit
+            .as_ref()
+            .filter(|a| a.wants_arguments())
+            .and_then(|_| {
+                let raw = match &guarding.arguments {
+                    Some((_, masked)) => masked.as_slice(),
+                    None => f.param("arguments").and_then(|s| f.raw_at(s))?,
+                };
+                // Audit logs live long: secrets in them are masked whatever the screening.
+                let secrets = crate::guard::screen::Classes {
+                    secrets: true,
+                    ..Default::default()
+                };
+                let mut hits = Vec::new();
+                let screener = &snap.guard.screener;
+                let raw = match screener.scan(raw, secrets, &mut hits) {
+                    Ok(()) if hits.is_empty() => raw.to_vec(),
+                    Ok(()) => screener.mask(raw, &hits, secrets),
+                    Err(_) => return None,
+                };
+                serde_json::value::RawValue::from_string(String::from_utf8(raw).ok()?).ok()
+            });
         let began = monoio::time::Instant::now();
         // When the gateway started waiting on the upstream (session set-up, sending,
         // retries): from there on the call's time counts as the upstream's.
@@ -1391,6 +1416,8 @@ impl Front {
             if let Some(a) = &self.shared.audit {
                 a.record_call(crate::observe::audit::CallRecord {
                     session: sess.id.as_str().get(..8).unwrap_or("").to_string(),
+                    principal: sess.principal.load().name.to_string(),
+                    arguments: audit_args.clone(),
                     target: target.clone(),
                     upstream: upstream.name.clone(),
                     outcome: outcome.label(),
@@ -1554,6 +1581,7 @@ impl Front {
         );
         relay.request_bytes = f.bytes().len();
         relay.timed_from(began, waited());
+        relay.audit_arguments = audit_args;
         relay.screen = guarding
             .screen
             .filter(|s| s.covers(Direction::Result))

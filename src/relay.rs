@@ -78,6 +78,8 @@ pub struct Relay {
     outcome: Option<Metric>,
     /// Size of the client's request, bytes (audit).
     pub request_bytes: usize,
+    /// The arguments sent upstream, when the audit log records them.
+    pub audit_arguments: Option<Box<serde_json::value::RawValue>>,
     /// Size of the answer sent back, bytes (audit).
     response_bytes: usize,
 }
@@ -140,6 +142,7 @@ impl Relay {
             timeout,
             outcome: None,
             request_bytes: 0,
+            audit_arguments: None,
             response_bytes: 0,
         }
     }
@@ -420,6 +423,8 @@ impl Drop for Relay {
             if let Some(a) = &self.front.shared().audit {
                 a.record_call(crate::observe::audit::CallRecord {
                     session: self.session.id.as_str().get(..8).unwrap_or("").to_string(),
+                    principal: self.session.principal.load().name.to_string(),
+                    arguments: self.audit_arguments.take(),
                     target: self.target.to_string(),
                     upstream: self.upstream.name.clone(),
                     outcome: o.label(),

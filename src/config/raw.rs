@@ -365,6 +365,13 @@ pub struct AdminConfig {
 pub struct AuditConfig {
     /// File the JSON lines are appended to.
     pub path: Option<String>,
+    /// When the writer falls behind and its queue (65,536 events) is full: `drop` (the
+    /// event is counted in `mcpgw_audit_dropped_total`, the call goes on) or `block` (the
+    /// worker waits for room: nothing is lost, calls stall meanwhile). Default `drop`.
+    pub on_full: Option<String>,
+    /// Also write each call's `arguments` (after masking, when a `[[guard.screen]]` masks
+    /// them). Default false: arguments are often personal or secret.
+    pub arguments: Option<bool>,
 }
 
 /// `[[server]]`: a virtual server.

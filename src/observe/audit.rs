@@ -2,13 +2,15 @@
 //!
 //! Each line carries `prev`, the SHA-256 (hex) of the line before it (64 zeros for the
 //! first), so removing, reordering or editing a line breaks the chain; `mcpgw audit verify
-//! FILE` finds the first broken line. Arguments and results are never written. Lines are
-//! written by one thread off the workers, fed through a bounded channel: when it is full the
-//! event is dropped and counted (`mcpgw_audit_dropped_total`), a worker never waits.
+//! FILE` finds the first broken line. Results are never written, arguments only when
+//! `[audit] arguments = true`. Lines are written by one thread off the workers, fed through a
+//! bounded channel: when it is full the event is dropped and counted
+//! (`mcpgw_audit_dropped_total`) and a worker never waits, unless `on_full = "block"`: then
+//! the worker waits for room (nothing is lost; its calls stall meanwhile).
 
 use std::{
     io::{BufRead, BufReader, Write},
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -27,6 +29,10 @@ const QUEUE: usize = 65_536;
 pub struct Audit {
     tx: flume::Sender<Event>,
     dropped: Arc<AtomicU64>,
+    /// Wait for room instead of dropping.
+    block: bool,
+    /// Calls' arguments are written.
+    arguments: bool,
     /// Asks the writer to write what is queued and stop.
     stop: Arc<std::sync::atomic::AtomicBool>,
     writer: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -38,6 +44,8 @@ pub struct Audit {
 pub struct CallRecord {
     /// The client session's id prefix (8 characters).
     pub session: String,
+    /// The client principal's name.
+    pub principal: String,
     /// Tool name or method.
     pub target: String,
     /// Upstream name.
@@ -50,6 +58,9 @@ pub struct CallRecord {
     pub request_bytes: usize,
     /// Answer size, bytes.
     pub response_bytes: usize,
+    /// The call's arguments as sent upstream (only with `[audit] arguments = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// What goes to the writer.
@@ -69,13 +80,15 @@ struct CallLine<'a> {
 }
 
 impl Audit {
-    /// Starts the writer thread appending to `path` (continuing its chain if it exists).
-    pub fn start(path: PathBuf) -> anyhow::Result<Audit> {
-        let prev = last_hash(&path)?;
+    /// Starts the writer thread appending to the file of `settings` (continuing its chain if
+    /// it exists).
+    pub fn start(settings: &crate::config::AuditSettings) -> anyhow::Result<Audit> {
+        let path: &Path = &settings.path;
+        let prev = last_hash(path)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&path)
+            .open(path)
             .with_context(|| format!("opening the audit log {}", path.display()))?;
         let (tx, rx) = flume::bounded::<Event>(QUEUE);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -86,26 +99,42 @@ impl Audit {
         Ok(Audit {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            block: settings.block,
+            arguments: settings.arguments,
             stop,
             writer: Arc::new(parking_lot::Mutex::new(Some(writer))),
         })
     }
 
-    /// Queues an event (adds `time_ms`); never blocks.
+    /// Queues an event (adds `time_ms`); blocks only with `on_full = "block"`.
     pub fn record(&self, mut event: Value) {
         if let Value::Object(m) = &mut event {
             m.insert("time_ms".into(), json!(now_ms()));
         }
-        if self.tx.try_send(Event::Other(event)).is_err() {
+        self.queue(Event::Other(event));
+    }
+
+    /// Queues a routed call's line; blocks only with `on_full = "block"`.
+    pub fn record_call(&self, call: CallRecord) {
+        self.queue(Event::Call(call, now_ms()));
+    }
+
+    fn queue(&self, event: Event) {
+        let sent = if self.block {
+            // Chosen by the operator: completeness over latency. The writer drains every
+            // BATCH, so a wait lasts at most that long per full queue.
+            self.tx.send(event).is_ok()
+        } else {
+            self.tx.try_send(event).is_ok()
+        };
+        if !sent {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Queues a routed call's line; never blocks.
-    pub fn record_call(&self, call: CallRecord) {
-        if self.tx.try_send(Event::Call(call, now_ms())).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Whether calls' arguments are to be recorded.
+    pub fn wants_arguments(&self) -> bool {
+        self.arguments
     }
 
     /// Writes everything queued and stops the writer (at shutdown; later events are lost).
@@ -238,7 +267,12 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("audit.jsonl");
         let _ = std::fs::remove_file(&path);
-        let a = Audit::start(path.clone()).expect("start");
+        let settings = crate::config::AuditSettings {
+            path: path.clone(),
+            block: false,
+            arguments: false,
+        };
+        let a = Audit::start(&settings).expect("start");
         for i in 0..5 {
             a.record(json!({"event": "tool_call", "n": i}));
         }
@@ -246,10 +280,17 @@ mod tests {
         assert!(wait_lines(&path, 5));
         assert_eq!(verify(&path).expect("valid"), 5);
         // A restart continues the chain.
-        let b = Audit::start(path.clone()).expect("restart");
+        // Blocking mode: the same lines, nothing dropped.
+        let b = Audit::start(&crate::config::AuditSettings {
+            block: true,
+            ..settings
+        })
+        .expect("restart");
         b.record(json!({"event": "tool_call", "n": 5}));
         b.record_call(CallRecord {
             session: "abcd1234".into(),
+            principal: "ann".into(),
+            arguments: None,
             target: "demo__echo".into(),
             upstream: "demo".into(),
             outcome: "ok",

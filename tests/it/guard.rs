@@ -299,7 +299,10 @@ fn calls_are_screened_masked_and_blocked_per_policy() {
         stdio_fixture_toml("alpha", ""),
         stdio_fixture_toml("beta", "")
     );
-    let guard = r#"
+    // (Lands in the [audit] table the helper opens: arguments recorded, never dropped.)
+    let guard = r#"arguments = true
+on_full = "block"
+
 [[guard.screen]]
 servers = ["strict"]
 secrets = "block"
@@ -407,6 +410,31 @@ pii = "mask"
     assert!(
         !audit.contains(secret),
         "the audit log never holds a value: {audit}"
+    );
+    // Arguments are recorded as sent upstream (masked for beta, whose arguments are
+    // screened), and secrets in them masked even where they are not (alpha).
+    let beta_line = audit
+        .lines()
+        .find(|l| l.contains("\"event\":\"call\"") && l.contains("\"target\":\"beta__echo\""))
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(beta_line).unwrap_or(Value::Null);
+    assert_eq!(v["principal"], "anonymous", "{beta_line}");
+    assert!(
+        v["arguments"]["text"].as_str().is_some_and(
+            |t| t.contains("[REDACTED:aws_access_key]") && t.contains("[REDACTED:card]")
+        ),
+        "{beta_line}"
+    );
+    let alpha_line = audit
+        .lines()
+        .find(|l| l.contains("\"event\":\"call\"") && l.contains("\"target\":\"alpha__echo\""))
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(alpha_line).unwrap_or(Value::Null);
+    assert!(
+        v["arguments"]["text"].as_str().is_some_and(
+            |t| t.contains("[REDACTED:aws_access_key]") && t.contains("4111 1111 1111 1111")
+        ),
+        "only secrets are masked where arguments are not screened: {alpha_line}"
     );
     assert!(
         !gw.log_text().contains(secret),
