@@ -909,12 +909,18 @@ fn guard_catalogs(
     let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
     let now_ms = i64::try_from(shared.unix_secs().saturating_mul(1000)).unwrap_or(i64::MAX);
     let empty = Default::default();
+    let began = std::time::Instant::now();
     let applied = catalog::apply(
         policy,
         &names,
         catalogs,
         pins.as_ref().unwrap_or(&empty),
         now_ms,
+    );
+    tracing::debug!(
+        items = applied.report.scanned,
+        elapsed_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "guard: catalogs scanned"
     );
     if pins.is_some() && !applied.writes.is_empty() {
         if let Err(e) = store.save_pins(&applied.writes) {

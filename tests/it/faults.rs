@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use crate::support::{
-    children, client_script, fd_count, http_upstream_toml, proc_state, stdio_fixture_toml,
-    wait_for, Gateway, HttpFixture,
+    children, client_script, fd_count, free_port, http_upstream_toml, proc_state,
+    stdio_fixture_toml, wait_for, Gateway, HttpFixture,
 };
 
 #[test]
@@ -334,11 +334,13 @@ fn reload_under_load_loses_no_call() {
 fn down_upstream_leaves_the_lists_and_returns() {
     let alpha = HttpFixture::start("alpha");
     let port = alpha.port;
+    let admin_port = free_port();
     let upstreams = format!(
-        "{}{}",
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"tk\"\ndata_dir = \":memory:\"\n\n{}{}",
         http_upstream_toml("alpha", &alpha.url(), ""),
         stdio_fixture_toml("beta", "")
     );
+    let adm: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
     let gw = Gateway::start(
         "health_interval_ms = 300\nrefresh_interval_ms = 600000",
         &upstreams,
@@ -353,8 +355,17 @@ fn down_upstream_leaves_the_lists_and_returns() {
     };
     assert!(has_alpha(&url));
     let watched = std::thread::scope(|s| {
-        let w = s.spawn(|| client_script(&url, json!([["notifications", 5.0], ["list_tools"]])));
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let w = s.spawn(|| client_script(&url, json!([["notifications", 8.0], ["list_tools"]])));
+        // The watcher must be listening (its GET stream open) before the upstream goes:
+        // a loaded machine can take seconds to start a Python client.
+        assert!(
+            wait_for(30, || crate::support::scrape(
+                adm,
+                "tk",
+                "mcpgw_get_streams"
+            ) >= 1.0),
+            "the watcher never opened its GET stream"
+        );
         drop(alpha);
         w.join().expect("watcher")
     });
