@@ -1422,6 +1422,9 @@ impl Front {
                 Some(Ok(Err(e))) => e,
                 Some(Err(_)) => {
                     broke(false);
+                    if let Some(on) = sent_on.borrow().as_ref() {
+                        upstream.replica_timed_out(on);
+                    }
                     return fail(&Error::new(
                         ErrorKind::UpstreamTimeout,
                         format!("{}: no answer", upstream.name),

@@ -339,6 +339,9 @@ impl Drop for Relay {
             Some(o) => {
                 let ok = !matches!(o, Metric::Unavailable | Metric::Timeout);
                 b.record(policy, self.breaker_pass, ok, self.front.shared().now_ms());
+                if o == Metric::Timeout {
+                    self.upstream.replica_timed_out(&self.on);
+                }
             }
             None if self.breaker_pass == crate::resilience::Pass::Probe => b.release_probe(),
             None => {}

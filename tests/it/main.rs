@@ -13,6 +13,7 @@ mod faulty;
 mod hostile;
 mod otel;
 mod raw;
+mod replicas;
 mod resilience;
 mod sdk;
 mod secrets;
