@@ -409,18 +409,18 @@ impl HttpUpstream {
         hello: &Hello,
         first: usize,
     ) -> Result<Arc<UpstreamSession>> {
-        let mut replica = first;
-        let mut tried = 0u64;
+        let (mut replica, mut tried, mut attempts) = (first, 0u64, 1);
         loop {
             match self.initialize_on(caller, hello, replica).await {
                 Err(e)
                     if e.kind == ErrorKind::UpstreamUnavailable
                         && self.balancer.is_some()
-                        && (tried | 1 << replica).count_ones() < self.endpoints.len() as u32 =>
+                        && attempts < self.endpoints.len() =>
                 {
                     tracing::debug!(upstream = %self.name, replica = %self.endpoint(replica).url, error = %e, "initialize failed; trying another replica");
                     tried |= 1 << replica;
                     replica = self.choose(tried);
+                    attempts += 1;
                 }
                 other => return other,
             }

@@ -100,11 +100,19 @@ impl Faulty {
             while !stop.load(Ordering::Relaxed) && state.listening.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((c, _)) => {
-                        if let Ok(k) = c.try_clone() {
+                        // Kept for `kill`; shut down when the connection ends, since this
+                        // clone would otherwise keep it open.
+                        let kept = c.try_clone().ok();
+                        if let Some(k) = kept.as_ref().and_then(|k| k.try_clone().ok()) {
                             state.open.lock().push(k);
                         }
                         let state = state.clone();
-                        std::thread::spawn(move || connection(c, &state));
+                        std::thread::spawn(move || {
+                            connection(c, &state);
+                            if let Some(k) = kept {
+                                let _ = k.shutdown(std::net::Shutdown::Both);
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
