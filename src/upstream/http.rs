@@ -370,10 +370,14 @@ impl HttpUpstream {
         }
     }
 
-    /// Replaces the gateway-wide session with a fresh one (with replicas: that of the
-    /// replica the balancer picks).
+    /// Replaces the gateway-wide session with a fresh one. With replicas, the lost session
+    /// was already forgotten where its request failed: this is the session of the replica the
+    /// balancer picks, a fresh one only when that replica has none.
     pub async fn reinit_shared(&self, caller: &Caller) -> Result<Arc<UpstreamSession>> {
-        self.init_shared(caller, self.choose(0)).await
+        if self.balancer.is_some() {
+            return self.ensure_shared(caller).await;
+        }
+        self.init_shared(caller, 0).await
     }
 
     async fn init_shared(&self, caller: &Caller, first: usize) -> Result<Arc<UpstreamSession>> {

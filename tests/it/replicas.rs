@@ -15,6 +15,11 @@ const TOKEN: &str = "replicas";
 
 /// A gateway in front of `replicas` as upstream `r`, with `extra` lines in its table.
 fn start(replicas: &[&Faulty], extra: &str) -> (Gateway, SocketAddr) {
+    start_with(replicas, 2000, extra)
+}
+
+/// [`start`] with a call timeout, ms.
+fn start_with(replicas: &[&Faulty], timeout_ms: u64, extra: &str) -> (Gateway, SocketAddr) {
     let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let urls: Vec<String> = replicas
         .iter()
@@ -23,7 +28,7 @@ fn start(replicas: &[&Faulty], extra: &str) -> (Gateway, SocketAddr) {
     let gw = Gateway::start(
         "health_interval_ms = 0",
         &format!(
-            "[[upstream]]\nname = \"r\"\ntransport = \"http\"\nurls = [{}]\ncall_timeout_ms = 2000\n{extra}\n\n[admin]\nlisten = \"{admin_addr}\"\ntoken = \"{TOKEN}\"\ndata_dir = \":memory:\"\n",
+            "[[upstream]]\nname = \"r\"\ntransport = \"http\"\nurls = [{}]\ncall_timeout_ms = {timeout_ms}\n{extra}\n\n[admin]\nlisten = \"{admin_addr}\"\ntoken = \"{TOKEN}\"\ndata_dir = \":memory:\"\n",
             urls.join(", ")
         ),
         "auto",
@@ -341,4 +346,64 @@ fn replica_config_errors_name_the_field() {
                 .any(|u| u["name"] == "x" && u["replicas"].as_array().is_some_and(|r| r.len() == 2))
         })
     }));
+}
+
+#[test]
+fn a_replica_that_times_out_is_ejected() {
+    let (a, b) = (Faulty::stateful(), Faulty::stateful());
+    let (gw, admin_addr) = start_with(
+        &[&a, &b],
+        400,
+        "[upstream.outlier]\nconsecutive_failures = 1\nbase_ejection_ms = 60000",
+    );
+    let refs = [&a, &b];
+    let mut on_b = None;
+    for _ in 0..40 {
+        let sid = initialize(gw.addr, "2025-11-25");
+        if pin(&gw, &refs, &sid) == 1 {
+            on_b = Some(sid);
+            break;
+        }
+    }
+    let sid = on_b.expect("a session on B");
+    b.set(Mode::Hang);
+    // The call may have reached B: it times out at the client (-32031), and B is out.
+    let v = call(&gw, &sid, "do_thing");
+    assert_eq!(v["error"]["code"], -32031, "{v}");
+    assert!(ejected(admin_addr, &b.url()));
+    // The session's next call goes to A.
+    let before = total(&a);
+    assert!(ok(&call(&gw, &sid, "do_thing")));
+    assert_eq!(total(&a), before + 1);
+}
+
+#[test]
+fn shared_sessions_survive_a_killed_replica() {
+    let (a, b) = (Faulty::stateful(), Faulty::stateful());
+    let (gw, admin_addr) = start(
+        &[&a, &b],
+        "session = \"shared\"\n[upstream.outlier]\nconsecutive_failures = 2\nbase_ejection_ms = 60000",
+    );
+    let sid = initialize(gw.addr, "2025-11-25");
+    assert!(wait_for(5, || {
+        assert!(ok(&call(&gw, &sid, "do_thing")));
+        total(&a) > 0 && total(&b) > 0
+    }));
+    b.kill();
+    let (a_before, b_before) = (total(&a), total(&b));
+    // Every call reaches A: one that found B unreachable was never sent, so it moved.
+    for _ in 0..20 {
+        let v = call(&gw, &sid, "do_thing");
+        assert!(ok(&v), "{v}");
+    }
+    assert_eq!(total(&a), a_before + 20);
+    assert_eq!(total(&b), b_before);
+    // B, which failed once, is passed over for a second; tried again, it fails again and is
+    // ejected. Calls succeed throughout.
+    assert!(wait_for(5, || {
+        let v = call(&gw, &sid, "do_thing");
+        assert!(ok(&v), "{v}");
+        ejected(admin_addr, &b.url())
+    }));
+    assert_eq!(total(&b), b_before);
 }
