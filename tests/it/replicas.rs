@@ -346,6 +346,33 @@ fn replica_config_errors_name_the_field() {
                 .any(|u| u["name"] == "x" && u["replicas"].as_array().is_some_and(|r| r.len() == 2))
         })
     }));
+    // The CLI: --url repeated gives `urls`.
+    let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .args([
+            "upstreams",
+            "add",
+            "y",
+            "--url",
+            &up.url(),
+            "--url",
+            &second.url(),
+        ])
+        .args(["--admin", &format!("http://{admin_addr}"), "--token", TOKEN])
+        .env_remove("MCPGW_ADMIN_TOKEN")
+        .output()
+        .expect("run mcpgw");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_for(5, || {
+        let v = admin(admin_addr, "GET", "/admin/upstreams", Some(TOKEN), None).json();
+        v["upstreams"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|u| u["name"] == "y" && u["replicas"][1]["url"] == second.url().as_str())
+        })
+    }));
 }
 
 #[test]
