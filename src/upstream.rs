@@ -5,7 +5,8 @@
 //! (`http`), stdio upstreams through the supervisor that owns the child process (`stdio`).
 //! A [`Call`] yields the upstream's messages for one request as they arrive (progress,
 //! server-to-client requests, then the response), so they can be relayed while it runs.
-//! Every request carries a gateway-owned id from an [`IdGen`].
+//! Every request carries a gateway-owned id from an [`IdGen`]. An HTTP upstream with several
+//! URLs (replicas) spreads its sessions over them and leaves failing ones out (`balance`).
 
 pub mod balance;
 pub mod http;
