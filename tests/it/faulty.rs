@@ -137,12 +137,16 @@ impl Faulty {
         self.state.by_session.lock().clone()
     }
 
-    /// Goes down hard: stops listening and closes every open connection.
+    /// Goes down hard: stops listening and closes every open connection, then waits a
+    /// moment for the closes to reach the gateway (a loaded machine may deliver them late;
+    /// a request written into a connection closing under it may have been read, so the
+    /// gateway rightly does not send it again unless it is idempotent).
     pub fn kill(&self) {
         self.go_down();
         for c in self.state.open.lock().drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     pub fn url(&self) -> String {

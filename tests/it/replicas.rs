@@ -380,7 +380,7 @@ fn a_replica_that_times_out_is_ejected() {
     let (a, b) = (Faulty::stateful(), Faulty::stateful());
     let (gw, admin_addr) = start_with(
         &[&a, &b],
-        400,
+        1000,
         "[upstream.outlier]\nconsecutive_failures = 1\nbase_ejection_ms = 60000",
     );
     let refs = [&a, &b];
