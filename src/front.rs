@@ -1423,7 +1423,7 @@ impl Front {
                 Some(Err(_)) => {
                     broke(false);
                     if let Some(on) = sent_on.borrow().as_ref() {
-                        upstream.replica_timed_out(on);
+                        self.caller.timed_out(&upstream, on);
                     }
                     return fail(&Error::new(
                         ErrorKind::UpstreamTimeout,

@@ -176,6 +176,7 @@ impl Relay {
             };
             let msg = match got {
                 Err(_) => {
+                    call.timed_out();
                     self.tell_upstream_cancelled("timeout").await;
                     let e = Error::new(
                         ErrorKind::UpstreamTimeout,
@@ -339,9 +340,6 @@ impl Drop for Relay {
             Some(o) => {
                 let ok = !matches!(o, Metric::Unavailable | Metric::Timeout);
                 b.record(policy, self.breaker_pass, ok, self.front.shared().now_ms());
-                if o == Metric::Timeout {
-                    self.upstream.replica_timed_out(&self.on);
-                }
             }
             None if self.breaker_pass == crate::resilience::Pass::Probe => b.release_probe(),
             None => {}

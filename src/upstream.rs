@@ -182,14 +182,6 @@ impl Upstream {
         self.retired.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Counts a call on `on` that timed out as a failure of its replica (upstreams with
-    /// replicas only).
-    pub fn replica_timed_out(&self, on: &OnSession) {
-        if let (Link::Http(h), OnSession::Http(s)) = (&self.link, on) {
-            h.timed_out(s);
-        }
-    }
-
     /// Its replicas as the admin API shows them (`null` without `urls`): url, calls
     /// outstanding, whether ejected and for how long still, ejections and calls so far.
     pub fn replicas_json(&self) -> serde_json::Value {
@@ -347,6 +339,14 @@ impl Call {
         }
     }
 
+    /// Counts this call, which timed out, as a failure of its replica (HTTP upstreams with
+    /// replicas only).
+    pub fn timed_out(&self) {
+        if let Call::Http(c) = self {
+            c.timed_out();
+        }
+    }
+
     /// Ends the call, returning its connection to the pool when clean.
     pub async fn finish(self, caller: &Caller) {
         if let Call::Http(c) = self {
@@ -363,6 +363,9 @@ pub struct Caller {
     pub ids: IdGen,
     /// Reused parse buffers.
     pub parser: std::cell::RefCell<Parser>,
+    /// The last balanced request abandoned before its answer began: its session's address
+    /// and its replica (see [`Caller::timed_out`]).
+    abandoned: Cell<Option<(usize, usize)>>,
 }
 
 impl Caller {
@@ -372,7 +375,17 @@ impl Caller {
             pool: http::Pool::default(),
             ids: IdGen::new(index),
             parser: std::cell::RefCell::new(Parser::default()),
+            abandoned: Cell::new(None),
         }
+    }
+
+    /// Counts a call on `on` whose start timed out (it was just abandoned) as a failure of
+    /// the replica it went to (HTTP upstreams with replicas only).
+    pub fn timed_out(&self, up: &Upstream, on: &OnSession) {
+        if let (Link::Http(h), OnSession::Http(s)) = (&up.link, on) {
+            h.timed_out_on(self, s);
+        }
+        self.abandoned.set(None);
     }
 
     /// Starts a request (whose id is already set) on `on`.

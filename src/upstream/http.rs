@@ -19,7 +19,9 @@
 //! session (and the gateway's shared session, one per replica) goes to the replica it picks,
 //! and every request of a session goes to the replica that issued it. A request on a session
 //! whose replica is ejected, or cannot be connected to, is not sent: it fails as an expired
-//! session, so the owner initializes a new one (on another replica) and sends it there.
+//! session, so the owner initializes a new one (on another replica) and sends it there. A
+//! session without an id (a server that keeps none) is not tied to a replica: each of its
+//! requests is balanced on its own.
 
 use std::{cell::RefCell, collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
 
@@ -311,11 +313,6 @@ impl HttpUpstream {
         }
     }
 
-    /// Counts a call on `session` that timed out against its replica.
-    pub fn timed_out(&self, session: &UpstreamSession) {
-        self.outcome(session.replica, false);
-    }
-
     fn endpoint(&self, replica: usize) -> &Endpoint {
         self.endpoints.get(replica).unwrap_or(&self.endpoints[0])
     }
@@ -505,6 +502,9 @@ impl HttpUpstream {
                 .start(caller, 0, Some(session), body, traceparent)
                 .await;
         };
+        if session.id.is_none() {
+            return self.call_any(caller, session, body, traceparent).await;
+        }
         // A session lives on its replica: when that one is out, the call is not sent and the
         // owner starts a session elsewhere, as for an expired one.
         let r = session.replica;
@@ -528,6 +528,55 @@ impl HttpUpstream {
                 Err(e)
             }
             other => other,
+        }
+    }
+
+    /// A request of a session without an id (a server that keeps no sessions): any replica
+    /// serves it, so each is balanced on its own, and one never sent goes to another replica.
+    /// Until its answer begins it is noted in `caller` as pending at its replica, so a
+    /// timeout that abandons it is counted there ([`Caller::timed_out`]).
+    async fn call_any(
+        &self,
+        caller: &Caller,
+        session: &UpstreamSession,
+        body: Bytes,
+        traceparent: Option<&str>,
+    ) -> Result<HttpCall> {
+        self.check_credential()?;
+        let (mut replica, mut tried, mut attempts) = (self.choose(0), 0u64, 1);
+        loop {
+            let pending = Pending::new(caller, session, replica);
+            let r = self
+                .start(caller, replica, Some(session), body.clone(), traceparent)
+                .await;
+            pending.disarm();
+            match r {
+                Err(e)
+                    if e.unsent
+                        && e.kind == ErrorKind::UpstreamUnavailable
+                        && attempts < self.endpoints.len() =>
+                {
+                    tried |= 1 << replica;
+                    replica = self.choose(tried);
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Counts a timed-out call on `session` against its replica: the session's own, or for a
+    /// session without an id the one its abandoned request was pending at.
+    pub fn timed_out_on(&self, caller: &Caller, session: &UpstreamSession) {
+        if self.balancer.is_none() {
+            return;
+        }
+        if session.id.is_some() {
+            return self.outcome(session.replica, false);
+        }
+        match caller.abandoned.take() {
+            Some((s, r)) if s == std::ptr::from_ref(session) as usize => self.outcome(r, false),
+            _ => {}
         }
     }
 
@@ -864,6 +913,41 @@ pub struct HttpCall {
     load: Option<Load>,
 }
 
+/// A balanced request whose answer has not begun; dropped armed (abandoned, e.g. by a
+/// timeout), it leaves its replica in the caller for [`HttpUpstream::timed_out_on`].
+struct Pending<'a> {
+    caller: &'a Caller,
+    /// The session's address: only a timeout on that session takes it.
+    session: usize,
+    replica: usize,
+    armed: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn new(caller: &'a Caller, session: &UpstreamSession, replica: usize) -> Self {
+        Self {
+            caller,
+            session: std::ptr::from_ref(session) as usize,
+            replica,
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.caller
+                .abandoned
+                .set(Some((self.session, self.replica)));
+        }
+    }
+}
+
 /// A request outstanding at a replica, until dropped.
 struct Load {
     balancer: Arc<Balancer>,
@@ -887,6 +971,14 @@ impl Drop for Load {
 }
 
 impl HttpCall {
+    /// Counts this call, which timed out, as a failure of its replica (upstreams with
+    /// replicas only).
+    pub fn timed_out(&self) {
+        if let Some(l) = &self.load {
+            l.balancer.record(l.replica, false, balance::now_ms());
+        }
+    }
+
     fn err(&self, kind: ErrorKind, what: &str) -> Error {
         Error::new(kind, format!("upstream {}: {what}", self.name_hint))
     }

@@ -434,3 +434,69 @@ fn shared_sessions_survive_a_killed_replica() {
     }));
     assert_eq!(total(&b), b_before);
 }
+
+#[test]
+fn calls_of_a_server_without_sessions_are_balanced_one_by_one() {
+    // The fixtures issue no session id: each call of one client session picks a replica.
+    let (a, b) = (Faulty::start(), Faulty::start());
+    let (gw, admin_addr) = start_with(
+        &[&a, &b],
+        1000,
+        "[upstream.outlier]\nconsecutive_failures = 1\nbase_ejection_ms = 60000",
+    );
+    let sid = initialize(gw.addr, "2025-11-25");
+    for _ in 0..40 {
+        assert!(ok(&call(&gw, &sid, "get_thing")));
+    }
+    let (na, nb) = (a.calls("get_thing"), b.calls("get_thing"));
+    println!("replicas: 40 calls of one stateless session landed [{na}, {nb}]");
+    assert!(na >= 5 && nb >= 5, "{na} {nb}");
+
+    // B hangs: the first call that goes there times out (-32031) and B is out; A is not.
+    b.set(Mode::Hang);
+    let mut timed_out = false;
+    for _ in 0..20 {
+        let v = call(&gw, &sid, "get_thing");
+        if v["error"]["code"] == -32031 {
+            timed_out = true;
+            break;
+        }
+        assert!(ok(&v), "{v}");
+    }
+    assert!(timed_out, "a call reached B");
+    assert!(ejected(admin_addr, &b.url()));
+    assert!(!ejected(admin_addr, &a.url()));
+    let before = a.calls("do_thing");
+    for _ in 0..10 {
+        assert!(ok(&call(&gw, &sid, "do_thing")));
+    }
+    assert_eq!(a.calls("do_thing"), before + 10);
+}
+
+#[test]
+fn calls_of_a_server_without_sessions_avoid_a_killed_replica() {
+    let (a, b) = (Faulty::start(), Faulty::start());
+    let (gw, admin_addr) = start(&[&a, &b], "");
+    let sid = initialize(gw.addr, "2025-11-25");
+    assert!(wait_for(5, || {
+        assert!(ok(&call(&gw, &sid, "do_thing")));
+        total(&a) > 0 && total(&b) > 0
+    }));
+    b.kill();
+    let before = total(&a);
+    // Never sent to B, so sent to A: even do_thing succeeds every time.
+    for _ in 0..20 {
+        let v = call(&gw, &sid, "do_thing");
+        assert!(ok(&v), "{v}");
+    }
+    assert_eq!(total(&a), before + 20);
+    let listed = replicas(admin_addr);
+    let rb = listed
+        .iter()
+        .find(|r| r["url"] == b.url())
+        .expect("B listed");
+    assert!(
+        rb["failures"].as_u64().unwrap_or(0) >= 1 || rb["ejected"] == true,
+        "{listed:?}"
+    );
+}
