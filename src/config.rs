@@ -602,18 +602,17 @@ impl Config {
                             field("outlier")
                         );
                     }
-                    let first = endpoints.remove(0);
-                    if !endpoints.is_empty() {
-                        endpoints.insert(0, first.clone());
-                        replicas = endpoints;
-                    }
+                    // `transport` names the first URL; `replicas` all, when there are several.
                     let Replica {
                         addr,
                         host,
                         path,
                         tls,
                         ..
-                    } = first;
+                    } = endpoints[0].clone();
+                    if endpoints.len() > 1 {
+                        replicas = endpoints;
+                    }
                     if u.command.is_some() {
                         bail!(
                             "{}: {}: only for transport \"stdio\"",
