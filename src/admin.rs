@@ -285,6 +285,7 @@ async fn route(
                         "source": if stored.contains(&u.name) { "admin" } else { "config" },
                         "headers": headers,
                         "auth": auth,
+                        "replicas": u.replicas_json(),
                     })
                 })
                 .collect();
@@ -564,6 +565,7 @@ fn gauges(shared: &Shared) -> String {
             u.retries_total.load(std::sync::atomic::Ordering::Relaxed)
         );
     }
+    crate::upstream::write_replica_metrics(&mut out, &snap.upstreams);
     if let Some(a) = &shared.audit {
         let _ = writeln!(out, "# HELP mcpgw_audit_dropped_total Audit events dropped because the writer fell behind.\n# TYPE mcpgw_audit_dropped_total counter\nmcpgw_audit_dropped_total {}", a.dropped());
     }

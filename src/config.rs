@@ -19,6 +19,9 @@ use anyhow::{anyhow, bail, Context};
 
 use crate::secret::{Env, Secret, SecretKey};
 use raw::RawConfig;
+use toml::Spanned;
+
+use crate::upstream::balance::MAX_REPLICAS;
 
 /// The configuration used when `mcpgw run` is given no file: the gateway in front of its own
 /// demo server (`examples/demo.toml`).
@@ -202,6 +205,49 @@ pub struct Upstream {
     pub retry: crate::resilience::RetryPolicy,
     /// Circuit breaker.
     pub breaker: crate::resilience::BreakerPolicy,
+    /// An HTTP upstream's replicas (`urls`), the first also in `transport`; empty when it
+    /// has one URL.
+    pub replicas: Vec<Replica>,
+    /// When a failing replica is left out.
+    pub outlier: crate::upstream::balance::OutlierPolicy,
+}
+
+/// One URL of an HTTP upstream with replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replica {
+    /// The URL as configured (shown by the admin API and in metrics).
+    pub url: String,
+    /// `host:port` to connect to.
+    pub addr: String,
+    /// `Host` header value.
+    pub host: String,
+    /// Path and query of the MCP endpoint.
+    pub path: String,
+    /// `https://`: how its certificate is checked.
+    pub tls: Option<crate::net::tls::ClientTls>,
+}
+
+/// The outlier policy of `[upstream.outlier]`, defaults filled in.
+fn outlier_policy(c: Option<&raw::OutlierConfig>) -> crate::upstream::balance::OutlierPolicy {
+    let d = crate::upstream::balance::OutlierPolicy::default();
+    let Some(c) = c else {
+        return d;
+    };
+    let base = c
+        .base_ejection_ms
+        .map_or(d.base_ejection, Duration::from_millis);
+    crate::upstream::balance::OutlierPolicy {
+        consecutive_failures: c.consecutive_failures.unwrap_or(d.consecutive_failures),
+        base_ejection: base,
+        max_ejection: c
+            .max_ejection_ms
+            .map_or(d.max_ejection, Duration::from_millis)
+            .max(base),
+        max_ejection_percent: c
+            .max_ejection_percent
+            .unwrap_or(d.max_ejection_percent)
+            .min(100),
+    }
 }
 
 /// The validated `[admin]` section.
@@ -490,37 +536,99 @@ impl Config {
                     field("name")
                 );
             }
+            let mut replicas = Vec::new();
             let transport = match u.transport.get_ref().as_str() {
                 "http" | "streamable-http" => {
-                    let url = u.url.as_ref().ok_or_else(|| {
-                        anyhow!(
-                            "{}: {}: required for transport \"http\"",
+                    let urls: Vec<(String, &Spanned<String>)> = match (&u.url, &u.urls) {
+                        (Some(_), Some(list)) => bail!(
+                            "{}: {}: give `url` or `urls`, not both",
+                            at(list.span()),
+                            field("urls")
+                        ),
+                        (Some(url), None) => vec![(field("url"), url)],
+                        (None, Some(list)) if list.get_ref().is_empty() => bail!(
+                            "{}: {}: empty (give one URL or more)",
+                            at(list.span()),
+                            field("urls")
+                        ),
+                        (None, Some(list)) if list.get_ref().len() > MAX_REPLICAS => bail!(
+                            "{}: {}: more than {MAX_REPLICAS} replicas",
+                            at(list.span()),
+                            field("urls")
+                        ),
+                        (None, Some(list)) => list
+                            .get_ref()
+                            .iter()
+                            .enumerate()
+                            .map(|(k, url)| (field(&format!("urls[{k}]")), url))
+                            .collect(),
+                        (None, None) => bail!(
+                            "{}: {}: required for transport \"http\" (or `urls`)",
                             at(u.name.span()),
                             field("url")
-                        )
-                    })?;
-                    let (https, addr, host, path) = split_http_url(url.get_ref())
-                        .map_err(|e| anyhow!("{}: {}: {e}", at(url.span()), field("url")))?;
-                    let tls = match (&u.tls_ca, https) {
-                        (Some(ca), false) => bail!(
-                            "{}: {}: only for https:// URLs",
-                            at(ca.span()),
-                            field("tls_ca")
                         ),
-                        (ca, true) => {
-                            let ca_file = ca.as_ref().map(|c| file(c.get_ref()));
-                            let tls = crate::net::tls::ClientTls::new(
-                                sni_host(&host),
-                                ca_file.as_deref(),
-                            )
-                            .map_err(|e| {
-                                let span = ca.as_ref().map_or(url.span(), |c| c.span());
-                                anyhow!("{}: {}: {e}", at(span), field("tls_ca"))
-                            })?;
-                            Some(tls)
-                        }
-                        (None, false) => None,
                     };
+                    let mut endpoints: Vec<Replica> = Vec::with_capacity(urls.len());
+                    for (name, url) in &urls {
+                        let (https, addr, host, path) = split_http_url(url.get_ref())
+                            .map_err(|e| anyhow!("{}: {name}: {e}", at(url.span())))?;
+                        if let Some(first) = endpoints.first() {
+                            if first.tls.is_some() != https {
+                                bail!(
+                                    "{}: {name}: every replica must use the same scheme",
+                                    at(url.span())
+                                );
+                            }
+                        }
+                        if endpoints.iter().any(|e| e.url == *url.get_ref()) {
+                            bail!("{}: {name}: listed twice", at(url.span()));
+                        }
+                        let tls = match (&u.tls_ca, https) {
+                            (Some(ca), false) => bail!(
+                                "{}: {}: only for https:// URLs",
+                                at(ca.span()),
+                                field("tls_ca")
+                            ),
+                            (ca, true) => {
+                                let ca_file = ca.as_ref().map(|c| file(c.get_ref()));
+                                let tls = crate::net::tls::ClientTls::new(
+                                    sni_host(&host),
+                                    ca_file.as_deref(),
+                                )
+                                .map_err(|e| {
+                                    let span = ca.as_ref().map_or(url.span(), |c| c.span());
+                                    anyhow!("{}: {}: {e}", at(span), field("tls_ca"))
+                                })?;
+                                Some(tls)
+                            }
+                            (None, false) => None,
+                        };
+                        endpoints.push(Replica {
+                            url: url.get_ref().clone(),
+                            addr,
+                            host,
+                            path,
+                            tls,
+                        });
+                    }
+                    if u.outlier.is_some() && endpoints.len() < 2 {
+                        bail!(
+                            "{}: {}: only for upstreams with two or more `urls`",
+                            at(u.name.span()),
+                            field("outlier")
+                        );
+                    }
+                    // `transport` names the first URL; `replicas` all, when there are several.
+                    let Replica {
+                        addr,
+                        host,
+                        path,
+                        tls,
+                        ..
+                    } = endpoints[0].clone();
+                    if endpoints.len() > 1 {
+                        replicas = endpoints;
+                    }
                     if u.command.is_some() {
                         bail!(
                             "{}: {}: only for transport \"stdio\"",
@@ -548,11 +656,18 @@ impl Config {
                             field("command")
                         )
                     })?;
-                    if u.url.is_some() {
+                    if u.url.is_some() || u.urls.is_some() || u.outlier.is_some() {
+                        let f = if u.url.is_some() {
+                            "url"
+                        } else if u.urls.is_some() {
+                            "urls"
+                        } else {
+                            "outlier"
+                        };
                         bail!(
                             "{}: {}: only for transport \"http\"",
                             at(u.name.span()),
-                            field("url")
+                            field(f)
                         );
                     }
                     if u.auth.is_some() {
@@ -619,6 +734,8 @@ impl Config {
                     failures: u.breaker_failures.unwrap_or(5),
                     open: ms(u.breaker_open_ms, 10_000),
                 },
+                replicas,
+                outlier: outlier_policy(u.outlier.as_ref()),
             });
         }
         let mut servers = Vec::new();
@@ -941,6 +1058,61 @@ mod tests {
         let c = parse(EMBEDDED_DEFAULT).expect("embedded default");
         assert_eq!(c.upstreams.len(), 1);
         assert!(matches!(c.upstreams[0].transport, Transport::Stdio { .. }));
+    }
+
+    #[test]
+    fn replicas_and_their_outlier_policy() {
+        let up = |rest: &str| format!("[[upstream]]\nname = \"a\"\ntransport = \"http\"\n{rest}");
+        let c = parse(&up(
+            "urls = [\"http://127.0.0.1:9001/mcp\", \"http://127.0.0.1:9002/x\"]\n[upstream.outlier]\nconsecutive_failures = 2\nbase_ejection_ms = 500\n",
+        ))
+        .expect("replicas");
+        let u = &c.upstreams[0];
+        let urls: Vec<_> = u
+            .replicas
+            .iter()
+            .map(|r| (r.addr.as_str(), r.path.as_str()))
+            .collect();
+        assert_eq!(urls, [("127.0.0.1:9001", "/mcp"), ("127.0.0.1:9002", "/x")]);
+        assert!(matches!(&u.transport, Transport::Http { addr, .. } if addr == "127.0.0.1:9001"));
+        assert_eq!(u.outlier.consecutive_failures, 2);
+        assert_eq!(u.outlier.base_ejection, Duration::from_millis(500));
+        assert_eq!(u.outlier.max_ejection, Duration::from_millis(300_000));
+        assert_eq!(u.outlier.max_ejection_percent, 50);
+        // One URL in `urls` is a plain upstream.
+        let c = parse(&up("urls = [\"http://127.0.0.1:9001/mcp\"]\n")).expect("one");
+        assert!(c.upstreams[0].replicas.is_empty());
+
+        let bad = |rest: &str, want: &str| {
+            let e = format!("{:#}", parse(&up(rest)).expect_err(want));
+            assert!(e.contains(want), "{e}");
+        };
+        bad(
+            "url = \"http://h:1/mcp\"\nurls = [\"http://h:2/mcp\"]\n",
+            "upstream[0].urls: give `url` or `urls`, not both",
+        );
+        bad("urls = []\n", "upstream[0].urls: empty");
+        bad(
+            "urls = [\"http://h:1/mcp\", \"ftp://h:2/mcp\"]\n",
+            "upstream[0].urls[1]: \"ftp://h:2/mcp\": only http",
+        );
+        bad(
+            "urls = [\"http://h:1/mcp\", \"https://h:2/mcp\"]\n",
+            "upstream[0].urls[1]: every replica must use the same scheme",
+        );
+        bad(
+            "urls = [\"http://h:1/mcp\", \"http://h:1/mcp\"]\n",
+            "upstream[0].urls[1]: listed twice",
+        );
+        bad("", "upstream[0].url: required");
+        bad(
+            "url = \"http://h:1/mcp\"\n[upstream.outlier]\nconsecutive_failures = 1\n",
+            "upstream[0].outlier: only for upstreams with two or more `urls`",
+        );
+        bad(
+            "urls = [\"http://h:1/mcp\", \"http://h:2/mcp\"]\n[upstream.outlier]\nconsecutive = 1\n",
+            "consecutive",
+        );
     }
 
     #[test]

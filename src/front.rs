@@ -1515,6 +1515,9 @@ impl Front {
                 Some(Ok(Err(e))) => e,
                 Some(Err(_)) => {
                     broke(false);
+                    if let Some(on) = sent_on.borrow().as_ref() {
+                        self.caller.timed_out(&upstream, on);
+                    }
                     return fail(&Error::new(
                         ErrorKind::UpstreamTimeout,
                         format!("{}: no answer", upstream.name),

@@ -186,9 +186,9 @@ enum UpstreamsCmd {
     Add {
         /// Its name.
         name: String,
-        /// Streamable HTTP endpoint.
+        /// Streamable HTTP endpoint; repeat it for replicas of one server (`urls`).
         #[arg(long, conflicts_with = "command")]
-        url: Option<String>,
+        url: Vec<String>,
         /// Program of a stdio upstream.
         #[arg(long)]
         command: Option<String>,
@@ -335,12 +335,16 @@ fn main() -> std::process::ExitCode {
                     no_prefix,
                 } => {
                     let mut spec = serde_json::json!({ "name": name });
-                    match (url, command) {
-                        (Some(url), None) => {
+                    match (url.len(), command) {
+                        (1.., None) => {
                             spec["transport"] = "http".into();
-                            spec["url"] = url.into();
+                            if url.len() == 1 {
+                                spec["url"] = url.into_iter().collect::<String>().into();
+                            } else {
+                                spec["urls"] = url.into();
+                            }
                         }
-                        (None, Some(command)) => {
+                        (0, Some(command)) => {
                             spec["transport"] = "stdio".into();
                             spec["command"] = command.into();
                             spec["args"] = args.into();

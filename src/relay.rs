@@ -201,6 +201,7 @@ impl Relay {
             };
             let msg = match got {
                 Err(_) => {
+                    call.timed_out();
                     self.tell_upstream_cancelled("timeout").await;
                     let e = Error::new(
                         ErrorKind::UpstreamTimeout,

@@ -5,8 +5,10 @@
 //! (`http`), stdio upstreams through the supervisor that owns the child process (`stdio`).
 //! A [`Call`] yields the upstream's messages for one request as they arrive (progress,
 //! server-to-client requests, then the response), so they can be relayed while it runs.
-//! Every request carries a gateway-owned id from an [`IdGen`].
+//! Every request carries a gateway-owned id from an [`IdGen`]. An HTTP upstream with several
+//! URLs (replicas) spreads its sessions over them and leaves failing ones out (`balance`).
 
+pub mod balance;
 pub mod http;
 pub mod oauth;
 pub mod stdio;
@@ -180,6 +182,34 @@ impl Upstream {
         self.retired.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Its replicas as the admin API shows them (`null` without `urls`): url, calls
+    /// outstanding, whether ejected and for how long still, ejections and calls so far.
+    pub fn replicas_json(&self) -> serde_json::Value {
+        let Link::Http(h) = &self.link else {
+            return serde_json::Value::Null;
+        };
+        let Some((endpoints, b)) = h.replicas() else {
+            return serde_json::Value::Null;
+        };
+        let now = balance::now_ms();
+        endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let v = b.view(i, now)?;
+                Some(serde_json::json!({
+                    "url": e.url,
+                    "outstanding": v.outstanding,
+                    "ejected": v.ejected,
+                    "ejected_for_ms": v.ejected_for_ms,
+                    "ejections": v.ejections,
+                    "failures": v.failures,
+                    "calls": v.calls,
+                }))
+            })
+            .collect()
+    }
+
     /// True the first time only: whether the caller should start watching it.
     pub fn watched(&self) -> bool {
         self.watched.swap(true, std::sync::atomic::Ordering::AcqRel)
@@ -309,6 +339,14 @@ impl Call {
         }
     }
 
+    /// Counts this call, which timed out, as a failure of its replica (HTTP upstreams with
+    /// replicas only).
+    pub fn timed_out(&self) {
+        if let Call::Http(c) = self {
+            c.timed_out();
+        }
+    }
+
     /// Ends the call, returning its connection to the pool when clean.
     pub async fn finish(self, caller: &Caller) {
         if let Call::Http(c) = self {
@@ -325,6 +363,9 @@ pub struct Caller {
     pub ids: IdGen,
     /// Reused parse buffers.
     pub parser: std::cell::RefCell<Parser>,
+    /// The last balanced request abandoned before its answer began: its session's address
+    /// and its replica (see [`Caller::timed_out`]).
+    abandoned: Cell<Option<(usize, usize)>>,
 }
 
 impl Caller {
@@ -334,7 +375,17 @@ impl Caller {
             pool: http::Pool::default(),
             ids: IdGen::new(index),
             parser: std::cell::RefCell::new(Parser::default()),
+            abandoned: Cell::new(None),
         }
+    }
+
+    /// Counts a call on `on` whose start timed out (it was just abandoned) as a failure of
+    /// the replica it went to (HTTP upstreams with replicas only).
+    pub fn timed_out(&self, up: &Upstream, on: &OnSession) {
+        if let (Link::Http(h), OnSession::Http(s)) = (&up.link, on) {
+            h.timed_out_on(self, s);
+        }
+        self.abandoned.set(None);
     }
 
     /// Starts a request (whose id is already set) on `on`.
@@ -462,7 +513,8 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
                 *connect_timeout,
                 tls.clone(),
             )
-            .with_auth(auth.as_ref().map(|a| http::Credential::new(&cfg.name, a))),
+            .with_auth(auth.as_ref().map(|a| http::Credential::new(&cfg.name, a)))
+            .with_replicas(&cfg.replicas, cfg.outlier),
         ),
         config::Transport::Stdio { .. } => Link::Stdio(supervisor.spawn(cfg)),
     };
@@ -482,6 +534,65 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
     up.retry = cfg.retry.clone();
     up.breaker_policy = cfg.breaker;
     Arc::new(up)
+}
+
+/// Appends the replica gauges and counters of `upstreams` (those with `urls`) to a
+/// Prometheus text page.
+pub fn write_replica_metrics(out: &mut String, upstreams: &[Arc<Upstream>]) {
+    use std::fmt::Write as _;
+    let now = balance::now_ms();
+    let with = || {
+        upstreams.iter().filter_map(|u| match &u.link {
+            Link::Http(h) => h.replicas().map(|(e, b)| (u, e, b)),
+            Link::Stdio(_) => None,
+        })
+    };
+    if with().next().is_none() {
+        return;
+    }
+    type Value = fn(&balance::ReplicaView) -> u64;
+    let metrics: [(&str, &str, &str, Value); 4] = [
+        (
+            "mcpgw_upstream_replica_ejected",
+            "gauge",
+            "1 while the replica is ejected.",
+            |v| u64::from(v.ejected),
+        ),
+        (
+            "mcpgw_upstream_replica_outstanding",
+            "gauge",
+            "Requests in flight to the replica.",
+            |v| u64::from(v.outstanding),
+        ),
+        (
+            "mcpgw_upstream_replica_calls_total",
+            "counter",
+            "Requests sent to the replica.",
+            |v| v.calls,
+        ),
+        (
+            "mcpgw_upstream_replica_ejections_total",
+            "counter",
+            "Times the replica was ejected.",
+            |v| u64::from(v.ejections),
+        ),
+    ];
+    for (name, kind, help, value) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (u, endpoints, b) in with() {
+            for (i, e) in endpoints.iter().enumerate() {
+                if let Some(v) = b.view(i, now) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{upstream=\"{}\",replica=\"{}\"}} {}",
+                        u.name,
+                        e.url.replace('\\', "\\\\").replace('"', "\\\""),
+                        value(&v)
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// A JSON-RPC request with a numeric id, for requests the gateway makes on its own behalf.

@@ -543,6 +543,14 @@ pub struct UpstreamConfig {
     /// `https://mcp.example.com/mcp` (TLS 1.2/1.3; the host is the SNI and the name checked
     /// in the server's certificate, against the Mozilla roots unless `tls_ca` is set).
     pub url: Option<Spanned<String>>,
+    /// `http`: replicas of one server instead of `url` (exactly one of the two), e.g.
+    /// `["http://10.0.0.1:9000/mcp", "http://10.0.0.2:9000/mcp"]`; 2 to 64 URLs of one scheme,
+    /// each checked like `url`, all sharing `headers`, `auth`, `tls_ca` and the timeouts. A new
+    /// session goes to the replica with fewer calls outstanding of two picked at random, and
+    /// stays there; see `outlier` for replicas that fail. Default: none.
+    pub urls: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `http` with `urls`: when a failing replica is left out (`[upstream.outlier]`).
+    pub outlier: Option<OutlierConfig>,
     /// `https` upstreams: CA certificates (PEM file, relative to the config file) trusted
     /// instead of the Mozilla roots, e.g. a private CA. Default: the Mozilla roots.
     /// Certificate checks cannot be turned off.
@@ -606,6 +614,22 @@ pub struct UpstreamConfig {
     pub breaker_failures: Option<u32>,
     /// How long an open breaker refuses calls before one probe, ms. Default 10000.
     pub breaker_open_ms: Option<u64>,
+}
+
+/// `[upstream.outlier]`: ejection of failing replicas (`urls`). A failure is a connection
+/// refused or timed out, a connection closed before the answer, an HTTP 5xx or a call timeout.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Failures in a row that eject a replica; 0 never ejects. Default 5.
+    pub consecutive_failures: Option<u32>,
+    /// First ejection, ms; the n-th lasts n times as long. Default 30000.
+    pub base_ejection_ms: Option<u64>,
+    /// Longest ejection, ms. Default 300000.
+    pub max_ejection_ms: Option<u64>,
+    /// Most replicas ejected at once, percent of all (rounded down; 0 ejects none).
+    /// Default 50.
+    pub max_ejection_percent: Option<u32>,
 }
 
 /// `[[upstream]] auth`: one of three shapes.

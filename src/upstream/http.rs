@@ -14,6 +14,14 @@
 //! Connections are kept alive in a per-worker [`Pool`]; a pooled connection found closed is
 //! replaced once, before any byte of the answer. After the response of a call has been read,
 //! the rest of an SSE stream is drained (briefly) so the connection can be reused.
+//!
+//! An upstream with replicas (`urls`) has one [`Endpoint`] per URL and a [`Balancer`]: a new
+//! session (and the gateway's shared session, one per replica) goes to the replica it picks,
+//! and every request of a session goes to the replica that issued it. A request on a session
+//! whose replica is ejected, or cannot be connected to, is not sent: it fails as an expired
+//! session, so the owner initializes a new one (on another replica) and sends it there. A
+//! session without an id (a server that keeps none) is not tied to a replica: each of its
+//! requests is balanced on its own.
 
 use std::{cell::RefCell, collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
 
@@ -21,7 +29,12 @@ use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use super::{initialize_body, oauth::TokenSource, Caller, Hello, INITIALIZED};
+use super::{
+    balance::{self, Balancer},
+    initialize_body,
+    oauth::TokenSource,
+    Caller, Hello, INITIALIZED,
+};
 use crate::{
     config::UpstreamAuth,
     error::{Error, ErrorKind, Result},
@@ -51,23 +64,53 @@ pub struct UpstreamSession {
     pub version: String,
     /// `capabilities` from the upstream's `initialize` answer.
     pub capabilities: serde_json::Map<String, serde_json::Value>,
+    /// The replica that issued it (index in `urls`; 0 for a single URL).
+    pub replica: usize,
+}
+
+/// One URL of an HTTP upstream.
+pub struct Endpoint {
+    /// The URL as configured (empty for an upstream built without one).
+    pub url: String,
+    addr: String,
+    host: String,
+    path: String,
+    tls: Option<ClientTls>,
+    /// Key of its connections in the pool: the address, and for TLS the name and CA they
+    /// were verified with.
+    pool_key: String,
+}
+
+impl Endpoint {
+    fn new(url: String, addr: String, host: String, path: String, tls: Option<ClientTls>) -> Self {
+        let pool_key = match &tls {
+            None => addr.clone(),
+            Some(t) => format!("{addr} {t:?}"),
+        };
+        Self {
+            url,
+            addr,
+            host,
+            path,
+            tls,
+            pool_key,
+        }
+    }
 }
 
 /// An HTTP upstream's address and its gateway-wide (shared) session.
 pub struct HttpUpstream {
     name: String,
-    addr: String,
-    host: String,
-    path: String,
     headers: Vec<(String, Secret)>,
     /// Boxed: most upstreams have none, and `Link` stays small.
     auth: Option<Box<Credential>>,
     connect_timeout: Duration,
-    tls: Option<ClientTls>,
-    /// Key of its connections in the pool: the address, and for TLS the name and CA they
-    /// were verified with.
-    pool_key: String,
-    shared: ArcSwapOption<UpstreamSession>,
+    /// Its URL, or one per replica.
+    endpoints: Box<[Endpoint]>,
+    /// Load and ejections of its replicas; none for a single URL, whose calls pay nothing.
+    balancer: Option<Arc<Balancer>>,
+    /// The gateway-wide session, one per endpoint.
+    shared: Box<[ArcSwapOption<UpstreamSession>]>,
 }
 
 /// The gateway's own credential for an upstream, written into every request head.
@@ -204,22 +247,74 @@ impl HttpUpstream {
         connect_timeout: Duration,
         tls: Option<ClientTls>,
     ) -> Self {
-        let pool_key = match &tls {
-            None => addr.clone(),
-            Some(t) => format!("{addr} {t:?}"),
-        };
         Self {
             name,
-            addr,
-            host,
-            path,
             headers,
             auth: None,
             connect_timeout,
-            tls,
-            pool_key,
-            shared: ArcSwapOption::empty(),
+            endpoints: Box::new([Endpoint::new(String::new(), addr, host, path, tls)]),
+            balancer: None,
+            shared: Box::new([ArcSwapOption::empty()]),
         }
+    }
+
+    /// Spreads sessions over `replicas` (two or more; the address given to `new` is
+    /// replaced), ejecting failing ones by `outlier`.
+    pub fn with_replicas(
+        mut self,
+        replicas: &[crate::config::Replica],
+        outlier: balance::OutlierPolicy,
+    ) -> Self {
+        if replicas.len() < 2 {
+            return self;
+        }
+        self.endpoints = replicas
+            .iter()
+            .take(balance::MAX_REPLICAS)
+            .map(|r| {
+                Endpoint::new(
+                    r.url.clone(),
+                    r.addr.clone(),
+                    r.host.clone(),
+                    r.path.clone(),
+                    r.tls.clone(),
+                )
+            })
+            .collect();
+        self.shared = self
+            .endpoints
+            .iter()
+            .map(|_| ArcSwapOption::empty())
+            .collect();
+        self.balancer = Some(Arc::new(Balancer::new(self.endpoints.len(), outlier)));
+        self
+    }
+
+    /// Its replicas with their state, when it has several (`urls`).
+    pub fn replicas(&self) -> Option<(&[Endpoint], &Balancer)> {
+        self.balancer.as_deref().map(|b| (&self.endpoints[..], b))
+    }
+
+    /// The replica for a new session: the balancer's pick, avoiding those in `avoid`.
+    fn choose(&self, avoid: u64) -> usize {
+        match &self.balancer {
+            None => 0,
+            Some(b) => b.pick(balance::now_ms(), crate::resilience::jitter(), avoid),
+        }
+    }
+
+    /// Records the outcome of an exchange with `replica` (a no-op for a single URL).
+    fn outcome(&self, replica: usize, ok: bool) {
+        if let Some(b) = &self.balancer {
+            if b.record(replica, ok, balance::now_ms()) {
+                let url = self.endpoints.get(replica).map_or("", |e| e.url.as_str());
+                tracing::warn!(upstream = %self.name, replica = %url, "replica ejected after consecutive failures");
+            }
+        }
+    }
+
+    fn endpoint(&self, replica: usize) -> &Endpoint {
+        self.endpoints.get(replica).unwrap_or(&self.endpoints[0])
     }
 
     /// Sends `auth` on every request.
@@ -257,31 +352,91 @@ impl HttpUpstream {
         matches!(self.auth.as_deref(), Some(Credential::OAuth(s)) if s.pending())
     }
 
-    /// The gateway-wide session, if one was negotiated.
+    /// The gateway-wide session, if one was negotiated (with replicas: any replica's).
     pub fn shared_session(&self) -> Option<Arc<UpstreamSession>> {
-        self.shared.load_full()
+        self.shared.iter().find_map(|s| s.load_full())
     }
 
     /// The gateway-wide session, initialized (with the gateway's own hello) when missing.
+    /// With replicas, the session of the replica the balancer picks for this call.
     pub async fn ensure_shared(&self, caller: &Caller) -> Result<Arc<UpstreamSession>> {
-        match self.shared_session() {
+        let r = self.choose(0);
+        match self.shared.get(r).and_then(|s| s.load_full()) {
             Some(s) => Ok(s),
-            None => self.reinit_shared(caller).await,
+            None => self.init_shared(caller, r).await,
         }
     }
 
-    /// Replaces the gateway-wide session with a fresh one.
+    /// Replaces the gateway-wide session with a fresh one. With replicas, the lost session
+    /// was already forgotten where its request failed: this is the session of the replica the
+    /// balancer picks, a fresh one only when that replica has none.
     pub async fn reinit_shared(&self, caller: &Caller) -> Result<Arc<UpstreamSession>> {
-        let s = self.initialize(caller, &Hello::gateway()).await?;
-        self.shared.store(Some(s.clone()));
+        if self.balancer.is_some() {
+            return self.ensure_shared(caller).await;
+        }
+        self.init_shared(caller, 0).await
+    }
+
+    async fn init_shared(&self, caller: &Caller, first: usize) -> Result<Arc<UpstreamSession>> {
+        let s = self
+            .initialize_from(caller, &Hello::gateway(), first)
+            .await?;
+        if let Some(slot) = self.shared.get(s.replica) {
+            slot.store(Some(s.clone()));
+        }
         Ok(s)
     }
 
-    /// Runs `initialize` + `notifications/initialized`; returns the new session.
+    /// Forgets `session` if it is a replica's shared session (its replica was lost).
+    fn forget_shared(&self, session: &UpstreamSession) {
+        if let Some(slot) = self.shared.get(session.replica) {
+            let current = slot.load_full();
+            if current.as_deref().is_some_and(|c| std::ptr::eq(c, session)) {
+                slot.compare_and_swap(&current, None);
+            }
+        }
+    }
+
+    /// Runs `initialize` + `notifications/initialized`; returns the new session. With
+    /// replicas, on the one the balancer picks, and on another when that one fails
+    /// (initializing twice is harmless).
     pub async fn initialize(&self, caller: &Caller, hello: &Hello) -> Result<Arc<UpstreamSession>> {
+        self.initialize_from(caller, hello, self.choose(0)).await
+    }
+
+    async fn initialize_from(
+        &self,
+        caller: &Caller,
+        hello: &Hello,
+        first: usize,
+    ) -> Result<Arc<UpstreamSession>> {
+        let (mut replica, mut tried, mut attempts) = (first, 0u64, 1);
+        loop {
+            match self.initialize_on(caller, hello, replica).await {
+                Err(e)
+                    if e.kind == ErrorKind::UpstreamUnavailable
+                        && self.balancer.is_some()
+                        && attempts < self.endpoints.len() =>
+                {
+                    tracing::debug!(upstream = %self.name, replica = %self.endpoint(replica).url, error = %e, "initialize failed; trying another replica");
+                    tried |= 1 << replica;
+                    replica = self.choose(tried);
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn initialize_on(
+        &self,
+        caller: &Caller,
+        hello: &Hello,
+        replica: usize,
+    ) -> Result<Arc<UpstreamSession>> {
         let id = caller.ids.next();
         let mut call = self
-            .start(caller, None, initialize_body(id, hello), None)
+            .start(caller, replica, None, initialize_body(id, hello), None)
             .await?;
         let session_id = call.session_id.take();
         let raw = loop {
@@ -326,6 +481,7 @@ impl HttpUpstream {
             id: session_id,
             version,
             capabilities,
+            replica,
         });
         self.send(caller, &session, Bytes::from_static(INITIALIZED))
             .await?;
@@ -341,7 +497,87 @@ impl HttpUpstream {
         body: Bytes,
         traceparent: Option<&str>,
     ) -> Result<HttpCall> {
-        self.start(caller, Some(session), body, traceparent).await
+        let Some(b) = &self.balancer else {
+            return self
+                .start(caller, 0, Some(session), body, traceparent)
+                .await;
+        };
+        if session.id.is_none() {
+            return self.call_any(caller, session, body, traceparent).await;
+        }
+        // A session lives on its replica: when that one is out, the call is not sent and the
+        // owner starts a session elsewhere, as for an expired one.
+        let r = session.replica;
+        if b.ejected(r, balance::now_ms()) && b.others_available(r, balance::now_ms()) {
+            self.forget_shared(session);
+            return Err(self.err(ErrorKind::UpstreamSessionExpired, "replica ejected"));
+        }
+        self.check_credential()?;
+        match self
+            .start(caller, r, Some(session), body, traceparent)
+            .await
+        {
+            // Never sent (connection refused or failed): safe to move.
+            Err(e) if e.unsent && e.kind == ErrorKind::UpstreamUnavailable => {
+                self.forget_shared(session);
+                tracing::info!(upstream = %self.name, replica = %self.endpoint(r).url, error = %e, "replica unreachable; moving the session");
+                Err(self.err(ErrorKind::UpstreamSessionExpired, "replica unreachable"))
+            }
+            Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
+                self.forget_shared(session);
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// A request of a session without an id (a server that keeps no sessions): any replica
+    /// serves it, so each is balanced on its own, and one never sent goes to another replica.
+    /// Until its answer begins it is noted in `caller` as pending at its replica, so a
+    /// timeout that abandons it is counted there ([`Caller::timed_out`]).
+    async fn call_any(
+        &self,
+        caller: &Caller,
+        session: &UpstreamSession,
+        body: Bytes,
+        traceparent: Option<&str>,
+    ) -> Result<HttpCall> {
+        self.check_credential()?;
+        let (mut replica, mut tried, mut attempts) = (self.choose(0), 0u64, 1);
+        loop {
+            let pending = Pending::new(caller, session, replica);
+            let r = self
+                .start(caller, replica, Some(session), body.clone(), traceparent)
+                .await;
+            pending.disarm();
+            match r {
+                Err(e)
+                    if e.unsent
+                        && e.kind == ErrorKind::UpstreamUnavailable
+                        && attempts < self.endpoints.len() =>
+                {
+                    tried |= 1 << replica;
+                    replica = self.choose(tried);
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Counts a timed-out call on `session` against its replica: the session's own, or for a
+    /// session without an id the one its abandoned request was pending at.
+    pub fn timed_out_on(&self, caller: &Caller, session: &UpstreamSession) {
+        if self.balancer.is_none() {
+            return;
+        }
+        if session.id.is_some() {
+            return self.outcome(session.replica, false);
+        }
+        match caller.abandoned.take() {
+            Some((s, r)) if s == std::ptr::from_ref(session) as usize => self.outcome(r, false),
+            _ => {}
+        }
     }
 
     /// Sends a notification or a response on `session`; waits for the upstream to accept it.
@@ -351,7 +587,9 @@ impl HttpUpstream {
         session: &UpstreamSession,
         body: Bytes,
     ) -> Result<()> {
-        let call = self.start(caller, Some(session), body, None).await?;
+        let call = self
+            .start(caller, session.replica, Some(session), body, None)
+            .await?;
         call.finish(caller).await;
         Ok(())
     }
@@ -363,8 +601,11 @@ impl HttpUpstream {
         caller: &Caller,
         session: &UpstreamSession,
     ) -> Result<Option<HttpCall>> {
-        let req = self.head("GET", Some(session), None, None)?;
-        match self.exchange_pooled(caller, req, "GET").await {
+        let req = self.head("GET", session.replica, Some(session), None, None)?;
+        match self
+            .exchange_pooled(caller, session.replica, req, "GET")
+            .await
+        {
             Ok(c) => Ok(Some(c)),
             Err(e) if e.context.ends_with("HTTP 405") => Ok(None),
             Err(e) => Err(e),
@@ -376,8 +617,11 @@ impl HttpUpstream {
         if session.id.is_none() {
             return;
         }
-        let exchange = match self.head("DELETE", Some(session), None, None) {
-            Ok(req) => self.exchange_pooled(caller, req, "DELETE").await,
+        let exchange = match self.head("DELETE", session.replica, Some(session), None, None) {
+            Ok(req) => {
+                self.exchange_pooled(caller, session.replica, req, "DELETE")
+                    .await
+            }
             Err(e) => Err(e),
         };
         match exchange {
@@ -397,6 +641,7 @@ impl HttpUpstream {
     fn head(
         &self,
         method: &str,
+        replica: usize,
         session: Option<&UpstreamSession>,
         body: Option<&Bytes>,
         traceparent: Option<&str>,
@@ -435,11 +680,12 @@ impl HttpUpstream {
                 headers.push(("Authorization", token.header.expose().as_bytes()));
             }
         }
+        let ep = self.endpoint(replica);
         codec::write_request_head(
             &mut req,
             method,
-            &self.path,
-            &self.host,
+            &ep.path,
+            &ep.host,
             &headers,
             body.map_or(0, |b| b.len()),
         );
@@ -452,12 +698,16 @@ impl HttpUpstream {
     async fn start(
         &self,
         caller: &Caller,
+        replica: usize,
         session: Option<&UpstreamSession>,
         body: Bytes,
         traceparent: Option<&str>,
     ) -> Result<HttpCall> {
-        let req = self.head("POST", session, Some(&body), traceparent)?;
-        let mut call = self.exchange_pooled(caller, req, "POST").await?;
+        let req = self.head("POST", replica, session, Some(&body), traceparent)?;
+        // Outstanding at its replica until the call is dropped.
+        let load = self.balancer.as_ref().map(|b| Load::new(b, replica));
+        let mut call = self.exchange_pooled(caller, replica, req, "POST").await?;
+        call.load = load;
         if call.status == 404 && session.is_some() {
             return Err(self.err(ErrorKind::UpstreamSessionExpired, "404"));
         }
@@ -466,58 +716,76 @@ impl HttpUpstream {
     }
 
     /// One exchange, on a pooled connection when there is one (replaced once if closed).
-    async fn exchange_pooled(&self, caller: &Caller, req: Bytes, method: &str) -> Result<HttpCall> {
-        if let Some(conn) = caller.pool.take(&self.pool_key) {
-            match self.exchange(conn, req.clone(), method).await {
+    async fn exchange_pooled(
+        &self,
+        caller: &Caller,
+        replica: usize,
+        req: Bytes,
+        method: &str,
+    ) -> Result<HttpCall> {
+        let ep = self.endpoint(replica);
+        if let Some(conn) = caller.pool.take(&ep.pool_key) {
+            match self.exchange(ep, replica, conn, req.clone(), method).await {
                 Ok(r) => return Ok(r),
                 // Closed as the request went out (the pool checked it was open): it may
                 // have been read, so it is not sent again here; the caller retries what is
                 // safe to retry. A write that failed outright reached nobody.
                 Err(Stale::Before) => {
+                    self.outcome(replica, false);
                     return Err(self.err(
                         ErrorKind::UpstreamUnavailable,
                         "pooled connection closed before an answer",
-                    ))
+                    ));
                 }
                 Err(Stale::Unwritten) => {}
                 Err(Stale::Failed(e)) => return Err(e),
             }
         }
-        let conn = self.connect().await.map_err(Error::unsent)?;
-        self.exchange(conn, req, method).await.map_err(|e| match e {
-            Stale::Before => self.err(
-                ErrorKind::UpstreamUnavailable,
-                "connection closed before an answer",
-            ),
-            Stale::Unwritten => self
-                .err(
-                    ErrorKind::UpstreamUnavailable,
-                    "connection closed before the request",
-                )
-                .unsent(),
-            Stale::Failed(e) => e,
-        })
+        let conn = match self.connect(ep).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.outcome(replica, false);
+                return Err(e.unsent());
+            }
+        };
+        self.exchange(ep, replica, conn, req, method)
+            .await
+            .map_err(|e| match e {
+                Stale::Before => {
+                    self.outcome(replica, false);
+                    self.err(
+                        ErrorKind::UpstreamUnavailable,
+                        "connection closed before an answer",
+                    )
+                }
+                Stale::Unwritten => self
+                    .err(
+                        ErrorKind::UpstreamUnavailable,
+                        "connection closed before the request",
+                    )
+                    .unsent(),
+                Stale::Failed(e) => e,
+            })
     }
 
     /// A new connection; for `https://` with its handshake done. Both within
     /// `connect_timeout_ms`.
-    async fn connect(&self) -> Result<Conn> {
+    async fn connect(&self, ep: &Endpoint) -> Result<Conn> {
         let deadline = monoio::time::Instant::now() + self.connect_timeout;
-        let tcp = match monoio::time::timeout_at(deadline, TcpStream::connect(self.addr.as_str()))
-            .await
-        {
-            Ok(Ok(c)) => {
-                let _ = c.set_nodelay(true);
-                c
-            }
-            Ok(Err(e)) => {
-                return Err(self
-                    .err(ErrorKind::UpstreamUnavailable, "connect")
-                    .with_source(e))
-            }
-            Err(_) => return Err(self.err(ErrorKind::UpstreamUnavailable, "connect timed out")),
-        };
-        let Some(tls) = &self.tls else {
+        let tcp =
+            match monoio::time::timeout_at(deadline, TcpStream::connect(ep.addr.as_str())).await {
+                Ok(Ok(c)) => {
+                    let _ = c.set_nodelay(true);
+                    c
+                }
+                Ok(Err(e)) => {
+                    return Err(self
+                        .err(ErrorKind::UpstreamUnavailable, "connect")
+                        .with_source(e))
+                }
+                Err(_) => return Err(self.err(ErrorKind::UpstreamUnavailable, "connect timed out")),
+            };
+        let Some(tls) = &ep.tls else {
             return Ok(Conn::Plain(tcp));
         };
         match monoio::time::timeout_at(deadline, tls.connect(tcp)).await {
@@ -534,6 +802,8 @@ impl HttpUpstream {
 
     async fn exchange(
         &self,
+        ep: &Endpoint,
+        replica: usize,
         mut conn: Conn,
         req: Bytes,
         method: &str,
@@ -594,9 +864,12 @@ impl HttpUpstream {
             body: Body::new(&head, buf),
             keep_alive: head.keep_alive,
             conn,
-            addr: self.pool_key.clone(),
+            addr: ep.pool_key.clone(),
             name_hint: self.name.clone(),
+            load: None,
         };
+        // Answered: a failure for the replica only with a 5xx.
+        self.outcome(replica, status < 500);
         if status == 404 || (200..300).contains(&status) {
             return Ok(call);
         }
@@ -636,9 +909,76 @@ pub struct HttpCall {
     /// Pool key of `conn`.
     addr: String,
     name_hint: String,
+    /// Counts it as outstanding at its replica (upstreams with replicas only).
+    load: Option<Load>,
+}
+
+/// A balanced request whose answer has not begun; dropped armed (abandoned, e.g. by a
+/// timeout), it leaves its replica in the caller for [`HttpUpstream::timed_out_on`].
+struct Pending<'a> {
+    caller: &'a Caller,
+    /// The session's address: only a timeout on that session takes it.
+    session: usize,
+    replica: usize,
+    armed: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn new(caller: &'a Caller, session: &UpstreamSession, replica: usize) -> Self {
+        Self {
+            caller,
+            session: std::ptr::from_ref(session) as usize,
+            replica,
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.caller
+                .abandoned
+                .set(Some((self.session, self.replica)));
+        }
+    }
+}
+
+/// A request outstanding at a replica, until dropped.
+struct Load {
+    balancer: Arc<Balancer>,
+    replica: usize,
+}
+
+impl Load {
+    fn new(balancer: &Arc<Balancer>, replica: usize) -> Self {
+        balancer.begin(replica);
+        Self {
+            balancer: balancer.clone(),
+            replica,
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.balancer.end(self.replica);
+    }
 }
 
 impl HttpCall {
+    /// Counts this call, which timed out, as a failure of its replica (upstreams with
+    /// replicas only).
+    pub fn timed_out(&self) {
+        if let Some(l) = &self.load {
+            l.balancer.record(l.replica, false, balance::now_ms());
+        }
+    }
+
     fn err(&self, kind: ErrorKind, what: &str) -> Error {
         Error::new(kind, format!("upstream {}: {what}", self.name_hint))
     }

@@ -3,6 +3,9 @@
 //! the connection, or never. It can stop listening (connections refused) and start again
 //! on the same port. It counts the calls it received per tool.
 //!
+//! Started with [`Faulty::stateful`], it issues an `Mcp-Session-Id` on `initialize` and counts
+//! calls per session id; [`Faulty::kill`] also closes the connections it has open.
+//!
 //! Tools: `get_thing` (annotated `readOnlyHint`: safe to retry), `do_thing` (not annotated),
 //! `list_things` (named in the gateway's `idempotent_tools` by the tests).
 
@@ -45,6 +48,14 @@ struct State {
     last_meta: Mutex<Value>,
     /// Its `traceparent` HTTP header.
     last_traceparent: Mutex<Option<String>>,
+    /// Issue session ids (`s<port>-<n>`).
+    sessions: AtomicBool,
+    /// `initialize` requests received.
+    inits: AtomicU32,
+    /// `tools/call`s received per `Mcp-Session-Id`.
+    by_session: Mutex<HashMap<String, u32>>,
+    /// Open connections (clones), for `kill`.
+    open: Mutex<Vec<TcpStream>>,
 }
 
 /// The running fixture.
@@ -67,6 +78,10 @@ impl Faulty {
             listening: AtomicBool::new(true),
             last_meta: Mutex::new(Value::Null),
             last_traceparent: Mutex::new(None),
+            sessions: AtomicBool::new(false),
+            inits: AtomicU32::new(0),
+            by_session: Mutex::new(HashMap::new()),
+            open: Mutex::new(Vec::new()),
         });
         let f = Faulty {
             addr,
@@ -85,13 +100,53 @@ impl Faulty {
             while !stop.load(Ordering::Relaxed) && state.listening.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((c, _)) => {
+                        // Kept for `kill`; shut down when the connection ends, since this
+                        // clone would otherwise keep it open.
+                        let kept = c.try_clone().ok();
+                        if let Some(k) = kept.as_ref().and_then(|k| k.try_clone().ok()) {
+                            state.open.lock().push(k);
+                        }
                         let state = state.clone();
-                        std::thread::spawn(move || connection(c, &state));
+                        std::thread::spawn(move || {
+                            connection(c, &state);
+                            if let Some(k) = kept {
+                                let _ = k.shutdown(std::net::Shutdown::Both);
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         }));
+    }
+
+    /// A fixture that issues session ids.
+    pub fn stateful() -> Self {
+        let f = Self::start();
+        f.state.sessions.store(true, Ordering::SeqCst);
+        f
+    }
+
+    /// `initialize` requests received so far.
+    pub fn inits(&self) -> u32 {
+        self.state.inits.load(Ordering::SeqCst)
+    }
+
+    /// `tools/call`s received so far, per `Mcp-Session-Id` ("" without one).
+    pub fn session_calls(&self) -> HashMap<String, u32> {
+        self.state.by_session.lock().clone()
+    }
+
+    /// Goes down hard: stops listening and closes every open connection, then waits a
+    /// moment for the closes to reach the gateway (a loaded machine may deliver them late;
+    /// a request written into a connection closing under it may have been read, so the
+    /// gateway rightly does not send it again unless it is idempotent).
+    pub fn kill(&self) {
+        self.go_down();
+        for c in self.state.open.lock().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     pub fn url(&self) -> String {
@@ -155,6 +210,7 @@ fn connection(c: TcpStream, state: &State) {
     loop {
         let mut len = 0usize;
         let mut traceparent = None;
+        let mut session = String::new();
         let mut line = String::new();
         match r.read_line(&mut line) {
             Ok(0) | Err(_) => return,
@@ -176,6 +232,9 @@ fn connection(c: TcpStream, state: &State) {
                 if k.eq_ignore_ascii_case("traceparent") {
                     traceparent = Some(v.trim().to_string());
                 }
+                if k.eq_ignore_ascii_case("mcp-session-id") {
+                    session = v.trim().to_string();
+                }
             }
         }
         let mut body = vec![0u8; len];
@@ -189,12 +248,20 @@ fn connection(c: TcpStream, state: &State) {
         let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let method = msg["method"].as_str().unwrap_or("");
         let id = msg.get("id").cloned();
+        let mut issued = String::new();
         let result = match method {
-            "initialize" => json!({
+            "initialize" => {
+                let n = state.inits.fetch_add(1, Ordering::SeqCst);
+                if state.sessions.load(Ordering::SeqCst) {
+                    let port = w.local_addr().map(|a| a.port()).unwrap_or(0);
+                    issued = format!("Mcp-Session-Id: s{port}-{n}\r\n");
+                }
+                json!({
                 "protocolVersion": msg["params"]["protocolVersion"].as_str().unwrap_or("2025-06-18"),
                 "capabilities": {"tools": {}},
                 "serverInfo": {"name": "faulty", "version": "1"},
-            }),
+                })
+            }
             "tools/list" => json!({"tools": [
                 {"name": "get_thing", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}},
                 {"name": "do_thing", "inputSchema": {"type": "object"}},
@@ -205,6 +272,7 @@ fn connection(c: TcpStream, state: &State) {
                 *state.last_meta.lock() = msg["params"]["_meta"].clone();
                 *state.last_traceparent.lock() = traceparent.clone();
                 *state.calls.lock().entry(tool.clone()).or_default() += 1;
+                *state.by_session.lock().entry(session.clone()).or_default() += 1;
                 let fail = state
                     .fail_next
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -239,7 +307,7 @@ fn connection(c: TcpStream, state: &State) {
         };
         let out = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{issued}Content-Length: {}\r\n\r\n",
             out.len()
         );
         if w.write_all(head.as_bytes()).is_err() || w.write_all(out.as_bytes()).is_err() {

@@ -14,6 +14,7 @@ mod guard;
 mod hostile;
 mod otel;
 mod raw;
+mod replicas;
 mod resilience;
 mod sdk;
 mod secrets;
