@@ -1074,7 +1074,12 @@ async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, sh
     let caller = Caller::new(upstream::WATCH_SLOT);
     while !shared.stopping() && !up.retired() {
         if let Ok(session) = h.ensure_shared(&caller).await {
-            if let Ok(Some(mut stream)) = h.listen(&caller, &session).await {
+            let listened = h.listen(&caller, &session).await;
+            if let Err(e) = &listened {
+                // Unreachable for now (not "no stream offered"): try again later.
+                tracing::debug!(upstream = %up.name, error = %e, "GET stream not opened; retrying");
+            }
+            if let Ok(Some(mut stream)) = listened {
                 while let Ok(Some(m)) = stream.next().await {
                     let Ok(crate::jsonrpc::Message::Single(f)) = crate::jsonrpc::parse(m) else {
                         continue;
@@ -1095,7 +1100,7 @@ async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, sh
                         return;
                     }
                 }
-            } else {
+            } else if listened.is_ok() {
                 // No stream offered: periodic refresh covers this upstream.
                 return;
             }
