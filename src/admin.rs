@@ -56,7 +56,8 @@ pub const OPENAPI: &str = include_str!("admin/openapi.json");
 /// Largest admin request body, bytes.
 const MAX_BODY: usize = 1 << 20;
 
-/// Serves the admin listener until the gateway stops.
+/// Serves the admin listener until the control plane stops, i.e. through a drain too:
+/// `/ready` answers 503 from the moment shutdown starts.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -64,9 +65,6 @@ pub async fn serve(
     control: flume::Sender<ControlMsg>,
 ) {
     loop {
-        if shared.stopping() {
-            return;
-        }
         match monoio::time::timeout(std::time::Duration::from_millis(500), listener.accept()).await
         {
             Ok(Ok((conn, _))) => {

@@ -568,7 +568,15 @@ async fn stream<S: Stream>(
             }
             // Inbox replaced (newer GET) or session gone: end this stream.
             Ok(Either::Left((Err(_), _))) | Ok(Either::Right(_)) => last = true,
-            Err(_) if shared.stopping() => last = true,
+            // Draining: a last event says why and when to reconnect (to another instance
+            // behind the same address, or this one restarted), then the stream ends.
+            Err(_) if shared.stopping() => {
+                let mut ev = BytesMut::new();
+                super::sse::write_comment(&mut ev, "shutting down");
+                super::sse::write_retry(&mut ev, 1000);
+                codec::write_chunk(&mut out, &ev);
+                last = true;
+            }
             Err(_) => {
                 since += tick;
                 if since < every {

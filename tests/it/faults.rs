@@ -421,40 +421,71 @@ fn watched_config_file_reloads_on_change() {
     );
 }
 
-/// SIGTERM drains: calls in flight (HTTP and stdio upstreams) finish and are answered, new
-/// connections are refused, and the gateway exits 0.
+/// SIGTERM drains under load: 32 calls in flight (HTTP and stdio upstreams) all finish and
+/// are answered, `/ready` answers 503 at once, new connections are refused, an open GET
+/// stream gets a last event (a comment and a reconnection time) and ends, and the gateway
+/// exits 0.
 #[test]
 fn shutdown_drains_calls_in_flight() {
-    use crate::support::{initialize, post, Raw};
+    use crate::support::{admin, initialize, post, Raw};
 
     let alpha = HttpFixture::start("alpha");
+    let admin_port = free_port();
     let upstreams = format!(
-        "{}{}",
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"tk\"\ndata_dir = \":memory:\"\n\n{}{}",
         http_upstream_toml("alpha", &alpha.url(), ""),
         stdio_fixture_toml("beta", "")
     );
+    let adm: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
     let mut gw = Gateway::start("drain_timeout_ms = 10000", &upstreams, "auto");
     let sid = initialize(gw.addr, "2025-11-25");
-    let mut conns: Vec<Raw> = ["alpha__slow", "beta__slow"]
-        .iter()
-        .map(|tool| {
+    let mut stream = Raw::connect(gw.addr);
+    stream.send(format!("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {sid}\r\n\r\n").as_bytes());
+    let head = stream.read_until(b"\r\n\r\n");
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut conns: Vec<(String, Raw)> = (0..32)
+        .map(|i| {
+            let tool = if i % 2 == 0 { "alpha__slow" } else { "beta__slow" };
             let mut c = Raw::connect(gw.addr);
             c.send(&post(
-                &format!(r#"{{"jsonrpc":"2.0","id":"{tool}","method":"tools/call","params":{{"name":"{tool}","arguments":{{"seconds":1.5}}}}}}"#),
+                &format!(r#"{{"jsonrpc":"2.0","id":"c{i}","method":"tools/call","params":{{"name":"{tool}","arguments":{{"seconds":1.5}}}}}}"#),
                 &[&format!("Mcp-Session-Id: {sid}"), "Accept: application/json"],
             ));
-            c
+            (format!("c{i}"), c)
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    gw.signal("TERM");
-    std::thread::sleep(std::time::Duration::from_millis(400));
     assert!(
-        std::net::TcpStream::connect(gw.addr).is_err(),
+        wait_for(10, || crate::support::scrape(
+            adm,
+            "tk",
+            "mcpgw_calls_in_flight"
+        ) >= 32.0),
+        "calls in flight: {}",
+        crate::support::scrape(adm, "tk", "mcpgw_calls_in_flight")
+    );
+    gw.signal("TERM");
+    assert!(
+        wait_for(5, || admin(adm, "GET", "/ready", None, None).status == 503),
+        "/ready must answer 503 once draining starts"
+    );
+    assert!(
+        wait_for(5, || std::net::TcpStream::connect(gw.addr).is_err()),
         "still accepting after SIGTERM"
     );
-    for c in conns.iter_mut() {
+    let tail = stream.read_until(b"retry: 1000");
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(
+        tail.contains(": shutting down") && tail.contains("retry: 1000"),
+        "{tail}"
+    );
+    assert!(stream.closed(), "the GET stream ends");
+    for (id, c) in conns.iter_mut() {
         let r = c.read().expect("the call in flight is answered");
+        assert_eq!(r.json()["id"], id.as_str());
         assert_eq!(
             r.json()["result"]["content"][0]["text"],
             "done",
