@@ -630,7 +630,7 @@ fn api_keys_issued_and_revoked_through_the_admin_api() {
     let id = issued["id"].as_str().expect("id").to_string();
     assert!(key.starts_with(&format!("mcpgw_{id}_")), "{issued}");
     assert!(
-        wait_for(10, || status(&gw, &key) == 200),
+        wait_for(30, || status(&gw, &key) == 200),
         "the new key works"
     );
     let list = admin(at, "GET", "/admin/keys", Some("tk"), None);
@@ -671,7 +671,7 @@ fn api_keys_issued_and_revoked_through_the_admin_api() {
     let r = admin(at, "DELETE", &format!("/admin/keys/{id}"), Some("tk"), None);
     assert_eq!(r.status, 200, "{r:?}");
     assert!(
-        wait_for(10, || status(&gw, &key) == 401),
+        wait_for(30, || status(&gw, &key) == 401),
         "revoked key still works"
     );
     let r = call(gw.addr, INIT, &[&a]);
@@ -698,7 +698,7 @@ fn api_keys_issued_and_revoked_through_the_admin_api() {
     let (ok, cli_key, err) = keys_cli(at, &["create", "bot", "--role", "admin", "--team", "t1"]);
     assert!(ok && cli_key.starts_with("mcpgw_"), "{err}");
     assert!(err.contains("shown once"), "{err}");
-    assert!(wait_for(10, || status(&gw, &cli_key) == 200));
+    assert!(wait_for(30, || status(&gw, &cli_key) == 200));
     let (ok, table, err) = keys_cli(at, &["list"]);
     assert!(ok, "{err}");
     assert!(
@@ -711,7 +711,7 @@ fn api_keys_issued_and_revoked_through_the_admin_api() {
     assert_eq!(status(&gw, &key), 401);
     let (ok, _, err) = keys_cli(at, &["revoke", &cli_key[6..14]]);
     assert!(ok, "{err}");
-    assert!(wait_for(10, || status(&gw, &cli_key) == 401));
+    assert!(wait_for(30, || status(&gw, &cli_key) == 401));
 }
 
 #[test]

@@ -263,6 +263,15 @@ fn reload_under_load_loses_no_call() {
             gw.signal("HUP");
             std::thread::sleep(std::time::Duration::from_millis(150));
         }
+        // The last good config (no "extra") applied: a reload reads the file when it runs,
+        // so on a loaded machine the bad one below could otherwise be read in its place.
+        let applied = wait_for(60, || {
+            let log = gw.log_text();
+            log.match_indices("SIGHUP: reloading")
+                .nth(19)
+                .is_some_and(|(i, _)| log[i..].contains("config reloaded upstreams=1"))
+        });
+        assert!(applied, "{}", gw.log_text());
         // A bad config is refused whole; the gateway keeps serving the last good one.
         std::fs::write(&cfg, format!("{head}{extra}[gateway]\nbogus = 1\n"))
             .expect("rewrite config");
