@@ -324,9 +324,9 @@ fn iban(t: &[u8], p: usize) -> Option<usize> {
     (ok_len && buf[2..4].iter().all(u8::is_ascii_digit) && mod97(&buf[..n])).then_some(k)
 }
 
-fn has_digit(chunk: &[u8]) -> bool {
+fn has_digit<'a>(chunk: impl IntoIterator<Item = &'a u8>) -> bool {
     chunk
-        .iter()
+        .into_iter()
         .fold(0u8, |acc, &c| acc | u8::from(c.wrapping_sub(b'0') < 10))
         != 0
 }
@@ -336,7 +336,13 @@ pub(super) fn numbers(t: &[u8], out: &mut Vec<(Kind, usize, usize)>) {
     let mut i = 0;
     while i < t.len() {
         let end = (i + 32).min(t.len());
-        if !has_digit(&t[i..end]) {
+        let block = &t[i..end];
+        // A whole block as an array compiles to a few vector instructions.
+        let digits = match <&[u8; 32]>::try_from(block) {
+            Ok(full) => has_digit(full),
+            Err(_) => has_digit(block),
+        };
+        if !digits {
             i = end;
             continue;
         }

@@ -13,7 +13,7 @@ use super::Kind;
 pub(super) const ANCHORS: [&str; 20] = [
     "AKIA",
     "ASIA",
-    "-----BEGIN ",
+    "BEGIN ",
     "eyJ",
     "ghp_",
     "gho_",
@@ -87,8 +87,9 @@ fn right_edge(t: &[u8], at: usize, f: impl Fn(u8) -> bool) -> bool {
 }
 
 /// Confirms the anchor `kind` found at `at` (anchor length `len`). Returns the kind (the
-/// `sk-` anchor may turn out Anthropic) and the end of the secret.
-pub(super) fn confirm(t: &[u8], at: usize, len: usize, kind: Kind) -> Option<(Kind, usize)> {
+/// `sk-` anchor may turn out Anthropic), the start of the secret (the PEM anchor starts
+/// after the dashes) and its end.
+pub(super) fn confirm(t: &[u8], at: usize, len: usize, kind: Kind) -> Option<(Kind, usize, usize)> {
     let body = at + len;
     let end = match kind {
         Kind::AwsAccessKey => {
@@ -98,8 +99,13 @@ pub(super) fn confirm(t: &[u8], at: usize, len: usize, kind: Kind) -> Option<(Ki
             (left_edge(t, at, is_alnum) && n == 16 && right_edge(t, body + n, is_alnum))
                 .then_some(body + n)?
         }
-        Kind::PrivateKey => return private_key(t, body).map(|e| (kind, e)),
-        Kind::Jwt => return jwt(t, at).map(|e| (kind, e)),
+        // The anchor is `BEGIN `: `-----` first would make every Markdown rule and
+        // table separator a candidate.
+        Kind::PrivateKey => {
+            let start = at.checked_sub(5).filter(|&s| &t[s..at] == b"-----")?;
+            return private_key(t, body).map(|e| (kind, start, e));
+        }
+        Kind::Jwt => return jwt(t, at).map(|e| (kind, at, e)),
         Kind::GithubToken => {
             if len == "github_pat_".len() {
                 let n = run(t, body, 255, |c| is_alnum(c) || c == b'_');
@@ -119,14 +125,14 @@ pub(super) fn confirm(t: &[u8], at: usize, len: usize, kind: Kind) -> Option<(Ki
             (left_edge(t, at, is_alnum) && n >= 16 && right_edge(t, body + n, is_b64url))
                 .then_some(body + n)?
         }
-        Kind::OpenAiKey => return sk_dash(t, at, body),
+        Kind::OpenAiKey => return sk_dash(t, at, body).map(|(k, e)| (k, at, e)),
         Kind::GoogleApiKey => {
             let n = run(t, body, 36, is_b64url);
             (left_edge(t, at, is_b64url) && n == 35).then_some(body + n)?
         }
         _ => return None,
     };
-    Some((kind, end))
+    Some((kind, at, end))
 }
 
 /// `sk-ant-` (Anthropic, 32+ url-safe chars) or `sk-`, `sk-proj-`, `sk-svcacct-`,
