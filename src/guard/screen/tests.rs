@@ -786,3 +786,33 @@ fn labelled_email_thread() {
         ]
     );
 }
+
+#[test]
+fn separator_mask_is_exact() {
+    for c in 0..=255u8 {
+        for pos in 0..8 {
+            let mut w = [b'A'; 8];
+            w[pos] = c;
+            let m = separators(u64::from_le_bytes(w));
+            let expect = if c < 0x2b { 0x80u64 << (8 * pos) } else { 0 };
+            assert_eq!(m, expect, "byte {c:#x} at {pos}");
+        }
+    }
+    // A separator below another byte does not borrow into it.
+    assert_eq!(
+        separators(u64::from_le_bytes(*b" A A A A")),
+        0x0080_0080_0080_0080
+    );
+}
+
+#[test]
+fn digit_mask_is_exact() {
+    for c in 0..=255u8 {
+        for pos in 0..8 {
+            let mut w = [b'7'; 8];
+            w[pos] = c;
+            let m = pii::digits(u64::from_le_bytes(w)) & (0x80u64 << (8 * pos));
+            assert_eq!(m != 0, c.is_ascii_digit(), "byte {c:#x} at {pos}");
+        }
+    }
+}
