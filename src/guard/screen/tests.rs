@@ -78,6 +78,9 @@ fn named_secrets_are_found_whole() {
         (OPENAI, Kind::OpenAiKey),
         (STRIPE, Kind::StripeKey),
         (SLACK, Kind::SlackToken),
+        ("xoxp-1234567890-abcdefABCDEF", Kind::SlackToken),
+        ("sk_test_4eC39HqLyjWDarjtT1zdp7dc", Kind::StripeKey),
+        ("rk_live_4eC39HqLyjWDarjtT1zdp7dc", Kind::StripeKey),
         (PEM, Kind::PrivateKey),
     ] {
         let text = format!("config: {secret} (rotate me)");
@@ -113,6 +116,8 @@ fn secret_near_misses_are_not_found() {
         "sk_live_short",
         "AIzaShort",
         "xoxb-nodigitshere-only",
+        "xoxz-1234567890-abcdef",
+        "sk_prod_4eC39HqLyjWDarjt",
     ] {
         assert_eq!(kinds_in(text), vec![], "{text}");
     }
