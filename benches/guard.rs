@@ -6,6 +6,8 @@
 //!   every string.
 //! - `screen_4k_result_secrets_mask`: the same result with a few secrets and PII, scanned
 //!   and masked; the baseline re-serializes the document with `replace_all`.
+//! - `screen_4k_result_clean_by_class`: the clean result with one class at a time, to see
+//!   where the time goes.
 //! - `screen_1k_arguments_clean`: 1 KiB of `params.arguments`, no finding.
 //! - `catalog_scan_tool`: the catalog poisoning scan of one ~600-byte tool definition.
 

@@ -9,7 +9,7 @@
 //!
 //! # How it runs
 //!
-//! The JSON is walked without building a document ([`json::walk`]): each string *value*
+//! The JSON is walked without building a document (`json::walk`): each string *value*
 //! (object keys are not scanned) is scanned once as decoded text, in place when it has no
 //! backslash, else after decoding its escapes into a scratch buffer. Per string, and only
 //! for the classes asked:
