@@ -57,8 +57,9 @@
 //!   Shannon entropy at least that of ~99.9% of random base64 strings of its length (4.0
 //!   bits/byte under 40 bytes, 4.25 under 64, 4.7 under 128, 5.1 above). **Hex is never
 //!   a hit** (git SHAs, sha256 digests, UUIDs are everywhere in tool results), so hex
-//!   secrets are missed; so are runs over 512 bytes (blobs), runs after `;base64,` (data
-//!   URIs), strings holding a `-----BEGIN ` line (PEM certificates and public keys are
+//!   secrets are missed; so are runs over 512 bytes (blobs), runs right after `base64,`
+//!   (data URIs inside text; a string that *is* a data URI is scanned only up to its
+//!   `;base64,`, for every class), strings holding a `-----BEGIN ` line (PEM certificates and public keys are
 //!   base64 by design) and the whole string value of a `"data"` or `"blob"` key when it is all
 //!   base64 (MCP image, audio and resource contents). A run already reported as a named
 //!   secret is not reported again.
@@ -427,6 +428,7 @@ impl Screener {
             }
             let len = e - s;
             if (secret::MIN_RUN..=secret::MAX_RUN).contains(&len)
+                && !t[..s].ends_with(b"base64,")
                 && !out[first..].iter().any(|&(_, hs, he)| hs < e && s < he)
                 && secret::high_entropy(&t[s..e])
             {

@@ -168,6 +168,7 @@ fn high_entropy_spares_hashes_ids_words_paths_and_images() {
         "Supercalifragilisticexpialidocious and antidisestablishmentarianism",
         "2024-01-15T10:30:00Z-Release-Candidate-Build-Nightly",
         &format!("data:image/png;base64,{png}"),
+        &format!("inline ![dot](data:image/png;base64,{png}) and more text"),
         &"QUJDRA0K".repeat(80),
     ] {
         assert_eq!(kinds_in(text), vec![], "{text}");
