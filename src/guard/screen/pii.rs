@@ -393,6 +393,10 @@ fn at_digit(t: &[u8], j: usize, out: &mut Vec<(Kind, usize, usize)>) -> usize {
         }
         return k;
     }
+    // Under 10 digits and no separator after: too short for any number of ours.
+    if run_end - j < 10 && !matches!(t.get(run_end), Some(b' ' | b'-' | b'.' | b')')) {
+        return run_end;
+    }
     let num = read_number(t, j, plus, paren);
     if num.too_long {
         return num.end;
