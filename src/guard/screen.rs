@@ -9,18 +9,20 @@
 //!
 //! # How it runs
 //!
-//! The JSON is walked without building a document ([`json::walk`]): each string *value*
+//! The JSON is walked without building a document (`json::walk`): each string *value*
 //! (object keys are not scanned) is scanned once as decoded text, in place when it has no
 //! backslash, else after decoding its escapes into a scratch buffer. Per string, and only
 //! for the classes asked:
 //!
 //! - secrets: one case-sensitive Aho-Corasick pass over the literal anchors (`AKIA`,
-//!   `ghp_`, `-----BEGIN `, `eyJ`, `sk-`, `xoxb-`, `AIza`, ...), each match confirmed by a
+//!   `ghp_`, `BEGIN ` (dashes checked after), `eyJ`, `sk-`, `xoxb-`, `AIza`, ...), each match confirmed by a
 //!   small hand-written check; then a skip-ahead scan for token runs of 32+ bytes that
-//!   probes one byte in 32 on prose;
-//! - PII: `memchr` for `@` (emails) and a 32-byte-block digit test, then a parse from each
+//!   reads 8 bytes at a time and jumps past the last space (or other separator) of each
+//!   32-byte window, so prose costs about one word read per 25 bytes;
+//! - PII: `memchr` for `@` (emails) and an 8-bytes-at-a-time digit search, then a parse from each
 //!   digit run (cards, phones, IBANs);
-//! - injection: one ASCII-case-insensitive Aho-Corasick pass over the phrases, and a
+//! - injection: one Aho-Corasick pass over the phrases, on an ASCII-lowercased copy
+//!   of the string (so the automaton keeps its SIMD prefilter), and a
 //!   `memchr3` for the UTF-8 lead bytes of hidden characters (it finds nothing in ASCII).
 //!
 //! # Detectors and what they deliberately miss
@@ -55,8 +57,9 @@
 //!   Shannon entropy at least that of ~99.9% of random base64 strings of its length (4.0
 //!   bits/byte under 40 bytes, 4.25 under 64, 4.7 under 128, 5.1 above). **Hex is never
 //!   a hit** (git SHAs, sha256 digests, UUIDs are everywhere in tool results), so hex
-//!   secrets are missed; so are runs over 512 bytes (blobs), runs after `;base64,` (data
-//!   URIs), strings holding a `-----BEGIN ` line (PEM certificates and public keys are
+//!   secrets are missed; so are runs over 512 bytes (blobs), runs right after `base64,`
+//!   (data URIs inside text; a string that *is* a data URI is scanned only up to its
+//!   `;base64,`, for every class), strings holding a `-----BEGIN ` line (PEM certificates and public keys are
 //!   base64 by design) and the whole string value of a `"data"` or `"blob"` key when it is all
 //!   base64 (MCP image, audio and resource contents). A run already reported as a named
 //!   secret is not reported again.
@@ -93,7 +96,7 @@ mod secret;
 #[cfg(test)]
 mod tests;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, MatchKind};
 
 /// What a finding belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -288,10 +291,10 @@ impl Screener {
             .match_kind(MatchKind::LeftmostLongest)
             .build(secret::ANCHORS)
             .expect("secret anchors build an automaton");
+        // Case-sensitive over lowercased text: ASCII case-insensitive automata get no
+        // SIMD prefilter and ran 4x slower.
         let phrases = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
-            .ascii_case_insensitive(true)
-            .kind(Some(AhoCorasickKind::DFA))
             .build(inject::PHRASES)
             .expect("injection phrases build an automaton");
         Screener { anchors, phrases }
@@ -306,6 +309,7 @@ impl Screener {
             return Ok(());
         }
         let mut scratch = Vec::new();
+        let mut lower = Vec::new();
         let mut local: Vec<Local> = Vec::new();
         let mark = out.len();
         let walked = json::walk(json, |tok| {
@@ -326,7 +330,7 @@ impl Screener {
                 return;
             }
             local.clear();
-            self.scan_text(text, classes, &mut local);
+            self.scan_text(text, classes, &mut lower, &mut local);
             local.sort_unstable_by_key(|&(_, s, e)| (s, e));
             out.extend(local.iter().map(|&(kind, s, e)| Hit {
                 kind,
@@ -340,8 +344,8 @@ impl Screener {
         })
     }
 
-    /// Scans one decoded string.
-    fn scan_text(&self, text: &[u8], classes: Classes, out: &mut Vec<Local>) {
+    /// Scans one decoded string; `lower` is scratch space.
+    fn scan_text(&self, text: &[u8], classes: Classes, lower: &mut Vec<u8>, out: &mut Vec<Local>) {
         // A data URI: only its header is text.
         let t = if text.starts_with(b"data:") {
             let head = &text[..text.len().min(128)];
@@ -364,9 +368,14 @@ impl Screener {
             pii::numbers(t, out);
         }
         if classes.injection {
+            lower.clear();
+            lower.extend(
+                t.iter()
+                    .map(|&c| c | (u8::from(c.is_ascii_uppercase()) << 5)),
+            );
             out.extend(
                 self.phrases
-                    .find_iter(t)
+                    .find_iter(&lower[..])
                     .map(|m| (Kind::Injection, m.start(), m.end())),
             );
             let mut spans = Vec::new();
@@ -385,8 +394,8 @@ impl Screener {
             }
             let kind = secret::ANCHOR_KINDS[m.pattern().as_usize()];
             pem |= kind == Kind::PrivateKey;
-            if let Some((kind, end)) = secret::confirm(t, m.start(), m.len(), kind) {
-                out.push((kind, m.start(), end));
+            if let Some((kind, start, end)) = secret::confirm(t, m.start(), m.len(), kind) {
+                out.push((kind, start, end));
                 covered = end;
             }
         }
@@ -394,11 +403,16 @@ impl Screener {
         if pem {
             return;
         }
-        // Generic runs: probe the last byte of each 32-byte window; a non-token byte
-        // there rules out every run starting in the window.
+        // Generic runs. The last separator (see `separators`) of a 32-byte window, found
+        // 8 bytes at a time, rules out every run starting in the window up to it; only a
+        // window without one is scanned byte by byte, probing its last byte first.
         let n = t.len();
         let mut i = 0;
         while i + secret::MIN_RUN <= n {
+            if let Some(p) = last_separator(&t[i..i + secret::MIN_RUN]) {
+                i += p + 1;
+                continue;
+            }
             let probe = i + secret::MIN_RUN - 1;
             if !TOKEN_BYTE[usize::from(t[probe])] {
                 i = probe + 1;
@@ -414,6 +428,7 @@ impl Screener {
             }
             let len = e - s;
             if (secret::MIN_RUN..=secret::MAX_RUN).contains(&len)
+                && !t[..s].ends_with(b"base64,")
                 && !out[first..].iter().any(|&(_, hs, he)| hs < e && s < he)
                 && secret::high_entropy(&t[s..e])
             {
@@ -482,6 +497,31 @@ impl Screener {
         out.extend_from_slice(&json[copied..]);
         out
     }
+}
+
+/// Bytes of `w` below 0x2B (space, controls, `"`, `'`, `(`, `)`, `*`, `!`, `#`, `$`, `%`,
+/// `&`): never part of a token. Returns a mask with the high bit of each such byte set.
+/// Exact per byte: the addition cannot carry across bytes.
+fn separators(w: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const TO_HIGH: u64 = 0x5555_5555_5555_5555; // 0x80 - 0x2B
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    !(((w & LOW7) + TO_HIGH) | w) & HIGH
+}
+
+/// Offset of the last separator byte in the 32-byte `window`, if any.
+fn last_separator(window: &[u8]) -> Option<usize> {
+    for k in (0..4).rev() {
+        let word = window
+            .get(8 * k..8 * k + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .unwrap_or_default();
+        let m = separators(u64::from_le_bytes(word));
+        if m != 0 {
+            return Some(8 * k + (63 - m.leading_zeros() as usize) / 8);
+        }
+    }
+    None
 }
 
 /// Copies `text[*pos..s]` and the replacement for `(s, e, kind)` to `out`.

@@ -3,7 +3,8 @@
 
 use memchr::memchr3_iter;
 
-/// Prompt-injection phrases, matched ASCII-case-insensitively with single spaces.
+/// Prompt-injection phrases, lowercase, matched against ASCII-lowercased text with single
+/// spaces.
 pub(super) const PHRASES: [&str; 41] = [
     "ignore previous instructions",
     "ignore all previous instructions",

@@ -283,7 +283,14 @@ pub(super) fn decode(raw: &[u8], out: &mut Vec<u8>) {
 pub(super) fn encode(text: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    for &c in text {
+    let mut rest = text;
+    while let Some(i) = rest
+        .iter()
+        .position(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    {
+        out.extend_from_slice(&rest[..i]);
+        let c = rest[i];
+        rest = &rest[i + 1..];
         match c {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -300,5 +307,6 @@ pub(super) fn encode(text: &[u8], out: &mut Vec<u8>) {
             _ => out.push(c),
         }
     }
+    out.extend_from_slice(rest);
     out.push(b'"');
 }

@@ -324,27 +324,36 @@ fn iban(t: &[u8], p: usize) -> Option<usize> {
     (ok_len && buf[2..4].iter().all(u8::is_ascii_digit) && mod97(&buf[..n])).then_some(k)
 }
 
-fn has_digit(chunk: &[u8]) -> bool {
-    chunk
-        .iter()
-        .fold(0u8, |acc, &c| acc | u8::from(c.wrapping_sub(b'0') < 10))
-        != 0
+/// Mask with the high bit set in each byte of `w` that is an ASCII digit. Exact per
+/// byte: the additions cannot carry across bytes.
+pub(super) fn digits(w: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low = w & LOW7;
+    let at_least_0 = low + 0x5050_5050_5050_5050; // 0x80 - b'0'
+    let above_9 = low + 0x4646_4646_4646_4646; // 0x80 - (b'9' + 1)
+    at_least_0 & !above_9 & !w & HIGH
 }
 
-/// Finds cards, phones and IBANs in `t`, pushing `(kind, start, end)`.
+/// Finds cards, phones and IBANs in `t`, pushing `(kind, start, end)`. Digits are found
+/// 8 bytes at a time; each digit run is then read once.
 pub(super) fn numbers(t: &[u8], out: &mut Vec<(Kind, usize, usize)>) {
     let mut i = 0;
     while i < t.len() {
-        let end = (i + 32).min(t.len());
-        if !has_digit(&t[i..end]) {
-            i = end;
+        let (word, n) = match t.get(i..i + 8) {
+            Some(w) => (<[u8; 8]>::try_from(w).unwrap_or_default(), 8),
+            None => {
+                let mut word = [0u8; 8];
+                word[..t.len() - i].copy_from_slice(&t[i..]);
+                (word, t.len() - i)
+            }
+        };
+        let m = digits(u64::from_le_bytes(word));
+        if m == 0 {
+            i += n;
             continue;
         }
-        let Some(off) = t[i..end].iter().position(u8::is_ascii_digit) else {
-            i = end;
-            continue;
-        };
-        i = at_digit(t, i + off, out);
+        i = at_digit(t, i + m.trailing_zeros() as usize / 8, out);
     }
 }
 
@@ -383,6 +392,10 @@ fn at_digit(t: &[u8], j: usize, out: &mut Vec<(Kind, usize, usize)>) -> usize {
             k += t[k..].iter().take_while(|c| c.is_ascii_digit()).count();
         }
         return k;
+    }
+    // Under 10 digits and no separator after: too short for any number of ours.
+    if run_end - j < 10 && !matches!(t.get(run_end), Some(b' ' | b'-' | b'.' | b')')) {
+        return run_end;
     }
     let num = read_number(t, j, plus, paren);
     if num.too_long {

@@ -9,11 +9,13 @@ use base64::Engine as _;
 
 use super::Kind;
 
-/// The literal anchors, in the order of [`ANCHOR_KINDS`].
-pub(super) const ANCHORS: [&str; 20] = [
+/// The literal anchors, in the order of [`ANCHOR_KINDS`]. Few and short on purpose: each
+/// one costs the SIMD prefilter false candidates; the confirmers check the rest
+/// (`xox[abprs]-`, `sk_live_`/`sk_test_`, the dashes before `BEGIN `).
+pub(super) const ANCHORS: [&str; 15] = [
     "AKIA",
     "ASIA",
-    "-----BEGIN ",
+    "BEGIN ",
     "eyJ",
     "ghp_",
     "gho_",
@@ -21,21 +23,16 @@ pub(super) const ANCHORS: [&str; 20] = [
     "ghs_",
     "ghr_",
     "github_pat_",
-    "xoxa-",
-    "xoxb-",
-    "xoxp-",
-    "xoxr-",
-    "xoxs-",
-    "sk_live_",
+    "xox",
+    "sk_",
     "rk_live_",
-    "sk_test_",
     "sk-",
     "AIza",
 ];
 
 /// What each anchor of [`ANCHORS`] announces. `sk-` is split between Anthropic and
 /// OpenAI by its confirmer.
-pub(super) const ANCHOR_KINDS: [Kind; 20] = [
+pub(super) const ANCHOR_KINDS: [Kind; 15] = [
     Kind::AwsAccessKey,
     Kind::AwsAccessKey,
     Kind::PrivateKey,
@@ -47,11 +44,6 @@ pub(super) const ANCHOR_KINDS: [Kind; 20] = [
     Kind::GithubToken,
     Kind::GithubToken,
     Kind::SlackToken,
-    Kind::SlackToken,
-    Kind::SlackToken,
-    Kind::SlackToken,
-    Kind::SlackToken,
-    Kind::StripeKey,
     Kind::StripeKey,
     Kind::StripeKey,
     Kind::OpenAiKey,
@@ -87,9 +79,21 @@ fn right_edge(t: &[u8], at: usize, f: impl Fn(u8) -> bool) -> bool {
 }
 
 /// Confirms the anchor `kind` found at `at` (anchor length `len`). Returns the kind (the
-/// `sk-` anchor may turn out Anthropic) and the end of the secret.
-pub(super) fn confirm(t: &[u8], at: usize, len: usize, kind: Kind) -> Option<(Kind, usize)> {
-    let body = at + len;
+/// `sk-` anchor may turn out Anthropic), the start of the secret (the PEM anchor starts
+/// after the dashes) and its end.
+pub(super) fn confirm(t: &[u8], at: usize, len: usize, kind: Kind) -> Option<(Kind, usize, usize)> {
+    let mut body = at + len;
+    match (kind, t.get(body..).unwrap_or_default()) {
+        (Kind::SlackToken, [b'a' | b'b' | b'p' | b'r' | b's', b'-', ..]) => body += 2,
+        (Kind::StripeKey, rest) if len == 3 => {
+            if !(rest.starts_with(b"live_") || rest.starts_with(b"test_")) {
+                return None;
+            }
+            body += 5;
+        }
+        (Kind::SlackToken, _) => return None,
+        _ => {}
+    }
     let end = match kind {
         Kind::AwsAccessKey => {
             let n = run(t, body, 17, |c| {
@@ -98,8 +102,13 @@ pub(super) fn confirm(t: &[u8], at: usize, len: usize, kind: Kind) -> Option<(Ki
             (left_edge(t, at, is_alnum) && n == 16 && right_edge(t, body + n, is_alnum))
                 .then_some(body + n)?
         }
-        Kind::PrivateKey => return private_key(t, body).map(|e| (kind, e)),
-        Kind::Jwt => return jwt(t, at).map(|e| (kind, e)),
+        // The anchor is `BEGIN `: `-----` first would make every Markdown rule and
+        // table separator a candidate.
+        Kind::PrivateKey => {
+            let start = at.checked_sub(5).filter(|&s| &t[s..at] == b"-----")?;
+            return private_key(t, body).map(|e| (kind, start, e));
+        }
+        Kind::Jwt => return jwt(t, at).map(|e| (kind, at, e)),
         Kind::GithubToken => {
             if len == "github_pat_".len() {
                 let n = run(t, body, 255, |c| is_alnum(c) || c == b'_');
@@ -119,14 +128,14 @@ pub(super) fn confirm(t: &[u8], at: usize, len: usize, kind: Kind) -> Option<(Ki
             (left_edge(t, at, is_alnum) && n >= 16 && right_edge(t, body + n, is_b64url))
                 .then_some(body + n)?
         }
-        Kind::OpenAiKey => return sk_dash(t, at, body),
+        Kind::OpenAiKey => return sk_dash(t, at, body).map(|(k, e)| (k, at, e)),
         Kind::GoogleApiKey => {
             let n = run(t, body, 36, is_b64url);
             (left_edge(t, at, is_b64url) && n == 35).then_some(body + n)?
         }
         _ => return None,
     };
-    Some((kind, end))
+    Some((kind, at, end))
 }
 
 /// `sk-ant-` (Anthropic, 32+ url-safe chars) or `sk-`, `sk-proj-`, `sk-svcacct-`,
@@ -239,7 +248,11 @@ fn wordy(r: &[u8]) -> usize {
 /// credential: upper, lower and digit all present, not hex, not a path, frequent
 /// character-class changes, few lowercase words, and entropy above [`entropy_floor`].
 pub(super) fn high_entropy(r: &[u8]) -> bool {
-    if r.first() == Some(&b'/') {
+    // Hex digests and UUIDs (the common long runs) have no uppercase, or no lowercase.
+    if r.first() == Some(&b'/')
+        || !r.iter().any(u8::is_ascii_uppercase)
+        || !r.iter().any(u8::is_ascii_lowercase)
+    {
         return false;
     }
     let (mut up, mut low, mut dig, mut slash) = (false, false, false, 0usize);

@@ -78,6 +78,9 @@ fn named_secrets_are_found_whole() {
         (OPENAI, Kind::OpenAiKey),
         (STRIPE, Kind::StripeKey),
         (SLACK, Kind::SlackToken),
+        ("xoxp-1234567890-abcdefABCDEF", Kind::SlackToken),
+        ("sk_test_4eC39HqLyjWDarjtT1zdp7dc", Kind::StripeKey),
+        ("rk_live_4eC39HqLyjWDarjtT1zdp7dc", Kind::StripeKey),
         (PEM, Kind::PrivateKey),
     ] {
         let text = format!("config: {secret} (rotate me)");
@@ -113,6 +116,8 @@ fn secret_near_misses_are_not_found() {
         "sk_live_short",
         "AIzaShort",
         "xoxb-nodigitshere-only",
+        "xoxz-1234567890-abcdef",
+        "sk_prod_4eC39HqLyjWDarjt",
     ] {
         assert_eq!(kinds_in(text), vec![], "{text}");
     }
@@ -163,6 +168,7 @@ fn high_entropy_spares_hashes_ids_words_paths_and_images() {
         "Supercalifragilisticexpialidocious and antidisestablishmentarianism",
         "2024-01-15T10:30:00Z-Release-Candidate-Build-Nightly",
         &format!("data:image/png;base64,{png}"),
+        &format!("inline ![dot](data:image/png;base64,{png}) and more text"),
         &"QUJDRA0K".repeat(80),
     ] {
         assert_eq!(kinds_in(text), vec![], "{text}");
@@ -785,4 +791,34 @@ fn labelled_email_thread() {
             Kind::Email
         ]
     );
+}
+
+#[test]
+fn separator_mask_is_exact() {
+    for c in 0..=255u8 {
+        for pos in 0..8 {
+            let mut w = [b'A'; 8];
+            w[pos] = c;
+            let m = separators(u64::from_le_bytes(w));
+            let expect = if c < 0x2b { 0x80u64 << (8 * pos) } else { 0 };
+            assert_eq!(m, expect, "byte {c:#x} at {pos}");
+        }
+    }
+    // A separator below another byte does not borrow into it.
+    assert_eq!(
+        separators(u64::from_le_bytes(*b" A A A A")),
+        0x0080_0080_0080_0080
+    );
+}
+
+#[test]
+fn digit_mask_is_exact() {
+    for c in 0..=255u8 {
+        for pos in 0..8 {
+            let mut w = [b'7'; 8];
+            w[pos] = c;
+            let m = pii::digits(u64::from_le_bytes(w)) & (0x80u64 << (8 * pos));
+            assert_eq!(m != 0, c.is_ascii_digit(), "byte {c:#x} at {pos}");
+        }
+    }
 }
