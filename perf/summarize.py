@@ -464,28 +464,22 @@ def main():
              f"(paired{prange(pr_ue)}; medians {f(gw_cps, 0)} vs {f(gwe_cps, 0)}); CPU/call epoll÷uring "
              f"{f(statistics.median(pr_uec) if pr_uec else None, 2)}× | ≥ 1.15× | "
              f"{verdict(None if ue is None else ue >= 1.15)} |")
-    OFK = dict(scenario="core", target="gateway-obs-full")
-    OOK = dict(scenario="core", target="gateway-obs-off")
-    pr_obs = paired(R, "cpu_us_gateway", OFK, OOK)
-    obs = statistics.median(pr_obs) if pr_obs else None
-    S.append(f"| CPU per call with per-call metrics and the audit log on vs both off | **{f(obs, 3)}×** "
-             f"(paired{prange(pr_obs)}; medians {f(R.med('cpu_us_gateway', **OFK), 1)} vs "
-             f"{f(R.med('cpu_us_gateway', **OOK), 1)} µs/call) | ≤ 1.05× | "
-             f"{verdict(None if obs is None else obs <= 1.05)} |")
-    AUK = dict(scenario="core", target="gateway-auth")
+    def cost_row(question, on, off, limit):
+        """A 'CPU per call with X on vs off' row: the median of paired repetitions."""
+        pr = paired(R, "cpu_us_gateway", on, off)
+        m = statistics.median(pr) if pr else None
+        goal = f"≤ {limit:.2f}× | {verdict(None if m is None else m <= limit)}" if limit else "(reported) | -"
+        S.append(f"| CPU per call with {question} | **{f(m, 3)}×** "
+                 f"(paired{prange(pr)}; medians {f(R.med('cpu_us_gateway', **on), 1)} vs "
+                 f"{f(R.med('cpu_us_gateway', **off), 1)} µs/call) | {goal} |")
     GPK = dict(scenario="core", target="gateway", driver="uring", session_mode="per-client")
-    pr_auth = paired(R, "cpu_us_gateway", AUK, GPK)
-    au = statistics.median(pr_auth) if pr_auth else None
-    S.append(f"| CPU per call with auth on (API key, role check, per-principal rate limit) vs off | **{f(au, 3)}×** "
-             f"(paired{prange(pr_auth)}; medians {f(R.med('cpu_us_gateway', **AUK), 1)} vs "
-             f"{f(R.med('cpu_us_gateway', **GPK), 1)} µs/call) | (reported) | - |")
-    GDK = dict(scenario="core", target="gateway-guard")
-    pr_guard = paired(R, "cpu_us_gateway", GDK, GPK)
-    gd = statistics.median(pr_guard) if pr_guard else None
-    S.append(f"| CPU per call with screening on (arguments and result, secrets + PII + injection) vs off | **{f(gd, 3)}×** "
-             f"(paired{prange(pr_guard)}; medians {f(R.med('cpu_us_gateway', **GDK), 1)} vs "
-             f"{f(R.med('cpu_us_gateway', **GPK), 1)} µs/call) | ≤ 1.15× | "
-             f"{verdict(None if gd is None else gd <= 1.15)} |")
+    cost_row("per-call metrics and the audit log on vs both off",
+             dict(scenario="core", target="gateway-obs-full"),
+             dict(scenario="core", target="gateway-obs-off"), 1.05)
+    cost_row("auth on (API key, role check, per-principal rate limit) vs off",
+             dict(scenario="core", target="gateway-auth"), GPK, None)
+    cost_row("screening on (arguments and result, secrets + PII + injection) vs off",
+             dict(scenario="core", target="gateway-guard"), GPK, 1.15)
     wr = ratio(w2, w1)
     S.append(f"| 2 workers vs 1 (calls/s, unpinned) | **{f(wr, 2)}×** ({f(w2, 0)} vs {f(w1, 0)}); "
              f"floor 2 vs 1 thread {f(ratio(fw2, fw1), 2)}× | ≥ 1.8× | {verdict(None if wr is None else wr >= 1.8)} "

@@ -1348,17 +1348,7 @@ impl Front {
                     None => f.param("arguments").and_then(|s| f.raw_at(s))?,
                 };
                 // Audit logs live long: secrets in them are masked whatever the screening.
-                let secrets = crate::guard::screen::Classes {
-                    secrets: true,
-                    ..Default::default()
-                };
-                let mut hits = Vec::new();
-                let screener = &snap.guard.screener;
-                let raw = match screener.scan(raw, secrets, &mut hits) {
-                    Ok(()) if hits.is_empty() => raw.to_vec(),
-                    Ok(()) => screener.mask(raw, &hits, secrets),
-                    Err(_) => return None,
-                };
+                let raw = crate::guard::policy::mask_secrets(&snap.guard.screener, raw)?;
                 serde_json::value::RawValue::from_string(String::from_utf8(raw).ok()?).ok()
             });
         let began = monoio::time::Instant::now();

@@ -352,10 +352,9 @@ impl Store for Sqlite {
     }
 
     fn pins(&self) -> anyhow::Result<Vec<Pin>> {
-        let mut st = self.conn.prepare(
-            "SELECT upstream, tool, hash, definition, approved_ms, approved_by, \
-             pending_hash, pending_definition, pending_ms FROM tool_pins ORDER BY upstream, tool",
-        )?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {PIN_COLUMNS} FROM tool_pins ORDER BY upstream, tool"
+        ))?;
         let rows = st.query_map([], pin_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -363,11 +362,10 @@ impl Store for Sqlite {
     fn save_pins(&self, pins: &[Pin]) -> anyhow::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         {
-            let mut up = tx.prepare(
-                "INSERT OR REPLACE INTO tool_pins (upstream, tool, hash, definition, \
-                 approved_ms, approved_by, pending_hash, pending_definition, pending_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
+            let mut up = tx.prepare(&format!(
+                "INSERT OR REPLACE INTO tool_pins ({PIN_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?;
             for p in pins {
                 let (ph, pd, pm) = match &p.pending {
                     Some((h, d, at)) => (Some(h), Some(d), Some(*at)),
@@ -397,11 +395,9 @@ impl Store for Sqlite {
         hash: &str,
         by: &str,
     ) -> anyhow::Result<Approval> {
-        let mut st = self.conn.prepare(
-            "SELECT upstream, tool, hash, definition, approved_ms, approved_by, \
-             pending_hash, pending_definition, pending_ms FROM tool_pins \
-             WHERE upstream = ?1 AND tool = ?2",
-        )?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {PIN_COLUMNS} FROM tool_pins WHERE upstream = ?1 AND tool = ?2"
+        ))?;
         let mut rows = st.query_map([upstream, tool], pin_of)?;
         let Some(pin) = rows.next().transpose()? else {
             return Ok(Approval::NotFound);
@@ -421,6 +417,10 @@ impl Store for Sqlite {
         Ok(Approval::Approved)
     }
 }
+
+/// The `tool_pins` columns [`pin_of`] reads, in its order.
+const PIN_COLUMNS: &str = "upstream, tool, hash, definition, approved_ms, approved_by, \
+     pending_hash, pending_definition, pending_ms";
 
 fn pin_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pin> {
     let pending = match (

@@ -8,6 +8,7 @@
 //! not run on a worker: [`PasswordChecker`] verifies on its own thread and remembers successes
 //! for a while (by a hash of the presented header, never the password itself).
 
+use crate::observe::audit::hex;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -214,15 +215,6 @@ fn salted(salt: &[u8; 16], secret: &str) -> [u8; 32] {
     h.update(salt);
     h.update(secret.as_bytes());
     h.finalize().into()
-}
-
-fn hex(b: &[u8]) -> String {
-    use std::fmt::Write as _;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {

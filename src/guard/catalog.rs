@@ -28,7 +28,7 @@ use super::{
     policy::{Action, PinMode, Policy},
     Finding, Scanner,
 };
-use crate::registry::UpstreamCatalog;
+use crate::{observe::audit::hex, registry::UpstreamCatalog};
 
 /// A tool's approved definition and, if it changed since, the change awaiting approval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,15 +134,6 @@ fn severity_str(s: super::Severity) -> &'static str {
         super::Severity::High => "high",
         super::Severity::Critical => "critical",
     }
-}
-
-/// Hex of a digest.
-pub fn hex(d: &[u8]) -> String {
-    let mut s = String::with_capacity(d.len() * 2);
-    for b in d {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// A prompt, resource or template shaped like a tool for the scanner: its name, title and

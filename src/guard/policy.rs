@@ -216,6 +216,22 @@ impl Screen {
     }
 }
 
+/// `json` with every secret masked (whatever any screen says), e.g. arguments about to be
+/// written to the audit log; `None` if it is not JSON.
+pub fn mask_secrets(screener: &Screener, json: &[u8]) -> Option<Vec<u8>> {
+    let secrets = Classes {
+        secrets: true,
+        ..Default::default()
+    };
+    let mut hits = Vec::new();
+    screener.scan(json, secrets, &mut hits).ok()?;
+    Some(if hits.is_empty() {
+        json.to_vec()
+    } else {
+        screener.mask(json, &hits, secrets)
+    })
+}
+
 /// The kind labels of `hits`, deduplicated, for messages and audit lines.
 pub fn kinds(hits: &[Hit]) -> Vec<&'static str> {
     let mut k: Vec<&'static str> = hits.iter().map(|h| h.kind.label()).collect();

@@ -151,7 +151,8 @@ impl Audit {
     }
 }
 
-fn hex(d: &[u8]) -> String {
+/// Lowercase hex of `d` (digests, salts, key ids): the one encoder the gateway uses.
+pub fn hex(d: &[u8]) -> String {
     const H: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(d.len() * 2);
     for b in d {

@@ -9,12 +9,7 @@ fn check_names_file_line_and_field() {
     let dir = TempDir::new("check");
     let f = dir.0.join("bad.toml");
     std::fs::write(&f, "[gateway]\nlisten = \"127.0.0.1:1\"\n\n[[upstream]]\nname = \"a\"\ntransport = \"http\"\nurl = \"ftp://x\"\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
-        .arg("check")
-        .arg("--config")
-        .arg(&f)
-        .output()
-        .expect("run");
+    let out = crate::support::mcpgw_check(&f);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -23,12 +18,7 @@ fn check_names_file_line_and_field() {
     );
 
     std::fs::write(&f, "[gateway]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
-        .arg("check")
-        .arg("--config")
-        .arg(&f)
-        .output()
-        .expect("run");
+    let out = crate::support::mcpgw_check(&f);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("bad.toml:3") && err.contains("listen_port"),
@@ -36,12 +26,7 @@ fn check_names_file_line_and_field() {
     );
 
     let ok = crate::support::root().join("examples/demo.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
-        .arg("check")
-        .arg("--config")
-        .arg(&ok)
-        .output()
-        .expect("run");
+    let out = crate::support::mcpgw_check(&ok);
     assert!(
         out.status.success(),
         "{}",

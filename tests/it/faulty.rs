@@ -315,3 +315,28 @@ fn connection(c: TcpStream, state: &State) {
         }
     }
 }
+
+// === calls through the gateway ===
+
+/// Calls `<upstream>__<tool>` (no arguments) in session `sid` over a fresh connection; the
+/// JSON-RPC answer (HTTP 200 asserted).
+pub fn call(gw: &crate::support::Gateway, sid: &str, upstream: &str, tool: &str) -> Value {
+    let mut c = crate::support::Raw::connect(gw.addr);
+    c.send(&crate::support::post(
+        &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{upstream}__{tool}","arguments":{{}}}}}}"#),
+        &[&format!("Mcp-Session-Id: {sid}"), "Accept: application/json"],
+    ));
+    let r = c.read().expect("answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()
+}
+
+/// The JSON-RPC error code of an answer, 0 for a result.
+pub fn code(v: &Value) -> i64 {
+    v["error"]["code"].as_i64().unwrap_or(0)
+}
+
+/// Whether an answer is a result with text.
+pub fn ok(v: &Value) -> bool {
+    v["result"]["content"][0]["text"].is_string()
+}

@@ -7,8 +7,8 @@ use std::{net::SocketAddr, process::Command};
 use serde_json::{json, Value};
 
 use crate::{
-    faulty::{Faulty, Mode},
-    support::{admin, free_port, initialize, post, scrape, wait_for, Gateway, Raw, TempDir},
+    faulty::{self, ok, Faulty, Mode},
+    support::{admin, free_port, initialize, scrape, wait_for, Gateway, TempDir},
 };
 
 const TOKEN: &str = "replicas";
@@ -36,20 +36,9 @@ fn start_with(replicas: &[&Faulty], timeout_ms: u64, extra: &str) -> (Gateway, S
     (gw, admin_addr)
 }
 
-/// Calls `tool` in session `sid`; the JSON-RPC answer.
+/// Calls `tool` of upstream `r` in session `sid`; the JSON-RPC answer.
 fn call(gw: &Gateway, sid: &str, tool: &str) -> Value {
-    let mut c = Raw::connect(gw.addr);
-    c.send(&post(
-        &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"r__{tool}","arguments":{{}}}}}}"#),
-        &[&format!("Mcp-Session-Id: {sid}"), "Accept: application/json"],
-    ));
-    let r = c.read().expect("answer");
-    assert_eq!(r.status, 200, "{r:?}");
-    r.json()
-}
-
-fn ok(v: &Value) -> bool {
-    v["result"]["content"][0]["text"].is_string()
+    faulty::call(gw, sid, "r", tool)
 }
 
 /// Calls of every tool a fixture received.
@@ -280,12 +269,7 @@ fn replica_config_errors_name_the_field() {
             format!("[gateway]\nlisten = \"127.0.0.1:1\"\n\n[[upstream]]\nname = \"a\"\ntransport = \"http\"\n{upstream}"),
         )
         .expect("write");
-        let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
-            .arg("check")
-            .arg("--config")
-            .arg(&f)
-            .output()
-            .expect("run");
+        let out = crate::support::mcpgw_check(&f);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).to_string(),

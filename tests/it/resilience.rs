@@ -7,8 +7,8 @@ use std::{net::SocketAddr, time::Duration};
 use serde_json::Value;
 
 use crate::{
-    faulty::{Faulty, Mode},
-    support::{admin, free_port, initialize, post, wait_for, Gateway, Raw},
+    faulty::{self, code, ok, Faulty, Mode},
+    support::{admin, free_port, initialize, wait_for, Gateway},
 };
 
 const TOKEN: &str = "resilience";
@@ -26,24 +26,9 @@ fn start(faulty: &Faulty, upstream_extra: &str) -> (Gateway, SocketAddr) {
     (gw, admin_addr)
 }
 
-/// Calls `tool` in session `sid`; the JSON-RPC answer.
+/// Calls `tool` of upstream `f` in session `sid`; the JSON-RPC answer.
 fn call(gw: &Gateway, sid: &str, tool: &str) -> Value {
-    let mut c = Raw::connect(gw.addr);
-    c.send(&post(
-        &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"f__{tool}","arguments":{{}}}}}}"#),
-        &[&format!("Mcp-Session-Id: {sid}"), "Accept: application/json"],
-    ));
-    let r = c.read().expect("answer");
-    assert_eq!(r.status, 200, "{r:?}");
-    r.json()
-}
-
-fn code(v: &Value) -> i64 {
-    v["error"]["code"].as_i64().unwrap_or(0)
-}
-
-fn ok(v: &Value) -> bool {
-    v["result"]["content"][0]["text"].is_string()
+    faulty::call(gw, sid, "f", tool)
 }
 
 fn metric(admin_addr: SocketAddr, sample: &str) -> f64 {

@@ -194,6 +194,16 @@ impl HttpFixture {
     }
 }
 
+/// `mcpgw check --config <config>`, run to completion.
+pub fn mcpgw_check(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run mcpgw check")
+}
+
 /// TOML for a stdio upstream running the Python fixture.
 pub fn stdio_fixture_toml(name: &str, extra: &str) -> String {
     format!(
