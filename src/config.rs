@@ -363,6 +363,15 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
+                // An empty file is a mistake or a write caught half-way (an editor or a
+                // script truncating before writing): never a config to run or reload with.
+                // The embedded defaults are what runs without `--config`.
+                if text.trim().is_empty() {
+                    anyhow::bail!(
+                        "config file {} is empty (write configs by renaming a finished file into place)",
+                        p.display()
+                    );
+                }
                 Config::parse(&text, &p.display().to_string(), ov)
             }
             None => Config::parse(EMBEDDED_DEFAULT, "<embedded default>", ov),

@@ -25,6 +25,12 @@ fn check_names_file_line_and_field() {
         "{err}"
     );
 
+    // An empty file (a write caught half-way) is refused, not run as "all defaults".
+    std::fs::write(&f, "\n  \n").expect("write");
+    let out = crate::support::mcpgw_check(&f);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is empty"), "{err}");
+
     let ok = crate::support::root().join("examples/demo.toml");
     let out = crate::support::mcpgw_check(&ok);
     assert!(

@@ -259,7 +259,7 @@ fn reload_under_load_loses_no_call() {
             } else {
                 head.clone()
             };
-            std::fs::write(&cfg, text).expect("rewrite config");
+            crate::support::rewrite_config(&cfg, &text);
             gw.signal("HUP");
             std::thread::sleep(std::time::Duration::from_millis(150));
         }
@@ -273,8 +273,7 @@ fn reload_under_load_loses_no_call() {
         });
         assert!(applied, "{}", gw.log_text());
         // A bad config is refused whole; the gateway keeps serving the last good one.
-        std::fs::write(&cfg, format!("{head}{extra}[gateway]\nbogus = 1\n"))
-            .expect("rewrite config");
+        crate::support::rewrite_config(&cfg, &format!("{head}{extra}[gateway]\nbogus = 1\n"));
         gw.signal("HUP");
         load.join().expect("load thread")
     });
@@ -309,7 +308,7 @@ fn reload_under_load_loses_no_call() {
     );
 
     // Add it back: the client sees it at once.
-    std::fs::write(&cfg, format!("{head}{extra}")).expect("rewrite config");
+    crate::support::rewrite_config(&cfg, &format!("{head}{extra}"));
     gw.signal("HUP");
     let mut ok = false;
     for _ in 0..40 {
@@ -415,7 +414,7 @@ fn watched_config_file_reloads_on_change() {
     );
     let cfg = gw.config.clone().expect("config path");
     let text = std::fs::read_to_string(&cfg).expect("config");
-    std::fs::write(&cfg, format!("{text}\n[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n")).expect("edit");
+    crate::support::rewrite_config(&cfg, &format!("{text}\n[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n"));
     let has_demo = || {
         let v = client_script(&gw.url(), json!([["list_tools"]]));
         v[0]["tools"]

@@ -174,7 +174,7 @@ fn list_changed_reaches_only_clients_whose_view_changed() {
         let r = sc.spawn(|| client_script(&root, json!([["notifications", 8.0]])));
         let s = sc.spawn(|| client_script(&server, json!([["notifications", 8.0]])));
         std::thread::sleep(std::time::Duration::from_millis(4000));
-        std::fs::write(&cfg, &without_beta).expect("rewrite");
+        crate::support::rewrite_config(&cfg, &without_beta);
         gw.signal("HUP");
         (r.join().expect("root"), s.join().expect("server"))
     });

@@ -194,6 +194,14 @@ impl HttpFixture {
     }
 }
 
+/// Replaces a running gateway's config file the way operators should: a finished file
+/// renamed into place, so a reload never reads one half-written.
+pub fn rewrite_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.new");
+    std::fs::write(&tmp, text).expect("write the new config");
+    std::fs::rename(&tmp, path).expect("rename the new config into place");
+}
+
 /// `mcpgw check --config <config>`, run to completion.
 pub fn mcpgw_check(config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mcpgw"))
