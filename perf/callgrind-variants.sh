@@ -51,7 +51,7 @@ CFG
   taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$W/cg-$name.%p.out" \
     "$BIN/mcpgw" run --config "$W/$name.toml" >"$W/gw-$name.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 600); do grep -q "catalog published" "$W/gw-$name.log" && break; sleep 0.1; done
+  for _ in $(seq 1 600); do grep -q "mcpgw listening" "$W/gw-$name.log" && break; sleep 0.1; done
   load 2000
   callgrind_control -z "$pid" >/dev/null 2>&1 || true
   load 10000 --json "$W/$name.json"

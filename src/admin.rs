@@ -280,7 +280,7 @@ async fn route(
                         "retries": u.retries_total.load(std::sync::atomic::Ordering::Relaxed),
                         "tools": tools,
                         "session": if u.mode == crate::upstream::SessionMode::Shared { "shared" } else { "per-client" },
-                        "source": if stored.contains(&u.name) { "admin" } else { "config" },
+                        "source": if stored.contains(&*u.name) { "admin" } else { "config" },
                         "headers": headers,
                         "auth": auth,
                         "replicas": u.replicas_json(),
@@ -323,7 +323,7 @@ async fn route(
                     let up = snap.upstream(t.upstream);
                     json!({
                         "name": name,
-                        "upstream": up.map(|u| u.name.as_str()),
+                        "upstream": up.map(|u| &*u.name),
                         "health": up.map(|u| u.health.state().0.as_str()),
                         "enabled": true,
                     })
@@ -612,7 +612,7 @@ fn add(
     };
     let snap = shared.snapshot.load();
     let exists = match kind {
-        Kind::Upstream => snap.by_name.contains_key(&name),
+        Kind::Upstream => snap.by_name.contains_key(name.as_str()),
         Kind::Server => snap.servers.contains_key(&name),
     };
     if exists {

@@ -906,7 +906,7 @@ fn guard_catalogs(
             None
         }
     };
-    let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+    let names: Vec<&str> = upstreams.iter().map(|u| &*u.name).collect();
     let now_ms = i64::try_from(shared.unix_secs().saturating_mul(1000)).unwrap_or(i64::MAX);
     let empty = Default::default();
     let began = std::time::Instant::now();
@@ -1059,7 +1059,8 @@ async fn end_upstream_sessions(
 ) {
     for s in ended {
         for (name, us) in s.upstreams.entries() {
-            if let Some(Link::Http(h)) = upstreams.iter().find(|u| u.name == name).map(|u| &u.link)
+            if let Some(Link::Http(h)) =
+                upstreams.iter().find(|u| *u.name == *name).map(|u| &u.link)
             {
                 h.delete(caller, &us).await;
             }

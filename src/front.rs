@@ -433,7 +433,7 @@ impl Front {
         sess.outbox.store(Some(outbox.clone()));
         let snap = self.shared.snapshot.load_full();
         for (name, us) in sess.upstreams.entries() {
-            if let Some(up) = snap.by_name.get(&name).and_then(|r| snap.upstream(*r)) {
+            if let Some(up) = snap.by_name.get(&*name).and_then(|r| snap.upstream(*r)) {
                 self.listen_upstream(up.clone(), us, outbox.clone());
             }
         }
@@ -531,7 +531,7 @@ impl Front {
     /// Ends upstream sessions (DELETE at each upstream, by upstream name), in the background.
     fn delete_upstream_sessions(
         self: &Rc<Self>,
-        sessions: Vec<(String, Arc<crate::upstream::UpstreamSession>)>,
+        sessions: Vec<(Arc<str>, Arc<crate::upstream::UpstreamSession>)>,
     ) {
         let front = self.clone();
         monoio::spawn(async move {
@@ -1265,7 +1265,7 @@ impl Front {
                 .snapshot
                 .load()
                 .by_name
-                .get(&up.name)
+                .get(&*up.name)
                 .and_then(|r| self.shared.snapshot.load().upstream(*r).cloned())
             {
                 self.listen_upstream(u, us.clone(), o);
@@ -1405,10 +1405,10 @@ impl Front {
             }
             if let Some(a) = &self.shared.audit {
                 a.record_call(crate::observe::audit::CallRecord {
-                    session: sess.id.as_str().get(..8).unwrap_or("").to_string(),
-                    principal: sess.principal.load().name.to_string(),
+                    session: crate::observe::audit::SessionTag::of(sess.id.as_str()),
+                    principal: sess.principal.load().name.clone(),
                     arguments: audit_args.clone(),
-                    target: target.clone(),
+                    target: target.as_str().into(),
                     upstream: upstream.name.clone(),
                     outcome: outcome.label(),
                     latency_us: us,
@@ -1622,7 +1622,7 @@ impl Front {
             return Ok(g);
         };
         let raw = f.raw_at(span).unwrap_or_default();
-        let upstream = snap.upstream(up).map_or("", |u| u.name.as_str());
+        let upstream = snap.upstream(up).map_or("", |u| &*u.name);
         match self.screen(
             sc,
             &snap.guard,

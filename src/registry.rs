@@ -55,7 +55,7 @@ pub struct Snapshot {
     /// Upstreams, indexed by [`UpstreamRef`].
     pub upstreams: Vec<Arc<Upstream>>,
     /// Upstream index by name.
-    pub by_name: HashMap<String, UpstreamRef>,
+    pub by_name: HashMap<Arc<str>, UpstreamRef>,
     /// Exposed tool name -> target.
     pub tools: HashMap<String, Target>,
     /// Exposed prompt name -> target.
@@ -420,7 +420,7 @@ pub fn build(
         separator: sep.to_string(),
         blocked: upstreams
             .iter()
-            .map(|u| guard.report.blocked.iter().any(|(b, _)| *b == u.name))
+            .map(|u| guard.report.blocked.iter().any(|(b, _)| **b == *u.name))
             .collect(),
         upstreams,
         guard: guard.policy,

@@ -423,10 +423,11 @@ impl Drop for Relay {
                 });
             if let Some(a) = &self.front.shared().audit {
                 a.record_call(crate::observe::audit::CallRecord {
-                    session: self.session.id.as_str().get(..8).unwrap_or("").to_string(),
-                    principal: self.session.principal.load().name.to_string(),
+                    session: crate::observe::audit::SessionTag::of(self.session.id.as_str()),
+                    principal: self.session.principal.load().name.clone(),
                     arguments: self.audit_arguments.take(),
-                    target: self.target.to_string(),
+                    // The last use of the target: moved, not copied.
+                    target: std::mem::take(&mut self.target),
                     upstream: self.upstream.name.clone(),
                     outcome: o.label(),
                     latency_us: us,

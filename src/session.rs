@@ -404,7 +404,7 @@ pub struct Session {
     /// sessions are initialized with it, so upstreams see what the client supports.
     pub hello: Hello,
     /// Per-client upstream sessions, by upstream name.
-    pub upstreams: SessionMap<String, Arc<UpstreamSession>>,
+    pub upstreams: SessionMap<Arc<str>, Arc<UpstreamSession>>,
     /// Client requests in flight upstream, by the client's raw id.
     pub in_flight: SessionMap<Bytes, InFlight>,
     /// Upstream requests waiting for the client's answer, by the id the client saw.

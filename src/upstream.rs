@@ -42,7 +42,7 @@ pub enum SessionMode {
 /// One upstream MCP server.
 pub struct Upstream {
     /// Its configured name (the namespace of its tools).
-    pub name: String,
+    pub name: Arc<str>,
     /// Whether its names are prefixed with `<name><sep>`.
     pub prefix: bool,
     /// Deadline for an answer (reset by progress notifications).
@@ -145,7 +145,7 @@ impl Upstream {
         link: Link,
     ) -> Self {
         Self {
-            name,
+            name: name.into(),
             prefix,
             call_timeout,
             max_call,

@@ -38,18 +38,19 @@ pub struct Audit {
     writer: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
-/// A routed call as the audit log records it: plain fields, so that a worker builds no JSON
-/// tree per call (the writer serializes it).
-#[derive(Debug, serde::Serialize)]
+/// A routed call as the audit log records it. Built on a worker per call and dropped on the
+/// writer thread, so it holds no heap string of its own: names are shared (`Arc<str>`, a
+/// reference count each) or moved in (the target), the session tag is inline.
+#[derive(Debug)]
 pub struct CallRecord {
     /// The client session's id prefix (8 characters).
-    pub session: String,
+    pub session: SessionTag,
     /// The client principal's name.
-    pub principal: String,
+    pub principal: Arc<str>,
     /// Tool name or method.
-    pub target: String,
+    pub target: Box<str>,
     /// Upstream name.
-    pub upstream: String,
+    pub upstream: Arc<str>,
     /// Outcome label.
     pub outcome: &'static str,
     /// Gateway latency, µs.
@@ -59,8 +60,28 @@ pub struct CallRecord {
     /// Answer size, bytes.
     pub response_bytes: usize,
     /// The call's arguments as sent upstream (only with `[audit] arguments = true`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// The first 8 characters of a session id (ASCII), kept inline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionTag([u8; 8]);
+
+impl SessionTag {
+    /// The tag of session id `id` (its first 8 bytes; shorter ids are padded with nothing).
+    pub fn of(id: &str) -> Self {
+        let mut t = [0u8; 8];
+        for (d, s) in t.iter_mut().zip(id.bytes().filter(u8::is_ascii)) {
+            *d = s;
+        }
+        SessionTag(t)
+    }
+
+    /// The tag as text.
+    pub fn as_str(&self) -> &str {
+        let n = self.0.iter().position(|b| *b == 0).unwrap_or(8);
+        std::str::from_utf8(&self.0[..n]).unwrap_or("")
+    }
 }
 
 /// What goes to the writer.
@@ -69,12 +90,20 @@ enum Event {
     Other(Value),
 }
 
-/// A call line as written (`event` first is not guaranteed: keys are in this order).
+/// A call line as written (keys in this order).
 #[derive(serde::Serialize)]
 struct CallLine<'a> {
     event: &'static str,
-    #[serde(flatten)]
-    call: &'a CallRecord,
+    session: &'a str,
+    principal: &'a str,
+    target: &'a str,
+    upstream: &'a str,
+    outcome: &'static str,
+    latency_us: u64,
+    request_bytes: usize,
+    response_bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a serde_json::value::RawValue>,
     time_ms: u64,
     prev: &'a str,
 }
@@ -145,6 +174,11 @@ impl Audit {
         }
     }
 
+    /// Events waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Events dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -153,19 +187,83 @@ impl Audit {
 
 /// Lowercase hex of `d` (digests, salts, key ids): the one encoder the gateway uses.
 pub fn hex(d: &[u8]) -> String {
+    let mut out = vec![0u8; d.len() * 2];
+    hex_into(d, &mut out);
+    out.into_iter().map(char::from).collect()
+}
+
+/// Writes the lowercase hex of `d` into the first `2 * d.len()` bytes of `out`.
+fn hex_into(d: &[u8], out: &mut [u8]) {
     const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(d.len() * 2);
-    for b in d {
-        s.push(char::from(H[usize::from(b >> 4)]));
-        s.push(char::from(H[usize::from(b & 15)]));
+    for (b, o) in d.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = H[usize::from(b >> 4)];
+        o[1] = H[usize::from(b & 15)];
     }
-    s
+}
+
+/// The hex SHA-256 of a line: what the next line carries as `prev`.
+type LineHash = [u8; 64];
+
+fn line_hash(line: &[u8]) -> LineHash {
+    let mut h = [0u8; 64];
+    hex_into(&Sha256::digest(line), &mut h);
+    h
+}
+
+/// The hash a first line carries as `prev`.
+const FIRST: LineHash = [b'0'; 64];
+
+/// Appends `event`'s line (without the newline) to `buf` and returns its hash.
+fn encode(buf: &mut Vec<u8>, event: Event, prev: &LineHash) -> LineHash {
+    let start = buf.len();
+    let prev_s = std::str::from_utf8(prev).unwrap_or("");
+    let r = match event {
+        Event::Call(c, time_ms) => serde_json::to_writer(
+            &mut *buf,
+            &CallLine {
+                event: "call",
+                session: c.session.as_str(),
+                principal: &c.principal,
+                target: &c.target,
+                upstream: &c.upstream,
+                outcome: c.outcome,
+                latency_us: c.latency_us,
+                request_bytes: c.request_bytes,
+                response_bytes: c.response_bytes,
+                arguments: c.arguments.as_deref(),
+                time_ms,
+                prev: prev_s,
+            },
+        ),
+        Event::Other(mut v) => {
+            if let Value::Object(m) = &mut v {
+                m.insert("prev".into(), Value::String(prev_s.to_owned()));
+            }
+            serde_json::to_writer(&mut *buf, &v)
+        }
+    };
+    if let Err(e) = r {
+        // Only a serializer bug gets here (writing to a Vec cannot fail): the line is
+        // skipped whole and the chain continues from the line before it.
+        tracing::error!(error = %e, "audit line not encoded");
+        buf.truncate(start);
+        return *prev;
+    }
+    line_hash(&buf[start..])
+}
+
+/// Encodes one call line the way the writer does and returns its length: for benches.
+#[doc(hidden)]
+pub fn encode_call_for_bench(buf: &mut Vec<u8>, call: CallRecord) -> usize {
+    buf.clear();
+    encode(buf, Event::Call(call, 1_764_115_200_000), &FIRST);
+    buf.len()
 }
 
 /// The hash that the next line must carry as `prev`.
-fn last_hash(path: &Path) -> anyhow::Result<String> {
+fn last_hash(path: &Path) -> anyhow::Result<LineHash> {
     let Ok(f) = std::fs::File::open(path) else {
-        return Ok("0".repeat(64));
+        return Ok(FIRST);
     };
     let mut last = None;
     for line in BufReader::new(f).lines() {
@@ -174,7 +272,7 @@ fn last_hash(path: &Path) -> anyhow::Result<String> {
             last = Some(line);
         }
     }
-    Ok(last.map_or_else(|| "0".repeat(64), |l| hex(&Sha256::digest(l.as_bytes()))))
+    Ok(last.map_or(FIRST, |l| line_hash(l.as_bytes())))
 }
 
 fn now_ms() -> u64 {
@@ -184,43 +282,29 @@ fn now_ms() -> u64 {
 }
 
 fn write_loop(
-    file: std::fs::File,
+    mut file: std::fs::File,
     rx: flume::Receiver<Event>,
-    mut prev: String,
+    mut prev: LineHash,
     stop: &std::sync::atomic::AtomicBool,
 ) {
-    // Buffered: a line is one write call only when the channel runs dry (each batch is
-    // flushed as a whole), not two or more per line.
-    let mut file = std::io::BufWriter::with_capacity(64 << 10, file);
+    // One buffer for a whole batch, written with one call: no allocation per line.
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
     loop {
         // Wake on a timer, not per event: a writer blocked in `recv` is woken by every send,
         // a futex call and a context switch per audited call on the sending worker's core.
-        // Lines reach the file within BATCH of their event instead.
-        let mut wrote = false;
-        for event in rx.try_iter() {
-            let line = match event {
-                Event::Call(call, time_ms) => serde_json::to_string(&CallLine {
-                    event: "call",
-                    call: &call,
-                    time_ms,
-                    prev: &prev,
-                })
-                .unwrap_or_default(),
-                Event::Other(mut v) => {
-                    if let Value::Object(m) = &mut v {
-                        m.insert("prev".into(), Value::String(prev.clone()));
-                    }
-                    v.to_string()
-                }
-            };
-            prev = hex(&Sha256::digest(line.as_bytes()));
-            if let Err(e) = writeln!(file, "{line}") {
+        // Lines reach the file within BATCH of their event instead. `drain` takes the
+        // channel's lock once for everything queued.
+        for event in rx.drain() {
+            prev = encode(&mut buf, event, &prev);
+            buf.push(b'\n');
+        }
+        if !buf.is_empty() {
+            if let Err(e) = file.write_all(&buf) {
                 tracing::error!(error = %e, "audit log write failed");
             }
-            wrote = true;
-        }
-        if wrote {
-            let _ = file.flush();
+            buf.clear();
+            // A burst's buffer is not kept for good.
+            buf.shrink_to(64 << 10);
         }
         // (The stop flag is read before the next drain: events queued before shutdown() are
         // written by that drain.)
@@ -239,20 +323,20 @@ const BATCH: std::time::Duration = std::time::Duration::from_millis(5);
 /// Checks the chain of an audit log; `Err` names the first line that breaks it.
 pub fn verify(path: &Path) -> anyhow::Result<usize> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut expected = "0".repeat(64);
+    let mut expected = FIRST;
     let mut n = 0;
     for (i, line) in BufReader::new(f).lines().enumerate() {
         let line = line?;
         let v: Value = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not a JSON line", path.display(), i + 1))?;
-        if v.get("prev").and_then(Value::as_str) != Some(expected.as_str()) {
+        if v.get("prev").and_then(Value::as_str).map(str::as_bytes) != Some(&expected[..]) {
             anyhow::bail!(
                 "{}:{}: the chain is broken here (the line before it was changed, removed or reordered, or this one was)",
                 path.display(),
                 i + 1
             );
         }
-        expected = hex(&Sha256::digest(line.as_bytes()));
+        expected = line_hash(line.as_bytes());
         n += 1;
     }
     Ok(n)
@@ -289,8 +373,8 @@ mod tests {
         .expect("restart");
         b.record(json!({"event": "tool_call", "n": 5}));
         b.record_call(CallRecord {
-            session: "abcd1234".into(),
-            principal: "ann".into(),
+            session: SessionTag::of("abcd1234ffff"),
+            principal: "ann \"the\" admin".into(),
             arguments: None,
             target: "demo__echo".into(),
             upstream: "demo".into(),
@@ -312,6 +396,9 @@ mod tests {
         let call: Value = serde_json::from_str(text.lines().last().unwrap_or("")).expect("json");
         assert_eq!(call["event"], "call");
         assert_eq!(call["target"], "demo__echo");
+        assert_eq!(call["upstream"], "demo");
+        assert_eq!(call["session"], "abcd1234");
+        assert_eq!(call["principal"], "ann \"the\" admin");
         assert_eq!(call["latency_us"], 120);
         assert!(call["time_ms"].as_u64().is_some_and(|t| t > 0));
         assert_eq!(call["prev"].as_str().map(str::len), Some(64));
@@ -323,6 +410,24 @@ mod tests {
         assert!(e.to_string().contains(":4:"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
+    #[test]
+    fn session_tags_keep_eight_ascii_characters() {
+        assert_eq!(SessionTag::of("0123456789abcdef").as_str(), "01234567");
+        assert_eq!(SessionTag::of("abc").as_str(), "abc");
+        assert_eq!(SessionTag::of("").as_str(), "");
+        assert_eq!(SessionTag::of("é1234567890").as_str(), "12345678");
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_line_hashes_match_verify() {
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+        let h = line_hash(b"{}");
+        assert_eq!(
+            std::str::from_utf8(&h).ok(),
+            Some(hex(&Sha256::digest(b"{}")).as_str())
+        );
+    }
+
     /// Waits (at most 5 s) until `path` has `n` lines.
     fn wait_lines(path: &Path, n: usize) -> bool {
         for _ in 0..500 {
