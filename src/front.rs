@@ -10,6 +10,9 @@
 //! nothing here panics or passes upstream error text through.
 //!
 //! A `Front` belongs to one worker; it holds that worker's upstream caller and parser.
+//! Requests of the stateless era (MCP 2026-07-28) take their own path: see [`modern`].
+
+pub mod modern;
 
 use std::{borrow::Cow, net::IpAddr, rc::Rc, sync::Arc};
 
@@ -23,7 +26,10 @@ use crate::{
     control::Shared,
     error::{Error, ErrorKind},
     guard::policy::{Direction, Policy as GuardPolicy, Screen, Screened},
-    jsonrpc::{codes::result_body, error_body, Code, Frame, FrameError, Kind, Message, Span},
+    jsonrpc::{
+        codes::{error_body_data, result_body},
+        error_body, Code, Frame, FrameError, Kind, Message, Span,
+    },
     limits::Limit,
     observe::trace::TraceParent,
     registry::{self, names, Snapshot, Target, View},
@@ -244,18 +250,11 @@ impl Front {
             tracing::info!(origin = ?req.header_str("origin"), "request from a foreign Origin refused");
             return Reply::error(403, Code::BadHttpRequest, "Forbidden: Origin not allowed");
         }
-        if let Some(v) = req.header("mcp-protocol-version") {
-            if !session::SUPPORTED_VERSIONS
-                .iter()
-                .any(|s| s.as_bytes() == v)
-            {
-                return Reply::error(
-                    400,
-                    Code::InvalidRequest,
-                    "Bad Request: Unsupported protocol version",
-                );
-            }
-        }
+        // A header naming no legacy revision selects the stateless era (2026-07-28), where
+        // unknown versions are refused after the body's `_meta` is read.
+        let stateless = req
+            .header("mcp-protocol-version")
+            .is_some_and(modern::is_stateless);
         // A virtual server may let anonymous clients in with its own roles, and may admit
         // only some roles.
         let server_auth = server.and_then(|s| auth.servers.get(s));
@@ -307,6 +306,8 @@ impl Front {
         }
         drop(auth);
         match req.method.as_str() {
+            "POST" if stateless => self.post_stateless(req, body, server, &principal).await,
+            "GET" | "DELETE" if stateless => modern::method_not_allowed(),
             "POST" => self.post(req, body, server, &principal).await,
             "GET" => self.get(req, server, &principal),
             "DELETE" => self.delete(req, server, &principal),
@@ -566,40 +567,11 @@ impl Front {
         server: Option<&str>,
         principal: &Arc<Principal>,
     ) -> Reply {
-        let ct = req.header_str("content-type").unwrap_or("");
-        if !ct
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            return Reply::error(
-                415,
-                Code::BadHttpRequest,
-                "Unsupported Media Type: Content-Type must be application/json",
-            );
-        }
-        let answer = match (
-            accepts(req, "application/json"),
-            accepts(req, "text/event-stream"),
-        ) {
-            (true, true) => Answer::Either,
-            (true, false) => Answer::Json,
-            (false, true) => Answer::Sse,
-            (false, false) => {
-                return Reply::error(
-                    406,
-                    Code::BadHttpRequest,
-                    "Not Acceptable: Accept must include application/json or text/event-stream",
-                )
-            }
+        let answer = match media(req) {
+            Ok(a) => a,
+            Err(r) => return r,
         };
-        // W3C trace context, read only when spans are exported.
-        let trace = self
-            .shared
-            .tracing
-            .as_ref()
-            .and(req.header_str("traceparent"))
-            .and_then(TraceParent::parse);
+        let trace = self.trace_parent(req);
         let message = match self.caller.parser.borrow_mut().parse(body) {
             Ok(m) => m,
             Err(e) => return frame_error_reply(&e),
@@ -691,6 +663,15 @@ impl Front {
         }
     }
 
+    /// The client's W3C trace context, read only when spans are exported.
+    fn trace_parent(&self, req: &RequestHead) -> Option<TraceParent> {
+        self.shared
+            .tracing
+            .as_ref()
+            .and(req.header_str("traceparent"))
+            .and_then(TraceParent::parse)
+    }
+
     fn initialize(
         &self,
         f: &Frame,
@@ -745,10 +726,9 @@ impl Front {
             }
         };
         let result = format!(
-            r#"{{"protocolVersion":"{version}","capabilities":{caps},"serverInfo":{{"name":"mcpgw","title":"mcpgw MCP gateway","version":"{ver}"}},"instructions":"One endpoint for many MCP servers: tool and prompt names are <server>{sep}<name>."}}"#,
+            r#"{{"protocolVersion":"{version}","capabilities":{caps},"serverInfo":{SERVER_INFO},"instructions":{ins}}}"#,
             caps = String::from_utf8_lossy(&snap.capabilities),
-            ver = env!("CARGO_PKG_VERSION"),
-            sep = snap.separator,
+            ins = instructions(snap),
         );
         tracing::debug!(session = ?sid, version, "session created");
         let mut r = reply_with(answer, result_body(&id, result.as_bytes()));
@@ -871,7 +851,17 @@ impl Front {
                 if let Some(u) = uri.as_deref().filter(|u| !grant.resource(u)) {
                     return self.denied(sess, &id, "resource", u);
                 }
-                let Some((up, orig)) = uri.and_then(|u| route_uri(snap, view, &u)) else {
+                let Some((up, orig)) = uri.as_deref().and_then(|u| route_uri(snap, view, u)) else {
+                    if sess.stateless {
+                        // 2026-07-28: invalid params, naming the URI.
+                        let data = serde_json::json!({ "uri": uri.as_deref() }).to_string();
+                        return done(error_body_data(
+                            Some(&id),
+                            Code::InvalidParams,
+                            "Resource not found",
+                            data.as_bytes(),
+                        ));
+                    }
                     return done(error_body(
                         Some(&id),
                         Code::ResourceNotFound,
@@ -1227,7 +1217,9 @@ impl Front {
         let Link::Http(h) = &up.link else {
             return Ok(OnSession::Stdio);
         };
-        if up.mode == SessionMode::Shared {
+        // A stateless (2026-07-28) request has no session of its own to keep upstream
+        // sessions in: it uses the gateway's.
+        if up.mode == SessionMode::Shared || sess.stateless {
             return Ok(OnSession::Http(if expired.is_some() {
                 h.reinit_shared(&self.caller).await?
             } else {
@@ -1432,8 +1424,17 @@ impl Front {
         if let Some((span, masked)) = &guarding.arguments {
             edits.push((*span, masked));
         }
+        // A stateless client's `_meta` says what a legacy upstream must not see (its
+        // version, capabilities, client info): those members go.
+        let (strip, emptied) = match f.param("_meta").filter(|_| sess.stateless) {
+            Some(meta) => f.removals(meta, modern::is_envelope_key),
+            None => (Vec::new(), false),
+        };
+        edits.extend(strip.into_iter().map(|s| (s, &b""[..])));
         let tp_header = call_trace.as_ref().map(|t| t.traceparent());
-        let meta_edit = tp_header.as_deref().and_then(|tp| traceparent_edit(f, tp));
+        let meta_edit = tp_header
+            .as_deref()
+            .and_then(|tp| traceparent_edit(f, tp, emptied));
         if let Some((span, with)) = &meta_edit {
             edits.push((*span, with));
         }
@@ -1444,7 +1445,7 @@ impl Front {
         let client_id = Bytes::copy_from_slice(id);
         let (entry, mut cancel) = sess.register_call(client_id.clone(), gid);
         let sent_on = std::cell::RefCell::new(None);
-        // Without a valid OAuth token nothing can be sent: fail now (-32030). Retries and
+        // Without a valid OAuth token nothing can be sent: fail now (-32003). Retries and
         // the breaker are for failures of the upstream itself.
         if let Link::Http(h) = &upstream.link {
             if let Err(e) = h.check_credential() {
@@ -1581,6 +1582,9 @@ impl Front {
             .map(|s| (s, snap.guard.clone()));
         relay.breaker_pass = pass;
         relay.trace = call_trace;
+        relay.stateless = sess
+            .stateless
+            .then(|| modern::result_members(f.method().as_deref()));
         match relay.next().await {
             Event::Final(b) => Outcome::Done(b),
             Event::Cancelled => Outcome::Done(error_body(
@@ -1913,7 +1917,7 @@ fn client_address(req: &RequestHead, peer: IpAddr, auth: &crate::auth::Auth) -> 
 
 /// Where and what to write so that the upstream request carries `traceparent` in
 /// `params._meta`: replacing the client's own value, or inserting the member (and `_meta`).
-fn traceparent_edit(f: &Frame, tp: &str) -> Option<(Span, Vec<u8>)> {
+fn traceparent_edit(f: &Frame, tp: &str, meta_emptied: bool) -> Option<(Span, Vec<u8>)> {
     let quoted = format!("\"{tp}\"");
     let params = f.param_span()?;
     let bytes = f.bytes();
@@ -1931,7 +1935,11 @@ fn traceparent_edit(f: &Frame, tp: &str) -> Option<(Span, Vec<u8>)> {
             if let Some(old) = f.member(meta, "traceparent") {
                 return Some((old, quoted.into_bytes()));
             }
-            let comma = if is_empty_object(meta) { "" } else { "," };
+            let comma = if meta_emptied || is_empty_object(meta) {
+                ""
+            } else {
+                ","
+            };
             Some((
                 after_brace(meta),
                 format!("\"traceparent\":{quoted}{comma}").into_bytes(),
@@ -2009,6 +2017,51 @@ fn list(f: &Frame, id: &[u8], pages: &registry::Pages) -> Bytes {
             Code::InvalidParams,
             "Invalid params: unknown cursor",
         ),
+    }
+}
+
+/// The gateway's `serverInfo` (`initialize`) and `_meta` serverInfo (2026-07-28).
+const SERVER_INFO: &str = concat!(
+    r#"{"name":"mcpgw","title":"mcpgw MCP gateway","version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#""}"#
+);
+
+/// The `instructions` the gateway gives clients (a JSON string).
+fn instructions(snap: &Snapshot) -> String {
+    serde_json::Value::String(format!(
+        "One endpoint for many MCP servers: tool and prompt names are <server>{}<name>.",
+        snap.separator
+    ))
+    .to_string()
+}
+
+/// How a POST may be answered (its `Accept`), once its `Content-Type` is JSON.
+fn media(req: &RequestHead) -> Result<Answer, Reply> {
+    let ct = req.header_str("content-type").unwrap_or("");
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return Err(Reply::error(
+            415,
+            Code::BadHttpRequest,
+            "Unsupported Media Type: Content-Type must be application/json",
+        ));
+    }
+    match (
+        accepts(req, "application/json"),
+        accepts(req, "text/event-stream"),
+    ) {
+        (true, true) => Ok(Answer::Either),
+        (true, false) => Ok(Answer::Json),
+        (false, true) => Ok(Answer::Sse),
+        (false, false) => Err(Reply::error(
+            406,
+            Code::BadHttpRequest,
+            "Not Acceptable: Accept must include application/json or text/event-stream",
+        )),
     }
 }
 

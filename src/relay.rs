@@ -82,6 +82,10 @@ pub struct Relay {
     pub audit_arguments: Option<Box<serde_json::value::RawValue>>,
     /// Size of the answer sent back, bytes (audit).
     response_bytes: usize,
+    /// Set when the client speaks MCP 2026-07-28 (to a legacy upstream): the members its
+    /// results gain (`resultType`, and caching hints for reads); only progress notifications
+    /// reach it, and upstream requests are refused.
+    pub stateless: Option<&'static [u8]>,
 }
 
 use crate::observe::metrics::Outcome as Metric;
@@ -144,6 +148,7 @@ impl Relay {
             request_bytes: 0,
             audit_arguments: None,
             response_bytes: 0,
+            stateless: None,
         }
     }
 
@@ -283,6 +288,19 @@ impl Relay {
         ))
     }
 
+    /// Where the members for a 2026-07-28 client go into a legacy upstream's result (just
+    /// inside its `{`); `None` when nothing is added.
+    fn result_type_at(&self, frame: &crate::jsonrpc::Frame) -> Option<crate::jsonrpc::Span> {
+        if self.stateless.is_none() || frame.is_error() {
+            return None;
+        }
+        let rs = frame.result_span()?;
+        if frame.member(rs, "resultType").is_some() {
+            return None;
+        }
+        crate::front::modern::insert_point(frame.raw_at(rs)?, rs)
+    }
+
     /// Translates one upstream message; `None` when it is not for the client.
     async fn translate(&mut self, msg: Bytes) -> Option<Event> {
         let frame = match self.front.caller().parser.borrow_mut().parse_one(msg) {
@@ -313,7 +331,12 @@ impl Relay {
                         Some(rs) => frame.splice(&mut [(span, &self.client_id), (rs, &masked)]),
                         None => frame.splice(&mut [(span, &self.client_id)]),
                     },
-                    _ => frame.splice(&mut [(span, &self.client_id)]),
+                    _ => match (self.result_type_at(&frame), self.stateless) {
+                        (Some(at), Some(members)) => {
+                            frame.splice(&mut [(span, &self.client_id), (at, members)])
+                        }
+                        _ => frame.splice(&mut [(span, &self.client_id)]),
+                    },
                 };
                 self.response_bytes = out.len();
                 Some(Event::Final(out))
@@ -325,7 +348,11 @@ impl Relay {
                     self.front.shared().request_refresh();
                     return None;
                 }
-                if !self.can_push {
+                if !self.can_push
+                    || (self.stateless.is_some() && method != "notifications/progress")
+                {
+                    // 2026-07-28: a request's stream carries its progress; log messages need a
+                    // per-request level (not forwarded yet) and updates a subscription.
                     return None;
                 }
                 if method == "notifications/progress" {
@@ -349,12 +376,15 @@ impl Relay {
             }
             Kind::Request => {
                 let original_id = frame.id_raw()?;
-                if !self.can_push {
-                    let refusal = error_body(
-                        Some(&original_id),
-                        Code::MethodNotFound,
-                        "The client cannot receive requests on this call",
-                    );
+                if !self.can_push || self.stateless.is_some() {
+                    // A 2026-07-28 client takes no requests; translating them into an
+                    // input-required result is not done yet.
+                    let why = if self.stateless.is_some() {
+                        "The client speaks MCP 2026-07-28: the gateway does not relay requests to it"
+                    } else {
+                        "The client cannot receive requests on this call"
+                    };
+                    let refusal = error_body(Some(&original_id), Code::MethodNotFound, why);
                     let _ = self
                         .front
                         .caller()

@@ -9,7 +9,7 @@
 //!   in `idempotent_tools`). Backoff is exponential with full jitter. A [`RetryBudget`] caps
 //!   retries at a share of calls, so a failing upstream is not hit by a storm of them.
 //! - A [`Breaker`] opens after `failures` consecutive failures (unreachable, timed out), then
-//!   answers at once with -32042 for `open_ms`; then one probe call is let through
+//!   answers at once with -32015 for `open_ms`; then one probe call is let through
 //!   (half-open): its success closes the breaker, its failure opens it again.
 
 use std::{

@@ -62,6 +62,14 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Protocol revisions the gateway speaks with clients, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
+/// The revision without sessions (`initialize`): each request carries its version and
+/// capabilities in `params._meta`.
+pub const STATELESS_VERSION: &str = "2026-07-28";
+
+/// The id of every stateless request's context (never a real session id: those are 32 hex
+/// characters).
+pub const STATELESS_ID: &str = "stateless";
+
 /// The newest revision, answered when a client asks for one the gateway does not know.
 pub const LATEST_VERSION: &str = "2025-11-25";
 
@@ -400,6 +408,10 @@ pub struct Session {
     pub principal: ArcSwap<crate::auth::policy::Principal>,
     /// Negotiated protocol revision.
     pub version: &'static str,
+    /// A request of MCP 2026-07-28 (or later), which has no session: this one lives for that
+    /// request only, is in no session map, and its calls run on the gateway's own upstream
+    /// sessions.
+    pub stateless: bool,
     /// What the client said in `initialize` (capabilities, clientInfo): per-client upstream
     /// sessions are initialized with it, so upstreams see what the client supports.
     pub hello: Hello,
@@ -424,6 +436,51 @@ pub struct Session {
 }
 
 impl Session {
+    fn new(
+        id: SessionId,
+        version: &'static str,
+        hello: Hello,
+        server: Option<String>,
+        principal: Arc<crate::auth::policy::Principal>,
+        now_ms: u64,
+    ) -> Self {
+        let (alive, ended) = flume::bounded(1);
+        Session {
+            id,
+            server,
+            principal: ArcSwap::new(principal),
+            version,
+            stateless: false,
+            hello,
+            upstreams: SessionMap::new(),
+            in_flight: SessionMap::new(),
+            server_requests: SessionMap::new(),
+            outbox: ArcSwapOption::empty(),
+            log_level: ArcSwapOption::empty(),
+            streams: SessionMap::new(),
+            next_stream: std::sync::atomic::AtomicU32::new(1),
+            last_seen_ms: AtomicU64::new(now_ms),
+            _alive: alive,
+            ended,
+        }
+    }
+
+    /// The context of one MCP 2026-07-28 request: not registered anywhere, id `stateless`
+    /// (what logs and the audit log show for it).
+    pub fn stateless(
+        version: &'static str,
+        hello: Hello,
+        server: Option<String>,
+        principal: Arc<crate::auth::policy::Principal>,
+        now_ms: u64,
+    ) -> Self {
+        let id = SessionId(STATELESS_ID.into());
+        Session {
+            stateless: true,
+            ..Session::new(id, version, hello, server, principal, now_ms)
+        }
+    }
+
     /// Marks the session used now.
     pub fn touch(&self, now_ms: u64) {
         self.last_seen_ms.store(now_ms, Ordering::Relaxed);
@@ -468,27 +525,8 @@ impl Sessions {
         now_ms: u64,
     ) -> std::io::Result<SessionId> {
         let id = SessionId::random()?;
-        let (alive, ended) = flume::bounded(1);
-        self.map.insert(
-            id.clone(),
-            Arc::new(Session {
-                id: id.clone(),
-                server,
-                principal: ArcSwap::new(principal),
-                version,
-                hello,
-                upstreams: SessionMap::new(),
-                in_flight: SessionMap::new(),
-                server_requests: SessionMap::new(),
-                outbox: ArcSwapOption::empty(),
-                log_level: ArcSwapOption::empty(),
-                streams: SessionMap::new(),
-                next_stream: std::sync::atomic::AtomicU32::new(1),
-                last_seen_ms: AtomicU64::new(now_ms),
-                _alive: alive,
-                ended,
-            }),
-        );
+        let sess = Session::new(id.clone(), version, hello, server, principal, now_ms);
+        self.map.insert(id.clone(), Arc::new(sess));
         Ok(id)
     }
 

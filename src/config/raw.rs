@@ -101,7 +101,7 @@ pub struct GuardScreenConfig {
     /// Endpoints: virtual server names, `/mcp` for the main endpoint. Default all.
     pub servers: Option<Vec<String>>,
     /// Secrets (cloud and provider keys, private keys, JWTs, high-entropy tokens): `allow`,
-    /// `mask` (replaced by `[REDACTED:<kind>]`) or `block` (a JSON-RPC error, -32043).
+    /// `mask` (replaced by `[REDACTED:<kind>]`) or `block` (a JSON-RPC error, -32016).
     /// Default `mask`.
     pub secrets: Option<String>,
     /// Personal data (emails, phone numbers, Luhn-valid card numbers, IBANs with a valid
@@ -321,7 +321,7 @@ pub struct RateLimitConfig {
 }
 
 /// `[[quota]]`: `tools/call` allowed per principal (or team) per UTC calendar day or month.
-/// A call over it is answered with a JSON-RPC error (-32041) saying when the window resets.
+/// A call over it is answered with a JSON-RPC error (-32014) saying when the window resets.
 /// A call counts once roles and principal/tool rate limits allow it and the tool is known
 /// (refused calls do not count); counts are kept in the store (saved every 10 s and at
 /// shutdown), so a restart keeps them.
@@ -495,7 +495,7 @@ pub struct GatewayConfig {
     /// Most client sessions at once; past it `initialize` is answered 503. Default 200000.
     pub max_sessions: Option<usize>,
     /// Most calls one session may have waiting on upstreams; past it a call is answered with
-    /// a JSON-RPC error (-32038). Default 128.
+    /// a JSON-RPC error (-32011). Default 128.
     pub max_in_flight_per_session: Option<usize>,
     /// Most bytes queued for one SSE stream: messages waiting for a GET stream's writer,
     /// and the events a stream keeps for replay. Past it, queued messages are dropped and
@@ -642,7 +642,7 @@ pub struct OutlierConfig {
 ///   `expires_in` (3600 s when the server gives none), and early (at most once per 10 s)
 ///   when the upstream answers 401. The client authenticates with HTTP Basic
 ///   (`client_secret_basic`). A failed fetch keeps the last token until it expires; then
-///   calls fail at once with -32030 (not retried, not counted by the breaker) until a fetch
+///   calls fail at once with -32003 (not retried, not counted by the breaker) until a fetch
 ///   succeeds.
 ///
 /// Secret values (`bearer`, `value`, `client_secret`) are written as in `headers`: plain,

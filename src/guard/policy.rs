@@ -91,7 +91,7 @@ pub enum Verdict {
     Flag,
     /// Replaced by `[REDACTED:<kind>]`.
     Mask,
-    /// The call is refused (arguments) or its result replaced by an error (-32043).
+    /// The call is refused (arguments) or its result replaced by an error (-32016).
     Block,
 }
 

@@ -1,9 +1,11 @@
 //! JSON-RPC error codes the gateway answers with, and the one function that writes an error.
 //!
-//! The standard codes come from JSON-RPC 2.0; the gateway's own codes sit in the
-//! implementation-defined range -32000..-32099, away from the codes MCP SDKs already use
-//! (-32000 connection closed, -32001 request timeout, -32002 resource not found). They are
-//! stable: README.md lists them and clients may match on them.
+//! The standard codes come from JSON-RPC 2.0. MCP 2026-07-28 leaves -32000..-32019 to
+//! implementations and reserves -32020..-32099 for MCP itself (-32020..-32022 are defined;
+//! 2025-11-25's -32042 is URL-elicitation-required), so the gateway's own codes are
+//! -32003..-32016: past the codes MCP SDKs already use (-32000 connection closed, -32001
+//! request timeout, -32002 resource not found). They are stable: README.md lists them and
+//! clients may match on them. (Before 2026-11-26 they were -32030..-32043.)
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -22,37 +24,46 @@ pub enum Code {
     InternalError,
     /// -32002: MCP's "resource not found" (unknown or unroutable URI).
     ResourceNotFound,
-    /// -32030: the upstream could not be reached or is restarting.
+    /// -32020 (MCP 2026-07-28): an HTTP header (`MCP-Protocol-Version`, `Mcp-Method`,
+    /// `Mcp-Name`) is missing, repeated or says something other than the body (HTTP 400).
+    HeaderMismatch,
+    /// -32021 (MCP 2026-07-28): the request needs a client capability it did not declare
+    /// (HTTP 400; `data.requiredCapabilities`).
+    MissingClientCapability,
+    /// -32022 (MCP 2026-07-28): the protocol version is not one the gateway speaks (HTTP
+    /// 400; `data.supported`, `data.requested`).
+    UnsupportedProtocolVersion,
+    /// -32003: the upstream could not be reached or is restarting.
     UpstreamUnavailable,
-    /// -32031: the upstream did not answer within the call timeout.
+    /// -32004: the upstream did not answer within the call timeout.
     UpstreamTimeout,
-    /// -32032: the upstream answered with something that is not a valid MCP answer.
+    /// -32005: the upstream answered with something that is not a valid MCP answer.
     UpstreamProtocol,
-    /// -32033: the session is unknown or has ended (HTTP 404).
+    /// -32006: the session is unknown or has ended (HTTP 404).
     SessionNotFound,
-    /// -32034: the request needs a session and carries none (HTTP 400).
+    /// -32007: the request needs a session and carries none (HTTP 400).
     SessionRequired,
-    /// -32035: the HTTP request itself is unacceptable (size, headers, media type).
+    /// -32008: the HTTP request itself is unacceptable (size, headers, media type).
     BadHttpRequest,
-    /// -32036: the gateway is shutting down.
+    /// -32009: the gateway is shutting down.
     ShuttingDown,
-    /// -32037: the client cancelled the request (answered only where HTTP needs an answer).
+    /// -32010: the client cancelled the request (answered only where HTTP needs an answer).
     RequestCancelled,
-    /// -32038: a configured limit was reached (connections, sessions, calls in flight); the
+    /// -32011: a configured limit was reached (connections, sessions, calls in flight); the
     /// message names it. Retrying later may succeed.
     LimitReached,
-    /// -32039: no valid credentials (HTTP 401, with `WWW-Authenticate`).
+    /// -32012: no valid credentials (HTTP 401, with `WWW-Authenticate`).
     Unauthorized,
-    /// -32040: the principal may not do this (a tool, prompt or resource outside its roles;
+    /// -32013: the principal may not do this (a tool, prompt or resource outside its roles;
     /// a client address refused: HTTP 403).
     Forbidden,
-    /// -32041: a rate limit was exceeded (HTTP 429 with `Retry-After` for request-level
+    /// -32014: a rate limit was exceeded (HTTP 429 with `Retry-After` for request-level
     /// limits; a JSON-RPC error for per-tool limits).
     RateLimited,
-    /// -32042: the upstream's circuit breaker is open (it failed repeatedly); the call was
+    /// -32015: the upstream's circuit breaker is open (it failed repeatedly); the call was
     /// not tried. Retry after `breaker_open_ms`.
     CircuitOpen,
-    /// -32043: a guardrail refused the call: its arguments or result hold what a
+    /// -32016: a guardrail refused the call: its arguments or result hold what a
     /// `[[guard.screen]]` policy blocks (the message names the kind, never the value), or
     /// its upstream is blocked by the catalog guard.
     GuardBlocked,
@@ -68,20 +79,23 @@ impl Code {
             Code::InvalidParams => -32602,
             Code::InternalError => -32603,
             Code::ResourceNotFound => -32002,
-            Code::UpstreamUnavailable => -32030,
-            Code::UpstreamTimeout => -32031,
-            Code::UpstreamProtocol => -32032,
-            Code::SessionNotFound => -32033,
-            Code::SessionRequired => -32034,
-            Code::BadHttpRequest => -32035,
-            Code::ShuttingDown => -32036,
-            Code::RequestCancelled => -32037,
-            Code::LimitReached => -32038,
-            Code::Unauthorized => -32039,
-            Code::Forbidden => -32040,
-            Code::RateLimited => -32041,
-            Code::CircuitOpen => -32042,
-            Code::GuardBlocked => -32043,
+            Code::HeaderMismatch => -32020,
+            Code::MissingClientCapability => -32021,
+            Code::UnsupportedProtocolVersion => -32022,
+            Code::UpstreamUnavailable => -32003,
+            Code::UpstreamTimeout => -32004,
+            Code::UpstreamProtocol => -32005,
+            Code::SessionNotFound => -32006,
+            Code::SessionRequired => -32007,
+            Code::BadHttpRequest => -32008,
+            Code::ShuttingDown => -32009,
+            Code::RequestCancelled => -32010,
+            Code::LimitReached => -32011,
+            Code::Unauthorized => -32012,
+            Code::Forbidden => -32013,
+            Code::RateLimited => -32014,
+            Code::CircuitOpen => -32015,
+            Code::GuardBlocked => -32016,
         }
     }
 }
@@ -99,6 +113,18 @@ pub fn error_body(id: Option<&[u8]>, code: Code, message: &str) -> Bytes {
         Ok(m) => out.put_slice(&m),
         Err(_) => out.put_slice(b"\"error\""),
     }
+    out.put_slice(b"}}");
+    out.freeze()
+}
+
+/// An error response with `data` (raw JSON) beside the code and message.
+pub fn error_body_data(id: Option<&[u8]>, code: Code, message: &str, data: &[u8]) -> Bytes {
+    let plain = error_body(id, code, message);
+    // `plain` ends with `}}`: the data member goes into the error object.
+    let mut out = BytesMut::with_capacity(plain.len() + data.len() + 8);
+    out.put_slice(&plain[..plain.len() - 2]);
+    out.put_slice(b",\"data\":");
+    out.put_slice(data);
     out.put_slice(b"}}");
     out.freeze()
 }
@@ -125,6 +151,15 @@ mod tests {
         assert_eq!(v["id"], "a");
         assert_eq!(v["error"]["code"], -32602);
         assert_eq!(v["error"]["message"], "Unknown tool: \"x\"");
+        let b = error_body_data(
+            Some(b"7"),
+            Code::UnsupportedProtocolVersion,
+            "Unsupported protocol version",
+            br#"{"supported":["2026-07-28"]}"#,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+        assert_eq!(v["error"]["code"], -32022);
+        assert_eq!(v["error"]["data"]["supported"][0], "2026-07-28");
         let b = error_body(None, Code::ParseError, "Parse error");
         let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
         assert!(v["id"].is_null());

@@ -307,6 +307,49 @@ impl Frame {
             .and_then(|(_, s, e)| Span::new(s, e))
     }
 
+    /// The spans that remove the members of the object at `obj` whose key `drop` picks (with
+    /// their commas), leaving valid JSON: splice each with nothing. Keys are compared raw
+    /// (as written, escapes undecoded). The flag says whether the object is left empty.
+    pub fn removals(&self, obj: Span, drop: impl Fn(&[u8]) -> bool) -> (Vec<Span>, bool) {
+        let b: &[u8] = &self.bytes;
+        let Some(members) = Members::new(b, obj.start as usize) else {
+            return (Vec::new(), false);
+        };
+        // (key's opening quote, value end, dropped) of each member, in order.
+        let all: Vec<(usize, usize, bool)> = members
+            .map(|(k, _, ve)| {
+                let quote = (k.as_ptr() as usize).saturating_sub(b.as_ptr() as usize + 1);
+                (quote, ve, drop(k))
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < all.len() {
+            if !all[i].2 {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j + 1 < all.len() && all[j + 1].2 {
+                j += 1;
+            }
+            // A run of dropped members: up to the next kept member's key (taking the commas
+            // after them), or, at the end, from the last kept member's value (taking the
+            // comma before them), or all of them.
+            let span = if j + 1 < all.len() {
+                Span::new(all[i].0, all[j + 1].0)
+            } else if i > 0 {
+                Span::new(all[i - 1].1, all[j].1)
+            } else {
+                Span::new(all[i].0, all[j].1)
+            };
+            out.extend(span);
+            i = j + 1;
+        }
+        let emptied = all.iter().all(|m| m.2);
+        (out, emptied)
+    }
+
     /// The string at `span` (a JSON string token), decoded; `None` when it is not a string.
     pub fn str_at(&self, span: Span) -> Option<Cow<'_, str>> {
         let raw = self.bytes.get(span.range())?;

@@ -333,7 +333,7 @@ impl HttpUpstream {
         self.auth.as_deref()
     }
 
-    /// Fails (-32030, before anything is sent) when the upstream needs an OAuth token and
+    /// Fails (-32003, before anything is sent) when the upstream needs an OAuth token and
     /// has no valid one; the warning is logged by the token source.
     pub fn check_credential(&self) -> Result<()> {
         match self.auth.as_deref() {

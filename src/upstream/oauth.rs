@@ -8,7 +8,7 @@
 //! 60 s after a failure, and early when an upstream answers 401 to a request that carried a
 //! token ([`TokenSource::rejected`], honoured at most once per [`MIN_EARLY_REFRESH`]). Each
 //! token is published through an arc-swap; workers read it per request, without a lock or a
-//! wait, and treat a token past its expiry as none: the call then fails (-32030) and a warning
+//! wait, and treat a token past its expiry as none: the call then fails (-32003) and a warning
 //! is logged (at most every 10 s per upstream).
 //!
 //! A failed fetch keeps the last token until it expires. Nothing here logs a token, the client

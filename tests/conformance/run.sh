@@ -9,6 +9,8 @@
 # Installs the pinned tooling first (npm ci from package-lock.json; npm install when there is no
 # lock file yet), then runs the suite with Node 22 (from the `node` npm package) first on PATH.
 # Prints the suite's output (one summary line per scenario at the end); the exit code is the suite's.
+# CONFORMANCE_SUITE=2026 runs the 0.2.x prerelease (npm alias `conformance-2026`, pinned
+# exactly: the registry's `latest` is still 0.1.x) instead, e.g. with --requirements 2026-07-28.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,7 +24,7 @@ shift
 
 # Relative paths in EXTRA ARGS stay relative to the caller's directory: only npm runs in $here.
 stamp="$here/node_modules/.package-lock.json"
-if [[ ! -x "$here/node_modules/node/bin/node" || ! -e "$here/node_modules/.bin/conformance" || ! -e "$stamp" \
+if [[ ! -x "$here/node_modules/node/bin/node" || ! -e "$here/node_modules/conformance-2026/dist/index.js" || ! -e "$stamp" \
     || "$here/package.json" -nt "$stamp" || "$here/package-lock.json" -nt "$stamp" ]]; then
     if [[ -e "$here/package-lock.json" ]]; then
         (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2
@@ -42,8 +44,13 @@ if [[ "$node_major" -lt 22 ]]; then
     exit 2
 fi
 
+# By path: both packages name their command `conformance`, so node_modules/.bin holds only one.
+suite=(node "$here/node_modules/@modelcontextprotocol/conformance/dist/index.js")
+if [[ "${CONFORMANCE_SUITE:-}" == 2026 ]]; then
+    suite=(node "$here/node_modules/conformance-2026/dist/index.js")
+fi
 set +e
-conformance server --url "$url" "$@"
+"${suite[@]}" server --url "$url" "$@"
 rc=$?
 set -e
 exit "$rc"

@@ -400,7 +400,7 @@ fn metrics_count_known_traffic() {
             ["read", "mcpgw://alpha/fixture://alpha/info"],
         ]),
     );
-    assert_eq!(steps[3]["error"]["code"], -32031, "{}", steps[3]);
+    assert_eq!(steps[3]["error"]["code"], -32004, "{}", steps[3]);
     let addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
     let r = admin(addr, "GET", "/metrics", None, None);
     assert_eq!(r.status, 200);

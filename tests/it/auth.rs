@@ -97,7 +97,7 @@ fn api_keys_roles_and_sessions_bound_to_their_principal() {
     ] {
         let r = call(gw.addr, INIT, &[h]);
         assert_eq!(r.status, 401, "{h}: {r:?}");
-        assert_eq!(r.code(), -32039);
+        assert_eq!(r.code(), -32012);
         assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"mcpgw\""));
     }
     let mut wrong = alice.clone();
@@ -124,14 +124,14 @@ fn api_keys_roles_and_sessions_bound_to_their_principal() {
     );
     assert_eq!(ok["text"][0], "hi", "{ok}");
     let denied = client_with(&[&a], &gw.url(), "call", &["demo__add", r#"{"a":1,"b":2}"#]);
-    assert_eq!(denied["error"]["code"], -32040, "{denied}");
+    assert_eq!(denied["error"]["code"], -32013, "{denied}");
     let prompt = client_with(
         &[&a],
         &gw.url(),
         "prompt",
         &["demo__summarize", r#"{"text":"x"}"#],
     );
-    assert_eq!(prompt["error"]["code"], -32040, "{prompt}");
+    assert_eq!(prompt["error"]["code"], -32013, "{prompt}");
     let all = client_with(&[&b], &gw.url(), "list_tools", &[]);
     assert!(
         all["tools"].as_array().map_or(0, Vec::len) >= 5,
@@ -145,7 +145,7 @@ fn api_keys_roles_and_sessions_bound_to_their_principal() {
     assert_eq!(call(gw.addr, list, &[&a, &s]).status, 200);
     let r = call(gw.addr, list, &[&b, &s]);
     assert_eq!(r.status, 404, "{r:?}");
-    assert_eq!(r.code(), -32033);
+    assert_eq!(r.code(), -32006);
     let r = call(gw.addr, list, &[&s]);
     assert_eq!(r.status, 401, "no credentials at all");
     // Resources by role: the readme is hers, the greeting template is not.
@@ -173,7 +173,7 @@ fn api_keys_roles_and_sessions_bound_to_their_principal() {
         "{listed}"
     );
     assert!(read(uris[0]).json()["result"].is_object());
-    assert_eq!(read("mcpgw://demo/demo://greeting/x").code(), -32040);
+    assert_eq!(read("mcpgw://demo/demo://greeting/x").code(), -32013);
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn basic_users_and_address_rules() {
     };
     let r = from("127.0.0.2", &[]);
     assert_eq!(r.status, 403, "{r:?}");
-    assert_eq!(r.code(), -32040);
+    assert_eq!(r.code(), -32013);
     assert_eq!(from("127.0.0.3", &[]).status, 200, "the proxy itself");
     assert_eq!(
         from("127.0.0.3", &["X-Forwarded-For: 10.1.1.1, 127.0.0.1"]).status,
@@ -330,7 +330,7 @@ fn jwt_bearer_tokens_and_protected_resource_metadata() {
     ] {
         let r = call(gw.addr, INIT, &[&bearer(t)]);
         assert_eq!(r.status, 401, "{why}: {r:?}");
-        assert_eq!(r.code(), -32039, "{why}");
+        assert_eq!(r.code(), -32012, "{why}");
     }
     // A session belongs to its token's subject: a fresh token of the same subject may use
     // it, another subject's may not.
@@ -405,7 +405,7 @@ fn rate_limits_per_principal_and_per_tool() {
     // The fourth echo of Alice's is refused as a JSON-RPC error for that call...
     let r = call(gw.addr, echo, &[&a, &sa]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.code(), -32041);
+    assert_eq!(r.code(), -32014);
     assert_eq!(r.json()["id"], 5);
     // ... while her other tools and Bob's echo go on.
     assert!(call(gw.addr, count, &[&a, &sa]).json()["result"].is_object());
@@ -417,7 +417,7 @@ fn rate_limits_per_principal_and_per_tool() {
     }
     let r = call(gw.addr, count, &[&a, &sa]);
     assert_eq!(r.status, 429, "{r:?}");
-    assert_eq!(r.code(), -32041);
+    assert_eq!(r.code(), -32014);
     let wait: u64 = r
         .header("retry-after")
         .and_then(|v| v.parse().ok())
@@ -675,7 +675,7 @@ fn api_keys_issued_and_revoked_through_the_admin_api() {
         "revoked key still works"
     );
     let r = call(gw.addr, INIT, &[&a]);
-    assert_eq!(r.code(), -32039);
+    assert_eq!(r.code(), -32012);
     assert_eq!(
         admin(at, "DELETE", &format!("/admin/keys/{id}"), Some("tk"), None).status,
         404
@@ -738,7 +738,7 @@ fn quotas_count_calls_refuse_with_the_reset_time_and_survive_a_restart() {
 
     // Calls her roles refuse do not count.
     for _ in 0..3 {
-        assert_eq!(call(gw.addr, &tool("demo__add"), &[&a, &sa]).code(), -32040);
+        assert_eq!(call(gw.addr, &tool("demo__add"), &[&a, &sa]).code(), -32013);
     }
     // Two echoes a day; the third is refused for that call, saying when the day resets.
     assert!(ok(call(gw.addr, &tool("demo__echo"), &[&a, &sa])));
@@ -747,7 +747,7 @@ fn quotas_count_calls_refuse_with_the_reset_time_and_survive_a_restart() {
     assert_eq!(r.status, 200);
     let err = r.json();
     assert_eq!(err["id"], 7);
-    assert_eq!(err["error"]["code"], -32041, "{err}");
+    assert_eq!(err["error"]["code"], -32014, "{err}");
     let msg = err["error"]["message"].as_str().unwrap_or("").to_string();
     assert!(
         msg.contains("2 tool calls per day for this principal")
@@ -760,7 +760,7 @@ fn quotas_count_calls_refuse_with_the_reset_time_and_survive_a_restart() {
     // Bob's first echo is the team's fourth call; his next call is over the team's quota.
     assert!(ok(call(gw.addr, &tool("demo__echo"), &[&b, &sb])));
     let r = call(gw.addr, &tool("demo__word_count"), &[&b, &sb]).json();
-    assert_eq!(r["error"]["code"], -32041, "{r}");
+    assert_eq!(r["error"]["code"], -32014, "{r}");
     let msg = r["error"]["message"].as_str().unwrap_or("");
     assert!(
         msg.contains("4 tool calls per month for this team"),
@@ -784,11 +784,11 @@ fn quotas_count_calls_refuse_with_the_reset_time_and_survive_a_restart() {
     let sa = format!("Mcp-Session-Id: {}", init(gw.addr, &a));
     let r = call(gw.addr, &tool("demo__echo"), &[&a, &sa]).json();
     assert_eq!(
-        r["error"]["code"], -32041,
+        r["error"]["code"], -32014,
         "still over after a restart: {r}"
     );
     let r = call(gw.addr, &tool("demo__word_count"), &[&a, &sa]).json();
-    assert_eq!(r["error"]["code"], -32041, "the team too: {r}");
+    assert_eq!(r["error"]["code"], -32014, "the team too: {r}");
 }
 
 #[test]
@@ -818,7 +818,7 @@ fn virtual_servers_admit_their_own_roles_and_anonymous_clients() {
     // ops admits admins only.
     let r = on("/servers/ops/mcp", INIT, &[&a]);
     assert_eq!(r.status, 403, "{r:?}");
-    assert_eq!(r.code(), -32040);
+    assert_eq!(r.code(), -32013);
     assert_eq!(on("/servers/ops/mcp", INIT, &[&b]).status, 200);
     // public lets clients without credentials in, with the reader role there only.
     let r = on("/servers/public/mcp", INIT, &[]);

@@ -19,7 +19,7 @@ fn stdio_upstream_killed_mid_call_is_an_error_then_restarted() {
     let fds_before = fd_count(gw.proc.pid());
 
     let steps = client_script(&gw.url(), json!([["call", "beta__crash", {}]]));
-    assert_eq!(steps[0]["error"]["code"], -32030, "crash: {}", steps[0]);
+    assert_eq!(steps[0]["error"]["code"], -32003, "crash: {}", steps[0]);
 
     // The crashed child is reaped (no zombie) and a new one serves calls.
     assert!(
@@ -88,12 +88,12 @@ fn http_upstream_killed_mid_call_and_slow_calls() {
             ["call", "beta__echo", {"text": "unaffected"}],
         ]),
     );
-    assert_eq!(steps[0]["error"]["code"], -32031, "timeout: {}", steps[0]);
-    assert_eq!(steps[1]["error"]["code"], -32031, "timeout: {}", steps[1]);
+    assert_eq!(steps[0]["error"]["code"], -32004, "timeout: {}", steps[0]);
+    assert_eq!(steps[1]["error"]["code"], -32004, "timeout: {}", steps[1]);
     assert_eq!(steps[2]["text"][0], "beta:still here", "{}", steps[2]);
     assert_eq!(steps[3]["text"][0], "alpha:still here", "{}", steps[3]);
-    assert_eq!(steps[4]["error"]["code"], -32030, "killed: {}", steps[4]);
-    assert_eq!(steps[5]["error"]["code"], -32030, "down: {}", steps[5]);
+    assert_eq!(steps[4]["error"]["code"], -32003, "killed: {}", steps[4]);
+    assert_eq!(steps[5]["error"]["code"], -32003, "down: {}", steps[5]);
     assert_eq!(steps[6]["text"][0], "beta:unaffected", "{}", steps[6]);
     drop(alpha);
 }

@@ -371,7 +371,7 @@ pii = "mask"
         "call",
         &["alpha__echo", &json!({"text": text}).to_string()],
     );
-    assert_eq!(r["error"]["code"], -32043, "{r}");
+    assert_eq!(r["error"]["code"], -32016, "{r}");
     let msg = r["error"]["message"].as_str().unwrap_or_default();
     assert_eq!(
         msg, "Blocked by guardrail: the arguments contain aws_access_key, card, email",

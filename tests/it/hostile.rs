@@ -376,7 +376,7 @@ fn huge_bodies_are_refused_without_reading_them() {
     c.send(format!("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json\r\nMcp-Session-Id: {sid}\r\nContent-Length: 1073741824\r\n\r\n{{\"jsonrpc\":").as_bytes());
     let r = c.read().expect("413");
     assert_eq!(r.status, 413, "{r:?}");
-    assert_eq!(r.code(), -32035);
+    assert_eq!(r.code(), -32008);
     assert!(c.closed(), "closed after 413");
 
     // Announced as 1 GiB with `Expect: 100-continue`: refused before any body is sent.
@@ -686,7 +686,7 @@ fn each_limit_answers_with_its_status_and_code() {
     for r in &refused {
         assert_eq!(r.status, 429, "{r:?}");
         assert_eq!(r.header("retry-after"), Some("1"));
-        assert_eq!(r.code(), -32038);
+        assert_eq!(r.code(), -32011);
     }
     assert_eq!(
         limit_hits(admin_addr, "max_connections_per_ip"),
@@ -719,7 +719,7 @@ fn each_limit_answers_with_its_status_and_code() {
     );
     for r in &refused {
         assert_eq!(r.status, 503, "{r:?}");
-        assert_eq!(r.code(), -32038);
+        assert_eq!(r.code(), -32011);
         assert!(r.json()["error"]["message"]
             .as_str()
             .unwrap_or("")
@@ -742,7 +742,7 @@ fn each_limit_answers_with_its_status_and_code() {
     c.send(&post(init, &[]));
     let r = c.read().expect("answer");
     assert_eq!(r.status, 503, "{r:?}");
-    assert_eq!(r.code(), -32038);
+    assert_eq!(r.code(), -32011);
     assert_eq!(r.json()["id"], 7);
     assert_eq!(r.header("retry-after"), Some("1"));
     c.send(
@@ -793,7 +793,7 @@ fn each_limit_answers_with_its_status_and_code() {
     ));
     let r = c.read().expect("refused call");
     assert_eq!(r.status, 200, "a JSON-RPC error: {r:?}");
-    assert_eq!(r.code(), -32038);
+    assert_eq!(r.code(), -32011);
     assert_eq!(r.json()["id"], 3);
     for b in &mut busy {
         assert_eq!(b.read().expect("slow answer").status, 200);

@@ -20,5 +20,6 @@ mod sdk;
 mod secrets;
 mod servers;
 mod session;
+mod stateless;
 mod support;
 mod tls;

@@ -47,35 +47,35 @@ fn jsonrpc_level_errors_keep_the_connection() {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
             &[],
             400,
-            -32034,
+            -32007,
         ),
         // unknown session
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
             &["Mcp-Session-Id: 0123456789abcdef0123456789abcdef"],
             404,
-            -32033,
+            -32006,
         ),
         // a session id of the wrong shape is unknown too
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
             &["Mcp-Session-Id: ../../etc"],
             404,
-            -32033,
+            -32006,
         ),
         // unsupported protocol version header
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
             &[&s, "MCP-Protocol-Version: 1999-01-01"],
             400,
-            -32600,
+            -32022,
         ),
         // foreign Origin (DNS rebinding)
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
             &[&s, "Origin: http://evil.example"],
             403,
-            -32035,
+            -32008,
         ),
         // batch where the negotiated version forbids it
         (
@@ -129,10 +129,10 @@ fn jsonrpc_level_errors_keep_the_connection() {
         b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
     );
     let r = c.read().expect("answer");
-    assert_eq!((r.status, r.code()), (415, -32035));
+    assert_eq!((r.status, r.code()), (415, -32008));
     c.send(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: text/html\r\nContent-Length: 2\r\n\r\n{}");
     let r = c.read().expect("answer");
-    assert_eq!((r.status, r.code()), (406, -32035));
+    assert_eq!((r.status, r.code()), (406, -32008));
     // Other paths and methods.
     c.send(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.read().expect("answer").status, 404);
@@ -152,7 +152,7 @@ fn framing_errors_close_the_connection_not_the_server() {
     let mut c = Raw::connect(gw.addr);
     c.send(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n");
     let r = c.read().expect("413");
-    assert_eq!((r.status, r.code()), (413, -32035));
+    assert_eq!((r.status, r.code()), (413, -32008));
     assert!(c.closed());
 
     // Oversized chunked body: 413 once past the limit.
@@ -172,7 +172,7 @@ fn framing_errors_close_the_connection_not_the_server() {
     c.send(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n{\"jsonrpc\":\"2.0\"");
     c.s.shutdown(Shutdown::Write).expect("half close");
     let r = c.read().expect("400");
-    assert_eq!((r.status, r.code()), (400, -32035));
+    assert_eq!((r.status, r.code()), (400, -32008));
 
     // Malformed request line / headers.
     let mut c = Raw::connect(gw.addr);
@@ -200,7 +200,7 @@ fn framing_errors_close_the_connection_not_the_server() {
     std::thread::sleep(Duration::from_millis(300));
     let _ = c.s.write_all(b"Host: x\r\n");
     let r = c.read().expect("408");
-    assert_eq!((r.status, r.code()), (408, -32035));
+    assert_eq!((r.status, r.code()), (408, -32008));
     assert!(c.closed());
 
     // After all that, the server serves a well-behaved client.

@@ -378,9 +378,9 @@ fn a_replica_that_times_out_is_ejected() {
     }
     let sid = on_b.expect("a session on B");
     b.set(Mode::Hang);
-    // The call may have reached B: it times out at the client (-32031), and B is out.
+    // The call may have reached B: it times out at the client (-32004), and B is out.
     let v = call(&gw, &sid, "do_thing");
-    assert_eq!(v["error"]["code"], -32031, "{v}");
+    assert_eq!(v["error"]["code"], -32004, "{v}");
     assert!(ejected(admin_addr, &b.url()));
     // The session's next call goes to A.
     let before = total(&a);
@@ -436,12 +436,12 @@ fn calls_of_a_server_without_sessions_are_balanced_one_by_one() {
     println!("replicas: 40 calls of one stateless session landed [{na}, {nb}]");
     assert!(na >= 5 && nb >= 5, "{na} {nb}");
 
-    // B hangs: the first call that goes there times out (-32031) and B is out; A is not.
+    // B hangs: the first call that goes there times out (-32004) and B is out; A is not.
     b.set(Mode::Hang);
     let mut timed_out = false;
     for _ in 0..20 {
         let v = call(&gw, &sid, "get_thing");
-        if v["error"]["code"] == -32031 {
+        if v["error"]["code"] == -32004 {
             timed_out = true;
             break;
         }

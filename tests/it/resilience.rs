@@ -55,27 +55,27 @@ fn retries_only_where_safe() {
     assert_eq!(f.calls("list_things"), 2);
     // ... but a tool with side effects is not: the upstream may have acted on it.
     f.fail_next(1);
-    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32003);
     assert_eq!(f.calls("do_thing"), 1);
     assert_eq!(retries(), 2.0);
 
     // A connection dropped after the request: the read-only tool gets its 2 retries.
     f.set(Mode::Drop);
-    assert_eq!(code(&call(&gw, &sid, "get_thing")), -32030);
+    assert_eq!(code(&call(&gw, &sid, "get_thing")), -32003);
     assert_eq!(f.calls("get_thing"), 2 + 3);
-    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32003);
     assert_eq!(f.calls("do_thing"), 2, "not retried");
 
     // A hang ends at the call timeout and is not retried.
     f.set(Mode::Hang);
-    assert_eq!(code(&call(&gw, &sid, "get_thing")), -32031);
+    assert_eq!(code(&call(&gw, &sid, "get_thing")), -32004);
     assert_eq!(f.calls("get_thing"), 6);
 
     // Connections refused: nothing reached the upstream, so even do_thing is retried.
     f.set(Mode::Ok);
     let before = retries();
     f.kill(); // also closes the kept-alive connections: nothing can reach it
-    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32003);
     assert_eq!(retries() - before, 2.0);
     assert_eq!(f.calls("do_thing"), 2, "nothing arrived while down");
     f.come_back();
@@ -102,7 +102,7 @@ fn retry_budget_caps_retries() {
     let sid = initialize(gw.addr, "2025-11-25");
     f.kill();
     for _ in 0..4 {
-        assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+        assert_eq!(code(&call(&gw, &sid, "do_thing")), -32003);
     }
     // A budget of 0% leaves only the three retries it starts with.
     assert_eq!(
@@ -130,12 +130,12 @@ fn breaker_opens_answers_at_once_and_recovers() {
 
     f.set(Mode::Error500);
     for _ in 0..3 {
-        assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+        assert_eq!(code(&call(&gw, &sid, "do_thing")), -32003);
     }
     assert_eq!(f.calls("do_thing"), 3);
     // Open: refused at once, the upstream is spared.
     let v = call(&gw, &sid, "do_thing");
-    assert_eq!(code(&v), -32042, "{v}");
+    assert_eq!(code(&v), -32015, "{v}");
     assert_eq!(f.calls("do_thing"), 3);
     assert_eq!(state(), 2.0);
     assert_eq!(listed(), "open");
@@ -149,9 +149,9 @@ fn breaker_opens_answers_at_once_and_recovers() {
 
     // After breaker_open_ms one probe goes through; it fails: open again at once.
     std::thread::sleep(Duration::from_millis(900));
-    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32030);
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32003);
     assert_eq!(f.calls("do_thing"), 4);
-    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32042);
+    assert_eq!(code(&call(&gw, &sid, "do_thing")), -32015);
 
     // The upstream recovers: the next probe succeeds and closes the breaker.
     f.set(Mode::Ok);

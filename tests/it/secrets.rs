@@ -494,14 +494,14 @@ fn oauth_client_credentials_tokens_are_refreshed_and_their_loss_fails_calls() {
     }
 
     // The token endpoint fails: the last token serves until it expires, then calls fail
-    // with -32030 and a warning.
+    // with -32003 and a warning.
     ep.failing.store(true, Ordering::SeqCst);
     let issued = ep.issued.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(3));
     // Not the upstream's failure: the breaker (2 failures here) does not open on it.
     for _ in 0..3 {
         let failed = call(&url, &[own], "oauthed__whoami", json!({}));
-        assert_eq!(failed["error"]["code"], -32030, "{failed}");
+        assert_eq!(failed["error"]["code"], -32003, "{failed}");
     }
     assert_eq!(ep.issued.load(Ordering::SeqCst), issued);
     let log = gw.log_text();

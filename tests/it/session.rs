@@ -247,7 +247,7 @@ fn cancellation_and_progress_timeouts() {
         steps[5]
     );
     assert_eq!(
-        steps[6]["error"]["code"], -32031,
+        steps[6]["error"]["code"], -32004,
         "no progress, timed out: {}",
         steps[6]
     );

@@ -236,6 +236,31 @@ pub struct Gateway {
     _dir: TempDir,
 }
 
+impl Drop for Gateway {
+    /// A test failing with a gateway still up shows whether the gateway was alive and the
+    /// end of its log (assertions that print the log themselves make this a repeat).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let state = match self.proc.child.try_wait() {
+            Ok(Some(status)) => format!("exited: {status}"),
+            Ok(None) => "still running".to_string(),
+            Err(e) => format!("unknown: {e}"),
+        };
+        let log = self.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        eprintln!(
+            "--- gateway on {} ({state}), last {} log lines:",
+            self.addr,
+            tail.len()
+        );
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+}
+
 impl Gateway {
     /// Starts `mcpgw run` with `[gateway]` settings `gateway_toml` (listen is added) and
     /// `upstreams_toml`, on `driver`; returns once it accepts connections.
@@ -707,13 +732,27 @@ pub struct Scenario {
     pub failed: u32,
 }
 
-/// Runs the conformance suite against `url`; returns its summary lines, and writes its whole
-/// output to `<target>/tmp/conformance/<label>.txt` (CI prints it).
+/// Runs the conformance suite (0.1.16, its active 2025-11-25 scenarios) against `url`;
+/// returns its summary lines, and writes its whole output to
+/// `<target>/tmp/conformance/<label>.txt` (CI prints it).
 pub fn conformance(url: &str, label: &str) -> Vec<Scenario> {
-    let out = Command::new(node_dir().join("run.sh"))
-        .arg(url)
-        .output()
-        .expect("run the conformance suite");
+    conformance_run(url, label, false)
+}
+
+/// As [`conformance`], with the 0.2.0-alpha.12 suite and the scenarios MCP 2026-07-28
+/// requires (`--requirements 2026-07-28`).
+pub fn conformance_2026(url: &str, label: &str) -> Vec<Scenario> {
+    conformance_run(url, label, true)
+}
+
+fn conformance_run(url: &str, label: &str, modern: bool) -> Vec<Scenario> {
+    let mut cmd = Command::new(node_dir().join("run.sh"));
+    cmd.arg(url);
+    if modern {
+        cmd.env("CONFORMANCE_SUITE", "2026")
+            .args(["--requirements", "2026-07-28"]);
+    }
+    let out = cmd.output().expect("run the conformance suite");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

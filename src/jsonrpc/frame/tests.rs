@@ -117,3 +117,36 @@ fn arbitrary_bytes_never_panic() {
         let _ = p.parse(Bytes::from(v));
     }
 }
+
+#[test]
+fn removals_leave_valid_json_whatever_members_go() {
+    let drop_io = |k: &[u8]| k.starts_with(b"io.");
+    for (meta, want) in [
+        (r#"{"io.a":1,"p":2,"io.b":{"x":[1]}}"#, r#"{"p":2}"#),
+        (r#"{"p":2, "io.a":1 , "io.b":3}"#, r#"{"p":2}"#),
+        (
+            r#"{ "io.a":1, "io.b":3, "p":2, "q":"io.z"}"#,
+            r#"{ "p":2, "q":"io.z"}"#,
+        ),
+        (r#"{"io.a":1,"io.b":3}"#, r#"{}"#),
+        (r#"{"p":1,"q":2}"#, r#"{"p":1,"q":2}"#),
+        (r#"{}"#, r#"{}"#),
+    ] {
+        let f = one(&format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{{"_meta":{meta}}}}}"#
+        ))
+        .expect("frame");
+        let span = f.param("_meta").expect("_meta");
+        let (spans, emptied) = f.removals(span, drop_io);
+        assert_eq!(emptied, w_empty(want), "{meta}");
+        let mut edits: Vec<(Span, &[u8])> = spans.into_iter().map(|s| (s, &b""[..])).collect();
+        let out = f.splice(&mut edits);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("still JSON");
+        let w: serde_json::Value = serde_json::from_str(want).expect("want");
+        assert_eq!(v["params"]["_meta"], w, "{meta}");
+    }
+}
+
+fn w_empty(want: &str) -> bool {
+    want == "{}"
+}

@@ -1,11 +1,12 @@
 """Drive an MCP server (the mcpgw gateway, or an upstream directly) with the official SDK client.
 
 Usage:
-    python client.py [--timeout SECONDS] [--header 'Name: value']...
+    python client.py [--timeout SECONDS] [--mode legacy|auto|2026-07-28] [--header 'Name: value']...
                      [--cafile PEM [--certfile PEM --keyfile PEM]] URL SCENARIO [ARGS...]
 
-Connects with `mcp.Client(URL, mode="legacy")` over Streamable HTTP (initialize handshake),
-runs one scenario and prints ONE JSON document on stdout. Exit code 0 means the scenario ran;
+Connects with `mcp.Client(URL, mode="legacy")` over Streamable HTTP (initialize handshake;
+--mode auto probes `server/discover` first and speaks 2026-07-28 statelessly when the server
+does, --mode 2026-07-28 does so without probing), runs one scenario and prints ONE JSON document on stdout. Exit code 0 means the scenario ran;
 assertions are left to the caller. A JSON-RPC error answered by the server (the SDK raises
 `mcp.MCPError`) is printed as {"error": {"code": c, "message": m[, "data": d]}} with exit 0.
 Anything else (connection refused, handshake failure, timeout, ...) exits non-zero with the
@@ -413,6 +414,7 @@ async def run(
     timeout: float,
     headers: dict[str, str],
     tls: ssl.SSLContext | None = None,
+    mode: str = "legacy",
 ) -> dict[str, Any]:
     fn = SCENARIOS[scenario]
     # Extra request headers (credentials) ride on the SDK's own HTTP client.
@@ -427,7 +429,7 @@ async def run(
         # JSON-RPC error object), which would hide a hung gateway; fail_after covers it.
         async with Client(
             server,
-            mode="legacy",
+            mode=mode,
             cache=None,
             sampling_callback=RECORDER.sampling,
             elicitation_callback=RECORDER.elicitation,
@@ -447,6 +449,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=float, default=30.0, help="overall limit in seconds (default 30)")
     parser.add_argument("--header", action="append", default=[], help="extra request header 'Name: value'")
+    parser.add_argument("--mode", default="legacy", choices=["legacy", "auto", "2026-07-28"], help="the SDK client's era")
     parser.add_argument("--cafile", help="https: CA certificates (PEM) that sign the server's certificate")
     parser.add_argument("--certfile", help="https: client certificate (PEM) for mTLS; needs --cafile and --keyfile")
     parser.add_argument("--keyfile", help="https: the client certificate's private key (PEM)")
@@ -466,7 +469,7 @@ def main() -> int:
             tls = ssl.create_default_context(cafile=ns.cafile)
             if ns.certfile:
                 tls.load_cert_chain(ns.certfile, ns.keyfile)
-        out = anyio.run(run, ns.url, ns.scenario, ns.args, ns.timeout, headers, tls)
+        out = anyio.run(run, ns.url, ns.scenario, ns.args, ns.timeout, headers, tls, ns.mode)
     except TimeoutError:
         traceback.print_exc()
         print(f"client.py: scenario {ns.scenario!r} timed out after {ns.timeout}s", file=sys.stderr)

@@ -1,0 +1,463 @@
+//! MCP 2026-07-28 on the front: requests without a session.
+//!
+//! A request whose `MCP-Protocol-Version` header names no legacy revision is served
+//! statelessly, as the spec's dual-era servers do (and the official SDKs: the header alone
+//! decides). Such a request carries its version and capabilities in `params._meta`; the
+//! gateway checks them, and its HTTP headers against its body, in the SDKs' order:
+//!
+//! 1. `params._meta` holds `io.modelcontextprotocol/protocolVersion` (a string) and
+//!    `io.modelcontextprotocol/clientCapabilities` (an object), else -32602;
+//! 2. the `MCP-Protocol-Version`, `Mcp-Method` and (for `tools/call`, `prompts/get`,
+//!    `resources/read`) `Mcp-Name` headers are present once each and say what the body says
+//!    (`Mcp-Name` may be `=?base64?...?=`), else -32020;
+//! 3. the version is one the gateway speaks (2026-07-28), else -32022 with `data.supported`.
+//!
+//! All three are HTTP 400; an unknown or removed method (`initialize`, `ping`,
+//! `logging/setLevel`, `resources/subscribe`...) is HTTP 404 with -32601. `server/discover`
+//! and the lists are answered from the snapshot; calls go to the upstreams on the gateway's
+//! own upstream sessions (a stateless request has none of its own), with
+//! `"resultType":"complete"` added to legacy upstreams' results. Not yet: input-required
+//! results in place of upstream requests (they are refused on the client's behalf),
+//! `subscriptions/listen` (so discover advertises no `listChanged`/`subscribe`), per-request
+//! log levels (log messages are not forwarded), and 2026-07-28 upstreams (every upstream is
+//! spoken to in the legacy era).
+
+use std::{rc::Rc, sync::Arc};
+
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{media, reply_with, Front, Outcome, Reply, ReplyBody, SERVER_INFO};
+use crate::{
+    auth::policy::Principal,
+    jsonrpc::{codes::error_body_data, error_body, Code, Frame, Kind, Message, Span},
+    registry::Snapshot,
+    session::{Session, STATELESS_VERSION, SUPPORTED_VERSIONS},
+    transport::http::RequestHead,
+    upstream::Hello,
+};
+
+/// Added inside a legacy upstream's result for a 2026-07-28 client.
+pub const RESULT_COMPLETE: &[u8] = b"\"resultType\":\"complete\",";
+
+/// Added inside list and read results: complete, and not to be reused (what a principal
+/// sees depends on its roles, and changes with the catalog).
+const LIST_MEMBERS: &[u8] = b"\"resultType\":\"complete\",\"ttlMs\":0,\"cacheScope\":\"private\",";
+
+/// The members a legacy upstream's result for `method` gains for a 2026-07-28 client.
+pub fn result_members(method: Option<&str>) -> &'static [u8] {
+    match method {
+        Some("resources/read") => LIST_MEMBERS,
+        _ => RESULT_COMPLETE,
+    }
+}
+
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+
+/// Whether a `_meta` key (raw) is one of the 2026-07-28 envelope's, which a legacy
+/// upstream must not be sent (the official SDK servers refuse such requests on a legacy
+/// session).
+pub fn is_envelope_key(key: &[u8]) -> bool {
+    key.starts_with(b"io.modelcontextprotocol/")
+}
+
+/// Whether an `MCP-Protocol-Version` header selects the stateless era: any value that is
+/// not a legacy revision (unknown ones are refused there, with -32022).
+pub fn is_stateless(version_header: &[u8]) -> bool {
+    !SUPPORTED_VERSIONS
+        .iter()
+        .any(|v| v.as_bytes() == version_header)
+}
+
+/// The answer to GET or DELETE in the stateless era: there is no session stream to open or
+/// end.
+pub fn method_not_allowed() -> Reply {
+    let mut r = Reply::error(
+        405,
+        Code::BadHttpRequest,
+        "Method not allowed: MCP 2026-07-28 requests are POSTs",
+    );
+    r.headers.push(("Allow", Bytes::from_static(b"POST")));
+    r
+}
+
+/// The HTTP status of an error answer on the stateless path (as the SDKs map them).
+fn status_of(code: i64) -> u16 {
+    match code {
+        -32700 | -32600 | -32602 | -32020 | -32021 | -32022 => 400,
+        -32601 => 404,
+        _ => 200,
+    }
+}
+
+/// The error code of an answer the gateway wrote with `error_body` for request `id`.
+fn error_code(body: &[u8], id: &[u8]) -> Option<i64> {
+    let rest = body.strip_prefix(b"{\"jsonrpc\":\"2.0\",\"id\":")?;
+    let rest = rest.strip_prefix(id)?;
+    let rest = rest.strip_prefix(b",\"error\":{\"code\":")?;
+    let end = rest.iter().position(|b| *b == b',')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// Where members go into the object at `span` whose bytes are `raw`: just after its `{`,
+/// when it has members (so the inserted ones end with a comma); `None` for `{}`.
+pub fn insert_point(raw: &[u8], span: Span) -> Option<Span> {
+    let open = raw.iter().position(|b| !b.is_ascii_whitespace())?;
+    if raw[open] != b'{' {
+        return None;
+    }
+    let next = raw[open + 1..].iter().find(|b| !b.is_ascii_whitespace())?;
+    if *next == b'}' {
+        return None;
+    }
+    let at = span.start + u32::try_from(open + 1).ok()?;
+    Some(Span { start: at, end: at })
+}
+
+/// `body` (a `result_body` for `id`) with `members` (each followed by a comma) first in its
+/// result object; unchanged when it is not one (an error).
+fn with_members(body: Bytes, id: &[u8], members: &[u8]) -> Bytes {
+    let head = b"{\"jsonrpc\":\"2.0\",\"id\":".len() + id.len() + b",\"result\":".len();
+    let fits = body.get(..head).is_some_and(|h| {
+        h.starts_with(b"{\"jsonrpc\":\"2.0\",\"id\":") && h.ends_with(b",\"result\":")
+    });
+    if !fits || body.get(head) != Some(&b'{') {
+        return body;
+    }
+    let empty = body.get(head + 1) == Some(&b'}');
+    let mut out = BytesMut::with_capacity(body.len() + members.len());
+    out.put_slice(&body[..=head]);
+    if empty {
+        out.put_slice(&members[..members.len() - 1]);
+    } else {
+        out.put_slice(members);
+    }
+    out.put_slice(&body[head + 1..]);
+    out.freeze()
+}
+
+/// The value of header `name` when it appears at most once (`Err` when repeated).
+fn single<'a>(req: &'a RequestHead, name: &'a str) -> Result<Option<&'a [u8]>, ()> {
+    let mut it = req.header_values(name);
+    let first = it.next();
+    match it.next() {
+        Some(_) => Err(()),
+        None => Ok(first),
+    }
+}
+
+/// A routing header's text: surrounding blanks dropped, `=?base64?...?=` decoded.
+fn header_text(v: &[u8]) -> Option<String> {
+    let t = std::str::from_utf8(v).ok()?.trim_matches([' ', '\t']);
+    match t
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b64) => {
+            let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            String::from_utf8(raw).ok()
+        }
+        None => Some(t.to_string()),
+    }
+}
+
+/// A refused stateless request: its error, at the status that code takes.
+fn refuse(id: Option<&[u8]>, code: Code, message: &str) -> Reply {
+    Reply::json(status_of(code.code().into()), error_body(id, code, message))
+}
+
+/// The JSON-RPC parameter a method's `Mcp-Name` mirrors.
+fn named_param(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// The gateway's capabilities for `server/discover`: the snapshot's, without what needs
+/// `subscriptions/listen` (list changes, resource subscriptions) or a log level.
+fn discover_capabilities(snap: &Snapshot) -> String {
+    let Ok(serde_json::Value::Object(mut caps)) =
+        serde_json::from_slice::<serde_json::Value>(&snap.capabilities)
+    else {
+        return "{}".into();
+    };
+    caps.remove("logging");
+    for v in caps.values_mut() {
+        if let serde_json::Value::Object(o) = v {
+            o.remove("listChanged");
+            o.remove("subscribe");
+        }
+    }
+    serde_json::Value::Object(caps).to_string()
+}
+
+impl Front {
+    /// Serves one POST of the stateless era.
+    pub(super) async fn post_stateless(
+        self: &Rc<Self>,
+        req: &RequestHead,
+        body: Bytes,
+        server: Option<&str>,
+        principal: &Arc<Principal>,
+    ) -> Reply {
+        let answer = match media(req) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        let trace = self.trace_parent(req);
+        let f = match self.caller.parser.borrow_mut().parse(body) {
+            Ok(Message::Single(f)) => f,
+            Ok(Message::Batch(_)) => {
+                return refuse(
+                    None,
+                    Code::InvalidRequest,
+                    "Invalid Request: batches are not part of MCP 2026-07-28",
+                )
+            }
+            Err(e) => return super::frame_error_reply(&e),
+        };
+        match f.kind() {
+            // Notifications have nothing to do here (cancellation is closing the stream).
+            Kind::Notification => return Reply::empty(202),
+            Kind::Response => {
+                return refuse(
+                    None,
+                    Code::InvalidRequest,
+                    "Invalid Request: MCP 2026-07-28 has no server-to-client requests to answer",
+                )
+            }
+            Kind::Request => {}
+        }
+        let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
+        let Some(method) = f.method().map(std::borrow::Cow::into_owned) else {
+            return refuse(Some(&id), Code::InvalidRequest, "Invalid Request");
+        };
+        let (version, hello) = match check(req, &f, &id, &method) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let snap = self.shared.snapshot.load_full();
+        let outcome = match method.as_str() {
+            "server/discover" => Outcome::Done(discover(&snap, &id)),
+            "tools/call"
+            | "prompts/get"
+            | "resources/read"
+            | "completion/complete"
+            | "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list" => {
+                let sess = Arc::new(Session::stateless(
+                    version,
+                    hello,
+                    server.map(str::to_string),
+                    principal.clone(),
+                    self.shared.now_ms(),
+                ));
+                let out = self.request(&f, &snap, &sess, answer, trace).await;
+                match out {
+                    Outcome::Done(b) if method.ends_with("/list") => {
+                        Outcome::Done(with_members(b, &id, LIST_MEMBERS))
+                    }
+                    other => other,
+                }
+            }
+            _ => Outcome::Done(error_body(
+                Some(&id),
+                Code::MethodNotFound,
+                "Method not found",
+            )),
+        };
+        match outcome {
+            Outcome::Done(b) => match error_code(&b, &id).map(status_of) {
+                Some(status) if status != 200 => Reply::json(status, b),
+                _ => reply_with(answer, b),
+            },
+            Outcome::Streaming(relay, first) => Reply {
+                status: 200,
+                headers: vec![],
+                body: ReplyBody::Relay(relay, first),
+            },
+        }
+    }
+}
+
+/// Checks a stateless request's `_meta` and routing headers; its version (one the gateway
+/// speaks) and what it says about the client.
+fn check(
+    req: &RequestHead,
+    f: &Frame,
+    id: &[u8],
+    method: &str,
+) -> Result<(&'static str, Hello), Reply> {
+    let meta = f
+        .param("_meta")
+        .filter(|s| f.raw_at(*s).is_some_and(|r| r.first() == Some(&b'{')));
+    let version = meta
+        .and_then(|m| f.member(m, META_VERSION))
+        .and_then(|s| f.str_at(s));
+    let capabilities = meta
+        .and_then(|m| f.member(m, META_CAPABILITIES))
+        .and_then(|s| f.raw_at(s))
+        .filter(|r| r.first() == Some(&b'{'));
+    let header = req.header("mcp-protocol-version").unwrap_or_default();
+    if version.is_none() && header != STATELESS_VERSION.as_bytes() {
+        // Neither era's request: a version header the gateway does not know on a body
+        // without `_meta` (a legacy client at a revision the gateway lacks). Every revision
+        // it speaks is listed.
+        let mut supported = vec![STATELESS_VERSION];
+        supported.extend(SUPPORTED_VERSIONS.iter().rev());
+        return Err(unsupported(
+            id,
+            &supported,
+            &String::from_utf8_lossy(header),
+        ));
+    }
+    let (Some(version), Some(capabilities)) = (version, capabilities) else {
+        return Err(refuse(
+            Some(id),
+            Code::InvalidParams,
+            "Invalid params: params._meta must hold \"io.modelcontextprotocol/protocolVersion\" (a string) and \"io.modelcontextprotocol/clientCapabilities\" (an object)",
+        ));
+    };
+    let mismatch = |what: &str| Err(refuse(Some(id), Code::HeaderMismatch, what));
+    match single(req, "mcp-protocol-version") {
+        Ok(Some(h)) if h == version.as_bytes() => {}
+        Ok(_) => {
+            return mismatch("Header mismatch: MCP-Protocol-Version differs from params._meta")
+        }
+        Err(()) => return mismatch("Header mismatch: MCP-Protocol-Version appears twice"),
+    }
+    match single(req, "mcp-method") {
+        Ok(Some(h)) if header_text(h).as_deref() == Some(method) => {}
+        Ok(Some(_)) => return mismatch("Header mismatch: Mcp-Method differs from the method"),
+        Ok(None) => return mismatch("Header mismatch: Mcp-Method is required"),
+        Err(()) => return mismatch("Header mismatch: Mcp-Method appears twice"),
+    }
+    if let Some(param) = named_param(method) {
+        let body = f.param(param).and_then(|s| f.str_at(s));
+        match single(req, "mcp-name") {
+            Ok(Some(h)) => {
+                // Without the parameter the call is refused for that, below.
+                if body.is_some_and(|b| header_text(h).as_deref() != Some(&*b)) {
+                    return mismatch("Header mismatch: Mcp-Name differs from the request's name");
+                }
+            }
+            Ok(None) => return mismatch("Header mismatch: Mcp-Name is required"),
+            Err(()) => return mismatch("Header mismatch: Mcp-Name appears twice"),
+        }
+    }
+    if version != STATELESS_VERSION {
+        return Err(unsupported(id, &[STATELESS_VERSION], &version));
+    }
+    let client_info = meta
+        .and_then(|m| f.member(m, META_CLIENT_INFO))
+        .and_then(|s| f.raw_at(s))
+        .filter(|r| r.first() == Some(&b'{'))
+        .map_or(
+            Bytes::from_static(crate::upstream::CLIENT_INFO.as_bytes()),
+            Bytes::copy_from_slice,
+        );
+    let hello = Hello {
+        capabilities: Bytes::copy_from_slice(capabilities),
+        client_info,
+    };
+    Ok((STATELESS_VERSION, hello))
+}
+
+/// -32022 for `requested`, naming the `supported` revisions.
+fn unsupported(id: &[u8], supported: &[&str], requested: &str) -> Reply {
+    let data = serde_json::json!({ "supported": supported, "requested": requested }).to_string();
+    Reply::json(
+        400,
+        error_body_data(
+            Some(id),
+            Code::UnsupportedProtocolVersion,
+            "Unsupported protocol version",
+            data.as_bytes(),
+        ),
+    )
+}
+
+/// The `server/discover` answer.
+fn discover(snap: &Snapshot, id: &[u8]) -> Bytes {
+    let result = format!(
+        r#"{{"resultType":"complete","supportedVersions":["{STATELESS_VERSION}"],"capabilities":{caps},"instructions":{ins},"ttlMs":0,"cacheScope":"private","_meta":{{"io.modelcontextprotocol/serverInfo":{SERVER_INFO}}}}}"#,
+        caps = discover_capabilities(snap),
+        ins = super::instructions(snap),
+    );
+    crate::jsonrpc::result_body(id, result.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_versions_are_not_stateless() {
+        assert!(!is_stateless(b"2025-11-25"));
+        assert!(!is_stateless(b"2024-11-05"));
+        assert!(is_stateless(b"2026-07-28"));
+        assert!(is_stateless(b"v999.0.0"));
+    }
+
+    #[test]
+    fn statuses_follow_the_sdks() {
+        assert_eq!(status_of(-32602), 400);
+        assert_eq!(status_of(-32020), 400);
+        assert_eq!(status_of(-32022), 400);
+        assert_eq!(status_of(-32601), 404);
+        assert_eq!(status_of(-32003), 200);
+    }
+
+    #[test]
+    fn error_codes_are_read_from_gateway_errors_only() {
+        let e = error_body(Some(b"\"a\""), Code::MethodNotFound, "Method not found");
+        assert_eq!(error_code(&e, b"\"a\""), Some(-32601));
+        assert_eq!(error_code(&e, b"\"b\""), None);
+        let ok = crate::jsonrpc::result_body(b"1", br#"{"x":1}"#);
+        assert_eq!(error_code(&ok, b"1"), None);
+    }
+
+    #[test]
+    fn members_go_first_in_results() {
+        let b = crate::jsonrpc::result_body(b"7", br#"{"tools":[]}"#);
+        let v: serde_json::Value =
+            serde_json::from_slice(&with_members(b, b"7", LIST_MEMBERS)).expect("json");
+        assert_eq!(v["result"]["resultType"], "complete");
+        assert_eq!(v["result"]["cacheScope"], "private");
+        assert!(v["result"]["tools"].is_array());
+        let empty = crate::jsonrpc::result_body(b"7", b"{}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&with_members(empty, b"7", LIST_MEMBERS)).expect("json");
+        assert_eq!(v["result"]["ttlMs"], 0);
+        let err = error_body(Some(b"7"), Code::InvalidParams, "bad");
+        assert_eq!(with_members(err.clone(), b"7", LIST_MEMBERS), err);
+    }
+
+    #[test]
+    fn insert_points_skip_empty_objects() {
+        let span = Span { start: 10, end: 20 };
+        assert_eq!(
+            insert_point(b" {\"a\":1}", span),
+            Some(Span { start: 12, end: 12 })
+        );
+        assert_eq!(insert_point(b"{ }", span), None);
+        assert_eq!(insert_point(b"[1]", span), None);
+    }
+
+    #[test]
+    fn routing_headers_decode_base64() {
+        assert_eq!(header_text(b" tools/call ").as_deref(), Some("tools/call"));
+        let enc = format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode("héllo")
+        );
+        assert_eq!(header_text(enc.as_bytes()).as_deref(), Some("héllo"));
+        assert_eq!(header_text(b"=?base64?***?="), None);
+    }
+}

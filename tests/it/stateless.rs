@@ -1,0 +1,345 @@
+//! MCP 2026-07-28 clients (stateless: no `initialize`, no session) through the gateway to
+//! legacy upstreams: the official Python SDK client in `mode="auto"` (it probes
+//! `server/discover` before `initialize`), and raw HTTP for the checks of `_meta` and the
+//! routing headers.
+
+use serde_json::{json, Value};
+
+use crate::support::{
+    client, client_opts, http_upstream_toml, stdio_fixture_toml, Gateway, HttpFixture, Raw,
+};
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The same gateway, the same upstreams (a stdio child and an HTTP server, both spoken to in
+/// the legacy era): a 2026-07-28 client sees what a legacy client sees and its calls work.
+#[test]
+fn sdk_client_in_auto_mode_is_served_statelessly() {
+    let alpha = HttpFixture::start("alpha");
+    let upstreams = format!(
+        "{}\n{}",
+        http_upstream_toml("alpha", &alpha.url(), ""),
+        stdio_fixture_toml("beta", "")
+    );
+    let gw = Gateway::start("", &upstreams, "auto");
+    let modern = client_opts(&["--mode", "auto"], &gw.url(), "tour", &[]);
+    let legacy = client(&gw.url(), "tour", &[]);
+    assert_eq!(modern["protocol_version"], "2026-07-28", "{modern}");
+    assert_eq!(legacy["protocol_version"], "2025-11-25", "{legacy}");
+    for list in ["tools", "prompts", "resources", "resource_templates"] {
+        assert_eq!(strings(&modern[list]), strings(&legacy[list]), "{list}");
+    }
+    assert!(strings(&modern["tools"]).contains(&"beta__echo".to_string()));
+
+    let out = client_opts(
+        &["--mode", "auto"],
+        &gw.url(),
+        "script",
+        &[&json!([
+            ["call", "alpha__echo", {"text": "hi"}],
+            ["call", "beta__add", {"a": 2, "b": 40}],
+            ["call", "beta__fail", {}],
+            ["call", "gamma__echo", {"text": "x"}],
+            ["call_progress", "alpha__progress", {"steps": 3}],
+            ["read", "mcpgw://beta/fixture://beta/item/42"],
+            ["read", "mcpgw://nosuch/fixture://x"],
+            ["prompt", "beta__greet", {"who": "ann"}],
+            ["complete_prompt", "alpha__greet", "who", "al"],
+            ["call", "beta__ask_llm", {"prompt": "hello"}],
+            ["many", "20", "alpha__echo"],
+        ])
+        .to_string()],
+    );
+    let steps = &out["steps"];
+    assert_eq!(steps[0]["text"][0], "alpha:hi", "{}", steps[0]);
+    assert_eq!(steps[1]["structured"]["result"], 42, "{}", steps[1]);
+    assert_eq!(steps[2]["is_error"], true, "{}", steps[2]);
+    assert_eq!(steps[3]["error"]["code"], -32602, "{}", steps[3]);
+    assert_eq!(
+        steps[4]["progress"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        steps[4]
+    );
+    assert_eq!(steps[5]["contents"][0]["text"], "item 42 from beta");
+    // 2026-07-28: an unknown resource is invalid params, naming the URI.
+    assert_eq!(steps[6]["error"]["code"], -32602, "{}", steps[6]);
+    assert_eq!(
+        steps[6]["error"]["data"]["uri"], "mcpgw://nosuch/fixture://x",
+        "{}",
+        steps[6]
+    );
+    assert_eq!(steps[7]["messages"][0]["text"], "Hello ann from beta");
+    assert_eq!(steps[8]["values"], json!(["alice", "albert", "alpha"]));
+    // The upstream's sampling request is refused on the client's behalf (no input-required
+    // translation yet): the tool fails, promptly, instead of hanging.
+    assert_eq!(steps[9]["is_error"], true, "{}", steps[9]);
+    assert_eq!(steps[10]["ok"], 20, "{}", steps[10]);
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("session created").count(),
+        1,
+        "only the legacy client opened a session:\n{log}"
+    );
+}
+
+/// A 2026-07-28 request for `method` with `meta` as its `_meta`, and `headers`.
+fn stateless(id: u32, method: &str, params: Value, headers: &[&str]) -> Vec<u8> {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    crate::support::post(&body.to_string(), headers)
+}
+
+fn meta(version: &str) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    })
+}
+
+/// Every refusal is an HTTP status and a JSON-RPC error with the request's id, decided
+/// before anything is routed; the connection stays usable; no answer names a session.
+#[test]
+fn stateless_requests_are_checked_before_they_are_routed() {
+    let gw = Gateway::start("", &stdio_fixture_toml("beta", ""), "epoll");
+    let mut c = Raw::connect(gw.addr);
+    let v = "MCP-Protocol-Version: 2026-07-28";
+    let call =
+        |name: &str| json!({"name": name, "arguments": {"text": "x"}, "_meta": meta("2026-07-28")});
+    let name_b64 = format!("Mcp-Name: =?base64?{}?=", base64_of("beta__echo"));
+    let cases: Vec<(Vec<u8>, u16, Option<i64>, &str)> = vec![
+        // A well-formed call, and the same with its name base64-encoded in the header.
+        (
+            stateless(
+                1,
+                "tools/call",
+                call("beta__echo"),
+                &[v, "Mcp-Method: tools/call", "Mcp-Name: beta__echo"],
+            ),
+            200,
+            None,
+            "beta:x",
+        ),
+        (
+            stateless(
+                2,
+                "tools/call",
+                call("beta__echo"),
+                &[v, "Mcp-Method: tools/call", &name_b64],
+            ),
+            200,
+            None,
+            "beta:x",
+        ),
+        // No _meta; _meta without capabilities.
+        (
+            stateless(3, "tools/list", json!({}), &[v, "Mcp-Method: tools/list"]),
+            400,
+            Some(-32602),
+            "_meta",
+        ),
+        (
+            stateless(
+                4,
+                "tools/list",
+                json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}),
+                &[v, "Mcp-Method: tools/list"],
+            ),
+            400,
+            Some(-32602),
+            "clientCapabilities",
+        ),
+        // Headers unlike the body, missing, or repeated.
+        (
+            stateless(
+                5,
+                "tools/call",
+                call("beta__echo"),
+                &[v, "Mcp-Method: tools/list", "Mcp-Name: beta__echo"],
+            ),
+            400,
+            Some(-32020),
+            "Mcp-Method",
+        ),
+        (
+            stateless(
+                6,
+                "tools/call",
+                call("beta__echo"),
+                &[v, "Mcp-Method: tools/call", "Mcp-Name: beta__add"],
+            ),
+            400,
+            Some(-32020),
+            "Mcp-Name",
+        ),
+        (
+            stateless(
+                7,
+                "tools/call",
+                call("beta__echo"),
+                &[v, "Mcp-Method: tools/call"],
+            ),
+            400,
+            Some(-32020),
+            "Mcp-Name is required",
+        ),
+        (
+            stateless(8, "tools/list", json!({"_meta": meta("2026-07-28")}), &[v]),
+            400,
+            Some(-32020),
+            "Mcp-Method is required",
+        ),
+        (
+            stateless(
+                9,
+                "tools/list",
+                json!({"_meta": meta("2026-07-28")}),
+                &[v, "Mcp-Method: tools/list", "Mcp-Method: tools/list"],
+            ),
+            400,
+            Some(-32020),
+            "twice",
+        ),
+        (
+            stateless(
+                10,
+                "tools/list",
+                json!({"_meta": meta("2026-07-29")}),
+                &[v, "Mcp-Method: tools/list"],
+            ),
+            400,
+            Some(-32020),
+            "MCP-Protocol-Version",
+        ),
+        // A version the gateway does not speak, in header and body.
+        (
+            stateless(
+                11,
+                "server/discover",
+                json!({"_meta": meta("v999.0.0")}),
+                &[
+                    "MCP-Protocol-Version: v999.0.0",
+                    "Mcp-Method: server/discover",
+                ],
+            ),
+            400,
+            Some(-32022),
+            "Unsupported protocol version",
+        ),
+        // Methods the revision removed, and unknown ones.
+        (
+            stateless(
+                12,
+                "ping",
+                json!({"_meta": meta("2026-07-28")}),
+                &[v, "Mcp-Method: ping"],
+            ),
+            404,
+            Some(-32601),
+            "Method not found",
+        ),
+        (
+            stateless(
+                13,
+                "initialize",
+                json!({"_meta": meta("2026-07-28")}),
+                &[v, "Mcp-Method: initialize"],
+            ),
+            404,
+            Some(-32601),
+            "Method not found",
+        ),
+        // Unknown tool: invalid params (HTTP 400 in this era).
+        (
+            stateless(
+                14,
+                "tools/call",
+                call("beta__nope"),
+                &[v, "Mcp-Method: tools/call", "Mcp-Name: beta__nope"],
+            ),
+            400,
+            Some(-32602),
+            "Unknown tool",
+        ),
+    ];
+    for (i, (req, status, code, text)) in cases.iter().enumerate() {
+        c.send(req);
+        let r = c
+            .read()
+            .unwrap_or_else(|| panic!("case {i}: no answer (connection closed)"));
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        assert_eq!(r.status, *status, "case {i}: {body}");
+        assert!(r.header("mcp-session-id").is_none(), "case {i}: {r:?}");
+        let v = r.json();
+        assert!(
+            v["id"].as_u64().is_some(),
+            "case {i}: the request's id: {body}"
+        );
+        match code {
+            Some(code) => assert_eq!(v["error"]["code"], *code, "case {i}: {body}"),
+            None => assert_eq!(v["result"]["resultType"], "complete", "case {i}: {body}"),
+        }
+        assert!(body.contains(text), "case {i}: {text:?} not in {body}");
+    }
+    // -32022 names what the gateway speaks.
+    c.send(&stateless(
+        15,
+        "server/discover",
+        json!({"_meta": meta("v999.0.0")}),
+        &[
+            "MCP-Protocol-Version: v999.0.0",
+            "Mcp-Method: server/discover",
+        ],
+    ));
+    let r = c.read().expect("answer");
+    assert_eq!(
+        r.json()["error"]["data"]["supported"],
+        json!(["2026-07-28"])
+    );
+    assert_eq!(r.json()["error"]["data"]["requested"], "v999.0.0");
+
+    // server/discover from the snapshot: no listChanged or subscribe (no listen yet).
+    c.send(&stateless(
+        16,
+        "server/discover",
+        json!({"_meta": meta("2026-07-28")}),
+        &[v, "Mcp-Method: server/discover"],
+    ));
+    let r = c.read().expect("discover");
+    let d = r.json();
+    assert_eq!(
+        d["result"]["supportedVersions"],
+        json!(["2026-07-28"]),
+        "{d}"
+    );
+    assert!(d["result"]["capabilities"]["tools"].is_object(), "{d}");
+    assert!(
+        !d["result"]["capabilities"]
+            .to_string()
+            .contains("listChanged"),
+        "{d}"
+    );
+    assert_eq!(
+        d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "mcpgw"
+    );
+
+    // GET and DELETE are not part of the era.
+    c.send(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\r\n");
+    let r = c.read().expect("GET answer");
+    assert_eq!(r.status, 405, "{r:?}");
+    assert_eq!(r.header("allow"), Some("POST"));
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
