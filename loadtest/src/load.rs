@@ -109,6 +109,12 @@ pub struct Args {
     #[arg(long, default_value = "fixture://static/1")]
     pub resource: String,
 
+    /// Speak MCP 2026-07-28 (stateless): no `initialize` and no session; every request
+    /// carries `params._meta` (version, capabilities) and the `MCP-Protocol-Version`,
+    /// `Mcp-Method` and `Mcp-Name` headers.
+    #[arg(long)]
+    pub stateless: bool,
+
     /// Send `Accept: text/event-stream` alone, so that a server honouring it (mcpgw does)
     /// answers every request as an event stream. By default both JSON and event stream are
     /// accepted, as the MCP spec asks of clients.
@@ -240,6 +246,7 @@ impl Config {
         if args.sse {
             target.accept = client::ACCEPT_SSE;
         }
+        target.stateless = args.stateless;
         let target = Arc::new(target);
         let threads = args.threads.clamp(1, args.connections);
         Ok(Config {
@@ -306,6 +313,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         payload_bytes: config.args.payload_bytes,
         result_bytes: config.args.result_bytes,
         resource: config.args.resource.clone(),
+        stateless: config.args.stateless,
     });
     let shared = Arc::new(Shared {
         bodies,

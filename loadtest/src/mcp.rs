@@ -18,6 +18,9 @@ mod tests;
 /// The protocol revision the load generator negotiates.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
 
+/// The revision spoken with `--stateless`: no session, each request carries `_meta`.
+pub const STATELESS_VERSION: &str = "2026-07-28";
+
 /// The body of `notifications/initialized`.
 pub const INITIALIZED: &[u8] = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
@@ -174,12 +177,17 @@ pub struct Payload {
     pub result_bytes: Option<usize>,
     /// URI read by `resources/read`.
     pub resource: String,
+    /// MCP 2026-07-28: `params._meta` with version and capabilities in every request, and
+    /// the `Mcp-Method` / `Mcp-Name` headers.
+    pub stateless: bool,
 }
 
 /// Request bodies, pre-serialized around the id: `prefix + id + suffix`.
 #[derive(Debug, Clone)]
 pub struct Bodies {
     parts: [(Vec<u8>, Vec<u8>); 3],
+    /// Header lines each request of an op carries (stateless era: `Mcp-Method`, `Mcp-Name`).
+    headers: [Vec<u8>; 3],
 }
 
 impl Bodies {
@@ -190,8 +198,30 @@ impl Bodies {
         if let Some(n) = p.result_bytes {
             args["result_bytes"] = n.into();
         }
-        let call = serde_json::json!({"name": p.tool, "arguments": args});
-        let read = serde_json::json!({"uri": p.resource});
+        let mut call = serde_json::json!({"name": p.tool, "arguments": args});
+        let mut read = serde_json::json!({"uri": p.resource});
+        let mut list = None;
+        if p.stateless {
+            let meta = serde_json::json!({
+                "io.modelcontextprotocol/protocolVersion": STATELESS_VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo":
+                    {"name": "mcpgw-load", "version": env!("CARGO_PKG_VERSION")},
+            });
+            call["_meta"] = meta.clone();
+            read["_meta"] = meta.clone();
+            list = Some(serde_json::json!({ "_meta": meta }));
+        }
+        let headers = |method: &str, name: Option<&str>| -> Vec<u8> {
+            if !p.stateless {
+                return Vec::new();
+            }
+            let mut h = format!("Mcp-Method: {method}\r\n");
+            if let Some(n) = name {
+                h.push_str(&format!("Mcp-Name: {n}\r\n"));
+            }
+            h.into_bytes()
+        };
         let template = |method: &str, params: Option<serde_json::Value>| {
             let prefix = br#"{"jsonrpc":"2.0","id":"#.to_vec();
             let mut suffix = format!(r#","method":"{method}""#);
@@ -205,8 +235,13 @@ impl Bodies {
         Bodies {
             parts: [
                 template("tools/call", Some(call)),
-                template("tools/list", None),
+                template("tools/list", list),
                 template("resources/read", Some(read)),
+            ],
+            headers: [
+                headers("tools/call", Some(&p.tool)),
+                headers("tools/list", None),
+                headers("resources/read", Some(&p.resource)),
             ],
         }
     }
@@ -217,6 +252,11 @@ impl Bodies {
         out.extend_from_slice(prefix);
         push_u64(out, id);
         out.extend_from_slice(suffix);
+    }
+
+    /// The header lines of every request of `op` (empty in the legacy era).
+    pub fn headers(&self, op: Op) -> &[u8] {
+        &self.headers[op.index()]
     }
 
     /// Length of the body of `op` with `id`, bytes.

@@ -32,6 +32,8 @@ pub struct Target {
     pub accept: &'static str,
     /// Extra header lines (`Name: value\r\n` each) on every request, e.g. credentials.
     pub extra_headers: String,
+    /// Speak MCP 2026-07-28: no `initialize`, the version header on every request.
+    pub stateless: bool,
 }
 
 /// The `Accept` value the spec asks clients to send.
@@ -70,6 +72,7 @@ impl Target {
             path: path.to_string(),
             accept: ACCEPT_BOTH,
             extra_headers: String::new(),
+            stateless: false,
         })
     }
 }
@@ -92,7 +95,7 @@ pub struct Client {
     rb: ReadBuf,
     scratch: Vec<u8>,
     out: Vec<u8>,
-    /// Request head up to and including `Content-Length: `.
+    /// Request head up to the per-request headers and `Content-Length`.
     head: Vec<u8>,
     session: Option<String>,
     next_id: u64,
@@ -118,9 +121,17 @@ impl Client {
         self.session.as_deref()
     }
 
-    /// Connects and opens the MCP session, each exchange bounded by `timeout`.
+    /// Connects and opens the MCP session, each exchange bounded by `timeout`. In the
+    /// stateless era there is no session: it only connects.
     pub async fn setup(&mut self, timeout: Duration) -> Result<(), ErrorKind> {
-        self.head = self.head_prefix(None, false);
+        if self.target.stateless {
+            self.head = self.head_prefix(None, Some(mcp::STATELESS_VERSION));
+            return match monoio::time::timeout(timeout, self.connect()).await {
+                Ok(r) => r,
+                Err(_) => Err(ErrorKind::Timeout),
+            };
+        }
+        self.head = self.head_prefix(None, None);
         // initialize
         let body = mcp::initialize_body();
         self.prepare(&body);
@@ -136,7 +147,7 @@ impl Client {
             }
         };
         self.session = session;
-        self.head = self.head_prefix(self.session.as_deref(), true);
+        self.head = self.head_prefix(self.session.as_deref(), Some(mcp::PROTOCOL_VERSION));
         // notifications/initialized: 202 and no body.
         self.prepare(mcp::INITIALIZED);
         match monoio::time::timeout(timeout, self.notify()).await {
@@ -154,6 +165,8 @@ impl Client {
         self.next_id += 1;
         self.out.clear();
         self.out.extend_from_slice(&self.head);
+        self.out.extend_from_slice(bodies.headers(op));
+        self.out.extend_from_slice(b"Content-Length: ");
         mcp::push_u64(&mut self.out, bodies.len(op, id) as u64);
         self.out.extend_from_slice(b"\r\n\r\n");
         bodies.write(op, id, &mut self.out);
@@ -183,14 +196,14 @@ impl Client {
         self.rb.clear();
     }
 
-    fn head_prefix(&self, session: Option<&str>, versioned: bool) -> Vec<u8> {
+    fn head_prefix(&self, session: Option<&str>, version: Option<&str>) -> Vec<u8> {
         let mut h = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: {}\r\n",
             self.target.path, self.target.host, self.target.accept
         );
-        if versioned {
+        if let Some(v) = version {
             h.push_str("MCP-Protocol-Version: ");
-            h.push_str(mcp::PROTOCOL_VERSION);
+            h.push_str(v);
             h.push_str("\r\n");
         }
         if let Some(s) = session {
@@ -199,13 +212,13 @@ impl Client {
             h.push_str("\r\n");
         }
         h.push_str(&self.target.extra_headers);
-        h.push_str("Content-Length: ");
         h.into_bytes()
     }
 
     fn prepare(&mut self, body: &[u8]) {
         self.out.clear();
         self.out.extend_from_slice(&self.head);
+        self.out.extend_from_slice(b"Content-Length: ");
         mcp::push_u64(&mut self.out, body.len() as u64);
         self.out.extend_from_slice(b"\r\n\r\n");
         self.out.extend_from_slice(body);

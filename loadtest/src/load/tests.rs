@@ -37,6 +37,7 @@ fn bodies(tool: &str, result_bytes: Option<usize>) -> Bodies {
         payload_bytes: 100,
         result_bytes,
         resource: "fixture://static/1".into(),
+        stateless: false,
     })
 }
 

@@ -41,6 +41,7 @@ fn bodies_are_valid_json_with_the_id() {
         payload_bytes: 16,
         result_bytes: Some(2048),
         resource: "fixture://static/1".into(),
+        stateless: false,
     });
     for op in Op::ALL {
         for id in [0u64, 7, 10, 123_456_789, u64::MAX] {
@@ -118,5 +119,42 @@ fn push_u64_matches_to_string() {
         push_u64(&mut out, n);
         assert_eq!(out, n.to_string().into_bytes());
         assert_eq!(digits(n), out.len());
+    }
+}
+
+#[test]
+fn stateless_bodies_carry_meta_and_routing_headers() {
+    let bodies = Bodies::new(&Payload {
+        tool: "up__echo".into(),
+        payload_bytes: 16,
+        result_bytes: None,
+        resource: "fixture://static/1".into(),
+        stateless: true,
+    });
+    for (op, method, name) in [
+        (Op::Call, "tools/call", Some("up__echo")),
+        (Op::List, "tools/list", None),
+        (Op::Read, "resources/read", Some("fixture://static/1")),
+    ] {
+        let mut out = Vec::new();
+        bodies.write(op, 9, &mut out);
+        assert_eq!(out.len(), bodies.len(op, 9));
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["method"], method);
+        let meta = &v["params"]["_meta"];
+        assert_eq!(
+            meta["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
+        assert!(meta["io.modelcontextprotocol/clientCapabilities"].is_object());
+        let headers = String::from_utf8_lossy(bodies.headers(op)).to_string();
+        assert!(
+            headers.contains(&format!("Mcp-Method: {method}\r\n")),
+            "{headers}"
+        );
+        assert_eq!(headers.contains("Mcp-Name: "), name.is_some(), "{headers}");
+        if let Some(n) = name {
+            assert!(headers.contains(&format!("Mcp-Name: {n}\r\n")), "{headers}");
+        }
     }
 }
