@@ -66,9 +66,9 @@ pub const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-
 /// capabilities in `params._meta`.
 pub const STATELESS_VERSION: &str = "2026-07-28";
 
-/// The id of every stateless request's context (never a real session id: those are 32 hex
-/// characters).
-pub const STATELESS_ID: &str = "stateless";
+/// The id of every stateless request's context, as logs and the audit log show it (never
+/// a real session id: those are 32 hex characters).
+pub const STATELESS_ID: &str = "-";
 
 /// The newest revision, answered when a client asks for one the gateway does not know.
 pub const LATEST_VERSION: &str = "2025-11-25";

@@ -29,7 +29,17 @@ fn sdk_client_in_auto_mode_is_served_statelessly() {
         http_upstream_toml("alpha", &alpha.url(), ""),
         stdio_fixture_toml("beta", "")
     );
-    let gw = Gateway::start("", &upstreams, "auto");
+    let audit = std::env::temp_dir().join(format!(
+        "mcpgw-stateless-audit-{}-{}.jsonl",
+        std::process::id(),
+        alpha.port
+    ));
+    let _ = std::fs::remove_file(&audit);
+    let gw = Gateway::start(
+        &format!("[audit]\npath = {:?}\n", audit.display().to_string()),
+        &upstreams,
+        "auto",
+    );
     let modern = client_opts(&["--mode", "auto"], &gw.url(), "tour", &[]);
     let legacy = client(&gw.url(), "tour", &[]);
     assert_eq!(modern["protocol_version"], "2026-07-28", "{modern}");
@@ -89,6 +99,19 @@ fn sdk_client_in_auto_mode_is_served_statelessly() {
         1,
         "only the legacy client opened a session:\n{log}"
     );
+    // Audited like any call, with no session.
+    let audited = crate::support::wait_for(10, || {
+        std::fs::read_to_string(&audit).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.contains(r#""session":"-""#) && l.contains(r#""target":"alpha__echo""#))
+        })
+    });
+    assert!(
+        audited,
+        "{}",
+        std::fs::read_to_string(&audit).unwrap_or_default()
+    );
+    let _ = std::fs::remove_file(&audit);
 }
 
 /// A 2026-07-28 request for `method` with `meta` as its `_meta`, and `headers`.
