@@ -586,7 +586,9 @@ impl Front {
             Message::Single(f) => {
                 let (_, sess) = match self.session(req, server, principal) {
                     Ok(s) => s,
-                    Err(r) => return r,
+                    // A 2026-07-28 request that lacks its version header lands here, with
+                    // no session: say what is missing (-32020) rather than "no session".
+                    Err(r) => return modern::version_header_missing(&f, req).unwrap_or(r),
                 };
                 match f.kind() {
                     Kind::Request => match self.request(&f, &snap, &sess, answer, trace).await {

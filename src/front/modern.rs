@@ -83,6 +83,22 @@ pub fn method_not_allowed() -> Reply {
     r
 }
 
+/// The answer to a request without `MCP-Protocol-Version` and without a session whose
+/// `params._meta` says 2026-07-28 (or later): that header is required in this era (-32020);
+/// `None` for any other request.
+pub fn version_header_missing(f: &Frame, req: &RequestHead) -> Option<Reply> {
+    if req.header("mcp-protocol-version").is_some() || f.kind() != Kind::Request {
+        return None;
+    }
+    f.param("_meta").and_then(|m| f.member(m, META_VERSION))?;
+    let id = f.id_raw();
+    Some(refuse(
+        id.as_deref(),
+        Code::HeaderMismatch,
+        "Header mismatch: MCP-Protocol-Version is required with params._meta's protocolVersion",
+    ))
+}
+
 /// The HTTP status of an error answer on the stateless path (as the SDKs map them).
 fn status_of(code: i64) -> u16 {
     match code {

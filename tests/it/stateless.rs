@@ -312,6 +312,19 @@ fn stateless_requests_are_checked_before_they_are_routed() {
         }
         assert!(body.contains(text), "case {i}: {text:?} not in {body}");
     }
+    // A 2026-07-28 body without the version header (and without a session): the header is
+    // what is missing.
+    c.send(&stateless(
+        17,
+        "tools/list",
+        json!({"_meta": meta("2026-07-28")}),
+        &["Mcp-Method: tools/list"],
+    ));
+    let r = c.read().expect("answer");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], -32020, "{r:?}");
+    assert_eq!(r.json()["id"], 17, "{r:?}");
+
     // -32022 names what the gateway speaks.
     c.send(&stateless(
         15,
