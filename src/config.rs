@@ -201,6 +201,8 @@ pub struct Upstream {
     pub tool_timeouts: BTreeMap<String, Duration>,
     /// One gateway-wide upstream session instead of one per client session.
     pub shared_session: bool,
+    /// Which MCP revision an HTTP upstream is spoken to in.
+    pub era: UpstreamEra,
     /// Retries.
     pub retry: crate::resilience::RetryPolicy,
     /// Circuit breaker.
@@ -210,6 +212,18 @@ pub struct Upstream {
     pub replicas: Vec<Replica>,
     /// When a failing replica is left out.
     pub outlier: crate::upstream::balance::OutlierPolicy,
+}
+
+/// Which MCP revision an HTTP upstream is spoken to in (`era`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamEra {
+    /// The `initialize` handshake and sessions (2025-11-25 and earlier).
+    #[default]
+    Legacy,
+    /// `server/discover` first: 2026-07-28 when offered, else the handshake.
+    Auto,
+    /// 2026-07-28 only (stateless requests).
+    Stateless,
 }
 
 /// One URL of an HTTP upstream with replicas.
@@ -716,12 +730,23 @@ impl Config {
                     field("session")
                 ),
             };
+            let era = match u.era.as_ref().map(|s| s.get_ref().as_str()) {
+                None | Some("legacy") => UpstreamEra::Legacy,
+                Some("auto") => UpstreamEra::Auto,
+                Some("2026-07-28") => UpstreamEra::Stateless,
+                Some(other) => bail!(
+                    "{}: {}: {other:?} is not \"legacy\", \"auto\" or \"2026-07-28\"",
+                    at(u.era.as_ref().map_or(u.name.span(), |s| s.span())),
+                    field("era")
+                ),
+            };
             let timeout = u
                 .call_timeout_ms
                 .map_or(call_timeout, Duration::from_millis);
             let max_call = u.max_call_ms.or(g.max_call_ms).unwrap_or(600_000);
             upstreams.push(Upstream {
                 name: name.clone(),
+                era,
                 transport,
                 call_timeout: timeout,
                 max_call: Duration::from_millis(max_call).max(timeout),

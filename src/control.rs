@@ -732,7 +732,12 @@ async fn check_health(
     while !shared.stopping() && !up.retired() {
         monoio::time::sleep(every).await;
         let id = caller.ids.next();
-        let ping = caller.request(&up, id, upstream::request_body(id, "ping", "{}"));
+        // 2026-07-28 has no ping: discovery is the cheap question there.
+        let method = match &up.link {
+            Link::Http(h) if h.is_stateless() => "server/discover",
+            _ => "ping",
+        };
+        let ping = caller.request(&up, id, upstream::request_body(id, method, "{}"));
         let ok = matches!(monoio::time::timeout(limit, ping).await, Ok(Ok(f)) if !f.is_error());
         let before = up.health.state().0;
         if up.health.record(ok, shared.now_ms()) {

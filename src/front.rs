@@ -1221,7 +1221,7 @@ impl Front {
         };
         // A stateless (2026-07-28) request has no session of its own to keep upstream
         // sessions in: it uses the gateway's.
-        if up.mode == SessionMode::Shared || sess.stateless {
+        if up.mode == SessionMode::Shared || sess.stateless || h.is_stateless() {
             return Ok(OnSession::Http(if expired.is_some() {
                 h.reinit_shared(&self.caller).await?
             } else {
@@ -1427,8 +1427,14 @@ impl Front {
             edits.push((*span, masked));
         }
         // A stateless client's `_meta` says what a legacy upstream must not see (its
-        // version, capabilities, client info): those members go.
-        let (strip, emptied) = match f.param("_meta").filter(|_| sess.stateless) {
+        // version, capabilities, client info): those members go. A 2026-07-28 upstream gets
+        // them as they are (and a legacy client's requests get the envelope on their way
+        // out, in `upstream::http`).
+        let upstream_stateless = matches!(&upstream.link, Link::Http(h) if h.is_stateless());
+        let (strip, emptied) = match f
+            .param("_meta")
+            .filter(|_| sess.stateless && !upstream_stateless)
+        {
             Some(meta) => f.removals(meta, modern::is_envelope_key),
             None => (Vec::new(), false),
         };
@@ -1587,6 +1593,7 @@ impl Front {
         relay.stateless = sess
             .stateless
             .then(|| modern::result_members(f.method().as_deref()));
+        relay.upstream_stateless = upstream_stateless;
         match relay.next().await {
             Event::Final(b) => Outcome::Done(b),
             Event::Cancelled => Outcome::Done(error_body(

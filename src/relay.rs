@@ -86,9 +86,21 @@ pub struct Relay {
     /// results gain (`resultType`, and caching hints for reads); only progress notifications
     /// reach it, and upstream requests are refused.
     pub stateless: Option<&'static [u8]>,
+    /// The upstream speaks 2026-07-28: an input-required result cannot reach a legacy
+    /// client (translating it into requests to the client is not done yet).
+    pub upstream_stateless: bool,
 }
 
 use crate::observe::metrics::Outcome as Metric;
+
+/// Whether a result is MCP 2026-07-28's `"resultType":"input_required"`.
+fn needs_input(frame: &crate::jsonrpc::Frame) -> bool {
+    frame
+        .result_span()
+        .and_then(|rs| frame.member(rs, "resultType"))
+        .and_then(|s| frame.raw_at(s))
+        == Some(&b"\"input_required\""[..])
+}
 
 /// The metrics outcome of a gateway error.
 pub fn metric_of(e: &Error) -> Metric {
@@ -149,6 +161,7 @@ impl Relay {
             audit_arguments: None,
             response_bytes: 0,
             stateless: None,
+            upstream_stateless: false,
         }
     }
 
@@ -321,6 +334,16 @@ impl Relay {
                 } else {
                     Metric::Ok
                 });
+                if self.upstream_stateless && self.stateless.is_none() && needs_input(&frame) {
+                    self.outcome = Some(Metric::UpstreamError);
+                    let out = error_body(
+                        Some(&self.client_id),
+                        Code::UpstreamProtocol,
+                        "The upstream needs input from the client (an MCP 2026-07-28 input-required result); the gateway does not relay that to clients of earlier revisions yet",
+                    );
+                    self.response_bytes = out.len();
+                    return Some(Event::Final(out));
+                }
                 let out = match self.screen_result(&frame) {
                     Some(Screened::Block(kinds)) => error_body(
                         Some(&self.client_id),

@@ -99,6 +99,94 @@ pub fn version_header_missing(f: &Frame, req: &RequestHead) -> Option<Reply> {
     ))
 }
 
+/// A request for an upstream that speaks 2026-07-28: `body` with the envelope added when
+/// it has none (the gateway's own requests, legacy clients' calls: version, empty client
+/// capabilities, the gateway's client info) and the routing headers its method needs.
+pub fn for_stateless_upstream(
+    caller: &crate::upstream::Caller,
+    body: Bytes,
+) -> (Bytes, Vec<(&'static str, Vec<u8>)>) {
+    let Ok(f) = caller.parser.borrow_mut().parse_one(body.clone()) else {
+        return (body, Vec::new());
+    };
+    let Some(method) = f.method().map(std::borrow::Cow::into_owned) else {
+        return (body, Vec::new());
+    };
+    let mut routing = vec![("Mcp-Method", method.clone().into_bytes())];
+    if let Some(v) = named_param(&method)
+        .and_then(|p| f.param(p))
+        .and_then(|s| f.str_at(s))
+    {
+        routing.push(("Mcp-Name", header_value(&v)));
+    }
+    let envelope = format!(
+        r#""{META_VERSION}":"{STATELESS_VERSION}","{META_CAPABILITIES}":{{}},"{META_CLIENT_INFO}":{info}"#,
+        info = crate::upstream::CLIENT_INFO
+    );
+    let meta = f
+        .param("_meta")
+        .filter(|m| f.raw_at(*m).is_some_and(|r| r.first() == Some(&b'{')));
+    let has_version = meta.is_some_and(|m| f.member(m, META_VERSION).is_some());
+    if has_version || f.kind() != Kind::Request {
+        return (body, routing);
+    }
+    let raw = f.bytes();
+    let edit = match (meta, f.param_span()) {
+        (Some(m), _) => object_insert(raw, m, envelope),
+        (None, Some(p)) if raw.get(p.start as usize) == Some(&b'{') => {
+            object_insert(raw, p, format!(r#""_meta":{{{envelope}}}"#))
+        }
+        (None, Some(_)) => None,
+        // No params: they go last in the message.
+        (None, None) => raw.iter().rposition(|b| *b == b'}').map(|end| {
+            let at = u32::try_from(end).unwrap_or(u32::MAX);
+            (
+                Span { start: at, end: at },
+                format!(r#","params":{{"_meta":{{{envelope}}}}}"#).into_bytes(),
+            )
+        }),
+    };
+    match edit {
+        Some((span, with)) => (f.splice(&mut [(span, &with)]), routing),
+        None => (body, routing),
+    }
+}
+
+/// The edit that puts `members` first in the object at `obj` (with a comma when it has
+/// members of its own).
+fn object_insert(raw: &[u8], obj: Span, members: String) -> Option<(Span, Vec<u8>)> {
+    let inner = raw.get(obj.start as usize + 1..(obj.end as usize).checked_sub(1)?)?;
+    let comma = if inner.iter().all(u8::is_ascii_whitespace) {
+        ""
+    } else {
+        ","
+    };
+    let at = obj.start + 1;
+    Some((
+        Span { start: at, end: at },
+        format!("{members}{comma}").into_bytes(),
+    ))
+}
+
+/// A routing header's value: as is when it is visible ASCII without blanks at its ends,
+/// else `=?base64?...?=`.
+fn header_value(v: &str) -> Vec<u8> {
+    let plain = !v.is_empty()
+        && v.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && !v.starts_with("=?");
+    if plain {
+        v.as_bytes().to_vec()
+    } else {
+        format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(v)
+        )
+        .into_bytes()
+    }
+}
+
 /// The HTTP status of an error answer on the stateless path (as the SDKs map them).
 fn status_of(code: i64) -> u16 {
     match code {
@@ -464,6 +552,43 @@ mod tests {
         );
         assert_eq!(insert_point(b"{ }", span), None);
         assert_eq!(insert_point(b"[1]", span), None);
+    }
+
+    #[test]
+    fn stateless_upstreams_get_the_envelope_and_routing_headers() {
+        let caller = crate::upstream::Caller::new(0);
+        let cases = [
+            // No params, params without _meta, _meta without the envelope, empty _meta.
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"héllo","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://b","_meta":{"progressToken":3}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"_meta":{},"name":"p"}}"#,
+        ];
+        for body in cases {
+            let (out, routing) =
+                for_stateless_upstream(&caller, Bytes::copy_from_slice(body.as_bytes()));
+            let v: serde_json::Value = serde_json::from_slice(&out).expect("still JSON");
+            let meta = &v["params"]["_meta"];
+            assert_eq!(meta[META_VERSION], STATELESS_VERSION, "{body}");
+            assert!(meta[META_CAPABILITIES].is_object(), "{body}");
+            assert_eq!(routing[0].0, "Mcp-Method");
+            assert_eq!(routing[0].1, v["method"].as_str().unwrap_or("").as_bytes());
+        }
+        // The progress token stays; a non-ASCII name is base64 in Mcp-Name.
+        let (out, _) = for_stateless_upstream(&caller, Bytes::from_static(cases[2].as_bytes()));
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["params"]["_meta"]["progressToken"], 3);
+        let (_, routing) = for_stateless_upstream(&caller, Bytes::from_static(cases[1].as_bytes()));
+        let name = routing
+            .iter()
+            .find(|(k, _)| *k == "Mcp-Name")
+            .expect("Mcp-Name");
+        assert_eq!(header_text(&name.1).as_deref(), Some("héllo"));
+        assert!(name.1.starts_with(b"=?base64?"));
+        // A request that has the envelope already is sent as it is.
+        let own = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}}}"#;
+        let (out, _) = for_stateless_upstream(&caller, Bytes::from_static(own.as_bytes()));
+        assert_eq!(&out[..], own.as_bytes());
     }
 
     #[test]

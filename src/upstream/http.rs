@@ -44,6 +44,7 @@ use crate::{
         Stream,
     },
     secret::Secret,
+    session::STATELESS_VERSION,
     transport::{
         http::{self as codec, BodyKind, ChunkedDecoder, Limits, ResponseHead},
         sse::SseDecoder,
@@ -111,6 +112,11 @@ pub struct HttpUpstream {
     balancer: Option<Arc<Balancer>>,
     /// The gateway-wide session, one per endpoint.
     shared: Box<[ArcSwapOption<UpstreamSession>]>,
+    /// Which revision it is spoken to in, as configured.
+    era: crate::config::UpstreamEra,
+    /// Set once `server/discover` found it speaking 2026-07-28: then its "session" has no
+    /// id, every request carries the envelope, and there is no per-client session.
+    stateless: std::sync::atomic::AtomicBool,
 }
 
 /// The gateway's own credential for an upstream, written into every request head.
@@ -255,7 +261,20 @@ impl HttpUpstream {
             endpoints: Box::new([Endpoint::new(String::new(), addr, host, path, tls)]),
             balancer: None,
             shared: Box::new([ArcSwapOption::empty()]),
+            era: crate::config::UpstreamEra::Legacy,
+            stateless: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Speaks to it in `era`.
+    pub fn with_era(mut self, era: crate::config::UpstreamEra) -> Self {
+        self.era = era;
+        self
+    }
+
+    /// Whether it was found to speak MCP 2026-07-28 (stateless).
+    pub fn is_stateless(&self) -> bool {
+        self.stateless.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Spreads sessions over `replicas` (two or more; the address given to `new` is
@@ -378,9 +397,33 @@ impl HttpUpstream {
     }
 
     async fn init_shared(&self, caller: &Caller, first: usize) -> Result<Arc<UpstreamSession>> {
-        let s = self
-            .initialize_from(caller, &Hello::gateway(), first)
-            .await?;
+        use crate::config::UpstreamEra;
+        let s = match self.era {
+            UpstreamEra::Legacy => None,
+            era => match self.discover(caller, first).await? {
+                Some(s) => Some(s),
+                None if era == UpstreamEra::Stateless => {
+                    return Err(self.err(
+                        ErrorKind::UpstreamUnavailable,
+                        "server/discover offers no 2026-07-28 (era = \"2026-07-28\")",
+                    ))
+                }
+                None => None,
+            },
+        };
+        let was = self.is_stateless();
+        self.stateless
+            .store(s.is_some(), std::sync::atomic::Ordering::Relaxed);
+        if was != s.is_some() || self.era != UpstreamEra::Legacy {
+            tracing::info!(upstream = %self.name, era = if s.is_some() { STATELESS_VERSION } else { "legacy (initialize)" }, "upstream era");
+        }
+        let s = match s {
+            Some(s) => s,
+            None => {
+                self.initialize_from(caller, &Hello::gateway(), first)
+                    .await?
+            }
+        };
         if let Some(slot) = self.shared.get(s.replica) {
             slot.store(Some(s.clone()));
         }
@@ -487,6 +530,65 @@ impl HttpUpstream {
             .await?;
         tracing::debug!(upstream = %self.name, version = %session.version, "upstream session initialized");
         Ok(session)
+    }
+
+    /// Asks `server/discover` (MCP 2026-07-28): the upstream's stateless "session" when it
+    /// lists 2026-07-28; `None` when it answers otherwise (an error, a 4xx, no such
+    /// version: a legacy server); `Err` when it cannot be reached (no verdict).
+    async fn discover(
+        &self,
+        caller: &Caller,
+        replica: usize,
+    ) -> Result<Option<Arc<UpstreamSession>>> {
+        let probe = UpstreamSession {
+            id: None,
+            version: STATELESS_VERSION.into(),
+            capabilities: serde_json::Map::new(),
+            replica,
+        };
+        let id = caller.ids.next();
+        let body = Bytes::from(format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"server/discover","params":{{}}}}"#
+        ));
+        let mut call = match self.start(caller, replica, Some(&probe), body, None).await {
+            Ok(c) => c,
+            Err(e) if e.kind == ErrorKind::UpstreamProtocol => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let answer = loop {
+            match call.next().await {
+                Ok(Some(m)) => {
+                    let Ok(f) = caller.parser.borrow_mut().parse_one(m) else {
+                        return Ok(None);
+                    };
+                    if f.kind() == Kind::Response {
+                        break f;
+                    }
+                }
+                Ok(None) | Err(_) => return Ok(None),
+            }
+        };
+        call.finish(caller).await;
+        let result = answer
+            .result_raw()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
+            .unwrap_or_default();
+        let speaks = result
+            .get("supportedVersions")
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(STATELESS_VERSION)));
+        if answer.is_error() || !speaks {
+            return Ok(None);
+        }
+        let capabilities = result
+            .get("capabilities")
+            .and_then(|c| c.as_object())
+            .cloned()
+            .unwrap_or_default();
+        Ok(Some(Arc::new(UpstreamSession {
+            capabilities,
+            ..probe
+        })))
     }
 
     /// Sends a request on `session`; the returned call yields the upstream's messages.
@@ -601,11 +703,16 @@ impl HttpUpstream {
         caller: &Caller,
         session: &UpstreamSession,
     ) -> Result<Option<HttpCall>> {
-        let req = self.head("GET", session.replica, Some(session), None, None)?;
+        if session.version == STATELESS_VERSION {
+            // No GET stream in this era (subscriptions/listen is not used yet).
+            return Ok(None);
+        }
+        let req = self.head("GET", session.replica, Some(session), None, None, &[])?;
         match self
             .exchange_pooled(caller, session.replica, req, "GET")
             .await
         {
+            Ok(c) if c.status == 400 => Err(self.err(ErrorKind::UpstreamProtocol, "HTTP 400")),
             Ok(c) => Ok(Some(c)),
             Err(e) if e.context.ends_with("HTTP 405") => Ok(None),
             Err(e) => Err(e),
@@ -617,7 +724,7 @@ impl HttpUpstream {
         if session.id.is_none() {
             return;
         }
-        let exchange = match self.head("DELETE", session.replica, Some(session), None, None) {
+        let exchange = match self.head("DELETE", session.replica, Some(session), None, None, &[]) {
             Ok(req) => {
                 self.exchange_pooled(caller, session.replica, req, "DELETE")
                     .await
@@ -645,6 +752,7 @@ impl HttpUpstream {
         session: Option<&UpstreamSession>,
         body: Option<&Bytes>,
         traceparent: Option<&str>,
+        routing: &[(&'static str, Vec<u8>)],
     ) -> Result<Bytes> {
         // Declared before `headers`, which borrows it.
         let token;
@@ -666,6 +774,9 @@ impl HttpUpstream {
         }
         if let Some(tp) = traceparent {
             headers.push(("traceparent", tp.as_bytes()));
+        }
+        for (k, v) in routing {
+            headers.push((k, v));
         }
         for (k, v) in &self.headers {
             headers.push((k.as_str(), v.expose().as_bytes()));
@@ -703,13 +814,27 @@ impl HttpUpstream {
         body: Bytes,
         traceparent: Option<&str>,
     ) -> Result<HttpCall> {
-        let req = self.head("POST", replica, session, Some(&body), traceparent)?;
+        let stateless = session.is_some_and(|s| s.version == STATELESS_VERSION);
+        let (body, routing) = if stateless {
+            crate::front::modern::for_stateless_upstream(caller, body)
+        } else {
+            (body, Vec::new())
+        };
+        let req = self.head("POST", replica, session, Some(&body), traceparent, &routing)?;
         // Outstanding at its replica until the call is dropped.
         let load = self.balancer.as_ref().map(|b| Load::new(b, replica));
         let mut call = self.exchange_pooled(caller, replica, req, "POST").await?;
         call.load = load;
-        if call.status == 404 && session.is_some() {
-            return Err(self.err(ErrorKind::UpstreamSessionExpired, "404"));
+        // In 2026-07-28 an error answer comes with 400 or 404 and a JSON-RPC error body: an
+        // answer like any other. Before it, 404 is an expired session and 400 a failure.
+        if !stateless {
+            if call.status == 404 && session.is_some() {
+                return Err(self.err(ErrorKind::UpstreamSessionExpired, "404"));
+            }
+            if call.status == 400 {
+                tracing::warn!(upstream = %self.name, status = 400, "upstream answered with an HTTP error");
+                return Err(self.err(ErrorKind::UpstreamProtocol, "HTTP 400"));
+            }
         }
         call.name_hint = self.name.clone();
         Ok(call)
@@ -870,7 +995,8 @@ impl HttpUpstream {
         };
         // Answered: a failure for the replica only with a 5xx.
         self.outcome(replica, status < 500);
-        if status == 404 || (200..300).contains(&status) {
+        // 400 and 404 are judged by the caller (they are answers in 2026-07-28).
+        if status == 404 || status == 400 || (200..300).contains(&status) {
             return Ok(call);
         }
         tracing::warn!(upstream = %self.name, status, "upstream answered with an HTTP error");

@@ -68,44 +68,58 @@ fn conformance_suite_direct_and_through_gateway() {
 
 /// MCP 2026-07-28: the scenarios that revision requires (suite 0.2.0-alpha.12,
 /// `--requirements 2026-07-28`) against the fixture directly (it serves both eras) and
-/// through the gateway, which serves the suite statelessly and speaks the legacy era to the
-/// fixture. Through the gateway is no worse than direct, scenario by scenario; what fails
-/// in both is listed with its reason in tests/conformance/SCENARIOS.md.
+/// through the gateway twice: speaking the legacy era to the fixture (`era = "legacy"`, the
+/// default: requests are translated) and 2026-07-28 (`era = "auto"`, found by
+/// `server/discover`: requests pass through). Through the gateway is no worse than direct,
+/// scenario by scenario; what fails in both is listed with its reason in
+/// tests/conformance/SCENARIOS.md.
 #[test]
 fn conformance_2026_direct_and_through_gateway() {
     let fx = HttpFixture::conformance();
     let direct = conformance_2026(&fx.url(), "2026-fixture-direct");
-    let gw = Gateway::start(
-        "",
-        &http_upstream_toml("fx", &fx.url(), "prefix = false"),
-        "auto",
-    );
-    let through = conformance_2026(&gw.url(), "2026-fixture-through-gateway");
     assert!(
         direct.len() >= 37,
         "expected the 37 scored scenarios and more: {direct:?}"
     );
-    assert_not_worse(&direct, &through);
-    // The stateless era's own checks, answered by the gateway itself.
-    let t = by_name(&through);
-    for name in [
-        "caching",
-        "sep-2164-resource-not-found",
-        "http-header-validation",
-        "input-required-result-unsupported-methods",
-    ] {
-        assert!(
-            t.get(name).is_some_and(|s| s.ok),
-            "{name} fails through the gateway: {:?}\n{}",
-            t.get(name),
-            gw.log_text()
+    for era in ["legacy", "auto"] {
+        let gw = Gateway::start(
+            "",
+            &http_upstream_toml("fx", &fx.url(), &format!("prefix = false\nera = \"{era}\"")),
+            "auto",
         );
+        let through = conformance_2026(
+            &gw.url(),
+            &format!("2026-fixture-{era}-era-through-gateway"),
+        );
+        assert_not_worse(&direct, &through);
+        // The stateless era's own checks, answered by the gateway itself.
+        let t = by_name(&through);
+        for name in [
+            "caching",
+            "sep-2164-resource-not-found",
+            "http-header-validation",
+            "input-required-result-unsupported-methods",
+        ] {
+            assert!(
+                t.get(name).is_some_and(|s| s.ok),
+                "{name} fails through the gateway ({era}): {:?}\n{}",
+                t.get(name),
+                gw.log_text()
+            );
+        }
+        let stateless = t.get("server-stateless").expect("server-stateless ran");
+        assert!(
+            stateless.passed >= 21,
+            "server-stateless through the gateway ({era}): {stateless:?}"
+        );
+        if era == "auto" {
+            assert!(
+                gw.log_text().contains("upstream era") && gw.log_text().contains("2026-07-28"),
+                "the fixture was not found to speak 2026-07-28:\n{}",
+                gw.log_text()
+            );
+        }
     }
-    let stateless = t.get("server-stateless").expect("server-stateless ran");
-    assert!(
-        stateless.passed >= 21,
-        "server-stateless through the gateway: {stateless:?}"
-    );
 }
 
 /// `server-everything` over stdio and over Streamable HTTP, both behind one gateway, driven by

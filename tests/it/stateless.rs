@@ -379,3 +379,58 @@ fn base64_of(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// An upstream that speaks 2026-07-28 (the SDK's dual-era server, `era = "auto"`): found by
+/// `server/discover`, spoken to statelessly, and serving clients of both eras.
+#[test]
+fn upstream_found_stateless_serves_clients_of_both_eras() {
+    let fx = HttpFixture::conformance();
+    let gw = Gateway::start(
+        "",
+        &http_upstream_toml("fx", &fx.url(), "era = \"auto\""),
+        "auto",
+    );
+    let log = gw.log_text();
+    assert!(
+        log.contains("upstream era") && log.contains("era=\"2026-07-28\""),
+        "{log}"
+    );
+    for mode in ["legacy", "auto"] {
+        let tour = client_opts(&["--mode", mode], &gw.url(), "tour", &[]);
+        assert!(
+            strings(&tour["tools"]).contains(&"fx__test_simple_text".to_string()),
+            "{mode}: {tour}"
+        );
+        let out = client_opts(
+            &["--mode", mode],
+            &gw.url(),
+            "script",
+            &[&json!([
+                ["call", "fx__test_simple_text", {}],
+                ["call", "fx__test_error_handling", {}],
+                ["read", "mcpgw://fx/test://static-text"],
+                ["call", "fx__nope", {}],
+            ])
+            .to_string()],
+        );
+        let steps = &out["steps"];
+        assert_eq!(
+            steps[0]["text"][0], "This is a simple text response for testing.",
+            "{mode}: {}",
+            steps[0]
+        );
+        assert_eq!(steps[1]["is_error"], true, "{mode}: {}", steps[1]);
+        assert!(
+            steps[2]["contents"][0]["text"].is_string(),
+            "{mode}: {}",
+            steps[2]
+        );
+        assert_eq!(steps[3]["error"]["code"], -32602, "{mode}: {}", steps[3]);
+    }
+    // No upstream session was opened for anyone: nothing was initialized upstream.
+    assert!(
+        !gw.log_text().contains("upstream session initialized"),
+        "{}",
+        gw.log_text()
+    );
+}
