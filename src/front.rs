@@ -1439,11 +1439,28 @@ impl Front {
             None => (Vec::new(), false),
         };
         edits.extend(strip.into_iter().map(|s| (s, &b""[..])));
+        // `_meta` gains the gateway's traceparent (replacing the client's own) and, for a
+        // legacy client's request to a 2026-07-28 upstream, the envelope built from what the
+        // client said in `initialize`.
         let tp_header = call_trace.as_ref().map(|t| t.traceparent());
-        let meta_edit = tp_header
-            .as_deref()
-            .and_then(|tp| traceparent_edit(f, tp, emptied));
-        if let Some((span, with)) = &meta_edit {
+        let mut added = String::new();
+        let mut replaced_tp = None;
+        if let Some(tp) = tp_header.as_deref() {
+            match f.param("_meta").and_then(|m| f.member(m, "traceparent")) {
+                Some(old) => replaced_tp = Some((old, format!("\"{tp}\"").into_bytes())),
+                None => added = format!("\"traceparent\":\"{tp}\""),
+            }
+        }
+        if upstream_stateless && !sess.stateless {
+            if !added.is_empty() {
+                added.push(',');
+            }
+            added.push_str(&modern::envelope(&sess.hello));
+        }
+        let meta_edit = (!added.is_empty())
+            .then(|| modern::meta_insert(f, &added, emptied))
+            .flatten();
+        for (span, with) in replaced_tp.iter().chain(&meta_edit) {
             edits.push((*span, with));
         }
         let body = f.splice(&mut edits);
@@ -1922,48 +1939,6 @@ fn client_address(req: &RequestHead, peer: IpAddr, auth: &crate::auth::Auth) -> 
         .filter_map(|a| a.trim().parse::<IpAddr>().ok())
         .find(|a| !auth.proxies.lists(*a))
         .unwrap_or(peer)
-}
-
-/// Where and what to write so that the upstream request carries `traceparent` in
-/// `params._meta`: replacing the client's own value, or inserting the member (and `_meta`).
-fn traceparent_edit(f: &Frame, tp: &str, meta_emptied: bool) -> Option<(Span, Vec<u8>)> {
-    let quoted = format!("\"{tp}\"");
-    let params = f.param_span()?;
-    let bytes = f.bytes();
-    let is_empty_object = |s: Span| {
-        bytes
-            .get(s.start as usize + 1..s.end as usize - 1)
-            .is_some_and(|inner| inner.iter().all(u8::is_ascii_whitespace))
-    };
-    let after_brace = |s: Span| Span {
-        start: s.start + 1,
-        end: s.start + 1,
-    };
-    match f.param("_meta") {
-        Some(meta) if bytes.get(meta.start as usize) == Some(&b'{') => {
-            if let Some(old) = f.member(meta, "traceparent") {
-                return Some((old, quoted.into_bytes()));
-            }
-            let comma = if meta_emptied || is_empty_object(meta) {
-                ""
-            } else {
-                ","
-            };
-            Some((
-                after_brace(meta),
-                format!("\"traceparent\":{quoted}{comma}").into_bytes(),
-            ))
-        }
-        Some(_) => None, // a _meta that is not an object: left as the client sent it
-        None if bytes.get(params.start as usize) == Some(&b'{') => {
-            let comma = if is_empty_object(params) { "" } else { "," };
-            Some((
-                after_brace(params),
-                format!("\"_meta\":{{\"traceparent\":{quoted}}}{comma}").into_bytes(),
-            ))
-        }
-        None => None,
-    }
 }
 
 /// `Retry-After` in whole seconds, at least 1.

@@ -100,8 +100,9 @@ pub fn version_header_missing(f: &Frame, req: &RequestHead) -> Option<Reply> {
 }
 
 /// A request for an upstream that speaks 2026-07-28: `body` with the envelope added when
-/// it has none (the gateway's own requests, legacy clients' calls: version, empty client
-/// capabilities, the gateway's client info) and the routing headers its method needs.
+/// it has none (the gateway's own requests: version, empty client capabilities, the
+/// gateway's client info; clients' calls have theirs by now) and the routing headers its
+/// method needs.
 pub fn for_stateless_upstream(
     caller: &crate::upstream::Caller,
     body: Bytes,
@@ -119,10 +120,6 @@ pub fn for_stateless_upstream(
     {
         routing.push(("Mcp-Name", header_value(&v)));
     }
-    let envelope = format!(
-        r#""{META_VERSION}":"{STATELESS_VERSION}","{META_CAPABILITIES}":{{}},"{META_CLIENT_INFO}":{info}"#,
-        info = crate::upstream::CLIENT_INFO
-    );
     let meta = f
         .param("_meta")
         .filter(|m| f.raw_at(*m).is_some_and(|r| r.first() == Some(&b'{')));
@@ -130,11 +127,34 @@ pub fn for_stateless_upstream(
     if has_version || f.kind() != Kind::Request {
         return (body, routing);
     }
+    match meta_insert(&f, &envelope(&Hello::gateway()), false) {
+        Some((span, with)) => (f.splice(&mut [(span, &with)]), routing),
+        None => (body, routing),
+    }
+}
+
+/// The 2026-07-28 envelope's `_meta` members for a client that said `hello` (JSON members,
+/// without braces).
+pub fn envelope(hello: &Hello) -> String {
+    format!(
+        r#""{META_VERSION}":"{STATELESS_VERSION}","{META_CAPABILITIES}":{caps},"{META_CLIENT_INFO}":{info}"#,
+        caps = String::from_utf8_lossy(&hello.capabilities),
+        info = String::from_utf8_lossy(&hello.client_info),
+    )
+}
+
+/// The edit that puts `members` (JSON members, without braces) first in the request's
+/// `params._meta`, creating `_meta` (and `params`) when absent. `meta_emptied`: other edits
+/// remove every member `_meta` has. `None` when `params` or `_meta` is not an object: the
+/// request is left as the client sent it.
+pub fn meta_insert(f: &Frame, members: &str, meta_emptied: bool) -> Option<(Span, Vec<u8>)> {
     let raw = f.bytes();
-    let edit = match (meta, f.param_span()) {
-        (Some(m), _) => object_insert(raw, m, envelope),
-        (None, Some(p)) if raw.get(p.start as usize) == Some(&b'{') => {
-            object_insert(raw, p, format!(r#""_meta":{{{envelope}}}"#))
+    let object = |s: Span| raw.get(s.start as usize) == Some(&b'{');
+    match (f.param("_meta"), f.param_span()) {
+        (Some(m), _) if object(m) => object_insert(raw, m, members.to_string(), meta_emptied),
+        (Some(_), _) => None,
+        (None, Some(p)) if object(p) => {
+            object_insert(raw, p, format!(r#""_meta":{{{members}}}"#), false)
         }
         (None, Some(_)) => None,
         // No params: they go last in the message.
@@ -142,21 +162,17 @@ pub fn for_stateless_upstream(
             let at = u32::try_from(end).unwrap_or(u32::MAX);
             (
                 Span { start: at, end: at },
-                format!(r#","params":{{"_meta":{{{envelope}}}}}"#).into_bytes(),
+                format!(r#","params":{{"_meta":{{{members}}}}}"#).into_bytes(),
             )
         }),
-    };
-    match edit {
-        Some((span, with)) => (f.splice(&mut [(span, &with)]), routing),
-        None => (body, routing),
     }
 }
 
-/// The edit that puts `members` first in the object at `obj` (with a comma when it has
+/// The edit that puts `members` first in the object at `obj` (with a comma when it keeps
 /// members of its own).
-fn object_insert(raw: &[u8], obj: Span, members: String) -> Option<(Span, Vec<u8>)> {
+fn object_insert(raw: &[u8], obj: Span, members: String, emptied: bool) -> Option<(Span, Vec<u8>)> {
     let inner = raw.get(obj.start as usize + 1..(obj.end as usize).checked_sub(1)?)?;
-    let comma = if inner.iter().all(u8::is_ascii_whitespace) {
+    let comma = if emptied || inner.iter().all(u8::is_ascii_whitespace) {
         ""
     } else {
         ","

@@ -385,9 +385,14 @@ fn base64_of(s: &str) -> String {
 #[test]
 fn upstream_found_stateless_serves_clients_of_both_eras() {
     let fx = HttpFixture::conformance();
+    let alpha = HttpFixture::start("alpha");
     let gw = Gateway::start(
         "",
-        &http_upstream_toml("fx", &fx.url(), "era = \"auto\""),
+        &format!(
+            "{}\n{}",
+            http_upstream_toml("fx", &fx.url(), "era = \"auto\""),
+            http_upstream_toml("alpha", &alpha.url(), "era = \"auto\"")
+        ),
         "auto",
     );
     let log = gw.log_text();
@@ -426,6 +431,30 @@ fn upstream_found_stateless_serves_clients_of_both_eras() {
             steps[2]
         );
         assert_eq!(steps[3]["error"]["code"], -32602, "{mode}: {}", steps[3]);
+        // What the upstream saw: 2026-07-28 with the client's own capabilities (for a
+        // legacy client, those of its initialize), and routing headers naming the
+        // upstream's own tool.
+        let out = client_opts(
+            &["--mode", mode],
+            &gw.url(),
+            "script",
+            &[&json!([
+                ["call", "alpha__client_view", {}],
+                ["call", "alpha__header", {"name": "mcp-name"}],
+                ["call", "alpha__header", {"name": "mcp-method"}],
+            ])
+            .to_string()],
+        );
+        let steps = &out["steps"];
+        let view: Value =
+            serde_json::from_str(steps[0]["text"][0].as_str().unwrap_or("")).expect("json");
+        assert_eq!(view["version"], "2026-07-28", "{mode}: {view}");
+        assert!(
+            view["capabilities"]["sampling"].is_object(),
+            "{mode}: the client's capabilities: {view}"
+        );
+        assert_eq!(steps[1]["text"][0], "header", "{mode}: {}", steps[1]);
+        assert_eq!(steps[2]["text"][0], "tools/call", "{mode}: {}", steps[2]);
     }
     // No upstream session was opened for anyone: nothing was initialized upstream.
     assert!(

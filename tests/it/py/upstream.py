@@ -212,6 +212,17 @@ def build_server(name: str, log_level: str) -> MCPServer:
         headers = getattr(ctx.request_context.request, "headers", None)
         return headers.get(name, "") if headers is not None else ""
 
+    @server.tool(description="What this call told the server of its client, as JSON: protocol version and capabilities.")
+    def client_view(ctx: Context) -> str:
+        caps = ctx.client_capabilities
+        return json.dumps(
+            {
+                "version": ctx.protocol_version,
+                "capabilities": caps.model_dump(by_alias=True, mode="json", exclude_none=True) if caps else None,
+            },
+            sort_keys=True,
+        )
+
     @server.tool(description="Send `count` progress notifications with a `size`-byte message each, at once.")
     async def flood(count: int, size: int, ctx: Context) -> str:
         text = "x" * size
