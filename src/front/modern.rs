@@ -250,7 +250,7 @@ fn with_members(body: Bytes, id: &[u8], members: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(body.len() + members.len());
     out.put_slice(&body[..=head]);
     if empty {
-        out.put_slice(&members[..members.len() - 1]);
+        out.put_slice(members.strip_suffix(b",").unwrap_or(members));
     } else {
         out.put_slice(members);
     }
