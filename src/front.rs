@@ -771,6 +771,11 @@ impl Front {
             tracing::debug!("client answered a request that is not pending");
             return;
         };
+        if let Some((tx, key)) = &pending.to_relay {
+            // An answer to an input request of a 2026-07-28 upstream: its call gathers them.
+            let _ = tx.send((key.clone(), f.bytes().clone()));
+            return;
+        }
         let Some(span) = f.id_span() else { return };
         let body = f.splice(&mut [(span, &pending.original_id)]);
         if let Err(e) = self.caller.send(&pending.upstream, &pending.on, body).await {
@@ -1464,6 +1469,7 @@ impl Front {
             edits.push((*span, with));
         }
         let body = f.splice(&mut edits);
+        let body_sent = body.clone();
 
         // In flight (and cancellable) from here: an upstream that answers JSON sends its
         // response head only with the answer, so `start` may last the whole call.
@@ -1611,6 +1617,10 @@ impl Front {
             .stateless
             .then(|| modern::result_members(f.method().as_deref()));
         relay.upstream_stateless = upstream_stateless;
+        if upstream_stateless && !sess.stateless {
+            // Kept to ask again with the client's input, should the upstream need some.
+            relay.sent = Some(body_sent);
+        }
         match relay.next().await {
             Event::Final(b) => Outcome::Done(b),
             Event::Cancelled => Outcome::Done(error_body(

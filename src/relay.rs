@@ -86,10 +86,39 @@ pub struct Relay {
     /// results gain (`resultType`, and caching hints for reads); only progress notifications
     /// reach it, and upstream requests are refused.
     pub stateless: Option<&'static [u8]>,
-    /// The upstream speaks 2026-07-28: an input-required result cannot reach a legacy
-    /// client (translating it into requests to the client is not done yet).
+    /// The upstream speaks 2026-07-28 (to a legacy client: its input-required results
+    /// become requests to the client).
     pub upstream_stateless: bool,
+    /// The request as first sent upstream, kept to ask again with the client's input (a
+    /// legacy client's call to a 2026-07-28 upstream).
+    pub sent: Option<Bytes>,
+    /// Input the upstream asked for, being gathered from the client.
+    input: Option<InputWait>,
+    /// Messages for the client waiting their turn (the requests of one input round).
+    queued: std::collections::VecDeque<Bytes>,
+    /// The progress token the upstream was given (the first request's id: retries with
+    /// input get new ids but keep it).
+    token_text: String,
+    /// Input rounds answered so far.
+    rounds_done: u32,
 }
+
+/// One round of an input-required result being answered by a legacy client.
+struct InputWait {
+    /// The client's answers, by input key (sent by `Front::client_answer`).
+    rx: flume::Receiver<(String, Bytes)>,
+    /// Keys still unanswered, with whether each is an elicitation.
+    left: Vec<(String, bool)>,
+    /// `"key":result` members gathered so far.
+    responses: Vec<u8>,
+    /// The `requestState` to echo (raw JSON), if the upstream gave one.
+    state: Option<Bytes>,
+    /// Rounds so far.
+    round: u32,
+}
+
+/// Most input rounds one call may take (as the SDK clients allow).
+const MAX_INPUT_ROUNDS: u32 = 10;
 
 use crate::observe::metrics::Outcome as Metric;
 
@@ -162,6 +191,11 @@ impl Relay {
             response_bytes: 0,
             stateless: None,
             upstream_stateless: false,
+            sent: None,
+            input: None,
+            queued: std::collections::VecDeque::new(),
+            token_text: gid.to_string(),
+            rounds_done: 0,
         }
     }
 
@@ -188,8 +222,17 @@ impl Relay {
     /// The next event; call until `Final` or `Cancelled`.
     pub async fn next(&mut self) -> Event {
         loop {
+            if let Some(m) = self.queued.pop_front() {
+                return Event::Message(m);
+            }
             if self.done {
                 return Event::Cancelled;
+            }
+            if self.input.is_some() {
+                if let Some(ev) = self.gather_input().await {
+                    return ev;
+                }
+                continue;
             }
             let Some(call) = self.call.as_mut() else {
                 return Event::Cancelled;
@@ -314,6 +357,214 @@ impl Relay {
         crate::front::modern::insert_point(frame.raw_at(rs)?, rs)
     }
 
+    /// Turns an input-required result into requests to the (legacy) client, queued on this
+    /// call's stream; the answers are gathered by [`Relay::gather_input`]. `Err` says why it
+    /// cannot be done.
+    fn ask_client(&mut self, frame: &crate::jsonrpc::Frame) -> Result<Option<Event>, String> {
+        let round = self.rounds_done + 1;
+        if round > MAX_INPUT_ROUNDS {
+            return Err(format!(
+                "{}: still asking for input after {MAX_INPUT_ROUNDS} rounds",
+                self.upstream.name
+            ));
+        }
+        let result: serde_json::Map<String, serde_json::Value> = frame
+            .result_raw()
+            .and_then(|r| serde_json::from_slice(r).ok())
+            .ok_or_else(|| format!("{}: invalid input-required result", self.upstream.name))?;
+        let state = result
+            .get("requestState")
+            .map(|v| Bytes::from(v.to_string()));
+        let (tx, rx) = flume::unbounded();
+        let mut left = Vec::new();
+        if let Some(serde_json::Value::Object(reqs)) = result.get("inputRequests") {
+            for (key, req) in reqs {
+                let method = req.get("method").and_then(|m| m.as_str()).unwrap_or("");
+                if !matches!(
+                    method,
+                    "sampling/createMessage" | "elicitation/create" | "roots/list"
+                ) {
+                    return Err(format!(
+                        "{}: input request {key:?} has method {method:?}",
+                        self.upstream.name
+                    ));
+                }
+                let rid = self.front.caller().ids.next();
+                let params = req.get("params").cloned().unwrap_or(serde_json::json!({}));
+                let body = serde_json::json!({
+                    "jsonrpc": "2.0", "id": rid, "method": method, "params": params,
+                });
+                self.session.server_requests.insert(
+                    rid,
+                    PendingRequest {
+                        upstream: self.upstream.clone(),
+                        on: self.on.clone(),
+                        original_id: Bytes::new(),
+                        to_relay: Some((tx.clone(), key.clone())),
+                    },
+                );
+                self.requests.push(rid);
+                self.queued.push_back(Bytes::from(body.to_string()));
+                left.push((key.clone(), method == "elicitation/create"));
+            }
+        }
+        // This round's upstream request is answered: its stream can go.
+        if let Some(call) = self.call.take() {
+            let front = self.front.clone();
+            monoio::spawn(async move { call.finish(front.caller()).await });
+        }
+        self.input = Some(InputWait {
+            rx,
+            left,
+            responses: Vec::new(),
+            state,
+            round,
+        });
+        self.deadline = monoio::time::Instant::now() + self.timeout;
+        Ok(self.queued.pop_front().map(Event::Message))
+    }
+
+    /// Waits for the client's answers to this round's input requests; once all are in,
+    /// asks the upstream again (same request, new id, `inputResponses` and the echoed
+    /// `requestState`). An event only when the call ends here.
+    async fn gather_input(&mut self) -> Option<Event> {
+        loop {
+            let rx = match self.input.as_ref() {
+                Some(w) if !w.left.is_empty() => w.rx.clone(),
+                Some(_) => break,
+                None => return None,
+            };
+            let got = {
+                let recv = monoio::time::timeout_at(self.deadline, rx.recv_async());
+                match self.cancel.as_mut() {
+                    Some(c) => match select(Box::pin(recv), c).await {
+                        Either::Left((r, _)) => Ok(r),
+                        Either::Right((fired, _)) => Err(fired.is_ok()),
+                    },
+                    None => Ok(recv.await),
+                }
+            };
+            let (key, answer) = match got {
+                Ok(Ok(Ok(a))) => a,
+                Ok(_) => {
+                    let e = Error::new(
+                        ErrorKind::UpstreamTimeout,
+                        format!(
+                            "{}: the client did not give the input asked for",
+                            self.upstream.name
+                        ),
+                    );
+                    return Some(self.fail(&e));
+                }
+                Err(fired) => {
+                    self.cancel = None;
+                    if fired {
+                        return Some(self.cancelled().await);
+                    }
+                    continue;
+                }
+            };
+            let parsed: serde_json::Value =
+                serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null);
+            let w = self.input.as_mut()?;
+            let Some(i) = w.left.iter().position(|(k, _)| *k == key) else {
+                continue;
+            };
+            let (_, elicitation) = w.left.swap_remove(i);
+            let result = match (parsed.get("result"), parsed.get("error")) {
+                (Some(r), _) => r.to_string(),
+                // No error slot in inputResponses: a refused elicitation is a cancel; the
+                // others end the call.
+                (None, Some(_)) if elicitation => r#"{"action":"cancel"}"#.into(),
+                _ => {
+                    let e = Error::new(
+                        ErrorKind::UpstreamProtocol,
+                        format!(
+                            "{}: the client refused the input asked for",
+                            self.upstream.name
+                        ),
+                    );
+                    return Some(self.fail(&e));
+                }
+            };
+            if !w.responses.is_empty() {
+                w.responses.push(b',');
+            }
+            w.responses
+                .extend_from_slice(serde_json::to_string(&key).unwrap_or_default().as_bytes());
+            w.responses.push(b':');
+            w.responses.extend_from_slice(result.as_bytes());
+        }
+        self.ask_upstream_again().await
+    }
+
+    /// Sends the first request again with this round's input.
+    async fn ask_upstream_again(&mut self) -> Option<Event> {
+        let (Some(sent), Some(w)) = (self.sent.clone(), self.input.as_ref()) else {
+            return None;
+        };
+        let gid = self.front.caller().ids.next();
+        let gid_text = gid.to_string();
+        let mut added = format!(
+            r#""inputResponses":{{{}}}"#,
+            String::from_utf8_lossy(&w.responses)
+        );
+        if let Some(state) = &w.state {
+            added.push_str(r#","requestState":"#);
+            added.push_str(&String::from_utf8_lossy(state));
+        }
+        let parsed = self.front.caller().parser.borrow_mut().parse_one(sent);
+        let body = match parsed {
+            Ok(f) => {
+                let insert = f
+                    .param_span()
+                    .and_then(|p| crate::front::modern::insert_point(f.raw_at(p)?, p));
+                match (f.id_span(), insert) {
+                    (Some(id), Some(at)) => {
+                        added.push(',');
+                        f.splice(&mut [(id, gid_text.as_bytes()), (at, added.as_bytes())])
+                    }
+                    _ => {
+                        let e =
+                            Error::new(ErrorKind::UpstreamProtocol, "request cannot carry input");
+                        return Some(self.fail(&e));
+                    }
+                }
+            }
+            Err(_) => {
+                let e = Error::new(ErrorKind::UpstreamProtocol, "request cannot carry input");
+                return Some(self.fail(&e));
+            }
+        };
+        match self
+            .front
+            .caller()
+            .start(&self.upstream, &self.on, gid, body)
+            .await
+        {
+            Ok(call) => {
+                self.call = Some(call);
+                self.gid = gid;
+                self.gid_text = gid_text;
+                self.deadline = monoio::time::Instant::now() + self.timeout;
+                // The round stays recorded (for the next one's count) until it is replaced.
+                if let Some(w) = self.input.as_mut() {
+                    w.left.clear();
+                }
+                self.input_round_done();
+                None
+            }
+            Err(e) => Some(self.fail(&e)),
+        }
+    }
+
+    /// Leaves the gathering state, keeping the round count for a next input round.
+    fn input_round_done(&mut self) {
+        if let Some(w) = self.input.take() {
+            self.rounds_done = w.round;
+        }
+    }
+
     /// Translates one upstream message; `None` when it is not for the client.
     async fn translate(&mut self, msg: Bytes) -> Option<Event> {
         let frame = match self.front.caller().parser.borrow_mut().parse_one(msg) {
@@ -335,6 +586,15 @@ impl Relay {
                     Metric::Ok
                 });
                 if self.upstream_stateless && self.stateless.is_none() && needs_input(&frame) {
+                    if self.can_push && self.sent.is_some() {
+                        match self.ask_client(&frame) {
+                            Ok(ev) => return ev,
+                            Err(why) => {
+                                let e = Error::new(ErrorKind::UpstreamProtocol, why);
+                                return Some(self.fail(&e));
+                            }
+                        }
+                    }
                     self.outcome = Some(Metric::UpstreamError);
                     let out = error_body(
                         Some(&self.client_id),
@@ -380,7 +640,7 @@ impl Relay {
                 }
                 if method == "notifications/progress" {
                     let span = frame.param("progressToken")?;
-                    if frame.raw_at(span) != Some(self.gid_text.as_bytes()) {
+                    if frame.raw_at(span) != Some(self.token_text.as_bytes()) {
                         return None;
                     }
                     // Progress shows the upstream is working: its deadline starts again.
@@ -422,6 +682,7 @@ impl Relay {
                         upstream: self.upstream.clone(),
                         on: self.on.clone(),
                         original_id,
+                        to_relay: None,
                     },
                 );
                 self.requests.push(rid);

@@ -395,6 +395,10 @@ pub struct PendingRequest {
     pub on: OnSession,
     /// Its id as the upstream wrote it (raw JSON).
     pub original_id: Bytes,
+    /// Set when the request stands for one entry of a 2026-07-28 upstream's input-required
+    /// result: the client's answer goes to the call's relay (with the entry's key), not to
+    /// the upstream.
+    pub to_relay: Option<(flume::Sender<(String, Bytes)>, String)>,
 }
 
 /// One client session.

@@ -442,6 +442,7 @@ fn upstream_found_stateless_serves_clients_of_both_eras() {
                 ["call", "alpha__client_view", {}],
                 ["call", "alpha__header", {"name": "mcp-name"}],
                 ["call", "alpha__header", {"name": "mcp-method"}],
+                ["call", "alpha__ask_llm_resolved", {"prompt": "hi"}],
             ])
             .to_string()],
         );
@@ -455,6 +456,15 @@ fn upstream_found_stateless_serves_clients_of_both_eras() {
         );
         assert_eq!(steps[1]["text"][0], "header", "{mode}: {}", steps[1]);
         assert_eq!(steps[2]["text"][0], "tools/call", "{mode}: {}", steps[2]);
+        // The upstream needs the client's LLM: it answers input_required. A 2026 client
+        // gets that as it is (its SDK asks and retries); for a legacy client the gateway
+        // asks it with sampling/createMessage on the call's stream and retries upstream
+        // with its answer. Either way the tool completes.
+        assert_eq!(
+            steps[3]["text"][0], "llm said: sampled:hi",
+            "{mode}: {}",
+            steps[3]
+        );
     }
     // No upstream session was opened for anyone: nothing was initialized upstream.
     assert!(

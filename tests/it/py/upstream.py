@@ -71,12 +71,12 @@ import socket
 import sys
 import time
 import warnings
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 from mcp import MCPError
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, MCPServer, Resolve, Sample
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.message import ServerMessageMetadata
@@ -88,6 +88,7 @@ from mcp_types import (
     ListRootsResult,
     LoggingLevel,
     PromptReference,
+    CreateMessageResult,
     SamplingMessage,
     SetLevelRequestParams,
     SubscribeRequestParams,
@@ -116,6 +117,14 @@ def session_key(rc: ServerRequestContext[Any, Any]) -> str:
     headers = getattr(rc.request, "headers", None)
     sid = headers.get("mcp-session-id") if headers is not None else None
     return sid or "stdio"
+
+
+def _sample_prompt(prompt: str) -> Sample:
+    """Resolver of `ask_llm_resolved`: sample the client's LLM with the tool's prompt."""
+    return Sample(
+        [SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+        max_tokens=50,
+    )
 
 
 def failed(what: str, e: MCPError) -> ToolError:
@@ -251,6 +260,15 @@ def build_server(name: str, log_level: str) -> MCPServer:
         except MCPError as e:
             raise failed("sampling", e) from e
         blocks = result.content if isinstance(result.content, list) else [result.content]
+        text = "".join(b.text for b in blocks if isinstance(b, TextContent))
+        return f"llm said: {text}"
+
+    @server.tool(
+        description="Ask the client's LLM through a resolver: a sampling request mid-call on a "
+        "legacy session, an input-required result in MCP 2026-07-28."
+    )
+    async def ask_llm_resolved(prompt: str, reply: Annotated[CreateMessageResult, Resolve(_sample_prompt)]) -> str:
+        blocks = reply.content if isinstance(reply.content, list) else [reply.content]
         text = "".join(b.text for b in blocks if isinstance(b, TextContent))
         return f"llm said: {text}"
 
