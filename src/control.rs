@@ -66,6 +66,9 @@ pub struct Shared {
     /// Unix time at `origin`, ns.
     unix_origin_ns: u64,
     control: flume::Sender<ControlMsg>,
+    /// Calls of 2026-07-28 clients parked on a legacy upstream's request, by the token their
+    /// input-required result gave as `requestState`.
+    pub parked: crate::relay::ParkedCalls,
 }
 
 impl Shared {
@@ -186,6 +189,7 @@ impl ControlPlane {
             },
             quotas: Default::default(),
             guard: Default::default(),
+            parked: Default::default(),
             unix_origin_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),

@@ -120,6 +120,32 @@ struct InputWait {
 /// Most input rounds one call may take (as the SDK clients allow).
 const MAX_INPUT_ROUNDS: u32 = 10;
 
+/// Calls parked on a legacy upstream's request to a 2026-07-28 client, by park token. The
+/// call itself stays on its worker; the retry that carries the client's answer may arrive on
+/// any worker and reaches it through the channel.
+pub type ParkedCalls = dashmap::DashMap<String, Parked>;
+
+/// One parked call.
+pub struct Parked {
+    /// Where the retry's input goes.
+    pub tx: flume::Sender<ParkedInput>,
+    /// Only the principal that made the call may continue it (`Principal::key`).
+    pub principal: String,
+}
+
+/// A retry of a parked call: the client's answers and where to send what comes next.
+pub struct ParkedInput {
+    /// The retry's `params.inputResponses` (raw JSON object).
+    pub responses: Bytes,
+    /// The retry's id (raw JSON).
+    pub client_id: Bytes,
+    /// The answer to the retry (a final result, another input-required result or an error).
+    pub reply: flume::Sender<Bytes>,
+}
+
+/// The prefix of the gateway's park tokens (`requestState` values it gives out).
+pub const PARK_PREFIX: &str = "mcpgw-parked:";
+
 use crate::observe::metrics::Outcome as Metric;
 
 /// Whether a result is MCP 2026-07-28's `"resultType":"input_required"`.
@@ -565,6 +591,50 @@ impl Relay {
         }
     }
 
+    /// A legacy upstream asks a 2026-07-28 client something mid-call: the call is parked
+    /// (its upstream stream moves to a task on this worker) and the client gets an
+    /// input-required result whose `requestState` names the parked call. `None` when the
+    /// request cannot be put that way (the caller refuses it then).
+    fn park(&mut self, frame: &crate::jsonrpc::Frame, original_id: &Bytes) -> Option<Event> {
+        let method = frame.method()?.into_owned();
+        if !matches!(
+            method.as_str(),
+            "sampling/createMessage" | "elicitation/create" | "roots/list"
+        ) {
+            return None;
+        }
+        let params = frame.params_raw().unwrap_or(b"{}");
+        let token = park_token()?;
+        let (tx, rx) = flume::bounded::<ParkedInput>(1);
+        let principal = self.session.principal.load().key.to_string();
+        self.front.shared().parked.insert(
+            token.clone(),
+            Parked {
+                tx,
+                principal: principal.clone(),
+            },
+        );
+        let call = self.call.take()?;
+        let task = ParkedCall {
+            front: self.front.clone(),
+            upstream: self.upstream.clone(),
+            on: self.on.clone(),
+            gid_text: self.gid_text.clone(),
+            members: self
+                .stateless
+                .unwrap_or(crate::front::modern::RESULT_COMPLETE),
+            timeout: self.timeout,
+            token: token.clone(),
+            principal,
+        };
+        monoio::spawn(task.run(call, rx, original_id.clone()));
+        self.done = true;
+        self.outcome = Some(Metric::Ok);
+        let body = input_required(&self.client_id, &method, params, &token);
+        self.response_bytes = body.len();
+        Some(Event::Final(body))
+    }
+
     /// Translates one upstream message; `None` when it is not for the client.
     async fn translate(&mut self, msg: Bytes) -> Option<Event> {
         let frame = match self.front.caller().parser.borrow_mut().parse_one(msg) {
@@ -659,6 +729,11 @@ impl Relay {
             }
             Kind::Request => {
                 let original_id = frame.id_raw()?;
+                if self.stateless.is_some() {
+                    if let Some(ev) = self.park(&frame, &original_id) {
+                        return Some(ev);
+                    }
+                }
                 if !self.can_push || self.stateless.is_some() {
                     // A 2026-07-28 client takes no requests; translating them into an
                     // input-required result is not done yet.
@@ -754,4 +829,159 @@ impl Drop for Relay {
             self.session.server_requests.remove(&rid);
         }
     }
+}
+
+/// A fresh park token: the prefix and 128 random bits in hex.
+fn park_token() -> Option<String> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).ok()?;
+    Some(format!("{PARK_PREFIX}{}", crate::observe::audit::hex(&b)))
+}
+
+/// An input-required result for `client_id` asking `method` with `params` (raw JSON).
+fn input_required(client_id: &[u8], method: &str, params: &[u8], token: &str) -> Bytes {
+    let result = format!(
+        r#"{{"resultType":"input_required","inputRequests":{{"input":{{"method":{m},"params":{p}}}}},"requestState":{t}}}"#,
+        m = serde_json::Value::String(method.into()),
+        p = String::from_utf8_lossy(params),
+        t = serde_json::Value::String(token.into()),
+    );
+    crate::jsonrpc::result_body(client_id, result.as_bytes())
+}
+
+/// A parked call's task: it holds the upstream's stream while the client answers, then
+/// relays on until the upstream's answer or its next request.
+struct ParkedCall {
+    front: Rc<Front>,
+    upstream: Arc<Upstream>,
+    on: OnSession,
+    gid_text: String,
+    members: &'static [u8],
+    timeout: std::time::Duration,
+    token: String,
+    /// The principal that made the call (`Principal::key`).
+    principal: String,
+}
+
+impl ParkedCall {
+    /// Waits for the retry with the client's answer to the upstream's request `pending`
+    /// (its raw id), sends the answer, and relays on.
+    async fn run(
+        mut self,
+        mut call: Call,
+        mut rx: flume::Receiver<ParkedInput>,
+        mut pending: Bytes,
+    ) {
+        loop {
+            // The client's retry, or the end of the wait (the call is dropped).
+            let input = monoio::time::timeout(self.timeout, rx.recv_async()).await;
+            self.front.shared().parked.remove(&self.token);
+            let Ok(Ok(input)) = input else {
+                tracing::debug!(upstream = %self.upstream.name, "parked call not continued in time");
+                return;
+            };
+            let answer = answer_of(&input.responses);
+            let response = format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":{}}}"#,
+                String::from_utf8_lossy(&pending),
+                answer
+            );
+            if let Err(e) = self
+                .front
+                .caller()
+                .send(&self.upstream, &self.on, Bytes::from(response))
+                .await
+            {
+                let (code, msg) = e.to_jsonrpc();
+                let _ = input
+                    .reply
+                    .send(error_body(Some(&input.client_id), code, msg));
+                return;
+            }
+            // Relay on: progress is dropped (there is no stream to the client now).
+            let next = loop {
+                match monoio::time::timeout(self.timeout, call.next()).await {
+                    Ok(Ok(Some(m))) => {
+                        let Ok(f) = self.front.caller().parser.borrow_mut().parse_one(m) else {
+                            continue;
+                        };
+                        match f.kind() {
+                            Kind::Response
+                                if f.id_raw().as_deref() == Some(self.gid_text.as_bytes()) =>
+                            {
+                                break Ok(f)
+                            }
+                            Kind::Request => break Err(Some(f)),
+                            _ => continue,
+                        }
+                    }
+                    _ => break Err(None),
+                }
+            };
+            match next {
+                Ok(f) => {
+                    let Some(span) = f.id_span() else { return };
+                    let at = f.result_span().and_then(|rs| {
+                        if f.member(rs, "resultType").is_some() {
+                            return None;
+                        }
+                        crate::front::modern::insert_point(f.raw_at(rs)?, rs)
+                    });
+                    let out = match at {
+                        Some(at) if !f.is_error() => {
+                            f.splice(&mut [(span, &input.client_id), (at, self.members)])
+                        }
+                        _ => f.splice(&mut [(span, &input.client_id)]),
+                    };
+                    let _ = input.reply.send(out);
+                    let front = self.front.clone();
+                    call.finish(front.caller()).await;
+                    return;
+                }
+                Err(Some(f)) => {
+                    // Another question: park again under a new token.
+                    let (Some(method), Some(id), Some(token)) =
+                        (f.method().map(|m| m.into_owned()), f.id_raw(), park_token())
+                    else {
+                        return;
+                    };
+                    let (tx, next_rx) = flume::bounded::<ParkedInput>(1);
+                    self.front.shared().parked.insert(
+                        token.clone(),
+                        Parked {
+                            tx,
+                            principal: self.principal.clone(),
+                        },
+                    );
+                    let params = f.params_raw().unwrap_or(b"{}");
+                    let _ =
+                        input
+                            .reply
+                            .send(input_required(&input.client_id, &method, params, &token));
+                    self.token = token;
+                    pending = id;
+                    rx = next_rx;
+                }
+                Err(None) => {
+                    let e = Error::new(
+                        ErrorKind::UpstreamUnavailable,
+                        format!("{}: no answer after the client's input", self.upstream.name),
+                    );
+                    let (code, msg) = e.to_jsonrpc();
+                    let _ = input
+                        .reply
+                        .send(error_body(Some(&input.client_id), code, msg));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The client's answer in `inputResponses` (its one entry), as raw JSON.
+fn answer_of(responses: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(responses)
+        .ok()
+        .and_then(|m| m.get("input").cloned())
+        .map_or_else(|| "{}".to_string(), |v| v.to_string())
 }

@@ -360,6 +360,18 @@ impl Front {
             Ok(v) => v,
             Err(r) => return r,
         };
+        // A retry carrying the answer to a question a legacy upstream asked mid-call: the
+        // call is parked, waiting for it.
+        let parked = named_param(&method)
+            .and(f.param("requestState"))
+            .and_then(|s| f.str_at(s))
+            .filter(|t| t.starts_with(crate::relay::PARK_PREFIX))
+            .map(std::borrow::Cow::into_owned);
+        if let Some(token) = parked {
+            return self
+                .continue_parked(&f, &id, &token, principal, answer)
+                .await;
+        }
         let snap = self.shared.snapshot.load_full();
         let outcome = match method.as_str() {
             "server/discover" => Outcome::Done(discover(&snap, &id)),
@@ -402,6 +414,56 @@ impl Front {
                 headers: vec![],
                 body: ReplyBody::Relay(relay, first),
             },
+        }
+    }
+}
+
+impl Front {
+    /// Hands a retry's `inputResponses` to the parked call named by `token` and answers
+    /// with what the call gives back (its result, another input-required result, or an
+    /// error).
+    async fn continue_parked(
+        &self,
+        f: &Frame,
+        id: &Bytes,
+        token: &str,
+        principal: &Arc<Principal>,
+        answer: super::Answer,
+    ) -> Reply {
+        let unknown = || {
+            refuse(
+                Some(id),
+                Code::InvalidParams,
+                "Invalid params: requestState is unknown or has expired",
+            )
+        };
+        let tx = match self.shared.parked.get(token) {
+            Some(p) if *p.principal == *principal.key => p.tx.clone(),
+            _ => return unknown(),
+        };
+        let responses = f
+            .param("inputResponses")
+            .and_then(|s| f.raw_at(s))
+            .map_or(Bytes::from_static(b"{}"), Bytes::copy_from_slice);
+        let (reply, answered) = flume::bounded(1);
+        let input = crate::relay::ParkedInput {
+            responses,
+            client_id: id.clone(),
+            reply,
+        };
+        if tx.send_async(input).await.is_err() {
+            return unknown();
+        }
+        let wait = self.shared.config.gateway.call_timeout;
+        match monoio::time::timeout(wait, answered.recv_async()).await {
+            Ok(Ok(b)) => match error_code(&b, id).map(status_of) {
+                Some(status) if status != 200 => Reply::json(status, b),
+                _ => reply_with(answer, b),
+            },
+            _ => Reply::json(
+                200,
+                error_body(Some(id), Code::UpstreamTimeout, "Upstream timed out"),
+            ),
         }
     }
 }

@@ -65,6 +65,8 @@ fn sdk_client_in_auto_mode_is_served_statelessly() {
             ["complete_prompt", "alpha__greet", "who", "al"],
             ["call", "beta__ask_llm", {"prompt": "hello"}],
             ["many", "20", "alpha__echo"],
+            ["call", "alpha__ask_user", {"question": "q?"}],
+            ["call", "beta__list_roots", {}],
         ])
         .to_string()],
     );
@@ -89,10 +91,21 @@ fn sdk_client_in_auto_mode_is_served_statelessly() {
     );
     assert_eq!(steps[7]["messages"][0]["text"], "Hello ann from beta");
     assert_eq!(steps[8]["values"], json!(["alice", "albert", "alpha"]));
-    // The upstream's sampling request is refused on the client's behalf (no input-required
-    // translation yet): the tool fails, promptly, instead of hanging.
-    assert_eq!(steps[9]["is_error"], true, "{}", steps[9]);
+    // The legacy upstreams ask the client mid-call (sampling, elicitation, roots): the call
+    // is parked, the client gets an input-required result, answers, retries with the
+    // gateway's requestState, and the parked call goes on with the answer.
+    assert_eq!(
+        steps[9]["text"][0], "llm said: sampled:hello",
+        "{}",
+        steps[9]
+    );
     assert_eq!(steps[10]["ok"], 20, "{}", steps[10]);
+    assert_eq!(steps[11]["text"][0], "user said: 42", "{}", steps[11]);
+    assert_eq!(
+        steps[12]["text"][0], "file:///tmp/root-a,file:///tmp/root-b",
+        "{}",
+        steps[12]
+    );
     let log = gw.log_text();
     assert_eq!(
         log.matches("session created").count(),
@@ -324,6 +337,19 @@ fn stateless_requests_are_checked_before_they_are_routed() {
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(r.json()["error"]["code"], -32020, "{r:?}");
     assert_eq!(r.json()["id"], 17, "{r:?}");
+
+    // A requestState that names no parked call (made up, or expired) is invalid params.
+    c.send(&stateless(
+        18,
+        "tools/call",
+        json!({"name": "beta__echo", "arguments": {"text": "x"}, "inputResponses": {"input": {}},
+               "requestState": "mcpgw-parked:00000000000000000000000000000000",
+               "_meta": meta("2026-07-28")}),
+        &[v, "Mcp-Method: tools/call", "Mcp-Name: beta__echo"],
+    ));
+    let r = c.read().expect("answer");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], -32602, "{r:?}");
 
     // -32022 names what the gateway speaks.
     c.send(&stateless(
