@@ -29,17 +29,12 @@ impl SessionId {
     pub fn random() -> std::io::Result<Self> {
         let mut b = [0u8; 16];
         getrandom::getrandom(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut s = String::with_capacity(32);
-        for x in b {
-            s.push(char::from(HEX[usize::from(x >> 4)]));
-            s.push(char::from(HEX[usize::from(x & 15)]));
-        }
-        Ok(Self(s.into()))
+        Ok(Self(crate::observe::audit::hex(&b).into()))
     }
 
     /// Parses a header value; only the shape the gateway issues is accepted.
     pub fn parse(v: &[u8]) -> Option<Self> {
-        (v.len() == 32 && v.iter().all(|c| HEX.contains(c)))
+        (v.len() == 32 && v.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
             .then(|| std::str::from_utf8(v).ok().map(|s| Self(s.into())))
             .flatten()
     }
@@ -56,8 +51,6 @@ impl fmt::Debug for SessionId {
         write!(f, "{}…", self.0.get(..8).unwrap_or(""))
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Protocol revisions the gateway speaks with clients, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
@@ -469,8 +462,8 @@ impl Session {
         }
     }
 
-    /// The context of one MCP 2026-07-28 request: not registered anywhere, id `stateless`
-    /// (what logs and the audit log show for it).
+    /// The context of one MCP 2026-07-28 request: not registered anywhere, id
+    /// [`STATELESS_ID`] (what logs and the audit log show for it).
     pub fn stateless(
         version: &'static str,
         hello: Hello,

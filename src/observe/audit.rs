@@ -187,17 +187,26 @@ impl Audit {
 
 /// Lowercase hex of `d` (digests, salts, key ids): the one encoder the gateway uses.
 pub fn hex(d: &[u8]) -> String {
-    let mut out = vec![0u8; d.len() * 2];
-    hex_into(d, &mut out);
-    out.into_iter().map(char::from).collect()
+    let mut s = String::with_capacity(d.len() * 2);
+    push_hex(&mut s, d);
+    s
 }
+
+/// Appends the lowercase hex of `d` to `s`.
+pub fn push_hex(s: &mut String, d: &[u8]) {
+    for b in d {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Writes the lowercase hex of `d` into the first `2 * d.len()` bytes of `out`.
 fn hex_into(d: &[u8], out: &mut [u8]) {
-    const H: &[u8; 16] = b"0123456789abcdef";
     for (b, o) in d.iter().zip(out.chunks_exact_mut(2)) {
-        o[0] = H[usize::from(b >> 4)];
-        o[1] = H[usize::from(b & 15)];
+        o[0] = HEX[usize::from(b >> 4)];
+        o[1] = HEX[usize::from(b & 15)];
     }
 }
 

@@ -62,19 +62,11 @@ impl TraceParent {
 pub fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> String {
     let mut s = String::with_capacity(55);
     s.push_str("00-");
-    push_hex(&mut s, trace_id);
+    crate::observe::audit::push_hex(&mut s, trace_id);
     s.push('-');
-    push_hex(&mut s, span_id);
+    crate::observe::audit::push_hex(&mut s, span_id);
     s.push_str(if sampled { "-01" } else { "-00" });
     s
-}
-
-fn push_hex(s: &mut String, b: &[u8]) {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    for x in b {
-        s.push(char::from(H[usize::from(x >> 4)]));
-        s.push(char::from(H[usize::from(x & 15)]));
-    }
 }
 
 fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
