@@ -1469,7 +1469,9 @@ impl Front {
             edits.push((*span, with));
         }
         let body = f.splice(&mut edits);
-        let body_sent = body.clone();
+        // Kept to ask again with a legacy client's input, should a 2026-07-28 upstream need
+        // some (a reference count, only then).
+        let body_sent = (upstream_stateless && !sess.stateless).then(|| body.clone());
 
         // In flight (and cancellable) from here: an upstream that answers JSON sends its
         // response head only with the answer, so `start` may last the whole call.
@@ -1617,10 +1619,7 @@ impl Front {
             .stateless
             .then(|| modern::result_members(f.method().as_deref()));
         relay.upstream_stateless = upstream_stateless;
-        if upstream_stateless && !sess.stateless {
-            // Kept to ask again with the client's input, should the upstream need some.
-            relay.sent = Some(body_sent);
-        }
+        relay.sent = body_sent;
         match relay.next().await {
             Event::Final(b) => Outcome::Done(b),
             Event::Cancelled => Outcome::Done(error_body(

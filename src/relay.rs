@@ -373,14 +373,8 @@ impl Relay {
     /// Where the members for a 2026-07-28 client go into a legacy upstream's result (just
     /// inside its `{`); `None` when nothing is added.
     fn result_type_at(&self, frame: &crate::jsonrpc::Frame) -> Option<crate::jsonrpc::Span> {
-        if self.stateless.is_none() || frame.is_error() {
-            return None;
-        }
-        let rs = frame.result_span()?;
-        if frame.member(rs, "resultType").is_some() {
-            return None;
-        }
-        crate::front::modern::insert_point(frame.raw_at(rs)?, rs)
+        self.stateless?;
+        crate::front::modern::legacy_result_insert(frame)
     }
 
     /// Turns an input-required result into requests to the (legacy) client, queued on this
@@ -573,21 +567,13 @@ impl Relay {
                 self.gid = gid;
                 self.gid_text = gid_text;
                 self.deadline = monoio::time::Instant::now() + self.timeout;
-                // The round stays recorded (for the next one's count) until it is replaced.
-                if let Some(w) = self.input.as_mut() {
-                    w.left.clear();
+                // Out of the gathering state; the count stays for a next round.
+                if let Some(w) = self.input.take() {
+                    self.rounds_done = w.round;
                 }
-                self.input_round_done();
                 None
             }
             Err(e) => Some(self.fail(&e)),
-        }
-    }
-
-    /// Leaves the gathering state, keeping the round count for a next input round.
-    fn input_round_done(&mut self) {
-        if let Some(w) = self.input.take() {
-            self.rounds_done = w.round;
         }
     }
 
@@ -921,17 +907,9 @@ impl ParkedCall {
             match next {
                 Ok(f) => {
                     let Some(span) = f.id_span() else { return };
-                    let at = f.result_span().and_then(|rs| {
-                        if f.member(rs, "resultType").is_some() {
-                            return None;
-                        }
-                        crate::front::modern::insert_point(f.raw_at(rs)?, rs)
-                    });
-                    let out = match at {
-                        Some(at) if !f.is_error() => {
-                            f.splice(&mut [(span, &input.client_id), (at, self.members)])
-                        }
-                        _ => f.splice(&mut [(span, &input.client_id)]),
+                    let out = match crate::front::modern::legacy_result_insert(&f) {
+                        Some(at) => f.splice(&mut [(span, &input.client_id), (at, self.members)]),
+                        None => f.splice(&mut [(span, &input.client_id)]),
                     };
                     let _ = input.reply.send(out);
                     let front = self.front.clone();

@@ -221,6 +221,19 @@ fn error_code(body: &[u8], id: &[u8]) -> Option<i64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
+/// Where a legacy upstream's successful result gets the members a 2026-07-28 client
+/// expects (`resultType`, ...); `None` for errors and results that have a `resultType`.
+pub fn legacy_result_insert(frame: &Frame) -> Option<Span> {
+    if frame.is_error() {
+        return None;
+    }
+    let rs = frame.result_span()?;
+    if frame.member(rs, "resultType").is_some() {
+        return None;
+    }
+    insert_point(frame.raw_at(rs)?, rs)
+}
+
 /// Where members go into the object at `span` whose bytes are `raw`: just after its `{`,
 /// when it has members (so the inserted ones end with a comma); `None` for `{}`.
 pub fn insert_point(raw: &[u8], span: Span) -> Option<Span> {
@@ -266,6 +279,16 @@ fn single<'a>(req: &'a RequestHead, name: &'a str) -> Result<Option<&'a [u8]>, (
         Some(_) => Err(()),
         None => Ok(first),
     }
+}
+
+/// Whether a routing header says `want`: compared as is (surrounding blanks dropped), or
+/// decoded first when it is `=?base64?...?=`. No allocation unless it is encoded.
+fn header_says(v: &[u8], want: &str) -> bool {
+    let t = v.trim_ascii();
+    if t.starts_with(b"=?base64?") {
+        return header_text(t).as_deref() == Some(want);
+    }
+    t == want.as_bytes()
 }
 
 /// A routing header's text: surrounding blanks dropped, `=?base64?...?=` decoded.
@@ -353,7 +376,7 @@ impl Front {
             Kind::Request => {}
         }
         let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
-        let Some(method) = f.method().map(std::borrow::Cow::into_owned) else {
+        let Some(method) = f.method() else {
             return refuse(Some(&id), Code::InvalidRequest, "Invalid Request");
         };
         let (version, hello) = match check(req, &f, &id, &method) {
@@ -373,7 +396,7 @@ impl Front {
                 .await;
         }
         let snap = self.shared.snapshot.load_full();
-        let outcome = match method.as_str() {
+        let outcome = match &*method {
             "server/discover" => Outcome::Done(discover(&snap, &id)),
             "tools/call"
             | "prompts/get"
@@ -515,7 +538,7 @@ fn check(
         Err(()) => return mismatch("Header mismatch: MCP-Protocol-Version appears twice"),
     }
     match single(req, "mcp-method") {
-        Ok(Some(h)) if header_text(h).as_deref() == Some(method) => {}
+        Ok(Some(h)) if header_says(h, method) => {}
         Ok(Some(_)) => return mismatch("Header mismatch: Mcp-Method differs from the method"),
         Ok(None) => return mismatch("Header mismatch: Mcp-Method is required"),
         Err(()) => return mismatch("Header mismatch: Mcp-Method appears twice"),
@@ -525,7 +548,7 @@ fn check(
         match single(req, "mcp-name") {
             Ok(Some(h)) => {
                 // Without the parameter the call is refused for that, below.
-                if body.is_some_and(|b| header_text(h).as_deref() != Some(&*b)) {
+                if body.is_some_and(|b| !header_says(h, &b)) {
                     return mismatch("Header mismatch: Mcp-Name differs from the request's name");
                 }
             }
@@ -542,10 +565,11 @@ fn check(
         .filter(|r| r.first() == Some(&b'{'))
         .map_or(
             Bytes::from_static(crate::upstream::CLIENT_INFO.as_bytes()),
-            Bytes::copy_from_slice,
+            |r| f.bytes().slice_ref(r),
         );
+    // Views of the request's own bytes, not copies.
     let hello = Hello {
-        capabilities: Bytes::copy_from_slice(capabilities),
+        capabilities: f.bytes().slice_ref(capabilities),
         client_info,
     };
     Ok((STATELESS_VERSION, hello))
@@ -678,5 +702,9 @@ mod tests {
         );
         assert_eq!(header_text(enc.as_bytes()).as_deref(), Some("héllo"));
         assert_eq!(header_text(b"=?base64?***?="), None);
+        assert!(header_says(b" tools/call\t", "tools/call"));
+        assert!(!header_says(b"Tools/Call", "tools/call"));
+        assert!(header_says(enc.as_bytes(), "héllo"));
+        assert!(!header_says(b"=?base64?***?=", "=?base64?***?="));
     }
 }

@@ -482,34 +482,10 @@ impl HttpUpstream {
             .start(caller, replica, None, initialize_body(id, hello), None)
             .await?;
         let session_id = call.session_id.take();
-        let raw = loop {
-            match call.next().await? {
-                Some(m) => {
-                    let f = caller
-                        .parser
-                        .borrow_mut()
-                        .parse_one(m.clone())
-                        .map_err(|e| {
-                            self.err(ErrorKind::UpstreamProtocol, "initialize answer")
-                                .with_source(e)
-                        })?;
-                    if f.kind() == Kind::Response {
-                        break f;
-                    }
-                }
-                None => {
-                    return Err(self.err(ErrorKind::UpstreamProtocol, "initialize got no answer"))
-                }
-            }
-        };
-        call.finish(caller).await;
+        let (raw, result) = self.answer(caller, call, "initialize").await?;
         if raw.is_error() {
             return Err(self.err(ErrorKind::UpstreamUnavailable, "initialize refused"));
         }
-        let result = raw
-            .result_raw()
-            .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
-            .unwrap_or_default();
         let version = result
             .get("protocolVersion")
             .and_then(|v| v.as_str())
@@ -550,29 +526,15 @@ impl HttpUpstream {
         let body = Bytes::from(format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"server/discover","params":{{}}}}"#
         ));
-        let mut call = match self.start(caller, replica, Some(&probe), body, None).await {
+        let call = match self.start(caller, replica, Some(&probe), body, None).await {
             Ok(c) => c,
             Err(e) if e.kind == ErrorKind::UpstreamProtocol => return Ok(None),
             Err(e) => return Err(e),
         };
-        let answer = loop {
-            match call.next().await {
-                Ok(Some(m)) => {
-                    let Ok(f) = caller.parser.borrow_mut().parse_one(m) else {
-                        return Ok(None);
-                    };
-                    if f.kind() == Kind::Response {
-                        break f;
-                    }
-                }
-                Ok(None) | Err(_) => return Ok(None),
-            }
+        // An answer that is not one (no response, not JSON-RPC) is a legacy server's too.
+        let Ok((answer, result)) = self.answer(caller, call, "server/discover").await else {
+            return Ok(None);
         };
-        call.finish(caller).await;
-        let result = answer
-            .result_raw()
-            .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
-            .unwrap_or_default();
         let speaks = result
             .get("supportedVersions")
             .and_then(|v| v.as_array())
@@ -589,6 +551,37 @@ impl HttpUpstream {
             capabilities,
             ..probe
         })))
+    }
+
+    /// The response `call` ends with (messages before it are skipped) and its `result`
+    /// decoded (`Null` for an error); `what` names the request in errors.
+    async fn answer(
+        &self,
+        caller: &Caller,
+        mut call: HttpCall,
+        what: &str,
+    ) -> Result<(crate::jsonrpc::Frame, serde_json::Value)> {
+        let f = loop {
+            let Some(m) = call.next().await? else {
+                return Err(self.err(
+                    ErrorKind::UpstreamProtocol,
+                    &format!("{what} got no answer"),
+                ));
+            };
+            let f = caller.parser.borrow_mut().parse_one(m).map_err(|e| {
+                self.err(ErrorKind::UpstreamProtocol, &format!("{what} answer"))
+                    .with_source(e)
+            })?;
+            if f.kind() == Kind::Response {
+                break f;
+            }
+        };
+        call.finish(caller).await;
+        let result = f
+            .result_raw()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
+            .unwrap_or_default();
+        Ok((f, result))
     }
 
     /// Sends a request on `session`; the returned call yields the upstream's messages.

@@ -1,21 +1,12 @@
 //! The official Python SDK client through the gateway to two SDK upstreams at once: one over
 //! Streamable HTTP, one over stdio. Run on both IO drivers.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::{
-    client, client_script, http_upstream_toml, stdio_fixture_toml, Gateway, HttpFixture,
+    client, client_script, http_upstream_toml, stdio_fixture_toml, strings as names, Gateway,
+    HttpFixture,
 };
-
-fn names(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn tour_and_route(driver: &str) {
     let alpha = HttpFixture::start("alpha");

@@ -6,18 +6,8 @@
 use serde_json::{json, Value};
 
 use crate::support::{
-    client, client_opts, http_upstream_toml, stdio_fixture_toml, Gateway, HttpFixture, Raw,
+    client, client_opts, http_upstream_toml, stdio_fixture_toml, strings, Gateway, HttpFixture, Raw,
 };
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The same gateway, the same upstreams (a stdio child and an HTTP server, both spoken to in
 /// the legacy era): a 2026-07-28 client sees what a legacy client sees and its calls work.

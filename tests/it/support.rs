@@ -194,6 +194,17 @@ impl HttpFixture {
     }
 }
 
+/// The strings of a JSON array (names in a tour, say); empty for anything else.
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Replaces a running gateway's config file the way operators should: a finished file
 /// renamed into place, so a reload never reads one half-written.
 pub fn rewrite_config(path: &Path, text: &str) {
