@@ -55,10 +55,7 @@ pub struct Relay {
     /// The gateway's span of this call (exported when the relay ends), if traced.
     pub trace: Option<crate::observe::trace::CallTrace>,
     /// How the result is screened, with the policy that holds the screener.
-    pub screen: Option<(
-        Arc<crate::guard::policy::Screen>,
-        Arc<crate::guard::policy::Policy>,
-    )>,
+    pub screen: ScreenOf,
     /// Whether messages other than the response can reach the client; when not, upstream
     /// requests are refused on the client's behalf and notifications dropped.
     pub can_push: bool,
@@ -101,6 +98,72 @@ pub struct Relay {
     token_text: String,
     /// Input rounds answered so far.
     rounds_done: u32,
+}
+
+/// How a call's result is screened: its screen, with the policy that holds the screener.
+pub type ScreenOf = Option<(
+    Arc<crate::guard::policy::Screen>,
+    Arc<crate::guard::policy::Policy>,
+)>;
+
+/// The client's copy of an upstream's final response `frame` (its id at `id_span`): the
+/// client's id in place, the result screened when the call's results are (masked, or
+/// refused with -32016), and for a 2026-07-28 client (`members`) the members a legacy
+/// result lacks. Used by the relay and by parked calls alike, so neither path skips a guard.
+#[allow(clippy::too_many_arguments)]
+fn final_answer(
+    front: &Front,
+    frame: &crate::jsonrpc::Frame,
+    id_span: crate::jsonrpc::Span,
+    client_id: &[u8],
+    screen: Option<&(
+        Arc<crate::guard::policy::Screen>,
+        Arc<crate::guard::policy::Policy>,
+    )>,
+    session: &Session,
+    target: &str,
+    upstream: &str,
+    members: Option<&'static [u8]>,
+) -> Bytes {
+    let at = members.and_then(|_| crate::front::modern::legacy_result_insert(frame));
+    let screened = screen.and_then(|(sc, policy)| {
+        let raw = frame.result_raw()?;
+        Some(front.screen(
+            sc,
+            policy,
+            raw,
+            Direction::Result,
+            session,
+            target,
+            upstream,
+        ))
+    });
+    match (screened, frame.result_span()) {
+        (Some(Screened::Block(kinds)), _) => error_body(
+            Some(client_id),
+            Code::GuardBlocked,
+            &crate::guard::policy::blocked_message(Direction::Result, &kinds),
+        ),
+        (Some(Screened::Replace(masked)), Some(rs)) => {
+            // Masking changes strings only: the object opens where it did.
+            let masked = match (at, members) {
+                (Some(at), Some(m)) => {
+                    let cut = at.start.saturating_sub(rs.start) as usize;
+                    let mut v = Vec::with_capacity(masked.len() + m.len());
+                    v.extend_from_slice(masked.get(..cut).unwrap_or_default());
+                    v.extend_from_slice(m);
+                    v.extend_from_slice(masked.get(cut..).unwrap_or_default());
+                    v
+                }
+                _ => masked,
+            };
+            frame.splice(&mut [(id_span, client_id), (rs, &masked)])
+        }
+        _ => match (at, members) {
+            (Some(at), Some(m)) => frame.splice(&mut [(id_span, client_id), (at, m)]),
+            _ => frame.splice(&mut [(id_span, client_id)]),
+        },
+    }
 }
 
 /// One round of an input-required result being answered by a legacy client.
@@ -355,28 +418,6 @@ impl Relay {
         }
     }
 
-    /// Screens the `result` of an answer, when this call's result is screened.
-    fn screen_result(&self, frame: &crate::jsonrpc::Frame) -> Option<Screened> {
-        let (sc, policy) = self.screen.as_ref()?;
-        let raw = frame.result_raw()?;
-        Some(self.front.screen(
-            sc,
-            policy,
-            raw,
-            Direction::Result,
-            &self.session,
-            &self.target,
-            &self.upstream.name,
-        ))
-    }
-
-    /// Where the members for a 2026-07-28 client go into a legacy upstream's result (just
-    /// inside its `{`); `None` when nothing is added.
-    fn result_type_at(&self, frame: &crate::jsonrpc::Frame) -> Option<crate::jsonrpc::Span> {
-        self.stateless?;
-        crate::front::modern::legacy_result_insert(frame)
-    }
-
     /// Turns an input-required result into requests to the (legacy) client, queued on this
     /// call's stream; the answers are gathered by [`Relay::gather_input`]. `Err` says why it
     /// cannot be done.
@@ -612,6 +653,9 @@ impl Relay {
             timeout: self.timeout,
             token: token.clone(),
             principal,
+            screen: self.screen.clone(),
+            session: self.session.clone(),
+            target: self.target.clone(),
         };
         monoio::spawn(task.run(call, rx, original_id.clone()));
         self.done = true;
@@ -660,23 +704,17 @@ impl Relay {
                     self.response_bytes = out.len();
                     return Some(Event::Final(out));
                 }
-                let out = match self.screen_result(&frame) {
-                    Some(Screened::Block(kinds)) => error_body(
-                        Some(&self.client_id),
-                        Code::GuardBlocked,
-                        &crate::guard::policy::blocked_message(Direction::Result, &kinds),
-                    ),
-                    Some(Screened::Replace(masked)) => match frame.result_span() {
-                        Some(rs) => frame.splice(&mut [(span, &self.client_id), (rs, &masked)]),
-                        None => frame.splice(&mut [(span, &self.client_id)]),
-                    },
-                    _ => match (self.result_type_at(&frame), self.stateless) {
-                        (Some(at), Some(members)) => {
-                            frame.splice(&mut [(span, &self.client_id), (at, members)])
-                        }
-                        _ => frame.splice(&mut [(span, &self.client_id)]),
-                    },
-                };
+                let out = final_answer(
+                    &self.front,
+                    &frame,
+                    span,
+                    &self.client_id,
+                    self.screen.as_ref(),
+                    &self.session,
+                    &self.target,
+                    &self.upstream.name,
+                    self.stateless,
+                );
                 self.response_bytes = out.len();
                 Some(Event::Final(out))
             }
@@ -847,6 +885,10 @@ struct ParkedCall {
     token: String,
     /// The principal that made the call (`Principal::key`).
     principal: String,
+    /// How the final result is screened (as the relay would have).
+    screen: ScreenOf,
+    session: Arc<Session>,
+    target: Box<str>,
 }
 
 impl ParkedCall {
@@ -907,10 +949,17 @@ impl ParkedCall {
             match next {
                 Ok(f) => {
                     let Some(span) = f.id_span() else { return };
-                    let out = match crate::front::modern::legacy_result_insert(&f) {
-                        Some(at) => f.splice(&mut [(span, &input.client_id), (at, self.members)]),
-                        None => f.splice(&mut [(span, &input.client_id)]),
-                    };
+                    let out = final_answer(
+                        &self.front,
+                        &f,
+                        span,
+                        &input.client_id,
+                        self.screen.as_ref(),
+                        &self.session,
+                        &self.target,
+                        &self.upstream.name,
+                        Some(self.members),
+                    );
                     let _ = input.reply.send(out);
                     let front = self.front.clone();
                     call.finish(front.caller()).await;

@@ -16,11 +16,11 @@
 //! `logging/setLevel`, `resources/subscribe`...) is HTTP 404 with -32601. `server/discover`
 //! and the lists are answered from the snapshot; calls go to the upstreams on the gateway's
 //! own upstream sessions (a stateless request has none of its own), with
-//! `"resultType":"complete"` added to legacy upstreams' results. Not yet: input-required
-//! results in place of upstream requests (they are refused on the client's behalf),
-//! `subscriptions/listen` (so discover advertises no `listChanged`/`subscribe`), per-request
-//! log levels (log messages are not forwarded), and 2026-07-28 upstreams (every upstream is
-//! spoken to in the legacy era).
+//! `"resultType":"complete"` added to legacy upstreams' results. A legacy upstream's request
+//! to the client mid-call (sampling, elicitation, roots) parks the call and answers
+//! input-required (`relay::ParkedCall`); the client's retry continues it. Not yet:
+//! `subscriptions/listen` (so discover advertises no `listChanged`/`subscribe`) and
+//! per-request log levels (log messages are not forwarded).
 
 use std::{rc::Rc, sync::Arc};
 

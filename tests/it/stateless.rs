@@ -117,6 +117,61 @@ fn sdk_client_in_auto_mode_is_served_statelessly() {
     let _ = std::fs::remove_file(&audit);
 }
 
+/// Screening holds for 2026-07-28 clients as for legacy ones: a masked result keeps the
+/// members such a client expects, and a call parked on a legacy upstream's sampling request
+/// is screened when it ends (the client's own answer comes back in the tool's result).
+#[test]
+fn stateless_calls_are_screened_like_legacy_ones() {
+    let guard = "[[guard.screen]]\nupstreams = [\"beta\"]\narguments = false\npii = \"mask\"\n";
+    let gw = Gateway::start(guard, &stdio_fixture_toml("beta", ""), "epoll");
+    let card = "card 4111 1111 1111 1111";
+    let out = client_opts(
+        &["--mode", "auto"],
+        &gw.url(),
+        "script",
+        &[&json!([
+            ["call", "beta__echo", {"text": card}],
+            ["call", "beta__ask_llm", {"prompt": card}],
+            ["call", "beta__echo", {"text": "no card 4111 1111 1111 1112"}],
+        ])
+        .to_string()],
+    );
+    let steps = &out["steps"];
+    assert_eq!(
+        steps[0]["text"][0], "beta:card [REDACTED:card]",
+        "{}",
+        steps[0]
+    );
+    assert_eq!(
+        steps[1]["text"][0], "llm said: sampled:card [REDACTED:card]",
+        "{}",
+        steps[1]
+    );
+    assert_eq!(
+        steps[2]["text"][0], "beta:no card 4111 1111 1111 1112",
+        "{}",
+        steps[2]
+    );
+    // On the wire: masked, and still a 2026-07-28 result.
+    let mut c = Raw::connect(gw.addr);
+    c.send(&stateless(
+        7,
+        "tools/call",
+        json!({"name": "beta__echo", "arguments": {"text": card}, "_meta": meta("2026-07-28")}),
+        &[
+            "MCP-Protocol-Version: 2026-07-28",
+            "Mcp-Method: tools/call",
+            "Mcp-Name: beta__echo",
+        ],
+    ));
+    let r = c.read().expect("answer");
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 200, "{body}");
+    assert!(body.contains(r#""resultType":"complete""#), "{body}");
+    assert!(body.contains("[REDACTED:card]"), "{body}");
+    assert!(!body.contains(card), "{body}");
+}
+
 /// A 2026-07-28 request for `method` with `meta` as its `_meta`, and `headers`.
 fn stateless(id: u32, method: &str, params: Value, headers: &[&str]) -> Vec<u8> {
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});

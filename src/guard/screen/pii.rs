@@ -374,9 +374,13 @@ fn at_digit(t: &[u8], j: usize, out: &mut Vec<(Kind, usize, usize)>) -> usize {
     let before = if j > 1 { t[j - 2] } else { b' ' };
     let plus = prev == b'+' && !before.is_ascii_alphanumeric();
     let paren = prev == b'(' && !before.is_ascii_alphanumeric();
+    // After a key (`card:`, `cc=`, `beta:`) only a card is looked for: Luhn, issuer and
+    // length make it one; a phone number there would be guesswork (`port:8080`, `t=1700..`).
+    let keyed = matches!(prev, b':' | b'=');
     // Digits glued to a word, a decimal point, a path or a key are not numbers of ours.
     if !plus
         && !paren
+        && !keyed
         && (prev.is_ascii_alphanumeric()
             || matches!(
                 prev,
@@ -410,7 +414,7 @@ fn at_digit(t: &[u8], j: usize, out: &mut Vec<(Kind, usize, usize)>) -> usize {
         let start = if plus || paren { j - 1 } else { j };
         if card(&num) {
             out.push((Kind::Card, start, num.end));
-        } else if phone(&num) {
+        } else if !keyed && phone(&num) {
             out.push((Kind::Phone, start, num.end));
         }
     }

@@ -240,8 +240,21 @@ fn cards_need_luhn_and_an_issuer() {
             "{card}"
         );
     }
+    // Right after a key: still a card.
+    for text in [
+        "card:4111111111111111",
+        "cc=4111 1111 1111 1111",
+        "beta:4111 1111 1111 1111",
+    ] {
+        assert_eq!(kinds_in(text), vec![Kind::Card], "{text}");
+    }
+    // ... but nothing else is read there.
+    for text in ["port:8080", "ts=1700000000123", "at 12:30:45"] {
+        assert_eq!(kinds_in(text), vec![], "{text}");
+    }
     for text in [
         "card: 4111 1111 1111 1112",
+        "card:4111111111111112",
         "4111111111111112",
         "9111111111111111",     // no issuer
         "4111 1111-1111 1111",  // mixed separators
