@@ -7,8 +7,13 @@
 #   perf/pairs.sh era     # one gateway (metrics on), loaded by legacy-era clients (one MCP
 #                         # session per connection, "legacy": the reference) and by MCP
 #                         # 2026-07-28 clients (`mcpgw-load --stateless`, "stateless")
+#   perf/pairs.sh guard   # screening of every call (secrets and PII masked, injection
+#                         # flagged: "screened") vs none ("plain"), both with metrics on; the
+#                         # call's text is prose (perf/prose.txt, one email address in each
+#                         # 1 KiB) and the echo returns it, so both directions are scanned
 #
-# ROUNDS (default 8). The fixture and the load generator run on CPU 0, every gateway (all its
+# ROUNDS (default 8); LOAD: the payload flags (default `--payload-bytes 1024 --result-bytes
+# 1024`; guard: `--payload-bytes 1024 --text-file perf/prose.txt`). The fixture and the load generator run on CPU 0, every gateway (all its
 # threads, the audit writer included) on CPU 1, one worker each. Each round runs `mcpgw-load
 # -c 16 -d 4 -w 1 --payload-bytes 1024 --result-bytes 1024 --pid GW` for each variant in turn;
 # the ratio is the gateway's CPU time per call (utime + stime of its process) against the
@@ -19,6 +24,12 @@ BIN=$CARGO_TARGET_DIR/release
 W=${PERF_SCRATCH:-/work/scratch/perf-run}/pairs
 ROUNDS=${ROUNDS:-8}
 MODE=${1:-audit}
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ "$MODE" = guard ]; then
+  LOAD=${LOAD:---payload-bytes 1024 --text-file $HERE/prose.txt}
+else
+  LOAD=${LOAD:---payload-bytes 1024 --result-bytes 1024}
+fi
 mkdir -p "$W"
 rm -f "$W"/*.json "$W"/audit-*.jsonl
 pids=()
@@ -67,19 +78,29 @@ path = \"$W/audit-base.jsonl\""
     gateway legacy 19402 "$BIN" "metrics = true"
     load_too stateless --stateless
     ;;
-  *) echo "unknown mode $MODE (audit, era)" >&2; exit 2 ;;
+  guard)
+    gateway screened 19402 "$BIN" "metrics = true
+
+[[guard.screen]]
+secrets = \"mask\"
+pii = \"mask\"
+injection = \"flag\""
+    gateway plain 19403 "$BIN" "metrics = true"
+    ;;
+  *) echo "unknown mode $MODE (audit, era, guard)" >&2; exit 2 ;;
 esac
 sleep 2
 for round in $(seq 1 "$ROUNDS"); do
   while IFS=: read -r name port pid flags; do
-    # shellcheck disable=SC2086 # flags: zero or more words
+    # shellcheck disable=SC2086 # flags and LOAD: zero or more words
     taskset -c 0 nice -n -20 "$BIN/mcpgw-load" --url "http://127.0.0.1:$port/mcp" --tool fx__echo \
-      -c 16 -d 4 -w 1 -q --payload-bytes 1024 --result-bytes 1024 --pid "$pid" $flags \
+      -c 16 -d 4 -w 1 -q $LOAD --pid "$pid" $flags \
       --json "$W/$name-$round.json" >/dev/null 2>&1
   done <"$W/gateways"
 done
 REF=off
 if [ "$MODE" = era ]; then REF=legacy; fi
+if [ "$MODE" = guard ]; then REF=plain; fi
 python3 - "$W" "$ROUNDS" "$REF" <<'PY'
 import json, statistics, sys, os
 w, rounds, ref = sys.argv[1], int(sys.argv[2]), sys.argv[3]

@@ -1712,7 +1712,13 @@ impl Front {
             Screened::Block(_) => "block",
         };
         let principal = sess.principal.load();
-        tracing::warn!(target, upstream, principal = %principal.name, direction = dir.as_str(), ?kinds, action, "guard: screening found sensitive content");
+        // Masking is the policy doing its work, maybe on every call: counted and audited,
+        // logged at debug. A refusal, or a finding only flagged, is worth a warning.
+        if matches!(out, Screened::Replace(_)) {
+            tracing::debug!(target, upstream, principal = %principal.name, direction = dir.as_str(), ?kinds, action, "guard: screening masked sensitive content");
+        } else {
+            tracing::warn!(target, upstream, principal = %principal.name, direction = dir.as_str(), ?kinds, action, "guard: screening found sensitive content");
+        }
         if let Some(a) = &self.shared.audit {
             a.record(serde_json::json!({
                 "event": "guard_screen",

@@ -100,6 +100,12 @@ pub struct Args {
     #[arg(long, default_value_t = 1024)]
     pub payload_bytes: usize,
 
+    /// Make the `text` argument from this file's text (repeated, cut at a character boundary
+    /// to `--payload-bytes`) instead of `x`s: prose, for measuring what looks at the text
+    /// (the gateway's screening). With no `--result-bytes`, the echo returns it too.
+    #[arg(long)]
+    pub text_file: Option<std::path::PathBuf>,
+
     /// Also send argument `result_bytes` with this value: the fixture's echo then answers
     /// with a text of this many bytes. Unset: not sent, and echo returns the text it got.
     #[arg(long)]
@@ -308,8 +314,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     let _ = sys::raise_fd_limit();
     let threads = config.threads;
+    let sample = match &config.args.text_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("--text-file {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
     let bodies = Bodies::new(&Payload {
         tool: config.args.tool.clone(),
+        sample,
         payload_bytes: config.args.payload_bytes,
         result_bytes: config.args.result_bytes,
         resource: config.args.resource.clone(),

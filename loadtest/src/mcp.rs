@@ -166,6 +166,17 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 // === impl Bodies ===
 
+/// `sample` repeated to `len` bytes, cut back to a character boundary.
+fn text_of(sample: &str, len: usize) -> String {
+    let mut text = sample.repeat(len / sample.len() + 1);
+    let mut end = len.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
 /// What the requests carry.
 #[derive(Debug, Clone)]
 pub struct Payload {
@@ -173,6 +184,8 @@ pub struct Payload {
     pub tool: String,
     /// Length of the `text` argument, bytes.
     pub payload_bytes: usize,
+    /// Text the `text` argument is made of (repeated and cut); `x`s when `None`.
+    pub sample: Option<String>,
     /// Forwarded as the `result_bytes` argument when set.
     pub result_bytes: Option<usize>,
     /// URI read by `resources/read`.
@@ -193,7 +206,10 @@ pub struct Bodies {
 impl Bodies {
     /// Serializes the templates once.
     pub fn new(p: &Payload) -> Self {
-        let text = "x".repeat(p.payload_bytes);
+        let text = match p.sample.as_deref() {
+            Some(s) if !s.is_empty() => text_of(s, p.payload_bytes),
+            _ => "x".repeat(p.payload_bytes),
+        };
         let mut args = serde_json::json!({ "text": text });
         if let Some(n) = p.result_bytes {
             args["result_bytes"] = n.into();

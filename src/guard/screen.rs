@@ -439,9 +439,10 @@ impl Screener {
     }
 
     /// `json` with every hit whose class is in `mask` replaced by `[REDACTED:<label>]`.
-    /// Only the string tokens holding such a hit are re-encoded (valid JSON string
-    /// escaping); every other byte is copied unchanged. Overlapping hits merge into one
-    /// replacement labelled by the first. Hits whose token is not a string token of
+    /// Only the matched stretches change: the replacement goes where the match lies in the
+    /// string's raw bytes (a match that starts or ends inside an escape's text takes the
+    /// whole escape), and every other byte, escapes included, is copied unchanged.
+    /// Overlapping hits merge into one replacement labelled by the first. Hits whose token is not a string token of
     /// `json` (hits of another document) are ignored; ranges are clamped to the text.
     pub fn mask(&self, json: &[u8], hits: &[Hit], mask: Classes) -> Vec<u8> {
         let valid = |h: &&Hit| {
@@ -458,8 +459,6 @@ impl Screener {
         }
         sel.sort_by_key(|h| (h.token.0, h.range.0, h.range.1));
         let mut out = Vec::with_capacity(json.len() + 32 * sel.len());
-        let mut text = Vec::new();
-        let mut new_text = Vec::new();
         let mut copied = 0;
         let mut rest = &sel[..];
         while let Some(first) = rest.first() {
@@ -470,28 +469,29 @@ impl Screener {
             if token.0 < copied {
                 continue;
             }
-            out.extend_from_slice(&json[copied..token.0]);
-            json::decode(&json[token.0 + 1..token.1 - 1], &mut text);
-            new_text.clear();
+            // The string's raw bytes are kept; each merged range is replaced where it
+            // lies in them (the replacement needs no escaping).
+            out.extend_from_slice(&json[copied..=token.0]);
+            let raw = &json[token.0 + 1..token.1 - 1];
+            let mut at = json::Cursor::new(raw);
             let mut pos = 0;
             let mut cur: Option<(usize, usize, Kind)> = None;
             for h in group {
-                let s = h.range.0.min(text.len());
-                let e = h.range.1.clamp(s, text.len());
+                let (s, e) = (h.range.0, h.range.1.max(h.range.0));
                 cur = match cur {
                     Some((cs, ce, k)) if s < ce => Some((cs, ce.max(e), k)),
                     Some(done) => {
-                        redact(&text, done, &mut pos, &mut new_text);
+                        redact(raw, done, &mut at, &mut pos, &mut out);
                         Some((s, e, h.kind))
                     }
                     None => Some((s, e, h.kind)),
                 };
             }
             if let Some(done) = cur {
-                redact(&text, done, &mut pos, &mut new_text);
+                redact(raw, done, &mut at, &mut pos, &mut out);
             }
-            new_text.extend_from_slice(&text[pos..]);
-            json::encode(&new_text, &mut out);
+            out.extend_from_slice(&raw[pos..]);
+            out.push(b'"');
             copied = token.1;
         }
         out.extend_from_slice(&json[copied..]);
@@ -524,12 +524,22 @@ fn last_separator(window: &[u8]) -> Option<usize> {
     None
 }
 
-/// Copies `text[*pos..s]` and the replacement for `(s, e, kind)` to `out`.
-fn redact(text: &[u8], (s, e, kind): (usize, usize, Kind), pos: &mut usize, out: &mut Vec<u8>) {
-    let s = s.max(*pos);
-    out.extend_from_slice(&text[*pos..s]);
+/// Copies `raw[*pos..]` up to decoded offset `s`, then the replacement for `(s, e, kind)`;
+/// `pos` moves past decoded offset `e`. A range past the text's end is cut at it.
+fn redact(
+    raw: &[u8],
+    (s, e, kind): (usize, usize, Kind),
+    at: &mut json::Cursor<'_>,
+    pos: &mut usize,
+    out: &mut Vec<u8>,
+) {
+    let rs = at.seek(s, false).max(*pos);
+    if rs >= raw.len() && s > 0 {
+        return;
+    }
+    out.extend_from_slice(&raw[*pos..rs]);
     out.extend_from_slice(b"[REDACTED:");
     out.extend_from_slice(kind.label().as_bytes());
     out.push(b']');
-    *pos = e.max(s);
+    *pos = at.seek(e, true).max(rs);
 }

@@ -34,6 +34,7 @@ fn target(addr: SocketAddr, path: &str) -> Arc<Target> {
 fn bodies(tool: &str, result_bytes: Option<usize>) -> Bodies {
     Bodies::new(&Payload {
         tool: tool.into(),
+        sample: None,
         payload_bytes: 100,
         result_bytes,
         resource: "fixture://static/1".into(),

@@ -38,6 +38,7 @@ fn mix_single_op_and_errors() {
 fn bodies_are_valid_json_with_the_id() {
     let bodies = Bodies::new(&Payload {
         tool: "up__echo".into(),
+        sample: None,
         payload_bytes: 16,
         result_bytes: Some(2048),
         resource: "fixture://static/1".into(),
@@ -126,6 +127,7 @@ fn push_u64_matches_to_string() {
 fn stateless_bodies_carry_meta_and_routing_headers() {
     let bodies = Bodies::new(&Payload {
         tool: "up__echo".into(),
+        sample: None,
         payload_bytes: 16,
         result_bytes: None,
         resource: "fixture://static/1".into(),
@@ -157,4 +159,24 @@ fn stateless_bodies_carry_meta_and_routing_headers() {
             assert!(headers.contains(&format!("Mcp-Name: {n}\r\n")), "{headers}");
         }
     }
+}
+
+#[test]
+fn text_from_a_sample_is_cut_at_a_character_boundary() {
+    assert_eq!(super::text_of("ab", 5), "ababa");
+    assert_eq!(super::text_of("abcdef", 3), "abc");
+    // "é" is two bytes: 3 bytes of "éé" end inside the second one.
+    assert_eq!(super::text_of("éé", 3), "é");
+    let bodies = Bodies::new(&Payload {
+        tool: "up__echo".into(),
+        sample: Some("Ann wrote. ".into()),
+        payload_bytes: 20,
+        result_bytes: None,
+        resource: "fixture://static/1".into(),
+        stateless: false,
+    });
+    let mut out = Vec::new();
+    bodies.write(Op::Call, 1, &mut out);
+    let body = String::from_utf8(out).expect("utf-8");
+    assert!(body.contains(r#""text":"Ann wrote. Ann wrote"}"#), "{body}");
 }

@@ -1,6 +1,6 @@
 //! The JSON underneath screening: a walk that yields every string value's token without
-//! building a document, the decoding of a token's escapes, and the re-encoding of text as
-//! a JSON string.
+//! building a document, the decoding of a token's escapes, and the map from decoded
+//! offsets back to raw ones (masking rewrites a string's raw bytes).
 //!
 //! The walk checks the grammar (structure, literals, numbers, escapes) so that garbage is
 //! refused rather than half-scanned. It does not check UTF-8 or reject raw control
@@ -223,10 +223,59 @@ fn hex4(b: &[u8]) -> Option<u32> {
     Some(v)
 }
 
-fn push_char(out: &mut Vec<u8>, cp: u32) {
-    let c = char::from_u32(cp).unwrap_or(char::REPLACEMENT_CHARACTER);
+fn push_char(out: &mut Vec<u8>, c: char) {
     let mut buf = [0u8; 4];
     out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+}
+
+/// What an escape decodes to.
+enum Unescaped {
+    Byte(u8),
+    Char(char),
+}
+
+impl Unescaped {
+    /// Its length in the decoded text, bytes.
+    fn len(&self) -> usize {
+        match self {
+            Unescaped::Byte(_) => 1,
+            Unescaped::Char(c) => c.len_utf8(),
+        }
+    }
+}
+
+/// The escape starting at `raw[i]` (a backslash): the raw bytes it takes and what it
+/// decodes to. A lone surrogate decodes to U+FFFD; a malformed escape is its backslash.
+fn unescape(raw: &[u8], i: usize) -> (usize, Unescaped) {
+    let simple = match raw.get(i + 1) {
+        Some(b'"') => Some(b'"'),
+        Some(b'\\') => Some(b'\\'),
+        Some(b'/') => Some(b'/'),
+        Some(b'b') => Some(0x08),
+        Some(b'f') => Some(0x0c),
+        Some(b'n') => Some(b'\n'),
+        Some(b'r') => Some(b'\r'),
+        Some(b't') => Some(b'\t'),
+        _ => None,
+    };
+    if let Some(c) = simple {
+        return (2, Unescaped::Byte(c));
+    }
+    let Some(hi) = raw.get(i + 2..).and_then(hex4) else {
+        return (1, Unescaped::Byte(b'\\'));
+    };
+    let j = i + 6;
+    if (0xD800..0xDC00).contains(&hi) && raw.get(j..j + 2) == Some(b"\\u") {
+        if let Some(lo) = raw.get(j + 2..).and_then(hex4) {
+            if (0xDC00..0xE000).contains(&lo) {
+                let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                let c = char::from_u32(cp).unwrap_or(char::REPLACEMENT_CHARACTER);
+                return (12, Unescaped::Char(c));
+            }
+        }
+    }
+    let c = char::from_u32(hi).unwrap_or(char::REPLACEMENT_CHARACTER);
+    (6, Unescaped::Char(c))
 }
 
 /// Decodes the inside of a string token (quotes excluded) into `out`, which is cleared
@@ -242,71 +291,52 @@ pub(super) fn decode(raw: &[u8], out: &mut Vec<u8>) {
         };
         out.extend_from_slice(&raw[i..i + off]);
         i += off;
-        let simple = match raw.get(i + 1) {
-            Some(b'"') => Some(b'"'),
-            Some(b'\\') => Some(b'\\'),
-            Some(b'/') => Some(b'/'),
-            Some(b'b') => Some(0x08),
-            Some(b'f') => Some(0x0c),
-            Some(b'n') => Some(b'\n'),
-            Some(b'r') => Some(b'\r'),
-            Some(b't') => Some(b'\t'),
-            _ => None,
-        };
-        if let Some(c) = simple {
-            out.push(c);
-            i += 2;
-            continue;
+        let (n, u) = unescape(raw, i);
+        match u {
+            Unescaped::Byte(b) => out.push(b),
+            Unescaped::Char(c) => push_char(out, c),
         }
-        let Some(hi) = raw.get(i + 2..).and_then(hex4) else {
-            out.push(b'\\');
-            i += 1;
-            continue;
-        };
-        i += 6;
-        if (0xD800..0xDC00).contains(&hi) && raw.get(i..i + 2) == Some(b"\\u") {
-            if let Some(lo) = raw.get(i + 2..).and_then(hex4) {
-                if (0xDC00..0xE000).contains(&lo) {
-                    push_char(out, 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00));
-                    i += 6;
-                    continue;
-                }
-            }
-        }
-        push_char(out, hi);
+        i += n;
     }
 }
 
-/// Appends `text` to `out` as a JSON string token, quotes included: `"` and `\` escaped,
-/// control characters as `\n`-style or `\u00XX` escapes, everything else (UTF-8 included)
-/// as is.
-pub(super) fn encode(text: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let mut rest = text;
-    while let Some(i) = rest
-        .iter()
-        .position(|&c| c < 0x20 || c == b'"' || c == b'\\')
-    {
-        out.extend_from_slice(&rest[..i]);
-        let c = rest[i];
-        rest = &rest[i + 1..];
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            0x00..=0x1f => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(c >> 4)]);
-                out.push(HEX[usize::from(c & 0xf)]);
-            }
-            _ => out.push(c),
-        }
+/// Maps offsets in the decoded text of a string token to offsets in its raw inside,
+/// moving forward only: so a masked string is rewritten in place of its raw bytes, with
+/// no decode and re-encode of the whole string.
+pub(super) struct Cursor<'a> {
+    raw: &'a [u8],
+    /// Raw offset reached.
+    r: usize,
+    /// Decoded offset at `r`.
+    d: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(super) fn new(raw: &'a [u8]) -> Self {
+        Cursor { raw, r: 0, d: 0 }
     }
-    out.extend_from_slice(rest);
-    out.push(b'"');
+
+    /// Moves to decoded offset `target` and returns the raw offset there (the raw end when
+    /// the text is shorter; where it is, when `target` is behind). An escape that `target`
+    /// falls inside is stepped over when `past` (ends of a range), else stopped before
+    /// (starts): a masked range only ever grows to whole escapes.
+    pub(super) fn seek(&mut self, target: usize, past: bool) -> usize {
+        while self.d < target && self.r < self.raw.len() {
+            let rest = &self.raw[self.r..];
+            let plain = memchr::memchr(b'\\', rest).unwrap_or(rest.len());
+            if plain > 0 {
+                let step = plain.min(target - self.d);
+                self.r += step;
+                self.d += step;
+                continue;
+            }
+            let (n, u) = unescape(self.raw, self.r);
+            if !past && self.d + u.len() > target {
+                break;
+            }
+            self.r += n;
+            self.d += u.len();
+        }
+        self.r
+    }
 }

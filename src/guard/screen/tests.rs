@@ -461,9 +461,27 @@ fn surrogate_pairs_keep_offsets_in_decoded_bytes() {
     let hits = scan(doc);
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].range, (5, 20));
-    let out = masked(doc);
-    let v: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(v["t"], "\u{1f600} [REDACTED:email] \"q\" \u{fffd}");
+    // The string's other bytes stay as they came, escapes (even the lone surrogate) included.
+    assert_eq!(
+        masked(doc),
+        r#"{"t":"\ud83d\ude00 [REDACTED:email] \"q\" \ud800"}"#
+    );
+}
+
+#[test]
+fn masks_land_on_whole_escapes() {
+    // A range that starts or ends inside what an escape decodes to grows to the whole
+    // escape; the rest of the string keeps its raw bytes.
+    let raw = br#"a\u00e9b\nc\ud83d\ude00d"#;
+    let mut at = super::json::Cursor::new(raw);
+    // Decoded: a(0) é(1..3) b(3) newline(4) c(5) U+1F600(6..10) d(10).
+    assert_eq!(at.seek(0, false), 0);
+    assert_eq!(at.seek(2, false), 1, "inside é: before its escape");
+    assert_eq!(at.seek(2, true), 7, "inside é, as an end: after it");
+    assert_eq!(at.seek(4, false), 8);
+    assert_eq!(at.seek(5, false), 10);
+    assert_eq!(at.seek(7, true), 23);
+    assert_eq!(at.seek(11, true), 24, "past the end: the raw end");
 }
 
 // === mask ===
@@ -546,7 +564,7 @@ fn overlapping_hits_merge() {
 }
 
 #[test]
-fn control_characters_are_re_encoded() {
+fn control_characters_keep_their_escapes() {
     let doc = "{\"t\":\"a\\u0001\\b\\f\\r\\\\ \\\"x\\\" jane@example.com \\u2028\"}";
     let out = masked(doc);
     let v: Value = serde_json::from_str(&out).expect("json");
