@@ -69,6 +69,8 @@ pub struct Shared {
     /// Calls of 2026-07-28 clients parked on a legacy upstream's request, by the token their
     /// input-required result gave as `requestState`.
     pub parked: crate::relay::ParkedCalls,
+    /// Open `subscriptions/listen` streams of 2026-07-28 clients.
+    pub listeners: crate::front::listen::Listeners,
 }
 
 impl Shared {
@@ -190,6 +192,7 @@ impl ControlPlane {
             quotas: Default::default(),
             guard: Default::default(),
             parked: Default::default(),
+            listeners: Default::default(),
             unix_origin_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),

@@ -12,6 +12,7 @@
 //! A `Front` belongs to one worker; it holds that worker's upstream caller and parser.
 //! Requests of the stateless era (MCP 2026-07-28) take their own path: see [`modern`].
 
+pub mod listen;
 pub mod modern;
 
 use std::{borrow::Cow, net::IpAddr, rc::Rc, sync::Arc};
@@ -73,6 +74,9 @@ pub enum ReplyBody {
         /// Events of the GET stream after this sequence number are sent first
         /// (`Last-Event-ID: 0-<seq>`).
         resume_after: Option<u64>,
+        /// The last event when the gateway ends the stream (drain, or `ended`): a listen
+        /// stream's result. `None` for GET streams.
+        farewell: Option<Bytes>,
     },
     /// The rest of an earlier POST stream (`Last-Event-ID: <stream>-<seq>`), then the end.
     Resume {
@@ -450,6 +454,7 @@ impl Front {
                     cap => Some(sess.get_stream(cap, g.sse_buffer_bytes)),
                 },
                 resume_after,
+                farewell: None,
             },
         }
     }
@@ -1938,6 +1943,7 @@ impl Front {
                 );
             }
         }
+        shared.listeners.broadcast(shared, &lists);
     }
 }
 

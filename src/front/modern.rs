@@ -18,9 +18,10 @@
 //! own upstream sessions (a stateless request has none of its own), with
 //! `"resultType":"complete"` added to legacy upstreams' results. A legacy upstream's request
 //! to the client mid-call (sampling, elicitation, roots) parks the call and answers
-//! input-required (`relay::ParkedCall`); the client's retry continues it. Not yet:
-//! `subscriptions/listen` (so discover advertises no `listChanged`/`subscribe`) and
-//! per-request log levels (log messages are not forwarded).
+//! input-required (`relay::ParkedCall`); the client's retry continues it.
+//! `subscriptions/listen` is served in `listen`. Not yet: resource subscriptions on a listen
+//! stream (so discover advertises no `subscribe`) and per-request log levels (log messages
+//! are not forwarded).
 
 use std::{rc::Rc, sync::Arc};
 
@@ -320,8 +321,10 @@ fn named_param(method: &str) -> Option<&'static str> {
     }
 }
 
-/// The gateway's capabilities for `server/discover`: the snapshot's, without what needs
-/// `subscriptions/listen` (list changes, resource subscriptions) or a log level.
+/// The gateway's capabilities for `server/discover`: the snapshot's, without what needs a
+/// log level or resource subscriptions on a listen stream (not delivered yet). Tools,
+/// prompts and resources say `listChanged`: the gateway tells listen streams itself when
+/// its catalog changes.
 fn discover_capabilities(snap: &Snapshot) -> String {
     let Ok(serde_json::Value::Object(mut caps)) =
         serde_json::from_slice::<serde_json::Value>(&snap.capabilities)
@@ -329,13 +332,22 @@ fn discover_capabilities(snap: &Snapshot) -> String {
         return "{}".into();
     };
     caps.remove("logging");
-    for v in caps.values_mut() {
+    for (k, v) in caps.iter_mut() {
         if let serde_json::Value::Object(o) = v {
-            o.remove("listChanged");
             o.remove("subscribe");
+            if matches!(k.as_str(), "tools" | "prompts" | "resources") {
+                o.insert("listChanged".into(), serde_json::Value::Bool(true));
+            }
         }
     }
     serde_json::Value::Object(caps).to_string()
+}
+
+/// Which list changes (tools, prompts, resources) a listen stream can get: those whose
+/// capability the gateway advertises.
+fn list_changes(snap: &Snapshot) -> [bool; 3] {
+    let caps: serde_json::Value = serde_json::from_slice(&snap.capabilities).unwrap_or_default();
+    ["tools", "prompts", "resources"].map(|k| caps.get(k).is_some_and(|v| v.is_object()))
 }
 
 impl Front {
@@ -398,6 +410,10 @@ impl Front {
         let snap = self.shared.snapshot.load_full();
         let outcome = match &*method {
             "server/discover" => Outcome::Done(discover(&snap, &id)),
+            "subscriptions/listen" => {
+                let advertised = list_changes(&snap);
+                return super::listen::listen(&self.shared, &f, &id, server, answer, advertised);
+            }
             "tools/call"
             | "prompts/get"
             | "resources/read"

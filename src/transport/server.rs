@@ -341,13 +341,14 @@ async fn write_reply<S: Stream>(
             alive,
             replay,
             resume_after,
+            farewell,
         } => {
             headers.push(("Content-Type", b"text/event-stream"));
             headers.push(("Cache-Control", b"no-cache"));
             codec::write_response_head(&mut out, reply.status, &headers, None, false);
             let r = send(conn, out.freeze(), front).await;
             r?;
-            let res = stream(conn, inbox, ended, replay, resume_after, front).await;
+            let res = stream(conn, inbox, ended, replay, resume_after, farewell, front).await;
             drop(alive);
             res
         }
@@ -536,6 +537,7 @@ async fn stream<S: Stream>(
     ended: flume::Receiver<()>,
     replay: Option<Arc<Replay>>,
     resume_after: Option<u64>,
+    farewell: Option<Bytes>,
     front: &Front,
 ) -> std::io::Result<()> {
     let shared = front.shared();
@@ -567,10 +569,18 @@ async fn stream<S: Stream>(
                 write_event(&mut out, id.as_deref(), &m);
             }
             // Inbox replaced (newer GET) or session gone: end this stream.
-            Ok(Either::Left((Err(_), _))) | Ok(Either::Right(_)) => last = true,
+            Ok(Either::Left((Err(_), _))) | Ok(Either::Right(_)) => {
+                if let Some(f) = &farewell {
+                    write_event(&mut out, None, f);
+                }
+                last = true;
+            }
             // Draining: a last event says why and when to reconnect (to another instance
             // behind the same address, or this one restarted), then the stream ends.
             Err(_) if shared.stopping() => {
+                if let Some(f) = &farewell {
+                    write_event(&mut out, None, f);
+                }
                 let mut ev = BytesMut::new();
                 super::sse::write_comment(&mut ev, "shutting down");
                 super::sse::write_retry(&mut ev, 1000);

@@ -172,6 +172,141 @@ fn stateless_calls_are_screened_like_legacy_ones() {
     assert!(!body.contains(card), "{body}");
 }
 
+/// The JSON of every `data:` line in raw (chunked) SSE bytes.
+fn sse_data(raw: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(raw)
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect()
+}
+
+/// `subscriptions/listen`: the stream opens with the acknowledgement of what the gateway
+/// honors, carries the list changes asked for (each tagged with the listen request's id) and
+/// nothing else, and ends with the request's result when the gateway drains.
+#[test]
+fn listen_streams_get_the_list_changes_they_ask_for() {
+    let mut gw = Gateway::start("", &stdio_fixture_toml("beta", ""), "epoll");
+    let v = "MCP-Protocol-Version: 2026-07-28";
+    let listen = |id: &str, notifications: Value| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+            "params": {"_meta": meta("2026-07-28"), "notifications": notifications}});
+        crate::support::post(&body.to_string(), &[v, "Mcp-Method: subscriptions/listen"])
+    };
+    // Discover says the lists can change.
+    let mut c = Raw::connect(gw.addr);
+    c.send(&stateless(
+        1,
+        "server/discover",
+        json!({"_meta": meta("2026-07-28")}),
+        &[v, "Mcp-Method: server/discover"],
+    ));
+    let caps = c.read().expect("discover").json()["result"]["capabilities"].clone();
+    assert_eq!(caps["tools"]["listChanged"], true, "{caps}");
+    assert_eq!(caps["prompts"]["listChanged"], true, "{caps}");
+    assert!(caps["resources"].get("subscribe").is_none(), "{caps}");
+
+    let mut tools = Raw::connect(gw.addr);
+    tools.send(&listen(
+        "t-1",
+        json!({"toolsListChanged": true, "resourceSubscriptions": ["mcpgw://beta/x"]}),
+    ));
+    let first = tools.read_until(b"acknowledged");
+    let head = String::from_utf8_lossy(&first).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    let ack = &sse_data(&first)[0];
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    // Honored: tools; resource subscriptions are not delivered yet, so not acknowledged.
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true}),
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "t-1"
+    );
+
+    let mut prompts = Raw::connect(gw.addr);
+    prompts.send(&listen("p-1", json!({"promptsListChanged": true})));
+    let ack = sse_data(&prompts.read_until(b"acknowledged"))[0].clone();
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"promptsListChanged": true}),
+        "{ack}"
+    );
+
+    // The upstream adds a tool (and says so): the tools listener hears of it.
+    c.send(&stateless(
+        2,
+        "tools/call",
+        json!({"name": "beta__add_tool", "arguments": {"name": "fresh"}, "_meta": meta("2026-07-28")}),
+        &[v, "Mcp-Method: tools/call", "Mcp-Name: beta__add_tool"],
+    ));
+    assert_eq!(c.read().expect("call").status, 200);
+    let got = tools.read_until(b"tools/list_changed");
+    let change = sse_data(&got)
+        .into_iter()
+        .find(|m| m["method"] == "notifications/tools/list_changed")
+        .unwrap_or_else(|| panic!("no list change: {}", String::from_utf8_lossy(&got)));
+    assert_eq!(
+        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "t-1",
+        "{change}"
+    );
+
+    // Bad requests: no filter; JSON only.
+    let mut bad = Raw::connect(gw.addr);
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+        "params": {"_meta": meta("2026-07-28")}});
+    bad.send(&crate::support::post(
+        &body.to_string(),
+        &[v, "Mcp-Method: subscriptions/listen"],
+    ));
+    let r = bad.read().expect("answer");
+    assert_eq!((r.status, r.code()), (400, -32602), "{:?}", r.json());
+    let body = json!({"jsonrpc": "2.0", "id": 10, "method": "subscriptions/listen",
+        "params": {"_meta": meta("2026-07-28"), "notifications": {}}})
+    .to_string();
+    bad.send(
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json\r\n{v}\r\nMcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = bad.read().expect("answer");
+    assert_eq!(r.status, 406, "{:?}", r.json());
+
+    // Drain: each stream ends with the listen request's result; the prompts listener got
+    // nothing it did not ask for.
+    gw.stop();
+    let rest = prompts.read_until(b"\r\n0\r\n\r\n");
+    let msgs = sse_data(&rest);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["id"], "p-1", "{msgs:?}");
+    assert_eq!(msgs[0]["result"]["resultType"], "complete");
+    assert_eq!(
+        msgs[0]["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "p-1"
+    );
+    let rest = tools.read_until(b"\r\n0\r\n\r\n");
+    assert!(
+        sse_data(&rest)
+            .iter()
+            .any(|m| m["id"] == "t-1" && m.get("result").is_some()),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
 /// A 2026-07-28 request for `method` with `meta` as its `_meta`, and `headers`.
 fn stateless(id: u32, method: &str, params: Value, headers: &[&str]) -> Vec<u8> {
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
