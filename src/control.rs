@@ -1097,6 +1097,15 @@ async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, sh
                     let Ok(crate::jsonrpc::Message::Single(f)) = crate::jsonrpc::parse(m) else {
                         continue;
                     };
+                    if f.kind() == crate::jsonrpc::Kind::Response {
+                        // A 2026-07-28 upstream's answer to subscriptions/listen: the stream
+                        // ended (a result), or it has none (an error): refresh covers it.
+                        if f.is_error() {
+                            tracing::info!(upstream = %up.name, "upstream has no subscriptions/listen; its lists refresh every refresh_interval_ms");
+                            return;
+                        }
+                        break;
+                    }
                     let method = f.method().map(|m| m.into_owned()).unwrap_or_default();
                     if method == "notifications/resources/updated" {
                         if let Some(uri) = f.param("uri").and_then(|s| f.str_at(s)) {

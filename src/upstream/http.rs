@@ -689,16 +689,23 @@ impl HttpUpstream {
         Ok(())
     }
 
-    /// Opens the session's server-to-client stream (`GET`). `Ok(None)` when the upstream
-    /// offers none (405).
+    /// Opens the session's server-to-client stream: `GET` in the legacy era (`Ok(None)`
+    /// when the upstream offers none: 405), a `subscriptions/listen` request for every list
+    /// change in the 2026-07-28 era (an upstream without it answers that request with an
+    /// error, which the reader sees as the stream's end).
     pub async fn listen(
         &self,
         caller: &Caller,
         session: &UpstreamSession,
     ) -> Result<Option<HttpCall>> {
         if session.version == STATELESS_VERSION {
-            // No GET stream in this era (subscriptions/listen is not used yet).
-            return Ok(None);
+            let body = Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":"mcpgw-watch","method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"promptsListChanged":true,"resourcesListChanged":true}}}"#,
+            );
+            return self
+                .start(caller, session.replica, Some(session), body, None)
+                .await
+                .map(Some);
         }
         let req = self.head("GET", session.replica, Some(session), None, None, &[])?;
         match self

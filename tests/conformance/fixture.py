@@ -29,7 +29,9 @@ Fixtures (names and values as the suite expects them):
              test_notify_resource_updated(uri): notifications/resources/updated to every
                session subscribed to uri (on their GET streams)
              test_toggle_dynamic_tool: adds/removes test_dynamic_tool and sends
-               notifications/tools/list_changed to every session
+               notifications/tools/list_changed to every session (and every listen stream)
+             test_trigger_tool_change, test_trigger_prompt_change: the 2026-07-28 suite's
+               hooks (the first is the toggle; the second toggles test_dynamic_prompt)
   resources  test://static-text, test://static-binary, test://watched-resource (subscribable),
              template test://template/{id}/data
   prompts    test_simple_prompt, test_prompt_with_arguments(arg1, arg2),
@@ -62,6 +64,7 @@ from typing import Any
 
 import mcp_types as types
 from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, PromptsListChanged, ToolsListChanged
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
@@ -195,6 +198,7 @@ class Fixture:
     def __init__(self) -> None:
         self.sessions: OrderedDict[str, SessionState] = OrderedDict()
         self.dynamic_tool_enabled = False
+        self.dynamic_prompt_enabled = False
         self.watched_updates = 0
         self.default_log_level = DEFAULT_LOG_LEVEL
 
@@ -517,6 +521,10 @@ async def _notify_resource_updated(ctx: Any, args: dict[str, Any]) -> types.Call
     return result(text(f"notified {notified} subscriber(s) of {uri}"))
 
 
+# 2026-07-28 clients hear of list changes on their subscriptions/listen streams.
+LISTEN_BUS = InMemorySubscriptionBus()
+
+
 @tool("test_toggle_dynamic_tool", "Adds or removes test_dynamic_tool and sends notifications/tools/list_changed.")
 async def _toggle_dynamic_tool(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
     FIX.state(ctx)
@@ -524,7 +532,24 @@ async def _toggle_dynamic_tool(ctx: Any, args: dict[str, Any]) -> types.CallTool
     for st in list(FIX.sessions.values()):
         if st.session is not None:
             await st.session.send_tool_list_changed()
+    await LISTEN_BUS.publish(ToolsListChanged())
     return result(text(f"test_dynamic_tool {'added' if FIX.dynamic_tool_enabled else 'removed'}"))
+
+
+@tool("test_trigger_tool_change", "Adds or removes test_dynamic_tool and sends notifications/tools/list_changed.")
+async def _trigger_tool_change(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    return await _toggle_dynamic_tool(ctx, args)
+
+
+@tool("test_trigger_prompt_change", "Adds or removes test_dynamic_prompt and sends notifications/prompts/list_changed.")
+async def _trigger_prompt_change(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    FIX.state(ctx)
+    FIX.dynamic_prompt_enabled = not FIX.dynamic_prompt_enabled
+    for st in list(FIX.sessions.values()):
+        if st.session is not None:
+            await st.session.send_prompt_list_changed()
+    await LISTEN_BUS.publish(PromptsListChanged())
+    return result(text(f"test_dynamic_prompt {'added' if FIX.dynamic_prompt_enabled else 'removed'}"))
 
 
 DYNAMIC_TOOL = types.Tool(name="test_dynamic_tool", description="Present while toggled on.", input_schema=NO_ARGS)
@@ -659,9 +684,13 @@ def user(content: Any) -> types.PromptMessage:
     return types.PromptMessage(role="user", content=content)
 
 
+DYNAMIC_PROMPT = types.Prompt(name="test_dynamic_prompt", description="Present while toggled on.")
+
+
 async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
     FIX.state(ctx)
-    return types.ListPromptsResult(prompts=PROMPTS)
+    prompts = PROMPTS + [DYNAMIC_PROMPT] if FIX.dynamic_prompt_enabled else PROMPTS
+    return types.ListPromptsResult(prompts=prompts)
 
 
 async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
@@ -682,6 +711,8 @@ async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.Ge
         ]
     elif name == "test_prompt_with_image":
         messages = [user(image()), user(text("Please analyze the image above."))]
+    elif name == DYNAMIC_PROMPT.name and FIX.dynamic_prompt_enabled:
+        messages = [user(text("dynamic prompt"))]
     else:
         raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}")
     return types.GetPromptResult(messages=messages)
@@ -717,10 +748,11 @@ async def set_logging_level(ctx: Any, params: types.SetLevelRequestParams) -> ty
 
 
 class FixtureServer(Server):
-    """Declares tools.listChanged (test_toggle_dynamic_tool sends it) on every transport."""
+    """Declares tools.listChanged and prompts.listChanged (the toggle and trigger tools send
+    them) on every transport."""
 
     def create_initialization_options(self, notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
-        options = notification_options or NotificationOptions(tools_changed=True)
+        options = notification_options or NotificationOptions(tools_changed=True, prompts_changed=True)
         return super().create_initialization_options(options, *args, **kwargs)
 
 
@@ -740,6 +772,7 @@ def build_server() -> Server:
         on_get_prompt=get_prompt,
         on_completion=complete,
         on_set_logging_level=set_logging_level,
+        on_subscriptions_listen=ListenHandler(LISTEN_BUS),
     )
 
 

@@ -108,8 +108,9 @@ fn conformance_2026_direct_and_through_gateway() {
             );
         }
         let stateless = t.get("server-stateless").expect("server-stateless ran");
+        // 26 of 30 since subscriptions/listen (the 4 left need the suite's diagnostic tools).
         assert!(
-            stateless.passed >= 21,
+            stateless.passed >= 26,
             "server-stateless through the gateway ({era}): {stateless:?}"
         );
         if era == "auto" {

@@ -548,7 +548,8 @@ fn stateless_requests_are_checked_before_they_are_routed() {
     );
     assert_eq!(r.json()["error"]["data"]["requested"], "v999.0.0");
 
-    // server/discover from the snapshot: no listChanged or subscribe (no listen yet).
+    // server/discover from the snapshot: listChanged (served on subscriptions/listen), no
+    // subscribe (resource subscriptions on a listen stream are not honored yet), no logging.
     c.send(&stateless(
         16,
         "server/discover",
@@ -562,13 +563,10 @@ fn stateless_requests_are_checked_before_they_are_routed() {
         json!(["2026-07-28"]),
         "{d}"
     );
-    assert!(d["result"]["capabilities"]["tools"].is_object(), "{d}");
-    assert!(
-        !d["result"]["capabilities"]
-            .to_string()
-            .contains("listChanged"),
-        "{d}"
-    );
+    let caps = &d["result"]["capabilities"];
+    assert_eq!(caps["tools"]["listChanged"], true, "{d}");
+    assert!(!caps.to_string().contains("subscribe"), "{d}");
+    assert!(caps.get("logging").is_none(), "{d}");
     assert_eq!(
         d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
         "mcpgw"
@@ -675,6 +673,28 @@ fn upstream_found_stateless_serves_clients_of_both_eras() {
     // No upstream session was opened for anyone: nothing was initialized upstream.
     assert!(
         !gw.log_text().contains("upstream session initialized"),
+        "{}",
+        gw.log_text()
+    );
+    // The gateway listens to a 2026-07-28 upstream (subscriptions/listen) for list
+    // changes: a tool it adds is served at once, not at the next refresh (30 s).
+    let out = client_opts(
+        &["--mode", "auto"],
+        &gw.url(),
+        "script",
+        &[&json!([["call", "fx__test_toggle_dynamic_tool", {}]]).to_string()],
+    );
+    assert_eq!(
+        out["steps"][0]["text"][0], "test_dynamic_tool added",
+        "{out}"
+    );
+    let listed = crate::support::wait_for(10, || {
+        let tour = client_opts(&["--mode", "auto"], &gw.url(), "tour", &[]);
+        strings(&tour["tools"]).contains(&"fx__test_dynamic_tool".to_string())
+    });
+    assert!(listed, "{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("upstream lists changed"),
         "{}",
         gw.log_text()
     );
