@@ -102,10 +102,12 @@ impl Shared {
     /// session subscribed to it through a shared upstream session, and only to them.
     pub fn deliver_update(&self, upstream: &str, uri: &str) {
         let key = subscription_key(upstream, uri);
-        let Some(subscribers) = self.subscriptions.get(&key).map(|e| e.clone()) else {
+        let subscribers = self.subscriptions.get(&key).map(|e| e.clone());
+        let listened = self.listeners.subscribed(&key);
+        if subscribers.is_none() && !listened {
             tracing::debug!(upstream, uri, "resource update with no subscriber");
             return;
-        };
+        }
         let snap = self.snapshot.load();
         let prefixed = snap
             .by_name
@@ -116,6 +118,12 @@ impl Shared {
             crate::registry::names::expose_uri(upstream, uri)
         } else {
             uri.to_string()
+        };
+        if listened {
+            self.listeners.deliver(self, &key, &exposed);
+        }
+        let Some(subscribers) = subscribers else {
+            return;
         };
         let body = bytes::Bytes::from(format!(
             r#"{{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{{"uri":{}}}}}"#,

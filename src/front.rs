@@ -1120,8 +1120,9 @@ impl Front {
         let key = crate::control::subscription_key(&upstream.name, &uri);
         let subs = &self.shared.subscriptions;
         if method == "resources/subscribe" {
+            let listened = self.shared.listeners.subscribed(&key);
             let mut e = subs.entry(key).or_default();
-            let first = e.is_empty();
+            let first = e.is_empty() && !listened;
             if !e.contains(&sess.id) {
                 e.push(sess.id.clone());
             }
@@ -1135,8 +1136,14 @@ impl Front {
                 None => return Some(b"{}"),
             };
             if last {
+                // A listen stream (2026-07-28) may still want it: keep the upstream's.
+                let listened = self.shared.listeners.subscribed(&key);
                 subs.remove(&key);
-                None
+                if listened {
+                    Some(b"{}")
+                } else {
+                    None
+                }
             } else {
                 Some(b"{}")
             }

@@ -9,24 +9,36 @@
 //! it (drain), the last event is the request's result (`resultType: "complete"`, the id in
 //! `_meta`). There is no replay: a client that lost its stream listens again and refetches.
 //!
+//! `resourceSubscriptions` (gateway URIs) get `notifications/resources/updated` for those
+//! URIs: the gateway subscribes once per (upstream, URI) on its own upstream session (the
+//! first subscriber, a listener or a legacy session on a shared upstream session, sends
+//! `resources/subscribe`; the last one to go sends `resources/unsubscribe`), and the update
+//! the upstream sends reaches every subscriber. A URI the caller may not read, that routes
+//! nowhere, whose upstream refuses the subscription or speaks 2026-07-28 itself is not
+//! honored: the acknowledgement leaves it out, as the spec asks.
+//!
 //! A listener is registered in [`Listeners`] (shared across workers: list changes are
-//! broadcast by the control plane) and removed when its stream closes. What changed is
-//! decided per endpoint as for legacy sessions (`/mcp` or the virtual server's view).
-//! Not yet: `resourceSubscriptions` (resource updates are not delivered to listen streams;
-//! the acknowledgement leaves them out, as the spec asks for types a server does not honor).
+//! broadcast by the control plane, updates by the upstream's reader) and removed when its
+//! stream closes. What changed is decided per endpoint as for legacy sessions (`/mcp` or the
+//! virtual server's view).
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
+use std::{
+    rc::Rc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use bytes::Bytes;
 
-use super::{Reply, ReplyBody};
+use super::{Front, Reply, ReplyBody};
 use crate::{
+    auth::policy::Principal,
     control::Shared,
     jsonrpc::{Code, Frame},
     session::Outbox,
+    upstream::{Link, OnSession, Upstream},
 };
 
 /// The `_meta` key that ties a notification to its listen stream.
@@ -47,6 +59,8 @@ const KINDS: [(&str, &str); 3] = [
 pub struct Listeners {
     open: dashmap::DashMap<u64, Listener>,
     next: AtomicU64,
+    /// Listeners subscribed to each resource, by `control::subscription_key`.
+    by_resource: dashmap::DashMap<String, Vec<u64>>,
 }
 
 /// One open listen stream.
@@ -58,6 +72,8 @@ pub struct Listener {
     /// The listen request's id, raw JSON.
     id: Bytes,
     outbox: Arc<Outbox>,
+    /// The resources it is subscribed to (`control::subscription_key`s).
+    resources: Vec<String>,
     /// Dropped (with the entry) to end the stream from the gateway's side.
     _end: flume::Sender<()>,
 }
@@ -99,6 +115,29 @@ impl Listeners {
             self.open.remove(&k);
         }
     }
+
+    /// Whether a listener is subscribed to resource `key`.
+    pub fn subscribed(&self, key: &str) -> bool {
+        self.by_resource.get(key).is_some_and(|v| !v.is_empty())
+    }
+
+    /// Offers `notifications/resources/updated` for `uri` (as the listener's client names
+    /// it) to the listeners subscribed to resource `key`.
+    pub fn deliver(&self, shared: &Shared, key: &str, uri: &str) {
+        let Some(keys) = self.by_resource.get(key).map(|v| v.clone()) else {
+            return;
+        };
+        let params = format!(
+            r#""uri":{},"#,
+            serde_json::to_string(uri).unwrap_or_else(|_| "\"\"".into())
+        );
+        for k in keys {
+            if let Some(l) = self.open.get(&k) {
+                let n = notification("notifications/resources/updated", &l.id, &params);
+                l.outbox.offer(n, &shared.limits);
+            }
+        }
+    }
 }
 
 /// A notification for the listen stream `id`, with `params` members (each followed by a
@@ -126,8 +165,9 @@ fn farewell(id: &[u8]) -> Bytes {
     crate::jsonrpc::result_body(id, result.as_bytes())
 }
 
-/// What a listen request asks for: `wants` per [`KINDS`]; `Err` says what is wrong.
-fn filter(f: &Frame) -> Result<[bool; 3], &'static str> {
+/// What a listen request asks for: list changes per [`KINDS`], and the resources of
+/// `resourceSubscriptions`; `Err` says what is wrong.
+fn filter(f: &Frame) -> Result<([bool; 3], Vec<String>), &'static str> {
     let Some(n) = f.param("notifications") else {
         return Err("Invalid params: notifications is required");
     };
@@ -138,89 +178,249 @@ fn filter(f: &Frame) -> Result<[bool; 3], &'static str> {
     for (i, (field, _)) in KINDS.iter().enumerate() {
         wants[i] = f.member(n, field).and_then(|s| f.raw_at(s)) == Some(b"true");
     }
-    Ok(wants)
+    let uris = match f
+        .member(n, "resourceSubscriptions")
+        .and_then(|s| f.raw_at(s))
+    {
+        None => Vec::new(),
+        Some(raw) => match serde_json::from_slice::<Vec<String>>(raw) {
+            Ok(mut u) => {
+                u.dedup();
+                u.truncate(MAX_RESOURCES);
+                u
+            }
+            Err(_) => return Err("Invalid params: resourceSubscriptions must be an array of URIs"),
+        },
+    };
+    Ok((wants, uris))
 }
 
-/// Serves `subscriptions/listen` (its `_meta` and headers already checked): registers the
-/// listener, queues the acknowledgement, and answers with the stream.
-pub(super) fn listen(
-    shared: &Arc<Shared>,
-    f: &Frame,
-    id: &Bytes,
-    server: Option<&str>,
-    answer: super::Answer,
-    advertised: [bool; 3],
-) -> Reply {
-    if matches!(answer, super::Answer::Json) {
-        return Reply::json(
-            406,
-            crate::jsonrpc::error_body(
-                Some(id),
-                Code::InvalidRequest,
-                "Not Acceptable: subscriptions/listen answers with an event stream; Accept must include text/event-stream",
-            ),
-        );
-    }
-    let asked = match filter(f) {
-        Ok(w) => w,
-        Err(why) => {
+/// Most resources one listen stream subscribes to (more are not honored).
+const MAX_RESOURCES: usize = 100;
+
+impl Front {
+    /// Serves `subscriptions/listen` (its `_meta` and headers already checked): subscribes
+    /// the resources asked for, registers the listener, queues the acknowledgement, and
+    /// answers with the stream. `advertised`: which list changes the endpoint can have.
+    pub(super) async fn listen(
+        self: &Rc<Self>,
+        f: &Frame,
+        id: &Bytes,
+        server: Option<&str>,
+        principal: &Principal,
+        answer: super::Answer,
+        advertised: [bool; 3],
+    ) -> Reply {
+        if matches!(answer, super::Answer::Json) {
             return Reply::json(
-                400,
-                crate::jsonrpc::error_body(Some(id), Code::InvalidParams, why),
-            )
+                406,
+                crate::jsonrpc::error_body(
+                    Some(id),
+                    Code::InvalidRequest,
+                    "Not Acceptable: subscriptions/listen answers with an event stream; Accept must include text/event-stream",
+                ),
+            );
         }
-    };
-    // Honored: what was asked and the endpoint can change (it advertises `listChanged`).
-    let mut wants = [false; 3];
-    let mut honored = String::new();
-    for (i, (field, _)) in KINDS.iter().enumerate() {
-        wants[i] = asked[i] && advertised[i];
-        if wants[i] {
-            honored.push_str(if honored.is_empty() { "" } else { "," });
-            honored.push_str(&format!(r#""{field}":true"#));
+        let (asked, uris) = match filter(f) {
+            Ok(w) => w,
+            Err(why) => {
+                return Reply::json(
+                    400,
+                    crate::jsonrpc::error_body(Some(id), Code::InvalidParams, why),
+                )
+            }
+        };
+        // Honored: what was asked and the endpoint can change (it advertises `listChanged`).
+        let mut wants = [false; 3];
+        let mut honored = String::new();
+        for (i, (field, _)) in KINDS.iter().enumerate() {
+            wants[i] = asked[i] && advertised[i];
+            if wants[i] {
+                honored.push_str(&format!(r#""{field}":true,"#));
+            }
+        }
+        let key = self.shared.listeners.next.fetch_add(1, Ordering::Relaxed);
+        let mut resources = Vec::new();
+        let mut honored_uris = Vec::new();
+        for uri in uris {
+            if let Some(rkey) = self.subscribe_resource(key, &uri, server, principal).await {
+                resources.push(rkey);
+                honored_uris.push(uri);
+            }
+        }
+        if !honored_uris.is_empty() {
+            honored.push_str(&format!(
+                r#""resourceSubscriptions":{},"#,
+                serde_json::to_string(&honored_uris).unwrap_or_else(|_| "[]".into())
+            ));
+        }
+        let honored = honored.strip_suffix(',').unwrap_or(&honored);
+        let shared = &self.shared;
+        let g = &shared.config.gateway;
+        let (alive, alive_rx) = flume::bounded::<()>(1);
+        let (outbox, inbox) = crate::session::outbox(g.sse_buffer_bytes, alive_rx.clone());
+        let outbox = Arc::new(outbox);
+        let ack = notification(
+            "notifications/subscriptions/acknowledged",
+            id,
+            &format!(r#""notifications":{{{honored}}},"#),
+        );
+        outbox.offer(ack, &shared.limits);
+        let (end, ended) = flume::bounded::<()>(1);
+        shared.listeners.open.insert(
+            key,
+            Listener {
+                server: server.map(str::to_string),
+                wants,
+                id: id.clone(),
+                outbox,
+                resources,
+                _end: end,
+            },
+        );
+        tracing::debug!(key, ?server, ?wants, "listen stream opened");
+        // Forgotten when the stream closes (the client left, or the gateway ended it).
+        let front = self.clone();
+        monoio::spawn(async move {
+            let _ = alive_rx.recv_async().await;
+            if let Some((_, l)) = front.shared.listeners.open.remove(&key) {
+                for rkey in l.resources {
+                    front.unsubscribe_resource(key, &rkey).await;
+                }
+            }
+            tracing::debug!(key, "listen stream closed");
+        });
+        Reply {
+            status: 200,
+            headers: vec![],
+            body: ReplyBody::Stream {
+                inbox,
+                ended,
+                alive,
+                replay: None,
+                resume_after: None,
+                farewell: Some(farewell(id)),
+            },
         }
     }
-    let g = &shared.config.gateway;
-    let (alive, alive_rx) = flume::bounded::<()>(1);
-    let (outbox, inbox) = crate::session::outbox(g.sse_buffer_bytes, alive_rx.clone());
-    let outbox = Arc::new(outbox);
-    let ack = notification(
-        "notifications/subscriptions/acknowledged",
-        id,
-        &format!(r#""notifications":{{{honored}}},"#),
-    );
-    outbox.offer(ack, &shared.limits);
-    let (end, ended) = flume::bounded::<()>(1);
-    let key = shared.listeners.next.fetch_add(1, Ordering::Relaxed);
-    shared.listeners.open.insert(
-        key,
-        Listener {
-            server: server.map(str::to_string),
-            wants,
-            id: id.clone(),
-            outbox,
-            _end: end,
-        },
-    );
-    tracing::debug!(key, ?server, ?wants, "listen stream opened");
-    // Forgotten when the stream closes (the client left, or the gateway ended it).
-    let owner = shared.clone();
-    monoio::spawn(async move {
-        let _ = alive_rx.recv_async().await;
-        owner.listeners.open.remove(&key);
-        tracing::debug!(key, "listen stream closed");
-    });
-    Reply {
-        status: 200,
-        headers: vec![],
-        body: ReplyBody::Stream {
-            inbox,
-            ended,
-            alive,
-            replay: None,
-            resume_after: None,
-            farewell: Some(farewell(id)),
-        },
+
+    /// Subscribes listener `key` to the resource the client calls `uri`; its subscription
+    /// key, or `None` when not honored (not readable by the caller, routes nowhere, the
+    /// upstream speaks 2026-07-28, or refuses).
+    async fn subscribe_resource(
+        &self,
+        key: u64,
+        uri: &str,
+        server: Option<&str>,
+        principal: &Principal,
+    ) -> Option<String> {
+        if !principal.grant.resource(uri) {
+            return None;
+        }
+        let snap = self.shared.snapshot.load_full();
+        let view = snap.view(server)?;
+        let (up, orig_json) = super::route_uri(&snap, view, uri)?;
+        let up = snap.upstream(up)?.clone();
+        let orig: String = serde_json::from_slice(&orig_json).ok()?;
+        let rkey = crate::control::subscription_key(&up.name, &orig);
+        let listeners = &self.shared.listeners;
+        let first = !listeners.subscribed(&rkey)
+            && self
+                .shared
+                .subscriptions
+                .get(&rkey)
+                .is_none_or(|s| s.is_empty());
+        if first {
+            let params = format!(r#"{{"uri":{}}}"#, String::from_utf8_lossy(&orig_json));
+            if !self.ask(&up, "resources/subscribe", &params).await {
+                return None;
+            }
+        }
+        listeners
+            .by_resource
+            .entry(rkey.clone())
+            .or_default()
+            .push(key);
+        Some(rkey)
+    }
+
+    /// Drops listener `key`'s subscription `rkey`; the last subscriber tells the upstream.
+    async fn unsubscribe_resource(&self, key: u64, rkey: &str) {
+        let listeners = &self.shared.listeners;
+        let left = match listeners.by_resource.get_mut(rkey) {
+            Some(mut v) => {
+                v.retain(|k| *k != key);
+                v.len()
+            }
+            None => 0,
+        };
+        if left > 0
+            || self
+                .shared
+                .subscriptions
+                .get(rkey)
+                .is_some_and(|s| !s.is_empty())
+        {
+            return;
+        }
+        listeners.by_resource.remove(rkey);
+        let Some((name, orig)) = rkey.split_once('\u{0}') else {
+            return;
+        };
+        let snap = self.shared.snapshot.load_full();
+        let Some(up) = snap
+            .by_name
+            .get(name)
+            .and_then(|r| snap.upstream(*r))
+            .cloned()
+        else {
+            return;
+        };
+        let params = format!(
+            r#"{{"uri":{}}}"#,
+            serde_json::to_string(orig).unwrap_or_else(|_| "\"\"".into())
+        );
+        self.ask(&up, "resources/unsubscribe", &params).await;
+    }
+
+    /// Sends `method` to `up` on the gateway's own upstream session; whether it answered
+    /// with a result.
+    async fn ask(&self, up: &Upstream, method: &str, params: &str) -> bool {
+        let on = match &up.link {
+            Link::Stdio(_) => OnSession::Stdio,
+            Link::Http(h) if h.is_stateless() => return false,
+            Link::Http(h) => match h.ensure_shared(&self.caller).await {
+                Ok(s) => OnSession::Http(s),
+                Err(e) => {
+                    tracing::debug!(upstream = %up.name, error = %e, method, "not sent");
+                    return false;
+                }
+            },
+        };
+        let gid = self.caller.ids.next();
+        let body = crate::upstream::request_body(gid, method, params);
+        let mut call = match self.caller.start(up, &on, gid, body).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(upstream = %up.name, error = %e, method, "not sent");
+                return false;
+            }
+        };
+        let gid_text = gid.to_string();
+        let mut ok = false;
+        while let Ok(Ok(Some(m))) = monoio::time::timeout(up.call_timeout, call.next()).await {
+            let Ok(crate::jsonrpc::Message::Single(r)) = crate::jsonrpc::parse(m) else {
+                continue;
+            };
+            if r.kind() == crate::jsonrpc::Kind::Response
+                && r.id_raw().as_deref() == Some(gid_text.as_bytes())
+            {
+                ok = !r.is_error();
+                break;
+            }
+        }
+        call.finish(&self.caller).await;
+        ok
     }
 }
 

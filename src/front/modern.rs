@@ -19,9 +19,8 @@
 //! `"resultType":"complete"` added to legacy upstreams' results. A legacy upstream's request
 //! to the client mid-call (sampling, elicitation, roots) parks the call and answers
 //! input-required (`relay::ParkedCall`); the client's retry continues it.
-//! `subscriptions/listen` is served in `listen`. Not yet: resource subscriptions on a listen
-//! stream (so discover advertises no `subscribe`) and per-request log levels (log messages
-//! are not forwarded).
+//! `subscriptions/listen` is served in `listen`. Not yet: per-request log levels (log
+//! messages are not forwarded).
 
 use std::{rc::Rc, sync::Arc};
 
@@ -322,9 +321,9 @@ fn named_param(method: &str) -> Option<&'static str> {
 }
 
 /// The gateway's capabilities for `server/discover`: the snapshot's, without what needs a
-/// log level or resource subscriptions on a listen stream (not delivered yet). Tools,
-/// prompts and resources say `listChanged`: the gateway tells listen streams itself when
-/// its catalog changes.
+/// log level. Tools, prompts and resources say `listChanged`: the gateway tells listen
+/// streams itself when its catalog changes; `resources.subscribe` stays as the upstreams
+/// say (a listen stream's `resourceSubscriptions` go to them).
 fn discover_capabilities(snap: &Snapshot) -> String {
     let Ok(serde_json::Value::Object(mut caps)) =
         serde_json::from_slice::<serde_json::Value>(&snap.capabilities)
@@ -334,7 +333,6 @@ fn discover_capabilities(snap: &Snapshot) -> String {
     caps.remove("logging");
     for (k, v) in caps.iter_mut() {
         if let serde_json::Value::Object(o) = v {
-            o.remove("subscribe");
             if matches!(k.as_str(), "tools" | "prompts" | "resources") {
                 o.insert("listChanged".into(), serde_json::Value::Bool(true));
             }
@@ -412,7 +410,9 @@ impl Front {
             "server/discover" => Outcome::Done(discover(&snap, &id)),
             "subscriptions/listen" => {
                 let advertised = list_changes(&snap);
-                return super::listen::listen(&self.shared, &f, &id, server, answer, advertised);
+                return self
+                    .listen(&f, &id, server, principal, answer, advertised)
+                    .await;
             }
             "tools/call"
             | "prompts/get"

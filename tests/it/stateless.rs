@@ -204,12 +204,14 @@ fn listen_streams_get_the_list_changes_they_ask_for() {
     let caps = c.read().expect("discover").json()["result"]["capabilities"].clone();
     assert_eq!(caps["tools"]["listChanged"], true, "{caps}");
     assert_eq!(caps["prompts"]["listChanged"], true, "{caps}");
-    assert!(caps["resources"].get("subscribe").is_none(), "{caps}");
+    assert_eq!(caps["resources"]["subscribe"], true, "{caps}");
 
     let mut tools = Raw::connect(gw.addr);
+    let counter = "mcpgw://beta/fixture://beta/counter";
     tools.send(&listen(
         "t-1",
-        json!({"toolsListChanged": true, "resourceSubscriptions": ["mcpgw://beta/x"]}),
+        json!({"toolsListChanged": true, "resourceSubscriptions":
+            [counter, "mcpgw://beta/fixture://beta/nope", "mcpgw://nosuch/y"]}),
     ));
     let first = tools.read_until(b"acknowledged");
     let head = String::from_utf8_lossy(&first).to_string();
@@ -224,10 +226,11 @@ fn listen_streams_get_the_list_changes_they_ask_for() {
         ack["method"], "notifications/subscriptions/acknowledged",
         "{ack}"
     );
-    // Honored: tools; resource subscriptions are not delivered yet, so not acknowledged.
+    // Honored: tools, and the resource the upstream agreed to (it refuses an unknown one;
+    // the other routes nowhere).
     assert_eq!(
         ack["params"]["notifications"],
-        json!({"toolsListChanged": true}),
+        json!({"toolsListChanged": true, "resourceSubscriptions": [counter]}),
         "{ack}"
     );
     assert_eq!(
@@ -260,6 +263,25 @@ fn listen_streams_get_the_list_changes_they_ask_for() {
     assert_eq!(
         change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "t-1",
         "{change}"
+    );
+
+    // The resource changes: the subscribed listener hears of it, by the URI it used.
+    c.send(&stateless(
+        3,
+        "tools/call",
+        json!({"name": "beta__bump", "arguments": {}, "_meta": meta("2026-07-28")}),
+        &[v, "Mcp-Method: tools/call", "Mcp-Name: beta__bump"],
+    ));
+    assert_eq!(c.read().expect("call").status, 200);
+    let got = tools.read_until(b"resources/updated");
+    let update = sse_data(&got)
+        .into_iter()
+        .find(|m| m["method"] == "notifications/resources/updated")
+        .unwrap_or_else(|| panic!("no update: {}", String::from_utf8_lossy(&got)));
+    assert_eq!(update["params"]["uri"], counter, "{update}");
+    assert_eq!(
+        update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "t-1",
+        "{update}"
     );
 
     // Bad requests: no filter; JSON only.
@@ -548,8 +570,8 @@ fn stateless_requests_are_checked_before_they_are_routed() {
     );
     assert_eq!(r.json()["error"]["data"]["requested"], "v999.0.0");
 
-    // server/discover from the snapshot: listChanged (served on subscriptions/listen), no
-    // subscribe (resource subscriptions on a listen stream are not honored yet), no logging.
+    // server/discover from the snapshot: listChanged and subscribe (served on
+    // subscriptions/listen), no logging (no per-request log level yet).
     c.send(&stateless(
         16,
         "server/discover",
@@ -565,7 +587,7 @@ fn stateless_requests_are_checked_before_they_are_routed() {
     );
     let caps = &d["result"]["capabilities"];
     assert_eq!(caps["tools"]["listChanged"], true, "{d}");
-    assert!(!caps.to_string().contains("subscribe"), "{d}");
+    assert_eq!(caps["resources"]["subscribe"], true, "{d}");
     assert!(caps.get("logging").is_none(), "{d}");
     assert_eq!(
         d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
