@@ -8,6 +8,8 @@
 #   metrics  per-call metrics (the default)
 #   full     metrics and the audit log
 #   guard    metrics and [[guard.screen]] on every call (secrets + PII masked, injection flagged)
+#   stateless  metrics, loaded by MCP 2026-07-28 clients (`mcpgw-load --stateless`: no
+#            session, `_meta` and routing headers on every request); compare with metrics
 #
 # Uses the release binaries perf/run.sh builds ($CARGO_TARGET_DIR/release; build them first).
 # The fixture and the load generator run on CPU 0, the gateway under callgrind on CPU 1 (all
@@ -31,8 +33,8 @@ load() { # CALLS [--json FILE]
   taskset -c 0 "$BIN/mcpgw-load" --url "http://127.0.0.1:$P_GW/mcp" --tool fx__echo -c 4 -n "$n" \
     -w 0 -q --payload-bytes 1024 --result-bytes 1024 "$@" >/dev/null 2>&1 || true
 }
-variant() { # NAME EXTRA-[gateway]-LINES
-  local name=$1
+variant() { # NAME EXTRA-[gateway]-LINES [LOAD-FLAG]
+  local name=$1 flag=${3:-}
   cat >"$W/$name.toml" <<CFG
 [gateway]
 listen = "127.0.0.1:$P_GW"
@@ -52,9 +54,11 @@ CFG
     "$BIN/mcpgw" run --config "$W/$name.toml" >"$W/gw-$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 600); do grep -q "mcpgw listening" "$W/gw-$name.log" && break; sleep 0.1; done
-  load 2000
+  # shellcheck disable=SC2086 # flag: zero or one word
+  load 2000 $flag
   callgrind_control -z "$pid" >/dev/null 2>&1 || true
-  load 10000 --json "$W/$name.json"
+  # shellcheck disable=SC2086
+  load 10000 $flag --json "$W/$name.json"
   sleep 0.5
   callgrind_control -d "$pid" >/dev/null 2>&1 || true
   sleep 1
@@ -79,6 +83,7 @@ path = \"$W/audit.jsonl\"" ;;
 secrets = \"mask\"
 pii = \"mask\"
 injection = \"flag\"" ;;
-    *) echo "unknown variant $v (off, metrics, full, guard)" >&2; exit 2 ;;
+    stateless) variant stateless "metrics = true" --stateless ;;
+    *) echo "unknown variant $v (off, metrics, full, guard, stateless)" >&2; exit 2 ;;
   esac
 done

@@ -228,10 +228,15 @@ pub fn legacy_result_insert(frame: &Frame) -> Option<Span> {
         return None;
     }
     let rs = frame.result_span()?;
-    if frame.member(rs, "resultType").is_some() {
+    let raw = frame.raw_at(rs)?;
+    // Most results hold no "resultType" anywhere: one SIMD search, not a walk of the
+    // members (the walk skips every value: the whole result).
+    if memchr::memmem::find(raw, b"\"resultType\"").is_some()
+        && frame.member(rs, "resultType").is_some()
+    {
         return None;
     }
-    insert_point(frame.raw_at(rs)?, rs)
+    insert_point(raw, rs)
 }
 
 /// Where members go into the object at `span` whose bytes are `raw`: just after its `{`,
@@ -518,11 +523,11 @@ fn check(
     let meta = f
         .param("_meta")
         .filter(|s| f.raw_at(*s).is_some_and(|r| r.first() == Some(&b'{')));
-    let version = meta
-        .and_then(|m| f.member(m, META_VERSION))
-        .and_then(|s| f.str_at(s));
-    let capabilities = meta
-        .and_then(|m| f.member(m, META_CAPABILITIES))
+    let [version, capabilities, client_info] = meta.map_or([None; 3], |m| {
+        f.members(m, [META_VERSION, META_CAPABILITIES, META_CLIENT_INFO])
+    });
+    let version = version.and_then(|s| f.str_at(s));
+    let capabilities = capabilities
         .and_then(|s| f.raw_at(s))
         .filter(|r| r.first() == Some(&b'{'));
     let header = req.header("mcp-protocol-version").unwrap_or_default();
@@ -575,8 +580,7 @@ fn check(
     if version != STATELESS_VERSION {
         return Err(unsupported(id, &[STATELESS_VERSION], &version));
     }
-    let client_info = meta
-        .and_then(|m| f.member(m, META_CLIENT_INFO))
+    let client_info = client_info
         .and_then(|s| f.raw_at(s))
         .filter(|r| r.first() == Some(&b'{'))
         .map_or(

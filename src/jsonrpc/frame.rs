@@ -65,6 +65,58 @@ pub struct Frame {
     params: Option<Span>,
     result: Option<Span>,
     error: Option<Span>,
+    /// Where `params`' members are, found on the first [`Frame::param`]: lookups then skip
+    /// no values (a request's `_meta` is looked up several times, often after 1 KiB of
+    /// `arguments`).
+    index: std::cell::OnceCell<ParamIndex>,
+}
+
+/// Up to [`ParamIndex::CAP`] members of a `params` object: raw key and value spans.
+#[derive(Clone, Copy, Debug)]
+struct ParamIndex {
+    /// Members kept; a larger object (`full`) is scanned on each lookup instead.
+    n: u8,
+    full: bool,
+    keys: [Span; ParamIndex::CAP],
+    values: [Span; ParamIndex::CAP],
+}
+
+impl ParamIndex {
+    const CAP: usize = 5;
+
+    fn of(b: &[u8], params: Span) -> Self {
+        const NONE: Span = Span { start: 0, end: 0 };
+        let mut ix = ParamIndex {
+            n: 0,
+            full: false,
+            keys: [NONE; Self::CAP],
+            values: [NONE; Self::CAP],
+        };
+        let Some(members) = Members::new(b, params.start as usize) else {
+            return ix;
+        };
+        for (key, vs, ve) in members {
+            let i = usize::from(ix.n);
+            // The key's bytes are a subslice of `b`: its offset is recovered from pointers.
+            let ks = key.as_ptr() as usize - b.as_ptr() as usize;
+            match (
+                i < Self::CAP,
+                Span::new(ks, ks + key.len()),
+                Span::new(vs, ve),
+            ) {
+                (true, Some(k), Some(v)) => {
+                    ix.keys[i] = k;
+                    ix.values[i] = v;
+                    ix.n += 1;
+                }
+                _ => {
+                    ix.full = true;
+                    break;
+                }
+            }
+        }
+        ix
+    }
 }
 
 /// A parsed body: one message or a batch (a JSON array of messages).
@@ -169,6 +221,7 @@ impl Frame {
             params: None,
             result: None,
             error: None,
+            index: std::cell::OnceCell::new(),
         };
         let mut version_ok = false;
         let mut seen_jsonrpc = false;
@@ -297,7 +350,34 @@ impl Frame {
 
     /// Span of member `key` of `params` (when `params` is an object).
     pub fn param(&self, key: &str) -> Option<Span> {
-        self.member(self.params?, key)
+        let params = self.params?;
+        let ix = self
+            .index
+            .get_or_init(|| ParamIndex::of(&self.bytes, params));
+        if ix.full {
+            return self.member(params, key);
+        }
+        let n = usize::from(ix.n);
+        ix.keys[..n]
+            .iter()
+            .position(|k| self.bytes.get(k.range()) == Some(key.as_bytes()))
+            .map(|i| ix.values[i])
+    }
+
+    /// Spans of members `keys` of the object at `obj`, in one walk of its members.
+    pub fn members<const N: usize>(&self, obj: Span, keys: [&str; N]) -> [Option<Span>; N] {
+        let mut out = [None; N];
+        let Some(members) = Members::new(&self.bytes, obj.start as usize) else {
+            return out;
+        };
+        for (k, s, e) in members {
+            if let Some(i) = keys.iter().position(|key| k == key.as_bytes()) {
+                if out[i].is_none() {
+                    out[i] = Span::new(s, e);
+                }
+            }
+        }
+        out
     }
 
     /// Span of member `key` of the object at `obj`.

@@ -150,3 +150,56 @@ fn removals_leave_valid_json_whatever_members_go() {
 fn w_empty(want: &str) -> bool {
     want == "{}"
 }
+
+#[test]
+fn params_are_found_with_and_without_the_index() {
+    // Few members: indexed on the first lookup; many: scanned each time. Same answers.
+    for n in [3usize, 5, 6, 20] {
+        let members: Vec<String> = (0..n)
+            .map(|i| format!(r#""k{i}":{{"v":[{i},"x"]}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{{{}}}}}"#,
+            members.join(",")
+        );
+        let f = one(&body).expect("valid");
+        for i in 0..n {
+            let s = f.param(&format!("k{i}")).expect("member");
+            assert_eq!(
+                f.raw_at(s),
+                Some(format!(r#"{{"v":[{i},"x"]}}"#).as_bytes()),
+                "{n} members, k{i}"
+            );
+        }
+        assert_eq!(f.param("absent"), None, "{n} members");
+        assert_eq!(f.param("k"), None, "{n} members: a prefix is not a key");
+    }
+    // No params, or params that are not an object.
+    assert_eq!(
+        one(r#"{"jsonrpc":"2.0","id":1,"method":"m"}"#)
+            .expect("valid")
+            .param("a"),
+        None
+    );
+    assert_eq!(
+        one(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":[1]}"#)
+            .expect("valid")
+            .param("a"),
+        None
+    );
+}
+
+#[test]
+fn members_are_found_in_one_walk() {
+    let f = one(
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"b":2,"a":{"x":1},"b":3}}}"#,
+    )
+    .expect("valid");
+    let meta = f.param("_meta").expect("_meta");
+    let [a, b, c] = f.members(meta, ["a", "b", "c"]);
+    assert_eq!(a.and_then(|s| f.raw_at(s)), Some(&br#"{"x":1}"#[..]));
+    // The first of a repeated key, as `member` finds it.
+    assert_eq!(b.and_then(|s| f.raw_at(s)), Some(&b"2"[..]));
+    assert_eq!(b, f.member(meta, "b"));
+    assert_eq!(c, None);
+}
