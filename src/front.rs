@@ -1171,17 +1171,7 @@ impl Front {
                 "Invalid params: level is required",
             );
         };
-        const LEVELS: [&str; 8] = [
-            "debug",
-            "info",
-            "notice",
-            "warning",
-            "error",
-            "critical",
-            "alert",
-            "emergency",
-        ];
-        if !LEVELS.contains(&level.as_str()) {
+        if log_rank(&level).is_none() {
             return error_body(
                 Some(id),
                 Code::InvalidParams,
@@ -1473,6 +1463,11 @@ impl Front {
                 added.push(',');
             }
             added.push_str(&modern::envelope(&sess.hello));
+            // The level a legacy client set (`logging/setLevel`) is, in this era, each
+            // request's own.
+            if let Some(level) = sess.log_level.load_full() {
+                added.push_str(&format!(r#","{}":"{level}""#, modern::META_LOG_LEVEL));
+            }
         }
         let meta_edit = (!added.is_empty())
             .then(|| modern::meta_insert(f, &added, emptied))
@@ -1630,6 +1625,14 @@ impl Front {
         relay.stateless = sess
             .stateless
             .then(|| modern::result_members(f.method().as_deref()));
+        // 2026-07-28: log messages only at or above the request's own level, if it set one.
+        relay.log_level = sess
+            .stateless
+            .then(|| f.param("_meta"))
+            .flatten()
+            .and_then(|m| f.member(m, modern::META_LOG_LEVEL))
+            .and_then(|s| f.str_at(s))
+            .and_then(|l| log_rank(&l));
         relay.upstream_stateless = upstream_stateless;
         relay.sent = body_sent;
         match relay.next().await {
@@ -1952,6 +1955,26 @@ impl Front {
         }
         shared.listeners.broadcast(shared, &lists);
     }
+}
+
+/// MCP log levels, least severe first.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// Where `level` sits among the MCP log levels (`debug` 0 .. `emergency` 7).
+pub(crate) fn log_rank(level: &str) -> Option<u8> {
+    LOG_LEVELS
+        .iter()
+        .position(|l| *l == level)
+        .and_then(|i| u8::try_from(i).ok())
 }
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last

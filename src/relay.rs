@@ -98,6 +98,9 @@ pub struct Relay {
     token_text: String,
     /// Input rounds answered so far.
     rounds_done: u32,
+    /// A 2026-07-28 client's `_meta` log level (`front::log_rank`): log messages at or
+    /// above it reach the client; none without it.
+    pub log_level: Option<u8>,
 }
 
 /// How a call's result is screened: its screen, with the policy that holds the screener.
@@ -285,6 +288,7 @@ impl Relay {
             queued: std::collections::VecDeque::new(),
             token_text: gid.to_string(),
             rounds_done: 0,
+            log_level: None,
         }
     }
 
@@ -725,11 +729,24 @@ impl Relay {
                     self.front.shared().request_refresh();
                     return None;
                 }
+                if self.stateless.is_some() && method == "notifications/message" {
+                    // 2026-07-28: only at or above the level the request asked for.
+                    let level = frame
+                        .param("level")
+                        .and_then(|s| frame.str_at(s))
+                        .and_then(|l| crate::front::log_rank(&l));
+                    return match (self.can_push, self.log_level, level) {
+                        (true, Some(min), Some(l)) if l >= min => {
+                            Some(Event::Message(frame.bytes().clone()))
+                        }
+                        _ => None,
+                    };
+                }
                 if !self.can_push
                     || (self.stateless.is_some() && method != "notifications/progress")
                 {
-                    // 2026-07-28: a request's stream carries its progress; log messages need a
-                    // per-request level (not forwarded yet) and updates a subscription.
+                    // 2026-07-28: a request's stream carries its progress and log messages;
+                    // resource updates need a subscription (subscriptions/listen).
                     return None;
                 }
                 if method == "notifications/progress" {

@@ -55,6 +55,8 @@ pub fn result_members(method: Option<&str>) -> &'static [u8] {
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+/// The level of log messages a 2026-07-28 request wants (none without it).
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 
 /// Whether a `_meta` key (raw) is one of the 2026-07-28 envelope's, which a legacy
 /// upstream must not be sent (the official SDK servers refuse such requests on a legacy

@@ -329,6 +329,60 @@ fn listen_streams_get_the_list_changes_they_ask_for() {
     );
 }
 
+/// 2026-07-28 log levels are per request: log messages of the call reach the client at or
+/// above the `_meta` level it set, and none without one.
+#[test]
+fn stateless_calls_get_log_messages_at_their_own_level() {
+    let gw = Gateway::start("", &stdio_fixture_toml("beta", ""), "epoll");
+    let v = "MCP-Protocol-Version: 2026-07-28";
+    let call = |id: u32, level: Option<&str>, msg_level: &str| {
+        let mut m = meta("2026-07-28");
+        if let Some(l) = level {
+            m["io.modelcontextprotocol/logLevel"] = json!(l);
+        }
+        let mut c = Raw::connect(gw.addr);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "beta__log", "arguments": {"message": format!("note {id}"), "level": msg_level},
+            "_meta": m}})
+        .to_string();
+        c.send(
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n{v}\r\nMcp-Method: tools/call\r\nMcp-Name: beta__log\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        // Until the result's event is whole (streamed, or one SSE body: either way it ends
+        // with a blank line).
+        let mut raw = c.read_until(b"resultType");
+        while !String::from_utf8_lossy(&raw)
+            .rsplit("resultType")
+            .next()
+            .is_some_and(|t| t.contains("\n\n"))
+        {
+            let more = c.read_until(b"\n\n");
+            assert!(!more.is_empty(), "{}", String::from_utf8_lossy(&raw));
+            raw.extend(more);
+        }
+        let msgs = sse_data(&raw);
+        assert!(
+            msgs.iter()
+                .any(|m| m["id"] == id && m["result"]["resultType"] == "complete"),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+        msgs.iter()
+            .filter(|m| m["method"] == "notifications/message")
+            .map(|m| m["params"]["data"].to_string())
+            .collect::<Vec<_>>()
+    };
+    let got = call(1, Some("info"), "warning");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("note 1"), "{got:?}");
+    assert!(call(2, Some("error"), "warning").is_empty());
+    assert!(call(3, None, "warning").is_empty());
+}
+
 /// A 2026-07-28 request for `method` with `meta` as its `_meta`, and `headers`.
 fn stateless(id: u32, method: &str, params: Value, headers: &[&str]) -> Vec<u8> {
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -698,6 +752,23 @@ fn upstream_found_stateless_serves_clients_of_both_eras() {
         "{}",
         gw.log_text()
     );
+    // A legacy client's logging/setLevel becomes its requests' `_meta` log level for a
+    // 2026-07-28 upstream: the call's log messages reach it.
+    let out = client_opts(
+        &["--mode", "legacy"],
+        &gw.url(),
+        "script",
+        &[&json!([
+            ["set_level", "info"],
+            ["call", "alpha__log", {"message": "hi-legacy", "level": "warning"}],
+            ["call", "alpha__log", {"message": "too-low", "level": "debug"}],
+            ["notifications", "0.5"],
+        ])
+        .to_string()],
+    );
+    let logs = out["steps"][3]["logs"].to_string();
+    assert!(logs.contains("hi-legacy"), "{out}");
+    assert!(!logs.contains("too-low"), "{out}");
     // The gateway listens to a 2026-07-28 upstream (subscriptions/listen) for list
     // changes: a tool it adds is served at once, not at the next refresh (30 s).
     let out = client_opts(
