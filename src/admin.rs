@@ -581,6 +581,7 @@ fn gauges(shared: &Shared) -> String {
     let _ = writeln!(out, "# HELP mcpgw_calls_in_flight Client calls waiting on upstreams.\n# TYPE mcpgw_calls_in_flight gauge\nmcpgw_calls_in_flight {in_flight}");
     let _ = writeln!(out, "# HELP mcpgw_server_requests_pending Upstream requests waiting for a client's answer.\n# TYPE mcpgw_server_requests_pending gauge\nmcpgw_server_requests_pending {pending}");
     let _ = writeln!(out, "# HELP mcpgw_get_streams Sessions with a GET stream open.\n# TYPE mcpgw_get_streams gauge\nmcpgw_get_streams {streams}");
+    let _ = writeln!(out, "# HELP mcpgw_listen_streams Open subscriptions/listen streams (MCP 2026-07-28 clients).\n# TYPE mcpgw_listen_streams gauge\nmcpgw_listen_streams {}", shared.listeners.len());
     shared.limits.prometheus(&mut out);
     shared.guard.prometheus(
         &snap.guard_report,

@@ -186,7 +186,16 @@ fn sse_data(raw: &[u8]) -> Vec<Value> {
 /// nothing else, and ends with the request's result when the gateway drains.
 #[test]
 fn listen_streams_get_the_list_changes_they_ask_for() {
-    let mut gw = Gateway::start("", &stdio_fixture_toml("beta", ""), "epoll");
+    let admin_port = crate::support::free_port();
+    let adm: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+    let mut gw = Gateway::start(
+        "",
+        &format!(
+            "[admin]\nlisten = \"{adm}\"\ntoken = \"tk\"\ndata_dir = \":memory:\"\n\n{}",
+            stdio_fixture_toml("beta", "")
+        ),
+        "epoll",
+    );
     let v = "MCP-Protocol-Version: 2026-07-28";
     let listen = |id: &str, notifications: Value| {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
@@ -241,6 +250,10 @@ fn listen_streams_get_the_list_changes_they_ask_for() {
     let mut prompts = Raw::connect(gw.addr);
     prompts.send(&listen("p-1", json!({"promptsListChanged": true})));
     let ack = sse_data(&prompts.read_until(b"acknowledged"))[0].clone();
+    assert_eq!(
+        crate::support::scrape(adm, "tk", "mcpgw_listen_streams"),
+        2.0
+    );
     assert_eq!(
         ack["params"]["notifications"],
         json!({"promptsListChanged": true}),
