@@ -6,6 +6,7 @@
 //! client code as the workers; nothing it does is on a client's request path, and it may
 //! block.
 
+use futures_util::future::{select, Either};
 use std::{
     cell::RefCell,
     rc::Rc,
@@ -71,6 +72,9 @@ pub struct Shared {
     pub parked: crate::relay::ParkedCalls,
     /// Open `subscriptions/listen` streams of 2026-07-28 clients.
     pub listeners: crate::front::listen::Listeners,
+    /// Per 2026-07-28 upstream: asks its watcher to listen again, with the resources
+    /// subscribed now.
+    listen_again: dashmap::DashMap<String, flume::Sender<()>>,
 }
 
 impl Shared {
@@ -147,6 +151,30 @@ impl Shared {
         }
     }
 
+    /// The original URIs of `upstream`'s resources someone is subscribed to (legacy
+    /// sessions through the gateway's upstream session, or listen streams).
+    pub fn subscribed_uris(&self, upstream: &str) -> Vec<String> {
+        let prefix = subscription_key(upstream, "");
+        let mut uris: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|e| !e.value().is_empty())
+            .filter_map(|e| e.key().strip_prefix(&prefix).map(str::to_string))
+            .chain(self.listeners.keys_with_prefix(&prefix))
+            .collect();
+        uris.sort();
+        uris.dedup();
+        uris
+    }
+
+    /// Tells the watcher of 2026-07-28 upstream `upstream` that its subscribed resources
+    /// changed (it listens again with them).
+    pub fn subscriptions_changed(&self, upstream: &str) {
+        if let Some(tx) = self.listen_again.get(upstream) {
+            let _ = tx.try_send(());
+        }
+    }
+
     /// Asks the control plane to fetch the catalogs again (e.g. after an upstream restart).
     pub fn request_refresh(&self) {
         let _ = self.control.send(ControlMsg::Refresh);
@@ -201,6 +229,7 @@ impl ControlPlane {
             guard: Default::default(),
             parked: Default::default(),
             listeners: Default::default(),
+            listen_again: Default::default(),
             unix_origin_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
@@ -1091,17 +1120,51 @@ async fn end_upstream_sessions(
 /// Holds the gateway's own GET stream to an HTTP upstream and asks for a catalog refresh
 /// whenever the upstream says a list changed. Reconnects every few seconds while it can't.
 async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, shared: Arc<Shared>) {
+    // A 2026-07-28 upstream's listen stream names the resources subscribed: when they change
+    // the stream is opened again.
+    let (again, again_rx) = flume::bounded::<()>(1);
+    shared
+        .listen_again
+        .insert(up.name.to_string(), again.clone());
+    watch(&up, &tx, &shared, &again_rx).await;
+    // Unless a newer watcher of the same name (a reload) took the slot.
+    shared
+        .listen_again
+        .remove_if(&*up.name, |_, tx| tx.same_channel(&again));
+}
+
+async fn watch(
+    up: &Arc<Upstream>,
+    tx: &flume::Sender<ControlMsg>,
+    shared: &Arc<Shared>,
+    again_rx: &flume::Receiver<()>,
+) {
     let Link::Http(h) = &up.link else { return };
     let caller = Caller::new(upstream::WATCH_SLOT);
     while !shared.stopping() && !up.retired() {
         if let Ok(session) = h.ensure_shared(&caller).await {
-            let listened = h.listen(&caller, &session).await;
+            let uris = shared.subscribed_uris(&up.name);
+            let listened = h.listen(&caller, &session, &uris).await;
             if let Err(e) = &listened {
                 // Unreachable for now (not "no stream offered"): try again later.
                 tracing::debug!(upstream = %up.name, error = %e, "GET stream not opened; retrying");
             }
             if let Ok(Some(mut stream)) = listened {
-                while let Ok(Some(m)) = stream.next().await {
+                let mut reopen = false;
+                loop {
+                    let next = {
+                        let woke =
+                            select(Box::pin(stream.next()), Box::pin(again_rx.recv_async())).await;
+                        match woke {
+                            Either::Left((Ok(Some(m)), _)) => m,
+                            Either::Left(_) => break,
+                            Either::Right(_) => {
+                                reopen = true;
+                                break;
+                            }
+                        }
+                    };
+                    let m = next;
                     let Ok(crate::jsonrpc::Message::Single(f)) = crate::jsonrpc::parse(m) else {
                         continue;
                     };
@@ -1129,6 +1192,10 @@ async fn watch_list_changes(up: Arc<Upstream>, tx: flume::Sender<ControlMsg>, sh
                     if shared.stopping() || up.retired() {
                         return;
                     }
+                }
+                if reopen {
+                    tracing::debug!(upstream = %up.name, "subscribed resources changed: listening again");
+                    continue;
                 }
             } else if listened.is_ok() {
                 // No stream offered: periodic refresh covers this upstream.

@@ -471,7 +471,7 @@ impl Front {
         let front = self.clone();
         monoio::spawn(async move {
             let Link::Http(h) = &up.link else { return };
-            let mut stream = match h.listen(&front.caller, &us).await {
+            let mut stream = match h.listen(&front.caller, &us, &[]).await {
                 Ok(Some(s)) => s,
                 Ok(None) => return,
                 Err(e) => {
@@ -1113,12 +1113,30 @@ impl Front {
         orig_json: &[u8],
     ) -> Option<&'static [u8]> {
         let upstream = snap.upstream(up)?;
-        if upstream.mode != SessionMode::Shared {
+        // A 2026-07-28 upstream has no subscribe: the gateway's listen stream to it names the
+        // resources subscribed (and is opened again when they change).
+        let stateless = matches!(&upstream.link, Link::Http(h) if h.is_stateless());
+        if upstream.mode != SessionMode::Shared && !stateless {
             return None;
         }
         let uri: String = serde_json::from_slice(orig_json).ok()?;
         let key = crate::control::subscription_key(&upstream.name, &uri);
         let subs = &self.shared.subscriptions;
+        if stateless {
+            let was = self.shared.subscribed_uris(&upstream.name);
+            if method == "resources/subscribe" {
+                let mut e = subs.entry(key).or_default();
+                if !e.contains(&sess.id) {
+                    e.push(sess.id.clone());
+                }
+            } else if let Some(mut e) = subs.get_mut(&key) {
+                e.retain(|s| *s != sess.id);
+            }
+            if self.shared.subscribed_uris(&upstream.name) != was {
+                self.shared.subscriptions_changed(&upstream.name);
+            }
+            return Some(b"{}");
+        }
         if method == "resources/subscribe" {
             let listened = self.shared.listeners.subscribed(&key);
             let mut e = subs.entry(key).or_default();

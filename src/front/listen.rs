@@ -13,9 +13,11 @@
 //! URIs: the gateway subscribes once per (upstream, URI) on its own upstream session (the
 //! first subscriber, a listener or a legacy session on a shared upstream session, sends
 //! `resources/subscribe`; the last one to go sends `resources/unsubscribe`), and the update
-//! the upstream sends reaches every subscriber. A URI the caller may not read, that routes
-//! nowhere, whose upstream refuses the subscription or speaks 2026-07-28 itself is not
-//! honored: the acknowledgement leaves it out, as the spec asks.
+//! the upstream sends reaches every subscriber. A 2026-07-28 upstream has no subscribe: the
+//! gateway's own listen stream to it names the subscribed resources and is opened again when
+//! they change (`control::Shared::subscriptions_changed`). A URI the caller may not read,
+//! that routes nowhere, or whose legacy upstream refuses the subscription is not honored:
+//! the acknowledgement leaves it out, as the spec asks.
 //!
 //! A listener is registered in [`Listeners`] (shared across workers: list changes are
 //! broadcast by the control plane, updates by the upstream's reader) and removed when its
@@ -114,6 +116,15 @@ impl Listeners {
         for k in gone {
             self.open.remove(&k);
         }
+    }
+
+    /// The rest of each resource key starting with `prefix` that some listener holds.
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.by_resource
+            .iter()
+            .filter(|e| !e.value().is_empty())
+            .filter_map(|e| e.key().strip_prefix(prefix).map(str::to_string))
+            .collect()
     }
 
     /// Whether a listener is subscribed to resource `key`.
@@ -324,6 +335,19 @@ impl Front {
         let orig: String = serde_json::from_slice(&orig_json).ok()?;
         let rkey = crate::control::subscription_key(&up.name, &orig);
         let listeners = &self.shared.listeners;
+        if matches!(&up.link, Link::Http(h) if h.is_stateless()) {
+            // The gateway's listen stream to it names the resources: it listens again.
+            let was = self.shared.subscribed_uris(&up.name);
+            listeners
+                .by_resource
+                .entry(rkey.clone())
+                .or_default()
+                .push(key);
+            if self.shared.subscribed_uris(&up.name) != was {
+                self.shared.subscriptions_changed(&up.name);
+            }
+            return Some(rkey);
+        }
         let first = !listeners.subscribed(&rkey)
             && self
                 .shared
@@ -376,6 +400,10 @@ impl Front {
         else {
             return;
         };
+        if matches!(&up.link, Link::Http(h) if h.is_stateless()) {
+            self.shared.subscriptions_changed(name);
+            return;
+        }
         let params = format!(
             r#"{{"uri":{}}}"#,
             serde_json::to_string(orig).unwrap_or_else(|_| "\"\"".into())
@@ -388,7 +416,6 @@ impl Front {
     async fn ask(&self, up: &Upstream, method: &str, params: &str) -> bool {
         let on = match &up.link {
             Link::Stdio(_) => OnSession::Stdio,
-            Link::Http(h) if h.is_stateless() => return false,
             Link::Http(h) => match h.ensure_shared(&self.caller).await {
                 Ok(s) => OnSession::Http(s),
                 Err(e) => {

@@ -691,17 +691,20 @@ impl HttpUpstream {
 
     /// Opens the session's server-to-client stream: `GET` in the legacy era (`Ok(None)`
     /// when the upstream offers none: 405), a `subscriptions/listen` request for every list
-    /// change in the 2026-07-28 era (an upstream without it answers that request with an
-    /// error, which the reader sees as the stream's end).
+    /// change and the resources `uris` (original URIs) in the 2026-07-28 era (an upstream
+    /// without it answers that request with an error, which the reader sees as the
+    /// stream's end).
     pub async fn listen(
         &self,
         caller: &Caller,
         session: &UpstreamSession,
+        uris: &[String],
     ) -> Result<Option<HttpCall>> {
         if session.version == STATELESS_VERSION {
-            let body = Bytes::from_static(
-                br#"{"jsonrpc":"2.0","id":"mcpgw-watch","method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"promptsListChanged":true,"resourcesListChanged":true}}}"#,
-            );
+            let body = Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":"mcpgw-watch","method":"subscriptions/listen","params":{{"notifications":{{"toolsListChanged":true,"promptsListChanged":true,"resourcesListChanged":true,"resourceSubscriptions":{}}}}}}}"#,
+                serde_json::to_string(uris).unwrap_or_else(|_| "[]".into())
+            ));
             return self
                 .start(caller, session.replica, Some(session), body, None)
                 .await

@@ -782,6 +782,30 @@ fn upstream_found_stateless_serves_clients_of_both_eras() {
     let logs = out["steps"][3]["logs"].to_string();
     assert!(logs.contains("hi-legacy"), "{out}");
     assert!(!logs.contains("too-low"), "{out}");
+    // A legacy client's resources/subscribe to a 2026-07-28 upstream: the gateway's listen
+    // stream to it names the resource (it listens again), and the update reaches the client.
+    let counter = "mcpgw://alpha/fixture://alpha/counter";
+    let out = client_opts(
+        &["--mode", "legacy"],
+        &gw.url(),
+        "script",
+        &[&json!([
+            ["subscribe", counter],
+            ["notifications", "1.0"],
+            ["call", "alpha__bump", {}],
+            ["notifications", "1.0"],
+        ])
+        .to_string()],
+    );
+    assert_eq!(out["steps"][0]["ok"], true, "{out}");
+    let updated = out["steps"][3]["notifications"]
+        .as_array()
+        .is_some_and(|a| {
+            a.iter().any(|n| {
+                n["method"] == "notifications/resources/updated" && n["params"]["uri"] == counter
+            })
+        });
+    assert!(updated, "{out}\n{}", gw.log_text());
     // The gateway listens to a 2026-07-28 upstream (subscriptions/listen) for list
     // changes: a tool it adds is served at once, not at the next refresh (30 s).
     let out = client_opts(

@@ -330,7 +330,7 @@ def build_server(name: str, log_level: str) -> MCPServer:
         return f"redefined {name}"
 
     @server.tool(description="Increment the counter and notify subscribers of fixture://NAME/counter.")
-    async def bump() -> str:
+    async def bump(ctx: Context) -> str:
         nonlocal counter
         counter += 1
         for session in list(subscribers.get(counter_uri, {}).values()):
@@ -338,6 +338,8 @@ def build_server(name: str, log_level: str) -> MCPServer:
                 await session.send_resource_updated(counter_uri)
             except Exception as e:  # a gone session must not fail the tool
                 print(f"upstream.py: resources/updated not sent: {e!r}", file=sys.stderr, flush=True)
+        # 2026-07-28 subscribers listen (subscriptions/listen) instead.
+        await ctx.notify_resource_updated(counter_uri)
         return str(counter)
 
     async def on_subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
