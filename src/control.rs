@@ -148,6 +148,16 @@ impl Shared {
             if let Some(mut e) = self.subscriptions.get_mut(&key) {
                 e.retain(|s| !gone.contains(s));
             }
+            // Nobody left: forget the key, and a 2026-07-28 upstream's listen stream stops
+            // naming it.
+            if self
+                .subscriptions
+                .remove_if(&key, |_, v| v.is_empty())
+                .is_some()
+                && !self.listeners.subscribed(&key)
+            {
+                self.subscriptions_changed(upstream);
+            }
         }
     }
 
@@ -1170,10 +1180,18 @@ async fn watch(
                     };
                     if f.kind() == crate::jsonrpc::Kind::Response {
                         // A 2026-07-28 upstream's answer to subscriptions/listen: the stream
-                        // ended (a result), or it has none (an error): refresh covers it.
+                        // ended (a result: listen again), it has none (-32601: refresh covers
+                        // it), or it refused this request (another error: try again later).
                         if f.is_error() {
-                            tracing::info!(upstream = %up.name, "upstream has no subscriptions/listen; its lists refresh every refresh_interval_ms");
-                            return;
+                            let code = f
+                                .error_raw()
+                                .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
+                                .and_then(|v| v.get("code").and_then(serde_json::Value::as_i64));
+                            if code == Some(-32601) {
+                                tracing::info!(upstream = %up.name, "upstream has no subscriptions/listen; its lists refresh every refresh_interval_ms");
+                                return;
+                            }
+                            tracing::warn!(upstream = %up.name, error = %String::from_utf8_lossy(f.bytes()), "upstream refused subscriptions/listen; trying again in 5 s");
                         }
                         break;
                     }

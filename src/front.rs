@@ -1129,8 +1129,11 @@ impl Front {
                 if !e.contains(&sess.id) {
                     e.push(sess.id.clone());
                 }
-            } else if let Some(mut e) = subs.get_mut(&key) {
-                e.retain(|s| *s != sess.id);
+            } else {
+                if let Some(mut e) = subs.get_mut(&key) {
+                    e.retain(|s| *s != sess.id);
+                }
+                subs.remove_if(&key, |_, v| v.is_empty());
             }
             if self.shared.subscribed_uris(&upstream.name) != was {
                 self.shared.subscriptions_changed(&upstream.name);
@@ -1154,9 +1157,12 @@ impl Front {
                 None => return Some(b"{}"),
             };
             if last {
-                // A listen stream (2026-07-28) may still want it: keep the upstream's.
+                // A listen stream (2026-07-28) may still want it: keep the upstream's. And
+                // a session that subscribed meanwhile keeps its entry.
                 let listened = self.shared.listeners.subscribed(&key);
-                subs.remove(&key);
+                if subs.remove_if(&key, |_, v| v.is_empty()).is_none() {
+                    return Some(b"{}");
+                }
                 if listened {
                     Some(b"{}")
                 } else {

@@ -74,8 +74,6 @@ pub struct Listener {
     /// The listen request's id, raw JSON.
     id: Bytes,
     outbox: Arc<Outbox>,
-    /// The resources it is subscribed to (`control::subscription_key`s).
-    resources: Vec<String>,
     /// Dropped (with the entry) to end the stream from the gateway's side.
     _end: flume::Sender<()>,
 }
@@ -93,14 +91,13 @@ impl Listeners {
 
     /// Offers each listener the list changes of its endpoint that it asked for;
     /// `lists(server)` says which notifications that endpoint's clients need. Listeners
-    /// whose stream has closed are dropped.
+    /// whose stream has closed are skipped.
     pub fn broadcast(&self, shared: &Shared, lists: &impl Fn(Option<&str>) -> Vec<&'static str>) {
         let mut by_view: std::collections::HashMap<Option<String>, Vec<&'static str>> =
             Default::default();
-        let mut gone = Vec::new();
         for l in self.open.iter() {
+            // Closed: its own cleanup task removes it (and its subscriptions).
             if l.outbox.alive.is_disconnected() {
-                gone.push(*l.key());
                 continue;
             }
             let methods = by_view
@@ -112,9 +109,6 @@ impl Listeners {
                         .offer(notification(method, &l.id, ""), &shared.limits);
                 }
             }
-        }
-        for k in gone {
-            self.open.remove(&k);
         }
     }
 
@@ -196,6 +190,7 @@ fn filter(f: &Frame) -> Result<([bool; 3], Vec<String>), &'static str> {
         None => Vec::new(),
         Some(raw) => match serde_json::from_slice::<Vec<String>>(raw) {
             Ok(mut u) => {
+                u.sort_unstable();
                 u.dedup();
                 u.truncate(MAX_RESOURCES);
                 u
@@ -254,7 +249,10 @@ impl Front {
         let mut resources = Vec::new();
         let mut honored_uris = Vec::new();
         for uri in uris {
-            if let Some(rkey) = self.subscribe_resource(key, &uri, server, principal).await {
+            if let Some(rkey) = self
+                .subscribe_resource(key, &uri, server, principal, &resources)
+                .await
+            {
                 resources.push(rkey);
                 honored_uris.push(uri);
             }
@@ -285,19 +283,19 @@ impl Front {
                 wants,
                 id: id.clone(),
                 outbox,
-                resources,
                 _end: end,
             },
         );
         tracing::debug!(key, ?server, ?wants, "listen stream opened");
         // Forgotten when the stream closes (the client left, or the gateway ended it).
         let front = self.clone();
+        // The resources it is subscribed to (`control::subscription_key`s).
+        let held = resources;
         monoio::spawn(async move {
             let _ = alive_rx.recv_async().await;
-            if let Some((_, l)) = front.shared.listeners.open.remove(&key) {
-                for rkey in l.resources {
-                    front.unsubscribe_resource(key, &rkey).await;
-                }
+            front.shared.listeners.open.remove(&key);
+            for rkey in held {
+                front.unsubscribe_resource(key, &rkey).await;
             }
             tracing::debug!(key, "listen stream closed");
         });
@@ -316,14 +314,16 @@ impl Front {
     }
 
     /// Subscribes listener `key` to the resource the client calls `uri`; its subscription
-    /// key, or `None` when not honored (not readable by the caller, routes nowhere, the
-    /// upstream speaks 2026-07-28, or refuses).
+    /// key, or `None` when not honored (not readable by the caller, routes nowhere, already
+    /// held under another URI, or a legacy upstream refuses). A 2026-07-28 upstream is not
+    /// asked: the gateway's listen stream to it names the resource from now on.
     async fn subscribe_resource(
         &self,
         key: u64,
         uri: &str,
         server: Option<&str>,
         principal: &Principal,
+        held: &[String],
     ) -> Option<String> {
         if !principal.grant.resource(uri) {
             return None;
@@ -334,6 +334,10 @@ impl Front {
         let up = snap.upstream(up)?.clone();
         let orig: String = serde_json::from_slice(&orig_json).ok()?;
         let rkey = crate::control::subscription_key(&up.name, &orig);
+        if held.contains(&rkey) {
+            // Another of its URIs names the same upstream resource.
+            return None;
+        }
         let listeners = &self.shared.listeners;
         if matches!(&up.link, Link::Http(h) if h.is_stateless()) {
             // The gateway's listen stream to it names the resources: it listens again.
@@ -387,7 +391,14 @@ impl Front {
         {
             return;
         }
-        listeners.by_resource.remove(rkey);
+        // Unless another listener came in meanwhile.
+        if listeners
+            .by_resource
+            .remove_if(rkey, |_, v| v.is_empty())
+            .is_none()
+        {
+            return;
+        }
         let Some((name, orig)) = rkey.split_once('\u{0}') else {
             return;
         };

@@ -19,8 +19,8 @@
 //! `"resultType":"complete"` added to legacy upstreams' results. A legacy upstream's request
 //! to the client mid-call (sampling, elicitation, roots) parks the call and answers
 //! input-required (`relay::ParkedCall`); the client's retry continues it.
-//! `subscriptions/listen` is served in `listen`. Not yet: per-request log levels (log
-//! messages are not forwarded).
+//! `subscriptions/listen` is served in `listen`. Log messages of a call reach the client at or
+//! above its request's `_meta` log level (`io.modelcontextprotocol/logLevel`), none without.
 
 use std::{rc::Rc, sync::Arc};
 
@@ -327,8 +327,9 @@ fn named_param(method: &str) -> Option<&'static str> {
     }
 }
 
-/// The gateway's capabilities for `server/discover`: the snapshot's, without what needs a
-/// log level. Tools, prompts and resources say `listChanged`: the gateway tells listen
+/// The gateway's capabilities for `server/discover`: the snapshot's, without `logging`
+/// (its `logging/setLevel` is gone in this revision; log messages follow each request's
+/// `_meta` level instead). Tools, prompts and resources say `listChanged`: the gateway tells listen
 /// streams itself when its catalog changes; `resources.subscribe` stays as the upstreams
 /// say (a listen stream's `resourceSubscriptions` go to them).
 fn discover_capabilities(snap: &Snapshot) -> String {

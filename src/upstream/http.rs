@@ -691,9 +691,9 @@ impl HttpUpstream {
 
     /// Opens the session's server-to-client stream: `GET` in the legacy era (`Ok(None)`
     /// when the upstream offers none: 405), a `subscriptions/listen` request for every list
-    /// change and the resources `uris` (original URIs) in the 2026-07-28 era (an upstream
-    /// without it answers that request with an error, which the reader sees as the
-    /// stream's end).
+    /// change and the resources `uris` (original URIs) in the 2026-07-28 era (the answer
+    /// ends the stream: a result when the upstream closes it, -32601 from an upstream without
+    /// it, another error when it refuses this one; the reader decides what follows).
     pub async fn listen(
         &self,
         caller: &Caller,
