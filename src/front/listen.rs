@@ -246,14 +246,33 @@ impl Front {
             }
         }
         let key = self.shared.listeners.next.fetch_add(1, Ordering::Relaxed);
-        let mut resources = Vec::new();
+        let shared = &self.shared;
+        let g = &shared.config.gateway;
+        // Held by the stream; once dropped (the stream closed, or this request was dropped
+        // while subscribing) the cleanup below runs.
+        let (alive, alive_rx) = flume::bounded::<()>(1);
+        // The resources it is subscribed to (`control::subscription_key`s), as they are made.
+        let held = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+        // Forgotten when the stream closes (the client left, or the gateway ended it).
+        let front = self.clone();
+        let (cleanup_rx, cleanup_held) = (alive_rx.clone(), held.clone());
+        monoio::spawn(async move {
+            let _ = cleanup_rx.recv_async().await;
+            front.shared.listeners.open.remove(&key);
+            let keys = std::mem::take(&mut *cleanup_held.borrow_mut());
+            for rkey in keys {
+                front.unsubscribe_resource(key, &rkey).await;
+            }
+            tracing::debug!(key, "listen stream closed");
+        });
         let mut honored_uris = Vec::new();
         for uri in uris {
+            let taken = held.borrow().clone();
             if let Some(rkey) = self
-                .subscribe_resource(key, &uri, server, principal, &resources)
+                .subscribe_resource(key, &uri, server, principal, &taken)
                 .await
             {
-                resources.push(rkey);
+                held.borrow_mut().push(rkey);
                 honored_uris.push(uri);
             }
         }
@@ -264,10 +283,7 @@ impl Front {
             ));
         }
         let honored = honored.strip_suffix(',').unwrap_or(&honored);
-        let shared = &self.shared;
-        let g = &shared.config.gateway;
-        let (alive, alive_rx) = flume::bounded::<()>(1);
-        let (outbox, inbox) = crate::session::outbox(g.sse_buffer_bytes, alive_rx.clone());
+        let (outbox, inbox) = crate::session::outbox(g.sse_buffer_bytes, alive_rx);
         let outbox = Arc::new(outbox);
         let ack = notification(
             "notifications/subscriptions/acknowledged",
@@ -287,18 +303,6 @@ impl Front {
             },
         );
         tracing::debug!(key, ?server, ?wants, "listen stream opened");
-        // Forgotten when the stream closes (the client left, or the gateway ended it).
-        let front = self.clone();
-        // The resources it is subscribed to (`control::subscription_key`s).
-        let held = resources;
-        monoio::spawn(async move {
-            let _ = alive_rx.recv_async().await;
-            front.shared.listeners.open.remove(&key);
-            for rkey in held {
-                front.unsubscribe_resource(key, &rkey).await;
-            }
-            tracing::debug!(key, "listen stream closed");
-        });
         Reply {
             status: 200,
             headers: vec![],
