@@ -1051,6 +1051,9 @@ async fn fetch_catalog(up: &Upstream, caller: &Caller) -> crate::error::Result<U
     };
     if capabilities.contains_key("tools") {
         cat.tools = fetch_list(up, caller, "tools/list", "tools").await?;
+        if let Link::Http(h) = &up.link {
+            h.set_param_headers(&cat.tools);
+        }
     }
     if capabilities.contains_key("prompts") {
         cat.prompts = fetch_list(up, caller, "prompts/list", "prompts").await?;

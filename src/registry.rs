@@ -27,6 +27,9 @@ pub struct Target {
     pub retry_safe: bool,
     /// How its calls are screened (`[[guard.screen]]`); `None`: passed through untouched.
     pub screen: Option<Arc<crate::guard::policy::Screen>>,
+    /// The `Mcp-Param-*` headers its input schema declares (`x-mcp-header`), checked on
+    /// 2026-07-28 clients' calls; empty for most tools.
+    pub param_headers: crate::front::modern::ParamHeaders,
 }
 
 /// One upstream's lists as last fetched (JSON values as the upstream sent them).
@@ -324,6 +327,11 @@ pub fn build(
                             policy.screen(&up.name, orig, None)
                         } else {
                             None
+                        },
+                        param_headers: if are_tools {
+                            crate::front::modern::param_headers(item)
+                        } else {
+                            Vec::new()
                         },
                     },
                 );

@@ -108,19 +108,33 @@ pub fn version_header_missing(f: &Frame, req: &RequestHead) -> Option<Reply> {
 pub fn for_stateless_upstream(
     caller: &crate::upstream::Caller,
     body: Bytes,
-) -> (Bytes, Vec<(&'static str, Vec<u8>)>) {
+    params_of: impl Fn(&str) -> Option<ParamHeaders>,
+) -> (Bytes, Vec<(String, Vec<u8>)>) {
     let Ok(f) = caller.parser.borrow_mut().parse_one(body.clone()) else {
         return (body, Vec::new());
     };
     let Some(method) = f.method().map(std::borrow::Cow::into_owned) else {
         return (body, Vec::new());
     };
-    let mut routing = vec![("Mcp-Method", method.clone().into_bytes())];
+    let mut routing = vec![("Mcp-Method".to_string(), method.clone().into_bytes())];
     if let Some(v) = named_param(&method)
         .and_then(|p| f.param(p))
         .and_then(|s| f.str_at(s))
     {
-        routing.push(("Mcp-Name", header_value(&v)));
+        // A tool's arguments it names with `x-mcp-header` go in `Mcp-Param-*` headers.
+        if let Some(declared) = (method == "tools/call").then(|| params_of(&v)).flatten() {
+            let arguments: serde_json::Value = f
+                .param("arguments")
+                .and_then(|s| f.raw_at(s))
+                .and_then(|r| serde_json::from_slice(r).ok())
+                .unwrap_or_default();
+            for (path, token) in &declared {
+                if let Some(text) = argument_text(&arguments, path) {
+                    routing.push((format!("Mcp-Param-{token}"), header_value(&text)));
+                }
+            }
+        }
+        routing.push(("Mcp-Name".to_string(), header_value(&v)));
     }
     let meta = f
         .param("_meta")
@@ -133,6 +147,89 @@ pub fn for_stateless_upstream(
         Some((span, with)) => (f.splice(&mut [(span, &with)]), routing),
         None => (body, routing),
     }
+}
+
+/// A tool's `Mcp-Param-*` headers: for each property of its `inputSchema` (reached through
+/// `properties` alone) that names one with `x-mcp-header` and is a string, integer or
+/// boolean, its path of property names and the header's token.
+pub type ParamHeaders = Vec<(Vec<String>, String)>;
+
+/// The [`ParamHeaders`] of a tool definition.
+pub fn param_headers(tool: &serde_json::Value) -> ParamHeaders {
+    let mut out = Vec::new();
+    let mut stack: Vec<(Vec<String>, &serde_json::Value)> = tool
+        .get("inputSchema")
+        .map(|s| (Vec::new(), s))
+        .into_iter()
+        .collect();
+    while let Some((path, schema)) = stack.pop() {
+        if let (false, Some(token)) = (
+            path.is_empty(),
+            schema.get("x-mcp-header").and_then(|t| t.as_str()),
+        ) {
+            let typed = matches!(
+                schema.get("type").and_then(|t| t.as_str()),
+                Some("string" | "integer" | "boolean")
+            );
+            if typed && !token.is_empty() {
+                out.push((path.clone(), token.to_string()));
+            }
+        }
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, sub) in props {
+                let mut p = path.clone();
+                p.push(name.clone());
+                stack.push((p, sub));
+            }
+        }
+    }
+    out
+}
+
+/// The header text of the argument at `path` in `arguments` (`true`/`false`, a number's
+/// JSON text, a string's text); `None` when absent, null or not a scalar.
+fn argument_text(arguments: &serde_json::Value, path: &[String]) -> Option<String> {
+    let v = path.iter().try_fold(arguments, |node, key| node.get(key))?;
+    match v {
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Checks a stateless `tools/call`'s `Mcp-Param-*` headers against its arguments: each
+/// declared one present exactly when its argument is, and saying the same (base64 form
+/// decoded strictly), else -32020.
+fn check_param_headers(
+    req: &RequestHead,
+    f: &Frame,
+    id: &[u8],
+    declared: &ParamHeaders,
+) -> Result<(), Reply> {
+    let arguments: serde_json::Value = f
+        .param("arguments")
+        .and_then(|s| f.raw_at(s))
+        .and_then(|r| serde_json::from_slice(r).ok())
+        .unwrap_or_default();
+    for (path, token) in declared {
+        let name = format!("mcp-param-{}", token.to_ascii_lowercase());
+        let value = argument_text(&arguments, path);
+        let why = match (single(req, &name), value) {
+            (Err(()), _) => "appears twice",
+            (Ok(Some(h)), Some(v)) if header_says(h, &v) => continue,
+            (Ok(Some(_)), Some(_)) => "differs from the argument",
+            (Ok(Some(_)), None) => "is given but the argument is absent",
+            (Ok(None), Some(_)) => "is required: the argument is given",
+            (Ok(None), None) => continue,
+        };
+        return Err(refuse(
+            Some(id),
+            Code::HeaderMismatch,
+            &format!("Header mismatch: Mcp-Param-{token} {why}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The 2026-07-28 envelope's `_meta` members for a client that said `hello` (JSON members,
@@ -401,6 +498,24 @@ impl Front {
             Ok(v) => v,
             Err(r) => return r,
         };
+        if &*method == "tools/call" {
+            let snap = self.shared.snapshot.load();
+            let declared = f
+                .param("name")
+                .and_then(|s| f.str_at(s))
+                .and_then(|n| {
+                    snap.view(server)?
+                        .tools
+                        .get(&*n)
+                        .map(|t| t.param_headers.clone())
+                })
+                .filter(|d| !d.is_empty());
+            if let Some(d) = declared {
+                if let Err(r) = check_param_headers(req, &f, &id, &d) {
+                    return r;
+                }
+            }
+        }
         // A retry carrying the answer to a question a legacy upstream asked mid-call: the
         // call is parked, waiting for it.
         let parked = named_param(&method)
@@ -691,7 +806,7 @@ mod tests {
         ];
         for body in cases {
             let (out, routing) =
-                for_stateless_upstream(&caller, Bytes::copy_from_slice(body.as_bytes()));
+                for_stateless_upstream(&caller, Bytes::copy_from_slice(body.as_bytes()), |_| None);
             let v: serde_json::Value = serde_json::from_slice(&out).expect("still JSON");
             let meta = &v["params"]["_meta"];
             assert_eq!(meta[META_VERSION], STATELESS_VERSION, "{body}");
@@ -700,10 +815,12 @@ mod tests {
             assert_eq!(routing[0].1, v["method"].as_str().unwrap_or("").as_bytes());
         }
         // The progress token stays; a non-ASCII name is base64 in Mcp-Name.
-        let (out, _) = for_stateless_upstream(&caller, Bytes::from_static(cases[2].as_bytes()));
+        let (out, _) =
+            for_stateless_upstream(&caller, Bytes::from_static(cases[2].as_bytes()), |_| None);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(v["params"]["_meta"]["progressToken"], 3);
-        let (_, routing) = for_stateless_upstream(&caller, Bytes::from_static(cases[1].as_bytes()));
+        let (_, routing) =
+            for_stateless_upstream(&caller, Bytes::from_static(cases[1].as_bytes()), |_| None);
         let name = routing
             .iter()
             .find(|(k, _)| *k == "Mcp-Name")
@@ -712,8 +829,54 @@ mod tests {
         assert!(name.1.starts_with(b"=?base64?"));
         // A request that has the envelope already is sent as it is.
         let own = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}}}"#;
-        let (out, _) = for_stateless_upstream(&caller, Bytes::from_static(own.as_bytes()));
+        let (out, _) =
+            for_stateless_upstream(&caller, Bytes::from_static(own.as_bytes()), |_| None);
         assert_eq!(&out[..], own.as_bytes());
+    }
+
+    #[test]
+    fn param_headers_are_declared_mirrored_and_checked() {
+        let tool = serde_json::json!({"name": "t", "inputSchema": {"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "n": {"type": "integer", "x-mcp-header": "N"},
+            "f": {"type": "number", "x-mcp-header": "F"},
+            "opts": {"type": "object", "properties": {"dry": {"type": "boolean", "x-mcp-header": "Dry"}}},
+            "plain": {"type": "string"}}}});
+        let mut declared = param_headers(&tool);
+        declared.sort();
+        assert_eq!(
+            declared,
+            vec![
+                (vec!["n".to_string()], "N".to_string()),
+                (
+                    vec!["opts".to_string(), "dry".to_string()],
+                    "Dry".to_string()
+                ),
+                (vec!["region".to_string()], "Region".to_string()),
+            ]
+        );
+        // Toward a 2026-07-28 upstream: mirrored from the arguments (non-ASCII as base64).
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"region":"zürich","n":3,"opts":{"dry":true}}}}"#;
+        let (_, routing) = for_stateless_upstream(
+            &caller_for_tests(),
+            Bytes::from_static(body.as_bytes()),
+            |t| (t == "t").then(|| declared.clone()),
+        );
+        let h = |k: &str| routing.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(h("Mcp-Param-N").as_deref(), Some(&b"3"[..]));
+        assert_eq!(h("Mcp-Param-Dry").as_deref(), Some(&b"true"[..]));
+        let region = h("Mcp-Param-Region").expect("region");
+        assert_eq!(header_text(&region).as_deref(), Some("zürich"));
+        assert!(region.starts_with(b"=?base64?"));
+        // A base64 form that is not canonical says nothing.
+        assert!(header_says(b"=?base64?SGVsbG8=?=", "Hello"));
+        assert!(!header_says(b"=?base64?SGVsbG8?=", "Hello"));
+        assert!(!header_says(b"=?base64?SGVs!!!bG8=?=", "Hello"));
+        assert!(header_says(b"=?base64?SGVsbG8=", "=?base64?SGVsbG8="));
+    }
+
+    fn caller_for_tests() -> crate::upstream::Caller {
+        crate::upstream::Caller::new(0)
     }
 
     #[test]

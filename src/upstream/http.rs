@@ -117,6 +117,10 @@ pub struct HttpUpstream {
     /// Set once `server/discover` found it speaking 2026-07-28: then its "session" has no
     /// id, every request carries the envelope, and there is no per-client session.
     stateless: std::sync::atomic::AtomicBool,
+    /// Its tools' `Mcp-Param-*` headers (2026-07-28), by its own tool name: set by the
+    /// control plane from each catalog fetch; only tools that declare any are present.
+    param_headers:
+        arc_swap::ArcSwap<std::collections::HashMap<String, crate::front::modern::ParamHeaders>>,
 }
 
 /// The gateway's own credential for an upstream, written into every request head.
@@ -263,6 +267,7 @@ impl HttpUpstream {
             shared: Box::new([ArcSwapOption::empty()]),
             era: crate::config::UpstreamEra::Legacy,
             stateless: std::sync::atomic::AtomicBool::new(false),
+            param_headers: Default::default(),
         }
     }
 
@@ -270,6 +275,21 @@ impl HttpUpstream {
     pub fn with_era(mut self, era: crate::config::UpstreamEra) -> Self {
         self.era = era;
         self
+    }
+
+    /// Records the `Mcp-Param-*` headers of its tools (from a fetched `tools/list`).
+    pub fn set_param_headers(&self, tools: &[serde_json::Value]) {
+        let map: std::collections::HashMap<String, crate::front::modern::ParamHeaders> = tools
+            .iter()
+            .filter_map(|t| {
+                let declared = crate::front::modern::param_headers(t);
+                let name = t.get("name")?.as_str()?;
+                (!declared.is_empty()).then(|| (name.to_string(), declared))
+            })
+            .collect();
+        if !(map.is_empty() && self.param_headers.load().is_empty()) {
+            self.param_headers.store(Arc::new(map));
+        }
     }
 
     /// Whether it was found to speak MCP 2026-07-28 (stateless).
@@ -755,7 +775,7 @@ impl HttpUpstream {
         session: Option<&UpstreamSession>,
         body: Option<&Bytes>,
         traceparent: Option<&str>,
-        routing: &[(&'static str, Vec<u8>)],
+        routing: &[(String, Vec<u8>)],
     ) -> Result<Bytes> {
         // Declared before `headers`, which borrows it.
         let token;
@@ -779,7 +799,7 @@ impl HttpUpstream {
             headers.push(("traceparent", tp.as_bytes()));
         }
         for (k, v) in routing {
-            headers.push((k, v));
+            headers.push((k.as_str(), v));
         }
         for (k, v) in &self.headers {
             headers.push((k.as_str(), v.expose().as_bytes()));
@@ -819,7 +839,9 @@ impl HttpUpstream {
     ) -> Result<HttpCall> {
         let stateless = session.is_some_and(|s| s.version == STATELESS_VERSION);
         let (body, routing) = if stateless {
-            crate::front::modern::for_stateless_upstream(caller, body)
+            crate::front::modern::for_stateless_upstream(caller, body, |tool| {
+                self.param_headers.load().get(tool).cloned()
+            })
         } else {
             (body, Vec::new())
         };

@@ -782,6 +782,50 @@ fn upstream_found_stateless_serves_clients_of_both_eras() {
     let logs = out["steps"][3]["logs"].to_string();
     assert!(logs.contains("hi-legacy"), "{out}");
     assert!(!logs.contains("too-low"), "{out}");
+    // A tool declaring `x-mcp-header` (Mcp-Param-Region): the 2026-07-28 upstream refuses a
+    // call without the header, so the gateway mirrors the argument into it, for clients of
+    // both eras.
+    for mode in ["legacy", "auto"] {
+        let out = client_opts(
+            &["--mode", mode],
+            &gw.url(),
+            "script",
+            &[&json!([["call", "alpha__region", {"region": "zürich"}]]).to_string()],
+        );
+        assert_eq!(
+            out["steps"][0]["text"][0],
+            "region zürich",
+            "{mode}: {out}\n{}",
+            gw.log_text()
+        );
+    }
+    // A 2026-07-28 client's own Mcp-Param-* headers are checked against its arguments.
+    let v = "MCP-Protocol-Version: 2026-07-28";
+    let region_call = |id: u32, extra: &[&str]| {
+        let mut h = vec![v, "Mcp-Method: tools/call", "Mcp-Name: alpha__region"];
+        h.extend_from_slice(extra);
+        stateless(
+            id,
+            "tools/call",
+            json!({"name": "alpha__region", "arguments": {"region": "north"}, "_meta": meta("2026-07-28")}),
+            &h,
+        )
+    };
+    let mut c = Raw::connect(gw.addr);
+    for (id, extra, status) in [
+        (1, vec!["Mcp-Param-Region: north"], 200),
+        (2, vec!["Mcp-Param-Region: =?base64?bm9ydGg=?="], 200),
+        (3, vec![], 400),
+        (4, vec!["Mcp-Param-Region: south"], 400),
+        (5, vec!["Mcp-Param-Region: =?base64?bm9ydGg?="], 400),
+    ] {
+        c.send(&region_call(id, &extra));
+        let r = c.read().expect("answer");
+        assert_eq!(r.status, status, "case {id}: {:?}", r.json());
+        if status == 400 {
+            assert_eq!(r.code(), -32020, "case {id}: {:?}", r.json());
+        }
+    }
     // A legacy client's resources/subscribe to a 2026-07-28 upstream: the gateway's listen
     // stream to it names the resource (it listens again), and the update reaches the client.
     let counter = "mcpgw://alpha/fixture://alpha/counter";

@@ -30,6 +30,7 @@ Client-feature tools (need a session that can carry server-to-client messages):
                                `delay` s apart -> "done <steps>"
   slow_progress(seconds)       a progress notification every 0.2 s (progress=i, no total,
                                message "tick i") for `seconds` -> "finished"
+  region(region)               "region <region>"; its inputSchema marks region `x-mcp-header: Region`
   ask_llm(prompt)              sampling/createMessage (one user text message, maxTokens 50)
                                -> "llm said: <reply text>"
   ask_user(question)           elicitation/create, form mode, one required string field `answer`
@@ -95,7 +96,7 @@ from mcp_types import (
     TextContent,
     UnsubscribeRequestParams,
 )
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 # Logging, sampling, roots and resources/subscribe are deprecated for 2026-07-28; the fixture
 # serves the 2025 (handshake) era where they are current. Keep stderr free of the warnings.
@@ -248,6 +249,10 @@ def build_server(name: str, log_level: str) -> MCPServer:
             i += 1
             await ctx.report_progress(i, None, f"tick {i}")
         return "finished"
+
+    @server.tool(description="Echo `region`, which 2026-07-28 clients also send as the Mcp-Param-Region header.")
+    def region(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        return f"region {region}"
 
     @server.tool(description="Ask the client's LLM (sampling/createMessage).")
     async def ask_llm(prompt: str, ctx: Context) -> str:
