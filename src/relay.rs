@@ -103,6 +103,34 @@ pub struct Relay {
     pub log_level: Option<u8>,
 }
 
+impl Relay {
+    /// A log message of a call whose results are screened, screened like its result:
+    /// masked, or dropped where the result would be refused (a notification has no error
+    /// to carry). Other calls' log messages pass as they are.
+    fn screen_log(&self, frame: &crate::jsonrpc::Frame) -> Option<Event> {
+        let Some((sc, policy)) = self.screen.as_ref() else {
+            return Some(Event::Message(frame.bytes().clone()));
+        };
+        let Some(ps) = frame.param_span() else {
+            return Some(Event::Message(frame.bytes().clone()));
+        };
+        let raw = frame.raw_at(ps)?;
+        match self.front.screen(
+            sc,
+            policy,
+            raw,
+            Direction::Result,
+            &self.session,
+            &self.target,
+            &self.upstream.name,
+        ) {
+            Screened::Pass => Some(Event::Message(frame.bytes().clone())),
+            Screened::Replace(masked) => Some(Event::Message(frame.splice(&mut [(ps, &masked)]))),
+            Screened::Block(_) => None,
+        }
+    }
+}
+
 /// How a call's result is screened: its screen, with the policy that holds the screener.
 pub type ScreenOf = Option<(
     Arc<crate::guard::policy::Screen>,
@@ -736,9 +764,7 @@ impl Relay {
                         .and_then(|s| frame.str_at(s))
                         .and_then(|l| crate::front::log_rank(&l));
                     return match (self.can_push, self.log_level, level) {
-                        (true, Some(min), Some(l)) if l >= min => {
-                            Some(Event::Message(frame.bytes().clone()))
-                        }
+                        (true, Some(min), Some(l)) if l >= min => self.screen_log(&frame),
                         _ => None,
                     };
                 }
@@ -765,6 +791,9 @@ impl Relay {
                     let exposed =
                         serde_json::to_vec(&names::expose_uri(&self.upstream.name, &uri)).ok()?;
                     return Some(Event::Message(frame.splice(&mut [(span, &exposed)])));
+                }
+                if method == "notifications/message" {
+                    return self.screen_log(&frame);
                 }
                 Some(Event::Message(frame.bytes().clone()))
             }

@@ -152,6 +152,20 @@ fn stateless_calls_are_screened_like_legacy_ones() {
         "{}",
         steps[2]
     );
+    // A screened tool's log messages are screened like its result.
+    let out = client_opts(
+        &["--mode", "legacy"],
+        &gw.url(),
+        "script",
+        &[&json!([
+            ["call", "beta__log", {"message": card, "level": "warning"}],
+            ["notifications", "0.5"],
+        ])
+        .to_string()],
+    );
+    let logs = out["steps"][1]["logs"].to_string();
+    assert!(logs.contains("[REDACTED:card]"), "{out}");
+    assert!(!logs.contains("4111 1111 1111 1111"), "{out}");
     // On the wire: masked, and still a 2026-07-28 result.
     let mut c = Raw::connect(gw.addr);
     c.send(&stateless(
