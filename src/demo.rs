@@ -71,17 +71,8 @@ Prompt: summarize (arguments: text, optional style).";
 const STYLES: [&str; 3] = ["brief", "detailed", "bullet-points"];
 /// Values offered when completing `name` of `demo://greeting/{name}`.
 const GREETING_NAMES: [&str; 3] = ["world", "mcp", "gateway"];
-/// Log levels accepted by `logging/setLevel` (RFC 5424 severities).
-const LOG_LEVELS: [&str; 8] = [
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
+// Log levels accepted by `logging/setLevel`: the gateway's own list.
+use crate::front::LOG_LEVELS;
 
 /// Serves MCP on stdin/stdout until stdin reaches EOF, then returns `Ok`.
 ///

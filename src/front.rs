@@ -1981,8 +1981,8 @@ impl Front {
     }
 }
 
-/// MCP log levels, least severe first.
-const LOG_LEVELS: [&str; 8] = [
+/// MCP log levels, least severe first (RFC 5424 severities).
+pub(crate) const LOG_LEVELS: [&str; 8] = [
     "debug",
     "info",
     "notice",

@@ -22,7 +22,7 @@
 //! `subscriptions/listen` is served in `listen`. Log messages of a call reach the client at or
 //! above its request's `_meta` log level (`io.modelcontextprotocol/logLevel`), none without.
 
-use std::{rc::Rc, sync::Arc};
+use std::{borrow::Cow, rc::Rc, sync::Arc};
 
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -109,32 +109,28 @@ pub fn for_stateless_upstream(
     caller: &crate::upstream::Caller,
     body: Bytes,
     params_of: impl Fn(&str) -> Option<ParamHeaders>,
-) -> (Bytes, Vec<(String, Vec<u8>)>) {
+) -> (Bytes, Routing) {
     let Ok(f) = caller.parser.borrow_mut().parse_one(body.clone()) else {
         return (body, Vec::new());
     };
     let Some(method) = f.method().map(std::borrow::Cow::into_owned) else {
         return (body, Vec::new());
     };
-    let mut routing = vec![("Mcp-Method".to_string(), method.clone().into_bytes())];
+    let mut routing = vec![(Cow::Borrowed("Mcp-Method"), method.clone().into_bytes())];
     if let Some(v) = named_param(&method)
         .and_then(|p| f.param(p))
         .and_then(|s| f.str_at(s))
     {
         // A tool's arguments it names with `x-mcp-header` go in `Mcp-Param-*` headers.
         if let Some(declared) = (method == "tools/call").then(|| params_of(&v)).flatten() {
-            let arguments: serde_json::Value = f
-                .param("arguments")
-                .and_then(|s| f.raw_at(s))
-                .and_then(|r| serde_json::from_slice(r).ok())
-                .unwrap_or_default();
+            let arguments = arguments_of(&f);
             for (path, token) in &declared {
                 if let Some(text) = argument_text(&arguments, path) {
-                    routing.push((format!("Mcp-Param-{token}"), header_value(&text)));
+                    routing.push((format!("Mcp-Param-{token}").into(), header_value(&text)));
                 }
             }
         }
-        routing.push(("Mcp-Name".to_string(), header_value(&v)));
+        routing.push((Cow::Borrowed("Mcp-Name"), header_value(&v)));
     }
     let meta = f
         .param("_meta")
@@ -148,6 +144,9 @@ pub fn for_stateless_upstream(
         None => (body, routing),
     }
 }
+
+/// HTTP headers a request to a 2026-07-28 upstream carries (name, value).
+pub type Routing = Vec<(Cow<'static, str>, Vec<u8>)>;
 
 /// A tool's `Mcp-Param-*` headers: for each property of its `inputSchema` (reached through
 /// `properties` alone) that names one with `x-mcp-header` and is a string, integer or
@@ -186,6 +185,15 @@ pub fn param_headers(tool: &serde_json::Value) -> ParamHeaders {
     out
 }
 
+/// A call's `arguments` as a document (null when absent or not JSON): read only for tools
+/// that declare `Mcp-Param-*` headers.
+fn arguments_of(f: &Frame) -> serde_json::Value {
+    f.param("arguments")
+        .and_then(|s| f.raw_at(s))
+        .and_then(|r| serde_json::from_slice(r).ok())
+        .unwrap_or_default()
+}
+
 /// The header text of the argument at `path` in `arguments` (`true`/`false`, a number's
 /// JSON text, a string's text); `None` when absent, null or not a scalar.
 fn argument_text(arguments: &serde_json::Value, path: &[String]) -> Option<String> {
@@ -207,11 +215,7 @@ fn check_param_headers(
     id: &[u8],
     declared: &ParamHeaders,
 ) -> Result<(), Reply> {
-    let arguments: serde_json::Value = f
-        .param("arguments")
-        .and_then(|s| f.raw_at(s))
-        .and_then(|r| serde_json::from_slice(r).ok())
-        .unwrap_or_default();
+    let arguments = arguments_of(f);
     for (path, token) in declared {
         let name = format!("mcp-param-{}", token.to_ascii_lowercase());
         let value = argument_text(&arguments, path);
@@ -327,15 +331,10 @@ pub fn legacy_result_insert(frame: &Frame) -> Option<Span> {
         return None;
     }
     let rs = frame.result_span()?;
-    let raw = frame.raw_at(rs)?;
-    // Most results hold no "resultType" anywhere: one SIMD search, not a walk of the
-    // members (the walk skips every value: the whole result).
-    if memchr::memmem::find(raw, b"\"resultType\"").is_some()
-        && frame.member(rs, "resultType").is_some()
-    {
+    if frame.member(rs, "resultType").is_some() {
         return None;
     }
-    insert_point(raw, rs)
+    insert_point(frame.raw_at(rs)?, rs)
 }
 
 /// Where members go into the object at `span` whose bytes are `raw`: just after its `{`,

@@ -775,7 +775,7 @@ impl HttpUpstream {
         session: Option<&UpstreamSession>,
         body: Option<&Bytes>,
         traceparent: Option<&str>,
-        routing: &[(String, Vec<u8>)],
+        routing: &[(std::borrow::Cow<'static, str>, Vec<u8>)],
     ) -> Result<Bytes> {
         // Declared before `headers`, which borrows it.
         let token;
@@ -799,7 +799,7 @@ impl HttpUpstream {
             headers.push(("traceparent", tp.as_bytes()));
         }
         for (k, v) in routing {
-            headers.push((k.as_str(), v));
+            headers.push((k.as_ref(), v));
         }
         for (k, v) in &self.headers {
             headers.push((k.as_str(), v.expose().as_bytes()));
