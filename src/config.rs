@@ -218,9 +218,9 @@ pub struct Upstream {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UpstreamEra {
     /// The `initialize` handshake and sessions (2025-11-25 and earlier).
-    #[default]
     Legacy,
-    /// `server/discover` first: 2026-07-28 when offered, else the handshake.
+    /// `server/discover` first: 2026-07-28 when offered, else the handshake (the default).
+    #[default]
     Auto,
     /// 2026-07-28 only (stateless requests).
     Stateless,
@@ -731,8 +731,8 @@ impl Config {
                 ),
             };
             let era = match u.era.as_ref().map(|s| s.get_ref().as_str()) {
-                None | Some("legacy") => UpstreamEra::Legacy,
-                Some("auto") => UpstreamEra::Auto,
+                Some("legacy") => UpstreamEra::Legacy,
+                None | Some("auto") => UpstreamEra::Auto,
                 Some("2026-07-28") => UpstreamEra::Stateless,
                 Some(other) => bail!(
                     "{}: {}: {other:?} is not \"legacy\", \"auto\" or \"2026-07-28\"",

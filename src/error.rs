@@ -53,6 +53,8 @@ pub struct Error {
     /// The request surely never reached the upstream (connect failed, child down): safe to
     /// retry whatever it was.
     pub unsent: bool,
+    /// The HTTP status the upstream answered with, when the failure is one.
+    pub http_status: Option<u16>,
 }
 
 /// Result with the gateway error.
@@ -76,6 +78,7 @@ impl Error {
             context: context.into(),
             source: None,
             unsent: false,
+            http_status: None,
         }
     }
 

@@ -1240,16 +1240,21 @@ impl Front {
     }
 
     /// The upstream session `sess`'s calls to `up` run on (created on first use);
-    /// `expired`: the one the upstream no longer knows, to be replaced.
+    /// `expired`: the one the upstream no longer knows, to be replaced; `modern`: a
+    /// 2026-07-28 client's request to a dual-era upstream, which goes in that era.
     async fn upstream_session(
         self: &Rc<Self>,
         sess: &Arc<Session>,
         up: &Upstream,
         expired: Option<&OnSession>,
+        modern: bool,
     ) -> crate::error::Result<OnSession> {
         let Link::Http(h) = &up.link else {
             return Ok(OnSession::Stdio);
         };
+        if modern {
+            return Ok(OnSession::Http(h.ensure_modern(&self.caller).await?));
+        }
         // A stateless (2026-07-28) request has no session of its own to keep upstream
         // sessions in: it uses the gateway's.
         if up.mode == SessionMode::Shared || sess.stateless || h.is_stateless() {
@@ -1461,7 +1466,10 @@ impl Front {
         // version, capabilities, client info): those members go. A 2026-07-28 upstream gets
         // them as they are (and a legacy client's requests get the envelope on their way
         // out, in `upstream::http`).
-        let upstream_stateless = matches!(&upstream.link, Link::Http(h) if h.is_stateless());
+        // A dual-era upstream is spoken to in the client's era: nothing to translate.
+        let modern = matches!(&upstream.link, Link::Http(h) if sess.stateless && h.is_dual());
+        let upstream_stateless =
+            modern || matches!(&upstream.link, Link::Http(h) if h.is_stateless());
         let (strip, emptied) = match f
             .param("_meta")
             .filter(|_| sess.stateless && !upstream_stateless)
@@ -1534,7 +1542,7 @@ impl Front {
         let mut attempt = 0u32;
         let (on, call) = loop {
             let start = async {
-                let on = self.upstream_session(sess, &upstream, None).await?;
+                let on = self.upstream_session(sess, &upstream, None, modern).await?;
                 *sent_on.borrow_mut() = Some(on.clone());
                 // The gateway's span as the upstream's parent, also as an HTTP header.
                 let tp = tp_header.as_deref();
@@ -1545,7 +1553,9 @@ impl Front {
                 {
                     Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
                         tracing::info!(upstream = %upstream.name, "upstream session expired; initializing again");
-                        let on = self.upstream_session(sess, &upstream, Some(&on)).await?;
+                        let on = self
+                            .upstream_session(sess, &upstream, Some(&on), modern)
+                            .await?;
                         *sent_on.borrow_mut() = Some(on.clone());
                         let call = self
                             .caller

@@ -593,9 +593,10 @@ pub struct UpstreamConfig {
     /// one gateway-wide session for all clients (cheaper; for stateless servers). Stdio
     /// upstreams are always shared: the child is the session.
     pub session: Option<Spanned<String>>,
-    /// Which MCP revision an `http` upstream is spoken to in: `legacy` (default: the
-    /// `initialize` handshake), `auto` (ask `server/discover` first; 2026-07-28 when the
-    /// upstream offers it, else `initialize`) or `2026-07-28` (stateless only).
+    /// Which MCP revision an `http` upstream is spoken to in: `auto` (default: ask
+    /// `server/discover` first; a server of both eras serves each client in its own, one of
+    /// 2026-07-28 alone is spoken to in that, any other in the legacy era), `legacy` (the
+    /// `initialize` handshake only) or `2026-07-28` (stateless only).
     pub era: Option<Spanned<String>>,
     /// Connect timeout, ms (`http`). Default 5000.
     pub connect_timeout_ms: Option<u64>,

@@ -114,9 +114,16 @@ pub struct HttpUpstream {
     shared: Box<[ArcSwapOption<UpstreamSession>]>,
     /// Which revision it is spoken to in, as configured.
     era: crate::config::UpstreamEra,
-    /// Set once `server/discover` found it speaking 2026-07-28: then its "session" has no
-    /// id, every request carries the envelope, and there is no per-client session.
+    /// Set once `server/discover` found it speaking 2026-07-28 only (or `era` insists):
+    /// then its "session" has no id, every request carries the envelope, and there is no
+    /// per-client session.
     stateless: std::sync::atomic::AtomicBool,
+    /// Set once it was found to speak both eras (`era = "auto"`: `server/discover` offered
+    /// 2026-07-28 and `initialize` worked too): a 2026-07-28 client's requests go to it in
+    /// that era (`modern`), everything else in the legacy one, so neither is translated.
+    dual: std::sync::atomic::AtomicBool,
+    /// Its 2026-07-28 "session" per endpoint, when `dual`.
+    modern: Box<[ArcSwapOption<UpstreamSession>]>,
     /// Its tools' `Mcp-Param-*` headers (2026-07-28), by its own tool name: set by the
     /// control plane from each catalog fetch; only tools that declare any are present.
     param_headers:
@@ -265,8 +272,10 @@ impl HttpUpstream {
             endpoints: Box::new([Endpoint::new(String::new(), addr, host, path, tls)]),
             balancer: None,
             shared: Box::new([ArcSwapOption::empty()]),
-            era: crate::config::UpstreamEra::Legacy,
+            era: crate::config::UpstreamEra::Auto,
             stateless: std::sync::atomic::AtomicBool::new(false),
+            dual: std::sync::atomic::AtomicBool::new(false),
+            modern: Box::new([ArcSwapOption::empty()]),
             param_headers: Default::default(),
         }
     }
@@ -292,9 +301,39 @@ impl HttpUpstream {
         }
     }
 
-    /// Whether it was found to speak MCP 2026-07-28 (stateless).
+    /// Whether it is spoken to in MCP 2026-07-28 (stateless) alone: found to speak only
+    /// that, or configured so.
     pub fn is_stateless(&self) -> bool {
         self.stateless.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether it was found to speak both eras: 2026-07-28 clients' requests go to it in
+    /// 2026-07-28 ([`HttpUpstream::ensure_modern`]), the rest on legacy sessions.
+    pub fn is_dual(&self) -> bool {
+        self.dual.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The 2026-07-28 "session" a 2026-07-28 client's request to a dual-era upstream goes
+    /// on (the era is found with the gateway-wide session, on first use). A replica not
+    /// (yet) found dual gets one too: the request was built for that era, and a replica
+    /// that does not speak it answers with an error.
+    pub async fn ensure_modern(&self, caller: &Caller) -> Result<Arc<UpstreamSession>> {
+        let shared = self.ensure_shared(caller).await?;
+        if shared.version == STATELESS_VERSION {
+            return Ok(shared);
+        }
+        Ok(self
+            .modern
+            .get(shared.replica)
+            .and_then(|m| m.load_full())
+            .unwrap_or_else(|| {
+                Arc::new(UpstreamSession {
+                    id: None,
+                    version: STATELESS_VERSION.into(),
+                    capabilities: serde_json::Map::new(),
+                    replica: shared.replica,
+                })
+            }))
     }
 
     /// Spreads sessions over `replicas` (two or more; the address given to `new` is
@@ -321,6 +360,11 @@ impl HttpUpstream {
             })
             .collect();
         self.shared = self
+            .endpoints
+            .iter()
+            .map(|_| ArcSwapOption::empty())
+            .collect();
+        self.modern = self
             .endpoints
             .iter()
             .map(|_| ArcSwapOption::empty())
@@ -431,15 +475,43 @@ impl HttpUpstream {
                 None => None,
             },
         };
-        let was = self.is_stateless();
+        // `auto`: a server offering 2026-07-28 that takes `initialize` too speaks both eras;
+        // each client is then served in its own (nothing translated). Tools written for
+        // sessions (requests mid-call) fail on a dual-era server's stateless path, so a
+        // legacy client must not be moved to it.
+        let (modern, legacy) = match s {
+            Some(m) if self.era == UpstreamEra::Auto => {
+                match self.initialize_from(caller, &Hello::gateway(), first).await {
+                    Ok(l) => (Some(m), Some(l)),
+                    Err(e) => {
+                        tracing::debug!(upstream = %self.name, error = %e, "initialize refused: 2026-07-28 only");
+                        (Some(m), None)
+                    }
+                }
+            }
+            other => (other, None),
+        };
+        let stateless = modern.is_some() && legacy.is_none();
+        let dual = modern.is_some() && legacy.is_some();
+        let was = (self.is_stateless(), self.is_dual());
         self.stateless
-            .store(s.is_some(), std::sync::atomic::Ordering::Relaxed);
-        if was != s.is_some() || self.era != UpstreamEra::Legacy {
-            tracing::info!(upstream = %self.name, era = if s.is_some() { STATELESS_VERSION } else { "legacy (initialize)" }, "upstream era");
+            .store(stateless, std::sync::atomic::Ordering::Relaxed);
+        self.dual.store(dual, std::sync::atomic::Ordering::Relaxed);
+        if was != (stateless, dual) || self.era != UpstreamEra::Legacy {
+            let era = match (stateless, dual) {
+                (true, _) => STATELESS_VERSION,
+                (_, true) => "both (each client's own)",
+                _ => "legacy (initialize)",
+            };
+            tracing::info!(upstream = %self.name, era, "upstream era");
         }
-        let s = match s {
-            Some(s) => s,
-            None => {
+        if let Some(slot) = self.modern.get(first) {
+            slot.store(modern.clone().filter(|_| dual));
+        }
+        let s = match (modern, legacy) {
+            (_, Some(l)) => l,
+            (Some(m), None) => m,
+            (None, None) => {
                 self.initialize_from(caller, &Hello::gateway(), first)
                     .await?
             }
@@ -529,8 +601,10 @@ impl HttpUpstream {
     }
 
     /// Asks `server/discover` (MCP 2026-07-28): the upstream's stateless "session" when it
-    /// lists 2026-07-28; `None` when it answers otherwise (an error, a 4xx, no such
-    /// version: a legacy server); `Err` when it cannot be reached (no verdict).
+    /// lists 2026-07-28; `None` when it answers otherwise (an error, a 4xx, a 5xx other
+    /// than 503, no such version: a legacy server, some of which fail on a method they do
+    /// not know before `initialize`); `Err` when it cannot be reached or is overloaded
+    /// (429, 503: no verdict).
     async fn discover(
         &self,
         caller: &Caller,
@@ -549,6 +623,10 @@ impl HttpUpstream {
         let call = match self.start(caller, replica, Some(&probe), body, None).await {
             Ok(c) => c,
             Err(e) if e.kind == ErrorKind::UpstreamProtocol => return Ok(None),
+            Err(e) if e.http_status.is_some_and(|s| s >= 500 && s != 503) => {
+                tracing::debug!(upstream = %self.name, status = e.http_status, "server/discover failed: a legacy server");
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         // An answer that is not one (no response, not JSON-RPC) is a legacy server's too.
@@ -1035,7 +1113,9 @@ impl HttpUpstream {
         } else {
             ErrorKind::UpstreamProtocol
         };
-        Err(Stale::Failed(self.err(kind, &format!("HTTP {status}"))))
+        let mut e = self.err(kind, &format!("HTTP {status}"));
+        e.http_status = Some(status);
+        Err(Stale::Failed(e))
     }
 }
 

@@ -65,9 +65,11 @@ from typing import Any
 import mcp_types as types
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, PromptsListChanged, ToolsListChanged
+from mcp.shared.message import ServerMessageMetadata
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 # Logging, sampling and resources/subscribe are deprecated for 2026-07-28 but are exactly what the
 # 2025-era conformance scenarios exercise: keep stderr quiet about it.
@@ -219,7 +221,9 @@ class Fixture:
         return st
 
     async def log(self, ctx: Any, level: str, message: str) -> None:
-        if LOG_LEVELS.index(level) < LOG_LEVELS.index(self.state(ctx).log_level):
+        # A 2026-07-28 request names its level in `_meta` (the SDK drops what is below it);
+        # a legacy session has the level of its logging/setLevel.
+        if not _modern(ctx) and LOG_LEVELS.index(level) < LOG_LEVELS.index(self.state(ctx).log_level):
             return
         await ctx.session.send_log_message(level, message, logger="fixture", related_request_id=ctx.request_id)
 
@@ -320,6 +324,34 @@ async def _tool_with_progress(ctx: Any, args: dict[str, Any]) -> types.CallToolR
     return result(text("Tool with progress executed successfully"))
 
 
+def _modern(ctx: Any) -> bool:
+    return getattr(ctx, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS
+
+
+class NeedInput(Exception):
+    """A 2026-07-28 request needs the client's input: answered with an input-required result."""
+
+    def __init__(self, key: str, request: Any) -> None:
+        super().__init__(key)
+        self.result = types.InputRequiredResult(input_requests={key: request})
+
+
+async def ask_client(ctx: Any, key: str, request: Any, answer_type: Any) -> Any:
+    """Ask the client something mid-call, in the request's own era.
+
+    Legacy: a request to the client on the call's stream. 2026-07-28: an input-required
+    result naming `request` under `key` (NeedInput), then, on the client's retry, its
+    `inputResponses[key]`. Tools written this way run the same in both eras.
+    """
+    if not _modern(ctx):
+        related = ServerMessageMetadata(related_request_id=ctx.request_id)
+        return await ctx.session.send_request(request, answer_type, metadata=related)
+    responses = (ctx.params or {}).get("inputResponses") or {}
+    if key not in responses:
+        raise NeedInput(key, request)
+    return answer_type.model_validate(responses[key])
+
+
 def _client_has(ctx: Any, capability: str) -> bool:
     caps = ctx.session.client_capabilities
     return caps is not None and getattr(caps, capability, None) is not None
@@ -338,11 +370,12 @@ async def _sampling(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
     prompt = require(args, "prompt")
     if not _client_has(ctx, "sampling"):
         return result(text("The client does not support sampling"), is_error=True)
-    answer = await ctx.session.create_message(
-        messages=[types.SamplingMessage(role="user", content=text(str(prompt)))],
-        max_tokens=100,
-        related_request_id=ctx.request_id,
+    request = types.CreateMessageRequest(
+        params=types.CreateMessageRequestParams(
+            messages=[types.SamplingMessage(role="user", content=text(str(prompt)))], max_tokens=100
+        )
     )
+    answer = await ask_client(ctx, "sampling", request, types.CreateMessageResult)
     content = answer.content
     answer_text = getattr(content, "text", None) or json.dumps(content.model_dump(mode="json", by_alias=True))
     return result(text(f"LLM response: {answer_text}"))
@@ -369,14 +402,19 @@ async def _elicitation(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
         },
         "required": ["username", "email"],
     }
-    answer = await ctx.session.elicit_form(str(message), schema, related_request_id=ctx.request_id)
+    answer = await _elicit(ctx, str(message), schema)
     return result(text(f"User response: action={answer.action}, content={json.dumps(answer.content)}"))
+
+
+async def _elicit(ctx: Any, message: str, schema: dict[str, Any]) -> types.ElicitResult:
+    request = types.ElicitRequest(params=types.ElicitRequestFormParams(message=message, requested_schema=schema))
+    return await ask_client(ctx, "elicitation", request, types.ElicitResult)
 
 
 async def _elicit_and_report(ctx: Any, message: str, schema: dict[str, Any]) -> types.CallToolResult:
     if not _client_has(ctx, "elicitation"):
         return result(text("The client does not support elicitation"), is_error=True)
-    answer = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+    answer = await _elicit(ctx, message, schema)
     return result(text(f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content)}"))
 
 
@@ -575,7 +613,10 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     entry = TOOLS.get(params.name)
     if entry is None:
         raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {params.name}")
-    return await entry[1](ctx, args)
+    try:
+        return await entry[1](ctx, args)
+    except NeedInput as need:
+        return need.result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,38 +39,49 @@ fn assert_not_worse(direct: &[Scenario], through: &[Scenario]) {
     }
 }
 
+/// Through the gateway twice: with the default `era = "auto"`, which finds the fixture
+/// speaking both eras and so serves this (legacy) suite in the legacy era; and with
+/// `era = "2026-07-28"`, so that the suite's sampling and elicitation go through the
+/// gateway's translation of input-required results into requests to the client, and its
+/// log level into each request's `_meta`.
 #[test]
 fn conformance_suite_direct_and_through_gateway() {
     let fx = HttpFixture::conformance();
     let direct = conformance(&fx.url(), "fixture-direct");
-    let gw = Gateway::start(
-        "",
-        &http_upstream_toml("fx", &fx.url(), "prefix = false"),
-        "auto",
-    );
-    let through = conformance(&gw.url(), "fixture-through-gateway");
-
-    let allowed = expected_failures();
     assert!(
         direct.len() >= 30,
         "expected the 30 active scenarios: {direct:?}"
     );
-    for s in &through {
-        assert!(
-            s.ok || allowed.contains(&s.name),
-            "{} fails through the gateway and is not an expected failure: {s:?}\n{}",
-            s.name,
-            gw.log_text()
-        );
+    let allowed = expected_failures();
+    for era in ["default", "2026-07-28"] {
+        let extra = match era {
+            "default" => "prefix = false".to_string(),
+            _ => format!("prefix = false\nera = \"{era}\""),
+        };
+        let gw = Gateway::start("", &http_upstream_toml("fx", &fx.url(), &extra), "auto");
+        let through = conformance(&gw.url(), &format!("fixture-{era}-era-through-gateway"));
+        for s in &through {
+            assert!(
+                s.ok || allowed.contains(&s.name),
+                "{} fails through the gateway ({era} era) and is not an expected failure: {s:?}\n{}",
+                s.name,
+                gw.log_text()
+            );
+        }
+        assert_not_worse(&direct, &through);
+        let found = match era {
+            "default" => "era=\"both (each client's own)\"",
+            _ => "era=\"2026-07-28\"",
+        };
+        assert!(gw.log_text().contains(found), "{era}: {}", gw.log_text());
     }
-    assert_not_worse(&direct, &through);
 }
 
 /// MCP 2026-07-28: the scenarios that revision requires (suite 0.2.0-alpha.12,
 /// `--requirements 2026-07-28`) against the fixture directly (it serves both eras) and
-/// through the gateway twice: speaking the legacy era to the fixture (`era = "legacy"`, the
-/// default: requests are translated) and 2026-07-28 (`era = "auto"`, found by
-/// `server/discover`: requests pass through). Through the gateway is no worse than direct,
+/// through the gateway twice: speaking the legacy era to the fixture (`era = "legacy"`:
+/// requests are translated) and, with the default `era = "auto"` (which finds it speaking
+/// both eras), 2026-07-28 to this suite's requests: they pass through. Through the gateway is no worse than direct,
 /// scenario by scenario; what fails in both is listed with its reason in
 /// tests/conformance/SCENARIOS.md.
 #[test]
@@ -81,12 +92,12 @@ fn conformance_2026_direct_and_through_gateway() {
         direct.len() >= 37,
         "expected the 37 scored scenarios and more: {direct:?}"
     );
-    for era in ["legacy", "auto"] {
-        let gw = Gateway::start(
-            "",
-            &http_upstream_toml("fx", &fx.url(), &format!("prefix = false\nera = \"{era}\"")),
-            "auto",
-        );
+    for era in ["legacy", "default"] {
+        let extra = match era {
+            "legacy" => "prefix = false\nera = \"legacy\"",
+            _ => "prefix = false",
+        };
+        let gw = Gateway::start("", &http_upstream_toml("fx", &fx.url(), extra), "auto");
         let through = conformance_2026(
             &gw.url(),
             &format!("2026-fixture-{era}-era-through-gateway"),
@@ -113,10 +124,10 @@ fn conformance_2026_direct_and_through_gateway() {
             stateless.passed >= 26,
             "server-stateless through the gateway ({era}): {stateless:?}"
         );
-        if era == "auto" {
+        if era == "default" {
             assert!(
-                gw.log_text().contains("upstream era") && gw.log_text().contains("2026-07-28"),
-                "the fixture was not found to speak 2026-07-28:\n{}",
+                gw.log_text().contains("era=\"both (each client's own)\""),
+                "the fixture was not found to speak both eras:\n{}",
                 gw.log_text()
             );
         }

@@ -159,10 +159,15 @@ fn http_upstream_restart_reinitializes_the_session() {
 
     let alpha = HttpFixture::start("alpha");
     let port = alpha.port;
+    // Sessions are the legacy era's (a 2026-07-28 upstream has none to renew).
     let upstreams = format!(
         "{}{}",
-        http_upstream_toml("alpha", &alpha.url(), ""),
-        http_upstream_toml("shared", &alpha.url(), "session = \"shared\"")
+        http_upstream_toml("alpha", &alpha.url(), "era = \"legacy\""),
+        http_upstream_toml(
+            "shared",
+            &alpha.url(),
+            "session = \"shared\"\nera = \"legacy\""
+        )
     );
     let gw = Gateway::start("", &upstreams, "auto");
     let sid = initialize(gw.addr, "2025-11-25");

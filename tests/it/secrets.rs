@@ -105,15 +105,23 @@ fn encrypted_credentials_reach_the_upstream_and_client_credentials_do_not() {
     let bearer = encrypt(&key, "upstream-bearer-7f3a");
     let api_key = encrypt(&key, "api-key-91c2");
     let sealed = HttpFixture::start("sealed");
+    let modern = HttpFixture::only_2026("modern");
     let keyed = HttpFixture::start("keyed");
     let (client, entry) = client_key("carol");
     let gw = Gateway::start_env(
         "",
         &format!(
-            "{}\n{}\n{}",
+            "{}\n{}\n{}\n{}",
+            // The legacy era: a session, a GET stream and a DELETE.
             http_upstream_toml(
                 "sealed",
                 &sealed.url(),
+                &format!("auth = {{ bearer = \"{bearer}\" }}\nera = \"legacy\"")
+            ),
+            // 2026-07-28 (found by the default `auto`): server/discover, the listen stream.
+            http_upstream_toml(
+                "modern",
+                &modern.url(),
                 &format!("auth = {{ bearer = \"{bearer}\" }}")
             ),
             http_upstream_toml(
@@ -174,6 +182,23 @@ fn encrypted_credentials_reach_the_upstream_and_client_credentials_do_not() {
         seen.iter()
             .all(|(_, auth)| auth == "Bearer upstream-bearer-7f3a"),
         "{seen:?}"
+    );
+    // The same for a 2026-07-28 upstream: its discover probe, listen stream and calls.
+    assert_eq!(
+        text(&call(&url, &[own], "modern__auth_header", json!({}))),
+        "Bearer upstream-bearer-7f3a"
+    );
+    let seen = requests_seen(&url, own, "modern");
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|(method, auth)| method == "POST" && auth == "Bearer upstream-bearer-7f3a"),
+        "{seen:?}"
+    );
+    assert!(
+        gw.log_text().contains("upstream=modern era=\"2026-07-28\""),
+        "{}",
+        gw.log_text()
     );
 
     // No secret, ciphertext or key in the log (which runs at debug level).

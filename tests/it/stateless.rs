@@ -16,7 +16,9 @@ fn sdk_client_in_auto_mode_is_served_statelessly() {
     let alpha = HttpFixture::start("alpha");
     let upstreams = format!(
         "{}\n{}",
-        http_upstream_toml("alpha", &alpha.url(), ""),
+        // The legacy era (the SDK server speaks both, and `auto` would serve a 2026-07-28
+        // client in that era): this test is about calls to legacy upstreams.
+        http_upstream_toml("alpha", &alpha.url(), "era = \"legacy\""),
         stdio_fixture_toml("beta", "")
     );
     let audit = std::env::temp_dir().join(format!(
@@ -687,18 +689,77 @@ fn base64_of(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// An upstream that speaks 2026-07-28 (the SDK's dual-era server, `era = "auto"`): found by
-/// `server/discover`, spoken to statelessly, and serving clients of both eras.
+/// The default `era = "auto"`: a server of both eras serves each client in its own era
+/// (nothing translated, so a legacy client keeps the tools that ask mid-call), a server of
+/// 2026-07-28 alone is spoken to in that era (a legacy client's calls translated).
 #[test]
-fn upstream_found_stateless_serves_clients_of_both_eras() {
+fn default_era_serves_each_client_in_its_own_era() {
+    let dual = HttpFixture::start("dual");
+    let modern = HttpFixture::only_2026("modern");
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{}\n{}",
+            http_upstream_toml("dual", &dual.url(), ""),
+            http_upstream_toml("modern", &modern.url(), "")
+        ),
+        "auto",
+    );
+    let log = gw.log_text();
+    assert!(
+        log.contains("upstream=dual era=\"both (each client's own)\""),
+        "{log}"
+    );
+    assert!(log.contains("upstream=modern era=\"2026-07-28\""), "{log}");
+    let script = json!([
+        ["call", "dual__client_view", {}],
+        ["call", "dual__ask_llm_resolved", {"prompt": "hi"}],
+        ["call", "modern__client_view", {}],
+        ["call", "modern__ask_llm_resolved", {"prompt": "hi"}],
+        ["call", "dual__ask_user", {"question": "q?"}],
+    ])
+    .to_string();
+    for (mode, dual_version) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
+        let out = client_opts(&["--mode", mode], &gw.url(), "script", &[&script]);
+        let steps = &out["steps"];
+        let view = |i: usize| -> Value {
+            serde_json::from_str(steps[i]["text"][0].as_str().unwrap_or("")).unwrap_or_default()
+        };
+        // The dual-era server sees each client in its own era; the other one, 2026-07-28.
+        assert_eq!(view(0)["version"], dual_version, "{mode}: {out}");
+        assert_eq!(view(2)["version"], "2026-07-28", "{mode}: {out}");
+        for i in [1, 3] {
+            assert_eq!(
+                steps[i]["text"][0],
+                "llm said: sampled:hi",
+                "{mode} step {i}: {out}\n{}",
+                gw.log_text()
+            );
+        }
+        // A tool that asks mid-call (written for sessions): it works on the legacy
+        // session; on the server's stateless path it fails, as it does for a 2026-07-28
+        // client calling it directly (`era = "legacy"` would have the gateway park it).
+        match mode {
+            "legacy" => assert_eq!(steps[4]["text"][0], "user said: 42", "{out}"),
+            _ => assert_eq!(steps[4]["is_error"], true, "{out}"),
+        }
+    }
+}
+
+/// Upstreams spoken to in 2026-07-28 alone: the SDK's dual-era servers with
+/// `era = "2026-07-28"`, so that a legacy client's requests are translated (a dual-era
+/// upstream found by the default `auto` serves each client in its own era instead), serving
+/// clients of both eras.
+#[test]
+fn upstream_spoken_to_statelessly_serves_clients_of_both_eras() {
     let fx = HttpFixture::conformance();
     let alpha = HttpFixture::start("alpha");
     let gw = Gateway::start(
         "",
         &format!(
             "{}\n{}",
-            http_upstream_toml("fx", &fx.url(), "era = \"auto\""),
-            http_upstream_toml("alpha", &alpha.url(), "era = \"auto\"")
+            http_upstream_toml("fx", &fx.url(), "era = \"2026-07-28\""),
+            http_upstream_toml("alpha", &alpha.url(), "era = \"2026-07-28\"")
         ),
         "auto",
     );

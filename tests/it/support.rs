@@ -138,6 +138,20 @@ impl HttpFixture {
         ]))
     }
 
+    /// `upstream.py` as a server of MCP 2026-07-28 alone (`--only-2026`: `initialize`, GET
+    /// and DELETE refused).
+    pub fn only_2026(name: &str) -> Self {
+        Self::spawn(Command::new(python()).arg(py("upstream.py")).args([
+            "--name",
+            name,
+            "--transport",
+            "http",
+            "--port",
+            "0",
+            "--only-2026",
+        ]))
+    }
+
     /// The conformance fixture (`tests/conformance/fixture.py`).
     pub fn conformance() -> Self {
         Self::spawn(

@@ -3,9 +3,12 @@
 Usage:
     python upstream.py --name NAME --transport stdio
     python upstream.py --name NAME --transport http [--port PORT] [--certfile PEM --keyfile PEM] [--log-level LEVEL]
+                       [--only-2026]
 
 HTTP mode serves Streamable HTTP at http://127.0.0.1:PORT/mcp (the SDK default path, stateful
-sessions). With --port 0 (the default) the OS picks a free port; once the server accepts
+sessions; the SDK's server speaks both eras). --only-2026 makes it a server of MCP 2026-07-28
+alone: `initialize` is refused (HTTP 400, -32022 unsupported protocol version) and so are GET
+and DELETE (405). With --port 0 (the default) the OS picks a free port; once the server accepts
 connections exactly one line `LISTENING <port>` is printed to stderr (flushed). The same line is
 printed for an explicit --port too, so tests can always wait for it.
 
@@ -414,12 +417,70 @@ def recording(app: Any) -> Any:
     return wrapped
 
 
+def only_2026(app: Any) -> Any:
+    """ASGI middleware: a server of MCP 2026-07-28 alone (no handshake, no GET stream)."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "DELETE"):
+            await send({"type": "http.response.start", "status": 405, "headers": [(b"allow", b"POST")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if isinstance(request, dict) and request.get("method") == "initialize":
+            error = {
+                "jsonrpc": "2.0",
+                "id": request.get("id"),
+                "error": {
+                    "code": -32022,
+                    "message": "this server speaks MCP 2026-07-28 only",
+                    "data": {"supported": ["2026-07-28"]},
+                },
+            }
+            out = json.dumps(error).encode()
+            await send(
+                {"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": out})
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await app(scope, replay, send)
+
+    return wrapped
+
+
 async def serve_http(
-    server: MCPServer, port: int, log_level: str, certfile: str | None = None, keyfile: str | None = None
+    server: MCPServer,
+    port: int,
+    log_level: str,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    only_modern: bool = False,
 ) -> None:
     import uvicorn
 
-    app = recording(server.streamable_http_app(host="127.0.0.1"))
+    app = server.streamable_http_app(host="127.0.0.1")
+    app = recording(only_2026(app) if only_modern else app)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
@@ -449,6 +510,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="http only; 0 = pick a free port (default)")
     parser.add_argument("--certfile", help="http only: serve https with this certificate chain (PEM)")
     parser.add_argument("--keyfile", help="http only: the private key (PEM) of --certfile")
+    parser.add_argument("--only-2026", action="store_true", help="http only: refuse initialize, GET and DELETE")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     args = parser.parse_args()
 
@@ -456,7 +518,7 @@ def main() -> None:
     if args.transport == "stdio":
         server.run("stdio")
     else:
-        asyncio.run(serve_http(server, args.port, args.log_level, args.certfile, args.keyfile))
+        asyncio.run(serve_http(server, args.port, args.log_level, args.certfile, args.keyfile, args.only_2026))
 
 
 if __name__ == "__main__":
