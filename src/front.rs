@@ -1255,8 +1255,20 @@ impl Front {
         if modern {
             return Ok(OnSession::Http(h.ensure_modern(&self.caller).await?));
         }
+        let expired = match expired {
+            Some(OnSession::Http(e)) => Some(e),
+            _ => None,
+        };
         // A stateless (2026-07-28) request has no session of its own to keep upstream
-        // sessions in: it uses the gateway's.
+        // sessions in: a legacy upstream's per-client sessions are then one per set of
+        // declared capabilities (so the upstream knows what it may ask), kept by the
+        // upstream.
+        if sess.stateless && up.mode == SessionMode::PerClient && !h.is_stateless() {
+            let s = h
+                .for_capabilities(&self.caller, &sess.hello.capabilities, expired)
+                .await?;
+            return Ok(OnSession::Http(s));
+        }
         if up.mode == SessionMode::Shared || sess.stateless || h.is_stateless() {
             return Ok(OnSession::Http(if expired.is_some() {
                 h.reinit_shared(&self.caller).await?
@@ -1264,10 +1276,6 @@ impl Front {
                 h.ensure_shared(&self.caller).await?
             }));
         }
-        let expired = match expired {
-            Some(OnSession::Http(e)) => Some(e),
-            _ => None,
-        };
         if expired.is_none() {
             if let Some(us) = sess.upstreams.get(&up.name) {
                 return Ok(OnSession::Http(us));

@@ -53,6 +53,9 @@ use crate::{
 
 /// Largest upstream answer the gateway accepts, bytes.
 const MAX_ANSWER: usize = 64 << 20;
+/// Distinct capability sets of 2026-07-28 clients that get a legacy session of their own at
+/// one upstream (clients of one SDK declare the same set, so a handful in practice).
+pub const CAPABILITY_SESSIONS: usize = 32;
 /// How long to wait for the rest of an SSE stream after the response arrived.
 const DRAIN_WAIT: Duration = Duration::from_millis(500);
 
@@ -124,6 +127,11 @@ pub struct HttpUpstream {
     dual: std::sync::atomic::AtomicBool,
     /// Its 2026-07-28 "session" per endpoint, when `dual`.
     modern: Box<[ArcSwapOption<UpstreamSession>]>,
+    /// Legacy sessions for 2026-07-28 clients, by the capabilities they declare (raw JSON;
+    /// at most [`CAPABILITY_SESSIONS`]): such a session declares them, so the upstream may
+    /// ask those clients what they can answer. Not per client: clients declaring the same
+    /// capabilities share one.
+    by_capabilities: dashmap::DashMap<Bytes, Arc<UpstreamSession>>,
     /// Its tools' `Mcp-Param-*` headers (2026-07-28), by its own tool name: set by the
     /// control plane from each catalog fetch; only tools that declare any are present.
     param_headers:
@@ -276,6 +284,7 @@ impl HttpUpstream {
             stateless: std::sync::atomic::AtomicBool::new(false),
             dual: std::sync::atomic::AtomicBool::new(false),
             modern: Box::new([ArcSwapOption::empty()]),
+            by_capabilities: dashmap::DashMap::new(),
             param_headers: Default::default(),
         }
     }
@@ -311,6 +320,56 @@ impl HttpUpstream {
     /// 2026-07-28 ([`HttpUpstream::ensure_modern`]), the rest on legacy sessions.
     pub fn is_dual(&self) -> bool {
         self.dual.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The legacy session for a 2026-07-28 client's request that declares `capabilities`:
+    /// the gateway-wide session (which declares none) when it declares none, else one
+    /// initialized with them (shared by every client declaring the same, kept while the
+    /// upstream is). `expired`: the one the upstream no longer knows, replaced. Past
+    /// [`CAPABILITY_SESSIONS`] distinct sets, the gateway-wide session.
+    pub async fn for_capabilities(
+        &self,
+        caller: &Caller,
+        capabilities: &Bytes,
+        expired: Option<&Arc<UpstreamSession>>,
+    ) -> Result<Arc<UpstreamSession>> {
+        let declares_none = capabilities
+            .iter()
+            .all(|b| b.is_ascii_whitespace() || *b == b'{' || *b == b'}');
+        let current = self
+            .by_capabilities
+            .get(capabilities.as_ref())
+            .map(|e| e.clone());
+        let full = current.is_none() && self.by_capabilities.len() >= CAPABILITY_SESSIONS;
+        if declares_none || full {
+            return match expired {
+                Some(_) => self.reinit_shared(caller).await,
+                None => self.ensure_shared(caller).await,
+            };
+        }
+        if let Some(s) = current.filter(|s| !expired.is_some_and(|e| Arc::ptr_eq(e, s))) {
+            return Ok(s);
+        }
+        let hello = Hello {
+            capabilities: Bytes::copy_from_slice(capabilities),
+            client_info: Bytes::from_static(super::CLIENT_INFO.as_bytes()),
+        };
+        let fresh = self.initialize(caller, &hello).await?;
+        // Requests racing to initialize: the first in stays, the others end theirs.
+        let kept = {
+            let mut e = self
+                .by_capabilities
+                .entry(hello.capabilities)
+                .or_insert_with(|| fresh.clone());
+            if expired.is_some_and(|x| Arc::ptr_eq(x, e.value())) {
+                *e.value_mut() = fresh.clone();
+            }
+            e.value().clone()
+        };
+        if !Arc::ptr_eq(&kept, &fresh) {
+            self.delete(caller, &fresh).await;
+        }
+        Ok(kept)
     }
 
     /// The 2026-07-28 "session" a 2026-07-28 client's request to a dual-era upstream goes

@@ -1,8 +1,11 @@
 """Conformance fixture upstream for mcpgw, built on the official Python SDK's low-level `Server`.
 
 It implements every tool, resource, prompt and behaviour that the active server scenarios of
-`@modelcontextprotocol/conformance` 0.1.16 expect (see SCENARIOS.md beside this file), plus the
-two pending ones (json-schema-2020-12, server-sse-polling) and a few extras for gateway tests.
+`@modelcontextprotocol/conformance` 0.1.16 expect, and those the 0.2.0-alpha.12 suite needs for
+`--requirements 2026-07-28` (see SCENARIOS.md beside this file), plus the pending ones
+(json-schema-2020-12, server-sse-polling, http-custom-header-server-validation) and a few
+extras for gateway tests. The SDK server is dual-era: legacy sessions (initialize,
+Mcp-Session-Id) and stateless 2026-07-28 requests on the same endpoint.
 
 Usage:
     python fixture.py [--transport http] [--port PORT] [--no-event-store] [--retry-ms MS]
@@ -24,8 +27,18 @@ Fixtures (names and values as the suite expects them):
              test_multiple_content_types, test_tool_with_logging, test_error_handling,
              test_tool_with_progress, test_sampling(prompt), test_elicitation(message),
              test_elicitation_sep1034_defaults, test_elicitation_sep1330_enums,
-             json_schema_2020_12_tool, test_reconnection
+             json_schema_2020_12_tool (SEP-1613 and SEP-2106 keywords), test_reconnection
+  2026-07-28 test_input_required_result_{elicitation, sampling, list_roots, request_state,
+             multiple_inputs, multi_round, tampered_state, capabilities}: ask the client
+               (elicitation / sampling / roots/list) through Dialogue: mid-call on a legacy
+               session, an input_required result (with a sealed requestState) on a 2026-07-28
+               request; -32021 when the client lacks the capability they need
+             test_missing_capability (-32021 without `sampling`), test_streaming_elicitation,
+             test_logging_tool (server-stateless's diagnostic tools),
+             test_x_mcp_header(region): `x-mcp-header: Region` (Mcp-Param-Region, checked by the SDK)
   extras     test_long_running_operation(steps, step_seconds): progress every step, cancellable
+             test_client_capabilities: the capabilities the request (2026-07-28) or its session
+               (legacy) declared, as JSON, and the era
              test_notify_resource_updated(uri): notifications/resources/updated to every
                session subscribed to uri (on their GET streams)
              test_toggle_dynamic_tool: adds/removes test_dynamic_tool and sends
@@ -35,11 +48,14 @@ Fixtures (names and values as the suite expects them):
   resources  test://static-text, test://static-binary, test://watched-resource (subscribable),
              template test://template/{id}/data
   prompts    test_simple_prompt, test_prompt_with_arguments(arg1, arg2),
-             test_prompt_with_embedded_resource(resourceUri), test_prompt_with_image
+             test_prompt_with_embedded_resource(resourceUri), test_prompt_with_image,
+             test_input_required_result_prompt (asks for context first, like the tools above)
   other      logging/setLevel (per session; log notifications below the level are dropped; the
                level is "warning" until the session sets one, or --default-log-level),
              completion/complete for test_prompt_with_arguments and the template's {id},
-             resources/subscribe + unsubscribe (per session), ping.
+             resources/subscribe + unsubscribe (per session), ping, subscriptions/listen
+             (2026-07-28), requestState sealing (the SDK's RequestStateBoundary, a key per
+             process: a modified or foreign requestState is answered -32602).
 """
 
 from __future__ import annotations
@@ -64,12 +80,14 @@ from typing import Any
 
 import mcp_types as types
 from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, PromptsListChanged, ToolsListChanged
 from mcp.shared.message import ServerMessageMetadata
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
-from mcp_types.jsonrpc import INVALID_PARAMS
+from mcp_types.jsonrpc import INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 # Logging, sampling and resources/subscribe are deprecated for 2026-07-28 but are exactly what the
 # 2025-era conformance scenarios exercise: keep stderr quiet about it.
@@ -331,25 +349,97 @@ def _modern(ctx: Any) -> bool:
 class NeedInput(Exception):
     """A 2026-07-28 request needs the client's input: answered with an input-required result."""
 
-    def __init__(self, key: str, request: Any) -> None:
-        super().__init__(key)
-        self.result = types.InputRequiredResult(input_requests={key: request})
+    def __init__(self, requests: dict[str, Any], state: str | None = None) -> None:
+        super().__init__(", ".join(requests))
+        self.result = types.InputRequiredResult(input_requests=requests, request_state=state)
+
+
+_MISSING = object()
+STATE_TAG = "mcpgw-fixture/1"  # marks the requestState plaintexts this fixture minted
+
+
+class Dialogue:
+    """Asks the client things during one request, in the request's own era.
+
+    Legacy: each question is a request to the client on the call's stream, answered while the
+    call stays open. 2026-07-28: the questions not answered yet become one input-required result
+    (NeedInput); the answers given so far travel in `requestState` (JSON, sealed and verified by
+    the SDK's RequestStateBoundary, so a handler only sees plaintext this fixture minted), the
+    new ones in the retry's `inputResponses`. Unknown extra keys in `inputResponses` are ignored.
+    Handlers written this way run the same in both eras.
+    """
+
+    def __init__(self, ctx: Any, *, require_state: bool = False) -> None:
+        self.ctx = ctx
+        self.modern = _modern(ctx)
+        self.answers: dict[str, Any] = {}
+        self.had_state = False
+        self.responses: dict[str, Any] = {}
+        if not self.modern:
+            return
+        params = ctx.params or {}
+        raw = params.get("inputResponses")
+        if raw is not None and not isinstance(raw, dict):
+            raise MCPError(code=INVALID_PARAMS, message="inputResponses must be an object")
+        state = params.get("requestState")
+        if isinstance(state, str):
+            try:
+                decoded = json.loads(state)
+                if decoded.get("tag") != STATE_TAG or not isinstance(decoded.get("answers"), dict):
+                    raise ValueError(state)
+            except (ValueError, AttributeError):
+                raise MCPError(code=INVALID_PARAMS, message="requestState was not minted by this server") from None
+            self.answers = decoded["answers"]
+            self.had_state = True
+        # A tool that insists on the state round trip treats a retry without it as a fresh start.
+        if raw and (self.had_state or not require_state):
+            self.responses = raw
+
+    def state(self) -> str:
+        return json.dumps({"tag": STATE_TAG, "answers": self.answers}, separators=(",", ":"))
+
+    async def ask(self, key: str, request: Any, answer_type: Any) -> Any:
+        return (await self.ask_all({key: (request, answer_type)}))[key]
+
+    async def ask_all(self, questions: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+        """Ask every question (key -> (request, answer type)); returns key -> typed answer."""
+        out: dict[str, Any] = {}
+        if not self.modern:
+            meta = ServerMessageMetadata(related_request_id=self.ctx.request_id)
+            for key, (request, answer_type) in questions.items():
+                out[key] = await self.ctx.session.send_request(request, answer_type, metadata=meta)
+            return out
+        missing: dict[str, Any] = {}
+        for key, (request, answer_type) in questions.items():
+            raw = self.answers.get(key, self.responses.get(key, _MISSING))
+            if raw is _MISSING:
+                missing[key] = request
+                continue
+            try:
+                out[key] = answer_type.model_validate(raw)
+            except ValidationError:
+                raise MCPError(
+                    code=INVALID_PARAMS, message=f"inputResponses[{key!r}] is not a valid {request.method} result"
+                ) from None
+            self.answers[key] = raw
+        if missing:
+            raise NeedInput(missing, self.state())
+        return out
 
 
 async def ask_client(ctx: Any, key: str, request: Any, answer_type: Any) -> Any:
-    """Ask the client something mid-call, in the request's own era.
+    """Ask the client one thing mid-call, in the request's own era (see Dialogue)."""
+    return await Dialogue(ctx).ask(key, request, answer_type)
 
-    Legacy: a request to the client on the call's stream. 2026-07-28: an input-required
-    result naming `request` under `key` (NeedInput), then, on the client's retry, its
-    `inputResponses[key]`. Tools written this way run the same in both eras.
-    """
-    if not _modern(ctx):
-        related = ServerMessageMetadata(related_request_id=ctx.request_id)
-        return await ctx.session.send_request(request, answer_type, metadata=related)
-    responses = (ctx.params or {}).get("inputResponses") or {}
-    if key not in responses:
-        raise NeedInput(key, request)
-    return answer_type.model_validate(responses[key])
+
+def require_capability(ctx: Any, capability: str) -> None:
+    """-32021 (MissingRequiredClientCapability) unless the client declared `capability`."""
+    if not _client_has(ctx, capability):
+        raise MCPError(
+            code=MISSING_REQUIRED_CLIENT_CAPABILITY,
+            message=f"This request needs the client capability '{capability}'",
+            data={"requiredCapabilities": {capability: {}}},
+        )
 
 
 def _client_has(ctx: Any, capability: str) -> bool:
@@ -486,6 +576,9 @@ async def _elicitation_enums(ctx: Any, args: dict[str, Any]) -> types.CallToolRe
     return await _elicit_and_report(ctx, "Please make your choices", schema)
 
 
+# The 0.1.16 suite checks $schema, $defs.address and additionalProperties: false; the 0.2.x suite
+# also wants SEP-2106 vocabulary kept: $anchor in $defs.address, allOf with a nested anyOf, and
+# if/then/else (a phone when contactMethod is "phone", else an email).
 @tool(
     "json_schema_2020_12_tool",
     "Tool with JSON Schema 2020-12 features",
@@ -494,11 +587,22 @@ async def _elicitation_enums(ctx: Any, args: dict[str, Any]) -> types.CallToolRe
         "type": "object",
         "$defs": {
             "address": {
+                "$anchor": "addressDef",
                 "type": "object",
                 "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
             }
         },
-        "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+        "properties": {
+            "name": {"type": "string"},
+            "address": {"$ref": "#/$defs/address"},
+            "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+            "phone": {"type": "string"},
+            "email": {"type": "string"},
+        },
+        "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+        "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+        "then": {"required": ["phone"]},
+        "else": {"required": ["email"]},
         "additionalProperties": False,
     },
 )
@@ -513,6 +617,185 @@ async def _reconnection(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
         await ctx.close_sse_stream()
         await asyncio.sleep(0.3)
     return result(text("Reconnection test completed successfully"))
+
+
+# The 2026-07-28 suite's fixtures (0.2.0-alpha.12). Every question goes through Dialogue, so the
+# same tool asks mid-call on a legacy session and answers input_required on a 2026-07-28 request.
+
+
+def _elicitation_request(message: str, field: str, field_type: str) -> types.ElicitRequest:
+    schema = {"type": "object", "properties": {field: {"type": field_type}}, "required": [field]}
+    return types.ElicitRequest(params=types.ElicitRequestFormParams(message=message, requested_schema=schema))
+
+
+def _sampling_request(prompt: str, max_tokens: int) -> types.CreateMessageRequest:
+    return types.CreateMessageRequest(
+        params=types.CreateMessageRequestParams(
+            messages=[types.SamplingMessage(role="user", content=text(prompt))], max_tokens=max_tokens
+        )
+    )
+
+
+def _roots_request() -> types.ListRootsRequest:
+    return types.ListRootsRequest()
+
+
+def _accepted(answer: types.ElicitResult, field: str) -> str:
+    content = answer.content or {}
+    return str(content.get(field)) if answer.action == "accept" and field in content else f"<{answer.action}>"
+
+
+def _sampled_text(answer: types.CreateMessageResult) -> str:
+    content = answer.content
+    return getattr(content, "text", None) or json.dumps(content.model_dump(mode="json", by_alias=True))
+
+
+def _root_uris(answer: types.ListRootsResult) -> str:
+    return ", ".join(str(root.uri) for root in answer.roots) or "(none)"
+
+
+@tool("test_input_required_result_elicitation", "Asks for the user's name (elicitation, key user_name), then greets.")
+async def _ir_elicitation(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    require_capability(ctx, "elicitation")
+    answer = await Dialogue(ctx).ask(
+        "user_name", _elicitation_request("What is your name?", "name", "string"), types.ElicitResult
+    )
+    return result(text(f"Hello, {_accepted(answer, 'name')}!"))
+
+
+@tool("test_input_required_result_sampling", "Asks the client's LLM (sampling, key capital_question) a question.")
+async def _ir_sampling(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    require_capability(ctx, "sampling")
+    answer = await Dialogue(ctx).ask(
+        "capital_question", _sampling_request("What is the capital of France?", 100), types.CreateMessageResult
+    )
+    return result(text(f"LLM answered: {_sampled_text(answer)}"))
+
+
+@tool("test_input_required_result_list_roots", "Asks the client for its roots (roots/list, key client_roots).")
+async def _ir_list_roots(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    require_capability(ctx, "roots")
+    answer = await Dialogue(ctx).ask("client_roots", _roots_request(), types.ListRootsResult)
+    return result(text(f"Client roots: {_root_uris(answer)}"))
+
+
+async def _confirm_with_state(ctx: Any) -> types.CallToolResult:
+    require_capability(ctx, "elicitation")
+    dialogue = Dialogue(ctx, require_state=True)
+    answer = await dialogue.ask("confirm", _elicitation_request("Please confirm", "ok", "boolean"), types.ElicitResult)
+    how = "requestState verified" if dialogue.had_state else "answered mid-call on the legacy session"
+    return result(text(f"state-ok: ok={_accepted(answer, 'ok')} ({how})"))
+
+
+@tool(
+    "test_input_required_result_request_state",
+    "Asks for a confirmation (elicitation, key confirm) and needs its requestState echoed; says state-ok.",
+)
+async def _ir_request_state(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    return await _confirm_with_state(ctx)
+
+
+@tool(
+    "test_input_required_result_tampered_state",
+    "Like test_input_required_result_request_state; a modified requestState is rejected with -32602.",
+)
+async def _ir_tampered_state(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    return await _confirm_with_state(ctx)
+
+
+@tool(
+    "test_input_required_result_multiple_inputs",
+    "Asks three things at once: elicitation (user_name), sampling (greeting), roots/list (client_roots).",
+)
+async def _ir_multiple_inputs(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    for capability in ("elicitation", "sampling", "roots"):
+        require_capability(ctx, capability)
+    answers = await Dialogue(ctx).ask_all(
+        {
+            "user_name": (_elicitation_request("What is your name?", "name", "string"), types.ElicitResult),
+            "greeting": (_sampling_request("Generate a greeting", 50), types.CreateMessageResult),
+            "client_roots": (_roots_request(), types.ListRootsResult),
+        }
+    )
+    name = _accepted(answers["user_name"], "name")
+    greeting = _sampled_text(answers["greeting"])
+    return result(text(f"name={name}; greeting={greeting}; roots={_root_uris(answers['client_roots'])}"))
+
+
+@tool(
+    "test_input_required_result_multi_round",
+    "Two rounds of elicitation (step1: name, then step2: favourite colour); requestState changes per round.",
+)
+async def _ir_multi_round(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    require_capability(ctx, "elicitation")
+    dialogue = Dialogue(ctx)
+    first = await dialogue.ask(
+        "step1", _elicitation_request("Step 1: What is your name?", "name", "string"), types.ElicitResult
+    )
+    second = await dialogue.ask(
+        "step2", _elicitation_request("Step 2: What is your favorite color?", "color", "string"), types.ElicitResult
+    )
+    return result(text(f"{_accepted(first, 'name')} likes {_accepted(second, 'color')}"))
+
+
+@tool(
+    "test_input_required_result_capabilities",
+    "Asks only what the client can answer: elicitation, sampling and roots/list as declared.",
+)
+async def _ir_capabilities(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    questions: dict[str, tuple[Any, Any]] = {}
+    if _client_has(ctx, "elicitation"):
+        questions["user_name"] = (_elicitation_request("What is your name?", "name", "string"), types.ElicitResult)
+    if _client_has(ctx, "sampling"):
+        questions["greeting"] = (_sampling_request("Generate a greeting", 50), types.CreateMessageResult)
+    if _client_has(ctx, "roots"):
+        questions["client_roots"] = (_roots_request(), types.ListRootsResult)
+    if not questions:
+        return result(text("The client declared none of elicitation, sampling, roots: nothing to ask"))
+    answers = await Dialogue(ctx).ask_all(questions)
+    return result(text(f"Answered: {', '.join(sorted(answers))}"))
+
+
+@tool("test_missing_capability", "Needs the client's sampling capability: -32021 when it was not declared.")
+async def _missing_capability(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    require_capability(ctx, "sampling")
+    answer = await Dialogue(ctx).ask("sampling", _sampling_request("Say hello", 20), types.CreateMessageResult)
+    return result(text(f"LLM response: {_sampled_text(answer)}"))
+
+
+@tool(
+    "test_streaming_elicitation",
+    "Asks the user (elicitation): input_required on a 2026-07-28 request, never a request on its stream.",
+)
+async def _streaming_elicitation(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    require_capability(ctx, "elicitation")
+    answer = await Dialogue(ctx).ask(
+        "user_input", _elicitation_request("Please enter a value", "value", "string"), types.ElicitResult
+    )
+    return result(text(f"Elicitation completed: value={_accepted(answer, 'value')}"))
+
+
+@tool(
+    "test_logging_tool",
+    "Logs three info messages: sent only at the request's _meta log level (2026-07-28) or the session's level.",
+)
+async def _logging_tool(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    return await _tool_with_logging(ctx, args)
+
+
+@tool(
+    "test_x_mcp_header",
+    "Echoes its region argument, which clients mirror into the Mcp-Param-Region header.",
+    {
+        "type": "object",
+        "properties": {
+            "region": {"type": "string", "description": "A region name", "x-mcp-header": "Region"},
+        },
+        "required": ["region"],
+    },
+)
+async def _x_mcp_header(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    return result(text(f"region={require(args, 'region')}"))
 
 
 # Extras for gateway tests (no conformance scenario uses them).
@@ -557,6 +840,14 @@ async def _notify_resource_updated(ctx: Any, args: dict[str, Any]) -> types.Call
             await st.session.send_resource_updated(uri)
             notified += 1
     return result(text(f"notified {notified} subscriber(s) of {uri}"))
+
+
+@tool("test_client_capabilities", "Returns the client capabilities this request (or its session) declared, as JSON.")
+async def _client_capabilities(ctx: Any, args: dict[str, Any]) -> types.CallToolResult:
+    caps = ctx.session.client_capabilities
+    declared = caps.model_dump(mode="json", by_alias=True, exclude_none=True) if caps is not None else None
+    era = "2026-07-28" if _modern(ctx) else "legacy"
+    return result(text(json.dumps({"era": era, "clientCapabilities": declared}, sort_keys=True)))
 
 
 # 2026-07-28 clients hear of list changes on their subscriptions/listen streams.
@@ -605,7 +896,9 @@ async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
     return types.ListToolsResult(tools=tools)
 
 
-async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+async def call_tool(
+    ctx: Any, params: types.CallToolRequestParams
+) -> types.CallToolResult | types.InputRequiredResult:
     FIX.state(ctx)
     args = dict(params.arguments or {})
     if params.name == DYNAMIC_TOOL.name and FIX.dynamic_tool_enabled:
@@ -718,6 +1011,10 @@ PROMPTS = [
         arguments=[_arg("resourceUri", "URI of the resource to embed")],
     ),
     types.Prompt(name="test_prompt_with_image", description="A prompt with image content"),
+    types.Prompt(
+        name="test_input_required_result_prompt",
+        description="Asks the user for context (elicitation, key user_context) before it is rendered",
+    ),
 ]
 
 
@@ -734,8 +1031,17 @@ async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
     return types.ListPromptsResult(prompts=prompts)
 
 
-async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+async def get_prompt(
+    ctx: Any, params: types.GetPromptRequestParams
+) -> types.GetPromptResult | types.InputRequiredResult:
     FIX.state(ctx)
+    try:
+        return await _get_prompt(ctx, params)
+    except NeedInput as need:
+        return need.result
+
+
+async def _get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
     args = dict(params.arguments or {})
     name = params.name
     if name == "test_simple_prompt":
@@ -752,6 +1058,11 @@ async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.Ge
         ]
     elif name == "test_prompt_with_image":
         messages = [user(image()), user(text("Please analyze the image above."))]
+    elif name == "test_input_required_result_prompt":
+        require_capability(ctx, "elicitation")
+        request = _elicitation_request("What context should the prompt use?", "context", "string")
+        answer = await Dialogue(ctx).ask("user_context", request, types.ElicitResult)
+        messages = [user(text(f"Answer with this context in mind: {_accepted(answer, 'context')}"))]
     elif name == DYNAMIC_PROMPT.name and FIX.dynamic_prompt_enabled:
         messages = [user(text("dynamic prompt"))]
     else:
@@ -798,7 +1109,7 @@ class FixtureServer(Server):
 
 
 def build_server() -> Server:
-    return FixtureServer(
+    server = FixtureServer(
         SERVER_NAME,
         version=SERVER_VERSION,
         instructions="Fixture upstream for the MCP conformance suite's server scenarios.",
@@ -815,6 +1126,10 @@ def build_server() -> Server:
         on_set_logging_level=set_logging_level,
         on_subscriptions_listen=ListenHandler(LISTEN_BUS),
     )
+    # Seals the requestState of input_required results (AES-GCM under a key of this process) and
+    # verifies every echo before a handler runs: a modified one is answered -32602.
+    server.middleware.append(RequestStateBoundary(RequestStateSecurity.ephemeral(), default_audience=SERVER_NAME))
+    return server
 
 
 async def serve_http(server: Server, args: argparse.Namespace) -> None:

@@ -28,8 +28,17 @@ fn by_name(v: &[Scenario]) -> HashMap<&str, &Scenario> {
 
 /// Through the gateway is never worse than direct, scenario by scenario.
 fn assert_not_worse(direct: &[Scenario], through: &[Scenario]) {
+    assert_not_worse_but(direct, through, &[]);
+}
+
+/// As [`assert_not_worse`], but for the scenarios in `limits` (each with its reason in
+/// tests/conformance/SCENARIOS.md).
+fn assert_not_worse_but(direct: &[Scenario], through: &[Scenario], limits: &[&str]) {
     let t = by_name(through);
-    for d in direct.iter().filter(|d| d.ok) {
+    for d in direct
+        .iter()
+        .filter(|d| d.ok && !limits.contains(&d.name.as_str()))
+    {
         let got = t.get(d.name.as_str());
         assert!(
             got.is_some_and(|g| g.ok),
@@ -79,10 +88,11 @@ fn conformance_suite_direct_and_through_gateway() {
 
 /// MCP 2026-07-28: the scenarios that revision requires (suite 0.2.0-alpha.12,
 /// `--requirements 2026-07-28`) against the fixture directly (it serves both eras) and
-/// through the gateway twice: speaking the legacy era to the fixture (`era = "legacy"`:
-/// requests are translated) and, with the default `era = "auto"` (which finds it speaking
-/// both eras), 2026-07-28 to this suite's requests: they pass through. Through the gateway is no worse than direct,
-/// scenario by scenario; what fails in both is listed with its reason in
+/// through the gateway twice: with the default `era = "auto"` (which finds it speaking both
+/// eras, so this suite's requests pass through in 2026-07-28), and speaking the legacy era to
+/// the fixture (`era = "legacy"`: requests the upstream sends mid-call become input-required
+/// results). Through the gateway is no worse than direct, scenario by scenario, but for two
+/// limits of that translation (`LEGACY_ERA_LIMITS`); reasons in
 /// tests/conformance/SCENARIOS.md.
 #[test]
 fn conformance_2026_direct_and_through_gateway() {
@@ -92,6 +102,18 @@ fn conformance_2026_direct_and_through_gateway() {
         direct.len() >= 37,
         "expected the 37 scored scenarios and more: {direct:?}"
     );
+    // The fixture has every tool and prompt the suite calls: all but the tasks extension's
+    // (not scored; not implemented) pass directly.
+    for s in direct.iter().filter(|s| !s.name.starts_with("tasks-")) {
+        assert!(s.ok, "fails directly: {s:?}");
+    }
+    // A legacy upstream's questions carry no names (the suite wants its own key) and come
+    // one at a time (the suite wants three in one result).
+    const LEGACY_ERA_LIMITS: [&str; 2] = [
+        "input-required-result-basic-elicitation",
+        "input-required-result-multiple-input-requests",
+    ];
+    let scored_direct = direct.iter().filter(|s| s.ok).count();
     for era in ["legacy", "default"] {
         let extra = match era {
             "legacy" => "prefix = false\nera = \"legacy\"",
@@ -102,7 +124,16 @@ fn conformance_2026_direct_and_through_gateway() {
             &gw.url(),
             &format!("2026-fixture-{era}-era-through-gateway"),
         );
-        assert_not_worse(&direct, &through);
+        let limits: &[&str] = if era == "legacy" {
+            &LEGACY_ERA_LIMITS
+        } else {
+            &[]
+        };
+        assert_not_worse_but(&direct, &through, limits);
+        assert!(
+            through.iter().filter(|s| s.ok).count() + limits.len() >= scored_direct,
+            "{era}: {through:?}"
+        );
         // The stateless era's own checks, answered by the gateway itself.
         let t = by_name(&through);
         for name in [
@@ -119,9 +150,9 @@ fn conformance_2026_direct_and_through_gateway() {
             );
         }
         let stateless = t.get("server-stateless").expect("server-stateless ran");
-        // 26 of 30 since subscriptions/listen (the 4 left need the suite's diagnostic tools).
+        // All 30 checks since the fixture has the suite's diagnostic tools.
         assert!(
-            stateless.passed >= 26,
+            stateless.passed >= 30 && stateless.ok,
             "server-stateless through the gateway ({era}): {stateless:?}"
         );
         if era == "default" {
