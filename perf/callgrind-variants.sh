@@ -11,6 +11,9 @@
 #   stateless  metrics, loaded by MCP 2026-07-28 clients (`mcpgw-load --stateless`: no
 #            session, `_meta` and routing headers on every request); compare with metrics
 #
+# FIXTURE_FLAGS: extra flags of the fixture, e.g. `--dual-era` (it speaks 2026-07-28 too, so a
+# stateless client's requests pass through untranslated).
+#
 # Uses the release binaries perf/run.sh builds ($CARGO_TARGET_DIR/release; build them first).
 # The fixture and the load generator run on CPU 0, the gateway under callgrind on CPU 1 (all
 # its threads counted, serialized). 2,000 warm-up calls, counters zeroed, then 10,000 calls of
@@ -23,7 +26,8 @@ BIN=$CARGO_TARGET_DIR/release
 W=${PERF_SCRATCH:-/work/scratch/perf-run}/callgrind-variants
 mkdir -p "$W"
 P_FX=19201 P_GW=19202
-taskset -c 0 "$BIN/mcpgw-fixture" --listen 127.0.0.1:$P_FX >"$W/fx.log" 2>&1 &
+# shellcheck disable=SC2086 # FIXTURE_FLAGS: zero or more words
+taskset -c 0 "$BIN/mcpgw-fixture" --listen 127.0.0.1:$P_FX ${FIXTURE_FLAGS:-} >"$W/fx.log" 2>&1 &
 FX=$!
 trap 'kill $FX 2>/dev/null || true' EXIT
 sleep 1

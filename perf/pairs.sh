@@ -7,6 +7,12 @@
 #   perf/pairs.sh era     # one gateway (metrics on), loaded by legacy-era clients (one MCP
 #                         # session per connection, "legacy": the reference) and by MCP
 #                         # 2026-07-28 clients (`mcpgw-load --stateless`, "stateless")
+#   perf/pairs.sh stateless  # one gateway (metrics on) in front of a fixture of both eras
+#                         # (`mcpgw-fixture --dual-era`: a 2026-07-28 client's requests pass
+#                         # through untranslated): legacy clients ("legacy", the reference)
+#                         # and 2026-07-28 ones ("stateless"), each also as one-call clients
+#                         # (`--calls-per-session 1`: a new connection, and for legacy a new
+#                         # session and its DELETE, per call: "legacy-1", "stateless-1")
 #   perf/pairs.sh guard   # screening of every call (secrets and PII masked, injection
 #                         # flagged: "screened") vs none ("plain"), both with metrics on; the
 #                         # call's text is prose (perf/prose.txt, one email address in each
@@ -34,7 +40,10 @@ mkdir -p "$W"
 rm -f "$W"/*.json "$W"/audit-*.jsonl
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-taskset -c 0 nice -n -20 "$BIN/mcpgw-fixture" --listen 127.0.0.1:19401 >"$W/fx.log" 2>&1 &
+FIXTURE_FLAGS=""
+if [ "$MODE" = stateless ]; then FIXTURE_FLAGS="--dual-era"; fi
+# shellcheck disable=SC2086 # zero or one word
+taskset -c 0 nice -n -20 "$BIN/mcpgw-fixture" --listen 127.0.0.1:19401 $FIXTURE_FLAGS >"$W/fx.log" 2>&1 &
 pids+=($!)
 sleep 0.5
 gateway() { # NAME PORT BINDIR EXTRA-[gateway]-LINES [LOAD-FLAGS]
@@ -78,6 +87,12 @@ path = \"$W/audit-base.jsonl\""
     gateway legacy 19402 "$BIN" "metrics = true"
     load_too stateless --stateless
     ;;
+  stateless)
+    gateway legacy 19402 "$BIN" "metrics = true"
+    load_too stateless --stateless
+    load_too legacy-1 "--calls-per-session 1"
+    load_too stateless-1 "--stateless --calls-per-session 1"
+    ;;
   guard)
     gateway screened 19402 "$BIN" "metrics = true
 
@@ -87,7 +102,7 @@ pii = \"mask\"
 injection = \"flag\""
     gateway plain 19403 "$BIN" "metrics = true"
     ;;
-  *) echo "unknown mode $MODE (audit, era, guard)" >&2; exit 2 ;;
+  *) echo "unknown mode $MODE (audit, era, stateless, guard)" >&2; exit 2 ;;
 esac
 sleep 2
 for round in $(seq 1 "$ROUNDS"); do
@@ -99,7 +114,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done <"$W/gateways"
 done
 REF=off
-if [ "$MODE" = era ]; then REF=legacy; fi
+if [ "$MODE" = era ] || [ "$MODE" = stateless ]; then REF=legacy; fi
 if [ "$MODE" = guard ]; then REF=plain; fi
 python3 - "$W" "$ROUNDS" "$REF" <<'PY'
 import json, statistics, sys, os

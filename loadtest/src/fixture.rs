@@ -32,6 +32,10 @@ mod tests;
 
 /// Protocol revisions accepted in `initialize`; any other request gets the last one.
 pub const VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// The revision `--dual-era` speaks besides those.
+pub const MODERN_VERSION: &str = "2026-07-28";
+/// The `_meta` key that marks a request of that revision.
+const MODERN_ENVELOPE_KEY: &str = "io.modelcontextprotocol/protocolVersion";
 /// The one resource.
 pub const RESOURCE_URI: &str = "fixture://static/1";
 /// Its text.
@@ -60,6 +64,12 @@ pub struct Args {
     /// Issue no Mcp-Session-Id in answers to initialize (a stateless server).
     #[arg(long)]
     pub stateless: bool,
+
+    /// Speak MCP 2026-07-28 too (a server of both eras): answer `server/discover` (offering
+    /// 2026-07-28), and give the results of requests that carry that revision's `_meta`
+    /// envelope a `resultType`.
+    #[arg(long)]
+    pub dual_era: bool,
 
     /// Synthetic tools listed after echo: tool_00001, tool_00002, ... (calling one answers
     /// "ok").
@@ -116,6 +126,7 @@ pub struct Catalog {
     pages: Vec<String>,
     tools: usize,
     stateless: bool,
+    dual_era: bool,
     sse: bool,
     delay: Duration,
 }
@@ -157,6 +168,7 @@ impl Catalog {
             pages,
             tools: args.tools,
             stateless: args.stateless,
+            dual_era: args.dual_era,
             sse: args.sse,
             delay: Duration::from_millis(args.delay_ms),
         }
@@ -279,10 +291,25 @@ pub fn handle(cat: &Catalog, body: &[u8], out: &mut Vec<u8>) -> Reply {
         return Reply::Accepted; // notification
     };
     let params = env.params.map(RawValue::get).unwrap_or("{}");
+    // A 2026-07-28 request (the envelope in `_meta`): its result says its type.
+    let modern = cat.dual_era && params.contains(MODERN_ENVELOPE_KEY);
+    let result_open: &[u8] = if modern {
+        br#","result":{"resultType":"complete","#
+    } else {
+        br#","result":{"#
+    };
     let ok = |out: &mut Vec<u8>, result: &[u8]| {
         begin(out, Some(id));
-        out.extend_from_slice(b",\"result\":");
-        out.extend_from_slice(result);
+        match result.strip_prefix(b"{") {
+            Some(members) if members != b"}" => {
+                out.extend_from_slice(result_open);
+                out.extend_from_slice(members);
+            }
+            _ => {
+                out.extend_from_slice(b",\"result\":");
+                out.extend_from_slice(result);
+            }
+        }
         out.push(b'}');
     };
     let message = Reply::Message {
@@ -307,6 +334,14 @@ pub fn handle(cat: &Catalog, body: &[u8], out: &mut Vec<u8>) -> Reply {
                 new_session: !cat.stateless,
                 delay: false,
             }
+        }
+        "server/discover" if cat.dual_era => {
+            let result = format!(
+                r#"{{"supportedVersions":["{MODERN_VERSION}"],"capabilities":{{"tools":{{"listChanged":false}},"resources":{{"subscribe":false,"listChanged":false}},"prompts":{{"listChanged":false}}}},"_meta":{{"io.modelcontextprotocol/serverInfo":{{"name":"mcpgw-fixture","version":"{}"}}}}}}"#,
+                env!("CARGO_PKG_VERSION")
+            );
+            ok(out, result.as_bytes());
+            message
         }
         "ping" | "logging/setLevel" => {
             ok(out, b"{}");
@@ -339,7 +374,8 @@ pub fn handle(cat: &Catalog, body: &[u8], out: &mut Vec<u8>) -> Reply {
                     );
                 };
                 begin(out, Some(id));
-                out.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
+                out.extend_from_slice(result_open);
+                out.extend_from_slice(br#""content":[{"type":"text","text":"#);
                 match (args.result_bytes, args.text) {
                     (Some(n), _) => {
                         out.push(b'"');

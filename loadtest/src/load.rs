@@ -121,6 +121,13 @@ pub struct Args {
     #[arg(long)]
     pub stateless: bool,
 
+    /// Short-lived clients: after this many requests a connection's client leaves (a
+    /// session's `DELETE`, then the connection is closed) and a new one takes its place (a
+    /// new connection and, outside --stateless, a new session). Closed loop only. What it
+    /// costs the server shows in --pid's CPU per request; latencies are the requests' own.
+    #[arg(long)]
+    pub calls_per_session: Option<std::num::NonZeroU64>,
+
     /// Send `Accept: text/event-stream` alone, so that a server honouring it (mcpgw does)
     /// answers every request as an event stream. By default both JSON and event stream are
     /// accepted, as the MCP spec asks of clients.
@@ -253,6 +260,9 @@ impl Config {
             target.accept = client::ACCEPT_SSE;
         }
         target.stateless = args.stateless;
+        if args.calls_per_session.is_some() && args.rate.is_some() {
+            return Err("--calls-per-session is for the closed loop (no --rate)".into());
+        }
         let target = Arc::new(target);
         let threads = args.threads.clamp(1, args.connections);
         Ok(Config {
@@ -549,8 +559,21 @@ async fn closed_loop(c: u64, mut client: Client, ctx: &Ctx, plan: Plan) {
         _ => None,
     };
     let mix = &ctx.shared.config.args.mix;
+    let per_session = ctx.shared.config.args.calls_per_session;
     let mut i = c;
+    let mut on_session = 0u64;
     loop {
+        if per_session.is_some_and(|n| on_session >= n.get()) {
+            // This client leaves; a new one arrives on a new connection.
+            on_session = 0;
+            client.leave(ctx.timeout).await;
+            if let Err(kind) = client.setup(ctx.timeout).await {
+                ctx.rec.borrow_mut().error(Phase::Setup, kind);
+                monoio::time::sleep(RECONNECT_BACKOFF).await;
+                continue;
+            }
+        }
+        on_session += 1;
         let sent_at = Instant::now();
         if end.is_some_and(|e| sent_at >= e) {
             break;

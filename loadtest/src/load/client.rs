@@ -190,6 +190,26 @@ impl Client {
         }
     }
 
+    /// Leaves as a client that is done: ends its session (`DELETE`; what the server answers
+    /// is not judged) and closes the connection. `setup` makes a new client.
+    pub async fn leave(&mut self, timeout: Duration) {
+        if let Some(session) = self.session.take() {
+            let mut head = format!(
+                "DELETE {} HTTP/1.1\r\nHost: {}\r\nMcp-Session-Id: {session}\r\nMCP-Protocol-Version: {}\r\n",
+                self.target.path,
+                self.target.host,
+                mcp::PROTOCOL_VERSION
+            );
+            head.push_str(&self.target.extra_headers);
+            head.push_str("Content-Length: 0\r\n\r\n");
+            self.out.clear();
+            self.out.extend_from_slice(head.as_bytes());
+            let _ = monoio::time::timeout(timeout, self.exchange(false)).await;
+        }
+        self.disconnect();
+        self.next_id = 1;
+    }
+
     /// Closes the connection (the session is kept for the next one).
     pub fn disconnect(&mut self) {
         self.stream = None;
