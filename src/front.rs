@@ -1516,6 +1516,22 @@ impl Front {
             edits.push((*span, with));
         }
         let body = f.splice(&mut edits);
+        // The routing headers of a 2026-07-28 upstream, from what was parsed already (when
+        // the arguments were masked, the upstream's copy is read from the body instead).
+        let routing = match &upstream.link {
+            Link::Http(h) if upstream_stateless && guarding.arguments.is_none() => {
+                let name: Option<Cow<'_, str>> = match &rename {
+                    Some((_, json)) => serde_json::from_slice::<String>(json).ok().map(Cow::Owned),
+                    None => modern::named_param(&method)
+                        .and_then(|p| f.param(p))
+                        .and_then(|s| f.str_at(s)),
+                };
+                Some(modern::routing_of(f, &method, name.as_deref(), |t| {
+                    h.param_headers_of(t)
+                }))
+            }
+            _ => None,
+        };
         // Kept to ask again with a legacy client's input, should a 2026-07-28 upstream need
         // some (a reference count, only then).
         let body_sent = (upstream_stateless && !sess.stateless).then(|| body.clone());
@@ -1556,7 +1572,7 @@ impl Front {
                 let tp = tp_header.as_deref();
                 match self
                     .caller
-                    .start_traced(&upstream, &on, gid, body.clone(), tp)
+                    .start_routed(&upstream, &on, gid, body.clone(), tp, routing.as_ref())
                     .await
                 {
                     Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
@@ -1567,7 +1583,7 @@ impl Front {
                         *sent_on.borrow_mut() = Some(on.clone());
                         let call = self
                             .caller
-                            .start_traced(&upstream, &on, gid, body.clone(), tp)
+                            .start_routed(&upstream, &on, gid, body.clone(), tp, routing.as_ref())
                             .await?;
                         Ok((on, call))
                     }

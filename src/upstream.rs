@@ -402,9 +402,23 @@ impl Caller {
         body: Bytes,
         traceparent: Option<&str>,
     ) -> Result<Call> {
+        self.start_routed(up, on, id, body, traceparent, None).await
+    }
+
+    /// [`Caller::start_traced`], with the routing headers of a request to a 2026-07-28
+    /// upstream when the caller knows them (else they are read from `body`).
+    pub async fn start_routed(
+        &self,
+        up: &Upstream,
+        on: &OnSession,
+        id: u64,
+        body: Bytes,
+        traceparent: Option<&str>,
+        routing: Option<&crate::front::modern::Routing>,
+    ) -> Result<Call> {
         match (&up.link, on) {
             (Link::Http(h), OnSession::Http(s)) => h
-                .call(self, s, body, traceparent)
+                .call(self, s, body, traceparent, routing)
                 .await
                 .map(|c| Call::Http(Box::new(c))),
             (Link::Stdio(s), _) => s.call(id, body).map(Call::Stdio),

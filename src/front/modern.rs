@@ -116,22 +116,10 @@ pub fn for_stateless_upstream(
     let Some(method) = f.method().map(std::borrow::Cow::into_owned) else {
         return (body, Vec::new());
     };
-    let mut routing = vec![(Cow::Borrowed("Mcp-Method"), method.clone().into_bytes())];
-    if let Some(v) = named_param(&method)
+    let name = named_param(&method)
         .and_then(|p| f.param(p))
-        .and_then(|s| f.str_at(s))
-    {
-        // A tool's arguments it names with `x-mcp-header` go in `Mcp-Param-*` headers.
-        if let Some(declared) = (method == "tools/call").then(|| params_of(&v)).flatten() {
-            let arguments = arguments_of(&f);
-            for (path, token) in &declared {
-                if let Some(text) = argument_text(&arguments, path) {
-                    routing.push((format!("Mcp-Param-{token}").into(), header_value(&text)));
-                }
-            }
-        }
-        routing.push((Cow::Borrowed("Mcp-Name"), header_value(&v)));
-    }
+        .and_then(|s| f.str_at(s));
+    let routing = routing_of(&f, &method, name.as_deref(), params_of);
     let meta = f
         .param("_meta")
         .filter(|m| f.raw_at(*m).is_some_and(|r| r.first() == Some(&b'{')));
@@ -143,6 +131,33 @@ pub fn for_stateless_upstream(
         Some((span, with)) => (f.splice(&mut [(span, &with)]), routing),
         None => (body, routing),
     }
+}
+
+/// The routing headers of request `f` for a 2026-07-28 upstream: `Mcp-Method`, `Mcp-Name`
+/// (`name`: what it names there, a tool, prompt or resource URI) and, for a tool whose
+/// arguments `params_of` says are mirrored (`x-mcp-header`), `Mcp-Param-*` from `f`'s
+/// arguments. The front calls it with the request it parsed (the upstream's own name), so
+/// the body is not parsed again on its way out.
+pub fn routing_of(
+    f: &Frame,
+    method: &str,
+    name: Option<&str>,
+    params_of: impl Fn(&str) -> Option<ParamHeaders>,
+) -> Routing {
+    let mut routing = vec![(Cow::Borrowed("Mcp-Method"), method.as_bytes().to_vec())];
+    if let Some(v) = name {
+        // A tool's arguments it names with `x-mcp-header` go in `Mcp-Param-*` headers.
+        if let Some(declared) = (method == "tools/call").then(|| params_of(v)).flatten() {
+            let arguments = arguments_of(f);
+            for (path, token) in &declared {
+                if let Some(text) = argument_text(&arguments, path) {
+                    routing.push((format!("Mcp-Param-{token}").into(), header_value(&text)));
+                }
+            }
+        }
+        routing.push((Cow::Borrowed("Mcp-Name"), header_value(v)));
+    }
+    routing
 }
 
 /// HTTP headers a request to a 2026-07-28 upstream carries (name, value).
@@ -415,7 +430,7 @@ fn refuse(id: Option<&[u8]>, code: Code, message: &str) -> Reply {
 }
 
 /// The JSON-RPC parameter a method's `Mcp-Name` mirrors.
-fn named_param(method: &str) -> Option<&'static str> {
+pub fn named_param(method: &str) -> Option<&'static str> {
     match method {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),

@@ -35,6 +35,7 @@ use super::{
     oauth::TokenSource,
     Caller, Hello, INITIALIZED,
 };
+use crate::front::modern::Routing;
 use crate::{
     config::UpstreamAuth,
     error::{Error, ErrorKind, Result},
@@ -308,6 +309,11 @@ impl HttpUpstream {
         if !(map.is_empty() && self.param_headers.load().is_empty()) {
             self.param_headers.store(Arc::new(map));
         }
+    }
+
+    /// The `Mcp-Param-*` headers its tool `tool` (its own name) declares, if any.
+    pub fn param_headers_of(&self, tool: &str) -> Option<crate::front::modern::ParamHeaders> {
+        self.param_headers.load().get(tool).cloned()
     }
 
     /// Whether it is spoken to in MCP 2026-07-28 (stateless) alone: found to speak only
@@ -630,7 +636,14 @@ impl HttpUpstream {
     ) -> Result<Arc<UpstreamSession>> {
         let id = caller.ids.next();
         let mut call = self
-            .start(caller, replica, None, initialize_body(id, hello), None)
+            .start(
+                caller,
+                replica,
+                None,
+                initialize_body(id, hello),
+                None,
+                None,
+            )
             .await?;
         let session_id = call.session_id.take();
         let (raw, result) = self.answer(caller, call, "initialize").await?;
@@ -679,7 +692,10 @@ impl HttpUpstream {
         let body = Bytes::from(format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"server/discover","params":{{}}}}"#
         ));
-        let call = match self.start(caller, replica, Some(&probe), body, None).await {
+        let call = match self
+            .start(caller, replica, Some(&probe), body, None, None)
+            .await
+        {
             Ok(c) => c,
             Err(e) if e.kind == ErrorKind::UpstreamProtocol => return Ok(None),
             Err(e) if e.http_status.is_some_and(|s| s >= 500 && s != 503) => {
@@ -748,14 +764,17 @@ impl HttpUpstream {
         session: &UpstreamSession,
         body: Bytes,
         traceparent: Option<&str>,
+        routing: Option<&Routing>,
     ) -> Result<HttpCall> {
         let Some(b) = &self.balancer else {
             return self
-                .start(caller, 0, Some(session), body, traceparent)
+                .start(caller, 0, Some(session), body, traceparent, routing)
                 .await;
         };
         if session.id.is_none() {
-            return self.call_any(caller, session, body, traceparent).await;
+            return self
+                .call_any(caller, session, body, traceparent, routing)
+                .await;
         }
         // A session lives on its replica: when that one is out, the call is not sent and the
         // owner starts a session elsewhere, as for an expired one.
@@ -766,7 +785,7 @@ impl HttpUpstream {
         }
         self.check_credential()?;
         match self
-            .start(caller, r, Some(session), body, traceparent)
+            .start(caller, r, Some(session), body, traceparent, routing)
             .await
         {
             // Never sent (connection refused or failed): safe to move.
@@ -793,13 +812,21 @@ impl HttpUpstream {
         session: &UpstreamSession,
         body: Bytes,
         traceparent: Option<&str>,
+        routing: Option<&Routing>,
     ) -> Result<HttpCall> {
         self.check_credential()?;
         let (mut replica, mut tried, mut attempts) = (self.choose(0), 0u64, 1);
         loop {
             let pending = Pending::new(caller, session, replica);
             let r = self
-                .start(caller, replica, Some(session), body.clone(), traceparent)
+                .start(
+                    caller,
+                    replica,
+                    Some(session),
+                    body.clone(),
+                    traceparent,
+                    routing,
+                )
                 .await;
             pending.disarm();
             match r {
@@ -840,7 +867,7 @@ impl HttpUpstream {
         body: Bytes,
     ) -> Result<()> {
         let call = self
-            .start(caller, session.replica, Some(session), body, None)
+            .start(caller, session.replica, Some(session), body, None, None)
             .await?;
         call.finish(caller).await;
         Ok(())
@@ -863,7 +890,7 @@ impl HttpUpstream {
                 serde_json::to_string(uris).unwrap_or_else(|_| "[]".into())
             ));
             return self
-                .start(caller, session.replica, Some(session), body, None)
+                .start(caller, session.replica, Some(session), body, None, None)
                 .await
                 .map(Some);
         }
@@ -973,14 +1000,20 @@ impl HttpUpstream {
         session: Option<&UpstreamSession>,
         body: Bytes,
         traceparent: Option<&str>,
+        routing: Option<&Routing>,
     ) -> Result<HttpCall> {
         let stateless = session.is_some_and(|s| s.version == STATELESS_VERSION);
-        let (body, routing) = if stateless {
-            crate::front::modern::for_stateless_upstream(caller, body, |tool| {
-                self.param_headers.load().get(tool).cloned()
-            })
-        } else {
-            (body, Vec::new())
+        // The routing headers a 2026-07-28 upstream needs: given by the front (which parsed
+        // the request already), else read from the body.
+        let (body, routing) = match (stateless, routing) {
+            (false, _) => (body, std::borrow::Cow::Owned(Vec::new())),
+            (true, Some(r)) => (body, std::borrow::Cow::Borrowed(r)),
+            (true, None) => {
+                let (body, r) = crate::front::modern::for_stateless_upstream(caller, body, |t| {
+                    self.param_headers_of(t)
+                });
+                (body, std::borrow::Cow::Owned(r))
+            }
         };
         let req = self.head("POST", replica, session, Some(&body), traceparent, &routing)?;
         // Outstanding at its replica until the call is dropped.
