@@ -1520,11 +1520,15 @@ impl Front {
         // the arguments were masked, the upstream's copy is read from the body instead).
         let routing = match &upstream.link {
             Link::Http(h) if upstream_stateless && guarding.arguments.is_none() => {
-                let name: Option<Cow<'_, str>> = match &rename {
-                    Some((_, json)) => serde_json::from_slice::<String>(json).ok().map(Cow::Owned),
-                    None => modern::named_param(&method)
-                        .and_then(|p| f.param(p))
-                        .and_then(|s| f.str_at(s)),
+                // Only the methods that name something in `Mcp-Name` (completion/complete
+                // names a prompt or resource in `ref`, which gets no header).
+                let named = modern::named_param(&method);
+                let name: Option<Cow<'_, str>> = match (named, &rename) {
+                    (None, _) => None,
+                    (Some(_), Some((_, json))) => {
+                        serde_json::from_slice::<String>(json).ok().map(Cow::Owned)
+                    }
+                    (Some(p), None) => f.param(p).and_then(|s| f.str_at(s)),
                 };
                 Some(modern::routing_of(f, &method, name.as_deref(), |t| {
                     h.param_headers_of(t)

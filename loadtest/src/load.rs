@@ -563,15 +563,19 @@ async fn closed_loop(c: u64, mut client: Client, ctx: &Ctx, plan: Plan) {
     let mut i = c;
     let mut on_session = 0u64;
     loop {
+        if end.is_some_and(|e| Instant::now() >= e) {
+            break;
+        }
         if per_session.is_some_and(|n| on_session >= n.get()) {
-            // This client leaves; a new one arrives on a new connection.
-            on_session = 0;
+            // This client leaves; a new one arrives on a new connection (tried again, after
+            // a pause, until it gets its session).
             client.leave(ctx.timeout).await;
             if let Err(kind) = client.setup(ctx.timeout).await {
                 ctx.rec.borrow_mut().error(Phase::Setup, kind);
                 monoio::time::sleep(RECONNECT_BACKOFF).await;
                 continue;
             }
+            on_session = 0;
         }
         on_session += 1;
         let sent_at = Instant::now();

@@ -54,6 +54,12 @@ use crate::{
 
 /// Largest upstream answer the gateway accepts, bytes.
 const MAX_ANSWER: usize = 64 << 20;
+/// Whether `e` is an upstream's refusal (a JSON-RPC error answer, a 4xx) rather than a
+/// failure to answer (unreachable, 5xx, 429).
+fn refused(e: &Error) -> bool {
+    e.http_status.is_some_and(|s| s < 500 && s != 429)
+}
+
 /// Distinct capability sets of 2026-07-28 clients that get a legacy session of their own at
 /// one upstream (clients of one SDK declare the same set, so a handful in practice).
 pub const CAPABILITY_SESSIONS: usize = 32;
@@ -360,7 +366,16 @@ impl HttpUpstream {
             capabilities: Bytes::copy_from_slice(capabilities),
             client_info: Bytes::from_static(super::CLIENT_INFO.as_bytes()),
         };
-        let fresh = self.initialize(caller, &hello).await?;
+        let fresh = match self.initialize(caller, &hello).await {
+            Ok(s) => s,
+            // A server refusing a session that declares these: the gateway's own (which
+            // declares none) serves them, as it did before.
+            Err(e) if refused(&e) => {
+                tracing::debug!(upstream = %self.name, error = %e, "initialize with a client's capabilities refused");
+                return self.ensure_shared(caller).await;
+            }
+            Err(e) => return Err(e),
+        };
         // Requests racing to initialize: the first in stays, the others end theirs.
         let kept = {
             let mut e = self
@@ -548,10 +563,15 @@ impl HttpUpstream {
             Some(m) if self.era == UpstreamEra::Auto => {
                 match self.initialize_from(caller, &Hello::gateway(), first).await {
                     Ok(l) => (Some(m), Some(l)),
-                    Err(e) => {
+                    // Refused (a JSON-RPC error, a 4xx): a server of 2026-07-28 alone. Not
+                    // answered (unreachable, 5xx, 429): no verdict yet, asked again later
+                    // (kept, a passing failure would serve legacy clients translated for
+                    // as long as the era stands).
+                    Err(e) if refused(&e) => {
                         tracing::debug!(upstream = %self.name, error = %e, "initialize refused: 2026-07-28 only");
                         (Some(m), None)
                     }
+                    Err(e) => return Err(e),
                 }
             }
             other => (other, None),
@@ -646,9 +666,13 @@ impl HttpUpstream {
             )
             .await?;
         let session_id = call.session_id.take();
+        let status = call.status;
         let (raw, result) = self.answer(caller, call, "initialize").await?;
         if raw.is_error() {
-            return Err(self.err(ErrorKind::UpstreamUnavailable, "initialize refused"));
+            // An answer, with its status: a verdict of the server (see `init_shared`).
+            let mut e = self.err(ErrorKind::UpstreamUnavailable, "initialize refused");
+            e.http_status = Some(status);
+            return Err(e);
         }
         let version = result
             .get("protocolVersion")
@@ -674,9 +698,9 @@ impl HttpUpstream {
 
     /// Asks `server/discover` (MCP 2026-07-28): the upstream's stateless "session" when it
     /// lists 2026-07-28; `None` when it answers otherwise (an error, a 4xx, a 5xx other
-    /// than 503, no such version: a legacy server, some of which fail on a method they do
-    /// not know before `initialize`); `Err` when it cannot be reached or is overloaded
-    /// (429, 503: no verdict).
+    /// than 502-504, no such version: a legacy server, some of which fail on a method they
+    /// do not know before `initialize`); `Err` when it cannot be reached, is overloaded or
+    /// is behind a proxy that cannot reach it (429, 502-504: no verdict).
     async fn discover(
         &self,
         caller: &Caller,
@@ -698,7 +722,10 @@ impl HttpUpstream {
         {
             Ok(c) => c,
             Err(e) if e.kind == ErrorKind::UpstreamProtocol => return Ok(None),
-            Err(e) if e.http_status.is_some_and(|s| s >= 500 && s != 503) => {
+            Err(e)
+                if e.http_status
+                    .is_some_and(|s| s >= 500 && !matches!(s, 502..=504)) =>
+            {
                 tracing::debug!(upstream = %self.name, status = e.http_status, "server/discover failed: a legacy server");
                 return Ok(None);
             }
@@ -1028,7 +1055,9 @@ impl HttpUpstream {
             }
             if call.status == 400 {
                 tracing::warn!(upstream = %self.name, status = 400, "upstream answered with an HTTP error");
-                return Err(self.err(ErrorKind::UpstreamProtocol, "HTTP 400"));
+                let mut e = self.err(ErrorKind::UpstreamProtocol, "HTTP 400");
+                e.http_status = Some(400);
+                return Err(e);
             }
         }
         call.name_hint = self.name.clone();
