@@ -746,6 +746,40 @@ fn default_era_serves_each_client_in_its_own_era() {
     }
 }
 
+/// A server of both eras whose `initialize` fails once (503: restarting) after
+/// `server/discover` answered: no verdict, so it is not taken for a server of 2026-07-28
+/// alone (legacy clients would be translated, and lose its tools that ask mid-call); asked
+/// again, it is found speaking both.
+#[test]
+fn a_passing_initialize_failure_does_not_settle_the_era() {
+    let dual = HttpFixture::start_args("dual", &["--fail-initialize", "1"]);
+    let gw = Gateway::start(
+        "refresh_interval_ms = 300",
+        &http_upstream_toml("dual", &dual.url(), ""),
+        "auto",
+    );
+    let both = "upstream=dual era=\"both (each client's own)\"";
+    let found = crate::support::wait_for(20, || gw.log_text().contains(both));
+    assert!(found, "{}", gw.log_text());
+    assert!(
+        !gw.log_text().contains("upstream=dual era=\"2026-07-28\""),
+        "{}",
+        gw.log_text()
+    );
+    let listed = crate::support::wait_for(20, || {
+        let tour = client_opts(&["--mode", "legacy"], &gw.url(), "tour", &[]);
+        strings(&tour["tools"]).contains(&"dual__ask_user".to_string())
+    });
+    assert!(listed, "{}", gw.log_text());
+    let out = client_opts(
+        &["--mode", "legacy"],
+        &gw.url(),
+        "script",
+        &[&json!([["call", "dual__ask_user", {"question": "q?"}]]).to_string()],
+    );
+    assert_eq!(out["steps"][0]["text"][0], "user said: 42", "{out}");
+}
+
 /// Upstreams spoken to in 2026-07-28 alone: the SDK's dual-era servers with
 /// `era = "2026-07-28"`, so that a legacy client's requests are translated (a dual-era
 /// upstream found by the default `auto` serves each client in its own era instead), serving

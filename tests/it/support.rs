@@ -141,15 +141,17 @@ impl HttpFixture {
     /// `upstream.py` as a server of MCP 2026-07-28 alone (`--only-2026`: `initialize`, GET
     /// and DELETE refused).
     pub fn only_2026(name: &str) -> Self {
-        Self::spawn(Command::new(python()).arg(py("upstream.py")).args([
-            "--name",
-            name,
-            "--transport",
-            "http",
-            "--port",
-            "0",
-            "--only-2026",
-        ]))
+        Self::start_args(name, &["--only-2026"])
+    }
+
+    /// `upstream.py` on any free port, with `extra` flags (see its docstring).
+    pub fn start_args(name: &str, extra: &[&str]) -> Self {
+        Self::spawn(
+            Command::new(python())
+                .arg(py("upstream.py"))
+                .args(["--name", name, "--transport", "http", "--port", "0"])
+                .args(extra),
+        )
     }
 
     /// The conformance fixture (`tests/conformance/fixture.py`).

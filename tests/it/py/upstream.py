@@ -3,12 +3,13 @@
 Usage:
     python upstream.py --name NAME --transport stdio
     python upstream.py --name NAME --transport http [--port PORT] [--certfile PEM --keyfile PEM] [--log-level LEVEL]
-                       [--only-2026]
+                       [--only-2026] [--fail-initialize N]
 
 HTTP mode serves Streamable HTTP at http://127.0.0.1:PORT/mcp (the SDK default path, stateful
 sessions; the SDK's server speaks both eras). --only-2026 makes it a server of MCP 2026-07-28
 alone: `initialize` is refused (HTTP 400, -32022 unsupported protocol version) and so are GET
-and DELETE (405). With --port 0 (the default) the OS picks a free port; once the server accepts
+and DELETE (405). --fail-initialize N answers the first N `initialize` requests HTTP 503 (a
+server restarting). With --port 0 (the default) the OS picks a free port; once the server accepts
 connections exactly one line `LISTENING <port>` is printed to stderr (flushed). The same line is
 printed for an explicit --port too, so tests can always wait for it.
 
@@ -417,6 +418,56 @@ def recording(app: Any) -> Any:
     return wrapped
 
 
+async def _read_body(receive: Any) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Any) -> Any:
+    replayed = False
+
+    async def replay() -> Any:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _is_initialize(body: bytes) -> bool:
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(request, dict) and request.get("method") == "initialize"
+
+
+def failing_initialize(app: Any, count: int) -> Any:
+    """ASGI middleware: the first `count` initialize requests get HTTP 503."""
+    left = count
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal left
+        if scope["type"] != "http" or scope["method"] != "POST" or left <= 0:
+            await app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if _is_initialize(body):
+            left -= 1
+            await send({"type": "http.response.start", "status": 503, "headers": [(b"retry-after", b"1")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await app(scope, _replaying(body, receive), send)
+
+    return wrapped
+
+
 def only_2026(app: Any) -> Any:
     """ASGI middleware: a server of MCP 2026-07-28 alone (no handshake, no GET stream)."""
 
@@ -428,21 +479,11 @@ def only_2026(app: Any) -> Any:
             await send({"type": "http.response.start", "status": 405, "headers": [(b"allow", b"POST")]})
             await send({"type": "http.response.body", "body": b""})
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = None
-        if isinstance(request, dict) and request.get("method") == "initialize":
+        body = await _read_body(receive)
+        if _is_initialize(body):
             error = {
                 "jsonrpc": "2.0",
-                "id": request.get("id"),
+                "id": json.loads(body).get("id"),
                 "error": {
                     "code": -32022,
                     "message": "this server speaks MCP 2026-07-28 only",
@@ -455,16 +496,7 @@ def only_2026(app: Any) -> Any:
             )
             await send({"type": "http.response.body", "body": out})
             return
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await app(scope, replay, send)
+        await app(scope, _replaying(body, receive), send)
 
     return wrapped
 
@@ -476,10 +508,13 @@ async def serve_http(
     certfile: str | None = None,
     keyfile: str | None = None,
     only_modern: bool = False,
+    fail_initialize: int = 0,
 ) -> None:
     import uvicorn
 
     app = server.streamable_http_app(host="127.0.0.1")
+    if fail_initialize:
+        app = failing_initialize(app, fail_initialize)
     app = recording(only_2026(app) if only_modern else app)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -511,6 +546,7 @@ def main() -> None:
     parser.add_argument("--certfile", help="http only: serve https with this certificate chain (PEM)")
     parser.add_argument("--keyfile", help="http only: the private key (PEM) of --certfile")
     parser.add_argument("--only-2026", action="store_true", help="http only: refuse initialize, GET and DELETE")
+    parser.add_argument("--fail-initialize", type=int, default=0, help="http only: 503 to the first N initialize")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     args = parser.parse_args()
 
@@ -518,7 +554,11 @@ def main() -> None:
     if args.transport == "stdio":
         server.run("stdio")
     else:
-        asyncio.run(serve_http(server, args.port, args.log_level, args.certfile, args.keyfile, args.only_2026))
+        asyncio.run(
+            serve_http(
+                server, args.port, args.log_level, args.certfile, args.keyfile, args.only_2026, args.fail_initialize
+            )
+        )
 
 
 if __name__ == "__main__":
