@@ -54,6 +54,13 @@ use crate::{
 
 /// Largest upstream answer the gateway accepts, bytes.
 const MAX_ANSWER: usize = 64 << 20;
+/// Found speaking the legacy era (or not asked).
+const FOUND_LEGACY: u8 = 0;
+/// Found speaking 2026-07-28 alone (or told to speak only that).
+const FOUND_2026: u8 = 1;
+/// Found speaking both eras.
+const FOUND_BOTH: u8 = 2;
+
 /// Whether `e` is an upstream's refusal (a JSON-RPC error answer, a 4xx) rather than a
 /// failure to answer (unreachable, 5xx, 429).
 fn refused(e: &Error) -> bool {
@@ -124,14 +131,13 @@ pub struct HttpUpstream {
     shared: Box<[ArcSwapOption<UpstreamSession>]>,
     /// Which revision it is spoken to in, as configured.
     era: crate::config::UpstreamEra,
-    /// Set once `server/discover` found it speaking 2026-07-28 only (or `era` insists):
-    /// then its "session" has no id, every request carries the envelope, and there is no
-    /// per-client session.
-    stateless: std::sync::atomic::AtomicBool,
-    /// Set once it was found to speak both eras (`era = "auto"`: `server/discover` offered
-    /// 2026-07-28 and `initialize` worked too): a 2026-07-28 client's requests go to it in
-    /// that era (`modern`), everything else in the legacy one, so neither is translated.
-    dual: std::sync::atomic::AtomicBool,
+    /// The era it was found in, one value so that a reader never sees half a change:
+    /// [`FOUND_LEGACY`]; [`FOUND_2026`] (only that, or `era` insists: its "session" has no
+    /// id, every request carries the envelope, there is no per-client session);
+    /// [`FOUND_BOTH`] (`era = "auto"`: `server/discover` offered 2026-07-28 and `initialize`
+    /// worked too: a 2026-07-28 client's requests go to it in that era (`modern`), the rest
+    /// in the legacy one, so neither is translated).
+    found: std::sync::atomic::AtomicU8,
     /// Its 2026-07-28 "session" per endpoint, when `dual`.
     modern: Box<[ArcSwapOption<UpstreamSession>]>,
     /// Legacy sessions for 2026-07-28 clients, by the capabilities they declare (raw JSON;
@@ -288,8 +294,7 @@ impl HttpUpstream {
             balancer: None,
             shared: Box::new([ArcSwapOption::empty()]),
             era: crate::config::UpstreamEra::Auto,
-            stateless: std::sync::atomic::AtomicBool::new(false),
-            dual: std::sync::atomic::AtomicBool::new(false),
+            found: std::sync::atomic::AtomicU8::new(FOUND_LEGACY),
             modern: Box::new([ArcSwapOption::empty()]),
             by_capabilities: dashmap::DashMap::new(),
             param_headers: Default::default(),
@@ -325,13 +330,13 @@ impl HttpUpstream {
     /// Whether it is spoken to in MCP 2026-07-28 (stateless) alone: found to speak only
     /// that, or configured so.
     pub fn is_stateless(&self) -> bool {
-        self.stateless.load(std::sync::atomic::Ordering::Relaxed)
+        self.found.load(std::sync::atomic::Ordering::Relaxed) == FOUND_2026
     }
 
     /// Whether it was found to speak both eras: 2026-07-28 clients' requests go to it in
     /// 2026-07-28 ([`HttpUpstream::ensure_modern`]), the rest on legacy sessions.
     pub fn is_dual(&self) -> bool {
-        self.dual.load(std::sync::atomic::Ordering::Relaxed)
+        self.found.load(std::sync::atomic::Ordering::Relaxed) == FOUND_BOTH
     }
 
     /// The legacy session for a 2026-07-28 client's request that declares `capabilities`:
@@ -576,16 +581,17 @@ impl HttpUpstream {
             }
             other => (other, None),
         };
-        let stateless = modern.is_some() && legacy.is_none();
-        let dual = modern.is_some() && legacy.is_some();
-        let was = (self.is_stateless(), self.is_dual());
-        self.stateless
-            .store(stateless, std::sync::atomic::Ordering::Relaxed);
-        self.dual.store(dual, std::sync::atomic::Ordering::Relaxed);
-        if was != (stateless, dual) || self.era != UpstreamEra::Legacy {
-            let era = match (stateless, dual) {
-                (true, _) => STATELESS_VERSION,
-                (_, true) => "both (each client's own)",
+        let found = match (&modern, &legacy) {
+            (Some(_), Some(_)) => FOUND_BOTH,
+            (Some(_), None) => FOUND_2026,
+            _ => FOUND_LEGACY,
+        };
+        let dual = found == FOUND_BOTH;
+        let was = self.found.swap(found, std::sync::atomic::Ordering::Relaxed);
+        if was != found || self.era != UpstreamEra::Legacy {
+            let era = match found {
+                FOUND_2026 => STATELESS_VERSION,
+                FOUND_BOTH => "both (each client's own)",
                 _ => "legacy (initialize)",
             };
             tracing::info!(upstream = %self.name, era, "upstream era");
