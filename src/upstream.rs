@@ -416,12 +416,29 @@ impl Caller {
         traceparent: Option<&str>,
         routing: Option<&crate::front::modern::Routing>,
     ) -> Result<Call> {
+        self.start_as(up, on, id, body, traceparent, routing, false)
+            .await
+    }
+
+    /// [`Caller::start_routed`]; `own`: the gateway's own request (a shared stdio child's
+    /// messages without a request id are never routed to it).
+    #[allow(clippy::too_many_arguments)]
+    async fn start_as(
+        &self,
+        up: &Upstream,
+        on: &OnSession,
+        id: u64,
+        body: Bytes,
+        traceparent: Option<&str>,
+        routing: Option<&crate::front::modern::Routing>,
+        own: bool,
+    ) -> Result<Call> {
         match (&up.link, on) {
             (Link::Http(h), OnSession::Http(s)) => h
                 .call(self, s, body, traceparent, routing)
                 .await
                 .map(|c| Call::Http(Box::new(c))),
-            (Link::Stdio(s), _) => s.call(id, body).map(Call::Stdio),
+            (Link::Stdio(s), _) => s.call(id, body, own).map(Call::Stdio),
             (Link::Http(_), OnSession::Stdio) => Err(Error::new(
                 ErrorKind::Internal,
                 "stdio session for an HTTP upstream",
@@ -455,14 +472,18 @@ impl Caller {
     pub async fn request(&self, up: &Upstream, id: u64, body: Bytes) -> Result<Frame> {
         let fut = async {
             let on = self.shared_session(up).await?;
-            let mut call = match self.start(up, &on, id, body.clone()).await {
+            let mut call = match self
+                .start_as(up, &on, id, body.clone(), None, None, true)
+                .await
+            {
                 Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
                     let Link::Http(h) = &up.link else {
                         return Err(e);
                     };
                     tracing::info!(upstream = %up.name, "upstream session expired; initializing again");
                     let fresh = OnSession::Http(h.reinit_shared(self).await?);
-                    self.start(up, &fresh, id, body).await?
+                    self.start_as(up, &fresh, id, body, None, None, true)
+                        .await?
                 }
                 other => other?,
             };

@@ -38,11 +38,18 @@ use crate::{
 /// Where the reader sends a call's messages: (is it the response, bytes).
 type Reply = mpsc::UnboundedSender<(bool, Bytes)>;
 
+/// A request sent to the child and not answered yet: where its messages go, and whether it
+/// is the gateway's own (a catalog fetch, a health ping: it takes no messages but its
+/// response, so it never counts as "the call in flight" that a message without a request
+/// id is routed to).
+type Pending = (Reply, bool);
+
 enum Msg {
     Call {
         id: u64,
         body: Bytes,
         reply: Reply,
+        own: bool,
     },
     Notify(Bytes),
     Cancel(u64),
@@ -71,8 +78,9 @@ impl StdioHandle {
         self.capabilities.load_full().map(|c| (*c).clone())
     }
 
-    /// Sends request `id`; the returned call yields the child's messages for it.
-    pub fn call(&self, id: u64, body: Bytes) -> Result<StdioCall> {
+    /// Sends request `id`; the returned call yields the child's messages for it. `own`: the
+    /// gateway's own request (see [`Pending`]).
+    pub fn call(&self, id: u64, body: Bytes, own: bool) -> Result<StdioCall> {
         if !self.is_up() {
             return Err(Error::new(
                 ErrorKind::UpstreamUnavailable,
@@ -81,12 +89,19 @@ impl StdioHandle {
             .unsent());
         }
         let (reply, rx) = mpsc::unbounded();
-        self.tx.send(Msg::Call { id, body, reply }).map_err(|_| {
-            Error::new(
-                ErrorKind::UpstreamUnavailable,
-                format!("{}: supervisor gone", self.name),
-            )
-        })?;
+        self.tx
+            .send(Msg::Call {
+                id,
+                body,
+                reply,
+                own,
+            })
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::UpstreamUnavailable,
+                    format!("{}: supervisor gone", self.name),
+                )
+            })?;
         Ok(StdioCall {
             handle: self.clone(),
             id,
@@ -273,7 +288,7 @@ impl ChildSpec {
 struct Running {
     child: Child,
     stdin: ChildStdin,
-    pending: Arc<DashMap<u64, Reply>>,
+    pending: Arc<DashMap<u64, Pending>>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -367,7 +382,7 @@ fn start(
         let _ = child.wait();
         return Err(std::io::Error::other("child pipes missing"));
     };
-    let pending: Arc<DashMap<u64, Reply>> = Arc::new(DashMap::new());
+    let pending: Arc<DashMap<u64, Pending>> = Arc::new(DashMap::new());
     let mut threads = Vec::new();
     let name = spec.name.clone();
     threads.push(
@@ -400,28 +415,27 @@ fn start(
 const MAX_LINE: usize = 64 << 20;
 
 /// Sends one message from a child where it belongs: a response to its call; progress to the
-/// call whose gateway id is the token; other requests and notifications to the only call in
-/// flight (a shared child gives no other way to tell whom they concern), else they are
-/// refused (requests) or logged (notifications). `list_changed` asks for a catalog refresh.
+/// call whose gateway id is the token; other requests and notifications to the only
+/// client call in flight (a shared child gives no other way to tell whom they concern; the
+/// gateway's own requests do not count), else they are refused (requests) or logged
+/// (notifications). `list_changed` asks for a catalog refresh.
 fn route_from_child(
     name: &str,
     frame: jsonrpc::Frame,
-    pending: &DashMap<u64, Reply>,
+    pending: &DashMap<u64, Pending>,
     tx: &flume::Sender<Msg>,
     on_change: &OnEvent,
 ) {
     let as_id =
         |raw: Option<Bytes>| raw.and_then(|r| std::str::from_utf8(&r).ok()?.parse::<u64>().ok());
     let sole = || {
-        if pending.len() == 1 {
-            pending.iter().next().map(|e| e.value().clone())
-        } else {
-            None
-        }
+        let mut clients = pending.iter().filter(|e| !e.value().1);
+        let first = clients.next()?.value().0.clone();
+        clients.next().is_none().then_some(first)
     };
     match frame.kind() {
         Kind::Response => match as_id(frame.id_raw()).and_then(|id| pending.remove(&id)) {
-            Some((_, reply)) => {
+            Some((_, (reply, _))) => {
                 let _ = reply.unbounded_send((true, frame.bytes().clone()));
             }
             None => tracing::debug!(upstream = %name, "answer to an unknown or cancelled request"),
@@ -464,7 +478,7 @@ fn route_from_child(
                     .param("progressToken")
                     .and_then(|s| frame.raw_at(s))
                     .and_then(|r| std::str::from_utf8(r).ok()?.parse::<u64>().ok())
-                    .and_then(|t| pending.get(&t).map(|e| e.value().clone()))
+                    .and_then(|t| pending.get(&t).map(|e| e.value().0.clone()))
             } else {
                 sole()
             };
@@ -483,7 +497,7 @@ fn route_from_child(
 fn read_stdout(
     name: &str,
     stdout: std::process::ChildStdout,
-    pending: &DashMap<u64, Reply>,
+    pending: &DashMap<u64, Pending>,
     tx: &flume::Sender<Msg>,
     gen: u64,
     on_change: &OnEvent,
@@ -548,7 +562,7 @@ fn handshake(
     rx: &flume::Receiver<Msg>,
 ) -> std::result::Result<Map<String, Value>, Stop> {
     let (reply, mut answer) = mpsc::unbounded();
-    run.pending.insert(INIT_ID, reply);
+    run.pending.insert(INIT_ID, (reply, true));
     write_line(
         &mut run.stdin,
         &super::initialize_body(INIT_ID, &super::Hello::gateway()),
@@ -593,8 +607,13 @@ fn serve(spec: &ChildSpec, run: &mut Running, rx: &flume::Receiver<Msg>, gen: u6
     loop {
         let Ok(msg) = rx.recv() else { return true };
         match msg {
-            Msg::Call { id, body, reply } => {
-                run.pending.insert(id, reply);
+            Msg::Call {
+                id,
+                body,
+                reply,
+                own,
+            } => {
+                run.pending.insert(id, (reply, own));
                 if let Err(e) = write_line(&mut run.stdin, &body) {
                     tracing::warn!(upstream = %spec.name, error = %e, "writing to child failed");
                     run.pending.remove(&id);
@@ -645,5 +664,52 @@ fn stop(spec: &ChildSpec, mut run: Running) {
     }
     for t in run.threads {
         let _ = t.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &'static str) -> jsonrpc::Frame {
+        jsonrpc::Parser::default()
+            .parse_one(Bytes::from_static(text.as_bytes()))
+            .expect("valid message")
+    }
+
+    /// A message without a request id goes to the one client call in flight, whatever the
+    /// gateway's own requests (a catalog fetch, a health ping) in flight beside it.
+    #[test]
+    fn messages_without_an_id_go_to_the_sole_client_call() {
+        let pending: DashMap<u64, Pending> = DashMap::new();
+        let (tx, _rx) = flume::unbounded();
+        let ignore = |_: &str, _: ChildEvent<'_>| {};
+        let (client, mut client_rx) = mpsc::unbounded();
+        let (own, mut own_rx) = mpsc::unbounded();
+        pending.insert(7, (client, false));
+        pending.insert(8, (own, true));
+        let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"hi"}}"#;
+        route_from_child("c", frame(log), &pending, &tx, &ignore);
+        let got = client_rx.try_recv().expect("routed");
+        assert!(!got.0 && got.1.starts_with(b"{\"jsonrpc\""));
+        assert!(
+            own_rx.try_recv().is_err(),
+            "nothing for the gateway's own request"
+        );
+        // Two client calls: no telling whose it is, so nobody gets it.
+        let (other, mut other_rx) = mpsc::unbounded();
+        pending.insert(9, (other, false));
+        route_from_child("c", frame(log), &pending, &tx, &ignore);
+        assert!(client_rx.try_recv().is_err());
+        assert!(other_rx.try_recv().is_err());
+        // Responses still go by id, the gateway's own too.
+        route_from_child(
+            "c",
+            frame(r#"{"jsonrpc":"2.0","id":8,"result":{}}"#),
+            &pending,
+            &tx,
+            &ignore,
+        );
+        assert!(own_rx.try_recv().is_ok_and(|m| m.0));
     }
 }
