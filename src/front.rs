@@ -1688,13 +1688,7 @@ impl Front {
             .stateless
             .then(|| modern::result_members(f.method().as_deref()));
         // 2026-07-28: log messages only at or above the request's own level, if it set one.
-        relay.log_level = sess
-            .stateless
-            .then(|| f.param("_meta"))
-            .flatten()
-            .and_then(|m| f.member(m, modern::META_LOG_LEVEL))
-            .and_then(|s| f.str_at(s))
-            .and_then(|l| log_rank(&l));
+        relay.log_level = sess.request_log_level;
         relay.upstream_stateless = upstream_stateless;
         relay.sent = body_sent;
         match relay.next().await {

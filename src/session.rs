@@ -409,6 +409,9 @@ pub struct Session {
     /// request only, is in no session map, and its calls run on the gateway's own upstream
     /// sessions.
     pub stateless: bool,
+    /// A 2026-07-28 request's own log level (its `_meta` logLevel, as a rank of
+    /// `front::LOG_LEVELS`): its call relays log messages at or above it; `None`, none.
+    pub request_log_level: Option<u8>,
     /// What the client said in `initialize` (capabilities, clientInfo): per-client upstream
     /// sessions are initialized with it, so upstreams see what the client supports.
     pub hello: Hello,
@@ -448,6 +451,7 @@ impl Session {
             principal: ArcSwap::new(principal),
             version,
             stateless: false,
+            request_log_level: None,
             hello,
             upstreams: SessionMap::new(),
             in_flight: SessionMap::new(),
@@ -465,8 +469,7 @@ impl Session {
     /// The context of one MCP 2026-07-28 request: not registered anywhere, id
     /// [`STATELESS_ID`] (what logs and the audit log show for it).
     pub fn stateless(
-        version: &'static str,
-        hello: Hello,
+        (version, hello, log_level): (&'static str, Hello, Option<u8>),
         server: Option<String>,
         principal: Arc<crate::auth::policy::Principal>,
         now_ms: u64,
@@ -474,6 +477,7 @@ impl Session {
         let id = SessionId(STATELESS_ID.into());
         Session {
             stateless: true,
+            request_log_level: log_level,
             ..Session::new(id, version, hello, server, principal, now_ms)
         }
     }

@@ -508,7 +508,7 @@ impl Front {
         let Some(method) = f.method() else {
             return refuse(Some(&id), Code::InvalidRequest, "Invalid Request");
         };
-        let (version, hello) = match check(req, &f, &id, &method) {
+        let said = match check(req, &f, &id, &method) {
             Ok(v) => v,
             Err(r) => return r,
         };
@@ -560,8 +560,7 @@ impl Front {
             | "resources/list"
             | "resources/templates/list" => {
                 let sess = Arc::new(Session::stateless(
-                    version,
-                    hello,
+                    said,
                     server.map(str::to_string),
                     principal.clone(),
                     self.shared.now_ms(),
@@ -645,19 +644,30 @@ impl Front {
 }
 
 /// Checks a stateless request's `_meta` and routing headers; its version (one the gateway
-/// speaks) and what it says about the client.
+/// speaks), what it says about the client, and its log level (a rank; `None` without one).
 fn check(
     req: &RequestHead,
     f: &Frame,
     id: &[u8],
     method: &str,
-) -> Result<(&'static str, Hello), Reply> {
+) -> Result<(&'static str, Hello, Option<u8>), Reply> {
     let meta = f
         .param("_meta")
         .filter(|s| f.raw_at(*s).is_some_and(|r| r.first() == Some(&b'{')));
-    let [version, capabilities, client_info] = meta.map_or([None; 3], |m| {
-        f.members(m, [META_VERSION, META_CAPABILITIES, META_CLIENT_INFO])
+    let [version, capabilities, client_info, log_level] = meta.map_or([None; 4], |m| {
+        f.members(
+            m,
+            [
+                META_VERSION,
+                META_CAPABILITIES,
+                META_CLIENT_INFO,
+                META_LOG_LEVEL,
+            ],
+        )
     });
+    let log_level = log_level
+        .and_then(|s| f.str_at(s))
+        .and_then(|l| super::log_rank(&l));
     let version = version.and_then(|s| f.str_at(s));
     let capabilities = capabilities
         .and_then(|s| f.raw_at(s))
@@ -724,7 +734,7 @@ fn check(
         capabilities: f.bytes().slice_ref(capabilities),
         client_info,
     };
-    Ok((STATELESS_VERSION, hello))
+    Ok((STATELESS_VERSION, hello, log_level))
 }
 
 /// -32022 for `requested`, naming the `supported` revisions.
