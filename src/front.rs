@@ -1525,9 +1525,7 @@ impl Front {
                 let named = modern::named_param(&method);
                 let name: Option<Cow<'_, str>> = match (named, &rename) {
                     (None, _) => None,
-                    (Some(_), Some((_, json))) => {
-                        serde_json::from_slice::<String>(json).ok().map(Cow::Owned)
-                    }
+                    (Some(_), Some((_, json))) => crate::jsonrpc::frame::json_str(json),
                     (Some(p), None) => f.param(p).and_then(|s| f.str_at(s)),
                 };
                 Some(modern::routing_of(f, &method, name.as_deref(), |t| {
@@ -1573,10 +1571,14 @@ impl Front {
                 let on = self.upstream_session(sess, &upstream, None, modern).await?;
                 *sent_on.borrow_mut() = Some(on.clone());
                 // The gateway's span as the upstream's parent, also as an HTTP header.
-                let tp = tp_header.as_deref();
+                let how = crate::upstream::Sending {
+                    traceparent: tp_header.as_deref(),
+                    routing: routing.as_ref(),
+                    own: false,
+                };
                 match self
                     .caller
-                    .start_routed(&upstream, &on, gid, body.clone(), tp, routing.as_ref())
+                    .start_with(&upstream, &on, gid, body.clone(), &how)
                     .await
                 {
                     Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
@@ -1587,7 +1589,7 @@ impl Front {
                         *sent_on.borrow_mut() = Some(on.clone());
                         let call = self
                             .caller
-                            .start_routed(&upstream, &on, gid, body.clone(), tp, routing.as_ref())
+                            .start_with(&upstream, &on, gid, body.clone(), &how)
                             .await?;
                         Ok((on, call))
                     }

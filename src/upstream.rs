@@ -390,55 +390,24 @@ impl Caller {
 
     /// Starts a request (whose id is already set) on `on`.
     pub async fn start(&self, up: &Upstream, on: &OnSession, id: u64, body: Bytes) -> Result<Call> {
-        self.start_traced(up, on, id, body, None).await
+        self.start_with(up, on, id, body, &Sending::default()).await
     }
 
-    /// [`Caller::start`], with a W3C `traceparent` header on the request to an HTTP upstream.
-    pub async fn start_traced(
+    /// [`Caller::start`], with what else goes with the request (see [`Sending`]).
+    pub async fn start_with(
         &self,
         up: &Upstream,
         on: &OnSession,
         id: u64,
         body: Bytes,
-        traceparent: Option<&str>,
-    ) -> Result<Call> {
-        self.start_routed(up, on, id, body, traceparent, None).await
-    }
-
-    /// [`Caller::start_traced`], with the routing headers of a request to a 2026-07-28
-    /// upstream when the caller knows them (else they are read from `body`).
-    pub async fn start_routed(
-        &self,
-        up: &Upstream,
-        on: &OnSession,
-        id: u64,
-        body: Bytes,
-        traceparent: Option<&str>,
-        routing: Option<&crate::front::modern::Routing>,
-    ) -> Result<Call> {
-        self.start_as(up, on, id, body, traceparent, routing, false)
-            .await
-    }
-
-    /// [`Caller::start_routed`]; `own`: the gateway's own request (a shared stdio child's
-    /// messages without a request id are never routed to it).
-    #[allow(clippy::too_many_arguments)]
-    async fn start_as(
-        &self,
-        up: &Upstream,
-        on: &OnSession,
-        id: u64,
-        body: Bytes,
-        traceparent: Option<&str>,
-        routing: Option<&crate::front::modern::Routing>,
-        own: bool,
+        how: &Sending<'_>,
     ) -> Result<Call> {
         match (&up.link, on) {
             (Link::Http(h), OnSession::Http(s)) => h
-                .call(self, s, body, traceparent, routing)
+                .call(self, s, body, how.traceparent, how.routing)
                 .await
                 .map(|c| Call::Http(Box::new(c))),
-            (Link::Stdio(s), _) => s.call(id, body, own).map(Call::Stdio),
+            (Link::Stdio(s), _) => s.call(id, body, how.own).map(Call::Stdio),
             (Link::Http(_), OnSession::Stdio) => Err(Error::new(
                 ErrorKind::Internal,
                 "stdio session for an HTTP upstream",
@@ -472,18 +441,18 @@ impl Caller {
     pub async fn request(&self, up: &Upstream, id: u64, body: Bytes) -> Result<Frame> {
         let fut = async {
             let on = self.shared_session(up).await?;
-            let mut call = match self
-                .start_as(up, &on, id, body.clone(), None, None, true)
-                .await
-            {
+            let own = Sending {
+                own: true,
+                ..Sending::default()
+            };
+            let mut call = match self.start_with(up, &on, id, body.clone(), &own).await {
                 Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
                     let Link::Http(h) = &up.link else {
                         return Err(e);
                     };
                     tracing::info!(upstream = %up.name, "upstream session expired; initializing again");
                     let fresh = OnSession::Http(h.reinit_shared(self).await?);
-                    self.start_as(up, &fresh, id, body, None, None, true)
-                        .await?
+                    self.start_with(up, &fresh, id, body, &own).await?
                 }
                 other => other?,
             };
@@ -524,6 +493,19 @@ impl Caller {
             Link::Stdio(_) => Ok(OnSession::Stdio),
         }
     }
+}
+
+/// What goes with a request besides its body ([`Caller::start_with`]).
+#[derive(Default)]
+pub struct Sending<'a> {
+    /// A W3C `traceparent` header (HTTP upstreams).
+    pub traceparent: Option<&'a str>,
+    /// The routing headers of a request to a 2026-07-28 upstream, when the sender knows
+    /// them already (else they are read from the body).
+    pub routing: Option<&'a crate::front::modern::Routing>,
+    /// The gateway's own request: a shared stdio child's messages without a request id are
+    /// never routed to it.
+    pub own: bool,
 }
 
 /// Builds the runtime upstream for a validated config entry. Stdio children are started by

@@ -432,13 +432,7 @@ impl Frame {
 
     /// The string at `span` (a JSON string token), decoded; `None` when it is not a string.
     pub fn str_at(&self, span: Span) -> Option<Cow<'_, str>> {
-        let raw = self.bytes.get(span.range())?;
-        let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-        if inner.contains(&b'\\') {
-            serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
-        } else {
-            std::str::from_utf8(inner).ok().map(Cow::Borrowed)
-        }
+        json_str(self.bytes.get(span.range())?)
     }
 
     /// Raw bytes at `span`.
@@ -449,6 +443,17 @@ impl Frame {
     /// This message with the bytes at each span replaced. See [`splice`].
     pub fn splice(&self, edits: &mut [(Span, &[u8])]) -> Bytes {
         splice(&self.bytes, edits)
+    }
+}
+
+/// A JSON string token decoded: borrowed when it has no escapes; `None` when `raw` is not
+/// one.
+pub fn json_str(raw: &[u8]) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') {
+        serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
+    } else {
+        std::str::from_utf8(inner).ok().map(Cow::Borrowed)
     }
 }
 

@@ -69,7 +69,7 @@ fn refused(e: &Error) -> bool {
 
 /// Distinct capability sets of 2026-07-28 clients that get a legacy session of their own at
 /// one upstream (clients of one SDK declare the same set, so a handful in practice).
-pub const CAPABILITY_SESSIONS: usize = 32;
+const CAPABILITY_SESSIONS: usize = 32;
 /// How long to wait for the rest of an SSE stream after the response arrived.
 const DRAIN_WAIT: Duration = Duration::from_millis(500);
 
