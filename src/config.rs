@@ -78,6 +78,8 @@ pub struct Gateway {
     pub call_timeout: Duration,
     /// List page size.
     pub page_size: usize,
+    /// Deepest nesting of a client's message.
+    pub max_json_depth: usize,
     /// GET stream enabled.
     pub get_stream: bool,
     /// SSE keep-alive interval.
@@ -499,6 +501,14 @@ impl Config {
             idle_timeout: ms(g.idle_timeout_ms, 60_000),
             call_timeout,
             page_size: g.page_size.unwrap_or(1000).max(1),
+            max_json_depth: match g.max_json_depth {
+                None => 64,
+                Some(d @ 2..=crate::jsonrpc::frame::MAX_DEPTH) => d,
+                Some(d) => anyhow::bail!(
+                    "gateway.max_json_depth: {d} is out of range (2..={})",
+                    crate::jsonrpc::frame::MAX_DEPTH
+                ),
+            },
             get_stream: g.get_stream.unwrap_or(true),
             sse_keepalive: ms(g.sse_keepalive_ms, 15_000).max(Duration::from_millis(100)),
             sse_replay_events: g.sse_replay_events.unwrap_or(256),

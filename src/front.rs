@@ -577,7 +577,12 @@ impl Front {
             Err(r) => return r,
         };
         let trace = self.trace_parent(req);
-        let message = match self.caller.parser.borrow_mut().parse(body) {
+        let message = match self
+            .caller
+            .parser
+            .borrow_mut()
+            .parse_within(body, self.shared.config.gateway.max_json_depth)
+        {
             Ok(m) => m,
             Err(e) => return frame_error_reply(&e),
         };

@@ -443,6 +443,9 @@ pub struct GatewayConfig {
     pub max_call_ms: Option<u64>,
     /// Items per page in `tools/list` and the other list answers. Default 1000.
     pub page_size: Option<usize>,
+    /// Deepest nesting of arrays and objects in a client's message (its own object is level
+    /// 1); deeper is refused with -32600 before anything reads it. Default 64, at most 1000.
+    pub max_json_depth: Option<usize>,
     /// Whether `GET /mcp` opens a server-to-client SSE stream (else 405). Default true.
     pub get_stream: Option<bool>,
     /// Interval between SSE keep-alive comments on GET streams, ms. Default 15000.

@@ -481,7 +481,12 @@ impl Front {
             Err(r) => return r,
         };
         let trace = self.trace_parent(req);
-        let f = match self.caller.parser.borrow_mut().parse(body) {
+        let f = match self
+            .caller
+            .parser
+            .borrow_mut()
+            .parse_within(body, self.shared.config.gateway.max_json_depth)
+        {
             Ok(Message::Single(f)) => f,
             Ok(Message::Batch(_)) => {
                 return refuse(

@@ -4,7 +4,11 @@ use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
-use super::scan::{self, Members};
+use super::scan::{self, KeyFault, Members};
+
+/// Levels of arrays and objects a message may have when its parser sets no limit (the
+/// structural scan recurses this deep at most).
+pub const MAX_DEPTH: usize = 1000;
 
 /// A byte range in a message's buffer. Offsets are `u32`: bodies are capped far below 4 GiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +53,7 @@ pub enum FrameError {
     #[error("invalid request: {reason}")]
     Invalid {
         /// What is wrong, for the log and the client.
-        reason: &'static str,
+        reason: Cow<'static, str>,
         /// Raw JSON of the id, when the message had a usable one.
         id: Option<Bytes>,
     },
@@ -151,6 +155,13 @@ impl Default for Parser {
 impl Parser {
     /// Parses `bytes` as one message or a batch.
     pub fn parse(&mut self, bytes: Bytes) -> Result<Message, FrameError> {
+        self.parse_within(bytes, MAX_DEPTH)
+    }
+
+    /// As [`Parser::parse`], refusing more than `max_depth` levels (capped at
+    /// [`MAX_DEPTH`]): a client's message, under the gateway's `max_json_depth`.
+    pub fn parse_within(&mut self, bytes: Bytes, max_depth: usize) -> Result<Message, FrameError> {
+        let max_depth = max_depth.clamp(1, MAX_DEPTH);
         self.validate(&bytes)?;
         let start = scan::skip_ws(&bytes, 0);
         match bytes.get(start) {
@@ -163,11 +174,11 @@ impl Parser {
                 Ok(Message::Batch(
                     elems
                         .into_iter()
-                        .map(|(s, e)| Frame::from_validated(bytes.slice(s..e)))
+                        .map(|(s, e)| Frame::from_validated(bytes.slice(s..e), max_depth))
                         .collect(),
                 ))
             }
-            _ => Frame::from_validated(bytes).map(Message::Single),
+            _ => Frame::from_validated(bytes, max_depth).map(Message::Single),
         }
     }
 
@@ -200,19 +211,44 @@ pub fn parse(bytes: Bytes) -> Result<Message, FrameError> {
     Parser::default().parse(bytes)
 }
 
-fn invalid(reason: &'static str, id: Option<Bytes>) -> FrameError {
-    FrameError::Invalid { reason, id }
+fn invalid(reason: impl Into<Cow<'static, str>>, id: Option<Bytes>) -> FrameError {
+    FrameError::Invalid {
+        reason: reason.into(),
+        id,
+    }
+}
+
+/// The refusal for a fault in the keys of `params`.
+fn key_fault(fault: KeyFault, id: Option<Bytes>) -> FrameError {
+    match fault {
+        KeyFault::Duplicate(key) => {
+            // The key is the client's: quoted as JSON, and cut short when long.
+            let mut shown: String = key.chars().take(64).collect();
+            if shown.len() < key.len() {
+                shown.push_str("...");
+            }
+            let quoted = serde_json::to_string(&shown).unwrap_or_default();
+            invalid(format!("duplicate member {quoted} in params"), id)
+        }
+        KeyFault::Escaped => invalid("escaped member name in params", id),
+        KeyFault::TooDeep => invalid("nested too deeply", id),
+        KeyFault::Malformed => invalid("malformed params", id),
+    }
 }
 
 // === impl Frame ===
 
 impl Frame {
-    /// Builds a frame from bytes already validated as JSON.
-    fn from_validated(bytes: Bytes) -> Result<Self, FrameError> {
+    /// Builds a frame from bytes already validated as JSON, refusing more than `max_depth`
+    /// levels and, in the `params` of a request or notification (outside a call's
+    /// `arguments`), a key twice in one object or an ASCII key spelled with escapes: the
+    /// gateway decides on the members it reads there, and the upstream must act on the same
+    /// ones (parsers differ on which duplicate wins).
+    fn from_validated(bytes: Bytes, max_depth: usize) -> Result<Self, FrameError> {
         let b: &[u8] = &bytes;
         let start = scan::skip_ws(b, 0);
-        let members =
-            Members::new(b, start).ok_or_else(|| invalid("message is not an object", None))?;
+        let mut members = Members::within(b, start, max_depth.saturating_sub(1))
+            .ok_or_else(|| invalid("message is not an object", None))?;
         let mut f = Frame {
             bytes: Bytes::new(),
             kind: Kind::Notification,
@@ -225,7 +261,7 @@ impl Frame {
         };
         let mut version_ok = false;
         let mut seen_jsonrpc = false;
-        for (key, vs, ve) in members {
+        for (key, vs, ve) in members.by_ref() {
             let span = Span::new(vs, ve).ok_or_else(|| invalid("message too large", None))?;
             let slot = match key {
                 b"jsonrpc" => {
@@ -250,6 +286,22 @@ impl Frame {
             if slot.replace(span).is_some() {
                 return Err(invalid("duplicate member", None));
             }
+        }
+        if members.too_deep {
+            // The answer carries the id when there is one usable (the walk stopped short
+            // of it, perhaps): looked up again without the depth limit.
+            let mut ids = Members::new(b, start)
+                .into_iter()
+                .flatten()
+                .filter(|(k, _, _)| *k == b"id");
+            let id = match (ids.next(), ids.next()) {
+                (Some((_, s, e)), None) => b
+                    .get(s..e)
+                    .filter(|raw| matches!(raw.first(), Some(b'"' | b'-' | b'0'..=b'9')))
+                    .map(|_| bytes.slice(s..e)),
+                _ => None,
+            };
+            return Err(invalid("nested too deeply", id));
         }
         let id_bytes = f.id.and_then(|s| {
             let raw = b.get(s.range())?;
@@ -289,6 +341,11 @@ impl Frame {
             (None, None, true) => return Err(invalid("response without id", None)),
             _ => return Err(invalid("not a request, notification or response", id_bytes)),
         };
+        if let (Some(p), Kind::Request | Kind::Notification) = (f.params, f.kind) {
+            // Depth was checked with the envelope; the keys are checked here.
+            scan::check_keys(b, p.start as usize, usize::MAX, Some(b"arguments"))
+                .map_err(|e| key_fault(e, id_bytes.clone()))?;
+        }
         f.bytes = bytes;
         Ok(f)
     }

@@ -1004,6 +1004,208 @@ pub fn names(data: &[u8]) {
     }
 }
 
+// === decisions: the members the gateway decides on, against serde_json ===
+
+/// Keys a generated message is built from: the members the gateway reads, spelled plainly
+/// and with escapes, and a few it does not read.
+const DECISION_KEYS: [&str; 22] = [
+    "name",
+    "n\\u0061me",
+    "uri",
+    "\\u0075ri",
+    "cursor",
+    "level",
+    "arguments",
+    "_meta",
+    "progressToken",
+    "progress\\u0054oken",
+    "ref",
+    "type",
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol\\/protocolVersion",
+    "traceparent",
+    "requestId",
+    "method",
+    "id",
+    "x",
+    "caf\\u00e9",
+    "café",
+    "k\\\"q",
+];
+
+/// Scalar values a generated message uses.
+const DECISION_VALUES: [&str; 10] = [
+    "\"demo__echo\"",
+    "\"add\"",
+    "\"a\\u0064d\"",
+    "\"mcpgw://demo/x\"",
+    "7",
+    "-1.5e3",
+    "null",
+    "true",
+    "\"tools/call\"",
+    "\"\\ud83d\\ude00\"",
+];
+
+/// Writes a JSON value chosen by `input` into `out`: objects from [`DECISION_KEYS`]
+/// (repeats and escaped spellings included), arrays, scalars.
+fn decision_value(input: &mut Input<'_>, out: &mut String, depth: u8) {
+    let c = input.byte();
+    match c % 8 {
+        0..=2 if depth < 4 => {
+            out.push('{');
+            for i in 0..usize::from(input.byte() % 5) {
+                if i > 0 {
+                    out.push(',');
+                }
+                let k = DECISION_KEYS[usize::from(input.byte()) % DECISION_KEYS.len()];
+                out.push('"');
+                out.push_str(k);
+                out.push_str("\":");
+                decision_value(input, out, depth + 1);
+            }
+            out.push('}');
+        }
+        3 if depth < 4 => {
+            out.push('[');
+            for i in 0..usize::from(input.byte() % 3) {
+                if i > 0 {
+                    out.push(',');
+                }
+                decision_value(input, out, depth + 1);
+            }
+            out.push(']');
+        }
+        _ => out.push_str(DECISION_VALUES[usize::from(c >> 3) % DECISION_VALUES.len()]),
+    }
+}
+
+/// A request or notification built from `input`: the envelope members in any order, any of
+/// them repeated or spelled with escapes, and `params` from [`decision_value`].
+fn decision_message(input: &mut Input<'_>) -> String {
+    let mut out = String::from("{");
+    let n = 1 + usize::from(input.byte() % 6);
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        match input.byte() % 9 {
+            0 => out.push_str("\"jsonrpc\":\"2.0\""),
+            1 => out.push_str("\"method\":\"tools/call\""),
+            2 => out.push_str("\"method\":\"resources/read\""),
+            3 => out.push_str("\"m\\u0065thod\":\"completion/complete\""),
+            4 => {
+                out.push_str("\"id\":");
+                out.push_str(DECISION_VALUES[usize::from(input.byte()) % 6]);
+            }
+            _ => {
+                out.push_str("\"params\":");
+                decision_value(input, &mut out, 0);
+            }
+        }
+    }
+    // Most messages get a valid envelope, so the params checks are reached.
+    if input.byte() % 4 != 0 {
+        out.push_str(",\"jsonrpc\":\"2.0\",\"method\":\"tools/call\",\"id\":1");
+    }
+    out.push('}');
+    out
+}
+
+/// Differential check of what the gateway decides on (issue 18).
+///
+/// The first byte chooses the message: a generated request (envelope and `params` members in
+/// any order, repeated, spelled with escapes; see [`decision_message`]) or the input itself.
+/// Asserts: when the frame parser accepts a request or notification, every member the
+/// gateway reads to decide anything (method, id, `params.name`, `uri`, `cursor`, `level`,
+/// `requestId`, `arguments`, `_meta.progressToken`, `_meta.traceparent`, the 2026-07-28
+/// version in `_meta`, `ref.type`/`name`/`uri`) equals what `serde_json` (the last of a
+/// repeated member wins, as in the upstreams' SDKs) reads; otherwise it was refused.
+pub fn decisions(data: &[u8]) {
+    let mut input = Input::new(data);
+    let text = if input.byte() & 1 == 0 {
+        decision_message(&mut input).into_bytes()
+    } else {
+        input.rest().to_vec()
+    };
+    let Ok(Message::Single(f)) = Parser::default().parse_within(Bytes::from(text.clone()), 64)
+    else {
+        return;
+    };
+    if f.kind() == Kind::Response {
+        return;
+    }
+    let v: Value = serde_json::from_slice(&text)
+        .unwrap_or_else(|e| panic!("accepted, but serde_json cannot read it ({e})"));
+    let shown = String::from_utf8_lossy(&text);
+    let raw_value = |s: Option<Span>| -> Option<Value> {
+        let raw = f.raw_at(s?)?;
+        Some(serde_json::from_slice(raw).unwrap_or_else(|e| panic!("span not JSON ({e})")))
+    };
+    assert_eq!(
+        f.method().map(|m| Value::from(m.into_owned())).as_ref(),
+        v.get("method"),
+        "method: {shown}"
+    );
+    assert_eq!(raw_value(f.id_span()).as_ref(), v.get("id"), "id: {shown}");
+    let params = v.get("params");
+    let pick = |obj: Option<&Value>, key: &str| obj.and_then(|o| o.as_object()?.get(key)).cloned();
+    for key in [
+        "name",
+        "uri",
+        "cursor",
+        "level",
+        "requestId",
+        "arguments",
+        "_meta",
+        "ref",
+    ] {
+        assert_eq!(
+            raw_value(f.param(key)),
+            pick(params, key),
+            "params.{key}: {shown}"
+        );
+    }
+    // Strings as the gateway decodes them, where it routes on them.
+    for key in ["name", "uri"] {
+        let ours = f
+            .param(key)
+            .and_then(|s| f.str_at(s))
+            .map(|c| c.into_owned());
+        let theirs = pick(params, key).and_then(|x| x.as_str().map(str::to_owned));
+        assert_eq!(ours, theirs, "params.{key} as a string: {shown}");
+    }
+    let meta = f.param("_meta");
+    let meta_v = pick(params, "_meta");
+    for key in [
+        "progressToken",
+        "traceparent",
+        "io.modelcontextprotocol/protocolVersion",
+    ] {
+        let ours = meta.and_then(|m| f.member(m, key));
+        assert_eq!(
+            raw_value(ours),
+            pick(meta_v.as_ref(), key),
+            "_meta.{key}: {shown}"
+        );
+        let [many] = meta.map_or([None], |m| f.members(m, [key]));
+        assert_eq!(
+            many, ours,
+            "members() and member() differ on _meta.{key}: {shown}"
+        );
+    }
+    let r = f.param("ref");
+    let ref_v = pick(params, "ref");
+    for key in ["type", "name", "uri"] {
+        let ours = r.and_then(|r| f.member(r, key));
+        assert_eq!(
+            raw_value(ours),
+            pick(ref_v.as_ref(), key),
+            "ref.{key}: {shown}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -1023,8 +1225,9 @@ mod tests {
     type Target = fn(&[u8]);
 
     /// Every entry point by its fuzz target name.
-    const TARGETS: [(&str, Target); 8] = [
+    const TARGETS: [(&str, Target); 9] = [
         ("frame", frame),
+        ("decisions", decisions),
         ("splice", splice),
         ("http_head", http_head),
         ("chunked", chunked),
@@ -1059,6 +1262,37 @@ mod tests {
             for (_, target) in TARGETS {
                 target(&data);
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Generated requests (the first byte even): the gateway reads what serde_json reads,
+        /// or refuses.
+        #[test]
+        fn decisions_on_generated_requests(data in prop::collection::vec(any::<u8>(), 1..200)) {
+            let mut data = data;
+            data[0] &= 0xfe;
+            decisions(&data);
+        }
+    }
+
+    /// The attacks of issue 18 as `decisions` inputs (the first byte odd: the rest is the
+    /// message). Each panicked before duplicate and escaped members were refused.
+    #[test]
+    fn decisions_on_known_smuggles() {
+        for m in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo__echo","name":"add"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo__echo","n\u0061me":"add"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"mcpgw://a/x","uri":"mcpgw://b/y"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{"progressToken":1,"progressToken":2}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","name":"b"}}}"#,
+        ] {
+            let mut data = vec![1u8];
+            data.extend_from_slice(m.as_bytes());
+            decisions(&data);
+            assert!(Parser::default().parse(Bytes::from(m)).is_err(), "{m}");
         }
     }
 

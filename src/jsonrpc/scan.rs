@@ -32,24 +32,44 @@ pub(crate) fn string_end(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
+/// Why a value's end could not be found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Not the JSON the scan expects (cut short, unbalanced).
+    Malformed,
+    /// Nested deeper than allowed.
+    TooDeep,
+}
+
 /// `i` is at the first byte of a value; returns the index just past it.
 pub(crate) fn value_end(b: &[u8], i: usize) -> Option<usize> {
-    match *b.get(i)? {
-        b'"' => string_end(b, i),
+    value_end_within(b, i, usize::MAX).ok()
+}
+
+/// As [`value_end`], refusing a value with more than `max_depth` levels of arrays and
+/// objects (a scalar has none, `[1]` one).
+pub(crate) fn value_end_within(b: &[u8], i: usize, max_depth: usize) -> Result<usize, Fault> {
+    match *b.get(i).ok_or(Fault::Malformed)? {
+        b'"' => string_end(b, i).ok_or(Fault::Malformed),
         b'{' | b'[' => {
             let mut depth = 0usize;
             let mut j = i;
             loop {
-                match *b.get(j)? {
+                match *b.get(j).ok_or(Fault::Malformed)? {
                     b'"' => {
-                        j = string_end(b, j)?;
+                        j = string_end(b, j).ok_or(Fault::Malformed)?;
                         continue;
                     }
-                    b'{' | b'[' => depth += 1,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        if depth > max_depth {
+                            return Err(Fault::TooDeep);
+                        }
+                    }
                     b'}' | b']' => {
-                        depth = depth.checked_sub(1)?;
+                        depth = depth.checked_sub(1).ok_or(Fault::Malformed)?;
                         if depth == 0 {
-                            return Some(j + 1);
+                            return Ok(j + 1);
                         }
                     }
                     _ => {}
@@ -65,7 +85,7 @@ pub(crate) fn value_end(b: &[u8], i: usize) -> Option<usize> {
                 }
                 j += 1;
             }
-            (j > i).then_some(j)
+            (j > i).then_some(j).ok_or(Fault::Malformed)
         }
     }
 }
@@ -75,15 +95,27 @@ pub(crate) struct Members<'a> {
     b: &'a [u8],
     pos: usize,
     done: bool,
+    /// Levels a member's value may have (see [`value_end_within`]).
+    max_depth: usize,
+    /// Set when iteration stopped at a value nested deeper than `max_depth`.
+    pub(crate) too_deep: bool,
 }
 
 impl<'a> Members<'a> {
     /// `start` is the index of `{`; `None` when it is not an object.
     pub(crate) fn new(b: &'a [u8], start: usize) -> Option<Self> {
+        Self::within(b, start, usize::MAX)
+    }
+
+    /// As [`Members::new`], stopping (with `too_deep` set) at a value with more than
+    /// `max_depth` levels.
+    pub(crate) fn within(b: &'a [u8], start: usize, max_depth: usize) -> Option<Self> {
         (*b.get(start)? == b'{').then_some(Self {
             b,
             pos: start + 1,
             done: false,
+            max_depth,
+            too_deep: false,
         })
     }
 }
@@ -112,7 +144,14 @@ impl<'a> Iterator for Members<'a> {
             return None;
         }
         let vs = skip_ws(b, colon + 1);
-        let ve = value_end(b, vs)?;
+        let ve = match value_end_within(b, vs, self.max_depth) {
+            Ok(ve) => ve,
+            Err(fault) => {
+                self.done = true;
+                self.too_deep = fault == Fault::TooDeep;
+                return None;
+            }
+        };
         self.pos = ve;
         Some((key, vs, ve))
     }
@@ -136,6 +175,150 @@ pub(crate) fn elements(b: &[u8], start: usize) -> Option<Vec<(usize, usize)>> {
             }
         }
     }
+}
+
+/// Why the keys of an object the gateway reads are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum KeyFault {
+    /// One key twice in one object, compared after unescaping (the key, decoded).
+    Duplicate(String),
+    /// A key spelled with escapes though it needs none (it decodes to printable ASCII
+    /// without quotes or backslashes): every key the gateway reads is such a key, and it
+    /// compares keys as written.
+    Escaped,
+    /// More levels than allowed.
+    TooDeep,
+    /// Not the JSON the scan expects.
+    Malformed,
+}
+
+impl From<Fault> for KeyFault {
+    fn from(f: Fault) -> Self {
+        match f {
+            Fault::Malformed => KeyFault::Malformed,
+            Fault::TooDeep => KeyFault::TooDeep,
+        }
+    }
+}
+
+/// Keys of one object kept on the stack for the duplicate check; a larger object is checked
+/// by sorting.
+const INLINE_KEYS: usize = 16;
+
+/// Checks every object within the value at `b[i..]` (already validated JSON): no key twice,
+/// no key spelled with escapes it does not need, at most `max_depth` levels. The value of the top-level
+/// member named `skip` (a call's `arguments`, which passes through untouched and is not
+/// read) is only checked for depth. Returns the index just past the value.
+pub(crate) fn check_keys(
+    b: &[u8],
+    i: usize,
+    max_depth: usize,
+    skip: Option<&[u8]>,
+) -> Result<usize, KeyFault> {
+    match b.get(i) {
+        Some(b'{') => check_object(b, i, max_depth, skip),
+        Some(b'[') => {
+            if max_depth == 0 {
+                return Err(KeyFault::TooDeep);
+            }
+            let mut j = skip_ws(b, i + 1);
+            loop {
+                match *b.get(j).ok_or(KeyFault::Malformed)? {
+                    b']' => return Ok(j + 1),
+                    b',' => j = skip_ws(b, j + 1),
+                    _ => j = skip_ws(b, check_keys(b, j, max_depth - 1, None)?),
+                }
+            }
+        }
+        _ => Ok(value_end_within(b, i, max_depth)?),
+    }
+}
+
+fn check_object(
+    b: &[u8],
+    start: usize,
+    max_depth: usize,
+    skip: Option<&[u8]>,
+) -> Result<usize, KeyFault> {
+    if max_depth == 0 {
+        return Err(KeyFault::TooDeep);
+    }
+    let mut keys: [&[u8]; INLINE_KEYS] = [&[]; INLINE_KEYS];
+    let mut n = 0usize;
+    let mut slow = false;
+    let mut j = skip_ws(b, start + 1);
+    loop {
+        match *b.get(j).ok_or(KeyFault::Malformed)? {
+            b'}' => break,
+            b',' => {
+                j = skip_ws(b, j + 1);
+                continue;
+            }
+            b'"' => {}
+            _ => return Err(KeyFault::Malformed),
+        }
+        let key_end = string_end(b, j).ok_or(KeyFault::Malformed)?;
+        let key = b.get(j + 1..key_end - 1).ok_or(KeyFault::Malformed)?;
+        if key.contains(&b'\\') {
+            let decoded = decode_key(b.get(j..key_end).ok_or(KeyFault::Malformed)?)?;
+            if decoded.bytes().all(plain) {
+                return Err(KeyFault::Escaped);
+            }
+            slow = true;
+        } else if !slow {
+            if keys[..n].contains(&key) {
+                return Err(KeyFault::Duplicate(
+                    String::from_utf8_lossy(key).into_owned(),
+                ));
+            }
+            match keys.get_mut(n) {
+                Some(slot) => {
+                    *slot = key;
+                    n += 1;
+                }
+                None => slow = true,
+            }
+        }
+        let colon = skip_ws(b, key_end);
+        if b.get(colon) != Some(&b':') {
+            return Err(KeyFault::Malformed);
+        }
+        let vs = skip_ws(b, colon + 1);
+        let ve = if skip.is_some_and(|s| s == key) {
+            value_end_within(b, vs, max_depth - 1)?
+        } else {
+            check_keys(b, vs, max_depth - 1, None)?
+        };
+        j = skip_ws(b, ve);
+    }
+    if slow {
+        // Many keys, or keys with escapes: compare them all, decoded.
+        let mut all = Vec::new();
+        for (k, _, _) in Members::new(b, start).ok_or(KeyFault::Malformed)? {
+            all.push(if k.contains(&b'\\') {
+                // The quotes around a key are the bytes either side of it.
+                let ks = k.as_ptr() as usize - b.as_ptr() as usize;
+                decode_key(b.get(ks - 1..ks + k.len() + 1).ok_or(KeyFault::Malformed)?)?
+            } else {
+                String::from_utf8_lossy(k).into_owned()
+            });
+        }
+        all.sort_unstable();
+        if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
+            return Err(KeyFault::Duplicate(w[0].clone()));
+        }
+    }
+    Ok(j + 1)
+}
+
+/// A byte a key can hold unescaped: printable ASCII but the quote and the backslash.
+fn plain(c: u8) -> bool {
+    (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\'
+}
+
+/// A quoted key with escapes, decoded.
+fn decode_key(quoted: &[u8]) -> Result<String, KeyFault> {
+    serde_json::from_slice::<String>(quoted).map_err(|_| KeyFault::Malformed)
 }
 
 #[cfg(test)]

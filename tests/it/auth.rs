@@ -15,7 +15,7 @@ use crate::support::{
 const DEMO: &str = "[[upstream]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"@self\"\nargs = [\"demo-server\"]\n";
 
 /// `mcpgw auth new-key NAME --role R...`: (key, config entry).
-fn new_key(name: &str, roles: &[&str]) -> (String, String) {
+pub(crate) fn new_key(name: &str, roles: &[&str]) -> (String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpgw"));
     cmd.args(["auth", "new-key", name]);
     for r in roles {

@@ -20,6 +20,7 @@ mod sdk;
 mod secrets;
 mod servers;
 mod session;
+mod smuggle;
 mod stateless;
 mod support;
 mod tls;

@@ -191,15 +191,124 @@ fn params_are_found_with_and_without_the_index() {
 
 #[test]
 fn members_are_found_in_one_walk() {
-    let f = one(
-        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"b":2,"a":{"x":1},"b":3}}}"#,
-    )
-    .expect("valid");
+    let f = one(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"b":2,"a":{"x":1}}}}"#)
+        .expect("valid");
     let meta = f.param("_meta").expect("_meta");
     let [a, b, c] = f.members(meta, ["a", "b", "c"]);
     assert_eq!(a.and_then(|s| f.raw_at(s)), Some(&br#"{"x":1}"#[..]));
-    // The first of a repeated key, as `member` finds it.
     assert_eq!(b.and_then(|s| f.raw_at(s)), Some(&b"2"[..]));
     assert_eq!(b, f.member(meta, "b"));
     assert_eq!(c, None);
+}
+
+fn refusal(s: &str) -> String {
+    match one(s) {
+        Err(FrameError::Invalid { reason, .. }) => reason.into_owned(),
+        other => panic!("not refused: {s}: {other:?}"),
+    }
+}
+
+#[test]
+fn duplicate_members_the_gateway_reads_are_refused() {
+    // The gateway would read the first, the upstream's parser the last.
+    let r = refusal(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{},"name":"b"}}"#,
+    );
+    assert_eq!(r, r#"duplicate member "name" in params"#);
+    let r = refusal(
+        r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://x","uri":"b://y"}}"#,
+    );
+    assert!(r.contains(r#""uri""#), "{r}");
+    let r = refusal(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{"progressToken":1,"progressToken":2}}}"#,
+    );
+    assert!(r.contains("progressToken"), "{r}");
+    let r = refusal(
+        r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","name":"b"}}}"#,
+    );
+    assert!(r.contains(r#""name""#), "{r}");
+    // In a notification too, and deeper down.
+    refusal(
+        r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"x":[{"a":1,"a":2}]}}"#,
+    );
+}
+
+#[test]
+fn escaped_keys_that_spell_ascii_are_refused() {
+    let r = refusal(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","n\u0061me":"b"}}"#,
+    );
+    assert_eq!(r, "escaped member name in params");
+    // Alone, too: the gateway reads `name` as written, the upstream decodes.
+    refusal(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n\u0061me":"b"}}"#);
+    refusal(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"io\/x":1}}}"#);
+    // A non-ASCII key some encoders escape (Python's ensure_ascii) is no key the gateway
+    // reads; duplicates are still found after decoding.
+    one(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"caf\u00e9":1}}}"#)
+        .expect("escaped non-ASCII key");
+    let r =
+        refusal(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"m":{"caf\u00e9":1,"café":2}}}"#);
+    assert!(r.contains("café"), "{r}");
+}
+
+#[test]
+fn arguments_and_results_are_not_read_for_keys() {
+    // A call's arguments pass through untouched: their keys are the tool's business.
+    one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"k":1,"k":2,"\u0041":3}}}"#)
+        .expect("arguments are not read");
+    one(r#"{"jsonrpc":"2.0","id":1,"result":{"k":1,"k":2}}"#).expect("results are not read");
+    // Only params' own `arguments` is skipped.
+    refusal(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"m":{"arguments":{"k":1,"k":2}}}}"#);
+}
+
+#[test]
+fn many_keys_are_checked_by_sorting() {
+    let mut keys: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+    let ok = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"_meta":{{{}}}}}}}"#,
+        keys.join(",")
+    );
+    one(&ok).expect("40 distinct keys");
+    keys.push("\"k3\":0".into());
+    let dup = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"_meta":{{{}}}}}}}"#,
+        keys.join(",")
+    );
+    assert!(refusal(&dup).contains("k3"));
+}
+
+#[test]
+fn depth_is_limited_per_parser_call() {
+    let nest = |n: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"a","arguments":{}1{}}}}}"#,
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    let mut p = Parser::default();
+    // The message's object, params, then n arrays: n + 2 levels.
+    let body = |n| Bytes::from(nest(n));
+    assert!(p.parse_within(body(62), 64).is_ok());
+    match p.parse_within(body(63), 64) {
+        Err(FrameError::Invalid { reason, .. }) => assert_eq!(reason, "nested too deeply"),
+        other => panic!("{other:?}"),
+    }
+    assert!(p.parse(body(63)).is_ok(), "the default parser allows more");
+    // Outside arguments too, in a batch element, and in results.
+    let deep_meta = format!(
+        r#"[{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"_meta":{}1{}}}}}]"#,
+        "[".repeat(10),
+        "]".repeat(10)
+    );
+    match p.parse_within(Bytes::from(deep_meta), 8) {
+        Ok(Message::Batch(items)) => assert!(items[0].is_err()),
+        other => panic!("{other:?}"),
+    }
+    let deep_result = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{}1{}}}"#,
+        "[".repeat(10),
+        "]".repeat(10)
+    );
+    assert!(p.parse_within(Bytes::from(deep_result), 8).is_err());
 }
