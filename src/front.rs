@@ -270,7 +270,7 @@ impl Front {
             (Err(crate::auth::Denied::Missing), Some(a)) => a,
             (Err(denied), _) => {
                 let why = match denied {
-                    crate::auth::Denied::Missing => "Unauthorized: credentials required",
+                    crate::auth::Denied::Missing => "credentials required",
                     crate::auth::Denied::Invalid(why) => why,
                 };
                 tracing::info!(client = %client, reason = why, "request not authenticated");
@@ -936,10 +936,13 @@ impl Front {
             ));
         };
         let name = f.str_at(span);
-        // A name that is not a string names nothing a role can grant: with roles in force
-        // it is refused rather than passed on (to an unprefixed upstream) unchecked.
-        if name.is_none() && !sess.principal.load().grant.is_everything() {
-            return self.denied(sess, id, what, "(not a string)");
+        // A name that is not a string names nothing: invalid params, whatever the roles.
+        if name.is_none() {
+            return Outcome::Done(error_body(
+                Some(id),
+                Code::InvalidParams,
+                "Invalid params: name must be a string",
+            ));
         }
         if let Some(n) = name.as_deref() {
             let principal = sess.principal.load();

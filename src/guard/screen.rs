@@ -300,8 +300,8 @@ impl Screener {
         Screener { anchors, phrases }
     }
 
-    /// Appends every finding of `classes` in the string values of JSON text `json`
-    /// (object keys not scanned) to `out`, in input order (by token, then by start in
+    /// Appends every finding of `classes` in the strings of JSON text `json` (values and
+    /// object keys) to `out`, in input order (by token, then by start in
     /// the decoded text). Asking for no class returns `Ok` at once, without checking
     /// `json`.
     pub fn scan(&self, json: &[u8], classes: Classes, out: &mut Vec<Hit>) -> Result<(), Invalid> {

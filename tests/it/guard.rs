@@ -378,6 +378,20 @@ pii = "mask"
         "{r}"
     );
     assert!(!msg.contains(secret));
+    // A secret as an object key is found too (it passed unscreened: issue 18).
+    let r = client(
+        &strict,
+        "call",
+        &[
+            "alpha__echo",
+            &json!({"text": "hi", secret: "x"}).to_string(),
+        ],
+    );
+    assert_eq!(r["error"]["code"], -32016, "{r}");
+    assert_eq!(
+        r["error"]["message"], "Blocked by guardrail: the arguments contain aws_access_key",
+        "{r}"
+    );
     let r = client(&strict, "call", &["alpha__echo", r#"{"text":"hello"}"#]);
     assert_eq!(r["text"][0], "alpha:hello", "clean calls pass: {r}");
 
@@ -396,7 +410,7 @@ pii = "mask"
     );
     assert_eq!(
         hits(r#"kind="aws_access_key",direction="arguments",action="block""#),
-        1.0
+        2.0
     );
     assert_eq!(
         hits(r#"kind="injection",direction="result",action="flag""#),

@@ -229,3 +229,37 @@ fn nesting_is_limited_at_the_gateway() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Refusals read plainly: a missing credential is "Unauthorized: credentials required"
+/// (it said "Unauthorized" twice), and a tool name that is not a string is invalid params
+/// (-32602), with roles or without (it was -32013 with roles).
+#[test]
+fn refusals_read_plainly() {
+    let (key, entry) = new_key("reader-2", &["reader"]);
+    let gw = Gateway::start("", &format!("{DEMO}\n[auth]\n{entry}\n{READER}"), "auto");
+    let mut c = Raw::connect(gw.addr);
+    let r = send(
+        &mut c,
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+        &[],
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "Unauthorized: credentials required"
+    );
+    let auth = format!("Authorization: Bearer {key}");
+    let mut c = Raw::connect(gw.addr);
+    let sid = init(&mut c, &auth);
+    let s = format!("Mcp-Session-Id: {sid}");
+    for name in ["7", "null", "{\"a\":1}", "[\"demo__echo\"]"] {
+        let r = send(
+            &mut c,
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":{name},"arguments":{{}}}}}}"#
+            ),
+            &[&auth, &s],
+        );
+        assert_eq!(r.code(), -32602, "{name}: {:?}", r.json());
+    }
+}

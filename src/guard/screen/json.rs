@@ -112,22 +112,28 @@ fn number_end(b: &[u8], mut i: usize) -> Result<usize, Bad> {
 }
 
 /// Reads `"key"` and the `:` after it, from `i` (whitespace skipped). Returns the key's
-/// raw text range and the offset past the colon.
-fn member_key(b: &[u8], i: usize) -> Result<((usize, usize), usize), Bad> {
+/// token (its `key` is `None`), its raw text range and the offset past the colon.
+fn member_key(b: &[u8], i: usize) -> Result<(Token, (usize, usize), usize), Bad> {
     let i = skip_ws(b, i);
     if b.get(i) != Some(&b'"') {
         return Err(Bad { at: i });
     }
-    let (end, _) = string_end(b, i)?;
+    let (end, escaped) = string_end(b, i)?;
     let j = skip_ws(b, end);
     if b.get(j) != Some(&b':') {
         return Err(Bad { at: j });
     }
-    Ok(((i + 1, end - 1), j + 1))
+    let token = Token {
+        start: i,
+        end,
+        escaped,
+        key: None,
+    };
+    Ok((token, (i + 1, end - 1), j + 1))
 }
 
-/// Walks the JSON text `b` and calls `on_string` for every string value (not keys), in
-/// input order. Fails on anything that is not exactly one JSON value (whitespace around
+/// Walks the JSON text `b` and calls `on_string` for every string, object keys included
+/// (a key before its value, with `key: None`: a secret can be a key too), in input order. Fails on anything that is not exactly one JSON value (whitespace around
 /// it allowed).
 pub(super) fn walk(b: &[u8], mut on_string: impl FnMut(Token)) -> Result<(), Bad> {
     let mut stack: Vec<Frame> = Vec::new();
@@ -144,7 +150,8 @@ pub(super) fn walk(b: &[u8], mut on_string: impl FnMut(Token)) -> Result<(), Bad
                     i = j + 1;
                 } else {
                     stack.push(Frame::Object);
-                    let (k, next) = member_key(b, j)?;
+                    let (token, k, next) = member_key(b, j)?;
+                    on_string(token);
                     key = Some(k);
                     i = next;
                     continue 'value;
@@ -196,7 +203,8 @@ pub(super) fn walk(b: &[u8], mut on_string: impl FnMut(Token)) -> Result<(), Bad
             };
             match (frame, b.get(i)) {
                 (Frame::Object, Some(b',')) => {
-                    let (k, next) = member_key(b, i + 1)?;
+                    let (token, k, next) = member_key(b, i + 1)?;
+                    on_string(token);
                     key = Some(k);
                     i = next;
                     continue 'value;

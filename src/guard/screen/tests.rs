@@ -501,7 +501,7 @@ fn mask_without_hits_is_the_input() {
 #[test]
 fn mask_touches_only_the_hit_tokens() {
     let doc = format!(
-        "{{\"jane@example.com\" : \"keep\\u00e9 me\",  \"note\":\"mail jane@example.com or call +1 415 555 2671\", \"n\": [1, {{\"k\": \"{AWS}\"}}], \"z\":\"\\ttab\"}}"
+        "{{\"jane\" : \"keep\\u00e9 me\",  \"note\":\"mail jane@example.com or call +1 415 555 2671\", \"n\": [1, {{\"k\": \"{AWS}\"}}], \"z\":\"\\ttab\"}}"
     );
     let s = Screener::new();
     let mut hits = Vec::new();
@@ -532,8 +532,7 @@ fn mask_touches_only_the_hit_tokens() {
     );
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["n"][1]["k"], AWS);
-    // The key that looks like an email is never scanned nor masked.
-    assert_eq!(v["jane@example.com"], "keep\u{e9} me");
+    assert_eq!(v["jane"], "keep\u{e9} me");
 }
 
 #[test]
@@ -852,4 +851,23 @@ fn digit_mask_is_exact() {
             assert_eq!(m != 0, c.is_ascii_digit(), "byte {c:#x} at {pos}");
         }
     }
+}
+
+#[test]
+fn keys_are_screened_like_values() {
+    // A secret or an address can be an object key (issue 18): found, and masked in place.
+    let doc = format!("{{\"{AWS}\": \"x\", \"ok\": {{\"jane@example.com\": 1}}}}");
+    let s = Screener::new();
+    let mut hits = Vec::new();
+    s.scan(doc.as_bytes(), Classes::ALL, &mut hits)
+        .expect("valid");
+    assert_eq!(
+        hits.iter().map(|h| h.kind).collect::<Vec<_>>(),
+        vec![Kind::AwsAccessKey, Kind::Email]
+    );
+    let out = String::from_utf8(s.mask(doc.as_bytes(), &hits, Classes::ALL)).expect("utf-8");
+    assert!(!out.contains(AWS), "{out}");
+    assert!(!out.contains("jane@example.com"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("still JSON");
+    assert_eq!(v.as_object().map(|o| o.len()), Some(2), "{out}");
 }
