@@ -2,8 +2,10 @@
 //!
 //! `GET /healthz` and `GET /ready` answer anyone (probes); everything under `/admin/` needs
 //! `Authorization: Bearer <admin token>`, and without a configured token it is refused. Writes
-//! go to the registry store and take effect through a reload (a new snapshot); the workers
-//! see them on their next request, with no lock and no failed call. The routes are listed
+//! go to the registry store and take effect through a reload (a new snapshot), which the
+//! answer waits for; the workers see them on their next request, with no lock and no failed
+//! call. The token manages the registry; it runs no command and reads no environment
+//! variable or file that the config file did not name ([`crate::config::admin_entry`]). The routes are listed
 //! once in [`ROUTES`], which both the router and the OpenAPI document are checked against.
 //!
 //! Never on a client's request path; it may block briefly on the store.
@@ -17,8 +19,10 @@ use monoio::{
 };
 use serde_json::{json, Value};
 
+use std::time::Duration;
+
 use crate::{
-    control::{ControlMsg, Shared},
+    control::{ControlMsg, Shared, Source},
     store::{Kind, Store},
     transport::http::{self as codec, BodyKind, Limits, RequestHead},
     upstream::Link,
@@ -56,24 +60,34 @@ pub const OPENAPI: &str = include_str!("admin/openapi.json");
 /// Largest admin request body, bytes.
 const MAX_BODY: usize = 1 << 20;
 
+/// How long a write waits for the control plane to apply it before answering 202.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long `DELETE /admin/upstreams/{name}` waits for a stdio child to be killed and reaped.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// What the admin API works with; all of it the control plane's.
+pub struct Context {
+    /// State shared with the workers.
+    pub shared: Arc<Shared>,
+    /// The registry store.
+    pub store: Rc<dyn Store>,
+    /// The control plane's inbox.
+    pub control: flume::Sender<ControlMsg>,
+    /// Where the configuration comes from: a new entry is validated against what the
+    /// reload after it will load.
+    pub source: Rc<Source>,
+}
+
 /// Serves the admin listener until the control plane stops, i.e. through a drain too:
 /// `/ready` answers 503 from the moment shutdown starts.
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    store: Rc<dyn Store>,
-    control: flume::Sender<ControlMsg>,
-) {
+pub async fn serve(listener: TcpListener, ctx: Context) {
+    let ctx = Rc::new(ctx);
     loop {
         match monoio::time::timeout(std::time::Duration::from_millis(500), listener.accept()).await
         {
             Ok(Ok((conn, _))) => {
-                monoio::spawn(connection(
-                    conn,
-                    shared.clone(),
-                    store.clone(),
-                    control.clone(),
-                ));
+                monoio::spawn(connection(conn, ctx.clone()));
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -103,12 +117,7 @@ fn error(status: u16, message: impl Into<String>) -> Answer {
     answer(status, json!({ "error": message.into() }))
 }
 
-async fn connection(
-    mut conn: TcpStream,
-    shared: Arc<Shared>,
-    store: Rc<dyn Store>,
-    control: flume::Sender<ControlMsg>,
-) {
+async fn connection(mut conn: TcpStream, ctx: Rc<Context>) {
     let limits = Limits {
         max_header_bytes: 16 << 10,
         max_body_bytes: MAX_BODY,
@@ -160,7 +169,7 @@ async fn connection(
             }
         }
         let body = buf.split_to(n).freeze();
-        let a = route(&head, &body, &shared, &*store, &control).await;
+        let a = route(&head, &body, &ctx).await;
         if write(&mut conn, a, head.keep_alive).await.is_err() || !head.keep_alive {
             return;
         }
@@ -213,13 +222,8 @@ fn authorized(head: &RequestHead, shared: &Shared) -> Result<(), Answer> {
     }
 }
 
-async fn route(
-    head: &RequestHead,
-    body: &Bytes,
-    shared: &Shared,
-    store: &dyn Store,
-    control: &flume::Sender<ControlMsg>,
-) -> Answer {
+async fn route(head: &RequestHead, body: &Bytes, ctx: &Context) -> Answer {
+    let (shared, store, control) = (&*ctx.shared, &*ctx.store, &ctx.control);
     let path = head.path.as_str();
     let method = head.method.as_str();
     match (method, path) {
@@ -289,8 +293,8 @@ async fn route(
                 .collect();
             answer(200, json!({ "upstreams": list }))
         }
-        ("POST", "/admin/upstreams") => add(Kind::Upstream, body, shared, store, control),
-        ("POST", "/admin/servers") => add(Kind::Server, body, shared, store, control),
+        ("POST", "/admin/upstreams") => add(Kind::Upstream, body, ctx).await,
+        ("POST", "/admin/servers") => add(Kind::Server, body, ctx).await,
         ("GET", "/admin/servers") => {
             let stored: std::collections::HashSet<String> = store
                 .entries(Kind::Server)
@@ -354,7 +358,6 @@ async fn route(
             }
             match store.set_tool_enabled(name, enabled) {
                 Ok(()) => {
-                    let _ = control.send(ControlMsg::Reload);
                     tracing::info!(tool = name, enabled, "tool switched through the admin API");
                     audit_change(
                         shared,
@@ -362,7 +365,7 @@ async fn route(
                         "tool",
                         name,
                     );
-                    answer(200, json!({ "name": name, "enabled": enabled }))
+                    applied(control, 200, json!({ "name": name, "enabled": enabled })).await
                 }
                 Err(e) => error(500, format!("store: {e:#}")),
             }
@@ -402,26 +405,32 @@ async fn route(
         ("GET", "/admin/keys") => list_keys(shared, store),
         ("POST", "/admin/keys") => create_key(body, shared, store, control),
         ("DELETE", p) if p.starts_with("/admin/keys/") => {
-            revoke_key(&p["/admin/keys/".len()..], shared, store, control)
+            revoke_key(&p["/admin/keys/".len()..], shared, store, control).await
         }
         ("POST", "/admin/reload") => {
-            let _ = control.send(ControlMsg::Reload);
+            let _ = control.send(ControlMsg::Reload(Vec::new()));
             answer(202, json!({ "reload": "requested" }))
         }
         ("DELETE", p) if p.starts_with("/admin/upstreams/") => {
             let name = &p["/admin/upstreams/".len()..];
-            if !snap.by_name.contains_key(name) {
+            let Some(up) = snap.by_name.get(name).and_then(|r| snap.upstream(*r)) else {
                 return error(404, format!("no upstream {name:?}"));
+            };
+            if let Err(e) = store.remove(Kind::Upstream, name) {
+                return error(500, format!("store: {e:#}"));
             }
-            match store.remove(Kind::Upstream, name) {
-                Ok(()) => {
-                    let _ = control.send(ControlMsg::Reload);
-                    tracing::info!(upstream = name, "upstream removed through the admin API");
-                    audit_change(shared, "remove", "upstream", name);
-                    answer(200, json!({ "removed": name }))
+            tracing::info!(upstream = name, "upstream removed through the admin API");
+            audit_change(shared, "remove", "upstream", name);
+            // A child is killed and reaped before the answer: nothing of it runs after a 2xx.
+            if let Link::Stdio(h) = &up.link {
+                if !h.stop(STOP_WAIT).await {
+                    return error(
+                        500,
+                        format!("upstream {name:?} is removed, but its child process did not stop within {} s; it is killed once its supervisor's pending write to it fails", STOP_WAIT.as_secs()),
+                    );
                 }
-                Err(e) => error(500, format!("store: {e:#}")),
             }
+            applied(control, 200, json!({ "removed": name })).await
         }
         ("DELETE", p) if p.starts_with("/admin/servers/") => {
             let name = &p["/admin/servers/".len()..];
@@ -430,13 +439,12 @@ async fn route(
             }
             match store.remove(Kind::Server, name) {
                 Ok(()) => {
-                    let _ = control.send(ControlMsg::Reload);
                     tracing::info!(
                         server = name,
                         "virtual server removed through the admin API"
                     );
                     audit_change(shared, "remove", "server", name);
-                    answer(200, json!({ "removed": name }))
+                    applied(control, 200, json!({ "removed": name })).await
                 }
                 Err(e) => error(500, format!("store: {e:#}")),
             }
@@ -451,6 +459,36 @@ async fn route(
             }
         }
         _ => error(404, "not found"),
+    }
+}
+
+/// Has the control plane apply what the store now holds, and answers `status` with `body`
+/// (plus `"applied": true`) once the new snapshot is live. A control plane still busy after
+/// [`APPLY_WAIT`] gets 202 (`"applied": false`: stored, live once its current step ends); a
+/// configuration it rejects, 500 with why (the change stays stored).
+async fn applied(control: &flume::Sender<ControlMsg>, status: u16, mut body: Value) -> Answer {
+    let (tx, rx) = flume::bounded(1);
+    if control.send(ControlMsg::Reload(vec![tx])).is_err() {
+        return error(503, "the control plane is stopping");
+    }
+    match monoio::time::timeout(APPLY_WAIT, rx.recv_async()).await {
+        Ok(Ok(Ok(()))) => {
+            body["applied"] = json!(true);
+            answer(status, body)
+        }
+        Ok(Ok(Err(why))) => error(
+            500,
+            format!("stored, but the configuration with it does not load (the running one is kept): {why}"),
+        ),
+        Ok(Err(_)) => error(503, "the control plane is stopping"),
+        Err(_) => {
+            body["applied"] = json!(false);
+            body["note"] = json!(format!(
+                "stored; the control plane is busy and applies it when its current step ends (not within {} s)",
+                APPLY_WAIT.as_secs()
+            ));
+            answer(202, body)
+        }
     }
 }
 
@@ -593,15 +631,13 @@ fn gauges(shared: &Shared) -> String {
 }
 
 /// `POST /admin/upstreams` and `POST /admin/servers`: the body is one entry, with the fields
-/// of a config file's `[[upstream]]` or `[[server]]` table. It is validated as the config
-/// file is (errors name the field), stored, and applied by a reload.
-fn add(
-    kind: Kind,
-    body: &Bytes,
-    shared: &Shared,
-    store: &dyn Store,
-    control: &flume::Sender<ControlMsg>,
-) -> Answer {
+/// of a config file's `[[upstream]]` or `[[server]]` table. An upstream is first held to the
+/// admin rules ([`crate::config::admin_entry`]: stdio commands the file allows, no loader
+/// variables, no host paths, literal secrets), its secrets are encrypted, and the entry is
+/// validated as part of the configuration the reload after it will load (the file, the
+/// store and it; errors name the field). Stored, then answered once live.
+async fn add(kind: Kind, body: &Bytes, ctx: &Context) -> Answer {
+    let (shared, store) = (&*ctx.shared, &*ctx.store);
     let key = kind.key();
     let v: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
@@ -619,41 +655,46 @@ fn add(
     if exists {
         return error(409, format!("{key}[0].name: {name:?} exists"));
     }
+    let as_table = |v: &Value| {
+        toml::Table::try_from(v)
+            .map_err(|e| error(400, format!("cannot express it as configuration: {e}")))
+    };
     let mut v = v;
     if kind == Kind::Upstream {
+        let table = match as_table(&v) {
+            Ok(t) => t,
+            Err(a) => return a,
+        };
+        let rules = crate::config::admin_entry::check_upstream(
+            &table,
+            &shared.config.admin.stdio_commands,
+            crate::config::admin_entry::Origin::Request,
+        );
+        if let Err(refused) = rules {
+            tracing::warn!(%name, %refused, "admin API: upstream refused");
+            return error(refused.status, refused.to_string());
+        }
         if let Err(a) = seal_secrets(&mut v, shared.config.secret_key.as_deref()) {
             return a;
         }
     }
-    let table: toml::Table = match toml::Table::try_from(&v) {
+    let table = match as_table(&v) {
         Ok(t) => t,
-        Err(e) => return error(400, format!("cannot express it as configuration: {e}")),
+        Err(a) => return a,
     };
     let spec = match toml::to_string(&table) {
         Ok(s) => s,
         Err(e) => return error(400, format!("cannot express it as configuration: {e}")),
     };
-    // Validate it exactly as a config file entry (nested tables such as `headers` stay
-    // under the entry: `[upstream.headers]`).
-    let mut doc = toml::Table::new();
-    doc.insert(
-        key.into(),
-        toml::Value::Array(vec![toml::Value::Table(table)]),
-    );
-    let doc = match toml::to_string(&doc) {
-        Ok(d) => d,
-        Err(e) => return error(400, format!("cannot express it as configuration: {e}")),
-    };
-    if let Err(e) = crate::config::Config::parse(&doc, "request", &Default::default()) {
+    if let Err(e) = ctx.source.load_with(store, (kind, &name, &spec)) {
         return error(400, format!("{e:#}"));
     }
     if let Err(e) = store.put(kind, &name, &spec) {
         return error(500, format!("store: {e:#}"));
     }
-    let _ = control.send(ControlMsg::Reload);
     tracing::info!(kind = key, %name, "added through the admin API");
     audit_change(shared, "add", key, &name);
-    answer(201, json!({ "added": name }))
+    applied(&ctx.control, 201, json!({ "added": name })).await
 }
 
 // === upstream secrets ===
@@ -684,18 +725,15 @@ fn credentials(h: &crate::upstream::http::HttpUpstream) -> (Value, Value) {
 
 /// Encrypts, in place, the secret values of an upstream added through the API (`headers`
 /// values, `auth.bearer`, `auth.value`, `auth.client_secret`), so that the store never holds
-/// them in plain text. `env:VAR` references and `enc:v1:` values are kept as given (the
-/// latter are checked by validation). A plain value without `MCPGW_SECRET_KEY` is refused.
+/// them in plain text. They are literal: `env:` and `enc:` values were refused before (see
+/// [`crate::config::admin_entry`]). A value without `MCPGW_SECRET_KEY` is refused.
 fn seal_secrets(v: &mut Value, key: Option<&crate::secret::SecretKey>) -> Result<(), Answer> {
     let seal = |field: String, s: &mut String| -> Result<(), Answer> {
-        if crate::secret::is_stored_form(s) {
-            return Ok(());
-        }
         let Some(key) = key else {
             return Err(error(
                 400,
                 format!(
-                    "upstream[0].{field}: secret values are stored encrypted, and this gateway has no {k}: start it with {k} set (`mcpgw secret new-key` makes one), or give the value as env:VAR",
+                    "upstream[0].{field}: secret values are stored encrypted, and this gateway has no {k}: start it with {k} set (`mcpgw secret new-key` makes one), or set this upstream in the config file",
                     k = crate::secret::KEY_ENV
                 ),
             ));
@@ -826,7 +864,8 @@ fn create_key(
     if let Err(e) = store.put_api_key(&stored) {
         return error(500, format!("store: {e:#}"));
     }
-    let _ = control.send(ControlMsg::Reload);
+    // Not waited for: the answer carries the key, shown this once whatever the reload does.
+    let _ = control.send(ControlMsg::Reload(Vec::new()));
     tracing::info!(id = %stored.id, name = %stored.name, "API key issued through the admin API");
     audit_change(shared, "add", "api_key", &stored.id);
     answer(
@@ -839,8 +878,8 @@ fn create_key(
 }
 
 /// `DELETE /admin/keys/{id}`: revokes a key issued here; it stops working once the reload
-/// it triggers is applied (at once, in practice). Config-file keys are removed there.
-fn revoke_key(
+/// it triggers is applied, which the answer waits for. Config-file keys are removed there.
+async fn revoke_key(
     id: &str,
     shared: &Shared,
     store: &dyn Store,
@@ -849,10 +888,9 @@ fn revoke_key(
     match store.remove_api_key(id) {
         Err(e) => error(500, format!("store: {e:#}")),
         Ok(true) => {
-            let _ = control.send(ControlMsg::Reload);
             tracing::info!(id, "API key revoked through the admin API");
             audit_change(shared, "revoke", "api_key", id);
-            answer(200, json!({ "revoked": id }))
+            applied(control, 200, json!({ "revoked": id })).await
         }
         Ok(false) if shared.auth.load().api_keys().any(|(k, ..)| k == id) => error(
             409,

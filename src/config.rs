@@ -4,6 +4,7 @@
 //! the file, the line and the field. `anyhow` is used here (config loading is not the request
 //! path); the rest of the crate gets typed values.
 
+pub mod admin_entry;
 pub mod raw;
 
 use std::{
@@ -214,6 +215,9 @@ pub struct Upstream {
     pub replicas: Vec<Replica>,
     /// When a failing replica is left out.
     pub outlier: crate::upstream::balance::OutlierPolicy,
+    /// Added through the admin API (from the registry store), not the config file: a stdio
+    /// child of such an entry starts without the gateway's environment.
+    pub from_admin: bool,
 }
 
 /// Which MCP revision an HTTP upstream is spoken to in (`era`).
@@ -275,6 +279,9 @@ pub struct Admin {
     pub token: Option<String>,
     /// Store file (None: in memory).
     pub store: Option<PathBuf>,
+    /// Programs the admin API may add as stdio upstreams (`[admin] stdio_commands`), as
+    /// written: absolute paths or `@self`.
+    pub stdio_commands: Vec<String>,
 }
 
 /// A validated virtual server.
@@ -780,6 +787,7 @@ impl Config {
                 },
                 replicas,
                 outlier: outlier_policy(u.outlier.as_ref()),
+                from_admin: false,
             });
         }
         let mut servers = Vec::new();
@@ -850,6 +858,22 @@ impl Config {
                 .clone()
                 .or_else(|| a.token.clone())
                 .filter(|t| !t.is_empty()),
+            stdio_commands: a
+                .stdio_commands
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let v = c.get_ref();
+                    if v == "@self" || Path::new(v).is_absolute() {
+                        Ok(v.clone())
+                    } else {
+                        Err(anyhow!(
+                            "{}: admin.stdio_commands[{i}]: {v:?} is not an absolute path (or @self)",
+                            at(c.span())
+                        ))
+                    }
+                })
+                .collect::<anyhow::Result<_>>()?,
             store: match a.data_dir.as_deref() {
                 Some(":memory:") => None,
                 Some(d) => Some(PathBuf::from(d).join("mcpgw.db")),

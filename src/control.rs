@@ -195,11 +195,15 @@ impl Shared {
 pub enum ControlMsg {
     /// Fetch the catalogs again.
     Refresh,
-    /// Re-read the configuration (file + store) and apply it.
-    Reload,
+    /// Re-read the configuration (file + store) and apply it; each [`Applied`] sender hears
+    /// once the new snapshot is published (or why the configuration was rejected).
+    Reload(Vec<Applied>),
     /// Stop.
     Shutdown,
 }
+
+/// Where a reload reports its outcome: `Err` holds why the configuration was rejected.
+pub type Applied = flume::Sender<Result<(), String>>;
 
 /// The running control plane.
 pub struct ControlPlane {
@@ -286,7 +290,7 @@ impl ControlPlane {
     /// Reads the config file again and applies its upstreams and virtual servers (SIGHUP).
     /// A config that does not load is rejected whole, logged, and the running one kept.
     pub fn reload(&self) {
-        let _ = self.shared.control.send(ControlMsg::Reload);
+        let _ = self.shared.control.send(ControlMsg::Reload(Vec::new()));
     }
 
     /// Stops refreshing, kills the children and waits for them.
@@ -310,7 +314,24 @@ pub struct Source {
 impl Source {
     /// The config file with the store's changes applied.
     pub fn load(&self, store: &dyn crate::store::Store) -> anyhow::Result<Config> {
-        let (text, name) = match &self.path {
+        let (text, name) = self.text()?;
+        crate::store::compose(&text, &name, store, &self.overrides)
+    }
+
+    /// As [`Source::load`], with `extra` as if the store held it already: what a reload
+    /// would load once the admin API stores it.
+    pub fn load_with(
+        &self,
+        store: &dyn crate::store::Store,
+        extra: crate::store::Candidate<'_>,
+    ) -> anyhow::Result<Config> {
+        let (text, name) = self.text()?;
+        crate::store::compose_with(&text, &name, store, &self.overrides, Some(extra))
+    }
+
+    /// The config file's text and its name for messages.
+    fn text(&self) -> anyhow::Result<(String, String)> {
+        Ok(match &self.path {
             Some(p) => (
                 std::fs::read_to_string(p)
                     .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", p.display()))?,
@@ -320,8 +341,7 @@ impl Source {
                 crate::config::EMBEDDED_DEFAULT.to_string(),
                 "<embedded default>".to_string(),
             ),
-        };
-        crate::store::compose(&text, &name, store, &self.overrides)
+        })
     }
 }
 
@@ -332,6 +352,7 @@ async fn run(
     ready: flume::Sender<anyhow::Result<()>>,
     source: Source,
 ) {
+    let source = Rc::new(source);
     let refresh_tx = tx.clone();
     let sh = shared.clone();
     let supervisor = Supervisor::new(Arc::new(move |name: &str, ev: ChildEvent<'_>| match ev {
@@ -389,9 +410,12 @@ async fn run(
                 tracing::info!(%addr, "admin API listening");
                 monoio::spawn(crate::admin::serve(
                     l,
-                    shared.clone(),
-                    store.clone(),
-                    tx.clone(),
+                    crate::admin::Context {
+                        shared: shared.clone(),
+                        store: store.clone(),
+                        control: tx.clone(),
+                        source: source.clone(),
+                    },
                 ));
             }
             Err(e) => {
@@ -423,30 +447,34 @@ async fn run(
             Ok(Ok(ControlMsg::Refresh)) => {
                 // Coalesce a burst of refresh requests; a reload among them is kept (it
                 // publishes too, after this).
-                let (mut stop, mut reload) = (false, false);
+                let (mut stop, mut reload) = (false, None::<Vec<Applied>>);
                 while let Ok(m) = rx.try_recv() {
                     match m {
                         ControlMsg::Shutdown => {
                             stop = true;
                             break;
                         }
-                        ControlMsg::Reload => reload = true,
+                        ControlMsg::Reload(a) => reload.get_or_insert_with(Vec::new).extend(a),
                         ControlMsg::Refresh => {}
                     }
                 }
                 if stop {
                     break;
                 }
-                if reload {
-                    let _ = tx.send(ControlMsg::Reload);
+                if let Some(applied) = reload {
+                    let _ = tx.send(ControlMsg::Reload(applied));
                     continue;
                 }
                 catalog.publish(&shared, &upstreams, &caller).await;
             }
-            Ok(Ok(ControlMsg::Reload)) => {
+            Ok(Ok(ControlMsg::Reload(applied))) => {
                 match source.load(&*store) {
                     Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "config rejected; the running one is kept")
+                        let why = format!("{e:#}");
+                        tracing::error!(error = %why, "config rejected; the running one is kept");
+                        for a in applied {
+                            let _ = a.send(Err(why.clone()));
+                        }
                     }
                     Ok(new) => {
                         if new.gateway.listen != cfg.gateway.listen
@@ -458,6 +486,7 @@ async fn run(
                             );
                         }
                         let mut next = Vec::with_capacity(new.upstreams.len());
+                        let mut fresh = Vec::new();
                         for u in &new.upstreams {
                             // An upstream whose settings did not change keeps its object
                             // (connections, sessions, child process).
@@ -467,7 +496,11 @@ async fn run(
                                 .map(|i| current.remove(i));
                             next.push(match kept {
                                 Some(k) => k,
-                                None => (u.clone(), upstream::build(u, &supervisor)),
+                                None => {
+                                    let up = upstream::build(u, &supervisor);
+                                    fresh.push(up.clone());
+                                    (u.clone(), up)
+                                }
                             });
                         }
                         for (c, old) in std::mem::replace(&mut current, next) {
@@ -503,13 +536,21 @@ async fn run(
                                 start_watching(up, &tx, &shared);
                             }
                         }
-                        wait_for_children(&upstreams).await;
+                        // Published at once: a new stdio child or OAuth token that is not
+                        // ready yet joins the catalog when it is (a refresh), so a child that
+                        // keeps failing never holds up this loop or the changes after it.
                         catalog.publish(&shared, &upstreams, &caller).await;
                         tracing::info!(
                             upstreams = upstreams.len(),
                             servers = catalog.servers.len(),
                             "config reloaded"
                         );
+                        for a in applied {
+                            let _ = a.send(Ok(()));
+                        }
+                        if !fresh.is_empty() {
+                            monoio::spawn(refresh_when_ready(fresh, tx.clone()));
+                        }
                     }
                 }
             }
@@ -755,7 +796,7 @@ async fn watch_file(
         if now != last && now.is_some() {
             last = now;
             tracing::info!(path = %path.display(), "config file changed; reloading");
-            if tx.send(ControlMsg::Reload).is_err() {
+            if tx.send(ControlMsg::Reload(Vec::new())).is_err() {
                 return;
             }
         }
@@ -802,6 +843,14 @@ async fn check_health(
             }
         }
     }
+}
+
+/// Asks for a catalog refresh once upstreams added by a reload are ready (or after
+/// [`STARTUP_WAIT`]): an OAuth upstream's first token has no event of its own (a stdio
+/// child's start has, [`ChildEvent::Up`]). Runs beside the control loop, never in it.
+async fn refresh_when_ready(fresh: Vec<Arc<Upstream>>, tx: flume::Sender<ControlMsg>) {
+    wait_for_children(&fresh).await;
+    let _ = tx.send(ControlMsg::Refresh);
 }
 
 /// Gives stdio children a chance to come up, and OAuth upstreams their first token fetch,

@@ -452,12 +452,37 @@ pub fn compose(
     store: &dyn Store,
     ov: &crate::config::Overrides,
 ) -> anyhow::Result<crate::config::Config> {
+    compose_with(file_text, source, store, ov, None)
+}
+
+/// An entry the admin API is about to store: kind, name, TOML spec.
+pub type Candidate<'a> = (Kind, &'a str, &'a str);
+
+/// As [`compose`], with `extra` as if it were stored already (placed first among its kind's
+/// entries, so that errors name it `upstream[0]`/`server[0]`): the admin API validates a new
+/// entry against the configuration it will join. A stored upstream entry that breaks the
+/// admin rules ([`crate::config::admin_entry`]) is left out with a logged error; `extra`
+/// breaking them is an error.
+pub fn compose_with(
+    file_text: &str,
+    source: &str,
+    store: &dyn Store,
+    ov: &crate::config::Overrides,
+    extra: Option<Candidate<'_>>,
+) -> anyhow::Result<crate::config::Config> {
+    use crate::config::admin_entry::{self, Origin};
     let file = crate::config::Config::parse(file_text, source, ov)?;
     let mut changed = false;
     let mut doc: toml::Table = toml::from_str(file_text).with_context(|| source.to_string())?;
+    let file_ciphertexts = admin_entry::file_ciphertexts(&doc);
+    let mut from_admin = std::collections::HashSet::new();
     for kind in [Kind::Upstream, Kind::Server] {
-        let entries = store.entries(kind)?;
+        let mut entries = store.entries(kind)?;
         let removed = store.removed(kind)?;
+        if let Some((_, name, spec)) = extra.filter(|(k, ..)| *k == kind) {
+            entries.retain(|(n, _)| n != name);
+            entries.insert(0, (name.to_string(), spec.to_string()));
+        }
         if entries.is_empty() && removed.is_empty() {
             continue;
         }
@@ -476,10 +501,36 @@ pub fn compose(
                 .and_then(toml::Value::as_str)
                 .is_none_or(|n| !drop.contains(n))
         });
+        let mut stored = Vec::with_capacity(entries.len());
         for (name, spec) in &entries {
             let table: toml::Table =
                 toml::from_str(spec).with_context(|| format!("stored {} {name:?}", kind.key()))?;
-            list.push(toml::Value::Table(table));
+            let candidate = extra.is_some_and(|(k, n, _)| k == kind && n == name);
+            if kind == Kind::Upstream {
+                let origin = Origin::Store {
+                    file_ciphertexts: &file_ciphertexts,
+                };
+                if let Err(e) =
+                    admin_entry::check_upstream(&table, &file.admin.stdio_commands, origin)
+                {
+                    if candidate {
+                        anyhow::bail!("{e}");
+                    }
+                    // Stored by an older version, or the file's rules changed since: never
+                    // started, and the rest of the configuration still loads.
+                    tracing::error!(upstream = %name, refused = %e, "stored admin upstream breaks the admin rules: left out (remove it with DELETE /admin/upstreams/{name}, or move it to the config file)");
+                    continue;
+                }
+                from_admin.insert(name.clone());
+            }
+            stored.push(toml::Value::Table(table));
+        }
+        // The candidate goes first, so that errors name it `<kind>[0]`.
+        if extra.is_some_and(|(k, ..)| k == kind) {
+            stored.append(&mut list);
+            list = stored;
+        } else {
+            list.append(&mut stored);
         }
         doc.insert(kind.key().into(), toml::Value::Array(list));
     }
@@ -490,6 +541,9 @@ pub fn compose(
     } else {
         file
     };
+    for u in &mut config.upstreams {
+        u.from_admin = from_admin.contains(&u.name);
+    }
     config.disabled_tools = store.disabled_tools()?.into_iter().collect();
     Ok(config)
 }

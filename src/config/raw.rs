@@ -357,6 +357,13 @@ pub struct AdminConfig {
     /// Directory of the registry store (`mcpgw.db`, SQLite). Default:
     /// `$XDG_DATA_HOME/mcpgw` or `~/.local/share/mcpgw`; `":memory:"` keeps nothing.
     pub data_dir: Option<String>,
+    /// Programs the admin API may add as `stdio` upstreams: exact absolute paths (or
+    /// `@self`), compared with the entry's `command` as written. Only this file sets it (no
+    /// environment override). An allowed program runs with any `args` the admin caller
+    /// gives: list only programs that are safe with any arguments. Default: empty, the admin
+    /// API cannot add stdio upstreams.
+    #[serde(default)]
+    pub stdio_commands: Vec<Spanned<String>>,
 }
 
 /// `[audit]`: the hash-chained audit log (off unless `path` is set).

@@ -65,9 +65,22 @@ pub struct StdioHandle {
     tx: flume::Sender<Msg>,
     up: Arc<AtomicBool>,
     capabilities: Arc<ArcSwapOption<Map<String, Value>>>,
+    /// Disconnected once the supervisor has stopped for good (its child killed and reaped).
+    done: flume::Receiver<()>,
 }
 
 impl StdioHandle {
+    /// Stops the child for good: kills it, reaps it, and no restart follows. Resolves once
+    /// that is done (`true`), or after `within` (`false`: a supervisor busy writing to a
+    /// child that reads nothing; it stops when the write fails). Never blocks the thread.
+    pub async fn stop(&self, within: Duration) -> bool {
+        let _ = self.tx.send(Msg::Shutdown);
+        matches!(
+            monoio::time::timeout(within, self.done.recv_async()).await,
+            Ok(Err(_))
+        )
+    }
+
     /// Whether the child is running and initialized.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
@@ -196,34 +209,37 @@ impl Supervisor {
     /// Starts supervising the child of `cfg` (a stdio upstream).
     pub fn spawn(&self, cfg: &config::Upstream) -> StdioHandle {
         let (tx, rx) = flume::unbounded();
+        let (done_tx, done) = flume::bounded(1);
         let handle = StdioHandle {
             name: cfg.name.as_str().into(),
             tx: tx.clone(),
             up: Arc::new(AtomicBool::new(false)),
             capabilities: Arc::new(ArcSwapOption::empty()),
+            done,
         };
         let child = ChildSpec::from(cfg);
         let h = handle.clone();
         let on_up = self.on_up.clone();
         let join = thread::Builder::new()
             .name(format!("stdio-{}", cfg.name))
-            .spawn(move || supervise(child, tx, rx, h, on_up))
+            .spawn(move || supervise(child, tx, rx, h, on_up, done_tx))
             .expect("spawning a supervisor thread at start");
         self.handles.borrow_mut().push((handle.clone(), join));
         handle
     }
 
-    /// Kills one child (an upstream removed or changed by a reload), reaps it and joins its
-    /// threads. Calls still in flight to it fail with "upstream unavailable".
+    /// Tells one child's supervisor to stop (an upstream removed or changed by a reload): it
+    /// kills and reaps the child and ends. Calls still in flight to it fail with "upstream
+    /// unavailable". Does not wait (a grandchild holding the child's pipes could make the
+    /// supervisor's own clean-up take long): [`StdioHandle::stop`] waits.
     pub fn stop(&self, handle: &StdioHandle) {
         let mut all = self.handles.borrow_mut();
         let Some(i) = all.iter().position(|(h, _)| Arc::ptr_eq(&h.up, &handle.up)) else {
             return;
         };
-        let (h, join) = all.remove(i);
+        let (h, _detached) = all.remove(i);
         drop(all);
         let _ = h.tx.send(Msg::Shutdown);
-        let _ = join.join();
     }
 
     /// Kills every child, reaps it and joins its threads.
@@ -246,7 +262,17 @@ struct ChildSpec {
     cwd: Option<std::path::PathBuf>,
     backoff_max: Duration,
     init_timeout: Duration,
+    /// Start from an empty environment plus [`KEPT_ENV`] (an admin-added child).
+    clean_env: bool,
 }
+
+/// What an admin-added child keeps of the gateway's environment (besides its own `env`):
+/// where programs and home are, locale, time zone, temporary directory. Nothing else of the
+/// gateway's environment (its secret key, admin token, variables the config file reads
+/// with `env:`) reaches a program the admin API chose.
+const KEPT_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+];
 
 impl ChildSpec {
     fn from(cfg: &config::Upstream) -> Self {
@@ -280,6 +306,7 @@ impl ChildSpec {
             init_timeout: cfg
                 .call_timeout
                 .clamp(Duration::from_secs(10), Duration::from_secs(60)),
+            clean_env: cfg.from_admin,
         }
     }
 }
@@ -301,7 +328,11 @@ fn supervise(
     rx: flume::Receiver<Msg>,
     handle: StdioHandle,
     on_up: Arc<OnEvent>,
+    done: flume::Sender<()>,
 ) {
+    // Dropped (disconnecting `StdioHandle::done`) once a shutdown has reaped the child, or
+    // when this function returns.
+    let mut done = Some(done);
     let up = &handle.up;
     let generation = AtomicU64::new(0);
     let mut backoff = Duration::from_millis(100);
@@ -318,12 +349,12 @@ fn supervise(
                         on_up(&spec.name, ChildEvent::Up);
                         if serve(&spec, &mut run, &rx, gen) {
                             up.store(false, Ordering::Release);
-                            stop(&spec, run);
+                            stop(&spec, run, || drop(done.take()));
                             return;
                         }
                     }
                     Err(Stop::Shutdown) => {
-                        stop(&spec, run);
+                        stop(&spec, run, || drop(done.take()));
                         return;
                     }
                     Err(Stop::Failed(why)) => {
@@ -331,7 +362,7 @@ fn supervise(
                     }
                 }
                 up.store(false, Ordering::Release);
-                stop(&spec, run);
+                stop(&spec, run, || {});
             }
             Err(e) => {
                 tracing::error!(upstream = %spec.name, error = %e, command = %spec.command.display(), "cannot start stdio upstream")
@@ -365,6 +396,14 @@ fn start(
     on_change: Arc<OnEvent>,
 ) -> std::io::Result<Running> {
     let mut cmd = Command::new(&spec.command);
+    if spec.clean_env {
+        cmd.env_clear();
+        for k in KEPT_ENV {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+    }
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
@@ -640,8 +679,8 @@ fn serve(spec: &ChildSpec, run: &mut Running, rx: &flume::Receiver<Msg>, gen: u6
     }
 }
 
-/// Kills and reaps the child, fails its pending calls, joins its threads.
-fn stop(spec: &ChildSpec, mut run: Running) {
+/// Kills and reaps the child, fails its pending calls, calls `reaped`, joins its threads.
+fn stop(spec: &ChildSpec, mut run: Running, reaped: impl FnOnce()) {
     run.pending.clear();
     drop(run.stdin);
     // Give a child that is exiting on its own (stdin closed) a moment, then kill it.
@@ -662,6 +701,7 @@ fn stop(spec: &ChildSpec, mut run: Running) {
             }
         }
     }
+    reaped();
     for t in run.threads {
         let _ = t.join();
     }

@@ -296,7 +296,7 @@ fn cli_manages_upstreams_servers_and_tools() {
     let admin_port = free_port();
     let gw = Gateway::start(
         "",
-        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"tk\"\ndata_dir = \":memory:\"\n\n{}", stdio_fixture_toml("beta", "")),
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"tk\"\ndata_dir = \":memory:\"\nstdio_commands = [\"@self\"]\n\n{}", stdio_fixture_toml("beta", "")),
         "auto",
     );
     let url = format!("http://127.0.0.1:{admin_port}");
@@ -606,5 +606,352 @@ fn audit_log_is_chained_and_verifiable() {
         String::from_utf8_lossy(&bad.stderr).contains("audit.jsonl:2:"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+// === issue 18: what the admin token may do ===
+
+/// `mcpgw secret new-key`.
+fn secret_key() -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .args(["secret", "new-key"])
+        .output()
+        .expect("run mcpgw secret new-key");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `mcpgw secret encrypt` of `plain` under `key`.
+fn seal(key: &str, plain: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgw"))
+        .args(["secret", "encrypt"])
+        .env("MCPGW_SECRET_KEY", key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mcpgw secret encrypt");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{plain}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("encrypt");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The `[admin]` table of these tests: token from the environment, store in `dir`.
+fn admin_toml(admin_addr: SocketAddr, dir: &TempDir, extra: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"{admin_addr}\"\ndata_dir = {:?}\n{extra}\n",
+        dir.0.join("data").display().to_string()
+    )
+}
+
+/// A gateway on `cfg_text` (listen and workers added) with `env`; (gateway, admin address).
+fn admin_gateway(
+    dir: &TempDir,
+    body: impl Fn(SocketAddr) -> String,
+    env: &[(&str, &str)],
+) -> (Gateway, SocketAddr) {
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let cfg = dir.0.join("mcpgw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nlisten = \"{addr}\"\nworkers = 1\n\n{}",
+            body(admin_addr)
+        ),
+    )
+    .expect("config");
+    let gw = Gateway::try_start_with_env(&cfg, &[], addr, TempDir::new("admin-sec-gw"), env)
+        .unwrap_or_else(|log| panic!("mcpgw did not start:\n{log}"));
+    (gw, admin_addr)
+}
+
+/// The gateway's child processes whose command line holds `--name <name>`.
+fn fixture_children(gw: &Gateway, name: &str) -> Vec<u32> {
+    crate::support::children(gw.proc.pid())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                c.windows(name.len() + 7)
+                    .any(|w| w == format!("--name\0{name}").as_bytes())
+            })
+        })
+        .collect()
+}
+
+fn error_of(r: &crate::support::Resp) -> String {
+    r.json()["error"].as_str().unwrap_or("").to_string()
+}
+
+/// The admin token is not a shell: stdio commands come from `[admin] stdio_commands` only,
+/// loader variables and `cwd` are refused, an admin-added child does not see the gateway's
+/// environment, a DELETE reaps the child before it answers, and entries an older store
+/// holds that break these rules are not started.
+#[test]
+fn admin_token_cannot_run_commands() {
+    let dir = TempDir::new("admin-shell");
+    let marker = dir.0.join("ran");
+    let py = crate::support::python().display().to_string();
+    let script = crate::support::py("upstream.py").display().to_string();
+    let key = secret_key();
+    let env = [
+        ("MCPGW_SECRET_KEY", key.as_str()),
+        ("MCPGW_ADMIN_TOKEN", "tk"),
+        ("MCPGW_TEST_GATEWAY_ONLY", "gateway-env-4411"),
+    ];
+    let allow = format!("stdio_commands = [{py:?}]");
+    let (mut gw, admin_addr) = admin_gateway(&dir, |a| admin_toml(a, &dir, &allow), &env);
+    let post = |body: Value| {
+        admin(
+            admin_addr,
+            "POST",
+            "/admin/upstreams",
+            Some("tk"),
+            Some(&body),
+        )
+    };
+
+    // A command the config file did not allow: refused, and never run.
+    let sh = json!({"name": "sh", "transport": "stdio", "command": "/bin/sh",
+        "args": ["-c", format!("touch {}", marker.display())]});
+    let r = post(sh.clone());
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(
+        error_of(&r).contains("upstream[0].command") && error_of(&r).contains("stdio_commands"),
+        "{r:?}"
+    );
+    // An allowed program, but with a loader variable or a working directory: refused.
+    let fixture = |name: &str| {
+        json!({"name": name, "transport": "stdio", "command": py,
+            "args": [script, "--name", name, "--transport", "stdio"]})
+    };
+    let mut preload = fixture("pre");
+    preload["env"] = json!({"LD_PRELOAD": "/tmp/evil.so"});
+    let r = post(preload);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(error_of(&r).contains("upstream[0].env.LD_PRELOAD"), "{r:?}");
+    let mut cwd = fixture("cwd");
+    cwd["cwd"] = json!("/");
+    let r = post(cwd);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(error_of(&r).contains("upstream[0].cwd"), "{r:?}");
+
+    // Allowed: it runs, without the gateway's environment.
+    let r = post(fixture("kid"));
+    assert_eq!(r.status, 201, "{r:?}");
+    let url = gw.url();
+    assert!(
+        crate::support::wait_for(20, || tools(&url).iter().any(|t| t == "kid__echo")),
+        "{}",
+        gw.log_text()
+    );
+    let kids = fixture_children(&gw, "kid");
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    let environ = std::fs::read(format!("/proc/{}/environ", kids[0])).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    for secret in ["MCPGW_SECRET_KEY", "MCPGW_ADMIN_TOKEN", "gateway-env-4411"] {
+        assert!(
+            !environ.contains(secret),
+            "{secret} in the child's environment"
+        );
+    }
+
+    // DELETE answers once the child is gone (reaped), and it does not come back.
+    let r = admin(
+        admin_addr,
+        "DELETE",
+        "/admin/upstreams/kid",
+        Some("tk"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        crate::support::proc_state(kids[0]),
+        None,
+        "child still there after DELETE"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(fixture_children(&gw, "kid").is_empty(), "{}", gw.log_text());
+    assert!(!marker.exists(), "the refused command ran");
+    assert!(gw.stop().success());
+    drop(gw);
+
+    // An older store holding entries the policy refuses: the gateway starts without them.
+    let vault = HttpFixture::start("vault");
+    let db = rusqlite::Connection::open(dir.0.join("data/mcpgw.db")).expect("store");
+    let old_sh = format!(
+        "name = \"oldsh\"\ntransport = \"stdio\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"touch {}\"]\n",
+        marker.display()
+    );
+    let old_env = format!(
+        "name = \"oldenv\"\ntransport = \"http\"\nurl = \"{}\"\n[headers]\nX-Leak = \"env:MCPGW_SECRET_KEY\"\n",
+        vault.url()
+    );
+    for (name, spec) in [("oldsh", &old_sh), ("oldenv", &old_env)] {
+        db.execute(
+            "INSERT INTO upstreams (name, spec, updated_ms) VALUES (?1, ?2, 0)",
+            rusqlite::params![name, spec],
+        )
+        .expect("insert");
+    }
+    drop(db);
+    let (gw, admin_addr) = admin_gateway(&dir, |a| admin_toml(a, &dir, &allow), &env);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(!marker.exists(), "a stored command the policy refuses ran");
+    let listed = admin(admin_addr, "GET", "/admin/upstreams", Some("tk"), None).json();
+    assert_eq!(listed["upstreams"], json!([]), "{listed}");
+    let log = gw.log_text();
+    assert!(
+        log.contains("oldsh") && log.contains("oldenv") && log.contains("upstream[0].command"),
+        "{log}"
+    );
+}
+
+/// Secrets given to the admin API are literal: `env:` references and `enc:v1:` values
+/// (e.g. a config-file secret's ciphertext) are refused, as is a CA file path.
+#[test]
+fn admin_api_takes_literal_secrets_only() {
+    let dir = TempDir::new("admin-secrets");
+    let vault = HttpFixture::start("vault");
+    let key = secret_key();
+    let sealed = seal(&key, "config-only-secret-5150");
+    let env = [
+        ("MCPGW_SECRET_KEY", key.as_str()),
+        ("MCPGW_ADMIN_TOKEN", "tk"),
+    ];
+    let file = crate::support::http_upstream_toml(
+        "cfg",
+        &vault.url(),
+        &format!("[upstream.headers]\nX-Token = {sealed:?}"),
+    );
+    let (_gw, admin_addr) = admin_gateway(
+        &dir,
+        |a| format!("{}\n{file}", admin_toml(a, &dir, "")),
+        &env,
+    );
+    let post = |body: Value| {
+        admin(
+            admin_addr,
+            "POST",
+            "/admin/upstreams",
+            Some("tk"),
+            Some(&body),
+        )
+    };
+    let base = json!({"name": "leak", "transport": "http", "url": vault.url()});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    for (body, field) in [
+        (
+            with("headers", json!({"X-Leak": "env:MCPGW_SECRET_KEY"})),
+            "upstream[0].headers.X-Leak",
+        ),
+        (
+            with("auth", json!({"bearer": "env:HOME"})),
+            "upstream[0].auth.bearer",
+        ),
+        (
+            with("headers", json!({"X-Leak": sealed})),
+            "upstream[0].headers.X-Leak",
+        ),
+        (
+            with("auth", json!({"header": "X-K", "value": "enc:v2:abc"})),
+            "upstream[0].auth.value",
+        ),
+    ] {
+        let r = post(body);
+        assert_eq!(r.status, 400, "{field}: {r:?}");
+        assert!(error_of(&r).contains(field), "{field}: {r:?}");
+    }
+    let mut ca = base.clone();
+    ca["url"] = json!("https://127.0.0.1:1/mcp");
+    ca["tls_ca"] = json!("/etc/passwd");
+    let r = post(ca);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(error_of(&r).contains("upstream[0].tls_ca"), "{r:?}");
+    let listed = admin(admin_addr, "GET", "/admin/upstreams", Some("tk"), None).json();
+    assert!(
+        listed["upstreams"].as_array().is_some_and(|a| a.len() == 1),
+        "{listed}"
+    );
+}
+
+/// `POST /admin/servers` takes `allowed_roles` the config file's `[[role]]` defines, and
+/// refuses others naming the field.
+#[test]
+fn admin_servers_take_defined_roles() {
+    let dir = TempDir::new("admin-roles");
+    let env = [("MCPGW_ADMIN_TOKEN", "tk")];
+    let (_gw, admin_addr) = admin_gateway(
+        &dir,
+        |a| {
+            format!(
+                "{}\n[auth]\nanonymous_roles = [\"ops\"]\n\n[[role]]\nname = \"ops\"\ntools = [\"*\"]\n\n{}",
+                admin_toml(a, &dir, ""),
+                stdio_fixture_toml("beta", "")
+            )
+        },
+        &env,
+    );
+    let post = |body: Value| {
+        admin(
+            admin_addr,
+            "POST",
+            "/admin/servers",
+            Some("tk"),
+            Some(&body),
+        )
+    };
+    let r = post(json!({"name": "opsonly", "tools": ["beta__*"], "allowed_roles": ["ops"]}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = post(json!({"name": "ghost", "tools": ["beta__*"], "allowed_roles": ["nobody"]}));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(error_of(&r).contains("allowed_roles"), "{r:?}");
+}
+
+/// A stdio upstream that keeps failing to start does not hold back later admin changes:
+/// once a write is answered, it is live.
+#[test]
+fn failing_stdio_child_does_not_hold_back_admin_changes() {
+    let dir = TempDir::new("admin-stall");
+    let alpha = HttpFixture::start("alpha");
+    let env = [("MCPGW_ADMIN_TOKEN", "tk")];
+    let (gw, admin_addr) = admin_gateway(
+        &dir,
+        |a| admin_toml(a, &dir, "stdio_commands = [\"/bin/false\"]"),
+        &env,
+    );
+    let r = admin(
+        admin_addr,
+        "POST",
+        "/admin/upstreams",
+        Some("tk"),
+        Some(&json!({"name": "broken", "transport": "stdio", "command": "/bin/false"})),
+    );
+    assert!(r.status == 201, "{r:?}");
+    let r = admin(
+        admin_addr,
+        "POST",
+        "/admin/upstreams",
+        Some("tk"),
+        Some(&json!({"name": "alpha", "transport": "http", "url": alpha.url()})),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let answered = std::time::Instant::now();
+    let url = gw.url();
+    assert!(
+        crate::support::wait_for(3, || tools(&url).iter().any(|t| t == "alpha__echo")),
+        "not live {:?} after its 201\n{}",
+        answered.elapsed(),
+        gw.log_text()
     );
 }

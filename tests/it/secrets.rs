@@ -276,7 +276,8 @@ fn admin_added_upstream_secrets_are_stored_encrypted() {
         "headers": { "X-Tenant": "tenant-plain-5521", "X-Region": "env:MCPGW_TEST_UNSET_OK" },
         "auth": { "bearer": "bearer-plain-8812" },
     });
-    // An env: reference to a variable the gateway lacks fails validation (400), naming it.
+    // An env: reference is refused (400, naming the field): the admin API takes literal
+    // values only, so it cannot read the gateway's environment.
     let r = admin(
         admin_addr,
         "POST",
@@ -288,7 +289,7 @@ fn admin_added_upstream_secrets_are_stored_encrypted() {
     assert!(
         r.json()["error"]
             .as_str()
-            .is_some_and(|e| e.contains("headers.X-Region") && e.contains("MCPGW_TEST_UNSET_OK")),
+            .is_some_and(|e| e.contains("upstream[0].headers.X-Region") && e.contains("env:")),
         "{r:?}"
     );
     let mut spec = spec;
