@@ -410,7 +410,13 @@ async fn route(
         }
         ("DELETE", p) if p.starts_with("/admin/upstreams/") => {
             let name = &p["/admin/upstreams/".len()..];
-            if !snap.by_name.contains_key(name) {
+            // A stored entry the address policy left out of the running set can be removed too.
+            let stored = || {
+                store
+                    .entries(Kind::Upstream)
+                    .is_ok_and(|e| e.iter().any(|(n, _)| n == name))
+            };
+            if !snap.by_name.contains_key(name) && !stored() {
                 return error(404, format!("no upstream {name:?}"));
             }
             match store.remove(Kind::Upstream, name) {
@@ -644,7 +650,15 @@ fn add(
         Ok(d) => d,
         Err(e) => return error(400, format!("cannot express it as configuration: {e}")),
     };
-    if let Err(e) = crate::config::Config::parse(&doc, "request", &Default::default()) {
+    // As the running gateway would: its listeners, and (for an upstream) the admin API's
+    // outbound address policy, `[gateway] upstream_networks`.
+    let checked = match kind {
+        Kind::Upstream => shared.config.check_admin_upstreams(&doc, "request"),
+        Kind::Server => {
+            crate::config::Config::parse(&doc, "request", &Default::default()).map(|_| ())
+        }
+    };
+    if let Err(e) = checked {
         return error(400, format!("{e:#}"));
     }
     if let Err(e) = store.put(kind, &name, &spec) {
