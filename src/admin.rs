@@ -413,7 +413,15 @@ async fn route(head: &RequestHead, body: &Bytes, ctx: &Context) -> Answer {
         }
         ("DELETE", p) if p.starts_with("/admin/upstreams/") => {
             let name = &p["/admin/upstreams/".len()..];
-            let Some(up) = snap.by_name.get(name).and_then(|r| snap.upstream(*r)) else {
+            // A stored entry left out of the running set (the admin rules or the address
+            // policy refused it) can be removed too.
+            let stored = || {
+                store
+                    .entries(Kind::Upstream)
+                    .is_ok_and(|e| e.iter().any(|(n, _)| n == name))
+            };
+            let up = snap.by_name.get(name).and_then(|r| snap.upstream(*r));
+            if up.is_none() && !stored() {
                 return error(404, format!("no upstream {name:?}"));
             };
             if let Err(e) = store.remove(Kind::Upstream, name) {
@@ -422,7 +430,7 @@ async fn route(head: &RequestHead, body: &Bytes, ctx: &Context) -> Answer {
             tracing::info!(upstream = name, "upstream removed through the admin API");
             audit_change(shared, "remove", "upstream", name);
             // A child is killed and reaped before the answer: nothing of it runs after a 2xx.
-            if let Link::Stdio(h) = &up.link {
+            if let Some(Link::Stdio(h)) = up.map(|u| &u.link) {
                 if !h.stop(STOP_WAIT).await {
                     return error(
                         500,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 
+use crate::net::policy::{AddressPolicy, Listener};
 use crate::secret::{Env, Secret, SecretKey};
 use raw::RawConfig;
 use toml::Spanned;
@@ -123,6 +124,12 @@ pub struct Gateway {
     pub upstream_idle_timeout: Duration,
     /// TLS on the client listener (None: plain HTTP).
     pub tls: Option<crate::net::tls::ServerTls>,
+    /// What config-file upstreams, their OAuth token endpoints and the JWKS URL may connect
+    /// to: anything but the always-refused set and the gateway's own listeners.
+    pub outbound: Arc<AddressPolicy>,
+    /// What upstreams added through the admin API may connect to: `outbound`, within
+    /// `upstream_networks`.
+    pub admin_outbound: Arc<AddressPolicy>,
 }
 
 /// How an upstream is reached.
@@ -185,6 +192,8 @@ pub struct OAuthClient {
     pub client_secret: Secret,
     /// Space-separated scopes (None: the server's default).
     pub scope: Option<String>,
+    /// What the token endpoint's address must pass (its upstream's policy).
+    pub outbound: Arc<AddressPolicy>,
 }
 
 /// One validated upstream.
@@ -218,6 +227,63 @@ pub struct Upstream {
     /// Added through the admin API (from the registry store), not the config file: a stdio
     /// child of such an entry starts without the gateway's environment.
     pub from_admin: bool,
+    /// What its addresses must pass when connecting: the config file's policy, or the admin
+    /// API's for an upstream added through it ([`Config::limit_admin_upstreams`]).
+    pub outbound: Arc<AddressPolicy>,
+}
+
+impl Upstream {
+    /// Subjects it (and its OAuth token endpoint) to `policy`.
+    fn set_outbound(&mut self, policy: &Arc<AddressPolicy>) {
+        self.outbound = policy.clone();
+        if let Transport::Http {
+            auth: Some(UpstreamAuth::OAuth(c)),
+            ..
+        } = &mut self.transport
+        {
+            c.outbound = policy.clone();
+        }
+    }
+
+    /// Checks the literal addresses of its URLs and OAuth token endpoint against `policy`;
+    /// the error names the field of `upstream[i]`.
+    pub fn check_outbound(&self, i: usize, policy: &AddressPolicy) -> Result<(), String> {
+        let Transport::Http { addr, auth, .. } = &self.transport else {
+            return Ok(());
+        };
+        let mut urls: Vec<(String, &str)> = match self.replicas.as_slice() {
+            [] => vec![(format!("upstream[{i}].url"), addr.as_str())],
+            many => many
+                .iter()
+                .enumerate()
+                .map(|(k, r)| (format!("upstream[{i}].urls[{k}]"), r.addr.as_str()))
+                .collect(),
+        };
+        let token_addr = match auth {
+            Some(UpstreamAuth::OAuth(c)) => split_http_url(&c.token_url).ok().map(|t| t.1),
+            _ => None,
+        };
+        if let Some(t) = &token_addr {
+            urls.push((format!("upstream[{i}].auth.oauth_token_url"), t.as_str()));
+        }
+        for (field, a) in urls {
+            policy
+                .check_authority(a)
+                .map_err(|d| format!("{field}: {}", refusal(a, d)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A URL refused by the outbound address policy (the root of such a config error, so that a
+/// stored admin entry refused for its address can be told from an invalid one).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OutboundRefused(pub String);
+
+/// How a refused address is reported.
+fn refusal(addr: &str, deny: crate::net::policy::Deny) -> String {
+    format!("refused by the outbound address policy: {addr} is {deny}")
 }
 
 /// Which MCP revision an HTTP upstream is spoken to in (`era`).
@@ -492,7 +558,48 @@ impl Config {
                 .map_err(|e| anyhow!("{}: gateway.tls: {e}", at(t.cert.span())))
             })
             .transpose()?;
+        let a = &raw.admin;
+        let admin_listen = ov
+            .admin_listen
+            .clone()
+            .or_else(|| a.listen.as_ref().map(|s| s.get_ref().clone()))
+            .filter(|s| !s.is_empty() && s != "off")
+            .map(|l| {
+                l.parse::<SocketAddr>().map_err(|_| {
+                    let at_line = a
+                        .listen
+                        .as_ref()
+                        .map_or_else(|| "MCPGW_ADMIN_LISTEN".into(), |s| at(s.span()));
+                    anyhow!("{at_line}: admin.listen: {l:?} is not an address like 127.0.0.1:8081")
+                })
+            })
+            .transpose()?;
+        let mut own = vec![(listen, Listener::Mcp)];
+        own.extend(admin_listen.map(|a| (a, Listener::Admin)));
+        let outbound = AddressPolicy::new(own);
+        let networks = match &g.upstream_networks {
+            None => crate::net::policy::DEFAULT_UPSTREAM_NETWORKS
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .map(|n| {
+                    n.parse::<ipnet::IpNet>().map_err(|_| {
+                        anyhow!(
+                            "{}: gateway.upstream_networks: {n:?} is not a network like 10.0.0.0/8 or fd00::/8",
+                            at(list.span())
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        };
+        let admin_outbound = Arc::new(outbound.clone().within(networks));
+        let outbound = Arc::new(outbound);
         let gateway = Gateway {
+            outbound: outbound.clone(),
+            admin_outbound,
             listen,
             workers,
             driver,
@@ -612,6 +719,13 @@ impl Config {
                     for (name, url) in &urls {
                         let (https, addr, host, path) = split_http_url(url.get_ref())
                             .map_err(|e| anyhow!("{}: {name}: {e}", at(url.span())))?;
+                        outbound.check_authority(&addr).map_err(|d| {
+                            OutboundRefused(format!(
+                                "{}: {name}: {}",
+                                at(url.span()),
+                                refusal(&addr, d)
+                            ))
+                        })?;
                         if let Some(first) = endpoints.first() {
                             if first.tls.is_some() != https {
                                 bail!(
@@ -677,7 +791,7 @@ impl Config {
                         );
                     }
                     let (headers, auth) =
-                        credentials(u, &field, &at, &ov.env, secret_key.as_ref())?;
+                        credentials(u, &field, &at, &ov.env, secret_key.as_ref(), &outbound)?;
                     Transport::Http {
                         addr,
                         host,
@@ -788,6 +902,7 @@ impl Config {
                 replicas,
                 outlier: outlier_policy(u.outlier.as_ref()),
                 from_admin: false,
+                outbound: outbound.clone(),
             });
         }
         let mut servers = Vec::new();
@@ -834,25 +949,8 @@ impl Config {
             });
         }
         let a = &raw.admin;
-        let admin_listen = ov
-            .admin_listen
-            .clone()
-            .or_else(|| a.listen.as_ref().map(|s| s.get_ref().clone()))
-            .filter(|s| !s.is_empty() && s != "off");
         let admin = Admin {
-            listen: admin_listen
-                .map(|l| {
-                    l.parse::<SocketAddr>().map_err(|_| {
-                        let at_line = a
-                            .listen
-                            .as_ref()
-                            .map_or_else(|| "MCPGW_ADMIN_LISTEN".into(), |s| at(s.span()));
-                        anyhow!(
-                            "{at_line}: admin.listen: {l:?} is not an address like 127.0.0.1:8081"
-                        )
-                    })
-                })
-                .transpose()?,
+            listen: admin_listen,
             token: ov
                 .admin_token
                 .clone()
@@ -882,6 +980,9 @@ impl Config {
         };
         let auth =
             crate::auth::Auth::compile(&raw, base_dir).map_err(|e| anyhow!("{source}: {e}"))?;
+        if let Some((url, _)) = auth.jwks_url() {
+            check_url(&outbound, url).map_err(|e| anyhow!("{source}: auth.jwt.jwks_url: {e}"))?;
+        }
         let t = &raw.telemetry;
         let json_logs = match t.log_format.as_deref() {
             None | Some("pretty") | Some("text") => false,
@@ -890,6 +991,10 @@ impl Config {
                 bail!("{source}: telemetry.log_format {other:?}: expected pretty or json")
             }
         };
+        if let Some(e) = &t.otlp_endpoint {
+            check_url(&outbound, e)
+                .map_err(|e| anyhow!("{source}: telemetry.otlp_endpoint: {e}"))?;
+        }
         let telemetry = Telemetry {
             otlp_endpoint: t
                 .otlp_endpoint
@@ -934,6 +1039,44 @@ impl Config {
     }
 }
 
+// === admin-added upstreams ===
+
+impl Config {
+    /// Validates a document holding only `[[upstream]]` entries from the admin API as this
+    /// configuration would run them: the config file's rules, against this gateway's own
+    /// listeners, and within the admin API's address policy (`upstream_networks`). Errors
+    /// name the field (`upstream[0].url`); an address the policy refuses is an [`OutboundRefused`].
+    pub fn check_admin_upstreams(&self, doc: &str, source: &str) -> anyhow::Result<()> {
+        let ov = Overrides {
+            listen: Some(self.gateway.listen.to_string()),
+            admin_listen: Some(
+                self.admin
+                    .listen
+                    .map_or_else(|| "off".into(), |a| a.to_string()),
+            ),
+            ..Default::default()
+        };
+        let parsed = Config::parse(doc, source, &ov)?;
+        for (i, u) in parsed.upstreams.iter().enumerate() {
+            u.check_outbound(i, &self.gateway.admin_outbound)
+                .map_err(|e| OutboundRefused(format!("{source}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Subjects the upstreams named in `names` (those added through the admin API) to the
+    /// admin API's address policy when they connect.
+    pub fn limit_admin_upstreams<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        let policy = self.gateway.admin_outbound.clone();
+        let names: HashSet<&str> = names.into_iter().collect();
+        for u in &mut self.upstreams {
+            if names.contains(u.name.as_str()) {
+                u.set_outbound(&policy);
+            }
+        }
+    }
+}
+
 /// Headers the gateway writes itself: configured ones would break the request's framing.
 const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
 
@@ -957,6 +1100,7 @@ fn credentials(
     at: &dyn Fn(std::ops::Range<usize>) -> String,
     env: &Env,
     key: Option<&SecretKey>,
+    outbound: &Arc<AddressPolicy>,
 ) -> anyhow::Result<Credentials> {
     let name = u.name.get_ref();
     let load = |v: &raw::SecretText, f: String| {
@@ -1038,6 +1182,17 @@ fn credentials(
                     field("auth.oauth_token_url")
                 );
             }
+            let (_, addr, _, _) = split_http_url(u).map_err(|e| {
+                anyhow!("{}: {}: {e}", at(url.span()), field("auth.oauth_token_url"))
+            })?;
+            outbound.check_authority(&addr).map_err(|d| {
+                OutboundRefused(format!(
+                    "{}: {}: {}",
+                    at(url.span()),
+                    field("auth.oauth_token_url"),
+                    refusal(&addr, d)
+                ))
+            })?;
             if id.get_ref().is_empty() {
                 bail!("{}: {}: empty", at(id.span()), field("auth.client_id"));
             }
@@ -1046,6 +1201,7 @@ fn credentials(
                 client_id: id.get_ref().clone(),
                 client_secret: load(secret, field("auth.client_secret"))?,
                 scope: a.scope.clone().filter(|s| !s.is_empty()),
+                outbound: outbound.clone(),
             })
         }
         _ => return Err(shape_error()),
@@ -1098,11 +1254,25 @@ fn split_http_url(url: &str) -> anyhow::Result<(bool, String, String, String)> {
         !h.is_empty() && !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':')
     }) && !authority.ends_with(']');
     let addr = if has_port {
+        let port = authority.rsplit_once(':').map_or("", |(_, p)| p);
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            bail!("{url:?}: port {port} is not a port from 1 to 65535");
+        }
         authority.to_string()
     } else {
         format!("{authority}:{}", if https { 443 } else { 80 })
     };
     Ok((https, addr, authority.to_string(), path.to_string()))
+}
+
+/// Checks the literal address of an `http(s)://` URL the gateway fetches; a URL of another
+/// form is left to its own validation.
+fn check_url(policy: &AddressPolicy, url: &str) -> Result<(), String> {
+    match split_http_url(url) {
+        Ok((_, addr, _, _)) => policy.check_authority(&addr).map_err(|d| refusal(&addr, d)),
+        Err(e) if url.contains("://") && (url.starts_with("http")) => Err(e.to_string()),
+        Err(_) => Ok(()),
+    }
 }
 
 /// The host of an authority, without port or IPv6 brackets: the TLS server name.

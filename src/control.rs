@@ -381,7 +381,7 @@ async fn run(
     };
     // The composed auth (API keys from the store) replaces the file's; JWKS fetching starts.
     let mut jwks = JwksFetch::default();
-    jwks.track(&cfg.auth, &shared);
+    jwks.track(&cfg.auth, &cfg.gateway.outbound, &shared);
     shared.auth.store(cfg.auth.clone());
     cfg.auth.sync_jwks();
     let quotas = Rc::new(RefCell::new(QuotaBook::restore(
@@ -513,7 +513,7 @@ async fn run(
                         upstreams = current.iter().map(|(_, u)| u.clone()).collect();
                         catalog.servers = new.servers.clone();
                         catalog.guard = new.guard.clone();
-                        jwks.track(&new.auth, &shared);
+                        jwks.track(&new.auth, &new.gateway.outbound, &shared);
                         shared.auth.store(new.auth.clone());
                         // A fetch may have finished between tracking and publishing.
                         new.auth.sync_jwks();
@@ -722,7 +722,12 @@ struct JwksFetch(Option<Arc<crate::auth::jwks::Remote>>);
 
 impl JwksFetch {
     /// Starts or keeps the fetcher `auth` needs and attaches it to `auth`.
-    fn track(&mut self, auth: &crate::auth::Auth, shared: &Arc<Shared>) {
+    fn track(
+        &mut self,
+        auth: &crate::auth::Auth,
+        outbound: &Arc<crate::net::policy::AddressPolicy>,
+        shared: &Arc<Shared>,
+    ) {
         use crate::auth::jwks::{Remote, MIN_REFETCH};
         let Some((url, every)) = auth.jwks_url() else {
             self.0 = None;
@@ -731,7 +736,7 @@ impl JwksFetch {
         let same = self
             .0
             .as_ref()
-            .is_some_and(|r| r.url() == url && r.refresh() == every);
+            .is_some_and(|r| r.url() == url && r.refresh() == every && r.outbound() == &**outbound);
         if !same {
             let weak = Arc::downgrade(shared);
             let on_update = move || {
@@ -739,7 +744,7 @@ impl JwksFetch {
                     s.auth.load().sync_jwks();
                 }
             };
-            match Remote::start(url, every, MIN_REFETCH, on_update) {
+            match Remote::start(url, every, MIN_REFETCH, outbound.clone(), on_update) {
                 Ok(r) => {
                     tracing::info!(
                         url,

@@ -1,10 +1,12 @@
-//! The byte streams connections run over: plain TCP, or TLS over TCP ([`tls`]).
+//! The byte streams connections run over: plain TCP, or TLS over TCP ([`tls`]); and the
+//! outbound address policy every connection the gateway opens passes ([`policy`]).
 //!
 //! [`Stream`] is the seam between the HTTP/1.1 loops (`transport::server`, `upstream::http`)
 //! and the socket. The client side is generic over it, so a plain TCP connection compiles to
 //! the same direct `TcpStream` calls as before TLS existed: no box, no vtable, no branch per
 //! read. Buffers move into the IO calls (rent style); nothing here parses HTTP.
 
+pub mod policy;
 pub mod tls;
 
 use std::{future::Future, io};

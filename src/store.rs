@@ -446,6 +446,12 @@ fn pin_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pin> {
 /// the store removed, or that an admin entry of the same name replaces, are left out; admin
 /// entries are appended; disabled tools are recorded. The file alone is validated first, so
 /// its errors keep their line numbers.
+///
+/// Admin upstreams are held to the admin API's address policy: one whose literal address the
+/// policy refuses (stored before the policy, or before `upstream_networks` narrowed) is left
+/// out and logged, so that it cannot stop the gateway from starting (other validation errors
+/// fail the composed configuration, as they always did); the rest connect under that
+/// policy ([`crate::config::Config::limit_admin_upstreams`]).
 pub fn compose(
     file_text: &str,
     source: &str,
@@ -521,6 +527,24 @@ pub fn compose_with(
                     tracing::error!(upstream = %name, refused = %e, "stored admin upstream breaks the admin rules: left out (remove it with DELETE /admin/upstreams/{name}, or move it to the config file)");
                     continue;
                 }
+                // The admin API's outbound address policy (`upstream_networks`).
+                let mut alone = toml::Table::new();
+                alone.insert(
+                    kind.key().into(),
+                    toml::Value::Array(vec![toml::Value::Table(table.clone())]),
+                );
+                let doc = toml::to_string(&alone).context("composing the configuration")?;
+                match file.check_admin_upstreams(&doc, &format!("stored upstream {name:?}")) {
+                    Ok(()) => {}
+                    Err(e) if candidate => return Err(e),
+                    Err(e) if e.downcast_ref::<crate::config::OutboundRefused>().is_some() => {
+                        tracing::error!(upstream = %name, error = %format!("{e:#}"),
+                            "stored upstream left out: the outbound address policy refuses it (DELETE /admin/upstreams/<name> removes it)");
+                        continue;
+                    }
+                    // Invalid for another reason: the composed configuration fails as before.
+                    Err(_) => {}
+                }
                 from_admin.insert(name.clone());
             }
             stored.push(toml::Value::Table(table));
@@ -545,6 +569,7 @@ pub fn compose_with(
         u.from_admin = from_admin.contains(&u.name);
     }
     config.disabled_tools = store.disabled_tools()?.into_iter().collect();
+    config.limit_admin_upstreams(from_admin.iter().map(String::as_str));
     Ok(config)
 }
 
@@ -640,6 +665,35 @@ mod tests {
             .expect("version");
         assert_eq!(v, MIGRATIONS.len());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn compose_holds_admin_upstreams_to_the_admin_policy() {
+        let s = Sqlite::memory().expect("store");
+        let ov = crate::config::Overrides::default();
+        let file = FILE;
+        let put = |name: &str, url: &str| {
+            s.put(
+                Kind::Upstream,
+                name,
+                &format!("name = \"{name}\"\ntransport = \"http\"\nurl = \"{url}\"\n"),
+            )
+            .expect("put");
+        };
+        put("ok", "http://127.0.0.1:8/mcp");
+        put("named", "http://localhost:8/mcp");
+        // Stored before the policy existed: left out, and the gateway still starts.
+        put("meta", "http://169.254.169.254/latest");
+        put("public", "http://8.8.8.8/mcp");
+        put("own", "http://127.0.0.1:1/mcp");
+        let c = compose(file, "f", &s, &ov).expect("compose");
+        let names: Vec<_> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["a", "named", "ok"]);
+        let limited: Vec<_> = c.upstreams.iter().map(|u| u.outbound.limited()).collect();
+        assert_eq!(limited, [false, true, true]);
+        // Another validation error still fails the whole configuration.
+        put("bad", "ftp://127.0.0.1:8/mcp");
+        assert!(compose(file, "f", &s, &ov).is_err());
     }
 
     #[test]

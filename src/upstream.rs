@@ -532,6 +532,7 @@ pub fn build(cfg: &config::Upstream, supervisor: &stdio::Supervisor) -> Arc<Upst
             )
             .with_auth(auth.as_ref().map(|a| http::Credential::new(&cfg.name, a)))
             .with_replicas(&cfg.replicas, cfg.outlier)
+            .with_outbound(cfg.outbound.clone())
             .with_era(cfg.era),
         ),
         config::Transport::Stdio { .. } => Link::Stdio(supervisor.spawn(cfg)),

@@ -14,6 +14,9 @@
 //! wait or lock here: they read the merged set through an arc-swap and, on an unknown `kid`,
 //! flip an atomic flag and offer one message to a bounded channel.
 //!
+//! The URL, and any redirect, is connected to only at addresses the configuration's outbound
+//! address policy allows (`crate::net::policy`); a refused one fails the fetch.
+//!
 //! The thread ends once every handle to its `Remote` is dropped (a reload that removes or
 //! changes the URL drops the old one).
 
@@ -28,6 +31,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 use super::jwt::KeySet;
+use crate::net::policy::AddressPolicy;
 
 /// Default interval between fetches, ms (`jwks_refresh_ms`).
 pub const DEFAULT_REFRESH_MS: u64 = 300_000;
@@ -60,6 +64,7 @@ pub struct Fetched {
 pub struct Remote {
     url: String,
     refresh: Duration,
+    outbound: Arc<AddressPolicy>,
     state: Arc<State>,
     kick: flume::Sender<()>,
 }
@@ -90,6 +95,7 @@ impl Remote {
         url: &str,
         refresh: Duration,
         min_refetch: Duration,
+        outbound: Arc<AddressPolicy>,
         on_update: impl Fn() + Send + 'static,
     ) -> std::io::Result<Arc<Remote>> {
         let state = Arc::new(State {
@@ -100,13 +106,14 @@ impl Remote {
             min_refetch,
         });
         let (kick, rx) = flume::bounded(1);
-        let (st, u) = (state.clone(), url.to_string());
+        let (st, u, p) = (state.clone(), url.to_string(), outbound.clone());
         std::thread::Builder::new()
             .name("mcpgw-jwks".into())
-            .spawn(move || fetch_loop(&u, refresh, &st, &rx, &on_update))?;
+            .spawn(move || fetch_loop(&u, refresh, p, &st, &rx, &on_update))?;
         Ok(Arc::new(Remote {
             url: url.to_string(),
             refresh,
+            outbound,
             state,
             kick,
         }))
@@ -120,6 +127,11 @@ impl Remote {
     /// The refresh interval.
     pub fn refresh(&self) -> Duration {
         self.refresh
+    }
+
+    /// The address policy its fetches pass.
+    pub fn outbound(&self) -> &AddressPolicy {
+        &self.outbound
     }
 
     /// The last good set (generation 0 and no keys before the first success).
@@ -157,17 +169,19 @@ impl std::fmt::Debug for Remote {
 fn fetch_loop(
     url: &str,
     refresh: Duration,
+    outbound: Arc<AddressPolicy>,
     state: &State,
     kicks: &flume::Receiver<()>,
     on_update: &dyn Fn(),
 ) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .timeout_global(Some(FETCH_TIMEOUT))
         .http_status_as_error(true)
         .max_redirects(3)
         .user_agent(concat!("mcpgw/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+        .build();
+    // Every address the URL (or a redirect) resolves to passes the policy.
+    let agent = crate::net::policy::agent(config, outbound);
     let mut wait = Duration::ZERO;
     let mut failures: u32 = 0;
     let mut last_body: Vec<u8> = Vec::new();

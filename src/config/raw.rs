@@ -519,6 +519,15 @@ pub struct GatewayConfig {
     pub write_timeout_ms: Option<u64>,
     /// `[gateway.tls]`: serve the MCP endpoint over TLS. Default: plain HTTP.
     pub tls: Option<GatewayTlsConfig>,
+    /// Networks (CIDR, e.g. `"10.20.0.0/16"`, `"fd00:1::/64"`) that upstreams added through
+    /// the admin API may be reached at, their OAuth token endpoints included; checked on the
+    /// literal address when added and on every resolved address when connecting. Config-file
+    /// upstreams are not limited by it. Whatever it says, no upstream, token endpoint or JWKS
+    /// URL may be at a link-local, cloud metadata, unspecified, broadcast or multicast
+    /// address, or at the gateway's own listeners. Default: loopback and private networks,
+    /// `["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+    /// "fc00::/7"]`; `[]` refuses every admin-added HTTP upstream.
+    pub upstream_networks: Option<Spanned<Vec<String>>>,
 }
 
 /// `[gateway.tls]`: TLS 1.2 and 1.3 on the client listener (ALPN `http/1.1`), optionally

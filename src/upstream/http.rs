@@ -11,6 +11,12 @@
 //! fixed header, or the OAuth token the control plane's fetcher published), and nothing of the
 //! client's own request headers. Their values are [`Secret`]s, exposed only into the head.
 //!
+//! A new connection goes to the upstream's address only if every address it resolves to
+//! passes its outbound address policy ([`crate::net::policy`]); a refusal fails the request
+//! as unavailable and logs the address and the reason. Upstreams under the admin API's policy
+//! pool their connections apart from the config file's, so that one never rides on a
+//! connection the other opened.
+//!
 //! Connections are kept alive in a per-worker [`Pool`]; a pooled connection found closed is
 //! replaced once, before any byte of the answer. After the response of a call has been read,
 //! the rest of an SSE stream is drained (briefly) so the connection can be reused.
@@ -41,6 +47,7 @@ use crate::{
     error::{Error, ErrorKind, Result},
     jsonrpc::Kind,
     net::{
+        policy::AddressPolicy,
         tls::{ClientTls, TlsStream},
         Stream,
     },
@@ -123,6 +130,8 @@ pub struct HttpUpstream {
     /// Boxed: most upstreams have none, and `Link` stays small.
     auth: Option<Box<Credential>>,
     connect_timeout: Duration,
+    /// What its addresses must pass, checked per new connection.
+    outbound: Arc<AddressPolicy>,
     /// Its URL, or one per replica.
     endpoints: Box<[Endpoint]>,
     /// Load and ejections of its replicas; none for a single URL, whose calls pay nothing.
@@ -290,6 +299,7 @@ impl HttpUpstream {
             headers,
             auth: None,
             connect_timeout,
+            outbound: Arc::new(AddressPolicy::new(Vec::new())),
             endpoints: Box::new([Endpoint::new(String::new(), addr, host, path, tls)]),
             balancer: None,
             shared: Box::new([ArcSwapOption::empty()]),
@@ -299,6 +309,18 @@ impl HttpUpstream {
             by_capabilities: dashmap::DashMap::new(),
             param_headers: Default::default(),
         }
+    }
+
+    /// Connects only to addresses `policy` allows (default: the always-refused set is
+    /// refused). Call after [`HttpUpstream::with_replicas`].
+    pub fn with_outbound(mut self, policy: Arc<AddressPolicy>) -> Self {
+        if policy.limited() {
+            for ep in self.endpoints.iter_mut() {
+                ep.pool_key.push_str(" (admin)");
+            }
+        }
+        self.outbound = policy;
+        self
     }
 
     /// Speaks to it in `era`.
@@ -1127,19 +1149,40 @@ impl HttpUpstream {
     /// `connect_timeout_ms`.
     async fn connect(&self, ep: &Endpoint) -> Result<Conn> {
         let deadline = monoio::time::Instant::now() + self.connect_timeout;
-        let tcp =
-            match monoio::time::timeout_at(deadline, TcpStream::connect(ep.addr.as_str())).await {
-                Ok(Ok(c)) => {
-                    let _ = c.set_nodelay(true);
-                    c
-                }
-                Ok(Err(e)) => {
-                    return Err(self
-                        .err(ErrorKind::UpstreamUnavailable, "connect")
-                        .with_source(e))
-                }
-                Err(_) => return Err(self.err(ErrorKind::UpstreamUnavailable, "connect timed out")),
-            };
+        // Resolved here (as `TcpStream::connect` would, blocking for a name) so that every
+        // address is checked, each time: a name that comes to resolve elsewhere is caught.
+        let addr = match self.outbound.resolve(&ep.addr) {
+            Ok(addrs) => addrs.first().copied(),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                tracing::warn!(upstream = %self.name, addr = %ep.addr, error = %e,
+                    "connect refused by the outbound address policy");
+                let mut err = self
+                    .err(ErrorKind::UpstreamUnavailable, "connect")
+                    .with_source(e);
+                err.retryable = false;
+                return Err(err);
+            }
+            Err(e) => {
+                return Err(self
+                    .err(ErrorKind::UpstreamUnavailable, "connect")
+                    .with_source(e))
+            }
+        };
+        let Some(addr) = addr else {
+            return Err(self.err(ErrorKind::UpstreamUnavailable, "connect: no address"));
+        };
+        let tcp = match monoio::time::timeout_at(deadline, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(c)) => {
+                let _ = c.set_nodelay(true);
+                c
+            }
+            Ok(Err(e)) => {
+                return Err(self
+                    .err(ErrorKind::UpstreamUnavailable, "connect")
+                    .with_source(e))
+            }
+            Err(_) => return Err(self.err(ErrorKind::UpstreamUnavailable, "connect timed out")),
+        };
         let Some(tls) = &ep.tls else {
             return Ok(Conn::Plain(tcp));
         };

@@ -11,6 +11,9 @@
 //! wait, and treat a token past its expiry as none: the call then fails (-32003) and a warning
 //! is logged (at most every 10 s per upstream).
 //!
+//! The token endpoint is connected to only at addresses its upstream's outbound address
+//! policy allows (`crate::net::policy`); a refused one fails the fetch like any other error.
+//!
 //! A failed fetch keeps the last token until it expires. Nothing here logs a token, the client
 //! secret or a token endpoint's answer body; only the endpoint URL, the HTTP status and the
 //! OAuth `error` code. The thread ends once its `TokenSource` is dropped (the upstream was
@@ -186,14 +189,15 @@ impl TokenSource {
 
 /// The fetch thread: runs until the `TokenSource` (the only sender) is dropped.
 fn fetch_loop(upstream: &str, client: &OAuthClient, state: &State, kicks: &flume::Receiver<()>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .timeout_global(Some(FETCH_TIMEOUT))
         .http_status_as_error(false)
         // A redirect would carry the client's credentials elsewhere.
         .max_redirects(0)
         .user_agent(concat!("mcpgw/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+        .build();
+    // Every address the token endpoint resolves to passes the upstream's policy.
+    let agent = crate::net::policy::agent(config, client.outbound.clone());
     let basic = basic_auth(&client.client_id, client.client_secret.expose());
     let url = client.token_url.as_str();
     let mut wait = Duration::ZERO;

@@ -13,6 +13,7 @@ mod faulty;
 mod guard;
 mod hostile;
 mod otel;
+mod outbound;
 mod raw;
 mod replicas;
 mod resilience;

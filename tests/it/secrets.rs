@@ -22,7 +22,7 @@ use crate::support::{
 };
 
 /// `mcpgw secret new-key`.
-fn new_key() -> String {
+pub(crate) fn new_key() -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
         .args(["secret", "new-key"])
         .output()

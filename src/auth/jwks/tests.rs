@@ -16,6 +16,12 @@ use std::{
 use arc_swap::ArcSwap;
 
 use super::Remote;
+use crate::net::policy::{AddressPolicy, Listener};
+
+/// A policy that refuses only the always-refused set.
+fn open() -> Arc<AddressPolicy> {
+    Arc::new(AddressPolicy::new(Vec::new()))
+}
 
 const JWKS: &str = include_str!("../testdata/jwks.json");
 
@@ -90,6 +96,7 @@ fn fetches_at_start_and_early_on_an_unknown_kid_at_most_once_per_interval() {
         &srv.url,
         Duration::from_secs(3600),
         Duration::from_secs(2),
+        open(),
         move || {
             u.fetch_add(1, Ordering::SeqCst);
         },
@@ -120,6 +127,7 @@ fn failures_keep_the_last_good_keys_and_are_retried() {
         &srv.url,
         Duration::from_millis(1_000),
         Duration::from_secs(30),
+        open(),
         || {},
     )
     .unwrap();
@@ -145,4 +153,27 @@ fn failures_keep_the_last_good_keys_and_are_retried() {
         srv.hits.load(Ordering::SeqCst) > before + 1
     });
     assert_eq!(r.fetched().generation, 1);
+}
+
+#[test]
+fn a_url_the_policy_refuses_is_never_fetched() {
+    let srv = Server::start(200, only("ec1"));
+    let addr: std::net::SocketAddr = srv.url["http://".len()..]
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap();
+    let own = Arc::new(AddressPolicy::new(vec![(addr, Listener::Mcp)]));
+    let url = format!("http://localhost:{}/jwks.json", addr.port());
+    let r = Remote::start(
+        &url,
+        Duration::from_secs(3600),
+        Duration::from_secs(30),
+        own,
+        || {},
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(r.fetched().generation, 0);
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 0);
 }

@@ -8,6 +8,7 @@ use std::{
 };
 
 use super::*;
+use crate::net::policy::{AddressPolicy, Listener};
 
 /// A token endpoint on loopback: answers each request with `answer(n, request)` (n counts
 /// from 1) and records every request.
@@ -70,6 +71,7 @@ fn client(url: &str) -> OAuthClient {
         client_id: "gw client".into(),
         client_secret: Secret::new("s3:cret"),
         scope: Some("mcp read".into()),
+        outbound: Arc::new(AddressPolicy::new(Vec::new())),
     }
 }
 
@@ -193,4 +195,21 @@ fn answers_are_checked_and_errors_show_no_secrets() {
     let e = parse_answer(500, b"<html>tok-9</html>").expect_err("500");
     assert!(!e.contains("tok-9"), "{e}");
     assert_eq!(form_encode("a b/c~").as_str(), "a+b%2Fc%7E");
+}
+
+#[test]
+fn a_token_endpoint_the_policy_refuses_is_never_asked() {
+    let ep = endpoint(|_| (200, r#"{"access_token":"t","expires_in":60}"#.into()));
+    // The endpoint's address is named as the gateway's own listener, reached by name.
+    let addr: std::net::SocketAddr = ep.url["http://".len()..]
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("addr");
+    let mut c = client(&format!("http://localhost:{}/token", addr.port()));
+    c.outbound = Arc::new(AddressPolicy::new(vec![(addr, Listener::Admin)]));
+    let src = TokenSource::start("up", &c);
+    assert!(wait_until(|| !src.pending()));
+    assert!(header(&src).is_none());
+    assert!(ep.requests.lock().is_empty());
 }
