@@ -134,6 +134,17 @@ async fn connection(
                 _ => return,
             }
         };
+        // The MCP endpoint's Host rule (DNS rebinding), judged by this listener's address.
+        let loopback = shared
+            .config
+            .admin
+            .listen
+            .is_none_or(|a| a.ip().is_loopback());
+        let hosts = &shared.config.gateway.allowed_hosts;
+        if !codec::host_allowed(head.header("host"), loopback, hosts) {
+            let _ = write(&mut conn, error(403, "Forbidden: Host not allowed"), false).await;
+            return;
+        }
         let _ = buf.split_to(head.head_len);
         let n = match head.body {
             BodyKind::Length(n) => usize::try_from(n).unwrap_or(usize::MAX),
