@@ -143,6 +143,18 @@ async fn connection(mut conn: TcpStream, ctx: Rc<Context>) {
                 _ => return,
             }
         };
+        // The MCP endpoint's Host rule (DNS rebinding), judged by this listener's address.
+        let loopback = ctx
+            .shared
+            .config
+            .admin
+            .listen
+            .is_none_or(|a| a.ip().is_loopback());
+        let hosts = &ctx.shared.config.gateway.allowed_hosts;
+        if !codec::host_allowed(head.header("host"), loopback, hosts) {
+            let _ = write(&mut conn, error(403, "Forbidden: Host not allowed"), false).await;
+            return;
+        }
         let _ = buf.split_to(head.head_len);
         let n = match head.body {
             BodyKind::Length(n) => usize::try_from(n).unwrap_or(usize::MAX),

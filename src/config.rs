@@ -68,8 +68,13 @@ pub struct Gateway {
     pub separator: String,
     /// Extra allowed origins (exact, lowercase); `*` allows all.
     pub allowed_origins: Vec<String>,
+    /// `Host` names served besides loopback ones (lowercase, no port; `*` any). Empty: on
+    /// a loopback listener only loopback names, on another any name.
+    pub allowed_hosts: Vec<String>,
     /// Body cap, bytes.
     pub max_body_bytes: usize,
+    /// Messages per JSON-RPC batch.
+    pub max_batch_items: usize,
     /// Head cap, bytes.
     pub max_header_bytes: usize,
     /// Head read deadline.
@@ -597,6 +602,18 @@ impl Config {
         };
         let admin_outbound = Arc::new(outbound.clone().within(networks));
         let outbound = Arc::new(outbound);
+        let allowed_hosts = g
+            .allowed_hosts
+            .iter()
+            .map(|h| {
+                let h = h.trim().to_ascii_lowercase();
+                let port = !h.starts_with('[') && h.contains(':') || h.contains("]:");
+                if h.is_empty() || port || h.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+                    bail!("gateway.allowed_hosts: {h:?} is not a host name without a port (e.g. \"mcp.example.com\", or \"*\")");
+                }
+                Ok(h)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let gateway = Gateway {
             outbound: outbound.clone(),
             admin_outbound,
@@ -609,7 +626,9 @@ impl Config {
                 .iter()
                 .map(|o| o.to_ascii_lowercase())
                 .collect(),
+            allowed_hosts,
             max_body_bytes: g.max_body_bytes.unwrap_or(4 << 20),
+            max_batch_items: g.max_batch_items.unwrap_or(100).max(1),
             max_header_bytes: g.max_header_bytes.unwrap_or(16 << 10).max(1024),
             header_timeout: ms(g.header_timeout_ms, 10_000),
             idle_timeout: ms(g.idle_timeout_ms, 60_000),
@@ -1296,6 +1315,22 @@ mod tests {
         let c = parse(EMBEDDED_DEFAULT).expect("embedded default");
         assert_eq!(c.upstreams.len(), 1);
         assert!(matches!(c.upstreams[0].transport, Transport::Stdio { .. }));
+    }
+
+    #[test]
+    fn host_and_batch_settings() {
+        let c = parse(EMBEDDED_DEFAULT).expect("embedded default");
+        assert_eq!(c.gateway.max_batch_items, 100);
+        assert!(c.gateway.allowed_hosts.is_empty());
+        let c = parse("[gateway]\nmax_batch_items = 0\nallowed_hosts = [\"MCP.Example\", \"[fe80::1]\", \"*\"]\n")
+            .expect("valid");
+        assert_eq!(c.gateway.max_batch_items, 1);
+        assert_eq!(c.gateway.allowed_hosts, ["mcp.example", "[fe80::1]", "*"]);
+        for bad in ["mcp.example:8080", "[::1]:80", "", "a b", "http://x"] {
+            let t = format!("[gateway]\nallowed_hosts = [{bad:?}]\n");
+            let e = parse(&t).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("allowed_hosts"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

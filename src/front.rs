@@ -1,6 +1,6 @@
 //! The MCP Streamable HTTP endpoint (`/mcp`): what the gateway does with one HTTP request.
 //!
-//! Checks run in a fixed order: path, `Origin`, method, protocol-version header, media
+//! Checks run in a fixed order: `Host`, path, `Origin`, method, protocol-version header, media
 //! types, body, session. Then a JSON-RPC request is answered from the snapshot (initialize,
 //! ping, the list methods) or routed to the upstream that owns the tool, prompt or resource,
 //! with only its id, name and progress token spliced. A routed call answers as JSON when the
@@ -12,12 +12,13 @@
 //! A `Front` belongs to one worker; it holds that worker's upstream caller and parser.
 //! Requests of the stateless era (MCP 2026-07-28) take their own path: see [`modern`].
 
+pub mod batch;
 pub mod listen;
 pub mod modern;
 
 use std::{borrow::Cow, net::IpAddr, rc::Rc, sync::Arc};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::{
     auth::{
@@ -89,6 +90,9 @@ pub enum ReplyBody {
     },
     /// A call answered as an SSE stream: `first`, then the relay's events until the response.
     Relay(Box<Relay>, Bytes),
+    /// A batch's answers as one JSON array, written as they come (chunked): `first`, then
+    /// each answer [`batch::Batch::next`] gives until it gives none.
+    Batch(Box<batch::Batch>, Bytes),
 }
 
 impl Reply {
@@ -215,6 +219,17 @@ impl Front {
         peer: IpAddr,
         cert: Option<&str>,
     ) -> Reply {
+        // DNS rebinding: a page on a foreign name that resolves to this address sends that
+        // name, with or without an Origin.
+        let g = &self.shared.config.gateway;
+        if !crate::transport::http::host_allowed(
+            req.header("host"),
+            g.listen.ip().is_loopback(),
+            &g.allowed_hosts,
+        ) {
+            tracing::info!(host = ?req.header_str("host"), "request for a foreign Host refused");
+            return Reply::error(403, Code::BadHttpRequest, "Forbidden: Host not allowed");
+        }
         // A guard, not a clone: no shared reference count touched per request.
         let auth = self.shared.auth.load();
         let client = client_address(req, peer, &auth);
@@ -253,6 +268,14 @@ impl Front {
         if !self.origin_allowed(req.header("origin")) {
             tracing::info!(origin = ?req.header_str("origin"), "request from a foreign Origin refused");
             return Reply::error(403, Code::BadHttpRequest, "Forbidden: Origin not allowed");
+        }
+        // Read once below to choose the era: a repeated one is refused, never "first wins".
+        if req.header_values("mcp-protocol-version").nth(1).is_some() {
+            return Reply::error(
+                400,
+                Code::HeaderMismatch,
+                "Header mismatch: MCP-Protocol-Version is repeated",
+            );
         }
         // A header naming no legacy revision selects the stateless era (2026-07-28), where
         // unknown versions are refused after the body's `_meta` is read.
@@ -577,6 +600,10 @@ impl Front {
             Err(r) => return r,
         };
         let trace = self.trace_parent(req);
+        let max_batch = self.shared.config.gateway.max_batch_items;
+        if batch::over_limit(&body, max_batch) {
+            return batch::too_many(&self.shared.limits, max_batch);
+        }
         let message = match self
             .caller
             .parser
@@ -631,46 +658,18 @@ impl Front {
                         "Bad Request: batches are not supported in this protocol version",
                     );
                 }
-                let mut outs = Vec::new();
-                for item in items {
-                    match item {
-                        Ok(f) if f.kind() == Kind::Request => {
-                            if f.method().as_deref() == Some("initialize") {
-                                outs.push(error_body(
-                                    f.id_raw().as_deref(),
-                                    Code::InvalidRequest,
-                                    "initialize cannot be batched",
-                                ));
-                            } else {
-                                // Batched calls answer as one JSON array: messages before a
-                                // response go to the GET stream, if there is one.
-                                match self.request(&f, &snap, &sess, Answer::Json, trace).await {
-                                    Outcome::Done(b) => outs.push(b),
-                                    Outcome::Streaming(mut relay, first) => {
-                                        self.push(&sess, first);
-                                        outs.push(self.finish_pushing(&sess, &mut relay).await);
-                                    }
-                                }
-                            }
-                        }
-                        Ok(f) if f.kind() == Kind::Response => self.client_answer(&f, &sess).await,
-                        Ok(f) => self.notification(&f, &sess).await,
-                        Err(e) => outs.push(frame_error_body(&e)),
-                    }
+                let mut run =
+                    batch::Batch::new(self.clone(), snap, sess, principal.clone(), trace, items);
+                // Run up to the first answer: a batch of notifications and answers only is
+                // 202 with no body. The rest is run while the array is written out.
+                match run.next().await {
+                    None => Reply::empty(202),
+                    Some(first) => Reply {
+                        status: 200,
+                        headers: vec![],
+                        body: ReplyBody::Batch(Box::new(run), first),
+                    },
                 }
-                if outs.is_empty() {
-                    return Reply::empty(202);
-                }
-                let mut b = BytesMut::new();
-                b.put_u8(b'[');
-                for (i, o) in outs.iter().enumerate() {
-                    if i > 0 {
-                        b.put_u8(b',');
-                    }
-                    b.put_slice(o);
-                }
-                b.put_u8(b']');
-                reply_with(Answer::Json, b.freeze())
             }
         }
     }

@@ -38,10 +38,12 @@ pub enum Limit {
     RateLimit,
     /// A `[[quota]]` refused a call.
     Quota,
+    /// `max_batch_items`: a batch was refused whole.
+    BatchItems,
 }
 
 impl Limit {
-    const ALL: [Limit; 8] = [
+    const ALL: [Limit; 9] = [
         Limit::Connections,
         Limit::ConnectionsPerIp,
         Limit::Sessions,
@@ -50,6 +52,7 @@ impl Limit {
         Limit::SlowReader,
         Limit::RateLimit,
         Limit::Quota,
+        Limit::BatchItems,
     ];
 
     /// The metric label.
@@ -63,6 +66,7 @@ impl Limit {
             Limit::SlowReader => "write_timeout_ms",
             Limit::RateLimit => "rate_limit",
             Limit::Quota => "quota",
+            Limit::BatchItems => "max_batch_items",
         }
     }
 
@@ -73,7 +77,7 @@ impl Limit {
 
 /// Gateway-wide limit state: hit counters, open connections, connections per client IP.
 pub struct Limits {
-    hits: [AtomicU64; 8],
+    hits: [AtomicU64; 9],
     tls_failures: AtomicU64,
     open: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,

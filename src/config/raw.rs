@@ -435,8 +435,18 @@ pub struct GatewayConfig {
     /// always allowed); `"*"` allows any. Requests without `Origin` are always allowed.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// `Host` names served besides loopback ones (`localhost`, `127.0.0.1`, `[::1]`, any
+    /// port, always served): names without a port, case-insensitive, `"*"` for any. Empty
+    /// (default): a listener on a loopback address serves loopback names only (DNS
+    /// rebinding), one on another address serves any name. Applies to the admin listener
+    /// too, judged by its own address. Answer otherwise: 403, -32008.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// Largest request body, bytes. Default 4 MiB (4194304).
     pub max_body_bytes: Option<usize>,
+    /// Most messages in one JSON-RPC batch (2025-03-26 sessions only); a larger batch is
+    /// refused whole (HTTP 400, -32600) before any of it runs. Default 100; at least 1.
+    pub max_batch_items: Option<usize>,
     /// Largest request head (request line and headers), bytes. Default 16 KiB.
     pub max_header_bytes: Option<usize>,
     /// Time allowed to receive a whole request head once its first byte arrived, ms. Default 10000.

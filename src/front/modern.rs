@@ -481,6 +481,10 @@ impl Front {
             Err(r) => return r,
         };
         let trace = self.trace_parent(req);
+        let max_batch = self.shared.config.gateway.max_batch_items;
+        if super::batch::over_limit(&body, max_batch) {
+            return super::batch::too_many(&self.shared.limits, max_batch);
+        }
         let f = match self
             .caller
             .parser

@@ -242,6 +242,9 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
 /// exactly `chunked` is [`HeadError::UnsupportedTransferEncoding`]; a
 /// Content-Length above `max_body_bytes` (or too large for `u64`) is
 /// [`HeadError::BodyTooLarge`]; a request with neither has an empty body.
+///
+/// Hygiene (400, [`HeadError::Malformed`]): a line ending in a bare LF anywhere in the head,
+/// a repeated [`SINGLETON_HEADERS`] field, an HTTP/1.1 request without `Host`.
 pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
     let window = buf.get(..limits.max_header_bytes).unwrap_or(buf);
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -261,6 +264,12 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
     let method = req.method.ok_or(HeadError::Malformed("missing method"))?;
     let target = req.path.ok_or(HeadError::Malformed("missing target"))?;
     let minor_version = req.version.ok_or(HeadError::Malformed("missing version"))?;
+    // httparse accepts a bare LF as a line ending; RFC 9112 §2.2 lets a server refuse it,
+    // and a peer that splits lines differently from an intermediary is a smuggling vector.
+    if has_bare_lf(window.get(..head_len).unwrap_or_default()) {
+        return Err(HeadError::Malformed("bare LF in the head"));
+    }
+    check_singletons(req.headers, minor_version)?;
     let headers = convert_headers(req.headers);
 
     let has_cl = find_header(&headers, "content-length").is_some();
@@ -373,6 +382,107 @@ pub fn parse_response_head(
         keep_alive,
         head_len,
     }))
+}
+
+/// Request header fields that may appear at most once: the ones the gateway decides on
+/// (whose "first wins" reading an intermediary may not share) and the framing ones. A
+/// repeated one is [`HeadError::Malformed`]. `Mcp-Protocol-Version`, `Mcp-Method` and
+/// `Mcp-Name` are not here: the MCP endpoint answers their repetition with its own code
+/// (-32020).
+pub const SINGLETON_HEADERS: [&str; 8] = [
+    "host",
+    "authorization",
+    "x-api-key",
+    "origin",
+    "mcp-session-id",
+    "last-event-id",
+    "content-type",
+    "content-length",
+];
+
+/// Whether any LF in `head` lacks the CR before it.
+fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head.get(i - 1) != Some(&b'\r'))
+}
+
+/// Refuses a repeated [`SINGLETON_HEADERS`] field, and an HTTP/1.1 request without `Host`
+/// (RFC 9112 §3.2). No allocation: a bit per singleton.
+fn check_singletons(raw: &[httparse::Header<'_>], minor_version: u8) -> Result<(), HeadError> {
+    let mut seen = 0u16;
+    for h in raw {
+        let Some(i) = SINGLETON_HEADERS
+            .iter()
+            .position(|s| h.name.eq_ignore_ascii_case(s))
+        else {
+            continue;
+        };
+        let bit = 1u16 << i;
+        if seen & bit != 0 {
+            return Err(HeadError::Malformed("repeated header field"));
+        }
+        seen |= bit;
+    }
+    if minor_version >= 1 && seen & 1 == 0 {
+        return Err(HeadError::Malformed("HTTP/1.1 request without Host"));
+    }
+    Ok(())
+}
+
+/// Whether a request carrying `Host: host` (`None`: no Host, possible only in HTTP/1.0) may
+/// be served by a listener on a loopback address (`loopback`) or another one, given the
+/// configured `allowed` names (lowercase, without port; `*` allows any).
+///
+/// Loopback names (`localhost`, `127.0.0.0/8` literals, `[::1]`, with any port) are always
+/// allowed, and so are the `allowed` names. When `allowed` is empty a listener on a
+/// non-loopback address allows any name (it is reached by names the gateway cannot know),
+/// and a loopback one only loopback names: a browser page on a DNS name that resolves to
+/// 127.0.0.1 (DNS rebinding) sends that name. No allocation.
+pub fn host_allowed(host: Option<&[u8]>, loopback: bool, allowed: &[String]) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let Some(name) = host_name(host) else {
+        return false;
+    };
+    if is_loopback_name(name) {
+        return true;
+    }
+    if allowed.is_empty() {
+        return !loopback;
+    }
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// The name part of a `Host` value (`name`, `name:port`, `[v6]`, `[v6]:port`); `None` when
+/// the port is not digits or the value is empty.
+fn host_name(host: &[u8]) -> Option<&[u8]> {
+    let (name, port) = if host.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', host)?;
+        let (name, rest) = host.split_at(close + 1);
+        match rest {
+            [] => (name, &b""[..]),
+            [b':', port @ ..] => (name, port),
+            _ => return None,
+        }
+    } else {
+        match memchr::memchr(b':', host) {
+            Some(i) => (host.get(..i)?, host.get(i + 1..)?),
+            None => (host, &b""[..]),
+        }
+    };
+    (!name.is_empty() && port.iter().all(u8::is_ascii_digit)).then_some(name)
+}
+
+fn is_loopback_name(name: &[u8]) -> bool {
+    if name.eq_ignore_ascii_case(b"localhost") || name == b"[::1]" {
+        return true;
+    }
+    std::str::from_utf8(name)
+        .ok()
+        .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
 }
 
 fn convert_headers(raw: &[httparse::Header<'_>]) -> Vec<Header> {
@@ -946,7 +1056,25 @@ mod tests {
         Limits::default()
     }
 
+    /// `s` with `Host: h` after its request line when it is HTTP/1.1 without one (the
+    /// cases below are about other rules).
+    fn with_host(s: &[u8]) -> Vec<u8> {
+        let lower = s.to_ascii_lowercase();
+        let has_host = lower.windows(7).any(|w| w == b"\r\nhost:");
+        match memchr::memmem::find(s, b"HTTP/1.1\r\n") {
+            Some(i) if !has_host => {
+                let at = i + 10;
+                let mut v = s[..at].to_vec();
+                v.extend_from_slice(b"Host: h\r\n");
+                v.extend_from_slice(&s[at..]);
+                v
+            }
+            _ => s.to_vec(),
+        }
+    }
+
     fn req(s: &[u8]) -> RequestHead {
+        let s = &with_host(s)[..];
         match parse_request_head(s, &lim()) {
             Ok(Some(h)) => h,
             other => panic!("expected a request head, got {other:?}"),
@@ -954,6 +1082,7 @@ mod tests {
     }
 
     fn req_err(s: &[u8]) -> HeadError {
+        let s = &with_host(s)[..];
         match parse_request_head(s, &lim()) {
             Err(e) => e,
             other => panic!("expected an error, got {other:?}"),
@@ -1016,9 +1145,13 @@ mod tests {
         // Content-Length: 0 is an empty body.
         let h = req(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(h.body, BodyKind::Empty);
-        // Identical repeated values (field repeated or comma list) are accepted.
-        let h = req(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5, 5\r\n\r\n");
+        // Identical values in one field's list are accepted; a repeated field is not.
+        let h = req(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n");
         assert_eq!(h.body, BodyKind::Length(5));
+        assert!(matches!(
+            req_err(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
     }
 
     #[test]
@@ -1086,7 +1219,7 @@ mod tests {
         raw.extend(std::iter::repeat_n(b'a', 17 * 1024));
         assert_eq!(parse_request_head(&raw, &lim()), Err(HeadError::TooLarge));
         // A complete head that fits, followed by a large body, is fine.
-        let mut raw = b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n".to_vec();
+        let mut raw = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n".to_vec();
         raw.extend(std::iter::repeat_n(b'a', 100));
         let limits = Limits {
             max_header_bytes: 64,
@@ -1098,8 +1231,8 @@ mod tests {
     #[test]
     fn too_many_headers() {
         let build = |n: usize| {
-            let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-            for i in 0..n {
+            let mut raw = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+            for i in 1..n {
                 raw.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
             }
             raw.extend_from_slice(b"\r\n");
@@ -1107,6 +1240,99 @@ mod tests {
         };
         assert_eq!(req(&build(64)).headers.len(), 64);
         assert_eq!(req_err(&build(65)), HeadError::TooLarge);
+    }
+
+    #[test]
+    fn head_hygiene() {
+        // Bare LF anywhere in the head: the request line, a field line, the end.
+        for raw in [
+            &b"GET / HTTP/1.1\nHost: h\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\n\n",
+            b"GET / HTTP/1.1\nHost: h\n\n",
+            b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    parse_request_head(raw, &lim()),
+                    Err(HeadError::Malformed(_))
+                ),
+                "{raw:?}"
+            );
+        }
+        // A bare LF in the body is not the head's business.
+        let h = req(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n\n\n");
+        assert_eq!(h.body, BodyKind::Length(2));
+        // HTTP/1.1 needs Host; HTTP/1.0 does not.
+        assert_eq!(
+            parse_request_head(b"GET / HTTP/1.1\r\nX: y\r\n\r\n", &lim()),
+            Err(HeadError::Malformed("HTTP/1.1 request without Host"))
+        );
+        assert!(matches!(
+            parse_request_head(b"GET / HTTP/1.0\r\n\r\n", &lim()),
+            Ok(Some(_))
+        ));
+        // Each singleton at most once, whatever its case; others may repeat.
+        for name in SINGLETON_HEADERS {
+            let raw = format!(
+                "GET / HTTP/1.1\r\nHost: h\r\n{name}: a\r\nX-Other: 1\r\n{}: b\r\n\r\n",
+                name.to_ascii_uppercase()
+            );
+            let raw = raw.replacen("Host: h\r\nhost: a", "host: a", 1);
+            assert_eq!(
+                parse_request_head(raw.as_bytes(), &lim()),
+                Err(HeadError::Malformed("repeated header field")),
+                "{name}"
+            );
+        }
+        let h = req(b"GET / HTTP/1.1\r\nHost: h\r\nAccept: a\r\nAccept: b\r\nMcp-Method: x\r\nMcp-Method: y\r\n\r\n");
+        assert_eq!(h.header_values("accept").count(), 2);
+        assert_eq!(h.header_values("mcp-method").count(), 2);
+        // Responses are not held to the request rules.
+        assert!(matches!(
+            parse_response_head(b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", "GET", &lim()),
+            Ok(Some(_))
+        ));
+    }
+
+    #[test]
+    fn hosts() {
+        let none: &[String] = &[];
+        let some = ["mcp.example".to_string(), "[fe80::1]".to_string()];
+        let any = ["*".to_string()];
+        for h in [
+            "localhost",
+            "LocalHost:80",
+            "127.0.0.1",
+            "127.1.2.3:9",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            for (loopback, allowed) in [(true, none), (false, none), (true, &some[..])] {
+                assert!(host_allowed(Some(h.as_bytes()), loopback, allowed), "{h}");
+            }
+        }
+        for h in [
+            "evil.example",
+            "evil.example:80",
+            "localhost.evil",
+            "127.0.0.1.evil",
+            "",
+            ":80",
+            "localhost:x",
+            "[::1]x",
+            "[::2]",
+            "128.0.0.1",
+        ] {
+            assert!(!host_allowed(Some(h.as_bytes()), true, none), "{h}");
+            assert!(!host_allowed(Some(h.as_bytes()), false, &some), "{h}");
+        }
+        assert!(host_allowed(Some(b"MCP.example:443"), true, &some));
+        assert!(host_allowed(Some(b"[fe80::1]:443"), true, &some));
+        assert!(!host_allowed(Some(b"sub.mcp.example"), false, &some));
+        assert!(host_allowed(Some(b"evil.example"), false, none));
+        assert!(host_allowed(Some(b"evil.example"), true, &any));
+        assert!(host_allowed(None, true, none));
     }
 
     #[test]
@@ -1150,7 +1376,7 @@ mod tests {
         };
         assert_eq!(
             parse_request_head(
-                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n",
                 &unlimited
             ),
             Err(HeadError::BodyTooLarge)
@@ -1226,11 +1452,17 @@ mod tests {
             max_body_bytes: 10,
         };
         assert_eq!(
-            parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", &limits),
+            parse_request_head(
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n",
+                &limits
+            ),
             Err(HeadError::BodyTooLarge)
         );
         assert!(matches!(
-            parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n", &limits),
+            parse_request_head(
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n",
+                &limits
+            ),
             Ok(Some(RequestHead {
                 body: BodyKind::Length(10),
                 ..

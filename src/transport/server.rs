@@ -6,7 +6,8 @@
 //! and writes the reply before reading the next request, so pipelined requests are answered
 //! in order. A malformed or oversized request gets its status (400, 408, 413, 431, 501) with
 //! a JSON-RPC error body, a log line with the reason, and the connection is closed: after a
-//! framing error the byte stream cannot be trusted.
+//! framing error the byte stream cannot be trusted. Streamed replies (SSE, a batch's array
+//! of answers) are written chunked as they come.
 
 use std::{rc::Rc, sync::Arc, time::Duration};
 
@@ -177,6 +178,10 @@ fn refuse(status: u16, why: &str) -> Reply {
     };
     Reply::error(status, Code::BadHttpRequest, message)
 }
+
+/// Small batch answers are gathered up to this many bytes before a write; a larger answer
+/// is written as it is, without a copy.
+const BATCH_FLUSH: usize = 16 << 10;
 
 /// How long a keep-alive connection keeps its read buffer while waiting for its next request.
 const HOT: Duration = Duration::from_secs(1);
@@ -363,6 +368,45 @@ async fn write_reply<S: Stream>(
             let r = send(conn, out.freeze(), front).await;
             r?;
             resume(conn, &replay, stream, after, front).await
+        }
+        ReplyBody::Batch(mut batch, first) => {
+            // Chunked: the array is written while its elements run, so only one answer
+            // (plus up to BATCH_FLUSH bytes of small ones) is held at a time. A client that
+            // goes away ends the batch: its remaining elements do not run.
+            headers.push(("Content-Type", b"application/json"));
+            codec::write_response_head(&mut out, reply.status, &headers, None, keep_alive);
+            codec::write_chunk(&mut out, b"[");
+            let mut next = Some(first);
+            let mut comma = false;
+            while let Some(answer) = next {
+                if comma {
+                    codec::write_chunk(&mut out, b",");
+                }
+                comma = true;
+                if answer.len() >= BATCH_FLUSH {
+                    // The chunk's size line goes with what is gathered; its data as it is.
+                    let _ = std::fmt::Write::write_fmt(
+                        &mut out,
+                        format_args!("{:x}\r\n", answer.len()),
+                    );
+                    let r = send(conn, std::mem::take(&mut out).freeze(), front).await;
+                    r?;
+                    let r = send(conn, answer, front).await;
+                    r?;
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    codec::write_chunk(&mut out, &answer);
+                    if out.len() >= BATCH_FLUSH {
+                        let r = send(conn, std::mem::take(&mut out).freeze(), front).await;
+                        r?;
+                    }
+                }
+                next = batch.next().await;
+            }
+            codec::write_chunk(&mut out, b"]");
+            codec::write_last_chunk(&mut out);
+            let r = send(conn, out.freeze(), front).await;
+            r.map(|_| ())
         }
         ReplyBody::Relay(mut relay, first) => {
             headers.push(("Content-Type", b"text/event-stream"));

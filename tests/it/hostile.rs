@@ -805,3 +805,153 @@ fn each_limit_answers_with_its_status_and_code() {
     assert!(c.read().expect("answer").json()["result"].is_object());
     assert_eq!(limit_hits(admin_addr, "max_in_flight_per_session"), 1.0);
 }
+
+/// Samples the gateway's RSS every 10 ms until dropped; `peak()` is the highest seen.
+struct RssPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<f64>>,
+}
+
+impl RssPeak {
+    fn start(pid: u32) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0f64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak.max(rss_mib(pid))
+        });
+        RssPeak {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak(mut self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for RssPeak {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Issue 18 point 2: the largest batches a client can send. Four at once of `[0,0,...]`
+/// filling `max_body_bytes` (2 million items; they used to cost 800 MiB of RSS each and a
+/// 212 MB answer) are refused whole; the largest batch that is served (`max_batch_items`
+/// calls whose arguments fill the body, each echoed back) is answered as a stream. The RSS
+/// they cost is bounded by a multiple of `max_body_bytes` (asserted loosely); time to
+/// answer is reported, not asserted.
+#[test]
+fn maximal_batches_cost_a_bounded_multiple_of_the_body() {
+    const MAX_BODY: usize = 4 << 20;
+    let (gw, admin_addr) = start("", "");
+    let pid = gw.proc.pid();
+    let mut probe = Probe::new(gw.addr);
+    probe.calls(20);
+    let sid = initialize(gw.addr, "2025-03-26");
+    let h = format!("Mcp-Session-Id: {sid}");
+    let base = Baseline::take(&gw, admin_addr);
+
+    // Four bodies of two million `0` items at once.
+    let mut zeros = String::with_capacity(MAX_BODY);
+    zeros.push('[');
+    while zeros.len() + 3 < MAX_BODY {
+        zeros.push_str("0,");
+    }
+    zeros.push_str("0]");
+    let req = post(&zeros, &[&h]);
+    let sampler = RssPeak::start(pid);
+    let t = Instant::now();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let req = req.clone();
+            let addr = gw.addr;
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(addr);
+                c.send(&req);
+                let r = c.read().expect("answer");
+                (r, t.elapsed())
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for c in clients {
+        let (r, took) = c.join().expect("client");
+        slowest = slowest.max(took);
+        assert_eq!(r.status, 400, "{} bytes of answer", r.body.len());
+        let v = r.json();
+        assert_eq!(v["error"]["code"], -32600, "{v}");
+    }
+    let peak = sampler.peak();
+    assert_eq!(limit_hits(admin_addr, "max_batch_items"), 4.0);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_mib(pid);
+    figure(format!(
+        "hostile[maximal batch]: 4 x [0,0,...] of {:.1} MiB ({} items) -> 400 -32600, all answered within {} ms; RSS before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
+        zeros.len() as f64 / (1 << 20) as f64,
+        zeros.len() / 2,
+        slowest.as_millis(),
+        base.rss,
+        peak,
+        after
+    ));
+    let bound = 16.0 * (MAX_BODY >> 20) as f64;
+    assert!(
+        peak - base.rss < bound,
+        "RSS grew {:.1} MiB for four maximal batches (bound {bound} MiB: 16 x max_body_bytes)",
+        peak - base.rss
+    );
+
+    // The largest batch that is served: max_batch_items (100) echo calls whose arguments
+    // fill the body; every answer carries its text back.
+    let n = 100;
+    let text = "a".repeat(MAX_BODY / n - 200);
+    let items: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"demo__echo","arguments":{{"text":"{text}"}}}}}}"#))
+        .collect();
+    let body = format!("[{}]", items.join(","));
+    assert!(body.len() <= MAX_BODY);
+    let sampler = RssPeak::start(pid);
+    let t = Instant::now();
+    let mut c = Raw::connect(gw.addr);
+    c.send(&post(&body, &[&h]));
+    let r = c.read().expect("answer");
+    let took = t.elapsed();
+    let peak2 = sampler.peak();
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    let answers = v.as_array().expect("array");
+    assert_eq!(answers.len(), n);
+    assert!(answers
+        .iter()
+        .all(|a| a["result"]["content"][0]["text"].as_str().map(str::len) == Some(text.len())));
+    std::thread::sleep(Duration::from_millis(500));
+    let after2 = rss_mib(pid);
+    figure(format!(
+        "hostile[maximal batch]: {n} echo calls in {:.1} MiB -> {:.1} MiB streamed answer in {} ms; RSS before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
+        body.len() as f64 / (1 << 20) as f64,
+        r.body.len() as f64 / (1 << 20) as f64,
+        took.as_millis(),
+        after,
+        peak2,
+        after2
+    ));
+    assert!(
+        peak2 - base.rss < bound,
+        "RSS grew {:.1} MiB for one maximal served batch (bound {bound} MiB)",
+        peak2 - base.rss
+    );
+    drop(c);
+    base.check("maximal batch", &gw, admin_addr, 1.0);
+    probe.calls(10);
+}

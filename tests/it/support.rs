@@ -559,7 +559,8 @@ impl Raw {
         self.s.write_all(bytes).expect("write");
     }
 
-    /// Reads one response (Content-Length or no body). `None` when the server closed.
+    /// Reads one response (Content-Length, chunked or no body). `None` when the server
+    /// closed.
     pub fn read(&mut self) -> Option<Resp> {
         loop {
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
@@ -570,6 +571,22 @@ impl Raw {
                     .filter_map(|l| l.split_once(':'))
                     .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
                     .collect();
+                let is = |name: &str, value: &str| {
+                    headers
+                        .iter()
+                        .any(|(k, v)| k.eq_ignore_ascii_case(name) && v.starts_with(value))
+                };
+                // A chunked JSON answer (a streamed batch) is read whole; an event stream
+                // is left to `read_until`, as before.
+                if is("transfer-encoding", "chunked") && !is("content-type", "text/event-stream") {
+                    self.buf.drain(..end + 4);
+                    let body = self.read_chunks()?;
+                    return Some(Resp {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
                 let len: usize = headers
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
@@ -591,6 +608,45 @@ impl Raw {
             if !self.fill() {
                 return None;
             }
+        }
+    }
+
+    /// A chunked body (the head already consumed), decoded; its trailers are dropped.
+    fn read_chunks(&mut self) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                if !self.fill() {
+                    return None;
+                }
+            };
+            let line = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
+            let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+            self.buf.drain(..line_end + 2);
+            if size == 0 {
+                loop {
+                    if let Some(i) = find(&self.buf, b"\r\n") {
+                        self.buf.drain(..i + 2);
+                        if i == 0 {
+                            return Some(body);
+                        }
+                        continue;
+                    }
+                    if !self.fill() {
+                        return None;
+                    }
+                }
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill() {
+                    return None;
+                }
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.drain(..size + 2);
         }
     }
 
