@@ -312,7 +312,8 @@ impl Auth {
                 Method::ApiKey,
                 k.team.as_deref(),
                 roles.grant_for(&k.roles, k.team.as_deref()),
-            );
+            )
+            .with_credential(format!("api_key:{}", k.id));
             if keys.insert(k.id.clone(), (hash, Arc::new(p))).is_some() {
                 return Err(format!("api_key id {:?} is used twice", k.id));
             }
@@ -725,12 +726,17 @@ impl Auth {
         let mut roles = v.list_claim(&j.roles_claim);
         roles.extend(j.default_roles.iter().cloned());
         let team = v.str_claim(&j.team_claim);
-        let principal = Arc::new(Principal::new(
-            name,
-            Method::Jwt,
-            team,
-            self.roles.grant_for(&roles, team),
-        ));
+        // Bound to the token's issuer and subject (the user claim may be a display name
+        // that two subjects share).
+        let credential = format!(
+            "jwt:{}\u{0}{}",
+            v.str_claim("iss").unwrap_or(""),
+            v.str_claim("sub").unwrap_or(name)
+        );
+        let principal = Arc::new(
+            Principal::new(name, Method::Jwt, team, self.roles.grant_for(&roles, team))
+                .with_credential(credential),
+        );
         let exp = v
             .claims
             .get("exp")
@@ -796,7 +802,8 @@ fn compile_certs(
             Method::Certificate,
             c.team.as_deref(),
             roles.grant_for(&c.roles, c.team.as_deref()),
-        );
+        )
+        .with_credential(format!("cert:{}", c.subject));
         if out.insert(c.subject.clone(), Arc::new(p)).is_some() {
             return Err(format!("auth.cert subject {:?} is listed twice", c.subject));
         }

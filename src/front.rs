@@ -389,7 +389,7 @@ impl Front {
         let found = SessionId::parse(raw)
             .and_then(|id| Some((self.shared.sessions.get(&id)?, id)))
             .filter(|(s, _)| s.server.as_deref() == server)
-            .filter(|(s, _)| s.principal.load().key == principal.key);
+            .filter(|(s, _)| s.principal.load().credential == principal.credential);
         match found {
             Some((s, id)) => {
                 s.touch(self.shared.now_ms());

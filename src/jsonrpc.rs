@@ -16,4 +16,4 @@ pub mod fuzz;
 mod scan;
 
 pub use codes::{error_body, result_body, Code};
-pub use frame::{parse, splice, Frame, FrameError, Kind, Message, Parser, Span};
+pub use frame::{null_id_error, parse, splice, Frame, FrameError, Kind, Message, Parser, Span};

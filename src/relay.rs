@@ -223,7 +223,7 @@ pub type ParkedCalls = dashmap::DashMap<String, Parked>;
 pub struct Parked {
     /// Where the retry's input goes.
     pub tx: flume::Sender<ParkedInput>,
-    /// Only the principal that made the call may continue it (`Principal::key`).
+    /// Only the credential that made the call may continue it (`Principal::credential`).
     pub principal: String,
 }
 
@@ -665,7 +665,7 @@ impl Relay {
         let params = frame.params_raw().unwrap_or(b"{}");
         let token = park_token()?;
         let (tx, rx) = flume::bounded::<ParkedInput>(1);
-        let principal = self.session.principal.load().key.to_string();
+        let principal = self.session.principal.load().credential.to_string();
         self.front.shared().parked.insert(
             token.clone(),
             Parked {
@@ -699,11 +699,33 @@ impl Relay {
 
     /// Translates one upstream message; `None` when it is not for the client.
     async fn translate(&mut self, msg: Bytes) -> Option<Event> {
-        let frame = match self.front.caller().parser.borrow_mut().parse_one(msg) {
+        let parsed = self
+            .front
+            .caller()
+            .parser
+            .borrow_mut()
+            .parse_one(msg.clone());
+        let frame = match parsed {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(upstream = %self.upstream.name, error = %e, "invalid message from upstream");
-                return None;
+                // An error answer with a null id on this call's own channel (one POST, or
+                // a stdio child with this call alone in flight) is this call's answer.
+                let error = matches!(e, crate::jsonrpc::FrameError::Invalid { .. })
+                    .then(|| crate::jsonrpc::null_id_error(&msg))
+                    .flatten()?;
+                let mut body = Vec::with_capacity(error.len() + 48);
+                body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+                body.extend_from_slice(self.gid_text.as_bytes());
+                body.extend_from_slice(b",\"error\":");
+                body.extend_from_slice(error);
+                body.push(b'}');
+                self.front
+                    .caller()
+                    .parser
+                    .borrow_mut()
+                    .parse_one(Bytes::from(body))
+                    .ok()?
             }
         };
         match frame.kind() {

@@ -400,7 +400,7 @@ pub struct Session {
     pub id: SessionId,
     /// The virtual server it was opened on (`None`: `/mcp`); it is usable only there.
     pub server: Option<String>,
-    /// The principal that opened it; only the same principal (`Principal::key`) may use the
+    /// The principal that opened it; only the same credential (`Principal::credential`) may use the
     /// session. Replaced by each request's own (a refreshed token may carry other roles).
     pub principal: ArcSwap<crate::auth::policy::Principal>,
     /// Negotiated protocol revision.

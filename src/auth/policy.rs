@@ -44,20 +44,33 @@ pub struct Principal {
     pub team: Option<Arc<str>>,
     /// What it may do.
     pub grant: Arc<Grant>,
-    /// `<method>:<name>`: a session belongs to exactly this key.
+    /// `<method>:<name>`: what rate limits and quotas count by (two credentials issued
+    /// under one name share them).
     pub key: Box<str>,
+    /// The credential it proved: an API key's id, a Basic user, a token's issuer and
+    /// subject, a certificate's subject. A session (and a parked call) belongs to exactly
+    /// this credential, not to a name another credential may carry too.
+    pub credential: Box<str>,
 }
 
 impl Principal {
     /// A principal named `name`, authenticated by `method`, with `grant`.
     pub fn new(name: &str, method: Method, team: Option<&str>, grant: Arc<Grant>) -> Self {
+        let key: Box<str> = format!("{}:{name}", method.label()).into();
         Self {
-            key: format!("{}:{name}", method.label()).into(),
+            credential: key.clone(),
+            key,
             name: name.into(),
             method,
             team: team.map(Into::into),
             grant,
         }
+    }
+
+    /// This principal, bound to `credential` (see [`Principal::credential`]).
+    pub fn with_credential(mut self, credential: String) -> Self {
+        self.credential = credential.into();
+        self
     }
 }
 

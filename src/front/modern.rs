@@ -622,7 +622,7 @@ impl Front {
             )
         };
         let tx = match self.shared.parked.get(token) {
-            Some(p) if *p.principal == *principal.key => p.tx.clone(),
+            Some(p) if *p.principal == *principal.credential => p.tx.clone(),
             _ => return unknown(),
         };
         let responses = f

@@ -503,6 +503,30 @@ impl Frame {
     }
 }
 
+/// The `error` member (raw JSON) of an error response whose id is `null`: what a peer
+/// answers when it could not read the request's id (a parse error, too deep a nesting).
+/// Such a message is no [`Frame`] (ids are strings or numbers); on a channel that carries
+/// exactly one call it is that call's answer. `b` must be valid JSON (a message the frame
+/// parser refused as invalid, not as unparsable).
+pub fn null_id_error(b: &[u8]) -> Option<&[u8]> {
+    let members = Members::new(b, scan::skip_ws(b, 0))?;
+    let (mut id, mut error, mut version) = (None, None, None);
+    for (key, vs, ve) in members {
+        let slot = match key {
+            b"id" => &mut id,
+            b"error" => &mut error,
+            b"jsonrpc" => &mut version,
+            b"method" | b"result" | b"params" => return None,
+            _ => continue,
+        };
+        if slot.replace(b.get(vs..ve)?).is_some() {
+            return None;
+        }
+    }
+    let error = error.filter(|e| e.first() == Some(&b'{'))?;
+    (id == Some(&b"null"[..]) && version == Some(&b"\"2.0\""[..])).then_some(error)
+}
+
 /// A JSON string token decoded: borrowed when it has no escapes; `None` when `raw` is not
 /// one.
 pub fn json_str(raw: &[u8]) -> Option<Cow<'_, str>> {

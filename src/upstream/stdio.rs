@@ -565,12 +565,42 @@ fn read_stdout(
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(upstream = %name, error = %e, "invalid message from child");
+                if matches!(e, jsonrpc::FrameError::Invalid { .. }) {
+                    fail_sole_call(name, text, pending);
+                }
                 continue;
             }
         };
         route_from_child(name, frame, pending, tx, on_change);
     }
     let _ = tx.send(Msg::Exited(gen));
+}
+
+/// An error answer with a `null` id (the child could not read a request's id: a parse
+/// error, too deep a nesting) fails the one client call in flight at once, rather than
+/// leaving it to its timeout; with several in flight, whose it is cannot be told.
+fn fail_sole_call(name: &str, text: &[u8], pending: &DashMap<u64, Pending>) {
+    let Some(error) = jsonrpc::null_id_error(text) else {
+        return;
+    };
+    let sole = {
+        let mut clients = pending.iter().filter(|e| !e.value().1);
+        match (clients.next().map(|e| *e.key()), clients.next()) {
+            (Some(id), None) => Some(id),
+            _ => None,
+        }
+    };
+    let Some((id, (reply, _))) = sole.and_then(|id| pending.remove(&id)) else {
+        tracing::debug!(upstream = %name, "error answer without an id, and not one call in flight");
+        return;
+    };
+    let mut body = Vec::with_capacity(error.len() + 48);
+    body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    body.extend_from_slice(id.to_string().as_bytes());
+    body.extend_from_slice(b",\"error\":");
+    body.extend_from_slice(error);
+    body.push(b'}');
+    let _ = reply.unbounded_send((true, Bytes::from(body)));
 }
 
 enum Stop {

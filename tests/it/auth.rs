@@ -863,3 +863,31 @@ fn team_roles_reach_their_members() {
         "the team's role, though the key has none: {tools}"
     );
 }
+
+/// A session belongs to the credential that opened it, not to its name: a second key
+/// issued under the same name (or a token of another subject with the same user claim)
+/// cannot use it (it could: sessions were bound to `<method>:<name>`).
+#[test]
+fn sessions_are_bound_to_the_credential_not_the_name() {
+    let (first, first_entry) = new_key("shared-name", &["reader"]);
+    let (second, second_entry) = new_key("shared-name", &["reader"]);
+    let gw = Gateway::start(
+        "",
+        &format!("{DEMO}\n[auth]\n{first_entry}\n{second_entry}\n{ROLES}"),
+        "auto",
+    );
+    let a = format!("Authorization: Bearer {first}");
+    let b = format!("Authorization: Bearer {second}");
+    let sid = init(gw.addr, &a);
+    let s = format!("Mcp-Session-Id: {sid}");
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let r = call(gw.addr, list, &[&a, &s]);
+    assert_eq!(r.status, 200, "the key that opened it: {r:?}");
+    let r = call(gw.addr, list, &[&b, &s]);
+    assert_eq!(r.status, 404, "another key of the same name: {r:?}");
+    // Each key has its own session.
+    let sid2 = init(gw.addr, &b);
+    assert_ne!(sid, sid2);
+    let r = call(gw.addr, list, &[&b, &format!("Mcp-Session-Id: {sid2}")]);
+    assert_eq!(r.status, 200, "{r:?}");
+}

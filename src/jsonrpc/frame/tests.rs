@@ -312,3 +312,27 @@ fn depth_is_limited_per_parser_call() {
     );
     assert!(p.parse_within(Bytes::from(deep_result), 8).is_err());
 }
+
+#[test]
+fn null_id_errors_are_told_apart() {
+    let b = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
+    assert!(matches!(
+        Parser::default().parse_one(Bytes::from_static(b)),
+        Err(FrameError::Invalid { .. })
+    ));
+    assert_eq!(
+        null_id_error(b),
+        Some(&br#"{"code":-32700,"message":"Parse error"}"#[..])
+    );
+    for not in [
+        &br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#[..],
+        br#"{"jsonrpc":"2.0","id":null,"result":{}}"#,
+        br#"{"jsonrpc":"2.0","id":null,"error":"x"}"#,
+        br#"{"jsonrpc":"2.0","id":null,"id":null,"error":{}}"#,
+        br#"{"jsonrpc":"1.0","id":null,"error":{}}"#,
+        br#"{"jsonrpc":"2.0","id":null,"method":"x","error":{}}"#,
+        br#"[]"#,
+    ] {
+        assert_eq!(null_id_error(not), None, "{}", String::from_utf8_lossy(not));
+    }
+}
