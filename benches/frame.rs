@@ -29,6 +29,31 @@ struct Envelope<'a> {
     params: Option<&'a serde_json::value::RawValue>,
 }
 
+/// A 2026-07-28 `tools/call`: `_meta` with version, capabilities and client info, and
+/// 16 arguments of about 64 bytes each.
+fn modern_call_body() -> Bytes {
+    let args: Vec<String> = (0..16)
+        .map(|i| format!(r#""field_{i}":"{}""#, "v".repeat(56)))
+        .collect();
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{{"name":"up__echo","arguments":{{{}}},"_meta":{{"progressToken":7,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{"elicitation":{{}},"sampling":{{}}}},"io.modelcontextprotocol/clientInfo":{{"name":"bench","version":"1.0.0"}}}}}}}}"#,
+        args.join(",")
+    ))
+}
+
+fn parse_modern(c: &mut Criterion) {
+    let body = modern_call_body();
+    let mut g = c.benchmark_group("frame_modern_call_parse");
+    let mut parser = Parser::default();
+    g.bench_function("mcpgw_frame", |b| {
+        b.iter(|| {
+            let f = parser.parse_one(black_box(body.clone())).expect("valid");
+            black_box(f.param("name"));
+        })
+    });
+    g.finish();
+}
+
 fn parse(c: &mut Criterion) {
     let body = call_body(1024);
     let mut g = c.benchmark_group("frame_1k_call_parse");
@@ -74,5 +99,5 @@ fn splice(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, splice);
+criterion_group!(benches, parse, parse_modern, splice);
 criterion_main!(benches);

@@ -88,35 +88,39 @@ struct ParamIndex {
 impl ParamIndex {
     const CAP: usize = 5;
 
+    const EMPTY: ParamIndex = ParamIndex {
+        n: 0,
+        full: false,
+        keys: [Span { start: 0, end: 0 }; Self::CAP],
+        values: [Span { start: 0, end: 0 }; Self::CAP],
+    };
+
+    /// Adds a member: raw key (a subslice of `b`) and value bounds.
+    fn push(&mut self, b: &[u8], key: &[u8], vs: usize, ve: usize) {
+        // The key's bytes are a subslice of `b`: its offset is recovered from pointers.
+        let ks = key.as_ptr() as usize - b.as_ptr() as usize;
+        let i = usize::from(self.n);
+        match (
+            i < Self::CAP && !self.full,
+            Span::new(ks, ks + key.len()),
+            Span::new(vs, ve),
+        ) {
+            (true, Some(k), Some(v)) => {
+                self.keys[i] = k;
+                self.values[i] = v;
+                self.n += 1;
+            }
+            _ => self.full = true,
+        }
+    }
+
+    /// The index of the object at `params` (empty when it is not an object).
     fn of(b: &[u8], params: Span) -> Self {
-        const NONE: Span = Span { start: 0, end: 0 };
-        let mut ix = ParamIndex {
-            n: 0,
-            full: false,
-            keys: [NONE; Self::CAP],
-            values: [NONE; Self::CAP],
-        };
-        let Some(members) = Members::new(b, params.start as usize) else {
-            return ix;
-        };
-        for (key, vs, ve) in members {
-            let i = usize::from(ix.n);
-            // The key's bytes are a subslice of `b`: its offset is recovered from pointers.
-            let ks = key.as_ptr() as usize - b.as_ptr() as usize;
-            match (
-                i < Self::CAP,
-                Span::new(ks, ks + key.len()),
-                Span::new(vs, ve),
-            ) {
-                (true, Some(k), Some(v)) => {
-                    ix.keys[i] = k;
-                    ix.values[i] = v;
-                    ix.n += 1;
-                }
-                _ => {
-                    ix.full = true;
-                    break;
-                }
+        let mut ix = Self::EMPTY;
+        for (key, vs, ve) in Members::new(b, params.start as usize).into_iter().flatten() {
+            ix.push(b, key, vs, ve);
+            if ix.full {
+                break;
             }
         }
         ix
@@ -247,8 +251,9 @@ impl Frame {
     fn from_validated(bytes: Bytes, max_depth: usize) -> Result<Self, FrameError> {
         let b: &[u8] = &bytes;
         let start = scan::skip_ws(b, 0);
-        let mut members = Members::within(b, start, max_depth.saturating_sub(1))
-            .ok_or_else(|| invalid("message is not an object", None))?;
+        let depth = max_depth.saturating_sub(1);
+        let mut members =
+            Members::new(b, start).ok_or_else(|| invalid("message is not an object", None))?;
         let mut f = Frame {
             bytes: Bytes::new(),
             kind: Kind::Notification,
@@ -259,9 +264,27 @@ impl Frame {
             error: None,
             index: std::cell::OnceCell::new(),
         };
+        let mut index = ParamIndex::EMPTY;
+        let mut fault = None;
         let mut version_ok = false;
         let mut seen_jsonrpc = false;
-        for (key, vs, ve) in members.by_ref() {
+        while let Some((key, vs)) = members.next_key() {
+            // `params` is walked once: its end, its depth, its keys, and its index.
+            let end = if key == b"params" {
+                scan::check_keys_with(b, vs, depth, Some(b"arguments"), &mut |k, s, e| {
+                    index.push(b, k, s, e)
+                })
+            } else {
+                scan::value_end_within(b, vs, depth).map_err(KeyFault::from)
+            };
+            let ve = match end {
+                Ok(ve) => ve,
+                Err(e) => {
+                    fault = Some(e);
+                    break;
+                }
+            };
+            members.past(ve);
             let span = Span::new(vs, ve).ok_or_else(|| invalid("message too large", None))?;
             let slot = match key {
                 b"jsonrpc" => {
@@ -287,9 +310,9 @@ impl Frame {
                 return Err(invalid("duplicate member", None));
             }
         }
-        if members.too_deep {
-            // The answer carries the id when there is one usable (the walk stopped short
-            // of it, perhaps): looked up again without the depth limit.
+        if let Some(fault) = fault {
+            // The answer carries the id when there is one usable (the walk may have stopped
+            // short of it): looked up again without limits.
             let mut ids = Members::new(b, start)
                 .into_iter()
                 .flatten()
@@ -301,7 +324,10 @@ impl Frame {
                     .map(|_| bytes.slice(s..e)),
                 _ => None,
             };
-            return Err(invalid("nested too deeply", id));
+            return Err(key_fault(fault, id));
+        }
+        if f.params.is_some() {
+            let _ = f.index.set(index);
         }
         let id_bytes = f.id.and_then(|s| {
             let raw = b.get(s.range())?;
@@ -341,11 +367,6 @@ impl Frame {
             (None, None, true) => return Err(invalid("response without id", None)),
             _ => return Err(invalid("not a request, notification or response", id_bytes)),
         };
-        if let (Some(p), Kind::Request | Kind::Notification) = (f.params, f.kind) {
-            // Depth was checked with the envelope; the keys are checked here.
-            scan::check_keys(b, p.start as usize, usize::MAX, Some(b"arguments"))
-                .map_err(|e| key_fault(e, id_bytes.clone()))?;
-        }
         f.bytes = bytes;
         Ok(f)
     }

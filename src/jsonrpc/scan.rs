@@ -95,35 +95,21 @@ pub(crate) struct Members<'a> {
     b: &'a [u8],
     pos: usize,
     done: bool,
-    /// Levels a member's value may have (see [`value_end_within`]).
-    max_depth: usize,
-    /// Set when iteration stopped at a value nested deeper than `max_depth`.
-    pub(crate) too_deep: bool,
 }
 
 impl<'a> Members<'a> {
     /// `start` is the index of `{`; `None` when it is not an object.
     pub(crate) fn new(b: &'a [u8], start: usize) -> Option<Self> {
-        Self::within(b, start, usize::MAX)
-    }
-
-    /// As [`Members::new`], stopping (with `too_deep` set) at a value with more than
-    /// `max_depth` levels.
-    pub(crate) fn within(b: &'a [u8], start: usize, max_depth: usize) -> Option<Self> {
         (*b.get(start)? == b'{').then_some(Self {
             b,
             pos: start + 1,
             done: false,
-            max_depth,
-            too_deep: false,
         })
     }
-}
 
-impl<'a> Iterator for Members<'a> {
-    type Item = (&'a [u8], usize, usize);
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next member's raw key and where its value starts; the caller finds the value's
+    /// end and hands it to [`Members::past`] before asking for the next.
+    pub(crate) fn next_key(&mut self) -> Option<(&'a [u8], usize)> {
         if self.done {
             return None;
         }
@@ -143,16 +129,25 @@ impl<'a> Iterator for Members<'a> {
             self.done = true;
             return None;
         }
-        let vs = skip_ws(b, colon + 1);
-        let ve = match value_end_within(b, vs, self.max_depth) {
-            Ok(ve) => ve,
-            Err(fault) => {
-                self.done = true;
-                self.too_deep = fault == Fault::TooDeep;
-                return None;
-            }
-        };
+        Some((key, skip_ws(b, colon + 1)))
+    }
+
+    /// The value of the member [`Members::next_key`] gave ends at `ve`.
+    pub(crate) fn past(&mut self, ve: usize) {
         self.pos = ve;
+    }
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a [u8], usize, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, vs) = self.next_key()?;
+        let Some(ve) = value_end(self.b, vs) else {
+            self.done = true;
+            return None;
+        };
+        self.past(ve);
         Some((key, vs, ve))
     }
 }
@@ -215,8 +210,20 @@ pub(crate) fn check_keys(
     max_depth: usize,
     skip: Option<&[u8]>,
 ) -> Result<usize, KeyFault> {
+    check_keys_with(b, i, max_depth, skip, &mut |_, _, _| {})
+}
+
+/// As [`check_keys`], handing each member of the value's own object (when it is one) to
+/// `member` as `(raw key, value start, value end)`: the one walk also indexes it.
+pub(crate) fn check_keys_with(
+    b: &[u8],
+    i: usize,
+    max_depth: usize,
+    skip: Option<&[u8]>,
+    member: &mut dyn FnMut(&[u8], usize, usize),
+) -> Result<usize, KeyFault> {
     match b.get(i) {
-        Some(b'{') => check_object(b, i, max_depth, skip),
+        Some(b'{') => check_object(b, i, max_depth, skip, member),
         Some(b'[') => {
             if max_depth == 0 {
                 return Err(KeyFault::TooDeep);
@@ -239,6 +246,7 @@ fn check_object(
     start: usize,
     max_depth: usize,
     skip: Option<&[u8]>,
+    member: &mut dyn FnMut(&[u8], usize, usize),
 ) -> Result<usize, KeyFault> {
     if max_depth == 0 {
         return Err(KeyFault::TooDeep);
@@ -289,6 +297,7 @@ fn check_object(
         } else {
             check_keys(b, vs, max_depth - 1, None)?
         };
+        member(key, vs, ve);
         j = skip_ws(b, ve);
     }
     if slow {
