@@ -15,5 +15,5 @@ pub mod frame;
 pub mod fuzz;
 mod scan;
 
-pub use codes::{error_body, result_body, Code};
+pub use codes::{error_body, error_raw_body, result_body, Code};
 pub use frame::{null_id_error, parse, splice, Frame, FrameError, Kind, Message, Parser, Span};

@@ -714,17 +714,12 @@ impl Relay {
                 let error = matches!(e, crate::jsonrpc::FrameError::Invalid { .. })
                     .then(|| crate::jsonrpc::null_id_error(&msg))
                     .flatten()?;
-                let mut body = Vec::with_capacity(error.len() + 48);
-                body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-                body.extend_from_slice(self.gid_text.as_bytes());
-                body.extend_from_slice(b",\"error\":");
-                body.extend_from_slice(error);
-                body.push(b'}');
+                let body = crate::jsonrpc::error_raw_body(self.gid_text.as_bytes(), error);
                 self.front
                     .caller()
                     .parser
                     .borrow_mut()
-                    .parse_one(Bytes::from(body))
+                    .parse_one(body)
                     .ok()?
             }
         };

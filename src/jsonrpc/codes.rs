@@ -140,6 +140,17 @@ pub fn result_body(id: &[u8], result: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// An error answer for `id` carrying `error`, a raw JSON error object (an upstream's own).
+pub fn error_raw_body(id: &[u8], error: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(40 + id.len() + error.len());
+    out.put_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.put_slice(id);
+    out.put_slice(b",\"error\":");
+    out.put_slice(error);
+    out.put_slice(b"}");
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

