@@ -1085,18 +1085,30 @@ fn decision_value(input: &mut Input<'_>, out: &mut String, depth: u8) {
 fn decision_message(input: &mut Input<'_>) -> String {
     let mut out = String::from("{");
     let n = 1 + usize::from(input.byte() % 6);
+    // Which of jsonrpc, method, id the message has so far.
+    let mut has = [false; 3];
     for i in 0..n {
         if i > 0 {
             out.push(',');
         }
         match input.byte() % 9 {
-            0 => out.push_str("\"jsonrpc\":\"2.0\""),
-            1 => out.push_str("\"method\":\"tools/call\""),
-            2 => out.push_str("\"method\":\"resources/read\""),
+            0 => {
+                out.push_str("\"jsonrpc\":\"2.0\"");
+                has[0] = true;
+            }
+            1 => {
+                out.push_str("\"method\":\"tools/call\"");
+                has[1] = true;
+            }
+            2 => {
+                out.push_str("\"method\":\"resources/read\"");
+                has[1] = true;
+            }
             3 => out.push_str("\"m\\u0065thod\":\"completion/complete\""),
             4 => {
                 out.push_str("\"id\":");
                 out.push_str(DECISION_VALUES[usize::from(input.byte()) % 6]);
+                has[2] = true;
             }
             _ => {
                 out.push_str("\"params\":");
@@ -1104,9 +1116,17 @@ fn decision_message(input: &mut Input<'_>) -> String {
             }
         }
     }
-    // Most messages get a valid envelope, so the params checks are reached.
+    // Most messages get what their envelope lacks, so the params checks are reached.
     if input.byte() % 4 != 0 {
-        out.push_str(",\"jsonrpc\":\"2.0\",\"method\":\"tools/call\",\"id\":1");
+        let fill = [
+            "\"jsonrpc\":\"2.0\"",
+            "\"method\":\"tools/call\"",
+            "\"id\":1",
+        ];
+        for (member, _) in fill.iter().zip(has).filter(|(_, h)| !h) {
+            out.push(',');
+            out.push_str(member);
+        }
     }
     out.push('}');
     out
