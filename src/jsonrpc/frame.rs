@@ -244,10 +244,10 @@ fn key_fault(fault: KeyFault, id: Option<Bytes>) -> FrameError {
 
 impl Frame {
     /// Builds a frame from bytes already validated as JSON, refusing more than `max_depth`
-    /// levels and, in the `params` of a request or notification (outside a call's
-    /// `arguments`), a key twice in one object or an ASCII key spelled with escapes: the
-    /// gateway decides on the members it reads there, and the upstream must act on the same
-    /// ones (parsers differ on which duplicate wins).
+    /// levels and, in `params` (outside a call's `arguments`), a key twice in one object or
+    /// a key escaped into a name the gateway could read: the gateway decides on the members
+    /// it reads there, and the upstream must act on the same ones (parsers differ on which
+    /// duplicate wins).
     fn from_validated(bytes: Bytes, max_depth: usize) -> Result<Self, FrameError> {
         let b: &[u8] = &bytes;
         let start = scan::skip_ws(b, 0);

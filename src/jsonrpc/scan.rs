@@ -177,9 +177,9 @@ pub(crate) fn elements(b: &[u8], start: usize) -> Option<Vec<(usize, usize)>> {
 pub(crate) enum KeyFault {
     /// One key twice in one object, compared after unescaping (the key, decoded).
     Duplicate(String),
-    /// A key spelled with escapes though it needs none (it decodes to printable ASCII
-    /// without quotes or backslashes): every key the gateway reads is such a key, and it
-    /// compares keys as written.
+    /// A key spelled with escapes that decodes to a name of the shape every key the gateway
+    /// reads has (ASCII letters, digits, `_`, `.`, `/`, `-`): the gateway compares keys as
+    /// written, so an escaped spelling could hide such a member from it.
     Escaped,
     /// More levels than allowed.
     TooDeep,
@@ -201,8 +201,8 @@ impl From<Fault> for KeyFault {
 const INLINE_KEYS: usize = 16;
 
 /// Checks every object within the value at `b[i..]` (already validated JSON): no key twice,
-/// no key spelled with escapes it does not need, at most `max_depth` levels. The value of the top-level
-/// member named `skip` (a call's `arguments`, which passes through untouched and is not
+/// no key escaped into a name the gateway could read (see [`KeyFault::Escaped`]), at most
+/// `max_depth` levels. The value of the top-level member named `skip` (a call's `arguments`, which passes through untouched and is not
 /// read) is only checked for depth. Returns the index just past the value.
 pub(crate) fn check_keys(
     b: &[u8],
@@ -320,9 +320,11 @@ fn check_object(
     Ok(j + 1)
 }
 
-/// A byte a key can hold unescaped: printable ASCII but the quote and the backslash.
+/// A byte of a name the gateway may read: the members it reads (`name`, `progressToken`,
+/// `io.modelcontextprotocol/protocolVersion`, ...) are made of these. Keys escaped for
+/// other reasons (non-ASCII under `ensure_ascii`, `<>&` by Go's encoder, a quote) pass.
 fn plain(c: u8) -> bool {
-    (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\'
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'/' | b'-')
 }
 
 /// A quoted key with escapes, decoded.
