@@ -662,7 +662,9 @@ impl Front {
                     batch::Batch::new(self.clone(), snap, sess, principal.clone(), trace, items);
                 // Run up to the first answer: a batch of notifications and answers only is
                 // 202 with no body. The rest is run while the array is written out.
-                match run.next().await {
+                // Boxed: the element's call is a large future, kept out of this one (which
+                // every request's reply is).
+                match Box::pin(run.next()).await {
                     None => Reply::empty(202),
                     Some(first) => Reply {
                         status: 200,

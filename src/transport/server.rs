@@ -401,7 +401,9 @@ async fn write_reply<S: Stream>(
                         r?;
                     }
                 }
-                next = batch.next().await;
+                // Boxed: an element's call is a large future; inline, it would make every
+                // reply's future (boxed per request) as large.
+                next = Box::pin(batch.next()).await;
             }
             codec::write_chunk(&mut out, b"]");
             codec::write_last_chunk(&mut out);
