@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use crate::{
-    control::{ControlMsg, Shared, Source},
+    control::Source,
+    state::{ControlMsg, Shared},
     store::{Kind, Store},
     transport::http::{self as codec, BodyKind, Limits, RequestHead},
     upstream::Link,

@@ -47,6 +47,7 @@ pub mod resilience;
 pub mod runtime;
 pub mod secret;
 pub mod session;
+pub mod state;
 pub mod store;
 pub mod transport;
 pub mod upstream;
