@@ -2,9 +2,12 @@
 //!
 //! It starts the stdio supervisors, fetches every upstream's lists, builds a new
 //! [`Snapshot`] when anything changes and publishes it with `arc-swap`. It also ends idle
-//! sessions. It runs its own monoio runtime (epoll driver) so it can use the same upstream
-//! client code as the workers; nothing it does is on a client's request path, and it may
-//! block.
+//! sessions and serves the admin API ([`admin`]). It runs its own monoio runtime (epoll
+//! driver) so it can use the same upstream client code as the workers; nothing it does is on
+//! a client's request path, and it may block. What it shares with the workers is in
+//! [`crate::state`]; only `main.rs` imports this module.
+
+pub mod admin;
 
 use futures_util::future::{select, Either};
 use std::{
@@ -190,9 +193,9 @@ async fn run(
         match monoio::net::TcpListener::bind(addr) {
             Ok(l) => {
                 tracing::info!(%addr, "admin API listening");
-                monoio::spawn(crate::admin::serve(
+                monoio::spawn(admin::serve(
                     l,
-                    crate::admin::Context {
+                    admin::Context {
                         shared: shared.clone(),
                         store: store.clone(),
                         control: tx.clone(),

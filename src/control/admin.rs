@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 
 use std::time::Duration;
 
+use super::Source;
 use crate::{
-    control::Source,
     state::{ControlMsg, Shared},
     store::{Kind, Store},
     transport::http::{self as codec, BodyKind, Limits, RequestHead},
