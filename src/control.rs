@@ -2,208 +2,34 @@
 //!
 //! It starts the stdio supervisors, fetches every upstream's lists, builds a new
 //! [`Snapshot`] when anything changes and publishes it with `arc-swap`. It also ends idle
-//! sessions. It runs its own monoio runtime (epoll driver) so it can use the same upstream
-//! client code as the workers; nothing it does is on a client's request path, and it may
-//! block.
+//! sessions and serves the admin API ([`admin`]). It runs its own monoio runtime (epoll
+//! driver) so it can use the same upstream client code as the workers; nothing it does is on
+//! a client's request path, and it may block. What it shares with the workers is in
+//! [`crate::state`]; only `main.rs` imports this module.
+
+pub mod admin;
 
 use futures_util::future::{select, Either};
 use std::{
     cell::RefCell,
     rc::Rc,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 
 use crate::{
     auth::QuotaKey,
     config::Config,
     registry::{self, Snapshot, UpstreamCatalog},
-    session::Sessions,
+    state::{Applied, ControlMsg, Shared},
     upstream::{
         self,
         stdio::{ChildEvent, Supervisor},
         Caller, Link, Upstream,
     },
 };
-
-/// State shared by the control plane and all workers.
-pub struct Shared {
-    /// The configuration the gateway started with.
-    pub config: Arc<Config>,
-    /// The current catalog snapshot.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// Client sessions.
-    pub sessions: Sessions,
-    /// Set once shutdown starts.
-    pub shutdown: AtomicBool,
-    /// Every worker's call metrics.
-    pub metrics: crate::observe::metrics::Registry,
-    /// The audit log, when on.
-    pub audit: Option<crate::observe::audit::Audit>,
-    /// Subscriptions made through shared upstream sessions: (upstream, original URI) ->
-    /// subscribed client sessions. Per-client upstream sessions need none (the upstream
-    /// knows its own subscribers).
-    pub subscriptions: dashmap::DashMap<String, Vec<crate::session::SessionId>>,
-    /// Connection, session and stream limits, and their hit counters.
-    pub limits: Arc<crate::limits::Limits>,
-    /// Client authentication, roles and address rules; replaced on reload.
-    pub auth: ArcSwap<crate::auth::Auth>,
-    /// Rate-limit buckets (kept across reloads).
-    pub rates: crate::auth::RateBuckets,
-    /// Span export, when `[telemetry] otlp_endpoint` is set (read at start).
-    pub tracing: Option<crate::observe::trace::Tracing>,
-    /// Quota counters (kept across reloads; saved to the store and restored at start).
-    pub quotas: crate::auth::QuotaCounters,
-    /// What the guards did (counters for `/metrics`).
-    pub guard: crate::guard::catalog::Counters,
-    clock: quanta::Clock,
-    origin: quanta::Instant,
-    /// Unix time at `origin`, ns.
-    unix_origin_ns: u64,
-    control: flume::Sender<ControlMsg>,
-    /// Calls of 2026-07-28 clients parked on a legacy upstream's request, by the token their
-    /// input-required result gave as `requestState`.
-    pub parked: crate::relay::ParkedCalls,
-    /// Open `subscriptions/listen` streams of 2026-07-28 clients.
-    pub listeners: crate::front::listen::Listeners,
-    /// Per 2026-07-28 upstream: asks its watcher to listen again, with the resources
-    /// subscribed now.
-    listen_again: dashmap::DashMap<String, flume::Sender<()>>,
-}
-
-impl Shared {
-    /// Milliseconds since the gateway started (monotonic).
-    pub fn now_ms(&self) -> u64 {
-        let d = self.clock.now().saturating_duration_since(self.origin);
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Nanoseconds since the gateway started (monotonic), for rate limits.
-    pub fn now_ns(&self) -> u64 {
-        let d = self.clock.now().saturating_duration_since(self.origin);
-        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Unix time in seconds: the wall clock read once at start plus the monotonic clock
-    /// since, so the request path reads no other clock (quota windows are UTC days and
-    /// months; a clock step after start is not followed).
-    pub fn unix_secs(&self) -> u64 {
-        self.unix_origin_ns.saturating_add(self.now_ns()) / 1_000_000_000
-    }
-
-    /// Whether shutdown has begun.
-    pub fn stopping(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire)
-    }
-
-    /// Sends `notifications/resources/updated` for `uri` of `upstream` (original URI) to every
-    /// session subscribed to it through a shared upstream session, and only to them.
-    pub fn deliver_update(&self, upstream: &str, uri: &str) {
-        let key = subscription_key(upstream, uri);
-        let subscribers = self.subscriptions.get(&key).map(|e| e.clone());
-        let listened = self.listeners.subscribed(&key);
-        if subscribers.is_none() && !listened {
-            tracing::debug!(upstream, uri, "resource update with no subscriber");
-            return;
-        }
-        let snap = self.snapshot.load();
-        let prefixed = snap
-            .by_name
-            .get(upstream)
-            .and_then(|r| snap.upstream(*r))
-            .is_none_or(|u| u.prefix);
-        let exposed = if prefixed {
-            crate::registry::names::expose_uri(upstream, uri)
-        } else {
-            uri.to_string()
-        };
-        if listened {
-            self.listeners.deliver(self, &key, &exposed);
-        }
-        let Some(subscribers) = subscribers else {
-            return;
-        };
-        let body = bytes::Bytes::from(format!(
-            r#"{{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{{"uri":{}}}}}"#,
-            serde_json::to_string(&exposed).unwrap_or_else(|_| "\"\"".into())
-        ));
-        let mut gone = Vec::new();
-        for sid in subscribers {
-            match self.sessions.get(&sid) {
-                Some(s) => {
-                    if let Some(o) = s.outbox.load_full() {
-                        o.offer(body.clone(), &self.limits);
-                    }
-                }
-                None => gone.push(sid),
-            }
-        }
-        if !gone.is_empty() {
-            if let Some(mut e) = self.subscriptions.get_mut(&key) {
-                e.retain(|s| !gone.contains(s));
-            }
-            // Nobody left: forget the key, and a 2026-07-28 upstream's listen stream stops
-            // naming it.
-            if self
-                .subscriptions
-                .remove_if(&key, |_, v| v.is_empty())
-                .is_some()
-                && !self.listeners.subscribed(&key)
-            {
-                self.subscriptions_changed(upstream);
-            }
-        }
-    }
-
-    /// The original URIs of `upstream`'s resources someone is subscribed to (legacy
-    /// sessions through the gateway's upstream session, or listen streams).
-    pub fn subscribed_uris(&self, upstream: &str) -> Vec<String> {
-        let prefix = subscription_key(upstream, "");
-        let mut uris: Vec<String> = self
-            .subscriptions
-            .iter()
-            .filter(|e| !e.value().is_empty())
-            .filter_map(|e| e.key().strip_prefix(&prefix).map(str::to_string))
-            .chain(self.listeners.keys_with_prefix(&prefix))
-            .collect();
-        uris.sort();
-        uris.dedup();
-        uris
-    }
-
-    /// Tells the watcher of 2026-07-28 upstream `upstream` that its subscribed resources
-    /// changed (it listens again with them).
-    pub fn subscriptions_changed(&self, upstream: &str) {
-        if let Some(tx) = self.listen_again.get(upstream) {
-            let _ = tx.try_send(());
-        }
-    }
-
-    /// Asks the control plane to fetch the catalogs again (e.g. after an upstream restart).
-    pub fn request_refresh(&self) {
-        let _ = self.control.send(ControlMsg::Refresh);
-    }
-}
-
-/// Requests to the control plane.
-pub enum ControlMsg {
-    /// Fetch the catalogs again.
-    Refresh,
-    /// Re-read the configuration (file + store) and apply it; each [`Applied`] sender hears
-    /// once the new snapshot is published (or why the configuration was rejected).
-    Reload(Vec<Applied>),
-    /// Stop.
-    Shutdown,
-}
-
-/// Where a reload reports its outcome: `Err` holds why the configuration was rejected.
-pub type Applied = flume::Sender<Result<(), String>>;
 
 /// The running control plane.
 pub struct ControlPlane {
@@ -219,48 +45,7 @@ impl ControlPlane {
     /// Starts the control plane and returns once the first catalog is published.
     pub fn start(config: Arc<Config>, source: Source) -> anyhow::Result<ControlPlane> {
         let (tx, rx) = flume::unbounded();
-        let clock = quanta::Clock::new();
-        let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::empty(&config.gateway.separator)),
-            sessions: Sessions::default(),
-            shutdown: AtomicBool::new(false),
-            subscriptions: dashmap::DashMap::new(),
-            auth: ArcSwap::new(config.auth.clone()),
-            rates: Default::default(),
-            tracing: match &config.telemetry.otlp_endpoint {
-                None => None,
-                Some(e) => {
-                    let t = crate::observe::trace::Tracing::start(
-                        e,
-                        &config.telemetry.service_name,
-                        config.telemetry.sample_ratio,
-                    )?;
-                    tracing::info!(endpoint = %e, "exporting spans over OTLP/HTTP");
-                    Some(t)
-                }
-            },
-            quotas: Default::default(),
-            guard: Default::default(),
-            parked: Default::default(),
-            listeners: Default::default(),
-            listen_again: Default::default(),
-            unix_origin_ns: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-            limits: Arc::new(crate::limits::Limits::new(
-                config.gateway.max_connections,
-                config.gateway.max_connections_per_ip,
-            )),
-            metrics: Default::default(),
-            audit: match &config.audit {
-                Some(a) => Some(crate::observe::audit::Audit::start(a)?),
-                None => None,
-            },
-            origin: clock.now(),
-            clock,
-            control: tx.clone(),
-            config,
-        });
+        let shared = Arc::new(Shared::new(config, tx.clone())?);
         let (ready_tx, ready_rx) = flume::bounded(1);
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
@@ -408,9 +193,9 @@ async fn run(
         match monoio::net::TcpListener::bind(addr) {
             Ok(l) => {
                 tracing::info!(%addr, "admin API listening");
-                monoio::spawn(crate::admin::serve(
+                monoio::spawn(admin::serve(
                     l,
-                    crate::admin::Context {
+                    admin::Context {
                         shared: shared.clone(),
                         store: store.clone(),
                         control: tx.clone(),
@@ -1279,9 +1064,4 @@ async fn watch(
         }
         monoio::time::sleep(Duration::from_secs(5)).await;
     }
-}
-
-/// Key of the subscription table.
-pub fn subscription_key(upstream: &str, uri: &str) -> String {
-    format!("{upstream}\u{0}{uri}")
 }

@@ -25,7 +25,6 @@ use crate::{
         policy::{Grant, Principal},
         RateStage,
     },
-    control::Shared,
     error::{Error, ErrorKind},
     guard::policy::{Direction, Policy as GuardPolicy, Screen, Screened},
     jsonrpc::{
@@ -37,6 +36,7 @@ use crate::{
     registry::{self, names, Snapshot, Target, View},
     relay::{Event, Relay},
     session::{self, Outbox, Session, SessionId},
+    state::Shared,
     transport::http::RequestHead,
     upstream::{Caller, Hello, Link, OnSession, SessionMode, Upstream, UpstreamRef},
 };
@@ -1129,7 +1129,7 @@ impl Front {
             return None;
         }
         let uri: String = serde_json::from_slice(orig_json).ok()?;
-        let key = crate::control::subscription_key(&upstream.name, &uri);
+        let key = crate::state::subscription_key(&upstream.name, &uri);
         let subs = &self.shared.subscriptions;
         if stateless {
             let was = self.shared.subscribed_uris(&upstream.name);

@@ -25,9 +25,10 @@
 //!
 //! Workers share only the session table, the rate-limit and quota cells (`DashMap`s of
 //! atomics), the snapshot and auth pointers and the upstreams' OAuth token pointers;
-//! everything else is per worker.
+//! everything else is per worker. What the workers and the control plane share is
+//! `state::Shared`; the control plane (`control`, with the admin API in `control::admin`)
+//! is started by `main.rs`, the only module that imports it.
 
-pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -47,6 +48,7 @@ pub mod resilience;
 pub mod runtime;
 pub mod secret;
 pub mod session;
+pub mod state;
 pub mod store;
 pub mod transport;
 pub mod upstream;

@@ -23,6 +23,7 @@ use crate::{
     jsonrpc::{error_body, Code, Kind},
     registry::names,
     session::{PendingRequest, Session},
+    state::{Parked, ParkedInput},
     upstream::{Call, OnSession, Upstream},
 };
 
@@ -213,29 +214,6 @@ struct InputWait {
 
 /// Most input rounds one call may take (as the SDK clients allow).
 const MAX_INPUT_ROUNDS: u32 = 10;
-
-/// Calls parked on a legacy upstream's request to a 2026-07-28 client, by park token. The
-/// call itself stays on its worker; the retry that carries the client's answer may arrive on
-/// any worker and reaches it through the channel.
-pub type ParkedCalls = dashmap::DashMap<String, Parked>;
-
-/// One parked call.
-pub struct Parked {
-    /// Where the retry's input goes.
-    pub tx: flume::Sender<ParkedInput>,
-    /// Only the credential that made the call may continue it (`Principal::credential`).
-    pub principal: String,
-}
-
-/// A retry of a parked call: the client's answers and where to send what comes next.
-pub struct ParkedInput {
-    /// The retry's `params.inputResponses` (raw JSON object).
-    pub responses: Bytes,
-    /// The retry's id (raw JSON).
-    pub client_id: Bytes,
-    /// The answer to the retry (a final result, another input-required result or an error).
-    pub reply: flume::Sender<Bytes>,
-}
 
 /// The prefix of the gateway's park tokens (`requestState` values it gives out).
 pub const PARK_PREFIX: &str = "mcpgw-parked:";

@@ -3,7 +3,7 @@
 //! The IO driver is chosen at start: io_uring (with the setup flags that cut CPU per request
 //! where the kernel has them) or epoll. `auto` probes io_uring once and falls back to epoll
 //! with one log line saying why. Workers never block; they share only what
-//! `control::Shared` holds.
+//! `state::Shared` holds.
 
 pub mod sys;
 pub mod worker;

@@ -15,21 +15,18 @@
 //! `resources/subscribe`; the last one to go sends `resources/unsubscribe`), and the update
 //! the upstream sends reaches every subscriber. A 2026-07-28 upstream has no subscribe: the
 //! gateway's own listen stream to it names the subscribed resources and is opened again when
-//! they change (`control::Shared::subscriptions_changed`). A URI the caller may not read,
+//! they change (`state::Shared::subscriptions_changed`). A URI the caller may not read,
 //! that routes nowhere, or whose legacy upstream refuses the subscription is not honored:
 //! the acknowledgement leaves it out, as the spec asks.
 //!
-//! A listener is registered in [`Listeners`] (shared across workers: list changes are
+//! A listener is registered in [`Listeners`](crate::state::Listeners) (shared across workers: list changes are
 //! broadcast by the control plane, updates by the upstream's reader) and removed when its
 //! stream closes. What changed is decided per endpoint as for legacy sessions (`/mcp` or the
 //! virtual server's view).
 
 use std::{
     rc::Rc,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
 };
 
 use bytes::Bytes;
@@ -37,129 +34,10 @@ use bytes::Bytes;
 use super::{Front, Reply, ReplyBody};
 use crate::{
     auth::policy::Principal,
-    control::Shared,
     jsonrpc::{Code, Frame},
-    session::Outbox,
+    state::{notification, Listener, KINDS, SUBSCRIPTION_ID},
     upstream::{Link, OnSession, Upstream},
 };
-
-/// The `_meta` key that ties a notification to its listen stream.
-const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
-
-/// The list-change notifications a listener may ask for: filter field and method.
-const KINDS: [(&str, &str); 3] = [
-    ("toolsListChanged", "notifications/tools/list_changed"),
-    ("promptsListChanged", "notifications/prompts/list_changed"),
-    (
-        "resourcesListChanged",
-        "notifications/resources/list_changed",
-    ),
-];
-
-/// Every open listen stream, by a gateway-wide number.
-#[derive(Default)]
-pub struct Listeners {
-    open: dashmap::DashMap<u64, Listener>,
-    next: AtomicU64,
-    /// Listeners subscribed to each resource, by `control::subscription_key`.
-    by_resource: dashmap::DashMap<String, Vec<u64>>,
-}
-
-/// One open listen stream.
-pub struct Listener {
-    /// The endpoint it was opened on: `None` for `/mcp`, else the virtual server.
-    server: Option<String>,
-    /// Which of [`KINDS`] it gets.
-    wants: [bool; 3],
-    /// The listen request's id, raw JSON.
-    id: Bytes,
-    outbox: Arc<Outbox>,
-    /// Dropped (with the entry) to end the stream from the gateway's side.
-    _end: flume::Sender<()>,
-}
-
-impl Listeners {
-    /// Open listen streams.
-    pub fn len(&self) -> usize {
-        self.open.len()
-    }
-
-    /// Whether none is open.
-    pub fn is_empty(&self) -> bool {
-        self.open.is_empty()
-    }
-
-    /// Offers each listener the list changes of its endpoint that it asked for;
-    /// `lists(server)` says which notifications that endpoint's clients need. Listeners
-    /// whose stream has closed are skipped.
-    pub fn broadcast(&self, shared: &Shared, lists: &impl Fn(Option<&str>) -> Vec<&'static str>) {
-        let mut by_view: std::collections::HashMap<Option<String>, Vec<&'static str>> =
-            Default::default();
-        for l in self.open.iter() {
-            // Closed: its own cleanup task removes it (and its subscriptions).
-            if l.outbox.alive.is_disconnected() {
-                continue;
-            }
-            let methods = by_view
-                .entry(l.server.clone())
-                .or_insert_with(|| lists(l.server.as_deref()));
-            for (i, (_, method)) in KINDS.iter().enumerate() {
-                if l.wants[i] && methods.contains(method) {
-                    l.outbox
-                        .offer(notification(method, &l.id, ""), &shared.limits);
-                }
-            }
-        }
-    }
-
-    /// The rest of each resource key starting with `prefix` that some listener holds.
-    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
-        self.by_resource
-            .iter()
-            .filter(|e| !e.value().is_empty())
-            .filter_map(|e| e.key().strip_prefix(prefix).map(str::to_string))
-            .collect()
-    }
-
-    /// Whether a listener is subscribed to resource `key`.
-    pub fn subscribed(&self, key: &str) -> bool {
-        self.by_resource.get(key).is_some_and(|v| !v.is_empty())
-    }
-
-    /// Offers `notifications/resources/updated` for `uri` (as the listener's client names
-    /// it) to the listeners subscribed to resource `key`.
-    pub fn deliver(&self, shared: &Shared, key: &str, uri: &str) {
-        let Some(keys) = self.by_resource.get(key).map(|v| v.clone()) else {
-            return;
-        };
-        let params = format!(
-            r#""uri":{},"#,
-            serde_json::to_string(uri).unwrap_or_else(|_| "\"\"".into())
-        );
-        for k in keys {
-            if let Some(l) = self.open.get(&k) {
-                let n = notification("notifications/resources/updated", &l.id, &params);
-                l.outbox.offer(n, &shared.limits);
-            }
-        }
-    }
-}
-
-/// A notification for the listen stream `id`, with `params` members (each followed by a
-/// comma) before its `_meta`.
-fn notification(method: &str, id: &[u8], params: &str) -> Bytes {
-    let mut out = Vec::with_capacity(96 + method.len() + params.len() + id.len());
-    out.extend_from_slice(br#"{"jsonrpc":"2.0","method":""#);
-    out.extend_from_slice(method.as_bytes());
-    out.extend_from_slice(br#"","params":{"#);
-    out.extend_from_slice(params.as_bytes());
-    out.extend_from_slice(br#""_meta":{""#);
-    out.extend_from_slice(SUBSCRIPTION_ID.as_bytes());
-    out.extend_from_slice(br#"":"#);
-    out.extend_from_slice(id);
-    out.extend_from_slice(b"}}}");
-    Bytes::from(out)
-}
 
 /// The listen request's result: the stream ended from the gateway's side.
 fn farewell(id: &[u8]) -> Bytes {
@@ -251,7 +129,7 @@ impl Front {
         // Held by the stream; once dropped (the stream closed, or this request was dropped
         // while subscribing) the cleanup below runs.
         let (alive, alive_rx) = flume::bounded::<()>(1);
-        // The resources it is subscribed to (`control::subscription_key`s), as they are made.
+        // The resources it is subscribed to (`state::subscription_key`s), as they are made.
         let held = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
         // Forgotten when the stream closes (the client left, or the gateway ended it).
         let front = self.clone();
@@ -337,7 +215,7 @@ impl Front {
         let (up, orig_json) = super::route_uri(&snap, view, uri)?;
         let up = snap.upstream(up)?.clone();
         let orig: String = serde_json::from_slice(&orig_json).ok()?;
-        let rkey = crate::control::subscription_key(&up.name, &orig);
+        let rkey = crate::state::subscription_key(&up.name, &orig);
         if held.contains(&rkey) {
             // Another of its URIs names the same upstream resource.
             return None;

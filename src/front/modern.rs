@@ -630,7 +630,7 @@ impl Front {
             .and_then(|s| f.raw_at(s))
             .map_or(Bytes::from_static(b"{}"), Bytes::copy_from_slice);
         let (reply, answered) = flume::bounded(1);
-        let input = crate::relay::ParkedInput {
+        let input = crate::state::ParkedInput {
             responses,
             client_id: id.clone(),
             reply,

@@ -9,7 +9,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use monoio::net::{ListenerOpts, TcpListener};
 
 use super::Chosen;
-use crate::{control::Shared, front::Front, transport::server};
+use crate::{front::Front, state::Shared, transport::server};
 
 /// A started worker thread.
 pub struct Worker {

@@ -21,8 +21,9 @@ use serde_json::{json, Value};
 
 use std::time::Duration;
 
+use super::Source;
 use crate::{
-    control::{ControlMsg, Shared, Source},
+    state::{ControlMsg, Shared},
     store::{Kind, Store},
     transport::http::{self as codec, BodyKind, Limits, RequestHead},
     upstream::Link,
