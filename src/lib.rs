@@ -48,5 +48,6 @@ pub mod runtime;
 pub mod secret;
 pub mod session;
 pub mod store;
+pub mod text;
 pub mod transport;
 pub mod upstream;

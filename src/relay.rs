@@ -922,7 +922,7 @@ impl Drop for Relay {
 fn park_token() -> Option<String> {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).ok()?;
-    Some(format!("{PARK_PREFIX}{}", crate::observe::audit::hex(&b)))
+    Some(format!("{PARK_PREFIX}{}", crate::text::hex(&b)))
 }
 
 /// An input-required result for `client_id` asking `method` with `params` (raw JSON).

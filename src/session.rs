@@ -29,7 +29,7 @@ impl SessionId {
     pub fn random() -> std::io::Result<Self> {
         let mut b = [0u8; 16];
         getrandom::getrandom(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Self(crate::observe::audit::hex(&b).into()))
+        Ok(Self(crate::text::hex(&b).into()))
     }
 
     /// Parses a header value; only the shape the gateway issues is accepted.
