@@ -26,6 +26,13 @@
 //! Workers share only the session table, the rate-limit and quota cells (`DashMap`s of
 //! atomics), the snapshot and auth pointers and the upstreams' OAuth token pointers;
 //! everything else is per worker.
+//!
+//! # Import rules
+//!
+//! The lowest layers import nothing above them: `text` (hex, `*` globs) imports nothing of
+//! ours; `mcp` (protocol revisions, the 2026-07-28 envelope, `Hello`) imports only `text`,
+//! `jsonrpc` and external crates. Protocol rules live in `mcp`, so `upstream`, `registry`
+//! and `session` need not reach up into `front` for them.
 
 pub mod admin;
 pub mod auth;
@@ -38,6 +45,7 @@ pub mod front;
 pub mod guard;
 pub mod jsonrpc;
 pub mod limits;
+pub mod mcp;
 pub mod net;
 pub mod observe;
 pub mod ratelimit;

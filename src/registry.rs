@@ -32,7 +32,7 @@ pub struct Target {
     pub screen: Option<Arc<crate::guard::policy::Screen>>,
     /// The `Mcp-Param-*` headers its input schema declares (`x-mcp-header`), checked on
     /// 2026-07-28 clients' calls; empty for most tools.
-    pub param_headers: crate::front::modern::ParamHeaders,
+    pub param_headers: crate::mcp::era::ParamHeaders,
 }
 
 /// One upstream's lists as last fetched (JSON values as the upstream sent them).
@@ -308,7 +308,7 @@ pub fn build(
                             None
                         },
                         param_headers: if are_tools {
-                            crate::front::modern::param_headers(item)
+                            crate::mcp::era::param_headers(item)
                         } else {
                             Vec::new()
                         },

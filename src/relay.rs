@@ -98,7 +98,7 @@ pub struct Relay {
     token_text: String,
     /// Input rounds answered so far.
     rounds_done: u32,
-    /// A 2026-07-28 client's `_meta` log level (`front::log_rank`): log messages at or
+    /// A 2026-07-28 client's `_meta` log level (`mcp::version::log_rank`): log messages at or
     /// above it reach the client; none without it.
     pub log_level: Option<u8>,
 }
@@ -156,7 +156,7 @@ fn final_answer(
     upstream: &str,
     members: Option<&'static [u8]>,
 ) -> Bytes {
-    let at = members.and_then(|_| crate::front::modern::legacy_result_insert(frame));
+    let at = members.and_then(|_| crate::mcp::era::legacy_result_insert(frame));
     let screened = screen.and_then(|(sc, policy)| {
         let raw = frame.result_raw()?;
         Some(front.screen(
@@ -611,7 +611,7 @@ impl Relay {
             Ok(f) => {
                 let insert = f
                     .param_span()
-                    .and_then(|p| crate::front::modern::insert_point(f.raw_at(p)?, p));
+                    .and_then(|p| crate::mcp::era::insert_point(f.raw_at(p)?, p));
                 match (f.id_span(), insert) {
                     (Some(id), Some(at)) => {
                         added.push(',');
@@ -679,9 +679,7 @@ impl Relay {
             upstream: self.upstream.clone(),
             on: self.on.clone(),
             gid_text: self.gid_text.clone(),
-            members: self
-                .stateless
-                .unwrap_or(crate::front::modern::RESULT_COMPLETE),
+            members: self.stateless.unwrap_or(crate::mcp::era::RESULT_COMPLETE),
             timeout: self.timeout,
             token: token.clone(),
             principal,
@@ -779,7 +777,7 @@ impl Relay {
                     let level = frame
                         .param("level")
                         .and_then(|s| frame.str_at(s))
-                        .and_then(|l| crate::front::log_rank(&l));
+                        .and_then(|l| crate::mcp::version::log_rank(&l));
                     return match (self.can_push, self.log_level, level) {
                         (true, Some(min), Some(l)) if l >= min => self.screen_log(&frame),
                         _ => None,
