@@ -559,8 +559,7 @@ impl Auth {
         now_ns: u64,
     ) -> Result<(), Duration> {
         for r in self.rates.iter().filter(|r| r.stage() == stage) {
-            if !r.globs.is_empty() && !r.globs.iter().any(|g| crate::registry::glob_match(g, name))
-            {
+            if !r.globs.is_empty() && !r.globs.iter().any(|g| crate::text::glob_match(g, name)) {
                 continue;
             }
             let subject: Box<str> = match r.scope {
@@ -592,7 +591,7 @@ impl Auth {
             .quotas
             .iter()
             .filter(|q| {
-                q.globs.is_empty() || q.globs.iter().any(|g| crate::registry::glob_match(g, tool))
+                q.globs.is_empty() || q.globs.iter().any(|g| crate::text::glob_match(g, tool))
             })
             .filter_map(|q| {
                 let subject: Box<str> = if q.team {

@@ -72,7 +72,7 @@ const STYLES: [&str; 3] = ["brief", "detailed", "bullet-points"];
 /// Values offered when completing `name` of `demo://greeting/{name}`.
 const GREETING_NAMES: [&str; 3] = ["world", "mcp", "gateway"];
 // Log levels accepted by `logging/setLevel`: the gateway's own list.
-use crate::front::LOG_LEVELS;
+use crate::mcp::version::LOG_LEVELS;
 
 /// Serves MCP on stdin/stdout until stdin reaches EOF, then returns `Ok`.
 ///

@@ -32,13 +32,18 @@ use crate::{
         error_body, Code, Frame, FrameError, Kind, Message, Span,
     },
     limits::Limit,
+    mcp::{
+        era,
+        version::{self, log_rank},
+        Hello, CLIENT_INFO,
+    },
     observe::trace::TraceParent,
     registry::{self, names, Snapshot, Target, View},
     relay::{Event, Relay},
     session::{self, Outbox, Session, SessionId},
     state::Shared,
     transport::http::RequestHead,
-    upstream::{Caller, Hello, Link, OnSession, SessionMode, Upstream, UpstreamRef},
+    upstream::{Caller, Link, OnSession, SessionMode, Upstream, UpstreamRef},
 };
 
 /// The endpoint path.
@@ -281,7 +286,7 @@ impl Front {
         // unknown versions are refused after the body's `_meta` is read.
         let stateless = req
             .header("mcp-protocol-version")
-            .is_some_and(modern::is_stateless);
+            .is_some_and(version::is_stateless);
         // A virtual server may let anonymous clients in with its own roles, and may admit
         // only some roles.
         let server_auth = server.and_then(|s| auth.servers.get(s));
@@ -651,7 +656,7 @@ impl Front {
                     Ok(s) => s,
                     Err(r) => return r,
                 };
-                if !session::batches_allowed(sess.version) {
+                if !version::batches_allowed(sess.version) {
                     return Reply::error(
                         400,
                         Code::InvalidRequest,
@@ -697,7 +702,7 @@ impl Front {
         let requested = f
             .param("protocolVersion")
             .and_then(|s| f.str_at(s).map(Cow::into_owned));
-        let version = session::negotiate(requested.as_deref());
+        let version = version::negotiate(requested.as_deref());
         let raw = |key: &str, default: &'static [u8]| {
             f.param(key)
                 .and_then(|s| f.raw_at(s))
@@ -720,7 +725,7 @@ impl Front {
         }
         let hello = Hello {
             capabilities: raw("capabilities", b"{}"),
-            client_info: raw("clientInfo", crate::upstream::CLIENT_INFO.as_bytes()),
+            client_info: raw("clientInfo", CLIENT_INFO.as_bytes()),
         };
         let sid = match self.shared.sessions.create(
             version,
@@ -1491,7 +1496,7 @@ impl Front {
             .param("_meta")
             .filter(|_| sess.stateless && !upstream_stateless)
         {
-            Some(meta) => f.removals(meta, modern::is_envelope_key),
+            Some(meta) => f.removals(meta, era::is_envelope_key),
             None => (Vec::new(), false),
         };
         edits.extend(strip.into_iter().map(|s| (s, &b""[..])));
@@ -1511,15 +1516,15 @@ impl Front {
             if !added.is_empty() {
                 added.push(',');
             }
-            added.push_str(&modern::envelope(&sess.hello));
+            added.push_str(&era::envelope(&sess.hello));
             // The level a legacy client set (`logging/setLevel`) is, in this era, each
             // request's own.
             if let Some(level) = sess.log_level.load_full() {
-                added.push_str(&format!(r#","{}":"{level}""#, modern::META_LOG_LEVEL));
+                added.push_str(&format!(r#","{}":"{level}""#, era::META_LOG_LEVEL));
             }
         }
         let meta_edit = (!added.is_empty())
-            .then(|| modern::meta_insert(f, &added, emptied))
+            .then(|| era::meta_insert(f, &added, emptied))
             .flatten();
         for (span, with) in replaced_tp.iter().chain(&meta_edit) {
             edits.push((*span, with));
@@ -1531,13 +1536,13 @@ impl Front {
             Link::Http(h) if upstream_stateless && guarding.arguments.is_none() => {
                 // Only the methods that name something in `Mcp-Name` (completion/complete
                 // names a prompt or resource in `ref`, which gets no header).
-                let named = modern::named_param(&method);
+                let named = era::named_param(&method);
                 let name: Option<Cow<'_, str>> = match (named, &rename) {
                     (None, _) => None,
                     (Some(_), Some((_, json))) => crate::jsonrpc::frame::json_str(json),
                     (Some(p), None) => f.param(p).and_then(|s| f.str_at(s)),
                 };
-                Some(modern::routing_of(f, &method, name.as_deref(), |t| {
+                Some(era::routing_of(f, &method, name.as_deref(), |t| {
                     h.param_headers_of(t)
                 }))
             }
@@ -1697,7 +1702,7 @@ impl Front {
         relay.trace = call_trace;
         relay.stateless = sess
             .stateless
-            .then(|| modern::result_members(f.method().as_deref()));
+            .then(|| era::result_members(f.method().as_deref()));
         // 2026-07-28: log messages only at or above the request's own level, if it set one.
         relay.log_level = sess.request_log_level;
         relay.upstream_stateless = upstream_stateless;
@@ -2022,26 +2027,6 @@ impl Front {
         }
         shared.listeners.broadcast(shared, &lists);
     }
-}
-
-/// MCP log levels, least severe first (RFC 5424 severities).
-pub(crate) const LOG_LEVELS: [&str; 8] = [
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
-
-/// Where `level` sits among the MCP log levels (`debug` 0 .. `emergency` 7).
-pub(crate) fn log_rank(level: &str) -> Option<u8> {
-    LOG_LEVELS
-        .iter()
-        .position(|l| *l == level)
-        .and_then(|i| u8::try_from(i).ok())
 }
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last

@@ -28,6 +28,14 @@
 //! everything else is per worker. What the workers and the control plane share is
 //! `state::Shared`; the control plane (`control`, with the admin API in `control::admin`)
 //! is started by `main.rs`, the only module that imports it.
+//!
+//! # Import rules
+//!
+//! The lowest layers import nothing above them: `text` (hex, `*` globs) imports nothing of
+//! ours; `mcp` (protocol revisions, the 2026-07-28 envelope, `Hello`) imports only `text`,
+//! `jsonrpc` and external crates. Protocol rules live in `mcp`, so `upstream`, `registry`
+//! and `session` need not reach up into `front` for them. `state` imports neither `control`
+//! nor `front`; only `main.rs` imports `control`.
 
 pub mod auth;
 pub mod cli;
@@ -39,6 +47,7 @@ pub mod front;
 pub mod guard;
 pub mod jsonrpc;
 pub mod limits;
+pub mod mcp;
 pub mod net;
 pub mod observe;
 pub mod ratelimit;
@@ -50,5 +59,6 @@ pub mod secret;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod transport;
 pub mod upstream;

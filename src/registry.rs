@@ -13,7 +13,10 @@ use std::{collections::HashMap, sync::Arc};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::upstream::{Upstream, UpstreamRef};
+use crate::{
+    text::glob_match,
+    upstream::{Upstream, UpstreamRef},
+};
 
 /// Where an exposed tool or prompt goes.
 #[derive(Clone, Debug)]
@@ -29,7 +32,7 @@ pub struct Target {
     pub screen: Option<Arc<crate::guard::policy::Screen>>,
     /// The `Mcp-Param-*` headers its input schema declares (`x-mcp-header`), checked on
     /// 2026-07-28 clients' calls; empty for most tools.
-    pub param_headers: crate::front::modern::ParamHeaders,
+    pub param_headers: crate::mcp::era::ParamHeaders,
 }
 
 /// One upstream's lists as last fetched (JSON values as the upstream sent them).
@@ -138,30 +141,6 @@ impl View<'_> {
         self.uri_allow
             .is_none_or(|globs| globs.iter().any(|g| glob_match(g, uri)))
     }
-}
-
-/// Whether `text` matches `pattern`, where `*` matches any run of characters (nothing else
-/// is special). Small on purpose: names and URIs, patterns written by an operator.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first)
-        || !text[first.len()..].ends_with(last)
-        || text.len() < first.len() + last.len()
-    {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 impl Snapshot {
@@ -329,7 +308,7 @@ pub fn build(
                             None
                         },
                         param_headers: if are_tools {
-                            crate::front::modern::param_headers(item)
+                            crate::mcp::era::param_headers(item)
                         } else {
                             Vec::new()
                         },
@@ -643,20 +622,6 @@ mod tests {
         assert_eq!(res["resources"][0]["uri"], "mcpgw://a/file:///a");
         assert_eq!(page_of("p1"), Some(1));
         assert_eq!(page_of("zz"), None);
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("a__*", "a__echo"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("mcpgw://a/*/x", "mcpgw://a/b/c/x"));
-        assert!(!glob_match("a__*", "b__echo"));
-        assert!(!glob_match("a*b*c", "acb"));
-        assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
-        assert!(
-            !glob_match("ab*ba", "aba"),
-            "prefix and suffix may not overlap"
-        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub struct Relay {
     token_text: String,
     /// Input rounds answered so far.
     rounds_done: u32,
-    /// A 2026-07-28 client's `_meta` log level (`front::log_rank`): log messages at or
+    /// A 2026-07-28 client's `_meta` log level (`mcp::version::log_rank`): log messages at or
     /// above it reach the client; none without it.
     pub log_level: Option<u8>,
 }
@@ -157,7 +157,7 @@ fn final_answer(
     upstream: &str,
     members: Option<&'static [u8]>,
 ) -> Bytes {
-    let at = members.and_then(|_| crate::front::modern::legacy_result_insert(frame));
+    let at = members.and_then(|_| crate::mcp::era::legacy_result_insert(frame));
     let screened = screen.and_then(|(sc, policy)| {
         let raw = frame.result_raw()?;
         Some(front.screen(
@@ -589,7 +589,7 @@ impl Relay {
             Ok(f) => {
                 let insert = f
                     .param_span()
-                    .and_then(|p| crate::front::modern::insert_point(f.raw_at(p)?, p));
+                    .and_then(|p| crate::mcp::era::insert_point(f.raw_at(p)?, p));
                 match (f.id_span(), insert) {
                     (Some(id), Some(at)) => {
                         added.push(',');
@@ -657,9 +657,7 @@ impl Relay {
             upstream: self.upstream.clone(),
             on: self.on.clone(),
             gid_text: self.gid_text.clone(),
-            members: self
-                .stateless
-                .unwrap_or(crate::front::modern::RESULT_COMPLETE),
+            members: self.stateless.unwrap_or(crate::mcp::era::RESULT_COMPLETE),
             timeout: self.timeout,
             token: token.clone(),
             principal,
@@ -757,7 +755,7 @@ impl Relay {
                     let level = frame
                         .param("level")
                         .and_then(|s| frame.str_at(s))
-                        .and_then(|l| crate::front::log_rank(&l));
+                        .and_then(|l| crate::mcp::version::log_rank(&l));
                     return match (self.can_push, self.log_level, level) {
                         (true, Some(min), Some(l)) if l >= min => self.screen_log(&frame),
                         _ => None,
@@ -900,7 +898,7 @@ impl Drop for Relay {
 fn park_token() -> Option<String> {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).ok()?;
-    Some(format!("{PARK_PREFIX}{}", crate::observe::audit::hex(&b)))
+    Some(format!("{PARK_PREFIX}{}", crate::text::hex(&b)))
 }
 
 /// An input-required result for `client_id` asking `method` with `params` (raw JSON).

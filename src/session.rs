@@ -18,7 +18,10 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use dashmap::DashMap;
 
-use crate::upstream::{Hello, OnSession, Upstream, UpstreamSession};
+use crate::{
+    mcp::Hello,
+    upstream::{OnSession, Upstream, UpstreamSession},
+};
 
 /// A session id as issued (32 lowercase hex characters).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -29,7 +32,7 @@ impl SessionId {
     pub fn random() -> std::io::Result<Self> {
         let mut b = [0u8; 16];
         getrandom::getrandom(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Self(crate::observe::audit::hex(&b).into()))
+        Ok(Self(crate::text::hex(&b).into()))
     }
 
     /// Parses a header value; only the shape the gateway issues is accepted.
@@ -52,24 +55,9 @@ impl fmt::Debug for SessionId {
     }
 }
 
-/// Protocol revisions the gateway speaks with clients, oldest first.
-pub const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
-
-/// The revision without sessions (`initialize`): each request carries its version and
-/// capabilities in `params._meta`.
-pub const STATELESS_VERSION: &str = "2026-07-28";
-
 /// The id of every stateless request's context, as logs and the audit log show it (never
 /// a real session id: those are 32 hex characters).
 pub const STATELESS_ID: &str = "-";
-
-/// The newest revision, answered when a client asks for one the gateway does not know.
-pub const LATEST_VERSION: &str = "2025-11-25";
-
-/// Whether batches are allowed in `version` (only 2025-03-26 had them).
-pub fn batches_allowed(version: &str) -> bool {
-    version == "2025-03-26"
-}
 
 /// The recent events of one SSE stream, kept so a client that lost the connection can resume
 /// with `Last-Event-ID` (event ids are `<stream>-<seq>`; stream 0 is the GET stream).
@@ -410,7 +398,7 @@ pub struct Session {
     /// sessions.
     pub stateless: bool,
     /// A 2026-07-28 request's own log level (its `_meta` logLevel, as a rank of
-    /// `front::LOG_LEVELS`): its call relays log messages at or above it; `None`, none.
+    /// `mcp::version::LOG_LEVELS`): its call relays log messages at or above it; `None`, none.
     pub request_log_level: Option<u8>,
     /// What the client said in `initialize` (capabilities, clientInfo): per-client upstream
     /// sessions are initialized with it, so upstreams see what the client supports.
@@ -571,13 +559,6 @@ impl Sessions {
     }
 }
 
-/// The revision to answer a client's `initialize` with.
-pub fn negotiate(requested: Option<&str>) -> &'static str {
-    requested
-        .and_then(|r| SUPPORTED_VERSIONS.iter().find(|v| **v == r).copied())
-        .unwrap_or(LATEST_VERSION)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,13 +624,5 @@ mod tests {
         r.finish();
         assert!(r.after(5).1);
         assert!(r.changed().try_recv().is_ok());
-    }
-
-    #[test]
-    fn negotiation() {
-        assert_eq!(negotiate(Some("2025-03-26")), "2025-03-26");
-        assert_eq!(negotiate(Some("1999-01-01")), LATEST_VERSION);
-        assert_eq!(negotiate(None), LATEST_VERSION);
-        assert!(batches_allowed("2025-03-26") && !batches_allowed("2025-06-18"));
     }
 }

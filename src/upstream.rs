@@ -21,6 +21,7 @@ use crate::{
     config,
     error::{Error, ErrorKind, Result},
     jsonrpc::{Frame, Kind, Parser},
+    mcp::{version::UPSTREAM_PROTOCOL_VERSION, Hello},
 };
 
 pub use http::UpstreamSession;
@@ -223,35 +224,6 @@ pub enum Link {
     /// A supervised child process (always one shared session: the child).
     Stdio(stdio::StdioHandle),
 }
-
-/// What the gateway says about itself in an upstream `initialize`.
-#[derive(Clone, Debug)]
-pub struct Hello {
-    /// Raw JSON of `capabilities`.
-    pub capabilities: Bytes,
-    /// Raw JSON of `clientInfo`.
-    pub client_info: Bytes,
-}
-
-impl Hello {
-    /// The gateway speaking for itself (catalog fetches, shared sessions).
-    pub fn gateway() -> Self {
-        Self {
-            capabilities: Bytes::from_static(b"{}"),
-            client_info: Bytes::from_static(CLIENT_INFO.as_bytes()),
-        }
-    }
-}
-
-/// Client identity the gateway presents to upstreams in `initialize`.
-pub const CLIENT_INFO: &str = concat!(
-    r#"{"name":"mcpgw","version":""#,
-    env!("CARGO_PKG_VERSION"),
-    r#""}"#
-);
-
-/// The protocol version the gateway asks upstreams for.
-pub const UPSTREAM_PROTOCOL_VERSION: &str = "2025-11-25";
 
 /// Gateway-owned request ids: a 13-bit slot (the worker index) above a 40-bit counter, so
 /// ids are unique across workers without a shared counter, and every id stays below 2^53:
@@ -502,7 +474,7 @@ pub struct Sending<'a> {
     pub traceparent: Option<&'a str>,
     /// The routing headers of a request to a 2026-07-28 upstream, when the sender knows
     /// them already (else they are read from the body).
-    pub routing: Option<&'a crate::front::modern::Routing>,
+    pub routing: Option<&'a crate::mcp::era::Routing>,
     /// The gateway's own request: a shared stdio child's messages without a request id are
     /// never routed to it.
     pub own: bool,

@@ -8,7 +8,7 @@
 //! not run on a worker: [`PasswordChecker`] verifies on its own thread and remembers successes
 //! for a while (by a hash of the presented header, never the password itself).
 
-use crate::observe::audit::hex;
+use crate::text::hex;
 use std::{
     sync::Arc,
     time::{Duration, Instant},

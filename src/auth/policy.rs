@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use crate::registry::glob_match;
+use crate::text::glob_match;
 
 /// How a client proved who it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,56 +22,26 @@
 //! `subscriptions/listen` is served in `listen`. Log messages of a call reach the client at or
 //! above its request's `_meta` log level (`io.modelcontextprotocol/logLevel`), none without.
 
-use std::{borrow::Cow, rc::Rc, sync::Arc};
+use std::{rc::Rc, sync::Arc};
 
-use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{media, reply_with, Front, Outcome, Reply, ReplyBody, SERVER_INFO};
 use crate::{
     auth::policy::Principal,
-    jsonrpc::{codes::error_body_data, error_body, Code, Frame, Kind, Message, Span},
+    jsonrpc::{codes::error_body_data, error_body, Code, Frame, Kind, Message},
+    mcp::{
+        era::{
+            argument_text, arguments_of, header_says, named_param, ParamHeaders, LIST_MEMBERS,
+            META_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_VERSION,
+        },
+        version::{log_rank, STATELESS_VERSION, SUPPORTED_VERSIONS},
+        Hello, CLIENT_INFO,
+    },
     registry::Snapshot,
-    session::{Session, STATELESS_VERSION, SUPPORTED_VERSIONS},
+    session::Session,
     transport::http::RequestHead,
-    upstream::Hello,
 };
-
-/// Added inside a legacy upstream's result for a 2026-07-28 client.
-pub const RESULT_COMPLETE: &[u8] = b"\"resultType\":\"complete\",";
-
-/// Added inside list and read results: complete, and not to be reused (what a principal
-/// sees depends on its roles, and changes with the catalog).
-const LIST_MEMBERS: &[u8] = b"\"resultType\":\"complete\",\"ttlMs\":0,\"cacheScope\":\"private\",";
-
-/// The members a legacy upstream's result for `method` gains for a 2026-07-28 client.
-pub fn result_members(method: Option<&str>) -> &'static [u8] {
-    match method {
-        Some("resources/read") => LIST_MEMBERS,
-        _ => RESULT_COMPLETE,
-    }
-}
-
-const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
-/// The level of log messages a 2026-07-28 request wants (none without it).
-pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
-
-/// Whether a `_meta` key (raw) is one of the 2026-07-28 envelope's, which a legacy
-/// upstream must not be sent (the official SDK servers refuse such requests on a legacy
-/// session).
-pub fn is_envelope_key(key: &[u8]) -> bool {
-    key.starts_with(b"io.modelcontextprotocol/")
-}
-
-/// Whether an `MCP-Protocol-Version` header selects the stateless era: any value that is
-/// not a legacy revision (unknown ones are refused there, with -32022).
-pub fn is_stateless(version_header: &[u8]) -> bool {
-    !SUPPORTED_VERSIONS
-        .iter()
-        .any(|v| v.as_bytes() == version_header)
-}
 
 /// The answer to GET or DELETE in the stateless era: there is no session stream to open or
 /// end.
@@ -99,126 +69,6 @@ pub fn version_header_missing(f: &Frame, req: &RequestHead) -> Option<Reply> {
         Code::HeaderMismatch,
         "Header mismatch: MCP-Protocol-Version is required with params._meta's protocolVersion",
     ))
-}
-
-/// A request for an upstream that speaks 2026-07-28: `body` with the envelope added when
-/// it has none (the gateway's own requests: version, empty client capabilities, the
-/// gateway's client info; clients' calls have theirs by now) and the routing headers its
-/// method needs.
-pub fn for_stateless_upstream(
-    caller: &crate::upstream::Caller,
-    body: Bytes,
-    params_of: impl Fn(&str) -> Option<ParamHeaders>,
-) -> (Bytes, Routing) {
-    let Ok(f) = caller.parser.borrow_mut().parse_one(body.clone()) else {
-        return (body, Vec::new());
-    };
-    let Some(method) = f.method().map(std::borrow::Cow::into_owned) else {
-        return (body, Vec::new());
-    };
-    let name = named_param(&method)
-        .and_then(|p| f.param(p))
-        .and_then(|s| f.str_at(s));
-    let routing = routing_of(&f, &method, name.as_deref(), params_of);
-    let meta = f
-        .param("_meta")
-        .filter(|m| f.raw_at(*m).is_some_and(|r| r.first() == Some(&b'{')));
-    let has_version = meta.is_some_and(|m| f.member(m, META_VERSION).is_some());
-    if has_version || f.kind() != Kind::Request {
-        return (body, routing);
-    }
-    match meta_insert(&f, &envelope(&Hello::gateway()), false) {
-        Some((span, with)) => (f.splice(&mut [(span, &with)]), routing),
-        None => (body, routing),
-    }
-}
-
-/// The routing headers of request `f` for a 2026-07-28 upstream: `Mcp-Method`, `Mcp-Name`
-/// (`name`: what it names there, a tool, prompt or resource URI) and, for a tool whose
-/// arguments `params_of` says are mirrored (`x-mcp-header`), `Mcp-Param-*` from `f`'s
-/// arguments. The front calls it with the request it parsed (the upstream's own name), so
-/// the body is not parsed again on its way out.
-pub fn routing_of(
-    f: &Frame,
-    method: &str,
-    name: Option<&str>,
-    params_of: impl Fn(&str) -> Option<ParamHeaders>,
-) -> Routing {
-    let mut routing = vec![(Cow::Borrowed("Mcp-Method"), method.as_bytes().to_vec())];
-    if let Some(v) = name {
-        // A tool's arguments it names with `x-mcp-header` go in `Mcp-Param-*` headers.
-        if let Some(declared) = (method == "tools/call").then(|| params_of(v)).flatten() {
-            let arguments = arguments_of(f);
-            for (path, token) in &declared {
-                if let Some(text) = argument_text(&arguments, path) {
-                    routing.push((format!("Mcp-Param-{token}").into(), header_value(&text)));
-                }
-            }
-        }
-        routing.push((Cow::Borrowed("Mcp-Name"), header_value(v)));
-    }
-    routing
-}
-
-/// HTTP headers a request to a 2026-07-28 upstream carries (name, value).
-pub type Routing = Vec<(Cow<'static, str>, Vec<u8>)>;
-
-/// A tool's `Mcp-Param-*` headers: for each property of its `inputSchema` (reached through
-/// `properties` alone) that names one with `x-mcp-header` and is a string, integer or
-/// boolean, its path of property names and the header's token.
-pub type ParamHeaders = Vec<(Vec<String>, String)>;
-
-/// The [`ParamHeaders`] of a tool definition.
-pub fn param_headers(tool: &serde_json::Value) -> ParamHeaders {
-    let mut out = Vec::new();
-    let mut stack: Vec<(Vec<String>, &serde_json::Value)> = tool
-        .get("inputSchema")
-        .map(|s| (Vec::new(), s))
-        .into_iter()
-        .collect();
-    while let Some((path, schema)) = stack.pop() {
-        if let (false, Some(token)) = (
-            path.is_empty(),
-            schema.get("x-mcp-header").and_then(|t| t.as_str()),
-        ) {
-            let typed = matches!(
-                schema.get("type").and_then(|t| t.as_str()),
-                Some("string" | "integer" | "boolean")
-            );
-            if typed && !token.is_empty() {
-                out.push((path.clone(), token.to_string()));
-            }
-        }
-        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
-            for (name, sub) in props {
-                let mut p = path.clone();
-                p.push(name.clone());
-                stack.push((p, sub));
-            }
-        }
-    }
-    out
-}
-
-/// A call's `arguments` as a document (null when absent or not JSON): read only for tools
-/// that declare `Mcp-Param-*` headers.
-fn arguments_of(f: &Frame) -> serde_json::Value {
-    f.param("arguments")
-        .and_then(|s| f.raw_at(s))
-        .and_then(|r| serde_json::from_slice(r).ok())
-        .unwrap_or_default()
-}
-
-/// The header text of the argument at `path` in `arguments` (`true`/`false`, a number's
-/// JSON text, a string's text); `None` when absent, null or not a scalar.
-fn argument_text(arguments: &serde_json::Value, path: &[String]) -> Option<String> {
-    let v = path.iter().try_fold(arguments, |node, key| node.get(key))?;
-    match v {
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
 }
 
 /// Checks a stateless `tools/call`'s `Mcp-Param-*` headers against its arguments: each
@@ -251,76 +101,6 @@ fn check_param_headers(
     Ok(())
 }
 
-/// The 2026-07-28 envelope's `_meta` members for a client that said `hello` (JSON members,
-/// without braces).
-pub fn envelope(hello: &Hello) -> String {
-    format!(
-        r#""{META_VERSION}":"{STATELESS_VERSION}","{META_CAPABILITIES}":{caps},"{META_CLIENT_INFO}":{info}"#,
-        caps = String::from_utf8_lossy(&hello.capabilities),
-        info = String::from_utf8_lossy(&hello.client_info),
-    )
-}
-
-/// The edit that puts `members` (JSON members, without braces) first in the request's
-/// `params._meta`, creating `_meta` (and `params`) when absent. `meta_emptied`: other edits
-/// remove every member `_meta` has. `None` when `params` or `_meta` is not an object: the
-/// request is left as the client sent it.
-pub fn meta_insert(f: &Frame, members: &str, meta_emptied: bool) -> Option<(Span, Vec<u8>)> {
-    let raw = f.bytes();
-    let object = |s: Span| raw.get(s.start as usize) == Some(&b'{');
-    match (f.param("_meta"), f.param_span()) {
-        (Some(m), _) if object(m) => object_insert(raw, m, members.to_string(), meta_emptied),
-        (Some(_), _) => None,
-        (None, Some(p)) if object(p) => {
-            object_insert(raw, p, format!(r#""_meta":{{{members}}}"#), false)
-        }
-        (None, Some(_)) => None,
-        // No params: they go last in the message.
-        (None, None) => raw.iter().rposition(|b| *b == b'}').map(|end| {
-            let at = u32::try_from(end).unwrap_or(u32::MAX);
-            (
-                Span { start: at, end: at },
-                format!(r#","params":{{"_meta":{{{members}}}}}"#).into_bytes(),
-            )
-        }),
-    }
-}
-
-/// The edit that puts `members` first in the object at `obj` (with a comma when it keeps
-/// members of its own).
-fn object_insert(raw: &[u8], obj: Span, members: String, emptied: bool) -> Option<(Span, Vec<u8>)> {
-    let inner = raw.get(obj.start as usize + 1..(obj.end as usize).checked_sub(1)?)?;
-    let comma = if emptied || inner.iter().all(u8::is_ascii_whitespace) {
-        ""
-    } else {
-        ","
-    };
-    let at = obj.start + 1;
-    Some((
-        Span { start: at, end: at },
-        format!("{members}{comma}").into_bytes(),
-    ))
-}
-
-/// A routing header's value: as is when it is visible ASCII without blanks at its ends,
-/// else `=?base64?...?=`.
-fn header_value(v: &str) -> Vec<u8> {
-    let plain = !v.is_empty()
-        && v.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !v.starts_with(' ')
-        && !v.ends_with(' ')
-        && !v.starts_with("=?");
-    if plain {
-        v.as_bytes().to_vec()
-    } else {
-        format!(
-            "=?base64?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(v)
-        )
-        .into_bytes()
-    }
-}
-
 /// The HTTP status of an error answer on the stateless path (as the SDKs map them).
 fn status_of(code: i64) -> u16 {
     match code {
@@ -337,34 +117,6 @@ fn error_code(body: &[u8], id: &[u8]) -> Option<i64> {
     let rest = rest.strip_prefix(b",\"error\":{\"code\":")?;
     let end = rest.iter().position(|b| *b == b',')?;
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
-}
-
-/// Where a legacy upstream's successful result gets the members a 2026-07-28 client
-/// expects (`resultType`, ...); `None` for errors and results that have a `resultType`.
-pub fn legacy_result_insert(frame: &Frame) -> Option<Span> {
-    if frame.is_error() {
-        return None;
-    }
-    let rs = frame.result_span()?;
-    if frame.member(rs, "resultType").is_some() {
-        return None;
-    }
-    insert_point(frame.raw_at(rs)?, rs)
-}
-
-/// Where members go into the object at `span` whose bytes are `raw`: just after its `{`,
-/// when it has members (so the inserted ones end with a comma); `None` for `{}`.
-pub fn insert_point(raw: &[u8], span: Span) -> Option<Span> {
-    let open = raw.iter().position(|b| !b.is_ascii_whitespace())?;
-    if raw[open] != b'{' {
-        return None;
-    }
-    let next = raw[open + 1..].iter().find(|b| !b.is_ascii_whitespace())?;
-    if *next == b'}' {
-        return None;
-    }
-    let at = span.start + u32::try_from(open + 1).ok()?;
-    Some(Span { start: at, end: at })
 }
 
 /// `body` (a `result_body` for `id`) with `members` (each followed by a comma) first in its
@@ -399,43 +151,9 @@ fn single<'a>(req: &'a RequestHead, name: &'a str) -> Result<Option<&'a [u8]>, (
     }
 }
 
-/// Whether a routing header says `want`: compared as is (surrounding blanks dropped), or
-/// decoded first when it is `=?base64?...?=`. No allocation unless it is encoded.
-fn header_says(v: &[u8], want: &str) -> bool {
-    let t = v.trim_ascii();
-    if t.starts_with(b"=?base64?") {
-        return header_text(t).as_deref() == Some(want);
-    }
-    t == want.as_bytes()
-}
-
-/// A routing header's text: surrounding blanks dropped, `=?base64?...?=` decoded.
-fn header_text(v: &[u8]) -> Option<String> {
-    let t = std::str::from_utf8(v).ok()?.trim_matches([' ', '\t']);
-    match t
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(b64) => {
-            let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-            String::from_utf8(raw).ok()
-        }
-        None => Some(t.to_string()),
-    }
-}
-
 /// A refused stateless request: its error, at the status that code takes.
 fn refuse(id: Option<&[u8]>, code: Code, message: &str) -> Reply {
     Reply::json(status_of(code.code().into()), error_body(id, code, message))
-}
-
-/// The JSON-RPC parameter a method's `Mcp-Name` mirrors.
-pub fn named_param(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    }
 }
 
 /// The gateway's capabilities for `server/discover`: the snapshot's, without `logging`
@@ -676,7 +394,7 @@ fn check(
     });
     let log_level = log_level
         .and_then(|s| f.str_at(s))
-        .and_then(|l| super::log_rank(&l));
+        .and_then(|l| log_rank(&l));
     let version = version.and_then(|s| f.str_at(s));
     let capabilities = capabilities
         .and_then(|s| f.raw_at(s))
@@ -734,10 +452,9 @@ fn check(
     let client_info = client_info
         .and_then(|s| f.raw_at(s))
         .filter(|r| r.first() == Some(&b'{'))
-        .map_or(
-            Bytes::from_static(crate::upstream::CLIENT_INFO.as_bytes()),
-            |r| f.bytes().slice_ref(r),
-        );
+        .map_or(Bytes::from_static(CLIENT_INFO.as_bytes()), |r| {
+            f.bytes().slice_ref(r)
+        });
     // Views of the request's own bytes, not copies.
     let hello = Hello {
         capabilities: f.bytes().slice_ref(capabilities),
@@ -775,14 +492,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn legacy_versions_are_not_stateless() {
-        assert!(!is_stateless(b"2025-11-25"));
-        assert!(!is_stateless(b"2024-11-05"));
-        assert!(is_stateless(b"2026-07-28"));
-        assert!(is_stateless(b"v999.0.0"));
-    }
-
-    #[test]
     fn statuses_follow_the_sdks() {
         assert_eq!(status_of(-32602), 400);
         assert_eq!(status_of(-32020), 400);
@@ -814,116 +523,5 @@ mod tests {
         assert_eq!(v["result"]["ttlMs"], 0);
         let err = error_body(Some(b"7"), Code::InvalidParams, "bad");
         assert_eq!(with_members(err.clone(), b"7", LIST_MEMBERS), err);
-    }
-
-    #[test]
-    fn insert_points_skip_empty_objects() {
-        let span = Span { start: 10, end: 20 };
-        assert_eq!(
-            insert_point(b" {\"a\":1}", span),
-            Some(Span { start: 12, end: 12 })
-        );
-        assert_eq!(insert_point(b"{ }", span), None);
-        assert_eq!(insert_point(b"[1]", span), None);
-    }
-
-    #[test]
-    fn stateless_upstreams_get_the_envelope_and_routing_headers() {
-        let caller = crate::upstream::Caller::new(0);
-        let cases = [
-            // No params, params without _meta, _meta without the envelope, empty _meta.
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"héllo","arguments":{}}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://b","_meta":{"progressToken":3}}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"_meta":{},"name":"p"}}"#,
-        ];
-        for body in cases {
-            let (out, routing) =
-                for_stateless_upstream(&caller, Bytes::copy_from_slice(body.as_bytes()), |_| None);
-            let v: serde_json::Value = serde_json::from_slice(&out).expect("still JSON");
-            let meta = &v["params"]["_meta"];
-            assert_eq!(meta[META_VERSION], STATELESS_VERSION, "{body}");
-            assert!(meta[META_CAPABILITIES].is_object(), "{body}");
-            assert_eq!(routing[0].0, "Mcp-Method");
-            assert_eq!(routing[0].1, v["method"].as_str().unwrap_or("").as_bytes());
-        }
-        // The progress token stays; a non-ASCII name is base64 in Mcp-Name.
-        let (out, _) =
-            for_stateless_upstream(&caller, Bytes::from_static(cases[2].as_bytes()), |_| None);
-        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
-        assert_eq!(v["params"]["_meta"]["progressToken"], 3);
-        let (_, routing) =
-            for_stateless_upstream(&caller, Bytes::from_static(cases[1].as_bytes()), |_| None);
-        let name = routing
-            .iter()
-            .find(|(k, _)| *k == "Mcp-Name")
-            .expect("Mcp-Name");
-        assert_eq!(header_text(&name.1).as_deref(), Some("héllo"));
-        assert!(name.1.starts_with(b"=?base64?"));
-        // A request that has the envelope already is sent as it is.
-        let own = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}}}"#;
-        let (out, _) =
-            for_stateless_upstream(&caller, Bytes::from_static(own.as_bytes()), |_| None);
-        assert_eq!(&out[..], own.as_bytes());
-    }
-
-    #[test]
-    fn param_headers_are_declared_mirrored_and_checked() {
-        let tool = serde_json::json!({"name": "t", "inputSchema": {"type": "object", "properties": {
-            "region": {"type": "string", "x-mcp-header": "Region"},
-            "n": {"type": "integer", "x-mcp-header": "N"},
-            "f": {"type": "number", "x-mcp-header": "F"},
-            "opts": {"type": "object", "properties": {"dry": {"type": "boolean", "x-mcp-header": "Dry"}}},
-            "plain": {"type": "string"}}}});
-        let mut declared = param_headers(&tool);
-        declared.sort();
-        assert_eq!(
-            declared,
-            vec![
-                (vec!["n".to_string()], "N".to_string()),
-                (
-                    vec!["opts".to_string(), "dry".to_string()],
-                    "Dry".to_string()
-                ),
-                (vec!["region".to_string()], "Region".to_string()),
-            ]
-        );
-        // Toward a 2026-07-28 upstream: mirrored from the arguments (non-ASCII as base64).
-        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"region":"zürich","n":3,"opts":{"dry":true}}}}"#;
-        let (_, routing) = for_stateless_upstream(
-            &caller_for_tests(),
-            Bytes::from_static(body.as_bytes()),
-            |t| (t == "t").then(|| declared.clone()),
-        );
-        let h = |k: &str| routing.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(h("Mcp-Param-N").as_deref(), Some(&b"3"[..]));
-        assert_eq!(h("Mcp-Param-Dry").as_deref(), Some(&b"true"[..]));
-        let region = h("Mcp-Param-Region").expect("region");
-        assert_eq!(header_text(&region).as_deref(), Some("zürich"));
-        assert!(region.starts_with(b"=?base64?"));
-        // A base64 form that is not canonical says nothing.
-        assert!(header_says(b"=?base64?SGVsbG8=?=", "Hello"));
-        assert!(!header_says(b"=?base64?SGVsbG8?=", "Hello"));
-        assert!(!header_says(b"=?base64?SGVs!!!bG8=?=", "Hello"));
-        assert!(header_says(b"=?base64?SGVsbG8=", "=?base64?SGVsbG8="));
-    }
-
-    fn caller_for_tests() -> crate::upstream::Caller {
-        crate::upstream::Caller::new(0)
-    }
-
-    #[test]
-    fn routing_headers_decode_base64() {
-        assert_eq!(header_text(b" tools/call ").as_deref(), Some("tools/call"));
-        let enc = format!(
-            "=?base64?{}?=",
-            base64::engine::general_purpose::STANDARD.encode("héllo")
-        );
-        assert_eq!(header_text(enc.as_bytes()).as_deref(), Some("héllo"));
-        assert_eq!(header_text(b"=?base64?***?="), None);
-        assert!(header_says(b" tools/call\t", "tools/call"));
-        assert!(!header_says(b"Tools/Call", "tools/call"));
-        assert!(header_says(enc.as_bytes(), "héllo"));
-        assert!(!header_says(b"=?base64?***?=", "=?base64?***?="));
     }
 }

@@ -28,7 +28,7 @@ use super::{
     policy::{Action, PinMode, Policy},
     Finding, Scanner,
 };
-use crate::{observe::audit::hex, registry::UpstreamCatalog};
+use crate::{registry::UpstreamCatalog, text::hex};
 
 /// A tool's approved definition and, if it changed since, the change awaiting approval.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use crate::{
         screen::{Class, Classes, Hit, Screener},
         Scanner, Severity,
     },
-    registry::glob_match,
+    text::glob_match,
 };
 
 /// What a catalog finding does.

@@ -21,6 +21,8 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::text::hex_into;
+
 /// Events queued for the writer before new ones are dropped.
 const QUEUE: usize = 65_536;
 
@@ -185,31 +187,6 @@ impl Audit {
     }
 }
 
-/// Lowercase hex of `d` (digests, salts, key ids): the one encoder the gateway uses.
-pub fn hex(d: &[u8]) -> String {
-    let mut s = String::with_capacity(d.len() * 2);
-    push_hex(&mut s, d);
-    s
-}
-
-/// Appends the lowercase hex of `d` to `s`.
-pub fn push_hex(s: &mut String, d: &[u8]) {
-    for b in d {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 15)]));
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Writes the lowercase hex of `d` into the first `2 * d.len()` bytes of `out`.
-fn hex_into(d: &[u8], out: &mut [u8]) {
-    for (b, o) in d.iter().zip(out.chunks_exact_mut(2)) {
-        o[0] = HEX[usize::from(b >> 4)];
-        o[1] = HEX[usize::from(b & 15)];
-    }
-}
-
 /// The hex SHA-256 of a line: what the next line carries as `prev`.
 type LineHash = [u8; 64];
 
@@ -354,6 +331,7 @@ pub fn verify(path: &Path) -> anyhow::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::hex;
 
     #[test]
     fn chain_verifies_and_tampering_is_found() {

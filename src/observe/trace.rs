@@ -62,9 +62,9 @@ impl TraceParent {
 pub fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> String {
     let mut s = String::with_capacity(55);
     s.push_str("00-");
-    crate::observe::audit::push_hex(&mut s, trace_id);
+    crate::text::push_hex(&mut s, trace_id);
     s.push('-');
-    crate::observe::audit::push_hex(&mut s, span_id);
+    crate::text::push_hex(&mut s, span_id);
     s.push_str(if sampled { "-01" } else { "-00" });
     s
 }

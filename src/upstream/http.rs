@@ -39,20 +39,23 @@ use super::{
     balance::{self, Balancer},
     initialize_body,
     oauth::TokenSource,
-    Caller, Hello, INITIALIZED,
+    Caller, INITIALIZED,
 };
-use crate::front::modern::Routing;
 use crate::{
     config::UpstreamAuth,
     error::{Error, ErrorKind, Result},
     jsonrpc::Kind,
+    mcp::{
+        era::{self, ParamHeaders, Routing},
+        version::{STATELESS_VERSION, UPSTREAM_PROTOCOL_VERSION},
+        Hello, CLIENT_INFO,
+    },
     net::{
         policy::AddressPolicy,
         tls::{ClientTls, TlsStream},
         Stream,
     },
     secret::Secret,
-    session::STATELESS_VERSION,
     transport::{
         http::{self as codec, BodyKind, ChunkedDecoder, Limits, ResponseHead},
         sse::SseDecoder,
@@ -156,8 +159,7 @@ pub struct HttpUpstream {
     by_capabilities: dashmap::DashMap<Bytes, Arc<UpstreamSession>>,
     /// Its tools' `Mcp-Param-*` headers (2026-07-28), by its own tool name: set by the
     /// control plane from each catalog fetch; only tools that declare any are present.
-    param_headers:
-        arc_swap::ArcSwap<std::collections::HashMap<String, crate::front::modern::ParamHeaders>>,
+    param_headers: arc_swap::ArcSwap<std::collections::HashMap<String, ParamHeaders>>,
 }
 
 /// The gateway's own credential for an upstream, written into every request head.
@@ -331,10 +333,10 @@ impl HttpUpstream {
 
     /// Records the `Mcp-Param-*` headers of its tools (from a fetched `tools/list`).
     pub fn set_param_headers(&self, tools: &[serde_json::Value]) {
-        let map: std::collections::HashMap<String, crate::front::modern::ParamHeaders> = tools
+        let map: std::collections::HashMap<String, ParamHeaders> = tools
             .iter()
             .filter_map(|t| {
-                let declared = crate::front::modern::param_headers(t);
+                let declared = era::param_headers(t);
                 let name = t.get("name")?.as_str()?;
                 (!declared.is_empty()).then(|| (name.to_string(), declared))
             })
@@ -345,7 +347,7 @@ impl HttpUpstream {
     }
 
     /// The `Mcp-Param-*` headers its tool `tool` (its own name) declares, if any.
-    pub fn param_headers_of(&self, tool: &str) -> Option<crate::front::modern::ParamHeaders> {
+    pub fn param_headers_of(&self, tool: &str) -> Option<ParamHeaders> {
         self.param_headers.load().get(tool).cloned()
     }
 
@@ -391,7 +393,7 @@ impl HttpUpstream {
         }
         let hello = Hello {
             capabilities: Bytes::copy_from_slice(capabilities),
-            client_info: Bytes::from_static(super::CLIENT_INFO.as_bytes()),
+            client_info: Bytes::from_static(CLIENT_INFO.as_bytes()),
         };
         let fresh = match self.initialize(caller, &hello).await {
             Ok(s) => s,
@@ -705,7 +707,7 @@ impl HttpUpstream {
         let version = result
             .get("protocolVersion")
             .and_then(|v| v.as_str())
-            .unwrap_or(super::UPSTREAM_PROTOCOL_VERSION)
+            .unwrap_or(UPSTREAM_PROTOCOL_VERSION)
             .to_string();
         let capabilities = result
             .get("capabilities")
@@ -1064,9 +1066,7 @@ impl HttpUpstream {
             (false, _) => (body, std::borrow::Cow::Owned(Vec::new())),
             (true, Some(r)) => (body, std::borrow::Cow::Borrowed(r)),
             (true, None) => {
-                let (body, r) = crate::front::modern::for_stateless_upstream(caller, body, |t| {
-                    self.param_headers_of(t)
-                });
+                let (body, r) = for_stateless_upstream(caller, body, |t| self.param_headers_of(t));
                 (body, std::borrow::Cow::Owned(r))
             }
         };
@@ -1552,4 +1552,129 @@ impl Body {
 async fn read_upstream(conn: &mut Conn, buf: &mut BytesMut) -> std::io::Result<usize> {
     crate::runtime::sys::quickack(std::os::fd::AsRawFd::as_raw_fd(conn.tcp()));
     conn.read_more(buf).await
+}
+
+/// A request for an upstream that speaks 2026-07-28: `body` with the envelope added when
+/// it has none (the gateway's own requests: version, empty client capabilities, the
+/// gateway's client info; clients' calls have theirs by now) and the routing headers its
+/// method needs.
+pub fn for_stateless_upstream(
+    caller: &Caller,
+    body: Bytes,
+    params_of: impl Fn(&str) -> Option<ParamHeaders>,
+) -> (Bytes, Routing) {
+    let Ok(f) = caller.parser.borrow_mut().parse_one(body.clone()) else {
+        return (body, Vec::new());
+    };
+    let Some(method) = f.method().map(std::borrow::Cow::into_owned) else {
+        return (body, Vec::new());
+    };
+    let name = era::named_param(&method)
+        .and_then(|p| f.param(p))
+        .and_then(|s| f.str_at(s));
+    let routing = era::routing_of(&f, &method, name.as_deref(), params_of);
+    let meta = f
+        .param("_meta")
+        .filter(|m| f.raw_at(*m).is_some_and(|r| r.first() == Some(&b'{')));
+    let has_version = meta.is_some_and(|m| f.member(m, era::META_VERSION).is_some());
+    if has_version || f.kind() != Kind::Request {
+        return (body, routing);
+    }
+    match era::meta_insert(&f, &era::envelope(&Hello::gateway()), false) {
+        Some((span, with)) => (f.splice(&mut [(span, &with)]), routing),
+        None => (body, routing),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::era::{
+        header_says, header_text, param_headers, META_CAPABILITIES, META_VERSION,
+    };
+
+    #[test]
+    fn stateless_upstreams_get_the_envelope_and_routing_headers() {
+        let caller = crate::upstream::Caller::new(0);
+        let cases = [
+            // No params, params without _meta, _meta without the envelope, empty _meta.
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"héllo","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://b","_meta":{"progressToken":3}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"_meta":{},"name":"p"}}"#,
+        ];
+        for body in cases {
+            let (out, routing) =
+                for_stateless_upstream(&caller, Bytes::copy_from_slice(body.as_bytes()), |_| None);
+            let v: serde_json::Value = serde_json::from_slice(&out).expect("still JSON");
+            let meta = &v["params"]["_meta"];
+            assert_eq!(meta[META_VERSION], STATELESS_VERSION, "{body}");
+            assert!(meta[META_CAPABILITIES].is_object(), "{body}");
+            assert_eq!(routing[0].0, "Mcp-Method");
+            assert_eq!(routing[0].1, v["method"].as_str().unwrap_or("").as_bytes());
+        }
+        // The progress token stays; a non-ASCII name is base64 in Mcp-Name.
+        let (out, _) =
+            for_stateless_upstream(&caller, Bytes::from_static(cases[2].as_bytes()), |_| None);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["params"]["_meta"]["progressToken"], 3);
+        let (_, routing) =
+            for_stateless_upstream(&caller, Bytes::from_static(cases[1].as_bytes()), |_| None);
+        let name = routing
+            .iter()
+            .find(|(k, _)| *k == "Mcp-Name")
+            .expect("Mcp-Name");
+        assert_eq!(header_text(&name.1).as_deref(), Some("héllo"));
+        assert!(name.1.starts_with(b"=?base64?"));
+        // A request that has the envelope already is sent as it is.
+        let own = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}}}"#;
+        let (out, _) =
+            for_stateless_upstream(&caller, Bytes::from_static(own.as_bytes()), |_| None);
+        assert_eq!(&out[..], own.as_bytes());
+    }
+
+    #[test]
+    fn param_headers_are_declared_mirrored_and_checked() {
+        let tool = serde_json::json!({"name": "t", "inputSchema": {"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "n": {"type": "integer", "x-mcp-header": "N"},
+            "f": {"type": "number", "x-mcp-header": "F"},
+            "opts": {"type": "object", "properties": {"dry": {"type": "boolean", "x-mcp-header": "Dry"}}},
+            "plain": {"type": "string"}}}});
+        let mut declared = param_headers(&tool);
+        declared.sort();
+        assert_eq!(
+            declared,
+            vec![
+                (vec!["n".to_string()], "N".to_string()),
+                (
+                    vec!["opts".to_string(), "dry".to_string()],
+                    "Dry".to_string()
+                ),
+                (vec!["region".to_string()], "Region".to_string()),
+            ]
+        );
+        // Toward a 2026-07-28 upstream: mirrored from the arguments (non-ASCII as base64).
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"region":"zürich","n":3,"opts":{"dry":true}}}}"#;
+        let (_, routing) = for_stateless_upstream(
+            &caller_for_tests(),
+            Bytes::from_static(body.as_bytes()),
+            |t| (t == "t").then(|| declared.clone()),
+        );
+        let h = |k: &str| routing.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(h("Mcp-Param-N").as_deref(), Some(&b"3"[..]));
+        assert_eq!(h("Mcp-Param-Dry").as_deref(), Some(&b"true"[..]));
+        let region = h("Mcp-Param-Region").expect("region");
+        assert_eq!(header_text(&region).as_deref(), Some("zürich"));
+        assert!(region.starts_with(b"=?base64?"));
+        // A base64 form that is not canonical says nothing.
+        assert!(header_says(b"=?base64?SGVsbG8=?=", "Hello"));
+        assert!(!header_says(b"=?base64?SGVsbG8?=", "Hello"));
+        assert!(!header_says(b"=?base64?SGVs!!!bG8=?=", "Hello"));
+        assert!(header_says(b"=?base64?SGVsbG8=", "=?base64?SGVsbG8="));
+    }
+
+    fn caller_for_tests() -> crate::upstream::Caller {
+        crate::upstream::Caller::new(0)
+    }
 }

@@ -1,0 +1,83 @@
+//! Tiny text helpers: lowercase hex and `*` globs.
+//!
+//! The lowest layer of the crate: used by auth, registry, guard, session, observe and relay
+//! alike. It imports nothing of ours, holds no state and never does IO.
+
+/// Lowercase hex of `d` (digests, salts, key ids): the one encoder the gateway uses.
+pub fn hex(d: &[u8]) -> String {
+    let mut s = String::with_capacity(d.len() * 2);
+    push_hex(&mut s, d);
+    s
+}
+
+/// Appends the lowercase hex of `d` to `s`.
+pub fn push_hex(s: &mut String, d: &[u8]) {
+    for b in d {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes the lowercase hex of `d` into the first `2 * d.len()` bytes of `out`.
+pub fn hex_into(d: &[u8], out: &mut [u8]) {
+    for (b, o) in d.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = HEX[usize::from(b >> 4)];
+        o[1] = HEX[usize::from(b & 15)];
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of characters (nothing else
+/// is special). Small on purpose: names and URIs, patterns written by an operator.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase() {
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+        let mut s = String::from("x");
+        push_hex(&mut s, &[0xff]);
+        assert_eq!(s, "xff");
+        let mut out = [0u8; 4];
+        hex_into(&[0x0a, 0xb0], &mut out);
+        assert_eq!(&out, b"0ab0");
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("a__*", "a__echo"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("mcpgw://a/*/x", "mcpgw://a/b/c/x"));
+        assert!(!glob_match("a__*", "b__echo"));
+        assert!(!glob_match("a*b*c", "acb"));
+        assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+        assert!(
+            !glob_match("ab*ba", "aba"),
+            "prefix and suffix may not overlap"
+        );
+    }
+}
