@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use super::Source;
 use crate::{
+    registry::Snapshot,
     state::{ControlMsg, Shared},
     store::{Kind, Store},
     transport::http::{self as codec, BodyKind, Limits, RequestHead},
@@ -235,24 +236,13 @@ fn authorized(head: &RequestHead, shared: &Shared) -> Result<(), Answer> {
     }
 }
 
+/// Answers one request: the open probes first, then, with the admin token, `/admin/*`.
 async fn route(head: &RequestHead, body: &Bytes, ctx: &Context) -> Answer {
     let (shared, store, control) = (&*ctx.shared, &*ctx.store, &ctx.control);
     let path = head.path.as_str();
     let method = head.method.as_str();
-    match (method, path) {
-        ("GET", "/healthz") => return answer(200, json!({ "status": "ok" })),
-        ("GET", "/metrics") => {
-            return Answer {
-                status: 200,
-                body: Value::Null,
-                text: Some(shared.metrics.prometheus(&gauges(shared))),
-            }
-        }
-        ("GET", "/ready") => {
-            let ready = shared.snapshot.load().generation > 0 && !shared.stopping();
-            return answer(if ready { 200 } else { 503 }, json!({ "ready": ready }));
-        }
-        _ => {}
+    if let Some(a) = probe(method, path, shared) {
+        return a;
     }
     if !path.starts_with("/admin/") {
         return error(404, "not found");
@@ -266,155 +256,18 @@ async fn route(head: &RequestHead, body: &Bytes, ctx: &Context) -> Answer {
             answer(200, serde_json::from_str(OPENAPI).unwrap_or(Value::Null))
         }
         ("GET", "/admin/stats") => answer(200, shared.metrics.stats_json()),
-        ("GET", "/admin/upstreams") => {
-            let stored: std::collections::HashSet<String> = store
-                .entries(Kind::Upstream)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
-            let list: Vec<Value> = snap
-                .upstreams
-                .iter()
-                .map(|u| {
-                    let tools = snap.tools.values().filter(|t| snap.upstream(t.upstream).is_some_and(|x| Arc::ptr_eq(x, u))).count();
-                    let (transport, up) = match &u.link {
-                        Link::Http(h) => ("http", h.shared_session().is_some()),
-                        Link::Stdio(h) => ("stdio", h.is_up()),
-                    };
-                    let (health, since) = u.health.state();
-                    let (headers, auth) = match &u.link {
-                        Link::Http(h) => credentials(h),
-                        Link::Stdio(_) => (Value::Null, Value::Null),
-                    };
-                    json!({
-                        "name": u.name,
-                        "transport": transport,
-                        "up": up,
-                        "health": health.as_str(),
-                        "health_since_ms": since,
-                        "breaker": u.breaker.state().as_str(),
-                        "retries": u.retries_total.load(std::sync::atomic::Ordering::Relaxed),
-                        "tools": tools,
-                        "session": if u.mode == crate::upstream::SessionMode::Shared { "shared" } else { "per-client" },
-                        "source": if stored.contains(&*u.name) { "admin" } else { "config" },
-                        "headers": headers,
-                        "auth": auth,
-                        "replicas": u.replicas_json(),
-                    })
-                })
-                .collect();
-            answer(200, json!({ "upstreams": list }))
-        }
+        ("GET", "/admin/upstreams") => list_upstreams(&snap, store),
         ("POST", "/admin/upstreams") => add(Kind::Upstream, body, ctx).await,
         ("POST", "/admin/servers") => add(Kind::Server, body, ctx).await,
-        ("GET", "/admin/servers") => {
-            let stored: std::collections::HashSet<String> = store
-                .entries(Kind::Server)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
-            let mut list: Vec<Value> = snap
-                .servers
-                .iter()
-                .map(|(name, v)| {
-                    let mut tools: Vec<&String> = v.tools.keys().collect();
-                    tools.sort();
-                    json!({
-                        "name": name,
-                        "path": format!("/servers/{name}/mcp"),
-                        "tools": tools,
-                        "source": if stored.contains(name) { "admin" } else { "config" },
-                    })
-                })
-                .collect();
-            list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-            answer(200, json!({ "servers": list }))
-        }
-        ("GET", "/admin/tools") => {
-            let mut list: Vec<Value> = snap
-                .tools
-                .iter()
-                .map(|(name, t)| {
-                    let up = snap.upstream(t.upstream);
-                    json!({
-                        "name": name,
-                        "upstream": up.map(|u| &*u.name),
-                        "health": up.map(|u| u.health.state().0.as_str()),
-                        "enabled": true,
-                    })
-                })
-                .collect();
-            for name in store.disabled_tools().unwrap_or_default() {
-                list.push(
-                    json!({ "name": name, "upstream": null, "health": null, "enabled": false }),
-                );
-            }
-            list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-            answer(200, json!({ "tools": list }))
-        }
+        ("GET", "/admin/servers") => list_servers(&snap, store),
+        ("GET", "/admin/tools") => list_tools(&snap, store),
         ("PUT", p) if p.starts_with("/admin/tools/") => {
-            let name = &p["/admin/tools/".len()..];
-            let enabled = match serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v.get("enabled")?.as_bool())
-            {
-                Some(e) => e,
-                None => return error(400, "body: {\"enabled\": true|false} is required"),
-            };
-            if enabled == snap.tools.contains_key(name) {
-                return answer(200, json!({ "name": name, "enabled": enabled }));
-            }
-            if !enabled && !snap.tools.contains_key(name) {
-                return error(404, format!("no tool {name:?}"));
-            }
-            match store.set_tool_enabled(name, enabled) {
-                Ok(()) => {
-                    tracing::info!(tool = name, enabled, "tool switched through the admin API");
-                    audit_change(
-                        shared,
-                        if enabled { "enable" } else { "disable" },
-                        "tool",
-                        name,
-                    );
-                    applied(control, 200, json!({ "name": name, "enabled": enabled })).await
-                }
-                Err(e) => error(500, format!("store: {e:#}")),
-            }
+            switch_tool(&p["/admin/tools/".len()..], body, &snap, ctx).await
         }
-        ("GET", "/admin/guard") => {
-            let r = &snap.guard_report;
-            answer(
-                200,
-                json!({
-                    "rules_version": crate::guard::RULES_VERSION,
-                    "rules": snap.guard.scanner.rules().len(),
-                    "scanned": r.scanned,
-                    "findings": r.findings,
-                    "hidden": r.hidden,
-                    "blocked": r.blocked.iter().map(|(u, why)| json!({"upstream": u, "rules": why})).collect::<Vec<_>>(),
-                    "changed": r.changed.iter().map(|(u, t)| json!({"upstream": u, "tool": t})).collect::<Vec<_>>(),
-                }),
-            )
-        }
-        ("GET", "/admin/guard/pins") => match store.pins() {
-            Ok(pins) => answer(
-                200,
-                json!({ "pins": pins.iter().map(pin_json).collect::<Vec<_>>() }),
-            ),
-            Err(e) => error(500, format!("store: {e:#}")),
-        },
+        ("GET", "/admin/guard") => guard_report(&snap),
+        ("GET", "/admin/guard/pins") => list_pins(store),
         ("POST", "/admin/guard/pins/approve") => approve_pin(body, shared, store, control),
-        ("GET", "/admin/sessions") => {
-            let list: Vec<Value> = shared
-                .sessions
-                .all()
-                .iter()
-                .map(|s| json!({ "id": s.id.as_str(), "version": s.version, "server": s.server, "upstream_sessions": s.upstreams.len(), "in_flight": s.in_flight.len(), "server_requests": s.server_requests.len() }))
-                .collect();
-            answer(200, json!({ "sessions": list }))
-        }
+        ("GET", "/admin/sessions") => list_sessions(shared),
         ("GET", "/admin/keys") => list_keys(shared, store),
         ("POST", "/admin/keys") => create_key(body, shared, store, control),
         ("DELETE", p) if p.starts_with("/admin/keys/") => {
@@ -425,63 +278,274 @@ async fn route(head: &RequestHead, body: &Bytes, ctx: &Context) -> Answer {
             answer(202, json!({ "reload": "requested" }))
         }
         ("DELETE", p) if p.starts_with("/admin/upstreams/") => {
-            let name = &p["/admin/upstreams/".len()..];
-            // A stored entry left out of the running set (the admin rules or the address
-            // policy refused it) can be removed too.
-            let stored = || {
-                store
-                    .entries(Kind::Upstream)
-                    .is_ok_and(|e| e.iter().any(|(n, _)| n == name))
-            };
-            let up = snap.by_name.get(name).and_then(|r| snap.upstream(*r));
-            if up.is_none() && !stored() {
-                return error(404, format!("no upstream {name:?}"));
-            };
-            if let Err(e) = store.remove(Kind::Upstream, name) {
-                return error(500, format!("store: {e:#}"));
-            }
-            tracing::info!(upstream = name, "upstream removed through the admin API");
-            audit_change(shared, "remove", "upstream", name);
-            // A child is killed and reaped before the answer: nothing of it runs after a 2xx.
-            if let Some(Link::Stdio(h)) = up.map(|u| &u.link) {
-                if !h.stop(STOP_WAIT).await {
-                    return error(
-                        500,
-                        format!("upstream {name:?} is removed, but its child process did not stop within {} s; it is killed once its supervisor's pending write to it fails", STOP_WAIT.as_secs()),
-                    );
-                }
-            }
-            applied(control, 200, json!({ "removed": name })).await
+            remove_upstream(&p["/admin/upstreams/".len()..], &snap, ctx).await
         }
         ("DELETE", p) if p.starts_with("/admin/servers/") => {
-            let name = &p["/admin/servers/".len()..];
-            if !snap.servers.contains_key(name) {
-                return error(404, format!("no server {name:?}"));
-            }
-            match store.remove(Kind::Server, name) {
-                Ok(()) => {
-                    tracing::info!(
-                        server = name,
-                        "virtual server removed through the admin API"
-                    );
-                    audit_change(shared, "remove", "server", name);
-                    applied(control, 200, json!({ "removed": name })).await
-                }
-                Err(e) => error(500, format!("store: {e:#}")),
-            }
+            remove_server(&p["/admin/servers/".len()..], &snap, ctx).await
         }
         ("DELETE", p) if p.starts_with("/admin/sessions/") => {
-            let id = &p["/admin/sessions/".len()..];
-            match crate::session::SessionId::parse(id.as_bytes())
-                .and_then(|id| shared.sessions.remove(&id))
-            {
-                Some(_) => answer(200, json!({ "ended": id })),
-                None => error(404, "no such session"),
-            }
+            end_session(&p["/admin/sessions/".len()..], shared)
         }
         _ => error(404, "not found"),
     }
 }
+
+// === probes and metrics ===
+
+/// The routes open to anyone (`/healthz`, `/ready`, `/metrics`); `None` for any other.
+fn probe(method: &str, path: &str, shared: &Shared) -> Option<Answer> {
+    match (method, path) {
+        ("GET", "/healthz") => Some(answer(200, json!({ "status": "ok" }))),
+        ("GET", "/metrics") => Some(Answer {
+            status: 200,
+            body: Value::Null,
+            text: Some(shared.metrics.prometheus(&gauges(shared))),
+        }),
+        ("GET", "/ready") => {
+            let ready = shared.snapshot.load().generation > 0 && !shared.stopping();
+            Some(answer(
+                if ready { 200 } else { 503 },
+                json!({ "ready": ready }),
+            ))
+        }
+        _ => None,
+    }
+}
+
+// === upstreams ===
+
+/// Names of the entries of `kind` the store holds (added through this API); none if it
+/// cannot be read.
+fn stored_names(store: &dyn Store, kind: Kind) -> std::collections::HashSet<String> {
+    store
+        .entries(kind)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// `GET /admin/upstreams`.
+fn list_upstreams(snap: &Snapshot, store: &dyn Store) -> Answer {
+    let stored = stored_names(store, Kind::Upstream);
+    let list: Vec<Value> = snap
+        .upstreams
+        .iter()
+        .map(|u| {
+            let tools = snap.tools.values().filter(|t| snap.upstream(t.upstream).is_some_and(|x| Arc::ptr_eq(x, u))).count();
+            let (transport, up) = match &u.link {
+                Link::Http(h) => ("http", h.shared_session().is_some()),
+                Link::Stdio(h) => ("stdio", h.is_up()),
+            };
+            let (health, since) = u.health.state();
+            let (headers, auth) = match &u.link {
+                Link::Http(h) => credentials(h),
+                Link::Stdio(_) => (Value::Null, Value::Null),
+            };
+            json!({
+                "name": u.name,
+                "transport": transport,
+                "up": up,
+                "health": health.as_str(),
+                "health_since_ms": since,
+                "breaker": u.breaker.state().as_str(),
+                "retries": u.retries_total.load(std::sync::atomic::Ordering::Relaxed),
+                "tools": tools,
+                "session": if u.mode == crate::upstream::SessionMode::Shared { "shared" } else { "per-client" },
+                "source": if stored.contains(&*u.name) { "admin" } else { "config" },
+                "headers": headers,
+                "auth": auth,
+                "replicas": u.replicas_json(),
+            })
+        })
+        .collect();
+    answer(200, json!({ "upstreams": list }))
+}
+
+/// `DELETE /admin/upstreams/{name}`: a stdio child is stopped before the answer.
+async fn remove_upstream(name: &str, snap: &Snapshot, ctx: &Context) -> Answer {
+    let (shared, store) = (&*ctx.shared, &*ctx.store);
+    // A stored entry left out of the running set (the admin rules or the address
+    // policy refused it) can be removed too.
+    let stored = || {
+        store
+            .entries(Kind::Upstream)
+            .is_ok_and(|e| e.iter().any(|(n, _)| n == name))
+    };
+    let up = snap.by_name.get(name).and_then(|r| snap.upstream(*r));
+    if up.is_none() && !stored() {
+        return error(404, format!("no upstream {name:?}"));
+    };
+    if let Err(e) = store.remove(Kind::Upstream, name) {
+        return error(500, format!("store: {e:#}"));
+    }
+    tracing::info!(upstream = name, "upstream removed through the admin API");
+    audit_change(shared, "remove", "upstream", name);
+    // A child is killed and reaped before the answer: nothing of it runs after a 2xx.
+    if let Some(Link::Stdio(h)) = up.map(|u| &u.link) {
+        if !h.stop(STOP_WAIT).await {
+            return error(
+                500,
+                format!("upstream {name:?} is removed, but its child process did not stop within {} s; it is killed once its supervisor's pending write to it fails", STOP_WAIT.as_secs()),
+            );
+        }
+    }
+    applied(&ctx.control, 200, json!({ "removed": name })).await
+}
+
+// === virtual servers ===
+
+/// `GET /admin/servers`, sorted by name.
+fn list_servers(snap: &Snapshot, store: &dyn Store) -> Answer {
+    let stored = stored_names(store, Kind::Server);
+    let mut list: Vec<Value> = snap
+        .servers
+        .iter()
+        .map(|(name, v)| {
+            let mut tools: Vec<&String> = v.tools.keys().collect();
+            tools.sort();
+            json!({
+                "name": name,
+                "path": format!("/servers/{name}/mcp"),
+                "tools": tools,
+                "source": if stored.contains(name) { "admin" } else { "config" },
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    answer(200, json!({ "servers": list }))
+}
+
+/// `DELETE /admin/servers/{name}`.
+async fn remove_server(name: &str, snap: &Snapshot, ctx: &Context) -> Answer {
+    if !snap.servers.contains_key(name) {
+        return error(404, format!("no server {name:?}"));
+    }
+    match ctx.store.remove(Kind::Server, name) {
+        Ok(()) => {
+            tracing::info!(
+                server = name,
+                "virtual server removed through the admin API"
+            );
+            audit_change(&ctx.shared, "remove", "server", name);
+            applied(&ctx.control, 200, json!({ "removed": name })).await
+        }
+        Err(e) => error(500, format!("store: {e:#}")),
+    }
+}
+
+// === tools ===
+
+/// `GET /admin/tools`: the published tools, then the disabled ones, sorted by name.
+fn list_tools(snap: &Snapshot, store: &dyn Store) -> Answer {
+    let mut list: Vec<Value> = snap
+        .tools
+        .iter()
+        .map(|(name, t)| {
+            let up = snap.upstream(t.upstream);
+            json!({
+                "name": name,
+                "upstream": up.map(|u| &*u.name),
+                "health": up.map(|u| u.health.state().0.as_str()),
+                "enabled": true,
+            })
+        })
+        .collect();
+    for name in store.disabled_tools().unwrap_or_default() {
+        list.push(json!({ "name": name, "upstream": null, "health": null, "enabled": false }));
+    }
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    answer(200, json!({ "tools": list }))
+}
+
+/// `PUT /admin/tools/{name}` with `{"enabled": bool}`; a no-op answers 200 without a reload.
+async fn switch_tool(name: &str, body: &Bytes, snap: &Snapshot, ctx: &Context) -> Answer {
+    let enabled = match serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("enabled")?.as_bool())
+    {
+        Some(e) => e,
+        None => return error(400, "body: {\"enabled\": true|false} is required"),
+    };
+    if enabled == snap.tools.contains_key(name) {
+        return answer(200, json!({ "name": name, "enabled": enabled }));
+    }
+    if !enabled && !snap.tools.contains_key(name) {
+        return error(404, format!("no tool {name:?}"));
+    }
+    match ctx.store.set_tool_enabled(name, enabled) {
+        Ok(()) => {
+            tracing::info!(tool = name, enabled, "tool switched through the admin API");
+            audit_change(
+                &ctx.shared,
+                if enabled { "enable" } else { "disable" },
+                "tool",
+                name,
+            );
+            applied(
+                &ctx.control,
+                200,
+                json!({ "name": name, "enabled": enabled }),
+            )
+            .await
+        }
+        Err(e) => error(500, format!("store: {e:#}")),
+    }
+}
+
+// === guard ===
+
+/// `GET /admin/guard`: the rules and the last catalog scan.
+fn guard_report(snap: &Snapshot) -> Answer {
+    let r = &snap.guard_report;
+    answer(
+        200,
+        json!({
+            "rules_version": crate::guard::RULES_VERSION,
+            "rules": snap.guard.scanner.rules().len(),
+            "scanned": r.scanned,
+            "findings": r.findings,
+            "hidden": r.hidden,
+            "blocked": r.blocked.iter().map(|(u, why)| json!({"upstream": u, "rules": why})).collect::<Vec<_>>(),
+            "changed": r.changed.iter().map(|(u, t)| json!({"upstream": u, "tool": t})).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// `GET /admin/guard/pins`.
+fn list_pins(store: &dyn Store) -> Answer {
+    match store.pins() {
+        Ok(pins) => answer(
+            200,
+            json!({ "pins": pins.iter().map(pin_json).collect::<Vec<_>>() }),
+        ),
+        Err(e) => error(500, format!("store: {e:#}")),
+    }
+}
+
+// === sessions ===
+
+/// `GET /admin/sessions`.
+fn list_sessions(shared: &Shared) -> Answer {
+    let list: Vec<Value> = shared
+        .sessions
+        .all()
+        .iter()
+        .map(|s| json!({ "id": s.id.as_str(), "version": s.version, "server": s.server, "upstream_sessions": s.upstreams.len(), "in_flight": s.in_flight.len(), "server_requests": s.server_requests.len() }))
+        .collect();
+    answer(200, json!({ "sessions": list }))
+}
+
+/// `DELETE /admin/sessions/{id}`.
+fn end_session(id: &str, shared: &Shared) -> Answer {
+    match crate::session::SessionId::parse(id.as_bytes()).and_then(|id| shared.sessions.remove(&id))
+    {
+        Some(_) => answer(200, json!({ "ended": id })),
+        None => error(404, "no such session"),
+    }
+}
+
+// === writes ===
 
 /// Has the control plane apply what the store now holds, and answers `status` with `body`
 /// (plus `"applied": true`) once the new snapshot is live. A control plane still busy after
