@@ -130,6 +130,8 @@ impl Source {
     }
 }
 
+/// The control plane's thread: starts up, answers `ready`, then handles one message at a
+/// time (or the refresh tick when none comes within the refresh interval) until `Shutdown`.
 async fn run(
     shared: Arc<Shared>,
     tx: flume::Sender<ControlMsg>,
@@ -137,231 +139,339 @@ async fn run(
     ready: flume::Sender<anyhow::Result<()>>,
     source: Source,
 ) {
-    let source = Rc::new(source);
-    let refresh_tx = tx.clone();
-    let sh = shared.clone();
-    let supervisor = Supervisor::new(Arc::new(move |name: &str, ev: ChildEvent<'_>| match ev {
-        ChildEvent::Up | ChildEvent::ListChanged => {
-            let _ = refresh_tx.send(ControlMsg::Refresh);
-        }
-        ChildEvent::ResourceUpdated(uri) => sh.deliver_update(name, uri),
-    }));
-    let cfg = shared.config.clone();
-    let store: Rc<dyn crate::store::Store> = match open_store(&cfg) {
-        Ok(s) => s,
+    let mut plane = match Plane::open(shared, tx, source) {
+        Ok(p) => p,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    // The config file with the store's admin changes applied.
-    let cfg = match source.load(&*store) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            let _ = ready.send(Err(
-                e.context("applying the registry store to the configuration")
-            ));
-            return;
-        }
-    };
-    // The composed auth (API keys from the store) replaces the file's; JWKS fetching starts.
-    let mut jwks = JwksFetch::default();
-    jwks.track(&cfg.auth, &cfg.gateway.outbound, &shared);
-    shared.auth.store(cfg.auth.clone());
-    cfg.auth.sync_jwks();
-    let quotas = Rc::new(RefCell::new(QuotaBook::restore(
-        &shared, &cfg.auth, &*store,
-    )));
-    let mut current: Vec<(crate::config::Upstream, Arc<Upstream>)> = cfg
-        .upstreams
-        .iter()
-        .map(|u| (u.clone(), upstream::build(u, &supervisor)))
-        .collect();
-    let mut upstreams: Vec<Arc<Upstream>> = current.iter().map(|(_, u)| u.clone()).collect();
-    let mut catalog = Catalog {
-        servers: cfg.servers.clone(),
-        guard: cfg.guard.clone(),
-        store: store.clone(),
-        disabled: cfg.disabled_tools.clone(),
-        generation: 0,
-    };
-    let caller = Caller::new(upstream::CONTROL_SLOT);
-
-    wait_for_children(&upstreams).await;
-    catalog.publish(&shared, &upstreams, &caller).await;
-    if let Some(addr) = cfg.admin.listen {
-        match monoio::net::TcpListener::bind(addr) {
-            Ok(l) => {
-                tracing::info!(%addr, "admin API listening");
-                monoio::spawn(admin::serve(
-                    l,
-                    admin::Context {
-                        shared: shared.clone(),
-                        store: store.clone(),
-                        control: tx.clone(),
-                        source: source.clone(),
-                    },
-                ));
-            }
-            Err(e) => {
-                let _ = ready.send(Err(anyhow::anyhow!("cannot listen on {addr} (admin): {e}")));
-                supervisor.shutdown();
-                return;
-            }
-        }
+    if !plane.begin(&ready).await {
+        return;
     }
-    if let (true, Some(path)) = (cfg.gateway.watch_config, source.path.clone()) {
-        // The first stamp is taken before start-up completes: an edit right after start
-        // is a change, not the baseline.
-        let first = file_stamp(&path);
-        monoio::spawn(watch_file(path, first, tx.clone(), shared.clone()));
-    }
-    let _ = ready.send(Ok(()));
-    monoio::spawn(save_quotas(quotas.clone(), store.clone(), shared.clone()));
-    for up in &upstreams {
-        if !up.watched() {
-            start_watching(up, &tx, &shared);
-        }
-    }
-
-    let interval = cfg.gateway.refresh_interval;
+    let interval = plane.cfg.gateway.refresh_interval;
     loop {
         let msg = monoio::time::timeout(interval, rx.recv_async()).await;
         match msg {
             Ok(Ok(ControlMsg::Shutdown)) | Ok(Err(_)) => break,
-            Ok(Ok(ControlMsg::Refresh)) => {
-                // Coalesce a burst of refresh requests; a reload among them is kept (it
-                // publishes too, after this).
-                let (mut stop, mut reload) = (false, None::<Vec<Applied>>);
-                while let Ok(m) = rx.try_recv() {
-                    match m {
-                        ControlMsg::Shutdown => {
-                            stop = true;
-                            break;
-                        }
-                        ControlMsg::Reload(a) => reload.get_or_insert_with(Vec::new).extend(a),
-                        ControlMsg::Refresh => {}
-                    }
+            Ok(Ok(ControlMsg::Refresh)) => match coalesce(&rx) {
+                Burst::Stop => break,
+                // The reload publishes too, after this.
+                Burst::Reload(applied) => {
+                    let _ = plane.tx.send(ControlMsg::Reload(applied));
                 }
-                if stop {
-                    break;
-                }
-                if let Some(applied) = reload {
-                    let _ = tx.send(ControlMsg::Reload(applied));
-                    continue;
-                }
-                catalog.publish(&shared, &upstreams, &caller).await;
-            }
-            Ok(Ok(ControlMsg::Reload(applied))) => {
-                match source.load(&*store) {
-                    Err(e) => {
-                        let why = format!("{e:#}");
-                        tracing::error!(error = %why, "config rejected; the running one is kept");
-                        for a in applied {
-                            let _ = a.send(Err(why.clone()));
-                        }
-                    }
-                    Ok(new) => {
-                        if new.gateway.listen != cfg.gateway.listen
-                            || new.gateway.workers != cfg.gateway.workers
-                            || new.gateway.driver != cfg.gateway.driver
-                        {
-                            tracing::warn!(
-                                "listen, workers and driver changes take effect at the next start"
-                            );
-                        }
-                        let mut next = Vec::with_capacity(new.upstreams.len());
-                        let mut fresh = Vec::new();
-                        for u in &new.upstreams {
-                            // An upstream whose settings did not change keeps its object
-                            // (connections, sessions, child process).
-                            let kept = current
-                                .iter()
-                                .position(|(c, _)| c == u)
-                                .map(|i| current.remove(i));
-                            next.push(match kept {
-                                Some(k) => k,
-                                None => {
-                                    let up = upstream::build(u, &supervisor);
-                                    fresh.push(up.clone());
-                                    (u.clone(), up)
-                                }
-                            });
-                        }
-                        for (c, old) in std::mem::replace(&mut current, next) {
-                            tracing::info!(upstream = %c.name, "upstream removed or changed by reload");
-                            old.retire();
-                            if let Link::Stdio(h) = &old.link {
-                                supervisor.stop(h);
-                            }
-                        }
-                        upstreams = current.iter().map(|(_, u)| u.clone()).collect();
-                        catalog.servers = new.servers.clone();
-                        catalog.guard = new.guard.clone();
-                        jwks.track(&new.auth, &new.gateway.outbound, &shared);
-                        shared.auth.store(new.auth.clone());
-                        // A fetch may have finished between tracking and publishing.
-                        new.auth.sync_jwks();
-                        quotas.borrow_mut().reconcile(&shared, &new.auth);
-                        // The listener's certificate and key (the rest of [gateway.tls] needs
-                        // a restart). Every worker's acceptor shares the slot swapped here.
-                        match (&shared.config.gateway.tls, &new.gateway.tls) {
-                            (Some(cur), Some(next)) => {
-                                cur.reload_from(next);
-                                tracing::info!("TLS certificate reloaded");
-                            }
-                            (None, None) => {}
-                            _ => tracing::warn!(
-                                "turning TLS on or off takes effect at the next start"
-                            ),
-                        }
-                        catalog.disabled = new.disabled_tools.clone();
-                        for up in &upstreams {
-                            if !up.watched() {
-                                start_watching(up, &tx, &shared);
-                            }
-                        }
-                        // Published at once: a new stdio child or OAuth token that is not
-                        // ready yet joins the catalog when it is (a refresh), so a child that
-                        // keeps failing never holds up this loop or the changes after it.
-                        catalog.publish(&shared, &upstreams, &caller).await;
-                        tracing::info!(
-                            upstreams = upstreams.len(),
-                            servers = catalog.servers.len(),
-                            "config reloaded"
-                        );
-                        for a in applied {
-                            let _ = a.send(Ok(()));
-                        }
-                        if !fresh.is_empty() {
-                            monoio::spawn(refresh_when_ready(fresh, tx.clone()));
-                        }
-                    }
-                }
-            }
-            Err(_) => {
-                // Full rate buckets carry no state worth keeping.
-                let auth = shared.auth.load();
-                shared
-                    .rates
-                    .sweep(shared.now_ns(), |(id, _)| auth.rate_of(*id));
-                drop(auth);
-                let ended = shared
-                    .sessions
-                    .expire(shared.now_ms(), cfg.gateway.session_idle_timeout);
-                if !ended.is_empty() {
-                    tracing::info!(ended = ended.len(), "idle sessions ended");
-                    end_upstream_sessions(&upstreams, &caller, ended).await;
-                }
-                catalog.publish(&shared, &upstreams, &caller).await;
-            }
+                Burst::Refresh => plane.publish().await,
+            },
+            Ok(Ok(ControlMsg::Reload(applied))) => plane.reload(applied).await,
+            Err(_) => plane.tick().await,
         }
         // Shutdown waits for the Shutdown message: workers drain first, and calls in flight
         // to stdio children still need those children.
     }
-    // The workers have stopped: these are the final counts.
-    quotas.borrow_mut().save(&shared, &*store);
-    supervisor.shutdown();
+    plane.stop();
+}
+
+/// What a burst of queued messages after a `Refresh` comes to.
+enum Burst {
+    /// A `Shutdown` was among them.
+    Stop,
+    /// A reload was among them, with every waiter of every `Reload` in the burst.
+    Reload(Vec<Applied>),
+    /// Only refreshes.
+    Refresh,
+}
+
+/// Takes every message already queued, coalescing a burst of refresh requests; a reload
+/// among them is kept. Stops taking at a `Shutdown`.
+fn coalesce(rx: &flume::Receiver<ControlMsg>) -> Burst {
+    let mut reload = None::<Vec<Applied>>;
+    while let Ok(m) = rx.try_recv() {
+        match m {
+            ControlMsg::Shutdown => return Burst::Stop,
+            ControlMsg::Reload(a) => reload.get_or_insert_with(Vec::new).extend(a),
+            ControlMsg::Refresh => {}
+        }
+    }
+    match reload {
+        Some(applied) => Burst::Reload(applied),
+        None => Burst::Refresh,
+    }
+}
+
+// === impl Plane ===
+
+/// What the control loop owns between two messages.
+struct Plane {
+    shared: Arc<Shared>,
+    /// The control plane's own inbox, for messages it sends itself.
+    tx: flume::Sender<ControlMsg>,
+    source: Rc<Source>,
+    store: Rc<dyn crate::store::Store>,
+    /// The configuration composed at start-up. **Reloads do not replace it**: the refresh
+    /// interval, the session idle timeout and the admin listener stay as they started.
+    cfg: Arc<Config>,
+    supervisor: Supervisor,
+    jwks: JwksFetch,
+    quotas: Rc<RefCell<QuotaBook>>,
+    /// Every running upstream with the settings it was built from.
+    current: Vec<(crate::config::Upstream, Arc<Upstream>)>,
+    /// The upstreams of `current`, in its order.
+    upstreams: Vec<Arc<Upstream>>,
+    catalog: Catalog,
+    caller: Caller,
+}
+
+impl Plane {
+    /// Opens the store, composes the configuration with it, installs its auth and builds the
+    /// upstreams (stdio children start here). Serves nothing yet.
+    fn open(
+        shared: Arc<Shared>,
+        tx: flume::Sender<ControlMsg>,
+        source: Source,
+    ) -> anyhow::Result<Plane> {
+        let source = Rc::new(source);
+        let refresh_tx = tx.clone();
+        let sh = shared.clone();
+        let supervisor =
+            Supervisor::new(Arc::new(move |name: &str, ev: ChildEvent<'_>| match ev {
+                ChildEvent::Up | ChildEvent::ListChanged => {
+                    let _ = refresh_tx.send(ControlMsg::Refresh);
+                }
+                ChildEvent::ResourceUpdated(uri) => sh.deliver_update(name, uri),
+            }));
+        let store = open_store(&shared.config)?;
+        // The config file with the store's admin changes applied.
+        let cfg = source
+            .load(&*store)
+            .map_err(|e| e.context("applying the registry store to the configuration"))?;
+        let cfg = Arc::new(cfg);
+        // The composed auth (API keys from the store) replaces the file's; JWKS fetching starts.
+        let mut jwks = JwksFetch::default();
+        jwks.track(&cfg.auth, &cfg.gateway.outbound, &shared);
+        shared.auth.store(cfg.auth.clone());
+        cfg.auth.sync_jwks();
+        let quotas = Rc::new(RefCell::new(QuotaBook::restore(
+            &shared, &cfg.auth, &*store,
+        )));
+        let current: Vec<(crate::config::Upstream, Arc<Upstream>)> = cfg
+            .upstreams
+            .iter()
+            .map(|u| (u.clone(), upstream::build(u, &supervisor)))
+            .collect();
+        let upstreams = current.iter().map(|(_, u)| u.clone()).collect();
+        let catalog = Catalog {
+            servers: cfg.servers.clone(),
+            guard: cfg.guard.clone(),
+            store: store.clone(),
+            disabled: cfg.disabled_tools.clone(),
+            generation: 0,
+        };
+        Ok(Plane {
+            shared,
+            tx,
+            source,
+            store,
+            cfg,
+            supervisor,
+            jwks,
+            quotas,
+            current,
+            upstreams,
+            catalog,
+            caller: Caller::new(upstream::CONTROL_SLOT),
+        })
+    }
+
+    /// Publishes the first catalog, starts the admin API and the config file watch, and
+    /// answers `ready`; then starts the quota saver and the list watches. `false` (with the
+    /// error sent on `ready` and the children shut down) when the admin listener fails.
+    async fn begin(&mut self, ready: &flume::Sender<anyhow::Result<()>>) -> bool {
+        wait_for_children(&self.upstreams).await;
+        self.publish().await;
+        if let Some(addr) = self.cfg.admin.listen {
+            match monoio::net::TcpListener::bind(addr) {
+                Ok(l) => {
+                    tracing::info!(%addr, "admin API listening");
+                    monoio::spawn(admin::serve(
+                        l,
+                        admin::Context {
+                            shared: self.shared.clone(),
+                            store: self.store.clone(),
+                            control: self.tx.clone(),
+                            source: self.source.clone(),
+                        },
+                    ));
+                }
+                Err(e) => {
+                    let _ =
+                        ready.send(Err(anyhow::anyhow!("cannot listen on {addr} (admin): {e}")));
+                    self.supervisor.shutdown();
+                    return false;
+                }
+            }
+        }
+        if let (true, Some(path)) = (self.cfg.gateway.watch_config, self.source.path.clone()) {
+            // The first stamp is taken before start-up completes: an edit right after start
+            // is a change, not the baseline.
+            let first = file_stamp(&path);
+            monoio::spawn(watch_file(
+                path,
+                first,
+                self.tx.clone(),
+                self.shared.clone(),
+            ));
+        }
+        let _ = ready.send(Ok(()));
+        monoio::spawn(save_quotas(
+            self.quotas.clone(),
+            self.store.clone(),
+            self.shared.clone(),
+        ));
+        self.watch_new();
+        true
+    }
+
+    /// Builds and publishes a new snapshot if anything changed.
+    async fn publish(&mut self) {
+        self.catalog
+            .publish(&self.shared, &self.upstreams, &self.caller)
+            .await;
+    }
+
+    /// Starts watching the list changes of every upstream not watched yet.
+    fn watch_new(&self) {
+        for up in &self.upstreams {
+            if !up.watched() {
+                start_watching(up, &self.tx, &self.shared);
+            }
+        }
+    }
+
+    /// The refresh tick (no message within the refresh interval): sweeps the rate buckets,
+    /// ends idle sessions and publishes.
+    async fn tick(&mut self) {
+        let shared = &self.shared;
+        // Full rate buckets carry no state worth keeping.
+        let auth = shared.auth.load();
+        shared
+            .rates
+            .sweep(shared.now_ns(), |(id, _)| auth.rate_of(*id));
+        drop(auth);
+        let ended = shared
+            .sessions
+            .expire(shared.now_ms(), self.cfg.gateway.session_idle_timeout);
+        if !ended.is_empty() {
+            tracing::info!(ended = ended.len(), "idle sessions ended");
+            end_upstream_sessions(&self.upstreams, &self.caller, ended).await;
+        }
+        self.publish().await;
+    }
+
+    /// Loads the configuration again and applies it; a configuration that does not load is
+    /// rejected whole and the running one kept. Every waiter in `applied` gets the outcome.
+    async fn reload(&mut self, applied: Vec<Applied>) {
+        match self.source.load(&*self.store) {
+            Err(e) => {
+                let why = format!("{e:#}");
+                tracing::error!(error = %why, "config rejected; the running one is kept");
+                for a in applied {
+                    let _ = a.send(Err(why.clone()));
+                }
+            }
+            Ok(new) => self.apply(new, applied).await,
+        }
+    }
+
+    /// Applies a loaded configuration and publishes it at once: a new stdio child or OAuth
+    /// token that is not ready yet joins the catalog when it is (a refresh), so a child that
+    /// keeps failing never holds up this loop or the changes after it.
+    async fn apply(&mut self, new: Config, applied: Vec<Applied>) {
+        let cfg = &self.cfg;
+        if new.gateway.listen != cfg.gateway.listen
+            || new.gateway.workers != cfg.gateway.workers
+            || new.gateway.driver != cfg.gateway.driver
+        {
+            tracing::warn!("listen, workers and driver changes take effect at the next start");
+        }
+        let fresh = self.swap_upstreams(&new);
+        self.catalog.servers = new.servers.clone();
+        self.catalog.guard = new.guard.clone();
+        self.jwks
+            .track(&new.auth, &new.gateway.outbound, &self.shared);
+        self.shared.auth.store(new.auth.clone());
+        // A fetch may have finished between tracking and publishing.
+        new.auth.sync_jwks();
+        self.quotas.borrow_mut().reconcile(&self.shared, &new.auth);
+        reload_tls(&self.shared, &new);
+        self.catalog.disabled = new.disabled_tools.clone();
+        self.watch_new();
+        self.publish().await;
+        tracing::info!(
+            upstreams = self.upstreams.len(),
+            servers = self.catalog.servers.len(),
+            "config reloaded"
+        );
+        for a in applied {
+            let _ = a.send(Ok(()));
+        }
+        if !fresh.is_empty() {
+            monoio::spawn(refresh_when_ready(fresh, self.tx.clone()));
+        }
+    }
+
+    /// Replaces the running upstreams with `new`'s: an unchanged one is kept, a new or
+    /// changed one is built, and the rest are retired (a stdio child is stopped). Returns the
+    /// upstreams built here.
+    fn swap_upstreams(&mut self, new: &Config) -> Vec<Arc<Upstream>> {
+        let mut next = Vec::with_capacity(new.upstreams.len());
+        let mut fresh = Vec::new();
+        for u in &new.upstreams {
+            // An upstream whose settings did not change keeps its object
+            // (connections, sessions, child process).
+            let kept = self
+                .current
+                .iter()
+                .position(|(c, _)| c == u)
+                .map(|i| self.current.remove(i));
+            next.push(match kept {
+                Some(k) => k,
+                None => {
+                    let up = upstream::build(u, &self.supervisor);
+                    fresh.push(up.clone());
+                    (u.clone(), up)
+                }
+            });
+        }
+        for (c, old) in std::mem::replace(&mut self.current, next) {
+            tracing::info!(upstream = %c.name, "upstream removed or changed by reload");
+            old.retire();
+            if let Link::Stdio(h) = &old.link {
+                self.supervisor.stop(h);
+            }
+        }
+        self.upstreams = self.current.iter().map(|(_, u)| u.clone()).collect();
+        fresh
+    }
+
+    /// After the loop: the workers have stopped, so these are the final quota counts; then
+    /// the children are killed and waited for.
+    fn stop(self) {
+        self.quotas.borrow_mut().save(&self.shared, &*self.store);
+        self.supervisor.shutdown();
+    }
+}
+
+/// The listener's certificate and key (the rest of `[gateway.tls]` needs a restart). Every
+/// worker's acceptor shares the slot swapped here.
+fn reload_tls(shared: &Shared, new: &Config) {
+    match (&shared.config.gateway.tls, &new.gateway.tls) {
+        (Some(cur), Some(next)) => {
+            cur.reload_from(next);
+            tracing::info!("TLS certificate reloaded");
+        }
+        (None, None) => {}
+        _ => tracing::warn!("turning TLS on or off takes effect at the next start"),
+    }
 }
 
 /// How often quota counters are saved to the store.
