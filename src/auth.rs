@@ -32,12 +32,17 @@ pub enum Denied {
     Invalid(&'static str),
 }
 
+/// API keys by id: the key's hash and its principal.
+type ApiKeys = HashMap<String, (KeyHash, Arc<Principal>)>;
+/// Basic users by name: the password hash and the principal.
+type Users = HashMap<String, (Arc<str>, Arc<Principal>)>;
+
 /// The compiled authentication and authorization settings.
 pub struct Auth {
     /// The principal of clients without credentials, when they are allowed.
     anonymous: Option<Arc<Principal>>,
-    keys: HashMap<String, (KeyHash, Arc<Principal>)>,
-    users: HashMap<String, (Arc<str>, Arc<Principal>)>,
+    keys: ApiKeys,
+    users: Users,
     jwt: Option<JwtAuth>,
     passwords: Option<Arc<PasswordChecker>>,
     /// `[[auth.cert]]`: principals by the identity a client certificate names.
@@ -254,232 +259,28 @@ impl Auth {
             || !self.certs.is_empty()
     }
 
-    /// Compiles the file's settings; errors name the entry.
+    /// Compiles the file's settings; errors name the entry. The steps run in this order, and
+    /// each stops at its first bad entry, so a config with several errors reports the same
+    /// one on every load.
     pub fn compile(raw: &RawConfig, base_dir: Option<&std::path::Path>) -> Result<Self, String> {
         let a = &raw.auth;
-        let mut roles = Vec::new();
-        for r in &raw.roles {
-            if roles.iter().any(|(n, _): &(String, Role)| *n == r.name) {
-                return Err(format!("role {:?} is defined twice", r.name));
-            }
-            roles.push((
-                r.name.clone(),
-                Role {
-                    tools: r.tools.clone(),
-                    prompts: r.prompts.clone(),
-                    resources: r.resources.clone(),
-                },
-            ));
-        }
-        let mut teams = Vec::new();
-        for t in &a.teams {
-            if let Some(r) = t
-                .roles
-                .iter()
-                .find(|r| !raw.roles.iter().any(|x| x.name == **r))
-            {
-                return Err(format!(
-                    "team {:?}: unknown role {r:?} (define it in [[role]])",
-                    t.name
-                ));
-            }
-            if teams
-                .iter()
-                .any(|(n, _): &(String, Vec<String>)| *n == t.name)
-            {
-                return Err(format!("team {:?} is defined twice", t.name));
-            }
-            teams.push((t.name.clone(), t.roles.clone()));
-        }
-        let roles = Roles::new(roles).with_teams(teams);
-        let known = |what: &str, names: &[String]| -> Result<(), String> {
-            match names.iter().find(|n| !roles.contains(n)) {
-                Some(n) => Err(format!(
-                    "{what}: unknown role {n:?} (define it in [[role]])"
-                )),
-                None => Ok(()),
-            }
-        };
-        let mut keys = HashMap::new();
-        for k in &a.api_keys {
-            let hash = KeyHash::parse(&k.hash).map_err(|e| format!("api_key {:?}: {e}", k.name))?;
-            if k.id.len() != 8 || !k.id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("api_key {:?}: id must be 8 hex digits", k.name));
-            }
-            known(&format!("api_key {:?}", k.name), &k.roles)?;
-            let p = Principal::new(
-                &k.name,
-                Method::ApiKey,
-                k.team.as_deref(),
-                roles.grant_for(&k.roles, k.team.as_deref()),
-            )
-            .with_credential(format!("api_key:{}", k.id));
-            if keys.insert(k.id.clone(), (hash, Arc::new(p))).is_some() {
-                return Err(format!("api_key id {:?} is used twice", k.id));
-            }
-        }
-        let mut users = HashMap::new();
-        for u in &a.users {
-            credentials::check_password_hash(&u.password_hash)
-                .map_err(|e| format!("user {:?}: {e}", u.name))?;
-            if u.name.contains(':') || u.name.is_empty() {
-                return Err(format!(
-                    "user {:?}: a name must not be empty or hold ':'",
-                    u.name
-                ));
-            }
-            known(&format!("user {:?}", u.name), &u.roles)?;
-            let p = Principal::new(
-                &u.name,
-                Method::Basic,
-                u.team.as_deref(),
-                roles.grant_for(&u.roles, u.team.as_deref()),
-            );
-            users.insert(
-                u.name.clone(),
-                (Arc::<str>::from(u.password_hash.as_str()), Arc::new(p)),
-            );
-        }
+        let roles = compile_roles(raw)?;
+        let keys = compile_api_keys(&a.api_keys, &roles)?;
+        let users = compile_users(&a.users, &roles)?;
         let oauth = a.oauth.as_ref().map(oauth_metadata).transpose()?;
         let jwt = match &a.jwt {
             None => None,
-            Some(j) => {
-                let mut set: Option<jwt::KeySet> = None;
-                let mut add = |k: jwt::KeySet| {
-                    set = Some(match set.take() {
-                        Some(s) => s.merge(k),
-                        None => k,
-                    });
-                };
-                if let Some(f) = &j.jwks_file {
-                    let path = base_dir.map_or_else(|| f.into(), |d| d.join(f));
-                    let text = std::fs::read(&path)
-                        .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?;
-                    add(jwt::KeySet::from_jwks(&text)
-                        .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?);
-                }
-                for (i, k) in j.keys.iter().enumerate() {
-                    add(jwt::KeySet::from_pem(k.pem.as_bytes(), k.kid.clone())
-                        .map_err(|e| format!("auth.jwt.keys[{i}]: {e}"))?);
-                }
-                if let Some(var) = &j.secret_env {
-                    let secret = std::env::var(var).map_err(|_| {
-                        format!("auth.jwt.secret_env: environment variable {var} is not set")
-                    })?;
-                    add(jwt::KeySet::from_secret(secret.as_bytes(), None));
-                }
-                let url = match &j.jwks_url {
-                    None => None,
-                    Some(u) => {
-                        if split_url(u).is_none() {
-                            return Err(format!(
-                                "auth.jwt.jwks_url {u:?} must be an absolute http(s) URL"
-                            ));
-                        }
-                        let ms = j.jwks_refresh_ms.unwrap_or(jwks::DEFAULT_REFRESH_MS);
-                        if ms < jwks::MIN_REFRESH_MS {
-                            return Err(format!(
-                                "auth.jwt.jwks_refresh_ms {ms}: at least {}",
-                                jwks::MIN_REFRESH_MS
-                            ));
-                        }
-                        Some((u.clone(), Duration::from_millis(ms)))
-                    }
-                };
-                let local = match (set, &url) {
-                    (Some(s), _) => s,
-                    (None, Some(_)) => jwt::KeySet::default(),
-                    (None, None) => {
-                        return Err(
-                            "auth.jwt: no key (give jwks_url, jwks_file, keys or secret_env)"
-                                .to_string(),
-                        )
-                    }
-                };
-                known("auth.jwt.default_roles", &j.default_roles)?;
-                let mut audiences = j.audience.clone();
-                if audiences.is_empty() {
-                    if let Some(o) = &a.oauth {
-                        audiences.push(o.resource.clone());
-                    }
-                }
-                Some(JwtAuth {
-                    verified: dashmap::DashMap::new(),
-                    keys: ArcSwap::from_pointee(jwks::Fetched {
-                        generation: 0,
-                        keys: local.clone(),
-                    }),
-                    local,
-                    url,
-                    remote: ArcSwapOption::empty(),
-                    rules: jwt::Rules {
-                        issuer: j.issuer.clone(),
-                        audiences,
-                        leeway_secs: j.leeway_secs.unwrap_or(60),
-                        required_claims: vec![],
-                    },
-                    user_claim: j.user_claim.clone().unwrap_or_else(|| "sub".into()),
-                    roles_claim: j.roles_claim.clone().unwrap_or_else(|| "roles".into()),
-                    team_claim: j.team_claim.clone().unwrap_or_else(|| "team".into()),
-                    default_roles: j.default_roles.clone(),
-                })
-            }
+            Some(j) => Some(compile_jwt(j, a.oauth.as_ref(), &roles, base_dir)?),
         };
         let certs = compile_certs(raw, &roles)?;
         let any = !keys.is_empty() || !users.is_empty() || jwt.is_some() || !certs.is_empty();
-        let anonymous = match (&a.anonymous_roles, any) {
-            (_, false) => Some(Grant::everything()),
-            (Some(r), true) => {
-                known("auth.anonymous_roles", r)?;
-                Some(roles.grant(r))
-            }
-            (None, true) => None,
-        }
-        .map(|g| Arc::new(Principal::new("anonymous", Method::Anonymous, None, g)));
-        let passwords = if users.is_empty() {
-            None
-        } else {
-            let remember = Duration::from_millis(a.remember_passwords_ms.unwrap_or(300_000));
-            Some(PasswordChecker::start(remember).map_err(|e| format!("password thread: {e}"))?)
-        };
-        let g = &raw.gateway;
-        let ip = IpRules::parse(&g.ip_allow, &g.ip_deny).map_err(|e| format!("gateway: {e}"))?;
-        let proxies = IpRules::parse(&g.trusted_proxies, &[])
-            .map_err(|e| format!("gateway.trusted_proxies: {e}"))?;
-        let mut server_ip = HashMap::new();
-        for s in &raw.servers {
-            let rules = IpRules::parse(&s.ip_allow, &s.ip_deny)
-                .map_err(|e| format!("server {:?}: {e}", s.name.get_ref()))?;
-            if !rules.is_empty() {
-                server_ip.insert(s.name.get_ref().clone(), rules);
-            }
-        }
-        let mut servers = HashMap::new();
-        for s in &raw.servers {
-            let name = s.name.get_ref();
-            known(&format!("server {name:?}.allowed_roles"), &s.allowed_roles)?;
-            let anonymous = match &s.anonymous_roles {
-                None => None,
-                Some(r) => {
-                    known(&format!("server {name:?}.anonymous_roles"), r)?;
-                    Some(Arc::new(Principal::new(
-                        "anonymous",
-                        Method::Anonymous,
-                        None,
-                        roles.grant(r),
-                    )))
-                }
-            };
-            if !s.allowed_roles.is_empty() || anonymous.is_some() {
-                servers.insert(
-                    name.clone(),
-                    ServerAuth {
-                        allowed_roles: s.allowed_roles.clone(),
-                        anonymous,
-                    },
-                );
-            }
-        }
+        let anonymous = anonymous_principal(a.anonymous_roles.as_deref(), any, &roles)?;
+        let passwords = password_checker(a, &users)?;
+        let (ip, proxies) = compile_gateway_ip(&raw.gateway)?;
+        let server_ip = compile_server_ip(&raw.servers)?;
+        let servers = compile_server_auth(&raw.servers, &roles)?;
+        let rates = compile_rates(&raw.rate_limits)?;
+        let quotas = compile_quotas(&raw.quotas)?;
         Ok(Self {
             anonymous,
             keys,
@@ -493,8 +294,8 @@ impl Auth {
             proxies,
             server_ip,
             servers,
-            rates: compile_rates(&raw.rate_limits)?,
-            quotas: compile_quotas(&raw.quotas)?,
+            rates,
+            quotas,
         })
     }
 
@@ -768,6 +569,303 @@ impl Auth {
             None => Bytes::from_static(b"Basic realm=\"mcpgw\""),
         }
     }
+}
+
+// === compile steps ===
+
+/// Errs with `{what}: unknown role ...` on the first name no `[[role]]` defines.
+fn known_roles(roles: &Roles, what: &str, names: &[String]) -> Result<(), String> {
+    match names.iter().find(|n| !roles.contains(n)) {
+        Some(n) => Err(format!(
+            "{what}: unknown role {n:?} (define it in [[role]])"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `[[role]]` and `[[auth.team]]`: names are unique, a team names only defined roles.
+fn compile_roles(raw: &RawConfig) -> Result<Roles, String> {
+    let mut roles = Vec::new();
+    for r in &raw.roles {
+        if roles.iter().any(|(n, _): &(String, Role)| *n == r.name) {
+            return Err(format!("role {:?} is defined twice", r.name));
+        }
+        roles.push((
+            r.name.clone(),
+            Role {
+                tools: r.tools.clone(),
+                prompts: r.prompts.clone(),
+                resources: r.resources.clone(),
+            },
+        ));
+    }
+    let mut teams = Vec::new();
+    for t in &raw.auth.teams {
+        if let Some(r) = t
+            .roles
+            .iter()
+            .find(|r| !raw.roles.iter().any(|x| x.name == **r))
+        {
+            return Err(format!(
+                "team {:?}: unknown role {r:?} (define it in [[role]])",
+                t.name
+            ));
+        }
+        if teams
+            .iter()
+            .any(|(n, _): &(String, Vec<String>)| *n == t.name)
+        {
+            return Err(format!("team {:?} is defined twice", t.name));
+        }
+        teams.push((t.name.clone(), t.roles.clone()));
+    }
+    Ok(Roles::new(roles).with_teams(teams))
+}
+
+/// `[[auth.api_key]]`: principals by key id (8 hex digits, unique).
+fn compile_api_keys(
+    raw: &[crate::config::raw::ApiKeyConfig],
+    roles: &Roles,
+) -> Result<ApiKeys, String> {
+    let mut keys = HashMap::new();
+    for k in raw {
+        let hash = KeyHash::parse(&k.hash).map_err(|e| format!("api_key {:?}: {e}", k.name))?;
+        if k.id.len() != 8 || !k.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("api_key {:?}: id must be 8 hex digits", k.name));
+        }
+        known_roles(roles, &format!("api_key {:?}", k.name), &k.roles)?;
+        let p = Principal::new(
+            &k.name,
+            Method::ApiKey,
+            k.team.as_deref(),
+            roles.grant_for(&k.roles, k.team.as_deref()),
+        )
+        .with_credential(format!("api_key:{}", k.id));
+        if keys.insert(k.id.clone(), (hash, Arc::new(p))).is_some() {
+            return Err(format!("api_key id {:?} is used twice", k.id));
+        }
+    }
+    Ok(keys)
+}
+
+/// `[[auth.user]]`: password hash and principal by user name.
+fn compile_users(raw: &[crate::config::raw::UserConfig], roles: &Roles) -> Result<Users, String> {
+    let mut users = HashMap::new();
+    for u in raw {
+        credentials::check_password_hash(&u.password_hash)
+            .map_err(|e| format!("user {:?}: {e}", u.name))?;
+        if u.name.contains(':') || u.name.is_empty() {
+            return Err(format!(
+                "user {:?}: a name must not be empty or hold ':'",
+                u.name
+            ));
+        }
+        known_roles(roles, &format!("user {:?}", u.name), &u.roles)?;
+        let p = Principal::new(
+            &u.name,
+            Method::Basic,
+            u.team.as_deref(),
+            roles.grant_for(&u.roles, u.team.as_deref()),
+        );
+        users.insert(
+            u.name.clone(),
+            (Arc::<str>::from(u.password_hash.as_str()), Arc::new(p)),
+        );
+    }
+    Ok(users)
+}
+
+/// `[auth.jwt]`. With no `audience`, tokens must name the OAuth resource when one is set.
+fn compile_jwt(
+    j: &crate::config::raw::JwtConfig,
+    oauth: Option<&crate::config::raw::OAuthConfig>,
+    roles: &Roles,
+    base_dir: Option<&std::path::Path>,
+) -> Result<JwtAuth, String> {
+    let set = jwt_local_keys(j, base_dir)?;
+    let url = jwt_jwks_url(j)?;
+    let local = match (set, &url) {
+        (Some(s), _) => s,
+        (None, Some(_)) => jwt::KeySet::default(),
+        (None, None) => {
+            return Err(
+                "auth.jwt: no key (give jwks_url, jwks_file, keys or secret_env)".to_string(),
+            )
+        }
+    };
+    known_roles(roles, "auth.jwt.default_roles", &j.default_roles)?;
+    let mut audiences = j.audience.clone();
+    if audiences.is_empty() {
+        if let Some(o) = oauth {
+            audiences.push(o.resource.clone());
+        }
+    }
+    Ok(JwtAuth {
+        verified: dashmap::DashMap::new(),
+        keys: ArcSwap::from_pointee(jwks::Fetched {
+            generation: 0,
+            keys: local.clone(),
+        }),
+        local,
+        url,
+        remote: ArcSwapOption::empty(),
+        rules: jwt::Rules {
+            issuer: j.issuer.clone(),
+            audiences,
+            leeway_secs: j.leeway_secs.unwrap_or(60),
+            required_claims: vec![],
+        },
+        user_claim: j.user_claim.clone().unwrap_or_else(|| "sub".into()),
+        roles_claim: j.roles_claim.clone().unwrap_or_else(|| "roles".into()),
+        team_claim: j.team_claim.clone().unwrap_or_else(|| "team".into()),
+        default_roles: j.default_roles.clone(),
+    })
+}
+
+/// The keys of `jwks_file` (relative to the config file), `keys` and `secret_env`, merged in
+/// that order; `None` when none is given.
+fn jwt_local_keys(
+    j: &crate::config::raw::JwtConfig,
+    base_dir: Option<&std::path::Path>,
+) -> Result<Option<jwt::KeySet>, String> {
+    let mut set: Option<jwt::KeySet> = None;
+    let mut add = |k: jwt::KeySet| {
+        set = Some(match set.take() {
+            Some(s) => s.merge(k),
+            None => k,
+        });
+    };
+    if let Some(f) = &j.jwks_file {
+        let path = base_dir.map_or_else(|| f.into(), |d| d.join(f));
+        let text = std::fs::read(&path)
+            .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?;
+        add(jwt::KeySet::from_jwks(&text)
+            .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?);
+    }
+    for (i, k) in j.keys.iter().enumerate() {
+        add(jwt::KeySet::from_pem(k.pem.as_bytes(), k.kid.clone())
+            .map_err(|e| format!("auth.jwt.keys[{i}]: {e}"))?);
+    }
+    if let Some(var) = &j.secret_env {
+        let secret = std::env::var(var)
+            .map_err(|_| format!("auth.jwt.secret_env: environment variable {var} is not set"))?;
+        add(jwt::KeySet::from_secret(secret.as_bytes(), None));
+    }
+    Ok(set)
+}
+
+/// `jwks_url` (absolute http(s)) and its refresh interval (at least
+/// [`jwks::MIN_REFRESH_MS`]), when set.
+fn jwt_jwks_url(j: &crate::config::raw::JwtConfig) -> Result<Option<(String, Duration)>, String> {
+    let Some(u) = &j.jwks_url else {
+        return Ok(None);
+    };
+    if split_url(u).is_none() {
+        return Err(format!(
+            "auth.jwt.jwks_url {u:?} must be an absolute http(s) URL"
+        ));
+    }
+    let ms = j.jwks_refresh_ms.unwrap_or(jwks::DEFAULT_REFRESH_MS);
+    if ms < jwks::MIN_REFRESH_MS {
+        return Err(format!(
+            "auth.jwt.jwks_refresh_ms {ms}: at least {}",
+            jwks::MIN_REFRESH_MS
+        ));
+    }
+    Ok(Some((u.clone(), Duration::from_millis(ms))))
+}
+
+/// The principal of clients without credentials: may do everything when no method is
+/// configured (`any` false), else has `auth.anonymous_roles`, else does not exist.
+fn anonymous_principal(
+    anonymous_roles: Option<&[String]>,
+    any: bool,
+    roles: &Roles,
+) -> Result<Option<Arc<Principal>>, String> {
+    let grant = match (anonymous_roles, any) {
+        (_, false) => Some(Grant::everything()),
+        (Some(r), true) => {
+            known_roles(roles, "auth.anonymous_roles", r)?;
+            Some(roles.grant(r))
+        }
+        (None, true) => None,
+    };
+    Ok(grant.map(|g| Arc::new(Principal::new("anonymous", Method::Anonymous, None, g))))
+}
+
+/// Starts the password thread, only when there are users.
+fn password_checker(
+    a: &crate::config::raw::AuthConfig,
+    users: &Users,
+) -> Result<Option<Arc<PasswordChecker>>, String> {
+    if users.is_empty() {
+        return Ok(None);
+    }
+    let remember = Duration::from_millis(a.remember_passwords_ms.unwrap_or(300_000));
+    let checker = PasswordChecker::start(remember).map_err(|e| format!("password thread: {e}"))?;
+    Ok(Some(checker))
+}
+
+/// `[gateway]` `ip_allow`/`ip_deny`, then `trusted_proxies`.
+fn compile_gateway_ip(g: &crate::config::raw::GatewayConfig) -> Result<(IpRules, IpRules), String> {
+    let ip = IpRules::parse(&g.ip_allow, &g.ip_deny).map_err(|e| format!("gateway: {e}"))?;
+    let proxies = IpRules::parse(&g.trusted_proxies, &[])
+        .map_err(|e| format!("gateway.trusted_proxies: {e}"))?;
+    Ok((ip, proxies))
+}
+
+/// Per `[[server]]` address rules; servers without any are left out.
+fn compile_server_ip(
+    raw: &[crate::config::raw::ServerConfig],
+) -> Result<HashMap<String, IpRules>, String> {
+    let mut server_ip = HashMap::new();
+    for s in raw {
+        let rules = IpRules::parse(&s.ip_allow, &s.ip_deny)
+            .map_err(|e| format!("server {:?}: {e}", s.name.get_ref()))?;
+        if !rules.is_empty() {
+            server_ip.insert(s.name.get_ref().clone(), rules);
+        }
+    }
+    Ok(server_ip)
+}
+
+/// Per `[[server]]` `allowed_roles` and `anonymous_roles`; servers with neither are left
+/// out.
+fn compile_server_auth(
+    raw: &[crate::config::raw::ServerConfig],
+    roles: &Roles,
+) -> Result<HashMap<String, ServerAuth>, String> {
+    let mut servers = HashMap::new();
+    for s in raw {
+        let name = s.name.get_ref();
+        known_roles(
+            roles,
+            &format!("server {name:?}.allowed_roles"),
+            &s.allowed_roles,
+        )?;
+        let anonymous = match &s.anonymous_roles {
+            None => None,
+            Some(r) => {
+                known_roles(roles, &format!("server {name:?}.anonymous_roles"), r)?;
+                Some(Arc::new(Principal::new(
+                    "anonymous",
+                    Method::Anonymous,
+                    None,
+                    roles.grant(r),
+                )))
+            }
+        };
+        if !s.allowed_roles.is_empty() || anonymous.is_some() {
+            servers.insert(
+                name.clone(),
+                ServerAuth {
+                    allowed_roles: s.allowed_roles.clone(),
+                    anonymous,
+                },
+            );
+        }
+    }
+    Ok(servers)
 }
 
 /// `[[auth.cert]]`: identity -> principal. Needs `gateway.tls.client_ca` (else no

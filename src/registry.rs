@@ -219,180 +219,54 @@ pub fn build(
     page_size: usize,
     guard: Guarded,
 ) -> Snapshot {
-    let policy = &guard.policy;
+    let unprefixed = unprefixed(&upstreams);
+    let cx = MergeCx {
+        sep,
+        disabled,
+        policy: &guard.policy,
+    };
     let mut by_name = HashMap::new();
-    let mut tools_out = Vec::new();
-    let mut prompts_out = Vec::new();
-    let mut resources_out = Vec::new();
-    let mut templates_out = Vec::new();
-    let mut tools = HashMap::new();
-    let mut prompts = HashMap::new();
-    let mut uri_owner: HashMap<String, Option<UpstreamRef>> = HashMap::new();
-    let (mut has_tools, mut has_prompts, mut has_resources, mut has_completions) =
-        (false, false, false, false);
-    let (mut has_subscribe, mut has_logging) = (false, false);
-    let unprefixed: Vec<UpstreamRef> = upstreams
-        .iter()
-        .enumerate()
-        .filter(|(_, u)| !u.prefix)
-        .filter_map(|(i, _)| Some(UpstreamRef(u16::try_from(i).ok()?)))
-        .collect();
-
+    let mut merged = Merged::default();
     for (i, up) in upstreams.iter().enumerate() {
         let Ok(idx) = u16::try_from(i) else { break };
         let r = UpstreamRef(idx);
         by_name.insert(up.name.clone(), r);
-        let Some(cat) = catalogs.get(i).and_then(Option::as_ref) else {
-            continue;
-        };
-        has_tools |= cat.capabilities.contains_key("tools");
-        has_prompts |= cat.capabilities.contains_key("prompts");
-        has_resources |= cat.capabilities.contains_key("resources");
-        has_completions |= cat.capabilities.contains_key("completions");
-        has_logging |= cat.capabilities.contains_key("logging");
-        has_subscribe |= cat
-            .capabilities
-            .get("resources")
-            .and_then(|r| r.get("subscribe"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        for (items, out, map, are_tools) in [
-            (&cat.tools, &mut tools_out, &mut tools, true),
-            (&cat.prompts, &mut prompts_out, &mut prompts, false),
-        ] {
-            for item in items {
-                let Some(orig) = item.get("name").and_then(Value::as_str) else {
-                    tracing::warn!(upstream = %up.name, "list item without a name skipped");
-                    continue;
-                };
-                let exposed = if up.prefix {
-                    let mut salt = 0;
-                    loop {
-                        let n = names::expose(&up.name, sep, orig, salt);
-                        if !map.contains_key(&n) {
-                            break n;
-                        }
-                        salt += 1;
-                    }
-                } else if map.contains_key(orig) {
-                    tracing::warn!(upstream = %up.name, name = orig, "name already taken by another upstream; left out");
-                    continue;
-                } else {
-                    orig.to_string()
-                };
-                if are_tools && disabled.contains(&exposed) {
-                    // Switched off by an operator: in no list, not callable.
-                    continue;
-                }
-                let mut v = item.clone();
-                v["name"] = Value::String(exposed.clone());
-                out.push(v);
-                map.insert(
-                    exposed,
-                    Target {
-                        upstream: r,
-                        name_json: Bytes::from(serde_json::to_vec(orig).unwrap_or_default()),
-                        retry_safe: !are_tools
-                            || ["readOnlyHint", "idempotentHint"].iter().any(|h| {
-                                item.get("annotations").and_then(|a| a.get(h))
-                                    == Some(&Value::Bool(true))
-                            })
-                            || up
-                                .retry
-                                .idempotent_tools
-                                .iter()
-                                .any(|g| glob_match(g, orig)),
-                        screen: if are_tools {
-                            policy.screen(&up.name, orig, None)
-                        } else {
-                            None
-                        },
-                        param_headers: if are_tools {
-                            crate::mcp::era::param_headers(item)
-                        } else {
-                            Vec::new()
-                        },
-                    },
-                );
-            }
-        }
-        for (items, out, key) in [
-            (&cat.resources, &mut resources_out, "uri"),
-            (&cat.templates, &mut templates_out, "uriTemplate"),
-        ] {
-            for item in items {
-                let Some(orig) = item.get(key).and_then(Value::as_str) else {
-                    continue;
-                };
-                if key == "uri" {
-                    uri_owner
-                        .entry(orig.to_string())
-                        .and_modify(|o| *o = None)
-                        .or_insert(Some(r));
-                }
-                let mut v = item.clone();
-                if up.prefix {
-                    v[key] = Value::String(names::expose_uri(&up.name, orig));
-                }
-                out.push(v);
-            }
+        if let Some(cat) = catalogs.get(i).and_then(Option::as_ref) {
+            merged.add_upstream(&cx, up, r, cat);
         }
     }
-
-    // The gateway sends list_changed itself whenever a new snapshot changes a list.
-    let mut caps = Map::new();
-    if has_tools || upstreams.is_empty() {
-        caps.insert("tools".into(), json!({"listChanged": true}));
-    }
-    if has_prompts {
-        caps.insert("prompts".into(), json!({"listChanged": true}));
-    }
-    if has_resources {
-        caps.insert(
-            "resources".into(),
-            json!({"listChanged": true, "subscribe": has_subscribe}),
-        );
-    }
-    if has_completions {
-        caps.insert("completions".into(), json!({}));
-    }
-    if has_logging {
-        caps.insert("logging".into(), json!({}));
-    }
-
-    // A virtual server's tools may be screened differently (`servers` selector).
-    let rescreen = |t: &Target, server: &str| -> Option<Arc<crate::guard::policy::Screen>> {
-        if !policy.screens_calls() {
-            return None;
-        }
-        let up = upstreams.get(usize::from(t.upstream.0))?;
-        let orig: String = serde_json::from_slice(&t.name_json).ok()?;
-        policy.screen(&up.name, &orig, Some(server))
+    let capabilities = merged.caps.to_json(upstreams.is_empty());
+    let views = ViewCx {
+        policy: &guard.policy,
+        upstreams: &upstreams,
+        merged: &merged,
+        page_size,
     };
     let servers = servers
         .iter()
-        .map(|sv| {
-            let view = server_view(
-                sv,
-                &rescreen,
-                &tools_out,
-                &tools,
-                &prompts_out,
-                &prompts,
-                &resources_out,
-                &templates_out,
-                page_size,
-            );
-            (sv.name.clone(), view)
-        })
+        .map(|sv| (sv.name.clone(), views.server_view(sv)))
         .collect();
+    let blocked = upstreams
+        .iter()
+        .map(|u| guard.report.blocked.iter().any(|(b, _)| **b == *u.name))
+        .collect();
+    let Merged {
+        tools_out,
+        prompts_out,
+        resources_out,
+        templates_out,
+        tools,
+        prompts,
+        uri_owner,
+        caps: _,
+    } = merged;
     Snapshot {
         servers,
         generation,
         by_name,
         tools,
         prompts,
-        unprefixed: (unprefixed.len() == 1).then(|| unprefixed[0]),
+        unprefixed,
         plain_uris: uri_owner
             .into_iter()
             .filter_map(|(k, v)| Some((k, v?)))
@@ -401,92 +275,327 @@ pub fn build(
         prompts_pages: paginate("prompts", prompts_out, page_size),
         resources_pages: paginate("resources", resources_out, page_size),
         templates_pages: paginate("resourceTemplates", templates_out, page_size),
-        capabilities: Bytes::from(
-            serde_json::to_vec(&Value::Object(caps)).unwrap_or_else(|_| b"{}".to_vec()),
-        ),
+        capabilities,
         separator: sep.to_string(),
-        blocked: upstreams
-            .iter()
-            .map(|u| guard.report.blocked.iter().any(|(b, _)| **b == *u.name))
-            .collect(),
+        blocked,
         upstreams,
         guard: guard.policy,
         guard_report: guard.report,
     }
 }
 
-/// Builds one virtual server's view from the merged (exposed) lists.
-#[allow(clippy::too_many_arguments)]
-fn server_view(
-    sv: &crate::config::VirtualServer,
-    rescreen: &dyn Fn(&Target, &str) -> Option<Arc<crate::guard::policy::Screen>>,
-    tools_out: &[Value],
-    tools: &HashMap<String, Target>,
-    prompts_out: &[Value],
-    prompts: &HashMap<String, Target>,
-    resources_out: &[Value],
-    templates_out: &[Value],
-    page_size: usize,
-) -> ServerView {
-    let pick = |items: &[Value], globs: &[String], map: &HashMap<String, Target>, tools: bool| {
-        let mut out = Vec::new();
-        let mut targets = HashMap::new();
+// === build steps ===
+
+/// The one upstream whose names are not prefixed, if exactly one is.
+fn unprefixed(upstreams: &[Arc<Upstream>]) -> Option<UpstreamRef> {
+    let unprefixed: Vec<UpstreamRef> = upstreams
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| !u.prefix)
+        .filter_map(|(i, _)| Some(UpstreamRef(u16::try_from(i).ok()?)))
+        .collect();
+    (unprefixed.len() == 1).then(|| unprefixed[0])
+}
+
+/// What merging every upstream's lists needs besides the lists.
+struct MergeCx<'a> {
+    sep: &'a str,
+    /// Tools switched off by an operator (exposed names).
+    disabled: &'a std::collections::HashSet<String>,
+    policy: &'a crate::guard::policy::Policy,
+}
+
+/// Every upstream's lists merged under exposed names, in config order, not yet paginated.
+#[derive(Default)]
+struct Merged {
+    tools_out: Vec<Value>,
+    prompts_out: Vec<Value>,
+    resources_out: Vec<Value>,
+    templates_out: Vec<Value>,
+    tools: HashMap<String, Target>,
+    prompts: HashMap<String, Target>,
+    /// Original resource URI -> its upstream; `None` when more than one lists it.
+    uri_owner: HashMap<String, Option<UpstreamRef>>,
+    caps: Caps,
+}
+
+/// Which capabilities some upstream has.
+#[derive(Default)]
+struct Caps {
+    tools: bool,
+    prompts: bool,
+    resources: bool,
+    completions: bool,
+    subscribe: bool,
+    logging: bool,
+}
+
+// === impl Caps ===
+
+impl Caps {
+    fn note(&mut self, c: &Map<String, Value>) {
+        self.tools |= c.contains_key("tools");
+        self.prompts |= c.contains_key("prompts");
+        self.resources |= c.contains_key("resources");
+        self.completions |= c.contains_key("completions");
+        self.logging |= c.contains_key("logging");
+        self.subscribe |= c
+            .get("resources")
+            .and_then(|r| r.get("subscribe"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    }
+
+    /// The capabilities the gateway announces. It sends list_changed itself whenever a new
+    /// snapshot changes a list; with no upstream at all it still announces tools.
+    fn to_json(&self, no_upstreams: bool) -> Bytes {
+        let mut caps = Map::new();
+        if self.tools || no_upstreams {
+            caps.insert("tools".into(), json!({"listChanged": true}));
+        }
+        if self.prompts {
+            caps.insert("prompts".into(), json!({"listChanged": true}));
+        }
+        if self.resources {
+            caps.insert(
+                "resources".into(),
+                json!({"listChanged": true, "subscribe": self.subscribe}),
+            );
+        }
+        if self.completions {
+            caps.insert("completions".into(), json!({}));
+        }
+        if self.logging {
+            caps.insert("logging".into(), json!({}));
+        }
+        Bytes::from(serde_json::to_vec(&Value::Object(caps)).unwrap_or_else(|_| b"{}".to_vec()))
+    }
+}
+
+// === impl Merged ===
+
+impl Merged {
+    /// Adds one upstream's catalog: tools, prompts, resources, templates, in that order.
+    fn add_upstream(
+        &mut self,
+        cx: &MergeCx<'_>,
+        up: &Upstream,
+        r: UpstreamRef,
+        cat: &UpstreamCatalog,
+    ) {
+        self.caps.note(&cat.capabilities);
+        self.add_named(cx, up, r, &cat.tools, true);
+        self.add_named(cx, up, r, &cat.prompts, false);
+        self.add_uris(up, r, &cat.resources, "uri");
+        self.add_uris(up, r, &cat.templates, "uriTemplate");
+    }
+
+    /// Adds tools (`are_tools`) or prompts under their exposed names, with their targets.
+    fn add_named(
+        &mut self,
+        cx: &MergeCx<'_>,
+        up: &Upstream,
+        r: UpstreamRef,
+        items: &[Value],
+        are_tools: bool,
+    ) {
+        let (out, map) = if are_tools {
+            (&mut self.tools_out, &mut self.tools)
+        } else {
+            (&mut self.prompts_out, &mut self.prompts)
+        };
         for item in items {
-            let Some(name) = item.get("name").and_then(Value::as_str) else {
+            let Some(orig) = item.get("name").and_then(Value::as_str) else {
+                tracing::warn!(upstream = %up.name, "list item without a name skipped");
                 continue;
             };
-            if !globs.iter().any(|g| glob_match(g, name)) {
+            let Some(exposed) = exposed_name(up, cx.sep, orig, map) else {
                 continue;
-            }
-            let Some(t) = map.get(name) else { continue };
-            let shown = sv
-                .rename
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| name.to_string());
-            if targets.contains_key(&shown) {
-                tracing::warn!(server = %sv.name, name = %shown, "name shown twice in a virtual server; left out");
+            };
+            if are_tools && cx.disabled.contains(&exposed) {
+                // Switched off by an operator: in no list, not callable.
                 continue;
             }
             let mut v = item.clone();
-            v["name"] = Value::String(shown.clone());
-            if let Some(d) = sv.descriptions.get(&shown) {
-                v["description"] = Value::String(d.clone());
+            v["name"] = Value::String(exposed.clone());
+            out.push(v);
+            map.insert(exposed, target(cx, up, r, item, orig, are_tools));
+        }
+    }
+
+    /// Adds resources (`key` `uri`) or templates (`uriTemplate`), prefixed when `up` is.
+    fn add_uris(&mut self, up: &Upstream, r: UpstreamRef, items: &[Value], key: &str) {
+        let out = if key == "uri" {
+            &mut self.resources_out
+        } else {
+            &mut self.templates_out
+        };
+        for item in items {
+            let Some(orig) = item.get(key).and_then(Value::as_str) else {
+                continue;
+            };
+            if key == "uri" {
+                self.uri_owner
+                    .entry(orig.to_string())
+                    .and_modify(|o| *o = None)
+                    .or_insert(Some(r));
+            }
+            let mut v = item.clone();
+            if up.prefix {
+                v[key] = Value::String(names::expose_uri(&up.name, orig));
             }
             out.push(v);
-            let mut t = t.clone();
-            if tools {
-                t.screen = rescreen(&t, &sv.name);
-            }
-            targets.insert(shown, t);
         }
-        (out, targets)
-    };
-    let (t_items, t_map) = pick(tools_out, &sv.tools, tools, true);
-    let (p_items, p_map) = pick(prompts_out, &sv.prompts, prompts, false);
-    let by_uri = |items: &[Value], key: &str| -> Vec<Value> {
-        items
-            .iter()
-            .filter(|i| {
-                i.get(key)
-                    .and_then(Value::as_str)
-                    .is_some_and(|u| sv.resources.iter().any(|g| glob_match(g, u)))
+    }
+}
+
+/// The exposed name of `orig`: prefixed (salted until free) when `up` is, else `orig`
+/// itself; `None` (warned) when an unprefixed name is already taken.
+fn exposed_name(
+    up: &Upstream,
+    sep: &str,
+    orig: &str,
+    map: &HashMap<String, Target>,
+) -> Option<String> {
+    if up.prefix {
+        let mut salt = 0;
+        loop {
+            let n = names::expose(&up.name, sep, orig, salt);
+            if !map.contains_key(&n) {
+                return Some(n);
+            }
+            salt += 1;
+        }
+    } else if map.contains_key(orig) {
+        tracing::warn!(upstream = %up.name, name = orig, "name already taken by another upstream; left out");
+        None
+    } else {
+        Some(orig.to_string())
+    }
+}
+
+/// Where calls of the tool or prompt `item` (originally `orig`) go.
+fn target(
+    cx: &MergeCx<'_>,
+    up: &Upstream,
+    r: UpstreamRef,
+    item: &Value,
+    orig: &str,
+    are_tools: bool,
+) -> Target {
+    Target {
+        upstream: r,
+        name_json: Bytes::from(serde_json::to_vec(orig).unwrap_or_default()),
+        retry_safe: !are_tools
+            || ["readOnlyHint", "idempotentHint"].iter().any(|h| {
+                item.get("annotations").and_then(|a| a.get(h)) == Some(&Value::Bool(true))
             })
-            .cloned()
-            .collect()
-    };
-    ServerView {
-        tools: t_map,
-        prompts: p_map,
-        tools_pages: paginate("tools", t_items, page_size),
-        prompts_pages: paginate("prompts", p_items, page_size),
-        resources_pages: paginate("resources", by_uri(resources_out, "uri"), page_size),
-        templates_pages: paginate(
-            "resourceTemplates",
-            by_uri(templates_out, "uriTemplate"),
-            page_size,
-        ),
-        uri_allow: sv.resources.clone(),
+            || up
+                .retry
+                .idempotent_tools
+                .iter()
+                .any(|g| glob_match(g, orig)),
+        screen: if are_tools {
+            cx.policy.screen(&up.name, orig, None)
+        } else {
+            None
+        },
+        param_headers: if are_tools {
+            crate::mcp::era::param_headers(item)
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// What building the virtual servers' views needs.
+struct ViewCx<'a> {
+    policy: &'a crate::guard::policy::Policy,
+    upstreams: &'a [Arc<Upstream>],
+    merged: &'a Merged,
+    page_size: usize,
+}
+
+// === impl ViewCx ===
+
+impl ViewCx<'_> {
+    /// A virtual server's tools may be screened differently (`servers` selector).
+    fn rescreen(&self, t: &Target, server: &str) -> Option<Arc<crate::guard::policy::Screen>> {
+        if !self.policy.screens_calls() {
+            return None;
+        }
+        let up = self.upstreams.get(usize::from(t.upstream.0))?;
+        let orig: String = serde_json::from_slice(&t.name_json).ok()?;
+        self.policy.screen(&up.name, &orig, Some(server))
+    }
+
+    /// Builds one virtual server's view from the merged (exposed) lists.
+    fn server_view(&self, sv: &crate::config::VirtualServer) -> ServerView {
+        let m = self.merged;
+        let page_size = self.page_size;
+        let pick = |items: &[Value],
+                    globs: &[String],
+                    map: &HashMap<String, Target>,
+                    tools: bool| {
+            let mut out = Vec::new();
+            let mut targets = HashMap::new();
+            for item in items {
+                let Some(name) = item.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                if !globs.iter().any(|g| glob_match(g, name)) {
+                    continue;
+                }
+                let Some(t) = map.get(name) else { continue };
+                let shown = sv
+                    .rename
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| name.to_string());
+                if targets.contains_key(&shown) {
+                    tracing::warn!(server = %sv.name, name = %shown, "name shown twice in a virtual server; left out");
+                    continue;
+                }
+                let mut v = item.clone();
+                v["name"] = Value::String(shown.clone());
+                if let Some(d) = sv.descriptions.get(&shown) {
+                    v["description"] = Value::String(d.clone());
+                }
+                out.push(v);
+                let mut t = t.clone();
+                if tools {
+                    t.screen = self.rescreen(&t, &sv.name);
+                }
+                targets.insert(shown, t);
+            }
+            (out, targets)
+        };
+        let (t_items, t_map) = pick(&m.tools_out, &sv.tools, &m.tools, true);
+        let (p_items, p_map) = pick(&m.prompts_out, &sv.prompts, &m.prompts, false);
+        let by_uri = |items: &[Value], key: &str| -> Vec<Value> {
+            items
+                .iter()
+                .filter(|i| {
+                    i.get(key)
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| sv.resources.iter().any(|g| glob_match(g, u)))
+                })
+                .cloned()
+                .collect()
+        };
+        ServerView {
+            tools: t_map,
+            prompts: p_map,
+            tools_pages: paginate("tools", t_items, page_size),
+            prompts_pages: paginate("prompts", p_items, page_size),
+            resources_pages: paginate("resources", by_uri(&m.resources_out, "uri"), page_size),
+            templates_pages: paginate(
+                "resourceTemplates",
+                by_uri(&m.templates_out, "uriTemplate"),
+                page_size,
+            ),
+            uri_allow: sv.resources.clone(),
+        }
     }
 }
 
