@@ -1341,31 +1341,7 @@ fn credentials(
                 return Err(shape_error());
             };
             let u = url.get_ref();
-            let authority = u
-                .split_once("://")
-                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
-            if !(u.starts_with("https://") || u.starts_with("http://"))
-                || u.contains(char::is_whitespace)
-                || authority.is_empty()
-                || authority.contains('@')
-            {
-                bail!(
-                    "{}: {}: must be an http:// or https:// URL with a host and no user info",
-                    at(url.span()),
-                    field("auth.oauth_token_url")
-                );
-            }
-            let (_, addr, _, _) = split_http_url(u).map_err(|e| {
-                anyhow!("{}: {}: {e}", at(url.span()), field("auth.oauth_token_url"))
-            })?;
-            outbound.check_authority(&addr).map_err(|d| {
-                OutboundRefused(format!(
-                    "{}: {}: {}",
-                    at(url.span()),
-                    field("auth.oauth_token_url"),
-                    refusal(&addr, d)
-                ))
-            })?;
+            check_token_url(url, &field("auth.oauth_token_url"), at, outbound)?;
             if id.get_ref().is_empty() {
                 bail!("{}: {}: empty", at(id.span()), field("auth.client_id"));
             }
@@ -1391,6 +1367,35 @@ fn credentials(
         );
     }
     Ok((headers, Some(auth)))
+}
+
+/// `auth.oauth_token_url`: an http:// or https:// URL with a host and no user info, allowed
+/// by `outbound`.
+fn check_token_url(
+    url: &Spanned<String>,
+    f: &str,
+    at: &dyn Fn(std::ops::Range<usize>) -> String,
+    outbound: &AddressPolicy,
+) -> anyhow::Result<()> {
+    let u = url.get_ref();
+    let authority = u
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    if !(u.starts_with("https://") || u.starts_with("http://"))
+        || u.contains(char::is_whitespace)
+        || authority.is_empty()
+        || authority.contains('@')
+    {
+        bail!(
+            "{}: {f}: must be an http:// or https:// URL with a host and no user info",
+            at(url.span())
+        );
+    }
+    let (_, addr, _, _) = split_http_url(u).map_err(|e| anyhow!("{}: {f}: {e}", at(url.span())))?;
+    outbound
+        .check_authority(&addr)
+        .map_err(|d| OutboundRefused(format!("{}: {f}: {}", at(url.span()), refusal(&addr, d))))?;
+    Ok(())
 }
 
 /// `$XDG_DATA_HOME/mcpgw`, else `~/.local/share/mcpgw`.
