@@ -481,167 +481,114 @@ impl Config {
                 None => anyhow!("{source}: {}", e.message()),
             }
         })?;
-        let at = |s: std::ops::Range<usize>| format!("{source}:{}", line_of(text, s.start));
-        let g = &raw.gateway;
         let secret_key = SecretKey::from_env(&ov.env)?;
+        let doc = Doc {
+            text,
+            source,
+            base_dir: Path::new(source).parent().filter(|d| d.is_dir()),
+            ov,
+            secret_key: secret_key.as_ref(),
+        };
+        let (gateway, admin_listen) = doc.gateway(&raw)?;
+        let upstreams = doc.upstreams(&raw, &gateway)?;
+        let servers = doc.servers(&raw.servers)?;
+        let admin = doc.admin(&raw.admin, admin_listen)?;
+        let auth = doc.auth(&raw, &gateway.outbound)?;
+        let telemetry = doc.telemetry(&raw.telemetry, &gateway.outbound)?;
+        let audit = doc.audit(&raw.audit)?;
+        let guard = doc.guard(&raw.guard)?;
+        Ok(Config {
+            guard: Arc::new(guard),
+            secret_key: secret_key.map(Arc::new),
+            telemetry,
+            auth: std::sync::Arc::new(auth),
+            gateway,
+            upstreams,
+            servers,
+            admin,
+            disabled_tools: HashSet::new(),
+            audit,
+            source: source.into(),
+        })
+    }
+}
 
-        let listen_s = ov
-            .listen
-            .clone()
-            .or_else(|| g.listen.as_ref().map(|s| s.get_ref().clone()))
-            .unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen_s.parse().map_err(|_| {
-            let w = g.listen.as_ref().filter(|_| ov.listen.is_none());
-            anyhow!(
-                "{}: gateway.listen: {listen_s:?} is not an address like 127.0.0.1:8080",
-                w.map(|s| at(s.span())).unwrap_or_else(|| "override".into())
-            )
-        })?;
-        let workers = ov
+// === impl Doc ===
+
+/// The document [`Config::parse`] reads, and what each of its steps needs. The steps run
+/// in a fixed order: the first error found is the one reported.
+struct Doc<'a> {
+    text: &'a str,
+    /// Names the document in errors.
+    source: &'a str,
+    /// The config file's directory: relative file names in it are relative to this.
+    base_dir: Option<&'a Path>,
+    ov: &'a Overrides,
+    secret_key: Option<&'a SecretKey>,
+}
+
+/// An entry's field name for errors (`upstream[2].url`).
+type FieldName<'f> = &'f dyn Fn(&str) -> String;
+
+/// `v` milliseconds, default `d`.
+fn ms(v: Option<u64>, d: u64) -> Duration {
+    Duration::from_millis(v.unwrap_or(d))
+}
+
+impl Doc<'_> {
+    /// `source:line` of a span.
+    fn at(&self, s: std::ops::Range<usize>) -> String {
+        format!("{}:{}", self.source, line_of(self.text, s.start))
+    }
+
+    /// A file named in the config, relative to its directory.
+    fn file(&self, f: &str) -> PathBuf {
+        self.base_dir
+            .map_or_else(|| PathBuf::from(f), |d| d.join(f))
+    }
+
+    /// `[gateway]`, and the outbound address policies built from the gateway's own
+    /// listeners. Also returns the admin listener.
+    fn gateway(&self, raw: &RawConfig) -> anyhow::Result<(Gateway, Option<SocketAddr>)> {
+        let g = &raw.gateway;
+        let listen = self.listen(g)?;
+        let workers = self
+            .ov
             .workers
             .or(g.workers)
             .filter(|w| *w > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .min(MAX_WORKERS);
-        let driver = match (&ov.driver, &g.driver) {
-            (Some(d), _) => d.parse().context("--driver")?,
-            (None, Some(d)) => d
-                .get_ref()
-                .parse()
-                .map_err(|e| anyhow!("{}: gateway.driver: {e}", at(d.span())))?,
-            (None, None) => Driver::Auto,
-        };
-        let separator = g
-            .name_separator
-            .as_ref()
-            .map(|s| {
-                let v = s.get_ref();
-                if v.is_empty() || v.len() > 4 || !v.chars().all(|c| matches!(c, '_' | '-' | '.')) {
-                    Err(anyhow!(
-                        "{}: gateway.name_separator: must be 1 to 4 of '_', '-', '.'",
-                        at(s.span())
-                    ))
-                } else {
-                    Ok(v.clone())
-                }
-            })
-            .transpose()?
-            .unwrap_or_else(|| "__".into());
-        let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
-        let call_timeout = ms(g.call_timeout_ms, 60_000);
-        // Relative file names in the config are relative to its directory.
-        let base_dir = Path::new(source).parent().filter(|d| d.is_dir());
-        let file = |f: &str| base_dir.map_or_else(|| PathBuf::from(f), |d| d.join(f));
-        let tls = g
-            .tls
-            .as_ref()
-            .map(|t| {
-                use crate::net::tls::{ClientAuth, ServerTls};
-                let client_auth = match (&t.client_ca, &t.client_auth) {
-                    (None, None) => ClientAuth::Off,
-                    (None, Some(a)) => bail!(
-                        "{}: gateway.tls.client_auth: needs gateway.tls.client_ca",
-                        at(a.span())
-                    ),
-                    (Some(_), None) => ClientAuth::Required,
-                    (Some(_), Some(a)) => match a.get_ref().as_str() {
-                        "required" => ClientAuth::Required,
-                        "optional" => ClientAuth::Optional,
-                        other => bail!(
-                            "{}: gateway.tls.client_auth: {other:?} is not \"required\" or \"optional\"",
-                            at(a.span())
-                        ),
-                    },
-                };
-                let ca = t.client_ca.as_ref().map(|c| file(c.get_ref()));
-                ServerTls::load(
-                    &file(t.cert.get_ref()),
-                    &file(t.key.get_ref()),
-                    ca.as_deref(),
-                    client_auth,
-                )
-                .map_err(|e| anyhow!("{}: gateway.tls: {e}", at(t.cert.span())))
-            })
-            .transpose()?;
-        let a = &raw.admin;
-        let admin_listen = ov
-            .admin_listen
-            .clone()
-            .or_else(|| a.listen.as_ref().map(|s| s.get_ref().clone()))
-            .filter(|s| !s.is_empty() && s != "off")
-            .map(|l| {
-                l.parse::<SocketAddr>().map_err(|_| {
-                    let at_line = a
-                        .listen
-                        .as_ref()
-                        .map_or_else(|| "MCPGW_ADMIN_LISTEN".into(), |s| at(s.span()));
-                    anyhow!("{at_line}: admin.listen: {l:?} is not an address like 127.0.0.1:8081")
-                })
-            })
-            .transpose()?;
+        let driver = self.driver(g)?;
+        let separator = self.name_separator(g)?;
+        let tls = g.tls.as_ref().map(|t| self.tls(t)).transpose()?;
+        let admin_listen = self.admin_listen(&raw.admin)?;
         let mut own = vec![(listen, Listener::Mcp)];
         own.extend(admin_listen.map(|a| (a, Listener::Admin)));
         let outbound = AddressPolicy::new(own);
-        let networks = match &g.upstream_networks {
-            None => crate::net::policy::DEFAULT_UPSTREAM_NETWORKS
-                .iter()
-                .filter_map(|n| n.parse().ok())
-                .collect(),
-            Some(list) => list
-                .get_ref()
-                .iter()
-                .map(|n| {
-                    n.parse::<ipnet::IpNet>().map_err(|_| {
-                        anyhow!(
-                            "{}: gateway.upstream_networks: {n:?} is not a network like 10.0.0.0/8 or fd00::/8",
-                            at(list.span())
-                        )
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?,
-        };
+        let networks = self.upstream_networks(g)?;
         let admin_outbound = Arc::new(outbound.clone().within(networks));
-        let outbound = Arc::new(outbound);
-        let allowed_hosts = g
-            .allowed_hosts
-            .iter()
-            .map(|h| {
-                let h = h.trim().to_ascii_lowercase();
-                let port = !h.starts_with('[') && h.contains(':') || h.contains("]:");
-                if h.is_empty() || port || h.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
-                    bail!("gateway.allowed_hosts: {h:?} is not a host name without a port (e.g. \"mcp.example.com\", or \"*\")");
-                }
-                Ok(h)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
         let gateway = Gateway {
-            outbound: outbound.clone(),
+            outbound: Arc::new(outbound),
             admin_outbound,
             listen,
             workers,
             driver,
-            separator: separator.clone(),
+            separator,
             allowed_origins: g
                 .allowed_origins
                 .iter()
                 .map(|o| o.to_ascii_lowercase())
                 .collect(),
-            allowed_hosts,
+            allowed_hosts: allowed_hosts(g)?,
             max_body_bytes: g.max_body_bytes.unwrap_or(4 << 20),
             max_batch_items: g.max_batch_items.unwrap_or(100).max(1),
             max_header_bytes: g.max_header_bytes.unwrap_or(16 << 10).max(1024),
             header_timeout: ms(g.header_timeout_ms, 10_000),
             idle_timeout: ms(g.idle_timeout_ms, 60_000),
-            call_timeout,
+            call_timeout: ms(g.call_timeout_ms, 60_000),
             page_size: g.page_size.unwrap_or(1000).max(1),
-            max_json_depth: match g.max_json_depth {
-                None => 64,
-                Some(d @ 2..=crate::jsonrpc::frame::MAX_DEPTH) => d,
-                Some(d) => anyhow::bail!(
-                    "gateway.max_json_depth: {d} is out of range (2..={})",
-                    crate::jsonrpc::frame::MAX_DEPTH
-                ),
-            },
+            max_json_depth: max_json_depth(g)?,
             get_stream: g.get_stream.unwrap_or(true),
             sse_keepalive: ms(g.sse_keepalive_ms, 15_000).max(Duration::from_millis(100)),
             sse_replay_events: g.sse_replay_events.unwrap_or(256),
@@ -670,7 +617,131 @@ impl Config {
                 n => Some(Duration::from_millis(n.max(100))),
             },
         };
+        Ok((gateway, admin_listen))
+    }
 
+    /// `gateway.listen`, or its override: an address.
+    fn listen(&self, g: &raw::GatewayConfig) -> anyhow::Result<SocketAddr> {
+        let ov = self.ov;
+        let listen_s = ov
+            .listen
+            .clone()
+            .or_else(|| g.listen.as_ref().map(|s| s.get_ref().clone()))
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        listen_s.parse().map_err(|_| {
+            let w = g.listen.as_ref().filter(|_| ov.listen.is_none());
+            anyhow!(
+                "{}: gateway.listen: {listen_s:?} is not an address like 127.0.0.1:8080",
+                w.map(|s| self.at(s.span()))
+                    .unwrap_or_else(|| "override".into())
+            )
+        })
+    }
+
+    /// `gateway.driver`, or its override: a known driver.
+    fn driver(&self, g: &raw::GatewayConfig) -> anyhow::Result<Driver> {
+        Ok(match (&self.ov.driver, &g.driver) {
+            (Some(d), _) => d.parse().context("--driver")?,
+            (None, Some(d)) => d
+                .get_ref()
+                .parse()
+                .map_err(|e| anyhow!("{}: gateway.driver: {e}", self.at(d.span())))?,
+            (None, None) => Driver::Auto,
+        })
+    }
+
+    /// `gateway.name_separator`: 1 to 4 of '_', '-', '.'.
+    fn name_separator(&self, g: &raw::GatewayConfig) -> anyhow::Result<String> {
+        Ok(g.name_separator
+            .as_ref()
+            .map(|s| {
+                let v = s.get_ref();
+                if v.is_empty() || v.len() > 4 || !v.chars().all(|c| matches!(c, '_' | '-' | '.')) {
+                    Err(anyhow!(
+                        "{}: gateway.name_separator: must be 1 to 4 of '_', '-', '.'",
+                        self.at(s.span())
+                    ))
+                } else {
+                    Ok(v.clone())
+                }
+            })
+            .transpose()?
+            .unwrap_or_else(|| "__".into()))
+    }
+
+    /// `[gateway.tls]`: `client_auth` needs `client_ca`; the files load.
+    fn tls(&self, t: &raw::GatewayTlsConfig) -> anyhow::Result<crate::net::tls::ServerTls> {
+        use crate::net::tls::{ClientAuth, ServerTls};
+        let client_auth = match (&t.client_ca, &t.client_auth) {
+            (None, None) => ClientAuth::Off,
+            (None, Some(a)) => bail!(
+                "{}: gateway.tls.client_auth: needs gateway.tls.client_ca",
+                self.at(a.span())
+            ),
+            (Some(_), None) => ClientAuth::Required,
+            (Some(_), Some(a)) => match a.get_ref().as_str() {
+                "required" => ClientAuth::Required,
+                "optional" => ClientAuth::Optional,
+                other => bail!(
+                    "{}: gateway.tls.client_auth: {other:?} is not \"required\" or \"optional\"",
+                    self.at(a.span())
+                ),
+            },
+        };
+        let ca = t.client_ca.as_ref().map(|c| self.file(c.get_ref()));
+        ServerTls::load(
+            &self.file(t.cert.get_ref()),
+            &self.file(t.key.get_ref()),
+            ca.as_deref(),
+            client_auth,
+        )
+        .map_err(|e| anyhow!("{}: gateway.tls: {e}", self.at(t.cert.span())))
+    }
+
+    /// `admin.listen`, or its override: an address, or off (empty or `off`).
+    fn admin_listen(&self, a: &raw::AdminConfig) -> anyhow::Result<Option<SocketAddr>> {
+        self.ov
+            .admin_listen
+            .clone()
+            .or_else(|| a.listen.as_ref().map(|s| s.get_ref().clone()))
+            .filter(|s| !s.is_empty() && s != "off")
+            .map(|l| {
+                l.parse::<SocketAddr>().map_err(|_| {
+                    let at_line = a
+                        .listen
+                        .as_ref()
+                        .map_or_else(|| "MCPGW_ADMIN_LISTEN".into(), |s| self.at(s.span()));
+                    anyhow!("{at_line}: admin.listen: {l:?} is not an address like 127.0.0.1:8081")
+                })
+            })
+            .transpose()
+    }
+
+    /// `gateway.upstream_networks`: networks in CIDR notation.
+    fn upstream_networks(&self, g: &raw::GatewayConfig) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        match &g.upstream_networks {
+            None => Ok(crate::net::policy::DEFAULT_UPSTREAM_NETWORKS
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect()),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .map(|n| {
+                    n.parse::<ipnet::IpNet>().map_err(|_| {
+                        anyhow!(
+                            "{}: gateway.upstream_networks: {n:?} is not a network like 10.0.0.0/8 or fd00::/8",
+                            self.at(list.span())
+                        )
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// `[[upstream]]`, in file order: names valid, unique and free of the separator.
+    fn upstreams(&self, raw: &RawConfig, gw: &Gateway) -> anyhow::Result<Vec<Upstream>> {
+        let separator = &gw.separator;
         let mut names = HashSet::new();
         let mut upstreams = Vec::new();
         for (i, u) in raw.upstreams.iter().enumerate() {
@@ -684,249 +755,293 @@ impl Config {
             {
                 bail!(
                     "{}: {}: {name:?} must be 1 to 32 letters, digits, '-' or '_'",
-                    at(u.name.span()),
+                    self.at(u.name.span()),
                     field("name")
                 );
             }
             if name.contains(separator.as_str()) {
                 bail!(
                     "{}: {}: {name:?} contains the name separator {separator:?}",
-                    at(u.name.span()),
+                    self.at(u.name.span()),
                     field("name")
                 );
             }
             if !names.insert(name.clone()) {
                 bail!(
                     "{}: {}: duplicate upstream {name:?}",
-                    at(u.name.span()),
+                    self.at(u.name.span()),
                     field("name")
                 );
             }
-            let mut replicas = Vec::new();
-            let transport = match u.transport.get_ref().as_str() {
-                "http" | "streamable-http" => {
-                    let urls: Vec<(String, &Spanned<String>)> = match (&u.url, &u.urls) {
-                        (Some(_), Some(list)) => bail!(
-                            "{}: {}: give `url` or `urls`, not both",
-                            at(list.span()),
-                            field("urls")
-                        ),
-                        (Some(url), None) => vec![(field("url"), url)],
-                        (None, Some(list)) if list.get_ref().is_empty() => bail!(
-                            "{}: {}: empty (give one URL or more)",
-                            at(list.span()),
-                            field("urls")
-                        ),
-                        (None, Some(list)) if list.get_ref().len() > MAX_REPLICAS => bail!(
-                            "{}: {}: more than {MAX_REPLICAS} replicas",
-                            at(list.span()),
-                            field("urls")
-                        ),
-                        (None, Some(list)) => list
-                            .get_ref()
-                            .iter()
-                            .enumerate()
-                            .map(|(k, url)| (field(&format!("urls[{k}]")), url))
-                            .collect(),
-                        (None, None) => bail!(
-                            "{}: {}: required for transport \"http\" (or `urls`)",
-                            at(u.name.span()),
-                            field("url")
-                        ),
-                    };
-                    let mut endpoints: Vec<Replica> = Vec::with_capacity(urls.len());
-                    for (name, url) in &urls {
-                        let (https, addr, host, path) = split_http_url(url.get_ref())
-                            .map_err(|e| anyhow!("{}: {name}: {e}", at(url.span())))?;
-                        outbound.check_authority(&addr).map_err(|d| {
-                            OutboundRefused(format!(
-                                "{}: {name}: {}",
-                                at(url.span()),
-                                refusal(&addr, d)
-                            ))
-                        })?;
-                        if let Some(first) = endpoints.first() {
-                            if first.tls.is_some() != https {
-                                bail!(
-                                    "{}: {name}: every replica must use the same scheme",
-                                    at(url.span())
-                                );
-                            }
-                        }
-                        if endpoints.iter().any(|e| e.url == *url.get_ref()) {
-                            bail!("{}: {name}: listed twice", at(url.span()));
-                        }
-                        let tls = match (&u.tls_ca, https) {
-                            (Some(ca), false) => bail!(
-                                "{}: {}: only for https:// URLs",
-                                at(ca.span()),
-                                field("tls_ca")
-                            ),
-                            (ca, true) => {
-                                let ca_file = ca.as_ref().map(|c| file(c.get_ref()));
-                                let tls = crate::net::tls::ClientTls::new(
-                                    sni_host(&host),
-                                    ca_file.as_deref(),
-                                )
-                                .map_err(|e| {
-                                    let span = ca.as_ref().map_or(url.span(), |c| c.span());
-                                    anyhow!("{}: {}: {e}", at(span), field("tls_ca"))
-                                })?;
-                                Some(tls)
-                            }
-                            (None, false) => None,
-                        };
-                        endpoints.push(Replica {
-                            url: url.get_ref().clone(),
-                            addr,
-                            host,
-                            path,
-                            tls,
-                        });
-                    }
-                    if u.outlier.is_some() && endpoints.len() < 2 {
-                        bail!(
-                            "{}: {}: only for upstreams with two or more `urls`",
-                            at(u.name.span()),
-                            field("outlier")
-                        );
-                    }
-                    // `transport` names the first URL; `replicas` all, when there are several.
-                    let Replica {
-                        addr,
-                        host,
-                        path,
-                        tls,
-                        ..
-                    } = endpoints[0].clone();
-                    if endpoints.len() > 1 {
-                        replicas = endpoints;
-                    }
-                    if u.command.is_some() {
-                        bail!(
-                            "{}: {}: only for transport \"stdio\"",
-                            at(u.name.span()),
-                            field("command")
-                        );
-                    }
-                    let (headers, auth) =
-                        credentials(u, &field, &at, &ov.env, secret_key.as_ref(), &outbound)?;
-                    Transport::Http {
-                        addr,
-                        host,
-                        path,
-                        headers,
-                        auth,
-                        connect_timeout: ms(u.connect_timeout_ms, 5_000),
-                        tls,
-                    }
+            upstreams.push(self.upstream(u, &field, gw, raw.gateway.max_call_ms)?);
+        }
+        Ok(upstreams)
+    }
+
+    /// One `[[upstream]]` past its name: transport, session, era, timeouts, retry,
+    /// breaker and outlier policy.
+    fn upstream(
+        &self,
+        u: &raw::UpstreamConfig,
+        field: FieldName,
+        gw: &Gateway,
+        max_call_ms: Option<u64>,
+    ) -> anyhow::Result<Upstream> {
+        let (transport, replicas) = match u.transport.get_ref().as_str() {
+            "http" | "streamable-http" => self.http(u, field, &gw.outbound)?,
+            "stdio" => (self.stdio(u, field)?, Vec::new()),
+            other => bail!(
+                "{}: {}: unknown transport {other:?} (expected \"http\" or \"stdio\")",
+                self.at(u.transport.span()),
+                field("transport")
+            ),
+        };
+        let shared_session = match u.session.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("per-client") => false,
+            Some("shared") => true,
+            Some(other) => bail!(
+                "{}: {}: {other:?} is not \"per-client\" or \"shared\"",
+                self.at(u.session.as_ref().map_or(u.name.span(), |s| s.span())),
+                field("session")
+            ),
+        };
+        let era = match u.era.as_ref().map(|s| s.get_ref().as_str()) {
+            Some("legacy") => UpstreamEra::Legacy,
+            None | Some("auto") => UpstreamEra::Auto,
+            Some("2026-07-28") => UpstreamEra::Stateless,
+            Some(other) => bail!(
+                "{}: {}: {other:?} is not \"legacy\", \"auto\" or \"2026-07-28\"",
+                self.at(u.era.as_ref().map_or(u.name.span(), |s| s.span())),
+                field("era")
+            ),
+        };
+        let timeout = u
+            .call_timeout_ms
+            .map_or(gw.call_timeout, Duration::from_millis);
+        let max_call = u.max_call_ms.or(max_call_ms).unwrap_or(600_000);
+        Ok(Upstream {
+            name: u.name.get_ref().clone(),
+            era,
+            transport,
+            call_timeout: timeout,
+            max_call: Duration::from_millis(max_call).max(timeout),
+            prefix: u.prefix.unwrap_or(true),
+            tool_timeouts: u
+                .tool_timeouts_ms
+                .iter()
+                .map(|(k, v)| (k.clone(), Duration::from_millis(*v)))
+                .collect(),
+            shared_session,
+            retry: crate::resilience::RetryPolicy {
+                retries: u.retries.unwrap_or(2),
+                base: ms(u.retry_backoff_ms, 25),
+                cap: Duration::from_secs(1).max(ms(u.retry_backoff_ms, 25)),
+                budget_percent: u.retry_budget_percent.unwrap_or(20).min(100),
+                idempotent_tools: u.idempotent_tools.clone(),
+            },
+            breaker: crate::resilience::BreakerPolicy {
+                failures: u.breaker_failures.unwrap_or(5),
+                open: ms(u.breaker_open_ms, 10_000),
+            },
+            replicas,
+            outlier: outlier_policy(u.outlier.as_ref()),
+            from_admin: false,
+            outbound: gw.outbound.clone(),
+        })
+    }
+
+    /// An http upstream: its URLs (allowed by `outbound`, one scheme, no repeats), TLS,
+    /// headers and auth. The transport names the first URL; the replicas are all of them
+    /// when there are several, else none.
+    fn http(
+        &self,
+        u: &raw::UpstreamConfig,
+        field: FieldName,
+        outbound: &Arc<AddressPolicy>,
+    ) -> anyhow::Result<(Transport, Vec<Replica>)> {
+        let urls = self.urls(u, field)?;
+        let mut endpoints: Vec<Replica> = Vec::with_capacity(urls.len());
+        for (name, url) in &urls {
+            let at = self.at(url.span());
+            let (https, addr, host, path) =
+                split_http_url(url.get_ref()).map_err(|e| anyhow!("{at}: {name}: {e}"))?;
+            outbound
+                .check_authority(&addr)
+                .map_err(|d| OutboundRefused(format!("{at}: {name}: {}", refusal(&addr, d))))?;
+            if let Some(first) = endpoints.first() {
+                if first.tls.is_some() != https {
+                    bail!("{at}: {name}: every replica must use the same scheme");
                 }
-                "stdio" => {
-                    let cmd = u.command.as_ref().ok_or_else(|| {
-                        anyhow!(
-                            "{}: {}: required for transport \"stdio\"",
-                            at(u.name.span()),
-                            field("command")
-                        )
-                    })?;
-                    if u.url.is_some() || u.urls.is_some() || u.outlier.is_some() {
-                        let f = if u.url.is_some() {
-                            "url"
-                        } else if u.urls.is_some() {
-                            "urls"
-                        } else {
-                            "outlier"
-                        };
-                        bail!(
-                            "{}: {}: only for transport \"http\"",
-                            at(u.name.span()),
-                            field(f)
-                        );
-                    }
-                    if u.auth.is_some() {
-                        bail!(
-                            "{}: {}: only for transport \"http\"",
-                            at(u.name.span()),
-                            field("auth")
-                        );
-                    }
-                    let command = if cmd.get_ref() == "@self" {
-                        std::env::current_exe().context("cannot find this binary for @self")?
-                    } else if cmd.get_ref().is_empty() {
-                        bail!("{}: {}: empty", at(cmd.span()), field("command"));
-                    } else {
-                        PathBuf::from(cmd.get_ref())
-                    };
-                    Transport::Stdio {
-                        command,
-                        args: u.args.clone(),
-                        env: u.env.clone(),
-                        cwd: u.cwd.as_ref().map(PathBuf::from),
-                        restart_backoff_max: ms(u.restart_backoff_max_ms, 30_000),
-                    }
-                }
-                other => bail!(
-                    "{}: {}: unknown transport {other:?} (expected \"http\" or \"stdio\")",
-                    at(u.transport.span()),
-                    field("transport")
-                ),
-            };
-            let shared_session = match u.session.as_ref().map(|s| s.get_ref().as_str()) {
-                None | Some("per-client") => false,
-                Some("shared") => true,
-                Some(other) => bail!(
-                    "{}: {}: {other:?} is not \"per-client\" or \"shared\"",
-                    at(u.session.as_ref().map_or(u.name.span(), |s| s.span())),
-                    field("session")
-                ),
-            };
-            let era = match u.era.as_ref().map(|s| s.get_ref().as_str()) {
-                Some("legacy") => UpstreamEra::Legacy,
-                None | Some("auto") => UpstreamEra::Auto,
-                Some("2026-07-28") => UpstreamEra::Stateless,
-                Some(other) => bail!(
-                    "{}: {}: {other:?} is not \"legacy\", \"auto\" or \"2026-07-28\"",
-                    at(u.era.as_ref().map_or(u.name.span(), |s| s.span())),
-                    field("era")
-                ),
-            };
-            let timeout = u
-                .call_timeout_ms
-                .map_or(call_timeout, Duration::from_millis);
-            let max_call = u.max_call_ms.or(g.max_call_ms).unwrap_or(600_000);
-            upstreams.push(Upstream {
-                name: name.clone(),
-                era,
-                transport,
-                call_timeout: timeout,
-                max_call: Duration::from_millis(max_call).max(timeout),
-                prefix: u.prefix.unwrap_or(true),
-                tool_timeouts: u
-                    .tool_timeouts_ms
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Duration::from_millis(*v)))
-                    .collect(),
-                shared_session,
-                retry: crate::resilience::RetryPolicy {
-                    retries: u.retries.unwrap_or(2),
-                    base: ms(u.retry_backoff_ms, 25),
-                    cap: Duration::from_secs(1).max(ms(u.retry_backoff_ms, 25)),
-                    budget_percent: u.retry_budget_percent.unwrap_or(20).min(100),
-                    idempotent_tools: u.idempotent_tools.clone(),
-                },
-                breaker: crate::resilience::BreakerPolicy {
-                    failures: u.breaker_failures.unwrap_or(5),
-                    open: ms(u.breaker_open_ms, 10_000),
-                },
-                replicas,
-                outlier: outlier_policy(u.outlier.as_ref()),
-                from_admin: false,
-                outbound: outbound.clone(),
+            }
+            if endpoints.iter().any(|e| e.url == *url.get_ref()) {
+                bail!("{at}: {name}: listed twice");
+            }
+            let tls = self.client_tls(u, field, url, https, &host)?;
+            endpoints.push(Replica {
+                url: url.get_ref().clone(),
+                addr,
+                host,
+                path,
+                tls,
             });
         }
+        if u.outlier.is_some() && endpoints.len() < 2 {
+            bail!(
+                "{}: {}: only for upstreams with two or more `urls`",
+                self.at(u.name.span()),
+                field("outlier")
+            );
+        }
+        let Replica {
+            addr,
+            host,
+            path,
+            tls,
+            ..
+        } = endpoints[0].clone();
+        let replicas = if endpoints.len() > 1 {
+            endpoints
+        } else {
+            Vec::new()
+        };
+        if u.command.is_some() {
+            bail!(
+                "{}: {}: only for transport \"stdio\"",
+                self.at(u.name.span()),
+                field("command")
+            );
+        }
+        let at = |s: std::ops::Range<usize>| self.at(s);
+        let (headers, auth) = credentials(u, field, &at, &self.ov.env, self.secret_key, outbound)?;
+        let transport = Transport::Http {
+            addr,
+            host,
+            path,
+            headers,
+            auth,
+            connect_timeout: ms(u.connect_timeout_ms, 5_000),
+            tls,
+        };
+        Ok((transport, replicas))
+    }
+
+    /// An http upstream's `url` or `urls` (one to [`MAX_REPLICAS`]), each with its field
+    /// name.
+    fn urls<'u>(
+        &self,
+        u: &'u raw::UpstreamConfig,
+        field: FieldName,
+    ) -> anyhow::Result<Vec<(String, &'u Spanned<String>)>> {
+        Ok(match (&u.url, &u.urls) {
+            (Some(_), Some(list)) => bail!(
+                "{}: {}: give `url` or `urls`, not both",
+                self.at(list.span()),
+                field("urls")
+            ),
+            (Some(url), None) => vec![(field("url"), url)],
+            (None, Some(list)) if list.get_ref().is_empty() => bail!(
+                "{}: {}: empty (give one URL or more)",
+                self.at(list.span()),
+                field("urls")
+            ),
+            (None, Some(list)) if list.get_ref().len() > MAX_REPLICAS => bail!(
+                "{}: {}: more than {MAX_REPLICAS} replicas",
+                self.at(list.span()),
+                field("urls")
+            ),
+            (None, Some(list)) => list
+                .get_ref()
+                .iter()
+                .enumerate()
+                .map(|(k, url)| (field(&format!("urls[{k}]")), url))
+                .collect(),
+            (None, None) => bail!(
+                "{}: {}: required for transport \"http\" (or `urls`)",
+                self.at(u.name.span()),
+                field("url")
+            ),
+        })
+    }
+
+    /// TLS to one replica: for https:// URLs only, with `tls_ca` if given.
+    fn client_tls(
+        &self,
+        u: &raw::UpstreamConfig,
+        field: FieldName,
+        url: &Spanned<String>,
+        https: bool,
+        host: &str,
+    ) -> anyhow::Result<Option<crate::net::tls::ClientTls>> {
+        match (&u.tls_ca, https) {
+            (Some(ca), false) => bail!(
+                "{}: {}: only for https:// URLs",
+                self.at(ca.span()),
+                field("tls_ca")
+            ),
+            (ca, true) => {
+                let ca_file = ca.as_ref().map(|c| self.file(c.get_ref()));
+                let tls = crate::net::tls::ClientTls::new(sni_host(host), ca_file.as_deref())
+                    .map_err(|e| {
+                        let span = ca.as_ref().map_or(url.span(), |c| c.span());
+                        anyhow!("{}: {}: {e}", self.at(span), field("tls_ca"))
+                    })?;
+                Ok(Some(tls))
+            }
+            (None, false) => Ok(None),
+        }
+    }
+
+    /// A stdio upstream: a `command` (`@self`: this binary), and no http-only fields.
+    fn stdio(&self, u: &raw::UpstreamConfig, field: FieldName) -> anyhow::Result<Transport> {
+        let cmd = u.command.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{}: {}: required for transport \"stdio\"",
+                self.at(u.name.span()),
+                field("command")
+            )
+        })?;
+        if u.url.is_some() || u.urls.is_some() || u.outlier.is_some() {
+            let f = if u.url.is_some() {
+                "url"
+            } else if u.urls.is_some() {
+                "urls"
+            } else {
+                "outlier"
+            };
+            bail!(
+                "{}: {}: only for transport \"http\"",
+                self.at(u.name.span()),
+                field(f)
+            );
+        }
+        if u.auth.is_some() {
+            bail!(
+                "{}: {}: only for transport \"http\"",
+                self.at(u.name.span()),
+                field("auth")
+            );
+        }
+        let command = if cmd.get_ref() == "@self" {
+            std::env::current_exe().context("cannot find this binary for @self")?
+        } else if cmd.get_ref().is_empty() {
+            bail!("{}: {}: empty", self.at(cmd.span()), field("command"));
+        } else {
+            PathBuf::from(cmd.get_ref())
+        };
+        Ok(Transport::Stdio {
+            command,
+            args: u.args.clone(),
+            env: u.env.clone(),
+            cwd: u.cwd.as_ref().map(PathBuf::from),
+            restart_backoff_max: ms(u.restart_backoff_max_ms, 30_000),
+        })
+    }
+
+    /// `[[server]]`: names valid and unique, renamed names unique.
+    fn servers(&self, raw: &[raw::ServerConfig]) -> anyhow::Result<Vec<VirtualServer>> {
         let mut servers = Vec::new();
         let mut server_names = HashSet::new();
-        for (i, sv) in raw.servers.iter().enumerate() {
+        for (i, sv) in raw.iter().enumerate() {
             let name = sv.name.get_ref();
             let field = |f: &str| format!("server[{i}].{f}");
             if name.is_empty()
@@ -937,14 +1052,14 @@ impl Config {
             {
                 bail!(
                     "{}: {}: {name:?} must be 1 to 64 letters, digits, '-' or '_'",
-                    at(sv.name.span()),
+                    self.at(sv.name.span()),
                     field("name")
                 );
             }
             if !server_names.insert(name.clone()) {
                 bail!(
                     "{}: {}: duplicate server {name:?}",
-                    at(sv.name.span()),
+                    self.at(sv.name.span()),
                     field("name")
                 );
             }
@@ -953,7 +1068,7 @@ impl Config {
                 if new.is_empty() || new.chars().count() > 64 || !shown.insert(new.clone()) {
                     bail!(
                         "{}: {}: {new:?} must be a unique name of 1 to 64 characters",
-                        at(sv.name.span()),
+                        self.at(sv.name.span()),
                         field("rename")
                     );
                 }
@@ -967,10 +1082,15 @@ impl Config {
                 descriptions: sv.descriptions.clone(),
             });
         }
-        let a = &raw.admin;
-        let admin = Admin {
-            listen: admin_listen,
-            token: ov
+        Ok(servers)
+    }
+
+    /// `[admin]` past its listener: `stdio_commands` absolute paths or `@self`.
+    fn admin(&self, a: &raw::AdminConfig, listen: Option<SocketAddr>) -> anyhow::Result<Admin> {
+        Ok(Admin {
+            listen,
+            token: self
+                .ov
                 .admin_token
                 .clone()
                 .or_else(|| a.token.clone())
@@ -986,7 +1106,7 @@ impl Config {
                     } else {
                         Err(anyhow!(
                             "{}: admin.stdio_commands[{i}]: {v:?} is not an absolute path (or @self)",
-                            at(c.span())
+                            self.at(c.span())
                         ))
                     }
                 })
@@ -996,13 +1116,27 @@ impl Config {
                 Some(d) => Some(PathBuf::from(d).join("mcpgw.db")),
                 None => default_data_dir().map(|d| d.join("mcpgw.db")),
             },
-        };
+        })
+    }
+
+    /// `[auth]` and `[[role]]`, compiled; the JWKS URL must pass `outbound`.
+    fn auth(&self, raw: &RawConfig, outbound: &AddressPolicy) -> anyhow::Result<crate::auth::Auth> {
+        let source = self.source;
         let auth =
-            crate::auth::Auth::compile(&raw, base_dir).map_err(|e| anyhow!("{source}: {e}"))?;
+            crate::auth::Auth::compile(raw, self.base_dir).map_err(|e| anyhow!("{source}: {e}"))?;
         if let Some((url, _)) = auth.jwks_url() {
-            check_url(&outbound, url).map_err(|e| anyhow!("{source}: auth.jwt.jwks_url: {e}"))?;
+            check_url(outbound, url).map_err(|e| anyhow!("{source}: auth.jwt.jwks_url: {e}"))?;
         }
-        let t = &raw.telemetry;
+        Ok(auth)
+    }
+
+    /// `[telemetry]`: a known log format; the OTLP endpoint must pass `outbound`.
+    fn telemetry(
+        &self,
+        t: &raw::TelemetryConfig,
+        outbound: &AddressPolicy,
+    ) -> anyhow::Result<Telemetry> {
+        let source = self.source;
         let json_logs = match t.log_format.as_deref() {
             None | Some("pretty") | Some("text") => false,
             Some("json") => true,
@@ -1011,10 +1145,10 @@ impl Config {
             }
         };
         if let Some(e) = &t.otlp_endpoint {
-            check_url(&outbound, e)
+            check_url(outbound, e)
                 .map_err(|e| anyhow!("{source}: telemetry.otlp_endpoint: {e}"))?;
         }
-        let telemetry = Telemetry {
+        Ok(Telemetry {
             otlp_endpoint: t
                 .otlp_endpoint
                 .clone()
@@ -1023,38 +1157,58 @@ impl Config {
             service_name: t.service_name.clone().unwrap_or_else(|| "mcpgw".into()),
             sample_ratio: t.sample_ratio.unwrap_or(1.0).clamp(0.0, 1.0),
             json_logs,
-        };
-        let a = &raw.audit;
+        })
+    }
+
+    /// `[audit]`: a known `on_full`; off without a path.
+    fn audit(&self, a: &raw::AuditConfig) -> anyhow::Result<Option<AuditSettings>> {
+        let source = self.source;
         let block = match a.on_full.as_deref() {
             None | Some("drop") => false,
             Some("block") => true,
             Some(other) => bail!("{source}: audit.on_full {other:?}: expected drop or block"),
         };
-        let audit = a
-            .path
+        Ok(a.path
             .as_ref()
             .filter(|p| !p.is_empty())
             .map(|p| AuditSettings {
                 path: PathBuf::from(p),
                 block,
                 arguments: a.arguments.unwrap_or(false),
-            });
-        let guard =
-            crate::guard::policy::Policy::compile(&raw.guard, base_dir.unwrap_or(Path::new(".")))
-                .map_err(|e| anyhow!("{source}: {e}"))?;
-        Ok(Config {
-            guard: Arc::new(guard),
-            secret_key: secret_key.map(Arc::new),
-            telemetry,
-            auth: std::sync::Arc::new(auth),
-            gateway,
-            upstreams,
-            servers,
-            admin,
-            disabled_tools: HashSet::new(),
-            audit,
-            source: source.into(),
+            }))
+    }
+
+    /// `[guard]`, compiled (its files relative to the config's directory).
+    fn guard(&self, g: &raw::GuardConfig) -> anyhow::Result<crate::guard::policy::Policy> {
+        crate::guard::policy::Policy::compile(g, self.base_dir.unwrap_or(Path::new(".")))
+            .map_err(|e| anyhow!("{}: {e}", self.source))
+    }
+}
+
+/// `gateway.allowed_hosts`: host names without a port, lowercased.
+fn allowed_hosts(g: &raw::GatewayConfig) -> anyhow::Result<Vec<String>> {
+    g.allowed_hosts
+        .iter()
+        .map(|h| {
+            let h = h.trim().to_ascii_lowercase();
+            let port = !h.starts_with('[') && h.contains(':') || h.contains("]:");
+            if h.is_empty() || port || h.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+                bail!("gateway.allowed_hosts: {h:?} is not a host name without a port (e.g. \"mcp.example.com\", or \"*\")");
+            }
+            Ok(h)
         })
+        .collect()
+}
+
+/// `gateway.max_json_depth`: within 2..=[`crate::jsonrpc::frame::MAX_DEPTH`].
+fn max_json_depth(g: &raw::GatewayConfig) -> anyhow::Result<usize> {
+    match g.max_json_depth {
+        None => Ok(64),
+        Some(d @ 2..=crate::jsonrpc::frame::MAX_DEPTH) => Ok(d),
+        Some(d) => bail!(
+            "gateway.max_json_depth: {d} is out of range (2..={})",
+            crate::jsonrpc::frame::MAX_DEPTH
+        ),
     }
 }
 
@@ -1187,31 +1341,7 @@ fn credentials(
                 return Err(shape_error());
             };
             let u = url.get_ref();
-            let authority = u
-                .split_once("://")
-                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
-            if !(u.starts_with("https://") || u.starts_with("http://"))
-                || u.contains(char::is_whitespace)
-                || authority.is_empty()
-                || authority.contains('@')
-            {
-                bail!(
-                    "{}: {}: must be an http:// or https:// URL with a host and no user info",
-                    at(url.span()),
-                    field("auth.oauth_token_url")
-                );
-            }
-            let (_, addr, _, _) = split_http_url(u).map_err(|e| {
-                anyhow!("{}: {}: {e}", at(url.span()), field("auth.oauth_token_url"))
-            })?;
-            outbound.check_authority(&addr).map_err(|d| {
-                OutboundRefused(format!(
-                    "{}: {}: {}",
-                    at(url.span()),
-                    field("auth.oauth_token_url"),
-                    refusal(&addr, d)
-                ))
-            })?;
+            check_token_url(url, &field("auth.oauth_token_url"), at, outbound)?;
             if id.get_ref().is_empty() {
                 bail!("{}: {}: empty", at(id.span()), field("auth.client_id"));
             }
@@ -1237,6 +1367,35 @@ fn credentials(
         );
     }
     Ok((headers, Some(auth)))
+}
+
+/// `auth.oauth_token_url`: an http:// or https:// URL with a host and no user info, allowed
+/// by `outbound`.
+fn check_token_url(
+    url: &Spanned<String>,
+    f: &str,
+    at: &dyn Fn(std::ops::Range<usize>) -> String,
+    outbound: &AddressPolicy,
+) -> anyhow::Result<()> {
+    let u = url.get_ref();
+    let authority = u
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    if !(u.starts_with("https://") || u.starts_with("http://"))
+        || u.contains(char::is_whitespace)
+        || authority.is_empty()
+        || authority.contains('@')
+    {
+        bail!(
+            "{}: {f}: must be an http:// or https:// URL with a host and no user info",
+            at(url.span())
+        );
+    }
+    let (_, addr, _, _) = split_http_url(u).map_err(|e| anyhow!("{}: {f}: {e}", at(url.span())))?;
+    outbound
+        .check_authority(&addr)
+        .map_err(|d| OutboundRefused(format!("{}: {f}: {}", at(url.span()), refusal(&addr, d))))?;
+    Ok(())
 }
 
 /// `$XDG_DATA_HOME/mcpgw`, else `~/.local/share/mcpgw`.
