@@ -1,8 +1,16 @@
-//! `mcpgw upstreams|servers|tools|keys ...`: the admin API from the command line.
+//! The `mcpgw` command line: its arguments (`cli/args.rs`), what each subcommand does
+//! ([`execute`]), and the admin API client behind `mcpgw upstreams|servers|tools|keys|guard`.
 //!
-//! A small blocking HTTP/1.1 client (one request per connection) talks to the admin listener
-//! and prints human tables, or the API's JSON with `--json`. Errors from the API (its
-//! `error` field and status) become the command's error and a non-zero exit.
+//! The client is a small blocking HTTP/1.1 client (one request per connection) that talks to
+//! the admin listener and prints human tables, or the API's JSON with `--json`. Errors from
+//! the API (its `error` field and status) become the command's error and a non-zero exit.
+//! Starting the gateway is not here: `execute` hands `run` to the function `main.rs` passes.
+
+mod args;
+mod commands;
+
+pub use args::Cli;
+pub use commands::execute;
 
 use std::{
     io::{Read, Write},

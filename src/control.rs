@@ -8,6 +8,9 @@
 //! [`crate::state`]; only `main.rs` imports this module.
 
 pub mod admin;
+mod gateway;
+
+pub use gateway::run_gateway;
 
 use futures_util::future::{select, Either};
 use std::{
