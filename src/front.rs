@@ -228,7 +228,7 @@ impl Front {
         // name, with or without an Origin.
         let g = &self.shared.config.gateway;
         if !crate::transport::http::host_allowed(
-            req.header("host"),
+            crate::transport::http::request_host(req),
             g.listen.ip().is_loopback(),
             &g.allowed_hosts,
         ) {

@@ -153,7 +153,7 @@ async fn connection(mut conn: TcpStream, ctx: Rc<Context>) {
             .listen
             .is_none_or(|a| a.ip().is_loopback());
         let hosts = &ctx.shared.config.gateway.allowed_hosts;
-        if !codec::host_allowed(head.header("host"), loopback, hosts) {
+        if !codec::host_allowed(codec::request_host(&head), loopback, hosts) {
             let _ = write(&mut conn, error(403, "Forbidden: Host not allowed"), false).await;
             return;
         }

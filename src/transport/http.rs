@@ -428,6 +428,31 @@ fn check_singletons(raw: &[httparse::Header<'_>], minor_version: u8) -> Result<(
     Ok(())
 }
 
+/// The host a request names: the authority of an absolute-form target, which overrides
+/// `Host` (RFC 9112 3.2.2), else the `Host` header.
+pub fn request_host(req: &RequestHead) -> Option<&[u8]> {
+    let t = req.target.as_bytes();
+    let scheme = [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find(|s| t.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)));
+    match scheme {
+        Some(s) => {
+            let rest = &t[s.len()..];
+            let end = rest
+                .iter()
+                .position(|c| matches!(c, b'/' | b'?' | b'#'))
+                .unwrap_or(rest.len());
+            // Userinfo (`user@host`) is not part of the host.
+            let authority = &rest[..end];
+            Some(match memchr::memrchr(b'@', authority) {
+                Some(at) => &authority[at + 1..],
+                None => authority,
+            })
+        }
+        None => req.header("host"),
+    }
+}
+
 /// Whether a request carrying `Host: host` (`None`: no Host, possible only in HTTP/1.0) may
 /// be served by a listener on a loopback address (`loopback`) or another one, given the
 /// configured `allowed` names (lowercase, without port; `*` allows any).
@@ -1333,6 +1358,26 @@ mod tests {
         assert!(host_allowed(Some(b"evil.example"), false, none));
         assert!(host_allowed(Some(b"evil.example"), true, &any));
         assert!(host_allowed(None, true, none));
+        // An absolute-form target's authority is the host judged, whatever Host says.
+        let head = |target: &str| RequestHead {
+            target: target.into(),
+            ..parse_request_head(
+                b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                &Limits {
+                    max_header_bytes: 1024,
+                    max_body_bytes: 1024,
+                },
+            )
+            .ok()
+            .flatten()
+            .expect("head")
+        };
+        let h = head("http://evil.example:8080/mcp");
+        assert_eq!(request_host(&h), Some(&b"evil.example:8080"[..]));
+        assert!(!host_allowed(request_host(&h), true, none));
+        let h = head("HTTP://user@127.0.0.1/mcp?x");
+        assert_eq!(request_host(&h), Some(&b"127.0.0.1"[..]));
+        assert_eq!(request_host(&head("/mcp")), Some(&b"127.0.0.1"[..]));
     }
 
     #[test]

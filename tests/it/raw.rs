@@ -344,6 +344,18 @@ fn host_and_header_hygiene() {
         let r = once(gw.addr, &ping_with(&format!("Host: {host}\r\n"))).expect("answer");
         assert_eq!((r.status, r.code()), (403, -32008), "Host {host}: {r:?}");
     }
+    // An absolute-form target names the host (RFC 9112 3.2.2: it overrides Host).
+    for (target, status) in [
+        ("http://evil.example/mcp", 403),
+        ("http://127.0.0.1.evil.example:80/mcp", 403),
+        ("http://localhost:9/mcp", 200),
+    ] {
+        let req = String::from_utf8(ping_with("Host: 127.0.0.1\r\n"))
+            .expect("text")
+            .replacen("POST /mcp ", &format!("POST {target} "), 1);
+        let r = once(gw.addr, req.as_bytes()).expect("answer");
+        assert_eq!(r.status, status, "{target}: {r:?}");
+    }
     // Repeated headers the gateway decides on: 400, never "first wins".
     for twice in [
         "Origin: http://localhost\r\nOrigin: http://evil.example\r\n",
