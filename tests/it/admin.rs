@@ -611,37 +611,6 @@ fn audit_log_is_chained_and_verifiable() {
 
 // === issue 18: what the admin token may do ===
 
-/// `mcpgw secret new-key`.
-fn secret_key() -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgw"))
-        .args(["secret", "new-key"])
-        .output()
-        .expect("run mcpgw secret new-key");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// `mcpgw secret encrypt` of `plain` under `key`.
-fn seal(key: &str, plain: &str) -> String {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgw"))
-        .args(["secret", "encrypt"])
-        .env("MCPGW_SECRET_KEY", key)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run mcpgw secret encrypt");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{plain}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("encrypt");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// The `[admin]` table of these tests: token from the environment, store in `dir`.
 fn admin_toml(admin_addr: SocketAddr, dir: &TempDir, extra: &str) -> String {
     format!(
@@ -699,7 +668,7 @@ fn admin_token_cannot_run_commands() {
     let marker = dir.0.join("ran");
     let py = crate::support::python().display().to_string();
     let script = crate::support::py("upstream.py").display().to_string();
-    let key = secret_key();
+    let key = crate::secrets::new_key();
     let env = [
         ("MCPGW_SECRET_KEY", key.as_str()),
         ("MCPGW_ADMIN_TOKEN", "tk"),
@@ -819,8 +788,8 @@ fn admin_token_cannot_run_commands() {
 fn admin_api_takes_literal_secrets_only() {
     let dir = TempDir::new("admin-secrets");
     let vault = HttpFixture::start("vault");
-    let key = secret_key();
-    let sealed = seal(&key, "config-only-secret-5150");
+    let key = crate::secrets::new_key();
+    let sealed = crate::secrets::encrypt(&key, "config-only-secret-5150");
     let env = [
         ("MCPGW_SECRET_KEY", key.as_str()),
         ("MCPGW_ADMIN_TOKEN", "tk"),

@@ -53,7 +53,7 @@ fn client_auth(entry: &str) -> String {
 }
 
 /// `echo PLAIN | MCPGW_SECRET_KEY=key mcpgw secret encrypt`.
-fn encrypt(key: &str, plain: &str) -> String {
+pub(crate) fn encrypt(key: &str, plain: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgw"))
         .args(["secret", "encrypt"])
         .env("MCPGW_SECRET_KEY", key)

@@ -339,3 +339,21 @@ fn null_id_errors_are_told_apart() {
         assert_eq!(null_id_error(not), None, "{}", String::from_utf8_lossy(not));
     }
 }
+
+#[test]
+fn deepest_params_fit_a_thread_stack() {
+    // The key walk recurses through params (not arguments): at the parser's own limit it
+    // must fit a default 2 MiB thread stack, debug build included.
+    let n = MAX_DEPTH - 3;
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"data":{}1{}}}}}"#,
+        "[{\"a\":".repeat(n / 2),
+        "}]".repeat(n / 2)
+    );
+    let r = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || Parser::default().parse(Bytes::from(body)).is_ok())
+        .expect("thread")
+        .join();
+    assert_eq!(r.ok(), Some(true), "parsed without a stack overflow");
+}
