@@ -869,7 +869,9 @@ impl Catalog {
         if changed {
             if *generation > 0 {
                 // Each client hears about the lists of the view it uses (/mcp or its server).
-                crate::front::Front::broadcast(shared, |server| changed_lists(&cur, &next, server));
+                crate::pipeline::Front::broadcast(shared, |server| {
+                    changed_lists(&cur, &next, server)
+                });
             }
             *generation += 1;
             tracing::info!(

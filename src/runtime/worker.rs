@@ -9,7 +9,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use monoio::net::{ListenerOpts, TcpListener};
 
 use super::Chosen;
-use crate::{front::Front, state::Shared, transport::server};
+use crate::{pipeline::Front, state::Shared, transport::server};
 
 /// A started worker thread.
 pub struct Worker {

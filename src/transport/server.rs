@@ -16,14 +16,14 @@ use monoio::{io::AsyncWriteRent, net::TcpStream};
 
 use super::http::{self as codec, BodyKind, ChunkedDecoder, Limits, RequestHead};
 use crate::{
-    front::{Front, Reply, ReplyBody},
     jsonrpc::Code,
     limits::{ConnPermit, Limit},
     net::{
         tls::{ServerTls, TlsStream},
         Stream,
     },
-    relay::Event,
+    pipeline::relay::Event,
+    pipeline::{Front, Reply, ReplyBody},
     session::{Replay, Session},
 };
 use futures_util::future::{select, Either};
@@ -490,7 +490,7 @@ async fn write_reply<S: Stream>(
 }
 
 /// Keeps relaying a call whose client connection broke, into its replay buffer.
-fn detach(mut relay: Box<crate::relay::Relay>, replay: Arc<Replay>, keep: Duration) {
+fn detach(mut relay: Box<crate::pipeline::relay::Relay>, replay: Arc<Replay>, keep: Duration) {
     monoio::spawn(async move {
         loop {
             match relay.next().await {

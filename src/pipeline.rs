@@ -10,16 +10,18 @@
 //! nothing here panics or passes upstream error text through.
 //!
 //! A `Front` belongs to one worker; it holds that worker's upstream caller and parser.
-//! Requests of the stateless era (MCP 2026-07-28) take their own path: see [`modern`].
+//! Requests of the stateless era (MCP 2026-07-28) take their own path: see [`stateless`].
 
 pub mod batch;
 pub mod listen;
-pub mod modern;
+pub mod relay;
+pub mod stateless;
 
 use std::{borrow::Cow, net::IpAddr, rc::Rc, sync::Arc};
 
 use bytes::{Bytes, BytesMut};
 
+use self::relay::{Event, Relay};
 use crate::{
     auth::{
         policy::{Grant, Principal},
@@ -39,7 +41,6 @@ use crate::{
     },
     observe::trace::TraceParent,
     registry::{self, names, Snapshot, Target, View},
-    relay::{Event, Relay},
     session::{self, Outbox, Session, SessionId},
     state::Shared,
     transport::http::RequestHead,
@@ -339,7 +340,7 @@ impl Front {
         drop(auth);
         match req.method.as_str() {
             "POST" if stateless => self.post_stateless(req, body, server, &principal).await,
-            "GET" | "DELETE" if stateless => modern::method_not_allowed(),
+            "GET" | "DELETE" if stateless => stateless::method_not_allowed(),
             "POST" => self.post(req, body, server, &principal).await,
             "GET" => self.get(req, server, &principal),
             "DELETE" => self.delete(req, server, &principal),
@@ -630,7 +631,7 @@ impl Front {
                     Ok(s) => s,
                     // A 2026-07-28 request that lacks its version header lands here, with
                     // no session: say what is missing (-32020) rather than "no session".
-                    Err(r) => return modern::version_header_missing(&f, req).unwrap_or(r),
+                    Err(r) => return stateless::version_header_missing(&f, req).unwrap_or(r),
                 };
                 match f.kind() {
                     Kind::Request => match self.request(&f, &snap, &sess, answer, trace).await {
@@ -1432,7 +1433,7 @@ impl Front {
         let fail = |e: &Error| {
             tracing::warn!(upstream = %upstream.name, error = %e, "upstream call failed");
             let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let outcome = crate::relay::metric_of(e);
+            let outcome = relay::metric_of(e);
             self.metrics.record(&crate::observe::metrics::Sample {
                 target: &target,
                 upstream: &upstream.name,

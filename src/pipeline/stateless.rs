@@ -262,7 +262,7 @@ impl Front {
         let parked = named_param(&method)
             .and(f.param("requestState"))
             .and_then(|s| f.str_at(s))
-            .filter(|t| t.starts_with(crate::relay::PARK_PREFIX))
+            .filter(|t| t.starts_with(super::relay::PARK_PREFIX))
             .map(std::borrow::Cow::into_owned);
         if let Some(token) = parked {
             return self

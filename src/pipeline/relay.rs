@@ -18,9 +18,9 @@ use futures_util::future::{select, Either};
 
 use crate::{
     error::{Error, ErrorKind},
-    front::Front,
     guard::policy::{Direction, Screened},
     jsonrpc::{error_body, Code, Kind},
+    pipeline::Front,
     registry::names,
     session::{PendingRequest, Session},
     state::{Parked, ParkedInput},
