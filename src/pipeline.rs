@@ -16,12 +16,16 @@ pub mod batch;
 pub mod listen;
 pub mod relay;
 pub mod stateless;
+pub mod streams;
 
 use std::{borrow::Cow, net::IpAddr, rc::Rc, sync::Arc};
 
 use bytes::{Bytes, BytesMut};
 
-use self::relay::{Event, Relay};
+use self::{
+    relay::{Event, Relay},
+    streams::Sse,
+};
 use crate::{
     auth::{
         policy::{Grant, Principal},
@@ -41,88 +45,17 @@ use crate::{
     },
     observe::trace::TraceParent,
     registry::{self, names, Snapshot, Target, View},
-    session::{self, Outbox, Session, SessionId},
+    session::{Session, SessionId},
     state::Shared,
-    transport::http::RequestHead,
+    transport::{http::RequestHead, reply::Body},
     upstream::{Caller, Link, OnSession, SessionMode, Upstream, UpstreamRef},
 };
 
 /// The endpoint path.
 pub const MCP_PATH: &str = "/mcp";
 
-/// What to send back for one HTTP request.
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// Extra headers.
-    pub headers: Vec<(&'static str, Bytes)>,
-    /// The body.
-    pub body: ReplyBody,
-}
-
-/// A reply body.
-pub enum ReplyBody {
-    /// No body.
-    Empty,
-    /// A whole body of this content type.
-    Full(&'static str, Bytes),
-    /// A server-to-client SSE stream (`GET /mcp`) fed by this inbox, open until `ended`
-    /// disconnects (the session ended) or the inbox is replaced by a newer GET.
-    Stream {
-        /// Messages for the client.
-        inbox: crate::session::Inbox,
-        /// Disconnects when the session ends.
-        ended: flume::Receiver<()>,
-        /// Held while the stream is open; upstream stream readers stop when it drops.
-        alive: flume::Sender<()>,
-        /// The GET stream's replay buffer (not the session: holding it would keep the
-        /// session, and so this stream, alive after the client ended it).
-        replay: Option<Arc<crate::session::Replay>>,
-        /// Events of the GET stream after this sequence number are sent first
-        /// (`Last-Event-ID: 0-<seq>`).
-        resume_after: Option<u64>,
-        /// The last event when the gateway ends the stream (drain, or `ended`): a listen
-        /// stream's result. `None` for GET streams.
-        farewell: Option<Bytes>,
-    },
-    /// The rest of an earlier POST stream (`Last-Event-ID: <stream>-<seq>`), then the end.
-    Resume {
-        /// Its buffer.
-        replay: Arc<crate::session::Replay>,
-        /// Its number.
-        stream: u32,
-        /// Send events after this one.
-        after: u64,
-    },
-    /// A call answered as an SSE stream: `first`, then the relay's events until the response.
-    Relay(Box<Relay>, Bytes),
-    /// A batch's answers as one JSON array, written as they come (chunked): `first`, then
-    /// each answer [`batch::Batch::next`] gives until it gives none.
-    Batch(Box<batch::Batch>, Bytes),
-}
-
-impl Reply {
-    fn json(status: u16, body: Bytes) -> Self {
-        Reply {
-            status,
-            headers: vec![],
-            body: ReplyBody::Full("application/json", body),
-        }
-    }
-
-    /// An HTTP-level error with a JSON-RPC error body (`id` null).
-    pub fn error(status: u16, code: Code, message: &str) -> Self {
-        Reply::json(status, error_body(None, code, message))
-    }
-
-    fn empty(status: u16) -> Self {
-        Reply {
-            status,
-            headers: vec![],
-            body: ReplyBody::Empty,
-        }
-    }
-}
+/// What the pipeline answers one HTTP request with.
+pub type Reply = crate::transport::reply::Reply<streams::Sse, Box<batch::Batch>>;
 
 /// How the client wants the answer to a POST.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -155,7 +88,7 @@ pub struct Front {
     caller: Caller,
     metrics: Arc<crate::observe::metrics::WorkerMetrics>,
     /// Requests being handled or answered on this worker.
-    busy: Rc<std::cell::Cell<usize>>,
+    busy: crate::transport::reply::InProgress,
     /// Lists filtered by role set, for the snapshot generation they were built from.
     granted: std::cell::RefCell<(u64, GrantedLists)>,
 }
@@ -163,15 +96,6 @@ pub struct Front {
 /// Filtered lists by (view, role set).
 type GrantedLists =
     std::collections::HashMap<(Option<String>, Vec<String>), Rc<[registry::Pages; 4]>>;
-
-/// Marks a request in progress on a worker until dropped.
-pub struct Busy(Rc<std::cell::Cell<usize>>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
-    }
-}
 
 impl Front {
     /// The endpoint for worker `index`.
@@ -185,7 +109,7 @@ impl Front {
             shared,
             caller: Caller::new(index),
             metrics,
-            busy: Rc::default(),
+            busy: Default::default(),
             granted: Default::default(),
         })
     }
@@ -193,12 +117,6 @@ impl Front {
     /// Shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
-    }
-
-    /// Counts a request in progress until the guard drops.
-    pub fn busy(&self) -> Busy {
-        self.busy.set(self.busy.get() + 1);
-        Busy(self.busy.clone())
     }
 
     /// Requests in progress on this worker.
@@ -412,188 +330,6 @@ impl Front {
         }
     }
 
-    fn get(
-        self: &Rc<Self>,
-        req: &RequestHead,
-        server: Option<&str>,
-        principal: &Arc<Principal>,
-    ) -> Reply {
-        if !self.shared.config.gateway.get_stream {
-            let mut r = Reply::error(
-                405,
-                Code::BadHttpRequest,
-                "Method not allowed: no server-to-client stream",
-            );
-            r.headers
-                .push(("Allow", Bytes::from_static(b"POST, DELETE")));
-            return r;
-        }
-        if !accepts(req, "text/event-stream") {
-            return Reply::error(
-                406,
-                Code::BadHttpRequest,
-                "Not Acceptable: GET needs Accept: text/event-stream",
-            );
-        }
-        let sess = match self.session(req, server, principal) {
-            Ok((_, s)) => s,
-            Err(r) => return r,
-        };
-        let last = req.header_str("last-event-id").and_then(parse_event_id);
-        let mut resume_after = None;
-        if let Some((stream, seq)) = last {
-            if stream != 0 {
-                if let Some(replay) = sess.streams.get(&stream) {
-                    return Reply {
-                        status: 200,
-                        headers: vec![],
-                        body: ReplyBody::Resume {
-                            replay,
-                            stream,
-                            after: seq,
-                        },
-                    };
-                }
-                // Unknown or expired: a fresh GET stream.
-            } else {
-                resume_after = Some(seq);
-            }
-        }
-        let g = &self.shared.config.gateway;
-        let (alive, alive_rx) = flume::bounded::<()>(1);
-        let (outbox, inbox) = session::outbox(g.sse_buffer_bytes, alive_rx);
-        let outbox = Arc::new(outbox);
-        // A newer GET replaces an older one: the old stream's inbox loses its sender and ends.
-        sess.outbox.store(Some(outbox.clone()));
-        let snap = self.shared.snapshot.load_full();
-        for (name, us) in sess.upstreams.entries() {
-            if let Some(up) = snap.by_name.get(&*name).and_then(|r| snap.upstream(*r)) {
-                self.listen_upstream(up.clone(), us, outbox.clone());
-            }
-        }
-        Reply {
-            status: 200,
-            headers: vec![],
-            body: ReplyBody::Stream {
-                inbox,
-                ended: sess.ended(),
-                alive,
-                replay: match g.sse_replay_events {
-                    0 => None,
-                    cap => Some(sess.get_stream(cap, g.sse_buffer_bytes)),
-                },
-                resume_after,
-                farewell: None,
-            },
-        }
-    }
-
-    /// Relays a per-client upstream session's own stream (notifications not tied to a
-    /// request: resource updates, log messages) into a client's GET stream, until that
-    /// stream closes (`alive` disconnects) or the upstream ends it.
-    fn listen_upstream(
-        self: &Rc<Self>,
-        up: Arc<Upstream>,
-        us: Arc<crate::upstream::UpstreamSession>,
-        outbox: Arc<Outbox>,
-    ) {
-        let front = self.clone();
-        monoio::spawn(async move {
-            let Link::Http(h) = &up.link else { return };
-            let mut stream = match h.listen(&front.caller, &us, &[]).await {
-                Ok(Some(s)) => s,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!(upstream = %up.name, error = %e, "upstream GET stream not opened");
-                    return;
-                }
-            };
-            loop {
-                let next = select_first(stream.next(), outbox.alive.recv_async()).await;
-                let Some(Ok(Some(m))) = next else { return };
-                if let Some(out) = front.translate_unsolicited(&up, m) {
-                    outbox.offer(out, &front.shared.limits);
-                }
-            }
-        });
-    }
-
-    /// A message an upstream sent outside any call, as the client must see it.
-    fn translate_unsolicited(&self, up: &Upstream, m: Bytes) -> Option<Bytes> {
-        let frame = self.caller.parser.borrow_mut().parse_one(m).ok()?;
-        if frame.kind() != Kind::Notification {
-            // Upstream requests outside a call are not routed yet; the upstream times out.
-            return None;
-        }
-        let method = frame.method()?;
-        if method.ends_with("/list_changed") {
-            self.shared.request_refresh();
-            return None;
-        }
-        if method == "notifications/resources/updated" && up.prefix {
-            let span = frame.param("uri")?;
-            let uri = frame.str_at(span)?;
-            let exposed = serde_json::to_vec(&names::expose_uri(&up.name, &uri)).ok()?;
-            return Some(frame.splice(&mut [(span, &exposed)]));
-        }
-        Some(frame.bytes().clone())
-    }
-
-    fn delete(
-        self: &Rc<Self>,
-        req: &RequestHead,
-        server: Option<&str>,
-        principal: &Arc<Principal>,
-    ) -> Reply {
-        match self.session(req, server, principal) {
-            Ok((id, _)) => {
-                if let Some(s) = self.shared.sessions.remove(&id) {
-                    // The id maps must be empty by now: a leftover entry is a leak.
-                    tracing::debug!(
-                        session = ?id,
-                        in_flight = s.in_flight.len(),
-                        server_requests = s.server_requests.len(),
-                        "session ended by client"
-                    );
-                    self.end_upstream_sessions(s);
-                }
-                Reply::empty(200)
-            }
-            Err(r) => r,
-        }
-    }
-
-    /// Ends upstream sessions (DELETE at each upstream, by upstream name), in the background.
-    fn delete_upstream_sessions(
-        self: &Rc<Self>,
-        sessions: Vec<(Arc<str>, Arc<crate::upstream::UpstreamSession>)>,
-    ) {
-        let front = self.clone();
-        monoio::spawn(async move {
-            let snap = front.shared.snapshot.load_full();
-            for (name, us) in sessions {
-                let link = snap
-                    .by_name
-                    .get(&name)
-                    .and_then(|r| snap.upstream(*r))
-                    .map(|u| &u.link);
-                if let Some(Link::Http(h)) = link {
-                    h.delete(&front.caller, &us).await;
-                }
-            }
-        });
-    }
-
-    /// Ends a client session's own upstream sessions (DELETE at each upstream), in the
-    /// background.
-    fn end_upstream_sessions(self: &Rc<Self>, s: Arc<Session>) {
-        let ups = s.upstreams.entries();
-        if ups.is_empty() {
-            return;
-        }
-        self.delete_upstream_sessions(ups);
-    }
-
     async fn post(
         self: &Rc<Self>,
         req: &RequestHead,
@@ -636,11 +372,9 @@ impl Front {
                 match f.kind() {
                     Kind::Request => match self.request(&f, &snap, &sess, answer, trace).await {
                         Outcome::Done(b) => reply_with(answer, b),
-                        Outcome::Streaming(relay, first) => Reply {
-                            status: 200,
-                            headers: vec![],
-                            body: ReplyBody::Relay(relay, first),
-                        },
+                        Outcome::Streaming(relay, first) => {
+                            Reply::events(Sse::call(&self.shared, relay, first))
+                        }
                     },
                     Kind::Notification => {
                         self.notification(&f, &sess).await;
@@ -675,7 +409,7 @@ impl Front {
                     Some(first) => Reply {
                         status: 200,
                         headers: vec![],
-                        body: ReplyBody::Batch(Box::new(run), first),
+                        body: Body::Array(Box::new(run), first),
                     },
                 }
             }
@@ -2060,12 +1794,6 @@ fn forbidden_address(client: IpAddr) -> Reply {
     )
 }
 
-/// Parses an event id the gateway issued: `<stream>-<seq>`.
-pub fn parse_event_id(s: &str) -> Option<(u32, u64)> {
-    let (a, b) = s.trim().split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
 /// Waits for whichever of two futures finishes first; `None` when it is the second.
 async fn select_first<A: std::future::Future, B: std::future::Future>(
     a: A,
@@ -2177,7 +1905,7 @@ fn reply_with(answer: Answer, body: Bytes) -> Reply {
             Reply {
                 status: 200,
                 headers: vec![("Cache-Control", Bytes::from_static(b"no-cache"))],
-                body: ReplyBody::Full("text/event-stream", out.freeze()),
+                body: Body::Full("text/event-stream", out.freeze()),
             }
         }
     }
@@ -2197,4 +1925,46 @@ fn frame_error_body(e: &FrameError) -> Bytes {
 fn frame_error_reply(e: &FrameError) -> Reply {
     tracing::debug!(error = %e, "bad JSON-RPC body");
     Reply::json(400, frame_error_body(e))
+}
+
+/// The pipeline as the HTTP server sees it: one per worker, cloned per connection.
+#[derive(Clone)]
+pub struct Pipeline(pub Rc<Front>);
+
+impl crate::transport::reply::Handler for Pipeline {
+    type Events = Sse;
+    type Array = Box<batch::Batch>;
+
+    fn handle(
+        &self,
+        req: &RequestHead,
+        body: Bytes,
+        peer: IpAddr,
+        cert: Option<&str>,
+    ) -> impl std::future::Future<Output = Reply> {
+        self.0.handle(req, body, peer, cert)
+    }
+
+    fn conf(&self) -> crate::transport::reply::ServerConf {
+        let g = &self.0.shared.config.gateway;
+        crate::transport::reply::ServerConf {
+            max_header_bytes: g.max_header_bytes,
+            max_body_bytes: g.max_body_bytes,
+            header_timeout: g.header_timeout,
+            idle_timeout: g.idle_timeout,
+            write_timeout: g.write_timeout,
+        }
+    }
+
+    fn limits(&self) -> &crate::limits::Limits {
+        &self.0.shared.limits
+    }
+
+    fn stopping(&self) -> bool {
+        self.0.shared.stopping()
+    }
+
+    fn busy(&self) -> crate::transport::reply::Busy {
+        self.0.busy.enter()
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! `http` and `sse` are sans-IO codecs (no sockets, no clocks); `server` is the HTTP/1.1
 //! connection loop of a worker, which reads requests with those codecs, hands each to the
-//! MCP endpoint (`front`) and writes the reply, in order, with keep-alive and pipelining.
+//! `reply::Handler` (the pipeline) and writes the reply, in order, with keep-alive and pipelining.
 
 pub mod http;
+pub mod reply;
 pub mod server;
 pub mod sse;

@@ -215,6 +215,12 @@ impl Batch {
     }
 }
 
+impl crate::transport::reply::ArraySource for Box<Batch> {
+    async fn next(&mut self) -> Option<Bytes> {
+        Batch::next(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::over_limit;

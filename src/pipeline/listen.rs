@@ -31,7 +31,7 @@ use std::{
 
 use bytes::Bytes;
 
-use super::{Front, Reply, ReplyBody};
+use super::{Front, Reply};
 use crate::{
     auth::policy::Principal,
     jsonrpc::{Code, Frame},
@@ -181,18 +181,18 @@ impl Front {
             },
         );
         tracing::debug!(key, ?server, ?wants, "listen stream opened");
-        Reply {
-            status: 200,
-            headers: vec![],
-            body: ReplyBody::Stream {
+        Reply::events(super::streams::Sse::Open(Box::new(
+            super::streams::OpenStream {
                 inbox,
                 ended,
                 alive,
                 replay: None,
                 resume_after: None,
                 farewell: Some(farewell(id)),
+                shared: self.shared.clone(),
+                since: std::time::Duration::ZERO,
             },
-        }
+        )))
     }
 
     /// Subscribes listener `key` to the resource the client calls `uri`; its subscription

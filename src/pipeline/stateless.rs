@@ -26,7 +26,7 @@ use std::{rc::Rc, sync::Arc};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{media, reply_with, Front, Outcome, Reply, ReplyBody, SERVER_INFO};
+use super::{media, reply_with, Front, Outcome, Reply, SERVER_INFO};
 use crate::{
     auth::policy::Principal,
     jsonrpc::{codes::error_body_data, error_body, Code, Frame, Kind, Message},
@@ -311,11 +311,9 @@ impl Front {
                 Some(status) if status != 200 => Reply::json(status, b),
                 _ => reply_with(answer, b),
             },
-            Outcome::Streaming(relay, first) => Reply {
-                status: 200,
-                headers: vec![],
-                body: ReplyBody::Relay(relay, first),
-            },
+            Outcome::Streaming(relay, first) => {
+                Reply::events(super::streams::Sse::call(&self.shared, relay, first))
+            }
         }
     }
 }

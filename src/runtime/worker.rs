@@ -9,7 +9,11 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use monoio::net::{ListenerOpts, TcpListener};
 
 use super::Chosen;
-use crate::{pipeline::Front, state::Shared, transport::server};
+use crate::{
+    pipeline::{Front, Pipeline},
+    state::Shared,
+    transport::server,
+};
 
 /// A started worker thread.
 pub struct Worker {
@@ -109,13 +113,18 @@ async fn run(
                     let _ = conn.set_nodelay(true);
                     match &tls {
                         None => {
-                            monoio::spawn(server::serve(conn, front.clone(), permit, peer.ip()));
+                            monoio::spawn(server::serve(
+                                conn,
+                                Pipeline(front.clone()),
+                                permit,
+                                peer.ip(),
+                            ));
                         }
                         Some(tls) => {
                             monoio::spawn(server::serve_tls(
                                 conn,
                                 tls.clone(),
-                                front.clone(),
+                                Pipeline(front.clone()),
                                 permit,
                                 peer.ip(),
                             ));
@@ -126,7 +135,11 @@ async fn run(
                 // reach a TLS client, and a handshake is the cost the limit is there to shed.
                 Err(_) if tls.is_some() => drop(conn),
                 Err(limit) => {
-                    monoio::spawn(server::refuse_connection(conn, limit, front.clone()));
+                    monoio::spawn(server::refuse_connection(
+                        conn,
+                        limit,
+                        Pipeline(front.clone()),
+                    ));
                 }
             },
             Ok(Err(e)) => {
