@@ -51,6 +51,10 @@ impl EventSource for Sse {
         !matches!(self, Sse::Open(_))
     }
 
+    fn ready(&self) -> bool {
+        matches!(self, Sse::Call(c) if c.first.is_some())
+    }
+
     async fn next(&mut self, out: &mut SseOut<'_>) -> bool {
         match self {
             Sse::Open(s) => s.next(out).await,

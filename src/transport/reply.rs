@@ -113,6 +113,12 @@ pub trait EventSource {
     /// Whether the connection may serve another request once the stream ends.
     fn keep_alive(&self) -> bool;
 
+    /// Whether events are ready now: the response head then waits to go with them.
+    /// Otherwise it goes at once, so the client sees the stream open.
+    fn ready(&self) -> bool {
+        false
+    }
+
     /// Waits for the next events and writes them to `out`; `false` when the stream ends
     /// after them. The server writes what was gathered (nothing, if nothing was).
     fn next(&mut self, out: &mut SseOut<'_>) -> impl Future<Output = bool>;

@@ -352,14 +352,17 @@ async fn write_reply<S: Stream, H: Handler>(
     }
 }
 
-/// Writes an SSE body as its source gives events (the head, already in `out`, goes with
-/// the first ones), then the last chunk. A failed write tells the source the client is gone.
+/// Writes an SSE body as its source gives events (the head, already in `out`, goes at once
+/// or with the first ones when they are ready), then the last chunk. A failed write tells the source the client is gone.
 async fn write_events<S: Stream, H: Handler>(
     conn: &mut S,
     mut source: H::Events,
     mut out: BytesMut,
     h: &H,
 ) -> std::io::Result<()> {
+    if !source.ready() {
+        send(conn, std::mem::take(&mut out).freeze(), h).await?;
+    }
     loop {
         let more = source.next(&mut SseOut(&mut out)).await;
         if !more {
