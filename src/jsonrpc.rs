@@ -11,8 +11,6 @@
 
 pub mod codes;
 pub mod frame;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz;
 mod scan;
 
 pub use codes::{error_body, error_raw_body, result_body, Code};

@@ -5,8 +5,10 @@
 //! ```text
 //!  client ──TCP──> worker N (monoio runtime, own SO_REUSEPORT listener)
 //!     net                 the byte stream: TcpStream, or net::tls::TlsStream ([gateway.tls])
-//!     transport::server   HTTP/1.1: head (httparse), body, keep-alive, pipelining, limits
-//!     front               /mcp: Origin, method, version header, media types, session
+//!     transport::server   HTTP/1.1: head (httparse), body, keep-alive, pipelining, limits;
+//!                         calls a transport::reply::Handler, writes its Reply
+//!     pipeline            the phases, one file each (see `pipeline` and ARCHITECTURE.md):
+//!                         admit -> route -> authorize -> rewrite -> call -> relay -> record
 //!     jsonrpc::frame      simd-json validates; spans of id / method / name / uri
 //!     registry::Snapshot  (arc-swap load, no lock) lists answered from pre-serialized pages;
 //!                         exposed name -> (upstream, original name)
@@ -29,13 +31,17 @@
 //! `state::Shared`; the control plane (`control`, with the admin API in `control::admin`)
 //! is started by `main.rs`, the only module that imports it.
 //!
-//! # Import rules
+//! # Import rules (ARCHITECTURE.md)
 //!
-//! The lowest layers import nothing above them: `text` (hex, `*` globs) imports nothing of
-//! ours; `mcp` (protocol revisions, the 2026-07-28 envelope, `Hello`) imports only `text`,
-//! `jsonrpc` and external crates. Protocol rules live in `mcp`, so `upstream`, `registry`
-//! and `session` need not reach up into `front` for them. `state` imports neither `control`
-//! nor `front`; only `main.rs` imports `control`.
+//! - `text`, `mcp`, `jsonrpc`, `error`, `net`, `limits`, `ratelimit`, `resilience`, `secret`
+//!   import nothing above themselves (`text` imports nothing of ours).
+//! - `session`, `registry`, `upstream`, `auth`, `guard`, `observe` never import `pipeline`,
+//!   `state`, `control` or `transport::server`; `state` never imports `pipeline` or
+//!   `control`.
+//! - `transport` never imports `pipeline`, `session` or `upstream`; only `main.rs` imports
+//!   `control`.
+//! - Phase files (`pipeline/*.rs`) import `pipeline/context.rs` and lower modules, never
+//!   `pipeline.rs`. No import circle among `src/` files.
 
 pub mod auth;
 pub mod cli;
@@ -43,6 +49,8 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod guard;
 pub mod jsonrpc;
 pub mod limits;

@@ -6,7 +6,7 @@ use mcpgw::{cli, control};
 
 fn main() -> std::process::ExitCode {
     // Only main.rs imports `control`: the CLI gets the gateway's start as a function.
-    match cli::execute(cli::Cli::parse(), control::run_gateway) {
+    match cli::execute(cli::Cli::parse(), control::gateway::run_gateway) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcpgw: {e:#}");

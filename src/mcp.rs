@@ -1,8 +1,9 @@
-//! MCP protocol rules shared by the front and the upstreams.
+//! MCP protocol rules shared by the pipeline and the upstreams.
 //!
 //! `version` holds the revisions and their rules, `era` the 2026-07-28 envelope; this file
-//! holds what a client says about itself ([`Hello`]). A low layer: it may import `text`,
-//! `jsonrpc` and external crates, nothing else of ours (never sessions, the front, upstreams
+//! holds what a client says about itself ([`Hello`]) and an upstream's lists
+//! ([`UpstreamCatalog`]). A low layer: it may import `text`,
+//! `jsonrpc` and external crates, nothing else of ours (never sessions, the pipeline, upstreams
 //! or the transport), and it does no IO.
 
 pub mod era;
@@ -35,3 +36,18 @@ pub const CLIENT_INFO: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     r#""}"#
 );
+
+/// One upstream's lists as last fetched (JSON values as the upstream sent them).
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamCatalog {
+    /// `capabilities` from its `initialize` answer.
+    pub capabilities: serde_json::Map<String, serde_json::Value>,
+    /// `tools/list` items.
+    pub tools: Vec<serde_json::Value>,
+    /// `prompts/list` items.
+    pub prompts: Vec<serde_json::Value>,
+    /// `resources/list` items.
+    pub resources: Vec<serde_json::Value>,
+    /// `resources/templates/list` items.
+    pub templates: Vec<serde_json::Value>,
+}

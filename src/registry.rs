@@ -35,20 +35,7 @@ pub struct Target {
     pub param_headers: crate::mcp::era::ParamHeaders,
 }
 
-/// One upstream's lists as last fetched (JSON values as the upstream sent them).
-#[derive(Clone, Debug, Default)]
-pub struct UpstreamCatalog {
-    /// `capabilities` from its `initialize` answer.
-    pub capabilities: Map<String, Value>,
-    /// `tools/list` items.
-    pub tools: Vec<Value>,
-    /// `prompts/list` items.
-    pub prompts: Vec<Value>,
-    /// `resources/list` items.
-    pub resources: Vec<Value>,
-    /// `resources/templates/list` items.
-    pub templates: Vec<Value>,
-}
+pub use crate::mcp::UpstreamCatalog;
 
 /// Pre-serialized pages of one list: each is the whole `result` object.
 #[derive(Debug, Default)]

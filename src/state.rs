@@ -9,7 +9,7 @@
 //! the admin API asks the control plane for something.
 //!
 //! It never runs a task, opens a socket or talks to an upstream: the control plane
-//! (`control`) and the front do, and this module imports neither.
+//! (`control`) and the pipeline do, and this module imports neither.
 
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
@@ -74,6 +74,29 @@ pub struct Shared {
 // === impl Shared ===
 
 impl Shared {
+    /// Tells every session with an open GET stream (and every listen stream) which of its
+    /// lists changed; `lists` gives them for a view (`None`: `/mcp`, else a virtual
+    /// server's name).
+    pub fn broadcast(&self, lists: impl Fn(Option<&str>) -> Vec<&'static str>) {
+        let mut by_view: std::collections::HashMap<Option<String>, Vec<&'static str>> =
+            Default::default();
+        for s in self.sessions.all() {
+            let Some(o) = s.outbox.load_full() else {
+                continue;
+            };
+            let methods = by_view
+                .entry(s.server.clone())
+                .or_insert_with(|| lists(s.server.as_deref()));
+            for m in methods.iter() {
+                o.offer(
+                    Bytes::from(format!(r#"{{"jsonrpc":"2.0","method":"{m}"}}"#)),
+                    &self.limits,
+                );
+            }
+        }
+        self.listeners.broadcast(self, &lists);
+    }
+
     /// The state for a gateway starting with `config`; `control` reaches the control plane.
     /// Starts span export and the audit log when configured.
     pub fn new(config: Arc<Config>, control: flume::Sender<ControlMsg>) -> anyhow::Result<Shared> {

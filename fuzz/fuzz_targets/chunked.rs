@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::jsonrpc::fuzz::chunked(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::fuzz::chunked(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::jsonrpc::fuzz::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::fuzz::config(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::jsonrpc::fuzz::http_head(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::fuzz::http_head(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::jsonrpc::fuzz::splice(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::fuzz::splice(data));

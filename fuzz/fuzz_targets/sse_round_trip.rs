@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::jsonrpc::fuzz::sse_round_trip(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mcpgw::fuzz::sse_round_trip(data));

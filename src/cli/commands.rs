@@ -49,19 +49,19 @@ pub fn execute(
             cmd: SecretCmd::Encrypt,
         } => encrypt_stdin(),
         Command::Upstreams { admin, cmd } => {
-            admin_client(&admin).and_then(|a| super::upstreams(&a, upstream_cmd(cmd)?))
+            admin_client(&admin).and_then(|a| super::admin::upstreams(&a, upstream_cmd(cmd)?))
         }
         Command::Servers { admin, cmd } => {
-            admin_client(&admin).and_then(|a| super::servers(&a, server_cmd(cmd)))
+            admin_client(&admin).and_then(|a| super::admin::servers(&a, server_cmd(cmd)))
         }
         Command::Tools { admin, cmd } => {
-            admin_client(&admin).and_then(|a| super::tools(&a, tool_cmd(cmd)))
+            admin_client(&admin).and_then(|a| super::admin::tools(&a, tool_cmd(cmd)))
         }
         Command::Keys { admin, cmd } => {
-            admin_client(&admin).and_then(|a| super::keys(&a, key_cmd(cmd)))
+            admin_client(&admin).and_then(|a| super::admin::keys(&a, key_cmd(cmd)))
         }
         Command::Guard { admin, cmd } => {
-            admin_client(&admin).and_then(|a| super::guard(&a, guard_cmd(cmd)))
+            admin_client(&admin).and_then(|a| super::admin::guard(&a, guard_cmd(cmd)))
         }
     }
 }
@@ -118,14 +118,14 @@ fn encrypt_stdin() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn admin_client(a: &AdminArgs) -> anyhow::Result<super::Admin> {
-    super::Admin::new(&a.admin, a.token.clone(), a.json)
+fn admin_client(a: &AdminArgs) -> anyhow::Result<super::admin::Admin> {
+    super::admin::Admin::new(&a.admin, a.token.clone(), a.json)
 }
 
 /// `upstreams add` builds the API's upstream spec: `--url` (once: `url`, repeated: `urls`)
 /// makes an http upstream, `--command` a stdio one; neither or both is an error.
-fn upstream_cmd(cmd: UpstreamsCmd) -> anyhow::Result<super::UpstreamCmd> {
-    use super::UpstreamCmd as C;
+fn upstream_cmd(cmd: UpstreamsCmd) -> anyhow::Result<super::admin::UpstreamCmd> {
+    use super::admin::UpstreamCmd as C;
     Ok(match cmd {
         UpstreamsCmd::List => C::List,
         UpstreamsCmd::Remove { name } => C::Remove(name),
@@ -165,8 +165,8 @@ fn upstream_cmd(cmd: UpstreamsCmd) -> anyhow::Result<super::UpstreamCmd> {
     })
 }
 
-fn server_cmd(cmd: ServersCmd) -> super::ServerCmd {
-    use super::ServerCmd as C;
+fn server_cmd(cmd: ServersCmd) -> super::admin::ServerCmd {
+    use super::admin::ServerCmd as C;
     match cmd {
         ServersCmd::List => C::List,
         ServersCmd::Remove { name } => C::Remove(name),
@@ -181,8 +181,8 @@ fn server_cmd(cmd: ServersCmd) -> super::ServerCmd {
     }
 }
 
-fn tool_cmd(cmd: ToolsCmd) -> super::ToolCmd {
-    use super::ToolCmd as C;
+fn tool_cmd(cmd: ToolsCmd) -> super::admin::ToolCmd {
+    use super::admin::ToolCmd as C;
     match cmd {
         ToolsCmd::List => C::List,
         ToolsCmd::Enable { name } => C::Enable(name, true),
@@ -190,8 +190,8 @@ fn tool_cmd(cmd: ToolsCmd) -> super::ToolCmd {
     }
 }
 
-fn key_cmd(cmd: KeysCmd) -> super::KeyCmd {
-    use super::KeyCmd as C;
+fn key_cmd(cmd: KeysCmd) -> super::admin::KeyCmd {
+    use super::admin::KeyCmd as C;
     match cmd {
         KeysCmd::List => C::List,
         KeysCmd::Revoke { id } => C::Revoke(id),
@@ -205,8 +205,8 @@ fn key_cmd(cmd: KeysCmd) -> super::KeyCmd {
     }
 }
 
-fn guard_cmd(cmd: GuardCmd) -> super::GuardCmd {
-    use super::GuardCmd as C;
+fn guard_cmd(cmd: GuardCmd) -> super::admin::GuardCmd {
+    use super::admin::GuardCmd as C;
     match cmd {
         GuardCmd::Findings => C::Findings,
         GuardCmd::Pins => C::Pins,

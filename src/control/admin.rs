@@ -21,13 +21,12 @@ use serde_json::{json, Value};
 
 use std::time::Duration;
 
-use super::Source;
+use super::source::Source;
 use crate::{
     registry::Snapshot,
     state::{ControlMsg, Shared},
     store::{Kind, Store},
     transport::http::{self as codec, BodyKind, Limits, RequestHead},
-    upstream::Link,
 };
 
 /// Every admin route: method and path (`{name}` and `{id}` are path parameters).
@@ -333,15 +332,10 @@ fn list_upstreams(snap: &Snapshot, store: &dyn Store) -> Answer {
         .iter()
         .map(|u| {
             let tools = snap.tools.values().filter(|t| snap.upstream(t.upstream).is_some_and(|x| Arc::ptr_eq(x, u))).count();
-            let (transport, up) = match &u.link {
-                Link::Http(h) => ("http", h.shared_session().is_some()),
-                Link::Stdio(h) => ("stdio", h.is_up()),
-            };
+            let shown = u.shown();
+            let (transport, up) = (shown.transport, shown.up);
             let (health, since) = u.health.state();
-            let (headers, auth) = match &u.link {
-                Link::Http(h) => credentials(h),
-                Link::Stdio(_) => (Value::Null, Value::Null),
-            };
+            let (headers, auth) = (shown.headers, shown.auth);
             json!({
                 "name": u.name,
                 "transport": transport,
@@ -382,8 +376,8 @@ async fn remove_upstream(name: &str, snap: &Snapshot, ctx: &Context) -> Answer {
     tracing::info!(upstream = name, "upstream removed through the admin API");
     audit_change(shared, "remove", "upstream", name);
     // A child is killed and reaped before the answer: nothing of it runs after a 2xx.
-    if let Some(Link::Stdio(h)) = up.map(|u| &u.link) {
-        if !h.stop(STOP_WAIT).await {
+    if let Some(u) = up {
+        if !u.stop_child(STOP_WAIT).await {
             return error(
                 500,
                 format!("upstream {name:?} is removed, but its child process did not stop within {} s; it is killed once its supervisor's pending write to it fails", STOP_WAIT.as_secs()),
@@ -783,30 +777,6 @@ async fn add(kind: Kind, body: &Bytes, ctx: &Context) -> Answer {
 }
 
 // === upstream secrets ===
-
-/// An HTTP upstream's configured headers and credential as the API shows them: names and
-/// kinds, every value `***`.
-fn credentials(h: &crate::upstream::http::HttpUpstream) -> (Value, Value) {
-    use crate::upstream::http::Credential;
-    let headers: serde_json::Map<String, Value> = h
-        .header_names()
-        .map(|n| (n.to_string(), json!("***")))
-        .collect();
-    let auth = match h.credential() {
-        None => Value::Null,
-        Some(Credential::Header { name, .. }) => {
-            json!({ "type": "header", "header": name, "value": "***" })
-        }
-        Some(Credential::OAuth(src)) => {
-            let c = src.client();
-            json!({
-                "type": "oauth", "token_url": c.token_url, "client_id": c.client_id,
-                "client_secret": "***", "scope": c.scope, "token_valid": src.valid(),
-            })
-        }
-    };
-    (Value::Object(headers), auth)
-}
 
 /// Encrypts, in place, the secret values of an upstream added through the API (`headers`
 /// values, `auth.bearer`, `auth.value`, `auth.client_secret`), so that the store never holds

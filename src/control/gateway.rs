@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context;
 
-use super::{ControlPlane, Source};
+use super::{source::Source, ControlPlane};
 use crate::{
     config::{Config, Overrides},
     observe::init_logging,

@@ -28,7 +28,7 @@ use super::{
     policy::{Action, PinMode, Policy},
     Finding, Scanner,
 };
-use crate::{registry::UpstreamCatalog, text::hex};
+use crate::{mcp::UpstreamCatalog, text::hex};
 
 /// A tool's approved definition and, if it changed since, the change awaiting approval.
 #[derive(Clone, Debug, PartialEq, Eq)]

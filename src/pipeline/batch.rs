@@ -1,5 +1,5 @@
-//! JSON-RPC batches (MCP 2025-03-26 only): bounded before they are parsed, answered as a
-//! stream, and counted message by message.
+//! Phase: batch. JSON-RPC batches (MCP 2025-03-26 only): bounded before they are parsed,
+//! answered as a stream, and counted message by message.
 //!
 //! A body that is a JSON array of more than `max_batch_items` elements is refused whole
 //! ([`too_many`]) before it is validated or parsed: parsing builds a frame per element, so
@@ -10,20 +10,28 @@
 //! rate limits (the POST took one for the first); one over a limit is answered in place
 //! with -32014, and the rest of the batch goes on.
 //!
-//! Never answers twice: each element yields at most one answer, in order.
+//! Never answers twice: each element yields at most one answer, in order; never routes an
+//! element itself (each goes through `route`).
 
 use std::{rc::Rc, sync::Arc};
 
 use bytes::Bytes;
 
-use super::{frame_error_body, Answer, Front, Outcome};
+use super::{
+    answer, call,
+    context::{Answer, Call, Ctx},
+    reject::{self, invalid, rescue, RateLimited, Reject},
+    relay::Outcome,
+    route,
+};
 use crate::{
     auth::{policy::Principal, RateStage},
-    jsonrpc::{codes::error_body_data, error_body, Code, Frame, FrameError, Kind},
+    jsonrpc::{Code, Frame, FrameError, Kind},
     limits::Limit,
     observe::trace::TraceParent,
     registry::Snapshot,
     session::Session,
+    transport::reply::{Reply, Whole},
 };
 
 /// Whether `body` is a JSON array of more than `max` elements. Looks at the top level only,
@@ -97,24 +105,21 @@ fn string_end(b: &[u8], i: usize) -> usize {
 
 /// The answer to a batch over `max_batch_items`: HTTP 400 with one error object (not an
 /// array: JSON-RPC 2.0 answers a batch that cannot be taken apart with a single error).
-pub(crate) fn too_many(limits: &crate::limits::Limits, max: usize) -> super::Reply {
+pub fn too_many(limits: &crate::limits::Limits, max: usize) -> Whole {
     limits.hit(Limit::BatchItems);
     tracing::info!(max, "batch over max_batch_items refused");
     let data = format!(r#"{{"maxBatchItems":{max}}}"#);
-    super::Reply::json(
-        400,
-        error_body_data(
-            None,
-            Code::InvalidRequest,
-            "Invalid Request: too many messages in the batch (max_batch_items)",
-            data.as_bytes(),
-        ),
-    )
+    let refused = Reject::Invalid(
+        Code::InvalidRequest,
+        "Invalid Request: too many messages in the batch (max_batch_items)".into(),
+        Some(data),
+    );
+    Reply::json(400, rescue(None, refused))
 }
 
 /// A batch being answered: its elements not run yet and what they need.
 pub struct Batch {
-    front: Rc<Front>,
+    ctx: Rc<Ctx>,
     snap: Arc<Snapshot>,
     sess: Arc<Session>,
     principal: Arc<Principal>,
@@ -125,8 +130,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub(super) fn new(
-        front: Rc<Front>,
+    /// A batch of `items` on session `sess`, sent by `principal`.
+    pub fn new(
+        ctx: Rc<Ctx>,
         snap: Arc<Snapshot>,
         sess: Arc<Session>,
         principal: Arc<Principal>,
@@ -134,7 +140,7 @@ impl Batch {
         items: Vec<Result<Frame, FrameError>>,
     ) -> Self {
         Batch {
-            front,
+            ctx,
             snap,
             sess,
             principal,
@@ -147,71 +153,78 @@ impl Batch {
     /// Runs elements until one has an answer and returns it; `None` when none is left.
     /// Notifications and answers to the gateway's requests are handled on the way.
     pub async fn next(&mut self) -> Option<Bytes> {
-        let front = self.front.clone();
+        let ctx = self.ctx.clone();
         while let Some(item) = self.items.next() {
             let f = match item {
                 Ok(f) => f,
-                Err(e) => return Some(frame_error_body(&e)),
+                Err(e) => return Some(reject::malformed(&e)),
             };
             match f.kind() {
-                Kind::Response => front.client_answer(&f, &self.sess).await,
-                Kind::Notification => front.notification(&f, &self.sess).await,
-                Kind::Request => return Some(self.request(&front, &f).await),
+                Kind::Response => answer::client_answer(&ctx, &f, &self.sess).await,
+                Kind::Notification => answer::notification(&f, &self.sess).await,
+                Kind::Request => return Some(self.request(&ctx, &f).await),
             }
         }
         None
     }
 
-    async fn request(&mut self, front: &Rc<Front>, f: &Frame) -> Bytes {
+    async fn request(&mut self, ctx: &Rc<Ctx>, f: &Frame) -> Bytes {
         self.requests += 1;
+        let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
         if f.method().as_deref() == Some("initialize") {
-            return error_body(
-                f.id_raw().as_deref(),
-                Code::InvalidRequest,
-                "initialize cannot be batched",
-            );
+            let refused = invalid(Code::InvalidRequest, "initialize cannot be batched");
+            return rescue(f.id_raw().as_deref(), refused);
         }
         if self.requests > 1 {
-            if let Some(refused) = self.rate_limited(front, f) {
-                return refused;
+            if let Err(refused) = self.rate(ctx) {
+                return rescue(f.id_raw().as_deref(), refused);
             }
         }
         // Batched calls answer as JSON: messages before a response go to the GET stream,
         // if there is one.
         let sess = &self.sess;
-        match front
-            .request(f, &self.snap, sess, Answer::Json, self.trace)
-            .await
-        {
+        let call = Call {
+            f,
+            id: &id,
+            snap: &self.snap,
+            sess,
+            answer: Answer::Json,
+            trace: self.trace,
+        };
+        match route::request(ctx, &call).await {
             Outcome::Done(b) => b,
             Outcome::Streaming(mut relay, first) => {
-                front.push(sess, first);
-                front.finish_pushing(sess, &mut relay).await
+                call::push(ctx, sess, first);
+                call::finish_pushing(ctx, sess, &mut relay).await
             }
         }
     }
 
-    /// The -32014 answer when the request-level rate limits have no token for this request.
-    fn rate_limited(&self, front: &Front, f: &Frame) -> Option<Bytes> {
-        let shared = front.shared();
+    /// The request-level rate limits have a token for this request (-32014 when not).
+    fn rate(&self, ctx: &Ctx) -> Result<(), Reject> {
+        let shared = &ctx.shared;
         let auth = shared.auth.load();
         if auth.rates.is_empty() {
-            return None;
+            return Ok(());
         }
         let now = shared.now_ns();
-        let wait = auth
-            .rate_check(&shared.rates, RateStage::Request, &self.principal, "", now)
-            .err()?;
+        let principal = &self.principal;
+        let Err(wait) = auth.rate_check(&shared.rates, RateStage::Request, principal, "", now)
+        else {
+            return Ok(());
+        };
         shared.limits.hit(Limit::RateLimit);
-        tracing::debug!(principal = %self.principal.name, "batched request rate limited");
-        Some(error_body(
-            f.id_raw().as_deref(),
-            Code::RateLimited,
-            &format!(
-                "Too Many Requests: rate limit exceeded: retry after {} ms",
-                wait.as_millis().max(1)
-            ),
-        ))
+        tracing::debug!(principal = %principal.name, "batched request rate limited");
+        Err(Reject::RateLimited(RateLimited {
+            name: None,
+            retry_after: wait,
+        }))
+    }
+}
+
+impl crate::transport::reply::Widen<Box<Batch>> for Box<Batch> {
+    fn widen(self) -> Box<Batch> {
+        self
     }
 }
 

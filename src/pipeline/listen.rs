@@ -1,4 +1,4 @@
-//! `subscriptions/listen` (MCP 2026-07-28): a client's opt-in stream of server events.
+//! Phase: listen. `subscriptions/listen` (MCP 2026-07-28): a client's opt-in stream of server events.
 //!
 //! A 2026-07-28 client has no session and no GET stream; it POSTs `subscriptions/listen`
 //! with the notifications it wants (`toolsListChanged`, `promptsListChanged`,
@@ -23,6 +23,8 @@
 //! broadcast by the control plane, updates by the upstream's reader) and removed when its
 //! stream closes. What changed is decided per endpoint as for legacy sessions (`/mcp` or the
 //! virtual server's view).
+//!
+//! Never answers a request on the stream: it carries notifications, then the result.
 
 use std::{
     rc::Rc,
@@ -31,12 +33,18 @@ use std::{
 
 use bytes::Bytes;
 
-use super::{Front, Reply};
+use super::{
+    admit::Admitted,
+    context::{Answer, Ctx},
+    reject::{invalid, rescue},
+    streams::{OpenStream, Sse, Streamed},
+};
 use crate::{
     auth::policy::Principal,
     jsonrpc::{Code, Frame},
     state::{notification, Listener, KINDS, SUBSCRIPTION_ID},
-    upstream::{Link, OnSession, Upstream},
+    transport::reply::Reply,
+    upstream::Upstream,
 };
 
 /// The listen request's result: the stream ended from the gateway's side.
@@ -82,266 +90,255 @@ fn filter(f: &Frame) -> Result<([bool; 3], Vec<String>), &'static str> {
 /// Most resources one listen stream subscribes to (more are not honored).
 const MAX_RESOURCES: usize = 100;
 
-impl Front {
-    /// Serves `subscriptions/listen` (its `_meta` and headers already checked): subscribes
-    /// the resources asked for, registers the listener, queues the acknowledgement, and
-    /// answers with the stream. `advertised`: which list changes the endpoint can have.
-    pub(super) async fn listen(
-        self: &Rc<Self>,
-        f: &Frame,
-        id: &Bytes,
-        server: Option<&str>,
-        principal: &Principal,
-        answer: super::Answer,
-        advertised: [bool; 3],
-    ) -> Reply {
-        if matches!(answer, super::Answer::Json) {
-            return Reply::json(
-                406,
-                crate::jsonrpc::error_body(
-                    Some(id),
-                    Code::InvalidRequest,
-                    "Not Acceptable: subscriptions/listen answers with an event stream; Accept must include text/event-stream",
-                ),
-            );
-        }
-        let (asked, uris) = match filter(f) {
-            Ok(w) => w,
-            Err(why) => {
-                return Reply::json(
-                    400,
-                    crate::jsonrpc::error_body(Some(id), Code::InvalidParams, why),
-                )
-            }
-        };
-        // Honored: what was asked and the endpoint can change (it advertises `listChanged`).
-        let mut wants = [false; 3];
-        let mut honored = String::new();
-        for (i, (field, _)) in KINDS.iter().enumerate() {
-            wants[i] = asked[i] && advertised[i];
-            if wants[i] {
-                honored.push_str(&format!(r#""{field}":true,"#));
-            }
-        }
-        let key = self.shared.listeners.next.fetch_add(1, Ordering::Relaxed);
-        let shared = &self.shared;
-        let g = &shared.config.gateway;
-        // Held by the stream; once dropped (the stream closed, or this request was dropped
-        // while subscribing) the cleanup below runs.
-        let (alive, alive_rx) = flume::bounded::<()>(1);
-        // The resources it is subscribed to (`state::subscription_key`s), as they are made.
-        let held = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
-        // Forgotten when the stream closes (the client left, or the gateway ended it).
-        let front = self.clone();
-        let (cleanup_rx, cleanup_held) = (alive_rx.clone(), held.clone());
-        monoio::spawn(async move {
-            let _ = cleanup_rx.recv_async().await;
-            front.shared.listeners.open.remove(&key);
-            let keys = std::mem::take(&mut *cleanup_held.borrow_mut());
-            for rkey in keys {
-                front.unsubscribe_resource(key, &rkey).await;
-            }
-            tracing::debug!(key, "listen stream closed");
-        });
-        let mut honored_uris = Vec::new();
-        for uri in uris {
-            let taken = held.borrow().clone();
-            if let Some(rkey) = self
-                .subscribe_resource(key, &uri, server, principal, &taken)
-                .await
-            {
-                held.borrow_mut().push(rkey);
-                honored_uris.push(uri);
-            }
-        }
-        if !honored_uris.is_empty() {
-            honored.push_str(&format!(
-                r#""resourceSubscriptions":{},"#,
-                serde_json::to_string(&honored_uris).unwrap_or_else(|_| "[]".into())
-            ));
-        }
-        let honored = honored.strip_suffix(',').unwrap_or(&honored);
-        let (outbox, inbox) = crate::session::outbox(g.sse_buffer_bytes, alive_rx);
-        let outbox = Arc::new(outbox);
-        let ack = notification(
-            "notifications/subscriptions/acknowledged",
-            id,
-            &format!(r#""notifications":{{{honored}}},"#),
+/// Serves `subscriptions/listen` (its `_meta` and headers already checked): subscribes
+/// the resources asked for, registers the listener, queues the acknowledgement, and
+/// answers with the stream. `advertised`: which list changes the endpoint can have.
+pub async fn listen(
+    ctx: &Rc<Ctx>,
+    f: &Frame,
+    id: &Bytes,
+    a: &Admitted,
+    (answer, advertised): (Answer, [bool; 3]),
+) -> Streamed {
+    if matches!(answer, Answer::Json) {
+        let refused = invalid(
+            Code::InvalidRequest,
+            "Not Acceptable: subscriptions/listen answers with an event stream; Accept must include text/event-stream",
         );
-        outbox.offer(ack, &shared.limits);
-        let (end, ended) = flume::bounded::<()>(1);
-        shared.listeners.open.insert(
-            key,
-            Listener {
-                server: server.map(str::to_string),
-                wants,
-                id: id.clone(),
-                outbox,
-                _end: end,
-            },
-        );
-        tracing::debug!(key, ?server, ?wants, "listen stream opened");
-        Reply::events(super::streams::Sse::Open(Box::new(
-            super::streams::OpenStream {
-                inbox,
-                ended,
-                alive,
-                replay: None,
-                resume_after: None,
-                farewell: Some(farewell(id)),
-                shared: self.shared.clone(),
-                since: std::time::Duration::ZERO,
-            },
-        )))
+        return Reply::json(406, rescue(Some(id), refused));
     }
+    let (asked, uris) = match filter(f) {
+        Ok(w) => w,
+        Err(why) => return Reply::json(400, rescue(Some(id), invalid(Code::InvalidParams, why))),
+    };
+    let (server, principal) = (a.server.as_deref(), &*a.principal);
+    // Honored: what was asked and the endpoint can change (it advertises `listChanged`).
+    let mut wants = [false; 3];
+    let mut honored = String::new();
+    for (i, (field, _)) in KINDS.iter().enumerate() {
+        wants[i] = asked[i] && advertised[i];
+        if wants[i] {
+            honored.push_str(&format!(r#""{field}":true,"#));
+        }
+    }
+    let key = ctx.shared.listeners.next.fetch_add(1, Ordering::Relaxed);
+    let shared = &ctx.shared;
+    let g = &shared.config.gateway;
+    // Held by the stream; once dropped (the stream closed, or this request was dropped
+    // while subscribing) the cleanup below runs.
+    let (alive, alive_rx) = flume::bounded::<()>(1);
+    // The resources it is subscribed to (`state::subscription_key`s), as they are made.
+    let held = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    forget_when_closed(ctx, key, alive_rx.clone(), held.clone());
+    let mut honored_uris = Vec::new();
+    for uri in uris {
+        let taken = held.borrow().clone();
+        if let Some(rkey) = subscribe_resource(ctx, key, &uri, (server, principal), &taken).await {
+            held.borrow_mut().push(rkey);
+            honored_uris.push(uri);
+        }
+    }
+    if !honored_uris.is_empty() {
+        honored.push_str(&format!(
+            r#""resourceSubscriptions":{},"#,
+            serde_json::to_string(&honored_uris).unwrap_or_else(|_| "[]".into())
+        ));
+    }
+    let honored = honored.strip_suffix(',').unwrap_or(&honored);
+    let (outbox, inbox) = crate::session::outbox(g.sse_buffer_bytes, alive_rx);
+    let outbox = Arc::new(outbox);
+    let ack = notification(
+        "notifications/subscriptions/acknowledged",
+        id,
+        &format!(r#""notifications":{{{honored}}},"#),
+    );
+    outbox.offer(ack, &shared.limits);
+    let (end, ended) = flume::bounded::<()>(1);
+    shared.listeners.open.insert(
+        key,
+        Listener {
+            server: server.map(str::to_string),
+            wants,
+            id: id.clone(),
+            outbox,
+            _end: end,
+        },
+    );
+    tracing::debug!(key, ?server, ?wants, "listen stream opened");
+    Reply::events(Sse::Open(Box::new(OpenStream {
+        inbox,
+        ended,
+        alive,
+        replay: None,
+        resume_after: None,
+        farewell: Some(farewell(id)),
+        shared: ctx.shared.clone(),
+        since: std::time::Duration::ZERO,
+    })))
+}
 
-    /// Subscribes listener `key` to the resource the client calls `uri`; its subscription
-    /// key, or `None` when not honored (not readable by the caller, routes nowhere, already
-    /// held under another URI, or a legacy upstream refuses). A 2026-07-28 upstream is not
-    /// asked: the gateway's listen stream to it names the resource from now on.
-    async fn subscribe_resource(
-        &self,
-        key: u64,
-        uri: &str,
-        server: Option<&str>,
-        principal: &Principal,
-        held: &[String],
-    ) -> Option<String> {
-        if !principal.grant.resource(uri) {
-            return None;
+/// Forgets listener `key` when its stream closes (the client left, or the gateway ended
+/// it): `closed` disconnects then; `held` are its subscriptions.
+fn forget_when_closed(
+    ctx: &Rc<Ctx>,
+    key: u64,
+    closed: flume::Receiver<()>,
+    held: Rc<std::cell::RefCell<Vec<String>>>,
+) {
+    let ctx = ctx.clone();
+    monoio::spawn(async move {
+        let _ = closed.recv_async().await;
+        ctx.shared.listeners.open.remove(&key);
+        let keys = std::mem::take(&mut *held.borrow_mut());
+        for rkey in keys {
+            unsubscribe_resource(&ctx, key, &rkey).await;
         }
-        let snap = self.shared.snapshot.load_full();
-        let view = snap.view(server)?;
-        let (up, orig_json) = super::route_uri(&snap, view, uri)?;
-        let up = snap.upstream(up)?.clone();
-        let orig: String = serde_json::from_slice(&orig_json).ok()?;
-        let rkey = crate::state::subscription_key(&up.name, &orig);
-        if held.contains(&rkey) {
-            // Another of its URIs names the same upstream resource.
-            return None;
-        }
-        let listeners = &self.shared.listeners;
-        if matches!(&up.link, Link::Http(h) if h.is_stateless()) {
-            // The gateway's listen stream to it names the resources: it listens again.
-            let was = self.shared.subscribed_uris(&up.name);
-            listeners
-                .by_resource
-                .entry(rkey.clone())
-                .or_default()
-                .push(key);
-            if self.shared.subscribed_uris(&up.name) != was {
-                self.shared.subscriptions_changed(&up.name);
-            }
-            return Some(rkey);
-        }
-        let first = !listeners.subscribed(&rkey)
-            && self
-                .shared
-                .subscriptions
-                .get(&rkey)
-                .is_none_or(|s| s.is_empty());
-        if first {
-            let params = format!(r#"{{"uri":{}}}"#, String::from_utf8_lossy(&orig_json));
-            if !self.ask(&up, "resources/subscribe", &params).await {
-                return None;
-            }
-        }
+        tracing::debug!(key, "listen stream closed");
+    });
+}
+
+/// Subscribes listener `key` to the resource the client calls `uri`; its subscription
+/// key, or `None` when not honored (not readable by the caller, routes nowhere, already
+/// held under another URI, or a legacy upstream refuses). A 2026-07-28 upstream is not
+/// asked: the gateway's listen stream to it names the resource from now on.
+async fn subscribe_resource(
+    ctx: &Ctx,
+    key: u64,
+    uri: &str,
+    (server, principal): (Option<&str>, &Principal),
+    held: &[String],
+) -> Option<String> {
+    if !principal.grant.resource(uri) {
+        return None;
+    }
+    let snap = ctx.shared.snapshot.load_full();
+    let view = snap.view(server)?;
+    let (up, orig_json) = super::route::route_uri(&snap, view, uri)?;
+    let up = snap.upstream(up)?.clone();
+    let orig: String = serde_json::from_slice(&orig_json).ok()?;
+    let rkey = crate::state::subscription_key(&up.name, &orig);
+    if held.contains(&rkey) {
+        // Another of its URIs names the same upstream resource.
+        return None;
+    }
+    let listeners = &ctx.shared.listeners;
+    if up.is_stateless() {
+        // The gateway's listen stream to it names the resources: it listens again.
+        let was = ctx.shared.subscribed_uris(&up.name);
         listeners
             .by_resource
             .entry(rkey.clone())
             .or_default()
             .push(key);
-        Some(rkey)
+        if ctx.shared.subscribed_uris(&up.name) != was {
+            ctx.shared.subscriptions_changed(&up.name);
+        }
+        return Some(rkey);
     }
+    let first = !listeners.subscribed(&rkey)
+        && ctx
+            .shared
+            .subscriptions
+            .get(&rkey)
+            .is_none_or(|s| s.is_empty());
+    if first {
+        let params = format!(r#"{{"uri":{}}}"#, String::from_utf8_lossy(&orig_json));
+        if !ask(ctx, &up, "resources/subscribe", &params).await {
+            return None;
+        }
+    }
+    listeners
+        .by_resource
+        .entry(rkey.clone())
+        .or_default()
+        .push(key);
+    Some(rkey)
+}
 
-    /// Drops listener `key`'s subscription `rkey`; the last subscriber tells the upstream.
-    async fn unsubscribe_resource(&self, key: u64, rkey: &str) {
-        let listeners = &self.shared.listeners;
-        let left = match listeners.by_resource.get_mut(rkey) {
-            Some(mut v) => {
-                v.retain(|k| *k != key);
-                v.len()
-            }
-            None => 0,
-        };
-        if left > 0
-            || self
-                .shared
-                .subscriptions
-                .get(rkey)
-                .is_some_and(|s| !s.is_empty())
-        {
-            return;
+/// Drops listener `key`'s subscription `rkey`; the last subscriber tells the upstream.
+async fn unsubscribe_resource(ctx: &Ctx, key: u64, rkey: &str) {
+    let listeners = &ctx.shared.listeners;
+    let left = match listeners.by_resource.get_mut(rkey) {
+        Some(mut v) => {
+            v.retain(|k| *k != key);
+            v.len()
         }
-        // Unless another listener came in meanwhile.
-        if listeners
-            .by_resource
-            .remove_if(rkey, |_, v| v.is_empty())
-            .is_none()
-        {
-            return;
-        }
-        let Some((name, orig)) = rkey.split_once('\u{0}') else {
-            return;
-        };
-        let snap = self.shared.snapshot.load_full();
-        let Some(up) = snap
-            .by_name
-            .get(name)
-            .and_then(|r| snap.upstream(*r))
-            .cloned()
-        else {
-            return;
-        };
-        if matches!(&up.link, Link::Http(h) if h.is_stateless()) {
-            self.shared.subscriptions_changed(name);
-            return;
-        }
-        let params = format!(
-            r#"{{"uri":{}}}"#,
-            serde_json::to_string(orig).unwrap_or_else(|_| "\"\"".into())
-        );
-        self.ask(&up, "resources/unsubscribe", &params).await;
+        None => 0,
+    };
+    if left > 0
+        || ctx
+            .shared
+            .subscriptions
+            .get(rkey)
+            .is_some_and(|s| !s.is_empty())
+    {
+        return;
     }
+    // Unless another listener came in meanwhile.
+    if listeners
+        .by_resource
+        .remove_if(rkey, |_, v| v.is_empty())
+        .is_none()
+    {
+        return;
+    }
+    let Some((name, orig)) = rkey.split_once('\u{0}') else {
+        return;
+    };
+    let snap = ctx.shared.snapshot.load_full();
+    let Some(up) = snap
+        .by_name
+        .get(name)
+        .and_then(|r| snap.upstream(*r))
+        .cloned()
+    else {
+        return;
+    };
+    if up.is_stateless() {
+        ctx.shared.subscriptions_changed(name);
+        return;
+    }
+    let params = format!(
+        r#"{{"uri":{}}}"#,
+        serde_json::to_string(orig).unwrap_or_else(|_| "\"\"".into())
+    );
+    ask(ctx, &up, "resources/unsubscribe", &params).await;
+}
 
-    /// Sends `method` to `up` on the gateway's own upstream session; whether it answered
-    /// with a result.
-    async fn ask(&self, up: &Upstream, method: &str, params: &str) -> bool {
-        let on = match &up.link {
-            Link::Stdio(_) => OnSession::Stdio,
-            Link::Http(h) => match h.ensure_shared(&self.caller).await {
-                Ok(s) => OnSession::Http(s),
-                Err(e) => {
-                    tracing::debug!(upstream = %up.name, error = %e, method, "not sent");
-                    return false;
-                }
-            },
-        };
-        let gid = self.caller.ids.next();
-        let body = crate::upstream::request_body(gid, method, params);
-        let mut call = match self.caller.start(up, &on, gid, body).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(upstream = %up.name, error = %e, method, "not sent");
-                return false;
-            }
-        };
-        let gid_text = gid.to_string();
-        let mut ok = false;
-        while let Ok(Ok(Some(m))) = monoio::time::timeout(up.call_timeout, call.next()).await {
-            let Ok(crate::jsonrpc::Message::Single(r)) = crate::jsonrpc::parse(m) else {
-                continue;
-            };
-            if r.kind() == crate::jsonrpc::Kind::Response
-                && r.id_raw().as_deref() == Some(gid_text.as_bytes())
-            {
-                ok = !r.is_error();
-                break;
-            }
+/// Sends `method` to `up` on the gateway's own upstream session; whether it answered
+/// with a result.
+async fn ask(ctx: &Ctx, up: &Upstream, method: &str, params: &str) -> bool {
+    let on = match ctx.caller.shared_session(up).await {
+        Ok(on) => on,
+        Err(e) => {
+            tracing::debug!(upstream = %up.name, error = %e, method, "not sent");
+            return false;
         }
-        call.finish(&self.caller).await;
-        ok
+    };
+    let gid = ctx.caller.ids.next();
+    let body = crate::upstream::request_body(gid, method, params);
+    let mut call = match ctx.caller.start(up, &on, gid, body).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(upstream = %up.name, error = %e, method, "not sent");
+            return false;
+        }
+    };
+    let gid_text = gid.to_string();
+    let mut ok = false;
+    while let Ok(Ok(Some(m))) = monoio::time::timeout(up.call_timeout, call.next()).await {
+        let Ok(crate::jsonrpc::Message::Single(r)) = crate::jsonrpc::parse(m) else {
+            continue;
+        };
+        if r.kind() == crate::jsonrpc::Kind::Response
+            && r.id_raw().as_deref() == Some(gid_text.as_bytes())
+        {
+            ok = !r.is_error();
+            break;
+        }
     }
+    call.finish(&ctx.caller).await;
+    ok
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Relaying one forwarded call: the upstream's messages back to the client, ids translated.
+//! Phase: relay. One forwarded call's upstream messages back to the client, ids translated.
 //!
 //! A [`Relay`] reads the upstream's messages for one request and turns each into what the
 //! client must see: the response with the client's id put back; progress with the client's
@@ -9,6 +9,8 @@
 //!
 //! Dropping a relay frees everything it registered (the in-flight entry, unanswered
 //! upstream requests); a stdio call dropped early is cancelled at the child.
+//!
+//! Never routes or authorizes: it relays for the call it was given, and records its end once.
 
 use std::{rc::Rc, sync::Arc};
 
@@ -16,16 +18,82 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 
+use super::{
+    authorize::{screen_json, Scope},
+    context::Ctx,
+    record,
+    reject::{rescue, Blocked, Reject},
+};
 use crate::{
     error::{Error, ErrorKind},
     guard::policy::{Direction, Screened},
-    jsonrpc::{error_body, Code, Kind},
-    pipeline::Front,
+    jsonrpc::{Code, Kind},
     registry::names,
     session::{PendingRequest, Session},
     state::{Parked, ParkedInput},
     upstream::{Call, OnSession, Upstream},
 };
+
+/// What came of one routed request.
+pub enum Outcome {
+    /// The answer.
+    Done(Bytes),
+    /// A stream: the relay, and its first message.
+    Streaming(Box<Relay>, Bytes),
+}
+
+/// A call the upstream began: its stream, the session it runs on, its id, and how the
+/// breaker let it through.
+pub struct Begun {
+    /// The upstream's stream of messages for it.
+    pub call: Call,
+    /// The upstream session it runs on.
+    pub on: OnSession,
+    /// The gateway id it was sent with.
+    pub gid: u64,
+    /// How the upstream's breaker let it through (its outcome is recorded there).
+    pub pass: crate::resilience::Pass,
+}
+
+/// What a relay relays for: the client's side of the call.
+pub struct Spec {
+    /// The client's session.
+    pub session: Arc<Session>,
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
+    /// The client's id of the call.
+    pub client_id: Bytes,
+    /// The client's progress token, if it gave one.
+    pub client_token: Option<Bytes>,
+    /// Whether messages other than the response can reach the client.
+    pub can_push: bool,
+    /// Metrics label: the tool or prompt name, else the method.
+    pub target: Box<str>,
+    /// How long to wait for the upstream (restarted by progress).
+    pub timeout: std::time::Duration,
+    /// The call's in-flight entry and its cancellation.
+    pub in_flight: (crate::session::InFlightEntry, oneshot::Receiver<()>),
+    /// Size of the client's request, bytes.
+    pub request_bytes: usize,
+    /// When routing began.
+    pub began: monoio::time::Instant,
+    /// Time already spent waiting on the upstream.
+    pub upstream_wait: std::time::Duration,
+    /// The arguments sent upstream, when the audit log records them.
+    pub audit_arguments: Option<Box<serde_json::value::RawValue>>,
+    /// How the result is screened.
+    pub screen: ScreenOf,
+    /// The gateway's span of this call, if traced.
+    pub trace: Option<crate::observe::trace::CallTrace>,
+    /// A 2026-07-28 client's result members (see [`Relay`]).
+    pub stateless: Option<&'static [u8]>,
+    /// A 2026-07-28 client's `_meta` log level.
+    pub log_level: Option<u8>,
+    /// The upstream speaks 2026-07-28.
+    pub upstream_stateless: bool,
+    /// The request as first sent upstream (to ask again with a legacy client's input).
+    pub sent: Option<Bytes>,
+}
 
 /// What the relay produced next.
 pub enum Event {
@@ -39,7 +107,7 @@ pub enum Event {
 
 /// One call being relayed.
 pub struct Relay {
-    front: Rc<Front>,
+    ctx: Rc<Ctx>,
     call: Option<Call>,
     session: Arc<Session>,
     upstream: Arc<Upstream>,
@@ -52,14 +120,14 @@ pub struct Relay {
     /// Its in-flight entry, removed when the relay drops.
     _entry: crate::session::InFlightEntry,
     /// How the upstream's breaker let this call through (its outcome is recorded there).
-    pub breaker_pass: crate::resilience::Pass,
+    breaker_pass: crate::resilience::Pass,
     /// The gateway's span of this call (exported when the relay ends), if traced.
-    pub trace: Option<crate::observe::trace::CallTrace>,
+    trace: Option<crate::observe::trace::CallTrace>,
     /// How the result is screened, with the policy that holds the screener.
-    pub screen: ScreenOf,
+    screen: ScreenOf,
     /// Whether messages other than the response can reach the client; when not, upstream
     /// requests are refused on the client's behalf and notifications dropped.
-    pub can_push: bool,
+    can_push: bool,
     requests: Vec<u64>,
     started: monoio::time::Instant,
     /// When the gateway began routing the call (its metrics' start).
@@ -75,21 +143,21 @@ pub struct Relay {
     /// How the call ended, once it has.
     outcome: Option<Metric>,
     /// Size of the client's request, bytes (audit).
-    pub request_bytes: usize,
+    request_bytes: usize,
     /// The arguments sent upstream, when the audit log records them.
-    pub audit_arguments: Option<Box<serde_json::value::RawValue>>,
+    audit_arguments: Option<Box<serde_json::value::RawValue>>,
     /// Size of the answer sent back, bytes (audit).
     response_bytes: usize,
     /// Set when the client speaks MCP 2026-07-28 (to a legacy upstream): the members its
     /// results gain (`resultType`, and caching hints for reads); only progress notifications
     /// reach it, and upstream requests are refused.
-    pub stateless: Option<&'static [u8]>,
+    stateless: Option<&'static [u8]>,
     /// The upstream speaks 2026-07-28 (to a legacy client: its input-required results
     /// become requests to the client).
-    pub upstream_stateless: bool,
+    upstream_stateless: bool,
     /// The request as first sent upstream, kept to ask again with the client's input (a
     /// legacy client's call to a 2026-07-28 upstream).
-    pub sent: Option<Bytes>,
+    sent: Option<Bytes>,
     /// Input the upstream asked for, being gathered from the client.
     input: Option<InputWait>,
     /// Messages for the client waiting their turn (the requests of one input round).
@@ -101,7 +169,7 @@ pub struct Relay {
     rounds_done: u32,
     /// A 2026-07-28 client's `_meta` log level (`mcp::version::log_rank`): log messages at or
     /// above it reach the client; none without it.
-    pub log_level: Option<u8>,
+    log_level: Option<u8>,
 }
 
 impl Relay {
@@ -116,15 +184,7 @@ impl Relay {
             return Some(Event::Message(frame.bytes().clone()));
         };
         let raw = frame.raw_at(ps)?;
-        match self.front.screen(
-            sc,
-            policy,
-            raw,
-            Direction::Result,
-            &self.session,
-            &self.target,
-            &self.upstream.name,
-        ) {
+        match screen_json(&self.ctx, sc, policy, raw, Direction::Result, &self.scope()) {
             Screened::Pass => Some(Event::Message(frame.bytes().clone())),
             Screened::Replace(masked) => Some(Event::Message(frame.splice(&mut [(ps, &masked)]))),
             Screened::Block(_) => None,
@@ -138,43 +198,46 @@ pub type ScreenOf = Option<(
     Arc<crate::guard::policy::Policy>,
 )>;
 
-/// The client's copy of an upstream's final response `frame` (its id at `id_span`): the
-/// client's id in place, the result screened when the call's results are (masked, or
-/// refused with -32016), and for a 2026-07-28 client (`members`) the members a legacy
-/// result lacks. Used by the relay and by parked calls alike, so neither path skips a guard.
-#[allow(clippy::too_many_arguments)]
-fn final_answer(
-    front: &Front,
-    frame: &crate::jsonrpc::Frame,
-    id_span: crate::jsonrpc::Span,
-    client_id: &[u8],
-    screen: Option<&(
+/// How a final response is made the client's: screened under `screen` (with the policy
+/// that holds the screener) for `scope`, and for a 2026-07-28 client (`members`) given the
+/// members a legacy result lacks.
+struct Finish<'a> {
+    screen: Option<&'a (
         Arc<crate::guard::policy::Screen>,
         Arc<crate::guard::policy::Policy>,
     )>,
-    session: &Session,
-    target: &str,
-    upstream: &str,
+    scope: Scope<'a>,
     members: Option<&'static [u8]>,
+}
+
+/// The client's copy of an upstream's final response `frame` (its id at `id_span`): the
+/// client's id in place, the result screened when the call's results are (masked, or
+/// refused with -32016), and the members of [`Finish`]. Used by the relay and by parked
+/// calls alike, so neither path skips a guard.
+fn final_answer(
+    ctx: &Ctx,
+    frame: &crate::jsonrpc::Frame,
+    id_span: crate::jsonrpc::Span,
+    client_id: &[u8],
+    how: &Finish<'_>,
 ) -> Bytes {
+    let members = how.members;
     let at = members.and_then(|_| crate::mcp::era::legacy_result_insert(frame));
-    let screened = screen.and_then(|(sc, policy)| {
+    let screened = how.screen.and_then(|(sc, policy)| {
         let raw = frame.result_raw()?;
-        Some(front.screen(
+        Some(screen_json(
+            ctx,
             sc,
             policy,
             raw,
             Direction::Result,
-            session,
-            target,
-            upstream,
+            &how.scope,
         ))
     });
     match (screened, frame.result_span()) {
-        (Some(Screened::Block(kinds)), _) => error_body(
+        (Some(Screened::Block(kinds)), _) => rescue(
             Some(client_id),
-            Code::GuardBlocked,
-            &crate::guard::policy::blocked_message(Direction::Result, &kinds),
+            Reject::Blocked(Blocked::Screen(Direction::Result, kinds)),
         ),
         (Some(Screened::Replace(masked)), Some(rs)) => {
             // Masking changes strings only: the object opens where it did.
@@ -200,7 +263,7 @@ fn final_answer(
 
 /// One round of an input-required result being answered by a legacy client.
 struct InputWait {
-    /// The client's answers, by input key (sent by `Front::client_answer`).
+    /// The client's answers, by input key (sent by `answer::client_answer`).
     rx: flume::Receiver<(String, Bytes)>,
     /// Keys still unanswered, with whether each is an elicitation.
     left: Vec<(String, bool)>,
@@ -239,78 +302,73 @@ pub fn metric_of(e: &Error) -> Metric {
 }
 
 impl Relay {
-    /// A relay for `call`, whose in-flight entry (`entry`, cancelled through `cancel`) it
-    /// keeps until it ends.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        front: Rc<Front>,
-        call: Call,
-        session: Arc<Session>,
-        upstream: Arc<Upstream>,
-        on: OnSession,
-        client_id: Bytes,
-        gid: u64,
-        client_token: Option<Bytes>,
-        can_push: bool,
-        target: &str,
-        original: Option<String>,
-        (entry, cancel): (crate::session::InFlightEntry, oneshot::Receiver<()>),
-    ) -> Self {
+    /// The relay of call `begun`, for the client's side `spec`; it keeps the call's
+    /// in-flight entry until it ends.
+    pub fn new(ctx: Rc<Ctx>, begun: Begun, spec: Spec) -> Self {
         let now = monoio::time::Instant::now();
-        let timeout = upstream.timeout_for(original.as_deref());
-        let deadline = now + timeout;
+        let (entry, cancel) = spec.in_flight;
         Self {
-            front,
-            call: Some(call),
-            session,
-            upstream,
-            on,
-            client_id,
-            gid,
-            gid_text: gid.to_string(),
-            client_token,
+            ctx,
+            call: Some(begun.call),
+            session: spec.session,
+            upstream: spec.upstream,
+            on: begun.on,
+            client_id: spec.client_id,
+            gid: begun.gid,
+            gid_text: begun.gid.to_string(),
+            client_token: spec.client_token,
             cancel: Some(cancel),
             _entry: entry,
-            breaker_pass: crate::resilience::Pass::Call,
-            trace: None,
-            screen: None,
-            can_push,
+            breaker_pass: begun.pass,
+            trace: spec.trace,
+            screen: spec.screen,
+            can_push: spec.can_push,
             requests: Vec::new(),
             started: now,
-            began: now,
-            upstream_wait: std::time::Duration::ZERO,
-            deadline,
+            began: spec.began,
+            upstream_wait: spec.upstream_wait,
+            deadline: now + spec.timeout,
             done: false,
-            target: target.into(),
-            timeout,
+            target: spec.target,
+            timeout: spec.timeout,
             outcome: None,
-            request_bytes: 0,
-            audit_arguments: None,
+            request_bytes: spec.request_bytes,
+            audit_arguments: spec.audit_arguments,
             response_bytes: 0,
-            stateless: None,
-            upstream_stateless: false,
-            sent: None,
+            stateless: spec.stateless,
+            upstream_stateless: spec.upstream_stateless,
+            sent: spec.sent,
             input: None,
             queued: std::collections::VecDeque::new(),
-            token_text: gid.to_string(),
+            token_text: begun.gid.to_string(),
             rounds_done: 0,
-            log_level: None,
+            log_level: spec.log_level,
+        }
+    }
+
+    /// Whose content this call's screening is about.
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            sess: &self.session,
+            target: &self.target,
+            upstream: &self.upstream.name,
+        }
+    }
+
+    /// How this call's final response is made the client's.
+    fn finish_how(&self) -> Finish<'_> {
+        Finish {
+            screen: self.screen.as_ref(),
+            scope: self.scope(),
+            members: self.stateless,
         }
     }
 
     fn fail(&mut self, e: &Error) -> Event {
         tracing::warn!(upstream = %self.upstream.name, error = %e, "upstream call failed");
-        let (code, msg) = e.to_jsonrpc();
         self.done = true;
         self.outcome = Some(metric_of(e));
-        Event::Final(error_body(Some(&self.client_id), code, msg))
-    }
-
-    /// Times the call from `began` (routing) with `waited` already spent on the upstream
-    /// before the relay took over.
-    pub fn timed_from(&mut self, began: monoio::time::Instant, waited: std::time::Duration) {
-        self.began = began;
-        self.upstream_wait = waited;
+        Event::Final(rescue(Some(&self.client_id), Reject::upstream(e)))
     }
 
     /// The session this call belongs to.
@@ -388,8 +446,8 @@ impl Relay {
                     if let Some(call) = self.call.take() {
                         // The answer goes out now; reading the end of the upstream's stream
                         // (to reuse its connection) happens after, off the client's clock.
-                        let front = self.front.clone();
-                        monoio::spawn(async move { call.finish(front.caller()).await });
+                        let ctx = self.ctx.clone();
+                        monoio::spawn(async move { call.finish(&ctx.caller).await });
                     }
                 }
                 return ev;
@@ -418,12 +476,7 @@ impl Relay {
             serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".into())
         ));
         self.call = None;
-        if let Err(e) = self
-            .front
-            .caller()
-            .send(&self.upstream, &self.on, body)
-            .await
-        {
+        if let Err(e) = self.ctx.caller.send(&self.upstream, &self.on, body).await {
             tracing::debug!(upstream = %self.upstream.name, error = %e, "could not forward a cancellation");
         }
     }
@@ -460,7 +513,7 @@ impl Relay {
                         self.upstream.name
                     ));
                 }
-                let rid = self.front.caller().ids.next();
+                let rid = self.ctx.caller.ids.next();
                 let params = req.get("params").cloned().unwrap_or(serde_json::json!({}));
                 let body = serde_json::json!({
                     "jsonrpc": "2.0", "id": rid, "method": method, "params": params,
@@ -481,8 +534,8 @@ impl Relay {
         }
         // This round's upstream request is answered: its stream can go.
         if let Some(call) = self.call.take() {
-            let front = self.front.clone();
-            monoio::spawn(async move { call.finish(front.caller()).await });
+            let ctx = self.ctx.clone();
+            monoio::spawn(async move { call.finish(&ctx.caller).await });
         }
         self.input = Some(InputWait {
             rx,
@@ -574,7 +627,7 @@ impl Relay {
         let (Some(sent), Some(w)) = (self.sent.clone(), self.input.as_ref()) else {
             return None;
         };
-        let gid = self.front.caller().ids.next();
+        let gid = self.ctx.caller.ids.next();
         let gid_text = gid.to_string();
         let mut added = format!(
             r#""inputResponses":{{{}}}"#,
@@ -584,7 +637,7 @@ impl Relay {
             added.push_str(r#","requestState":"#);
             added.push_str(&String::from_utf8_lossy(state));
         }
-        let parsed = self.front.caller().parser.borrow_mut().parse_one(sent);
+        let parsed = self.ctx.caller.parser.borrow_mut().parse_one(sent);
         let body = match parsed {
             Ok(f) => {
                 let insert = f
@@ -608,8 +661,8 @@ impl Relay {
             }
         };
         match self
-            .front
-            .caller()
+            .ctx
+            .caller
             .start(&self.upstream, &self.on, gid, body)
             .await
         {
@@ -644,7 +697,7 @@ impl Relay {
         let token = park_token()?;
         let (tx, rx) = flume::bounded::<ParkedInput>(1);
         let principal = self.session.principal.load().credential.to_string();
-        self.front.shared().parked.insert(
+        self.ctx.shared.parked.insert(
             token.clone(),
             Parked {
                 tx,
@@ -653,7 +706,7 @@ impl Relay {
         );
         let call = self.call.take()?;
         let task = ParkedCall {
-            front: self.front.clone(),
+            ctx: self.ctx.clone(),
             upstream: self.upstream.clone(),
             on: self.on.clone(),
             gid_text: self.gid_text.clone(),
@@ -675,161 +728,157 @@ impl Relay {
 
     /// Translates one upstream message; `None` when it is not for the client.
     async fn translate(&mut self, msg: Bytes) -> Option<Event> {
-        let parsed = self
-            .front
-            .caller()
-            .parser
-            .borrow_mut()
-            .parse_one(msg.clone());
-        let frame = match parsed {
-            Ok(f) => f,
+        let frame = self.parse(msg)?;
+        match frame.kind() {
+            Kind::Response => self.response(&frame),
+            Kind::Notification => self.notification(&frame),
+            Kind::Request => self.request(&frame).await,
+        }
+    }
+
+    /// Parses an upstream message. An error answer with a null id on this call's own
+    /// channel (one POST, or a stdio child with this call alone in flight) is this call's
+    /// answer: it is read as one with the call's id.
+    fn parse(&self, msg: Bytes) -> Option<crate::jsonrpc::Frame> {
+        let parsed = self.ctx.caller.parser.borrow_mut().parse_one(msg.clone());
+        match parsed {
+            Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!(upstream = %self.upstream.name, error = %e, "invalid message from upstream");
-                // An error answer with a null id on this call's own channel (one POST, or
-                // a stdio child with this call alone in flight) is this call's answer.
                 let error = matches!(e, crate::jsonrpc::FrameError::Invalid { .. })
                     .then(|| crate::jsonrpc::null_id_error(&msg))
                     .flatten()?;
                 let body = crate::jsonrpc::error_raw_body(self.gid_text.as_bytes(), error);
-                self.front
-                    .caller()
-                    .parser
-                    .borrow_mut()
-                    .parse_one(body)
-                    .ok()?
-            }
-        };
-        match frame.kind() {
-            Kind::Response => {
-                if frame.id_raw().as_deref() != Some(self.gid_text.as_bytes()) {
-                    return None;
-                }
-                let span = frame.id_span()?;
-                self.outcome = Some(if frame.is_error() {
-                    Metric::UpstreamError
-                } else {
-                    Metric::Ok
-                });
-                if self.upstream_stateless && self.stateless.is_none() && needs_input(&frame) {
-                    if self.can_push && self.sent.is_some() {
-                        match self.ask_client(&frame) {
-                            Ok(ev) => return ev,
-                            Err(why) => {
-                                let e = Error::new(ErrorKind::UpstreamProtocol, why);
-                                return Some(self.fail(&e));
-                            }
-                        }
-                    }
-                    self.outcome = Some(Metric::UpstreamError);
-                    let out = error_body(
-                        Some(&self.client_id),
-                        Code::UpstreamProtocol,
-                        "The upstream needs input from the client (an MCP 2026-07-28 input-required result); the gateway does not relay that to clients of earlier revisions yet",
-                    );
-                    self.response_bytes = out.len();
-                    return Some(Event::Final(out));
-                }
-                let out = final_answer(
-                    &self.front,
-                    &frame,
-                    span,
-                    &self.client_id,
-                    self.screen.as_ref(),
-                    &self.session,
-                    &self.target,
-                    &self.upstream.name,
-                    self.stateless,
-                );
-                self.response_bytes = out.len();
-                Some(Event::Final(out))
-            }
-            Kind::Notification => {
-                let method = frame.method()?.into_owned();
-                if method.ends_with("/list_changed") {
-                    // The gateway refreshes its catalog and tells clients itself.
-                    self.front.shared().request_refresh();
-                    return None;
-                }
-                if self.stateless.is_some() && method == "notifications/message" {
-                    // 2026-07-28: only at or above the level the request asked for.
-                    let level = frame
-                        .param("level")
-                        .and_then(|s| frame.str_at(s))
-                        .and_then(|l| crate::mcp::version::log_rank(&l));
-                    return match (self.can_push, self.log_level, level) {
-                        (true, Some(min), Some(l)) if l >= min => self.screen_log(&frame),
-                        _ => None,
-                    };
-                }
-                if !self.can_push
-                    || (self.stateless.is_some() && method != "notifications/progress")
-                {
-                    // 2026-07-28: a request's stream carries its progress and log messages;
-                    // resource updates need a subscription (subscriptions/listen).
-                    return None;
-                }
-                if method == "notifications/progress" {
-                    let span = frame.param("progressToken")?;
-                    if frame.raw_at(span) != Some(self.token_text.as_bytes()) {
-                        return None;
-                    }
-                    // Progress shows the upstream is working: its deadline starts again.
-                    self.deadline = monoio::time::Instant::now() + self.timeout;
-                    let token = self.client_token.clone()?;
-                    return Some(Event::Message(frame.splice(&mut [(span, &token)])));
-                }
-                if method == "notifications/resources/updated" && self.upstream.prefix {
-                    let span = frame.param("uri")?;
-                    let uri = frame.str_at(span)?;
-                    let exposed =
-                        serde_json::to_vec(&names::expose_uri(&self.upstream.name, &uri)).ok()?;
-                    return Some(Event::Message(frame.splice(&mut [(span, &exposed)])));
-                }
-                if method == "notifications/message" {
-                    return self.screen_log(&frame);
-                }
-                Some(Event::Message(frame.bytes().clone()))
-            }
-            Kind::Request => {
-                let original_id = frame.id_raw()?;
-                if self.stateless.is_some() {
-                    if let Some(ev) = self.park(&frame, &original_id) {
-                        return Some(ev);
-                    }
-                }
-                if !self.can_push || self.stateless.is_some() {
-                    // A 2026-07-28 client takes no requests; translating them into an
-                    // input-required result is not done yet.
-                    let why = if self.stateless.is_some() {
-                        "The client speaks MCP 2026-07-28: the gateway does not relay requests to it"
-                    } else {
-                        "The client cannot receive requests on this call"
-                    };
-                    let refusal = error_body(Some(&original_id), Code::MethodNotFound, why);
-                    let _ = self
-                        .front
-                        .caller()
-                        .send(&self.upstream, &self.on, refusal)
-                        .await;
-                    return None;
-                }
-                let rid = self.front.caller().ids.next();
-                self.session.server_requests.insert(
-                    rid,
-                    PendingRequest {
-                        upstream: self.upstream.clone(),
-                        on: self.on.clone(),
-                        original_id,
-                        to_relay: None,
-                    },
-                );
-                self.requests.push(rid);
-                let span = frame.id_span()?;
-                Some(Event::Message(
-                    frame.splice(&mut [(span, rid.to_string().as_bytes())]),
-                ))
+                self.ctx.caller.parser.borrow_mut().parse_one(body).ok()
             }
         }
+    }
+
+    /// The upstream's response: the call's answer when its id is the call's.
+    fn response(&mut self, frame: &crate::jsonrpc::Frame) -> Option<Event> {
+        if frame.id_raw().as_deref() != Some(self.gid_text.as_bytes()) {
+            return None;
+        }
+        let span = frame.id_span()?;
+        self.outcome = Some(if frame.is_error() {
+            Metric::UpstreamError
+        } else {
+            Metric::Ok
+        });
+        if self.upstream_stateless && self.stateless.is_none() && needs_input(frame) {
+            if self.can_push && self.sent.is_some() {
+                return match self.ask_client(frame) {
+                    Ok(ev) => ev,
+                    Err(why) => Some(self.fail(&Error::new(ErrorKind::UpstreamProtocol, why))),
+                };
+            }
+            self.outcome = Some(Metric::UpstreamError);
+            let out = rescue(
+                Some(&self.client_id),
+                Reject::Upstream(
+                    Code::UpstreamProtocol,
+                    "The upstream needs input from the client (an MCP 2026-07-28 input-required result); the gateway does not relay that to clients of earlier revisions yet",
+                ),
+            );
+            self.response_bytes = out.len();
+            return Some(Event::Final(out));
+        }
+        let out = final_answer(&self.ctx, frame, span, &self.client_id, &self.finish_how());
+        self.response_bytes = out.len();
+        Some(Event::Final(out))
+    }
+
+    /// An upstream notification during the call, as the client may see it.
+    fn notification(&mut self, frame: &crate::jsonrpc::Frame) -> Option<Event> {
+        let method = frame.method()?;
+        if method.ends_with("/list_changed") {
+            // The gateway refreshes its catalog and tells clients itself.
+            self.ctx.shared.request_refresh();
+            return None;
+        }
+        if self.stateless.is_some() && method == "notifications/message" {
+            // 2026-07-28: only at or above the level the request asked for.
+            let level = frame
+                .param("level")
+                .and_then(|s| frame.str_at(s))
+                .and_then(|l| crate::mcp::version::log_rank(&l));
+            return match (self.can_push, self.log_level, level) {
+                (true, Some(min), Some(l)) if l >= min => self.screen_log(frame),
+                _ => None,
+            };
+        }
+        if !self.can_push || (self.stateless.is_some() && method != "notifications/progress") {
+            // 2026-07-28: a request's stream carries its progress and log messages;
+            // resource updates need a subscription (subscriptions/listen).
+            return None;
+        }
+        match &*method {
+            "notifications/progress" => {
+                let span = frame.param("progressToken")?;
+                if frame.raw_at(span) != Some(self.token_text.as_bytes()) {
+                    return None;
+                }
+                // Progress shows the upstream is working: its deadline starts again.
+                self.deadline = monoio::time::Instant::now() + self.timeout;
+                let token = self.client_token.clone()?;
+                Some(Event::Message(frame.splice(&mut [(span, &token)])))
+            }
+            "notifications/resources/updated" if self.upstream.prefix => {
+                let span = frame.param("uri")?;
+                let uri = frame.str_at(span)?;
+                let exposed =
+                    serde_json::to_vec(&names::expose_uri(&self.upstream.name, &uri)).ok()?;
+                Some(Event::Message(frame.splice(&mut [(span, &exposed)])))
+            }
+            "notifications/message" => self.screen_log(frame),
+            _ => Some(Event::Message(frame.bytes().clone())),
+        }
+    }
+
+    /// An upstream request during the call (sampling, elicitation, roots): to the client
+    /// with a fresh id, parked for a 2026-07-28 client, or refused when the client cannot
+    /// take it.
+    async fn request(&mut self, frame: &crate::jsonrpc::Frame) -> Option<Event> {
+        let original_id = frame.id_raw()?;
+        if self.stateless.is_some() {
+            if let Some(ev) = self.park(frame, &original_id) {
+                return Some(ev);
+            }
+        }
+        if !self.can_push || self.stateless.is_some() {
+            // A 2026-07-28 client takes no requests; translating them into an
+            // input-required result is not done yet.
+            let why = if self.stateless.is_some() {
+                "The client speaks MCP 2026-07-28: the gateway does not relay requests to it"
+            } else {
+                "The client cannot receive requests on this call"
+            };
+            let refusal = rescue(
+                Some(&original_id),
+                Reject::Invalid(Code::MethodNotFound, why.into(), None),
+            );
+            let _ = self
+                .ctx
+                .caller
+                .send(&self.upstream, &self.on, refusal)
+                .await;
+            return None;
+        }
+        let rid = self.ctx.caller.ids.next();
+        self.session.server_requests.insert(
+            rid,
+            PendingRequest {
+                upstream: self.upstream.clone(),
+                on: self.on.clone(),
+                original_id,
+                to_relay: None,
+            },
+        );
+        self.requests.push(rid);
+        let span = frame.id_span()?;
+        Some(Event::Message(
+            frame.splice(&mut [(span, rid.to_string().as_bytes())]),
+        ))
     }
 }
 
@@ -842,51 +891,27 @@ impl Drop for Relay {
         match self.outcome {
             Some(o) => {
                 let ok = !matches!(o, Metric::Unavailable | Metric::Timeout);
-                b.record(policy, self.breaker_pass, ok, self.front.shared().now_ms());
+                b.record(policy, self.breaker_pass, ok, self.ctx.shared.now_ms());
             }
             None if self.breaker_pass == crate::resilience::Pass::Probe => b.release_probe(),
             None => {}
         }
-        if let Some(o) = self.outcome {
-            let us = u64::try_from(self.began.elapsed().as_micros()).unwrap_or(u64::MAX);
-            if let (Some(t), Some(tracing)) = (&self.trace, &self.front.shared().tracing) {
-                tracing.finish(
-                    t,
-                    &crate::observe::trace::CallEnd {
-                        name: &self.target,
-                        upstream: &self.upstream.name,
-                        outcome: o.label(),
-                        session: self.session.id.as_str().get(..8).unwrap_or(""),
-                        principal: &self.session.principal.load().name,
-                        bytes: (self.request_bytes, self.response_bytes),
-                    },
-                );
-            }
-            self.front
-                .metrics()
-                .record(&crate::observe::metrics::Sample {
-                    target: &self.target,
-                    upstream: &self.upstream.name,
-                    principal: &self.session.principal.load().name,
-                    outcome: o,
-                    total_us: us,
-                    upstream_us: u64::try_from(self.upstream_wait.as_micros()).unwrap_or(u64::MAX),
-                    bytes: (self.request_bytes, self.response_bytes),
-                });
-            if let Some(a) = &self.front.shared().audit {
-                a.record_call(crate::observe::audit::CallRecord {
-                    session: crate::observe::audit::SessionTag::of(self.session.id.as_str()),
-                    principal: self.session.principal.load().name.clone(),
-                    arguments: self.audit_arguments.take(),
+        if let Some(outcome) = self.outcome {
+            record::ended(
+                &self.ctx,
+                record::Ended {
                     // The last use of the target: moved, not copied.
                     target: std::mem::take(&mut self.target),
-                    upstream: self.upstream.name.clone(),
-                    outcome: o.label(),
-                    latency_us: us,
-                    request_bytes: self.request_bytes,
-                    response_bytes: self.response_bytes,
-                });
-            }
+                    upstream: &self.upstream.name,
+                    sess: &self.session,
+                    outcome,
+                    total: self.began.elapsed(),
+                    upstream_wait: self.upstream_wait,
+                    bytes: (self.request_bytes, self.response_bytes),
+                    trace: self.trace.as_ref(),
+                    arguments: self.audit_arguments.take(),
+                },
+            );
         }
         for rid in self.requests.drain(..) {
             self.session.server_requests.remove(&rid);
@@ -915,7 +940,7 @@ fn input_required(client_id: &[u8], method: &str, params: &[u8], token: &str) ->
 /// A parked call's task: it holds the upstream's stream while the client answers, then
 /// relays on until the upstream's answer or its next request.
 struct ParkedCall {
-    front: Rc<Front>,
+    ctx: Rc<Ctx>,
     upstream: Arc<Upstream>,
     on: OnSession,
     gid_text: String,
@@ -930,6 +955,16 @@ struct ParkedCall {
     target: Box<str>,
 }
 
+/// What the upstream said after the client's input.
+enum Next {
+    /// Its answer.
+    Answer(crate::jsonrpc::Frame),
+    /// Another request.
+    Asks(crate::jsonrpc::Frame),
+    /// Nothing in time.
+    Nothing,
+}
+
 impl ParkedCall {
     /// Waits for the retry with the client's answer to the upstream's request `pending`
     /// (its raw id), sends the answer, and relays on.
@@ -942,105 +977,107 @@ impl ParkedCall {
         loop {
             // The client's retry, or the end of the wait (the call is dropped).
             let input = monoio::time::timeout(self.timeout, rx.recv_async()).await;
-            self.front.shared().parked.remove(&self.token);
+            self.ctx.shared.parked.remove(&self.token);
             let Ok(Ok(input)) = input else {
                 tracing::debug!(upstream = %self.upstream.name, "parked call not continued in time");
                 return;
             };
-            let answer = answer_of(&input.responses);
             let response = format!(
                 r#"{{"jsonrpc":"2.0","id":{},"result":{}}}"#,
                 String::from_utf8_lossy(&pending),
-                answer
+                answer_of(&input.responses)
             );
-            if let Err(e) = self
-                .front
-                .caller()
-                .send(&self.upstream, &self.on, Bytes::from(response))
-                .await
-            {
-                let (code, msg) = e.to_jsonrpc();
+            let sent = self
+                .ctx
+                .caller
+                .send(&self.upstream, &self.on, Bytes::from(response));
+            if let Err(e) = sent.await {
                 let _ = input
                     .reply
-                    .send(error_body(Some(&input.client_id), code, msg));
+                    .send(rescue(Some(&input.client_id), Reject::upstream(&e)));
                 return;
             }
-            // Relay on: progress is dropped (there is no stream to the client now).
-            let next = loop {
-                match monoio::time::timeout(self.timeout, call.next()).await {
-                    Ok(Ok(Some(m))) => {
-                        let Ok(f) = self.front.caller().parser.borrow_mut().parse_one(m) else {
-                            continue;
-                        };
-                        match f.kind() {
-                            Kind::Response
-                                if f.id_raw().as_deref() == Some(self.gid_text.as_bytes()) =>
-                            {
-                                break Ok(f)
-                            }
-                            Kind::Request => break Err(Some(f)),
-                            _ => continue,
-                        }
-                    }
-                    _ => break Err(None),
-                }
-            };
-            match next {
-                Ok(f) => {
+            match self.next(&mut call).await {
+                Next::Answer(f) => {
                     let Some(span) = f.id_span() else { return };
-                    let out = final_answer(
-                        &self.front,
-                        &f,
-                        span,
-                        &input.client_id,
-                        self.screen.as_ref(),
-                        &self.session,
-                        &self.target,
-                        &self.upstream.name,
-                        Some(self.members),
-                    );
+                    let how = Finish {
+                        screen: self.screen.as_ref(),
+                        scope: Scope {
+                            sess: &self.session,
+                            target: &self.target,
+                            upstream: &self.upstream.name,
+                        },
+                        members: Some(self.members),
+                    };
+                    let out = final_answer(&self.ctx, &f, span, &input.client_id, &how);
                     let _ = input.reply.send(out);
-                    let front = self.front.clone();
-                    call.finish(front.caller()).await;
+                    call.finish(&self.ctx.caller).await;
                     return;
                 }
-                Err(Some(f)) => {
-                    // Another question: park again under a new token.
-                    let (Some(method), Some(id), Some(token)) =
-                        (f.method().map(|m| m.into_owned()), f.id_raw(), park_token())
-                    else {
-                        return;
-                    };
-                    let (tx, next_rx) = flume::bounded::<ParkedInput>(1);
-                    self.front.shared().parked.insert(
-                        token.clone(),
-                        Parked {
-                            tx,
-                            principal: self.principal.clone(),
-                        },
-                    );
-                    let params = f.params_raw().unwrap_or(b"{}");
-                    let _ =
-                        input
-                            .reply
-                            .send(input_required(&input.client_id, &method, params, &token));
-                    self.token = token;
-                    pending = id;
-                    rx = next_rx;
-                }
-                Err(None) => {
+                Next::Asks(f) => match self.park_again(&f, &input) {
+                    Some((id, next_rx)) => (pending, rx) = (id, next_rx),
+                    None => return,
+                },
+                Next::Nothing => {
                     let e = Error::new(
                         ErrorKind::UpstreamUnavailable,
                         format!("{}: no answer after the client's input", self.upstream.name),
                     );
-                    let (code, msg) = e.to_jsonrpc();
                     let _ = input
                         .reply
-                        .send(error_body(Some(&input.client_id), code, msg));
+                        .send(rescue(Some(&input.client_id), Reject::upstream(&e)));
                     return;
                 }
             }
         }
+    }
+
+    /// Relays on until the upstream answers or asks again: progress is dropped (there is
+    /// no stream to the client now).
+    async fn next(&self, call: &mut Call) -> Next {
+        loop {
+            let Ok(Ok(Some(m))) = monoio::time::timeout(self.timeout, call.next()).await else {
+                return Next::Nothing;
+            };
+            let Ok(f) = self.ctx.caller.parser.borrow_mut().parse_one(m) else {
+                continue;
+            };
+            match f.kind() {
+                Kind::Response if f.id_raw().as_deref() == Some(self.gid_text.as_bytes()) => {
+                    return Next::Answer(f)
+                }
+                Kind::Request => return Next::Asks(f),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Another question: parked again under a new token, the client told; the pending
+    /// request's id and the new wait.
+    fn park_again(
+        &mut self,
+        f: &crate::jsonrpc::Frame,
+        input: &ParkedInput,
+    ) -> Option<(Bytes, flume::Receiver<ParkedInput>)> {
+        let (Some(method), Some(id), Some(token)) =
+            (f.method().map(|m| m.into_owned()), f.id_raw(), park_token())
+        else {
+            return None;
+        };
+        let (tx, next_rx) = flume::bounded::<ParkedInput>(1);
+        self.ctx.shared.parked.insert(
+            token.clone(),
+            Parked {
+                tx,
+                principal: self.principal.clone(),
+            },
+        );
+        let params = f.params_raw().unwrap_or(b"{}");
+        let _ = input
+            .reply
+            .send(input_required(&input.client_id, &method, params, &token));
+        self.token = token;
+        Some((id, next_rx))
     }
 }
 

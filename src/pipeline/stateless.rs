@@ -1,4 +1,4 @@
-//! MCP 2026-07-28 on the front: requests without a session.
+//! Phase: stateless (MCP 2026-07-28). Requests without a session.
 //!
 //! A request whose `MCP-Protocol-Version` header names no legacy revision is served
 //! statelessly, as the spec's dual-era servers do (and the official SDKs: the header alone
@@ -21,15 +21,25 @@
 //! input-required (`relay::ParkedCall`); the client's retry continues it.
 //! `subscriptions/listen` is served in `listen`. Log messages of a call reach the client at or
 //! above its request's `_meta` log level (`io.modelcontextprotocol/logLevel`), none without.
+//!
+//! Never keeps a session for a request: what it needs travels in each request.
 
 use std::{rc::Rc, sync::Arc};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{media, reply_with, Front, Outcome, Reply, SERVER_INFO};
+use super::{
+    admit::{self, media, Admitted},
+    answer::{reply_with, SERVER_INFO},
+    context::{Call, Ctx},
+    reject::{self, rescue, NotFound, Reject},
+    relay::Outcome,
+    route,
+    streams::{Sse, Streamed},
+};
 use crate::{
     auth::policy::Principal,
-    jsonrpc::{codes::error_body_data, error_body, Code, Frame, Kind, Message},
+    jsonrpc::{Code, Frame, Kind, Message},
     mcp::{
         era::{
             argument_text, arguments_of, header_says, named_param, ParamHeaders, LIST_MEMBERS,
@@ -40,12 +50,15 @@ use crate::{
     },
     registry::Snapshot,
     session::Session,
-    transport::http::RequestHead,
+    transport::{
+        http::RequestHead,
+        reply::{Reply, Whole},
+    },
 };
 
 /// The answer to GET or DELETE in the stateless era: there is no session stream to open or
 /// end.
-pub fn method_not_allowed() -> Reply {
+pub fn method_not_allowed() -> Whole {
     let mut r = Reply::error(
         405,
         Code::BadHttpRequest,
@@ -58,7 +71,7 @@ pub fn method_not_allowed() -> Reply {
 /// The answer to a request without `MCP-Protocol-Version` and without a session whose
 /// `params._meta` says 2026-07-28 (or later): that header is required in this era (-32020);
 /// `None` for any other request.
-pub fn version_header_missing(f: &Frame, req: &RequestHead) -> Option<Reply> {
+pub fn version_header_missing(f: &Frame, req: &RequestHead) -> Option<Whole> {
     if req.header("mcp-protocol-version").is_some() || f.kind() != Kind::Request {
         return None;
     }
@@ -79,7 +92,7 @@ fn check_param_headers(
     f: &Frame,
     id: &[u8],
     declared: &ParamHeaders,
-) -> Result<(), Reply> {
+) -> Result<(), Whole> {
     let arguments = arguments_of(f);
     for (path, token) in declared {
         let name = format!("mcp-param-{}", token.to_ascii_lowercase());
@@ -152,8 +165,9 @@ fn single<'a>(req: &'a RequestHead, name: &'a str) -> Result<Option<&'a [u8]>, (
 }
 
 /// A refused stateless request: its error, at the status that code takes.
-fn refuse(id: Option<&[u8]>, code: Code, message: &str) -> Reply {
-    Reply::json(status_of(code.code().into()), error_body(id, code, message))
+fn refuse(id: Option<&[u8]>, code: Code, message: &str) -> Whole {
+    let refused = Reject::Invalid(code, message.to_string().into(), None);
+    Reply::json(status_of(code.code().into()), rescue(id, refused))
 }
 
 /// The gateway's capabilities for `server/discover`: the snapshot's, without `logging`
@@ -185,185 +199,212 @@ fn list_changes(snap: &Snapshot) -> [bool; 3] {
     ["tools", "prompts", "resources"].map(|k| caps.get(k).is_some_and(|v| v.is_object()))
 }
 
-impl Front {
-    /// Serves one POST of the stateless era.
-    pub(super) async fn post_stateless(
-        self: &Rc<Self>,
-        req: &RequestHead,
-        body: Bytes,
-        server: Option<&str>,
-        principal: &Arc<Principal>,
-    ) -> Reply {
-        let answer = match media(req) {
-            Ok(a) => a,
-            Err(r) => return r,
-        };
-        let trace = self.trace_parent(req);
-        let max_batch = self.shared.config.gateway.max_batch_items;
-        if super::batch::over_limit(&body, max_batch) {
-            return super::batch::too_many(&self.shared.limits, max_batch);
+/// Serves one POST of the stateless era.
+pub async fn post(ctx: &Rc<Ctx>, req: &RequestHead, body: Bytes, a: &Admitted) -> Streamed {
+    let answer = match media(req) {
+        Ok(m) => m,
+        Err(r) => return r.widen(),
+    };
+    let g = &ctx.shared.config.gateway;
+    if super::batch::over_limit(&body, g.max_batch_items) {
+        return super::batch::too_many(&ctx.shared.limits, g.max_batch_items).widen();
+    }
+    let parsed = ctx
+        .caller
+        .parser
+        .borrow_mut()
+        .parse_within(body, g.max_json_depth);
+    let f = match parsed {
+        Ok(Message::Single(f)) => f,
+        Ok(Message::Batch(_)) => {
+            return refuse(
+                None,
+                Code::InvalidRequest,
+                "Invalid Request: batches are not part of MCP 2026-07-28",
+            )
+            .widen()
         }
-        let f = match self
-            .caller
-            .parser
-            .borrow_mut()
-            .parse_within(body, self.shared.config.gateway.max_json_depth)
-        {
-            Ok(Message::Single(f)) => f,
-            Ok(Message::Batch(_)) => {
-                return refuse(
-                    None,
-                    Code::InvalidRequest,
-                    "Invalid Request: batches are not part of MCP 2026-07-28",
-                )
-            }
-            Err(e) => return super::frame_error_reply(&e),
-        };
-        match f.kind() {
-            // Notifications have nothing to do here (cancellation is closing the stream).
-            Kind::Notification => return Reply::empty(202),
-            Kind::Response => {
-                return refuse(
-                    None,
-                    Code::InvalidRequest,
-                    "Invalid Request: MCP 2026-07-28 has no server-to-client requests to answer",
-                )
-            }
-            Kind::Request => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "bad JSON-RPC body");
+            return Reply::json(400, reject::malformed(&e));
         }
-        let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
-        let Some(method) = f.method() else {
-            return refuse(Some(&id), Code::InvalidRequest, "Invalid Request");
-        };
-        let said = match check(req, &f, &id, &method) {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
-        if &*method == "tools/call" {
-            let snap = self.shared.snapshot.load();
-            let declared = f
-                .param("name")
-                .and_then(|s| f.str_at(s))
-                .and_then(|n| {
-                    snap.view(server)?
-                        .tools
-                        .get(&*n)
-                        .map(|t| t.param_headers.clone())
-                })
-                .filter(|d| !d.is_empty());
-            if let Some(d) = declared {
-                if let Err(r) = check_param_headers(req, &f, &id, &d) {
-                    return r;
+    };
+    match f.kind() {
+        // Notifications have nothing to do here (cancellation is closing the stream).
+        Kind::Notification => return Reply::empty(202),
+        Kind::Response => {
+            return refuse(
+                None,
+                Code::InvalidRequest,
+                "Invalid Request: MCP 2026-07-28 has no server-to-client requests to answer",
+            )
+            .widen()
+        }
+        Kind::Request => {}
+    }
+    let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
+    let Some(method) = f.method() else {
+        return refuse(Some(&id), Code::InvalidRequest, "Invalid Request").widen();
+    };
+    let said = match check(req, &f, &id, &method) {
+        Ok(v) => v,
+        Err(r) => return r.widen(),
+    };
+    if &*method == "tools/call" {
+        if let Err(r) = check_declared_headers(req, &f, &id, a) {
+            return r.widen();
+        }
+    }
+    // A retry carrying the answer to a question a legacy upstream asked mid-call: the
+    // call is parked, waiting for it.
+    let parked = named_param(&method)
+        .and(f.param("requestState"))
+        .and_then(|s| f.str_at(s))
+        .filter(|t| t.starts_with(super::relay::PARK_PREFIX))
+        .map(std::borrow::Cow::into_owned);
+    if let Some(token) = parked {
+        return continue_parked(ctx, &f, &id, &token, (&a.principal, answer)).await;
+    }
+    let trace = admit::trace_parent(ctx, req);
+    let asked = Asked {
+        f: &f,
+        id: &id,
+        method: &method,
+        said,
+        answer,
+        trace,
+    };
+    serve(ctx, a, asked).await
+}
+
+/// A stateless request that passed its checks.
+struct Asked<'a> {
+    f: &'a Frame,
+    id: &'a Bytes,
+    method: &'a str,
+    said: (&'static str, Hello, Option<u8>),
+    answer: super::context::Answer,
+    trace: Option<crate::observe::trace::TraceParent>,
+}
+
+/// Answers or routes a stateless request (a session is made for it alone).
+async fn serve(ctx: &Rc<Ctx>, a: &Admitted, asked: Asked<'_>) -> Streamed {
+    let (f, id, method) = (asked.f, asked.id, asked.method);
+    let snap = &a.snap;
+    let outcome = match method {
+        "server/discover" => Outcome::Done(discover(snap, id)),
+        "subscriptions/listen" => {
+            let advertised = list_changes(snap);
+            return super::listen::listen(ctx, f, id, a, (asked.answer, advertised)).await;
+        }
+        "tools/call"
+        | "prompts/get"
+        | "resources/read"
+        | "completion/complete"
+        | "tools/list"
+        | "prompts/list"
+        | "resources/list"
+        | "resources/templates/list" => {
+            let sess = Arc::new(Session::stateless(
+                asked.said,
+                a.server.clone(),
+                a.principal.clone(),
+                ctx.shared.now_ms(),
+            ));
+            let call = Call {
+                f,
+                id,
+                snap,
+                sess: &sess,
+                answer: asked.answer,
+                trace: asked.trace,
+            };
+            match route::request(ctx, &call).await {
+                Outcome::Done(b) if method.ends_with("/list") => {
+                    Outcome::Done(with_members(b, id, LIST_MEMBERS))
                 }
+                other => other,
             }
         }
-        // A retry carrying the answer to a question a legacy upstream asked mid-call: the
-        // call is parked, waiting for it.
-        let parked = named_param(&method)
-            .and(f.param("requestState"))
-            .and_then(|s| f.str_at(s))
-            .filter(|t| t.starts_with(super::relay::PARK_PREFIX))
-            .map(std::borrow::Cow::into_owned);
-        if let Some(token) = parked {
-            return self
-                .continue_parked(&f, &id, &token, principal, answer)
-                .await;
-        }
-        let snap = self.shared.snapshot.load_full();
-        let outcome = match &*method {
-            "server/discover" => Outcome::Done(discover(&snap, &id)),
-            "subscriptions/listen" => {
-                let advertised = list_changes(&snap);
-                return self
-                    .listen(&f, &id, server, principal, answer, advertised)
-                    .await;
-            }
-            "tools/call"
-            | "prompts/get"
-            | "resources/read"
-            | "completion/complete"
-            | "tools/list"
-            | "prompts/list"
-            | "resources/list"
-            | "resources/templates/list" => {
-                let sess = Arc::new(Session::stateless(
-                    said,
-                    server.map(str::to_string),
-                    principal.clone(),
-                    self.shared.now_ms(),
-                ));
-                let out = self.request(&f, &snap, &sess, answer, trace).await;
-                match out {
-                    Outcome::Done(b) if method.ends_with("/list") => {
-                        Outcome::Done(with_members(b, &id, LIST_MEMBERS))
-                    }
-                    other => other,
-                }
-            }
-            _ => Outcome::Done(error_body(
-                Some(&id),
-                Code::MethodNotFound,
-                "Method not found",
-            )),
-        };
-        match outcome {
-            Outcome::Done(b) => match error_code(&b, &id).map(status_of) {
-                Some(status) if status != 200 => Reply::json(status, b),
-                _ => reply_with(answer, b),
-            },
-            Outcome::Streaming(relay, first) => {
-                Reply::events(super::streams::Sse::call(&self.shared, relay, first))
-            }
-        }
+        _ => Outcome::Done(rescue(Some(id), Reject::NotFound(NotFound::Method))),
+    };
+    match outcome {
+        Outcome::Done(b) => match error_code(&b, id).map(status_of) {
+            Some(status) if status != 200 => Reply::json(status, b),
+            _ => reply_with(asked.answer, b).widen(),
+        },
+        Outcome::Streaming(relay, first) => Reply::events(Sse::call(&ctx.shared, relay, first)),
     }
 }
 
-impl Front {
-    /// Hands a retry's `inputResponses` to the parked call named by `token` and answers
-    /// with what the call gives back (its result, another input-required result, or an
-    /// error).
-    async fn continue_parked(
-        &self,
-        f: &Frame,
-        id: &Bytes,
-        token: &str,
-        principal: &Arc<Principal>,
-        answer: super::Answer,
-    ) -> Reply {
-        let unknown = || {
-            refuse(
-                Some(id),
-                Code::InvalidParams,
-                "Invalid params: requestState is unknown or has expired",
-            )
-        };
-        let tx = match self.shared.parked.get(token) {
-            Some(p) if *p.principal == *principal.credential => p.tx.clone(),
-            _ => return unknown(),
-        };
-        let responses = f
-            .param("inputResponses")
-            .and_then(|s| f.raw_at(s))
-            .map_or(Bytes::from_static(b"{}"), Bytes::copy_from_slice);
-        let (reply, answered) = flume::bounded(1);
-        let input = crate::state::ParkedInput {
-            responses,
-            client_id: id.clone(),
-            reply,
-        };
-        if tx.send_async(input).await.is_err() {
-            return unknown();
-        }
-        let wait = self.shared.config.gateway.call_timeout;
-        match monoio::time::timeout(wait, answered.recv_async()).await {
-            Ok(Ok(b)) => match error_code(&b, id).map(status_of) {
-                Some(status) if status != 200 => Reply::json(status, b),
-                _ => reply_with(answer, b),
-            },
-            _ => Reply::json(
-                200,
-                error_body(Some(id), Code::UpstreamTimeout, "Upstream timed out"),
-            ),
+/// The `Mcp-Param-*` headers the called tool declares agree with its arguments.
+fn check_declared_headers(
+    req: &RequestHead,
+    f: &Frame,
+    id: &[u8],
+    a: &Admitted,
+) -> Result<(), Whole> {
+    let declared = f
+        .param("name")
+        .and_then(|s| f.str_at(s))
+        .and_then(|n| {
+            a.snap
+                .view(a.server.as_deref())?
+                .tools
+                .get(&*n)
+                .map(|t| t.param_headers.clone())
+        })
+        .filter(|d| !d.is_empty());
+    match declared {
+        Some(d) => check_param_headers(req, f, id, &d),
+        None => Ok(()),
+    }
+}
+
+/// Hands a retry's `inputResponses` to the parked call named by `token` and answers
+/// with what the call gives back (its result, another input-required result, or an
+/// error).
+async fn continue_parked(
+    ctx: &Ctx,
+    f: &Frame,
+    id: &Bytes,
+    token: &str,
+    (principal, answer): (&Arc<Principal>, super::context::Answer),
+) -> Streamed {
+    let unknown = || {
+        refuse(
+            Some(id),
+            Code::InvalidParams,
+            "Invalid params: requestState is unknown or has expired",
+        )
+        .widen()
+    };
+    let tx = match ctx.shared.parked.get(token) {
+        Some(p) if *p.principal == *principal.credential => p.tx.clone(),
+        _ => return unknown(),
+    };
+    let responses = f
+        .param("inputResponses")
+        .and_then(|s| f.raw_at(s))
+        .map_or(Bytes::from_static(b"{}"), Bytes::copy_from_slice);
+    let (reply, answered) = flume::bounded(1);
+    let input = crate::state::ParkedInput {
+        responses,
+        client_id: id.clone(),
+        reply,
+    };
+    if tx.send_async(input).await.is_err() {
+        return unknown();
+    }
+    let wait = ctx.shared.config.gateway.call_timeout;
+    match monoio::time::timeout(wait, answered.recv_async()).await {
+        Ok(Ok(b)) => match error_code(&b, id).map(status_of) {
+            Some(status) if status != 200 => Reply::json(status, b),
+            _ => reply_with(answer, b).widen(),
+        },
+        _ => {
+            let e = Reject::Upstream(Code::UpstreamTimeout, "Upstream timed out");
+            Reply::json(200, rescue(Some(id), e))
         }
     }
 }
@@ -375,7 +416,7 @@ fn check(
     f: &Frame,
     id: &[u8],
     method: &str,
-) -> Result<(&'static str, Hello, Option<u8>), Reply> {
+) -> Result<(&'static str, Hello, Option<u8>), Whole> {
     let meta = f
         .param("_meta")
         .filter(|s| f.raw_at(*s).is_some_and(|r| r.first() == Some(&b'{')));
@@ -462,17 +503,14 @@ fn check(
 }
 
 /// -32022 for `requested`, naming the `supported` revisions.
-fn unsupported(id: &[u8], supported: &[&str], requested: &str) -> Reply {
+fn unsupported(id: &[u8], supported: &[&str], requested: &str) -> Whole {
     let data = serde_json::json!({ "supported": supported, "requested": requested }).to_string();
-    Reply::json(
-        400,
-        error_body_data(
-            Some(id),
-            Code::UnsupportedProtocolVersion,
-            "Unsupported protocol version",
-            data.as_bytes(),
-        ),
-    )
+    let refused = Reject::Invalid(
+        Code::UnsupportedProtocolVersion,
+        "Unsupported protocol version".into(),
+        Some(data),
+    );
+    Reply::json(400, rescue(Some(id), refused))
 }
 
 /// The `server/discover` answer.
@@ -480,7 +518,7 @@ fn discover(snap: &Snapshot, id: &[u8]) -> Bytes {
     let result = format!(
         r#"{{"resultType":"complete","supportedVersions":["{STATELESS_VERSION}"],"capabilities":{caps},"instructions":{ins},"ttlMs":0,"cacheScope":"private","_meta":{{"io.modelcontextprotocol/serverInfo":{SERVER_INFO}}}}}"#,
         caps = discover_capabilities(snap),
-        ins = super::instructions(snap),
+        ins = super::answer::instructions(snap),
     );
     crate::jsonrpc::result_body(id, result.as_bytes())
 }
@@ -488,6 +526,7 @@ fn discover(snap: &Snapshot, id: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jsonrpc::error_body;
 
     #[test]
     fn statuses_follow_the_sdks() {

@@ -11,22 +11,24 @@ use bytes::Bytes;
 use futures_util::future::{select, Either};
 
 use super::{
-    accepts,
+    admit::{self, accepts, Admitted},
+    context::{select_first, Ctx},
     relay::{Event, Relay},
-    select_first, Front, Reply,
 };
 use crate::{
-    auth::policy::Principal,
     jsonrpc::{Code, Kind},
     registry::names,
     session::{self, Inbox, Outbox, Replay, Session},
     state::Shared,
     transport::{
         http::RequestHead,
-        reply::{EventSource, SseOut},
+        reply::{EventSource, Never, Reply, SseOut, Widen},
     },
-    upstream::{Link, Upstream},
+    upstream::{Upstream, UpstreamSession},
 };
+
+/// A reply of the pipeline that may stream SSE (and never a batch's array).
+pub type Streamed = Reply<Sse, Never>;
 
 /// A streamed SSE body of the pipeline.
 pub enum Sse {
@@ -42,6 +44,12 @@ impl Sse {
     /// The stream of a call whose first message is `first`.
     pub fn call(shared: &Shared, relay: Box<Relay>, first: Bytes) -> Self {
         Sse::Call(Box::new(CallStream::new(shared, relay, first)))
+    }
+}
+
+impl Widen<Sse> for Sse {
+    fn widen(self) -> Sse {
+        self
     }
 }
 
@@ -295,183 +303,158 @@ impl CallStream {
     }
 }
 
-impl Front {
-    pub(super) fn get(
-        self: &Rc<Self>,
-        req: &RequestHead,
-        server: Option<&str>,
-        principal: &Arc<Principal>,
-    ) -> Reply {
-        if !self.shared.config.gateway.get_stream {
-            let mut r = Reply::error(
-                405,
-                Code::BadHttpRequest,
-                "Method not allowed: no server-to-client stream",
-            );
-            r.headers
-                .push(("Allow", Bytes::from_static(b"POST, DELETE")));
-            return r;
+/// `GET`: the session's server-to-client stream, or the rest of a POST stream it resumes
+/// (`Last-Event-ID: <stream>-<seq>`).
+pub fn get(ctx: &Rc<Ctx>, req: &RequestHead, a: &Admitted) -> Streamed {
+    if !ctx.shared.config.gateway.get_stream {
+        let mut r = Reply::error(
+            405,
+            Code::BadHttpRequest,
+            "Method not allowed: no server-to-client stream",
+        );
+        r.headers
+            .push(("Allow", Bytes::from_static(b"POST, DELETE")));
+        return r;
+    }
+    if !accepts(req, "text/event-stream") {
+        return Reply::error(
+            406,
+            Code::BadHttpRequest,
+            "Not Acceptable: GET needs Accept: text/event-stream",
+        );
+    }
+    let sess = match admit::session(ctx, req, a.server.as_deref(), &a.principal) {
+        Ok((_, s)) => s,
+        Err(r) => return r.widen(),
+    };
+    let last = req.header_str("last-event-id").and_then(parse_event_id);
+    let mut resume_after = None;
+    if let Some((stream, seq)) = last {
+        if stream != 0 {
+            if let Some(replay) = sess.streams.get(&stream) {
+                return Reply::events(Sse::Resume(ResumeStream {
+                    replay,
+                    stream,
+                    after: seq,
+                    changed: None,
+                }));
+            }
+            // Unknown or expired: a fresh GET stream.
+        } else {
+            resume_after = Some(seq);
         }
-        if !accepts(req, "text/event-stream") {
-            return Reply::error(
-                406,
-                Code::BadHttpRequest,
-                "Not Acceptable: GET needs Accept: text/event-stream",
-            );
+    }
+    let g = &ctx.shared.config.gateway;
+    let (alive, alive_rx) = flume::bounded::<()>(1);
+    let (outbox, inbox) = session::outbox(g.sse_buffer_bytes, alive_rx);
+    let outbox = Arc::new(outbox);
+    // A newer GET replaces an older one: the old stream's inbox loses its sender and ends.
+    sess.outbox.store(Some(outbox.clone()));
+    let snap = &a.snap;
+    for (name, us) in sess.upstreams.entries() {
+        if let Some(up) = snap.by_name.get(&*name).and_then(|r| snap.upstream(*r)) {
+            listen_upstream(ctx, up.clone(), us, outbox.clone());
         }
-        let sess = match self.session(req, server, principal) {
-            Ok((_, s)) => s,
-            Err(r) => return r,
+    }
+    Reply::events(Sse::Open(Box::new(OpenStream {
+        inbox,
+        ended: sess.ended(),
+        alive,
+        replay: match g.sse_replay_events {
+            0 => None,
+            cap => Some(sess.get_stream(cap, g.sse_buffer_bytes)),
+        },
+        resume_after,
+        farewell: None,
+        shared: ctx.shared.clone(),
+        since: Duration::ZERO,
+    })))
+}
+
+/// Relays a per-client upstream session's own stream (notifications not tied to a
+/// request: resource updates, log messages) into a client's GET stream, until that
+/// stream closes (`alive` disconnects) or the upstream ends it.
+pub fn listen_upstream(
+    ctx: &Rc<Ctx>,
+    up: Arc<Upstream>,
+    us: Arc<UpstreamSession>,
+    outbox: Arc<Outbox>,
+) {
+    let ctx = ctx.clone();
+    monoio::spawn(async move {
+        let mut stream = match up.listen_session(&ctx.caller, &us, &[]).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(upstream = %up.name, error = %e, "upstream GET stream not opened");
+                return;
+            }
         };
-        let last = req.header_str("last-event-id").and_then(parse_event_id);
-        let mut resume_after = None;
-        if let Some((stream, seq)) = last {
-            if stream != 0 {
-                if let Some(replay) = sess.streams.get(&stream) {
-                    return Reply::events(Sse::Resume(ResumeStream {
-                        replay,
-                        stream,
-                        after: seq,
-                        changed: None,
-                    }));
-                }
-                // Unknown or expired: a fresh GET stream.
-            } else {
-                resume_after = Some(seq);
+        loop {
+            let next = select_first(stream.next(), outbox.alive.recv_async()).await;
+            let Some(Ok(Some(m))) = next else { return };
+            if let Some(out) = translate_unsolicited(&ctx, &up, m) {
+                outbox.offer(out, &ctx.shared.limits);
             }
         }
-        let g = &self.shared.config.gateway;
-        let (alive, alive_rx) = flume::bounded::<()>(1);
-        let (outbox, inbox) = session::outbox(g.sse_buffer_bytes, alive_rx);
-        let outbox = Arc::new(outbox);
-        // A newer GET replaces an older one: the old stream's inbox loses its sender and ends.
-        sess.outbox.store(Some(outbox.clone()));
-        let snap = self.shared.snapshot.load_full();
-        for (name, us) in sess.upstreams.entries() {
-            if let Some(up) = snap.by_name.get(&*name).and_then(|r| snap.upstream(*r)) {
-                self.listen_upstream(up.clone(), us, outbox.clone());
-            }
-        }
-        Reply::events(Sse::Open(Box::new(OpenStream {
-            inbox,
-            ended: sess.ended(),
-            alive,
-            replay: match g.sse_replay_events {
-                0 => None,
-                cap => Some(sess.get_stream(cap, g.sse_buffer_bytes)),
-            },
-            resume_after,
-            farewell: None,
-            shared: self.shared.clone(),
-            since: Duration::ZERO,
-        })))
-    }
+    });
+}
 
-    /// Relays a per-client upstream session's own stream (notifications not tied to a
-    /// request: resource updates, log messages) into a client's GET stream, until that
-    /// stream closes (`alive` disconnects) or the upstream ends it.
-    pub(super) fn listen_upstream(
-        self: &Rc<Self>,
-        up: Arc<Upstream>,
-        us: Arc<crate::upstream::UpstreamSession>,
-        outbox: Arc<Outbox>,
-    ) {
-        let front = self.clone();
-        monoio::spawn(async move {
-            let Link::Http(h) = &up.link else { return };
-            let mut stream = match h.listen(&front.caller, &us, &[]).await {
-                Ok(Some(s)) => s,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!(upstream = %up.name, error = %e, "upstream GET stream not opened");
-                    return;
-                }
-            };
-            loop {
-                let next = select_first(stream.next(), outbox.alive.recv_async()).await;
-                let Some(Ok(Some(m))) = next else { return };
-                if let Some(out) = front.translate_unsolicited(&up, m) {
-                    outbox.offer(out, &front.shared.limits);
+/// A message an upstream sent outside any call, as the client must see it.
+fn translate_unsolicited(ctx: &Ctx, up: &Upstream, m: Bytes) -> Option<Bytes> {
+    let frame = ctx.caller.parser.borrow_mut().parse_one(m).ok()?;
+    if frame.kind() != Kind::Notification {
+        // Upstream requests outside a call are not routed yet; the upstream times out.
+        return None;
+    }
+    let method = frame.method()?;
+    if method.ends_with("/list_changed") {
+        ctx.shared.request_refresh();
+        return None;
+    }
+    if method == "notifications/resources/updated" && up.prefix {
+        let span = frame.param("uri")?;
+        let uri = frame.str_at(span)?;
+        let exposed = serde_json::to_vec(&names::expose_uri(&up.name, &uri)).ok()?;
+        return Some(frame.splice(&mut [(span, &exposed)]));
+    }
+    Some(frame.bytes().clone())
+}
+
+/// `DELETE`: ends the session and, in the background, its own upstream sessions.
+pub fn delete(ctx: &Rc<Ctx>, req: &RequestHead, a: &Admitted) -> Streamed {
+    match admit::session(ctx, req, a.server.as_deref(), &a.principal) {
+        Ok((id, _)) => {
+            if let Some(s) = ctx.shared.sessions.remove(&id) {
+                // The id maps must be empty by now: a leftover entry is a leak.
+                tracing::debug!(
+                    session = ?id,
+                    in_flight = s.in_flight.len(),
+                    server_requests = s.server_requests.len(),
+                    "session ended by client"
+                );
+                let ups = s.upstreams.entries();
+                if !ups.is_empty() {
+                    end_upstream_sessions(ctx, ups);
                 }
             }
-        });
+            Reply::empty(200)
+        }
+        Err(r) => r.widen(),
     }
+}
 
-    /// A message an upstream sent outside any call, as the client must see it.
-    fn translate_unsolicited(&self, up: &Upstream, m: Bytes) -> Option<Bytes> {
-        let frame = self.caller.parser.borrow_mut().parse_one(m).ok()?;
-        if frame.kind() != Kind::Notification {
-            // Upstream requests outside a call are not routed yet; the upstream times out.
-            return None;
-        }
-        let method = frame.method()?;
-        if method.ends_with("/list_changed") {
-            self.shared.request_refresh();
-            return None;
-        }
-        if method == "notifications/resources/updated" && up.prefix {
-            let span = frame.param("uri")?;
-            let uri = frame.str_at(span)?;
-            let exposed = serde_json::to_vec(&names::expose_uri(&up.name, &uri)).ok()?;
-            return Some(frame.splice(&mut [(span, &exposed)]));
-        }
-        Some(frame.bytes().clone())
-    }
-
-    pub(super) fn delete(
-        self: &Rc<Self>,
-        req: &RequestHead,
-        server: Option<&str>,
-        principal: &Arc<Principal>,
-    ) -> Reply {
-        match self.session(req, server, principal) {
-            Ok((id, _)) => {
-                if let Some(s) = self.shared.sessions.remove(&id) {
-                    // The id maps must be empty by now: a leftover entry is a leak.
-                    tracing::debug!(
-                        session = ?id,
-                        in_flight = s.in_flight.len(),
-                        server_requests = s.server_requests.len(),
-                        "session ended by client"
-                    );
-                    self.end_upstream_sessions(s);
-                }
-                Reply::empty(200)
+/// Ends upstream sessions (DELETE at each upstream, by upstream name), in the background.
+pub fn end_upstream_sessions(ctx: &Rc<Ctx>, sessions: Vec<(Arc<str>, Arc<UpstreamSession>)>) {
+    let ctx = ctx.clone();
+    monoio::spawn(async move {
+        let snap = ctx.shared.snapshot.load_full();
+        for (name, us) in sessions {
+            if let Some(up) = snap.by_name.get(&name).and_then(|r| snap.upstream(*r)) {
+                up.end_session(&ctx.caller, &us).await;
             }
-            Err(r) => r,
         }
-    }
-
-    /// Ends upstream sessions (DELETE at each upstream, by upstream name), in the background.
-    pub(super) fn delete_upstream_sessions(
-        self: &Rc<Self>,
-        sessions: Vec<(Arc<str>, Arc<crate::upstream::UpstreamSession>)>,
-    ) {
-        let front = self.clone();
-        monoio::spawn(async move {
-            let snap = front.shared.snapshot.load_full();
-            for (name, us) in sessions {
-                let link = snap
-                    .by_name
-                    .get(&name)
-                    .and_then(|r| snap.upstream(*r))
-                    .map(|u| &u.link);
-                if let Some(Link::Http(h)) = link {
-                    h.delete(&front.caller, &us).await;
-                }
-            }
-        });
-    }
-
-    /// Ends a client session's own upstream sessions (DELETE at each upstream), in the
-    /// background.
-    pub(super) fn end_upstream_sessions(self: &Rc<Self>, s: Arc<Session>) {
-        let ups = s.upstreams.entries();
-        if ups.is_empty() {
-            return;
-        }
-        self.delete_upstream_sessions(ups);
-    }
+    });
 }
 
 /// Keeps relaying a call whose client connection broke, into its replay buffer.

@@ -9,11 +9,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use monoio::net::{ListenerOpts, TcpListener};
 
 use super::Chosen;
-use crate::{
-    pipeline::{Front, Pipeline},
-    state::Shared,
-    transport::server,
-};
+use crate::{pipeline::Pipeline, state::Shared, transport::server};
 
 /// A started worker thread.
 pub struct Worker {
@@ -79,10 +75,10 @@ async fn run(
         }
     };
     let _ = ready.send(Ok(()));
-    let front = Front::new(shared.clone(), index);
+    let pipeline = Pipeline::new(shared.clone(), index);
     // Idle upstream connections past upstream_idle_timeout_ms are closed.
     {
-        let (front, shared) = (front.clone(), shared.clone());
+        let (ctx, shared) = (pipeline.ctx().clone(), shared.clone());
         monoio::spawn(async move {
             let every = shared
                 .config
@@ -91,8 +87,7 @@ async fn run(
                 .clamp(Duration::from_millis(100), Duration::from_secs(1));
             while !shared.stopping() {
                 monoio::time::sleep(every).await;
-                front
-                    .caller()
+                ctx.caller
                     .pool
                     .sweep(shared.config.gateway.upstream_idle_timeout);
             }
@@ -113,18 +108,13 @@ async fn run(
                     let _ = conn.set_nodelay(true);
                     match &tls {
                         None => {
-                            monoio::spawn(server::serve(
-                                conn,
-                                Pipeline(front.clone()),
-                                permit,
-                                peer.ip(),
-                            ));
+                            monoio::spawn(server::serve(conn, pipeline.clone(), permit, peer.ip()));
                         }
                         Some(tls) => {
                             monoio::spawn(server::serve_tls(
                                 conn,
                                 tls.clone(),
-                                Pipeline(front.clone()),
+                                pipeline.clone(),
                                 permit,
                                 peer.ip(),
                             ));
@@ -135,11 +125,7 @@ async fn run(
                 // reach a TLS client, and a handshake is the cost the limit is there to shed.
                 Err(_) if tls.is_some() => drop(conn),
                 Err(limit) => {
-                    monoio::spawn(server::refuse_connection(
-                        conn,
-                        limit,
-                        Pipeline(front.clone()),
-                    ));
+                    monoio::spawn(server::refuse_connection(conn, limit, pipeline.clone()));
                 }
             },
             Ok(Err(e)) => {
@@ -154,13 +140,13 @@ async fn run(
     // Drain: requests in progress finish (up to drain_timeout); idle keep-alive connections
     // are closed when the runtime stops. GET streams end by themselves on shutdown.
     let deadline = monoio::time::Instant::now() + shared.config.gateway.drain_timeout;
-    while front.in_progress() > 0 && monoio::time::Instant::now() < deadline {
+    while pipeline.ctx().in_progress() > 0 && monoio::time::Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
-    if front.in_progress() > 0 {
+    if pipeline.ctx().in_progress() > 0 {
         tracing::warn!(
             worker = index,
-            left = front.in_progress(),
+            left = pipeline.ctx().in_progress(),
             "drain deadline passed with requests in progress"
         );
     }

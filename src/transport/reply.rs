@@ -69,6 +69,41 @@ impl<E, A> Reply<E, A> {
     }
 }
 
+impl<E, A> Reply<E, A> {
+    /// The same reply as one of a handler with more kinds of streamed bodies.
+    pub fn widen<E2, A2>(self) -> Reply<E2, A2>
+    where
+        E: Widen<E2>,
+        A: Widen<A2>,
+    {
+        Reply {
+            status: self.status,
+            headers: self.headers,
+            body: match self.body {
+                Body::Empty => Body::Empty,
+                Body::Full(ct, b) => Body::Full(ct, b),
+                Body::Events(e) => Body::Events(e.widen()),
+                Body::Array(a, first) => Body::Array(a.widen(), first),
+            },
+        }
+    }
+}
+
+/// A streamed body type that is also one of a wider handler's: see [`Reply::widen`].
+pub trait Widen<T> {
+    /// As the wider type.
+    fn widen(self) -> T;
+}
+
+impl<T> Widen<T> for Never {
+    fn widen(self) -> T {
+        match self {}
+    }
+}
+
+/// A reply with a whole body (or none).
+pub type Whole = Reply<Never, Never>;
+
 /// SSE events being gathered for one write, each framed as an HTTP chunk.
 pub struct SseOut<'a>(pub(super) &'a mut BytesMut);
 

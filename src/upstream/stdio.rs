@@ -629,7 +629,7 @@ fn handshake(
     run.pending.insert(INIT_ID, (reply, true));
     write_line(
         &mut run.stdin,
-        &super::initialize_body(INIT_ID, &super::Hello::gateway()),
+        &super::caller::initialize_body(INIT_ID, &crate::mcp::Hello::gateway()),
     )
     .map_err(|e| Stop::Failed(e.to_string()))?;
     let deadline = Instant::now() + spec.init_timeout;
@@ -644,7 +644,7 @@ fn handshake(
             let Some(result) = result else {
                 return Err(Stop::Failed("initialize refused".into()));
             };
-            write_line(&mut run.stdin, super::INITIALIZED)
+            write_line(&mut run.stdin, super::caller::INITIALIZED)
                 .map_err(|e| Stop::Failed(e.to_string()))?;
             return Ok(result
                 .get("capabilities")

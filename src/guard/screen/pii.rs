@@ -1,7 +1,7 @@
 //! PII detectors: emails from each `@`, and cards, phones and IBANs from each digit run.
 //! Every function takes the decoded text and returns match ranges in it.
 
-use super::Kind;
+use super::kind::Kind;
 
 fn is_local(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
-use super::Kind;
+use super::kind::Kind;
 
 /// The literal anchors, in the order of [`ANCHOR_KINDS`]. Few and short on purpose: each
 /// one costs the SIMD prefilter false candidates; the confirmers check the rest

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-use super::{Frame, FrameError, Kind, Message, Parser, Span};
+use crate::jsonrpc::{Frame, FrameError, Kind, Message, Parser, Span};
 use crate::{
     config::{Config, Overrides, Transport, MAX_WORKERS},
     registry::names::{expose, expose_uri, split_uri, MAX_NAME},
@@ -345,7 +345,7 @@ pub fn splice(data: &[u8]) {
             (span, &with[..])
         })
         .collect();
-    let out = super::splice(&src, &mut edits.clone());
+    let out = crate::jsonrpc::splice(&src, &mut edits.clone());
     edits.sort_by_key(|(s, _)| s.start);
     let in_range = edits
         .iter()

@@ -1,0 +1,104 @@
+//! A worker's idle connections to HTTP upstreams, by address: plain TCP or TLS.
+
+use std::{cell::RefCell, collections::HashMap, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use monoio::net::TcpStream;
+
+use crate::net::{tls::TlsStream, Stream};
+
+/// A connection to an HTTP upstream: plain TCP, or TLS for `https://` URLs.
+pub enum Conn {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://` (boxed: the TLS state is large, and a plain connection should not carry it).
+    Tls(Box<TlsStream>),
+}
+
+impl Conn {
+    pub(super) fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tls(t) => t.tcp(),
+        }
+    }
+}
+
+impl Stream for Conn {
+    async fn read_more(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(c) => c.read_more(buf).await,
+            Conn::Tls(t) => t.read_more(buf).await,
+        }
+    }
+
+    async fn readable(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(c) => Stream::readable(c).await,
+            Conn::Tls(t) => t.readable().await,
+        }
+    }
+
+    async fn write_all(&mut self, buf: Bytes) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(c) => Stream::write_all(c, buf).await,
+            Conn::Tls(t) => t.write_all(buf).await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Conn::Plain(c) => c.close().await,
+            Conn::Tls(t) => t.close().await,
+        }
+    }
+
+    fn peer_identity(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Per-worker idle connections, by upstream address (and TLS settings).
+#[derive(Default)]
+pub struct Pool {
+    /// Per pool key, oldest first; each with the time it was parked.
+    idle: RefCell<HashMap<String, Vec<(Conn, std::time::Instant)>>>,
+}
+
+/// Most idle connections kept per address and worker.
+const MAX_IDLE: usize = 64;
+
+impl Pool {
+    /// The most recently parked connection to `addr` that is still usable (one the upstream
+    /// closed while it sat idle is dropped here, before a request is written to it; for TLS,
+    /// unread bytes such as a close_notify count as unusable too).
+    pub(super) fn take(&self, addr: &str) -> Option<Conn> {
+        let mut idle = self.idle.borrow_mut();
+        let v = idle.get_mut(addr)?;
+        while let Some((c, _)) = v.pop() {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(c.tcp());
+            if !crate::runtime::sys::idle_conn_unusable(fd) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    pub(super) fn put(&self, addr: &str, conn: Conn) {
+        let mut idle = self.idle.borrow_mut();
+        let v = idle.entry(addr.to_string()).or_default();
+        if v.len() < MAX_IDLE {
+            v.push((conn, std::time::Instant::now()));
+        }
+    }
+
+    /// Closes connections idle longer than `max_idle` (the most recently used are reused
+    /// first, so the ones left idle are the surplus of a past burst).
+    pub fn sweep(&self, max_idle: Duration) {
+        let mut idle = self.idle.borrow_mut();
+        for v in idle.values_mut() {
+            v.retain(|(_, at)| at.elapsed() < max_idle);
+        }
+        idle.retain(|_, v| !v.is_empty());
+    }
+}
