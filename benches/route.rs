@@ -52,16 +52,17 @@ fn snapshot(n: usize) -> registry::Snapshot {
             })
         })
         .collect();
-    registry::build(
-        1,
-        ups,
-        &cats,
-        &[],
-        &Default::default(),
-        "__",
-        1000,
-        registry::Guarded::default(),
-    )
+    let layout = registry::Layout {
+        servers: &[],
+        disabled: &Default::default(),
+        separator: "__",
+        page_size: 1000,
+        auth: mcpgw::config::Config::parse("", "bench", &Default::default())
+            .expect("an empty config parses")
+            .auth
+            .clone(),
+    };
+    registry::build(1, ups, &cats, &layout, registry::Guarded::default())
 }
 
 fn route(c: &mut Criterion) {

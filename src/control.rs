@@ -210,7 +210,10 @@ impl Plane {
         // The composed auth (API keys from the store) replaces the file's; JWKS fetching starts.
         let mut jwks = JwksFetch::default();
         jwks.track(&cfg.auth, &cfg.gateway.outbound, &shared);
-        shared.auth.store(cfg.auth.clone());
+        // At once: requests are served under the composed policy from here on.
+        shared
+            .snapshot
+            .store(Arc::new(shared.snapshot.load().with_auth(cfg.auth.clone())));
         cfg.auth.sync_jwks();
         let quotas = Rc::new(RefCell::new(QuotaBook::restore(
             &shared, &cfg.auth, &*store,
@@ -222,6 +225,7 @@ impl Plane {
             .collect();
         let upstreams = current.iter().map(|(_, u)| u.clone()).collect();
         let catalog = Catalog {
+            auth: cfg.auth.clone(),
             servers: cfg.servers.clone(),
             guard: cfg.guard.clone(),
             store: store.clone(),
@@ -314,11 +318,11 @@ impl Plane {
     async fn tick(&mut self) {
         let shared = &self.shared;
         // Full rate buckets carry no state worth keeping.
-        let auth = shared.auth.load();
+        let snap = shared.snapshot.load();
         shared
             .rates
-            .sweep(shared.now_ns(), |(id, _)| auth.rate_of(*id));
-        drop(auth);
+            .sweep(shared.now_ns(), |(id, _)| snap.auth.rate_of(*id));
+        drop(snap);
         let ended = shared
             .sessions
             .expire(shared.now_ms(), self.cfg.gateway.session_idle_timeout);
@@ -360,7 +364,11 @@ impl Plane {
         self.catalog.guard = new.guard.clone();
         self.jwks
             .track(&new.auth, &new.gateway.outbound, &self.shared);
-        self.shared.auth.store(new.auth.clone());
+        // The new policy at once (keys revoked, roles changed); the catalog follows when
+        // it has been fetched.
+        self.catalog.auth = new.auth.clone();
+        let now = self.shared.snapshot.load().with_auth(new.auth.clone());
+        self.shared.snapshot.store(Arc::new(now));
         // A fetch may have finished between tracking and publishing.
         new.auth.sync_jwks();
         self.quotas.borrow_mut().reconcile(&self.shared, &new.auth);
@@ -598,7 +606,7 @@ impl JwksFetch {
             let weak = Arc::downgrade(shared);
             let on_update = move || {
                 if let Some(s) = weak.upgrade() {
-                    s.auth.load().sync_jwks();
+                    s.snapshot.load().auth.sync_jwks();
                 }
             };
             match Remote::start(url, every, MIN_REFETCH, outbound.clone(), on_update) {
@@ -771,6 +779,8 @@ fn servers_differ(a: &Snapshot, b: &Snapshot) -> bool {
 
 /// What the control plane builds snapshots from, besides the upstreams.
 struct Catalog {
+    /// The policy requests are served under.
+    auth: Arc<crate::auth::Auth>,
     /// Virtual servers.
     servers: Vec<crate::config::VirtualServer>,
     /// The guard policy.
@@ -802,14 +812,18 @@ impl Catalog {
         let report = guard_catalogs(shared, &*self.store, &self.guard, upstreams, &mut catalogs);
         let generation = &mut self.generation;
         let g = &shared.config.gateway;
+        let layout = registry::Layout {
+            servers: &self.servers,
+            disabled: &self.disabled,
+            separator: &g.separator,
+            page_size: g.page_size,
+            auth: self.auth.clone(),
+        };
         let next = registry::build(
             *generation + 1,
             upstreams.to_vec(),
             &catalogs,
-            &self.servers,
-            &self.disabled,
-            &g.separator,
-            g.page_size,
+            &layout,
             registry::Guarded {
                 policy: self.guard.clone(),
                 report,
@@ -840,7 +854,9 @@ impl Catalog {
                 "catalog published"
             );
             shared.snapshot.store(Arc::new(next));
-        } else if !report_eq(&cur.guard_report, &next.guard_report) {
+        } else if !report_eq(&cur.guard_report, &next.guard_report)
+            || !Arc::ptr_eq(&cur.auth, &next.auth)
+        {
             // Same lists, but the guard's findings or pending changes moved: the admin API
             // reads them from the snapshot. Same generation: nothing for clients to hear.
             let mut next = next;

@@ -38,10 +38,12 @@ pub struct Target {
 pub use crate::mcp::UpstreamCatalog;
 
 /// Pre-serialized pages of one list: each is the whole `result` object.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Pages(pub Vec<Bytes>);
 
-/// The immutable view every worker serves from.
+/// The immutable view every worker serves from: the catalog and the policy requests are
+/// served under, loaded once per request so that no request sees two that disagree.
+#[derive(Clone)]
 pub struct Snapshot {
     /// Increases with every new snapshot.
     pub generation: u64,
@@ -79,9 +81,12 @@ pub struct Snapshot {
     pub guard_report: Arc<crate::guard::catalog::Report>,
     /// Per upstream (by [`UpstreamRef`]): blocked by the catalog guard (calls refused).
     pub blocked: Vec<bool>,
+    /// Authentication, roles, rate limits and quotas.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// A virtual server's part of the catalog: only what its bundle holds, renamed.
+#[derive(Clone)]
 pub struct ServerView {
     /// Shown tool name -> target.
     pub tools: HashMap<String, Target>,
@@ -170,17 +175,22 @@ impl Snapshot {
     }
 
     /// An empty snapshot (before the first build).
-    pub fn empty(separator: &str) -> Self {
-        build(
-            0,
-            vec![],
-            &[],
-            &[],
-            &Default::default(),
+    pub fn empty(separator: &str, auth: Arc<crate::auth::Auth>) -> Self {
+        let layout = Layout {
+            servers: &[],
+            disabled: &Default::default(),
             separator,
-            1000,
-            Guarded::default(),
-        )
+            page_size: 1000,
+            auth,
+        };
+        build(0, vec![], &[], &layout, Guarded::default())
+    }
+
+    /// The same catalog under another policy (a reload's, published at once).
+    pub fn with_auth(&self, auth: Arc<crate::auth::Auth>) -> Self {
+        let mut next = self.clone();
+        next.auth = auth;
+        next
     }
 }
 
@@ -193,19 +203,35 @@ pub struct Guarded {
     pub report: Arc<crate::guard::catalog::Report>,
 }
 
+/// How a snapshot is laid out, and the policy it serves under.
+pub struct Layout<'a> {
+    /// Virtual servers.
+    pub servers: &'a [crate::config::VirtualServer],
+    /// Tools switched off.
+    pub disabled: &'a std::collections::HashSet<String>,
+    /// Between an upstream's name and its tool's.
+    pub separator: &'a str,
+    /// Items per list page.
+    pub page_size: usize,
+    /// Authentication, roles, rate limits and quotas.
+    pub auth: Arc<crate::auth::Auth>,
+}
+
 /// Builds a snapshot from the upstreams (config order) and their catalogs (`None` = down or
 /// blocked, left out of the lists).
-#[allow(clippy::too_many_arguments)]
 pub fn build(
     generation: u64,
     upstreams: Vec<Arc<Upstream>>,
     catalogs: &[Option<UpstreamCatalog>],
-    servers: &[crate::config::VirtualServer],
-    disabled: &std::collections::HashSet<String>,
-    sep: &str,
-    page_size: usize,
+    layout: &Layout<'_>,
     guard: Guarded,
 ) -> Snapshot {
+    let (servers, disabled, sep, page_size) = (
+        layout.servers,
+        layout.disabled,
+        layout.separator,
+        layout.page_size,
+    );
     let unprefixed = unprefixed(&upstreams);
     let cx = MergeCx {
         sep,
@@ -268,6 +294,7 @@ pub fn build(
         upstreams,
         guard: guard.policy,
         guard_report: guard.report,
+        auth: layout.auth.clone(),
     }
 }
 
@@ -680,6 +707,22 @@ mod tests {
         ))
     }
 
+    /// A layout with `servers` and `page_size`, no tool switched off, `__`, no auth.
+    fn layout(servers: &[crate::config::VirtualServer], page_size: usize) -> Layout<'_> {
+        static NONE: std::sync::OnceLock<std::collections::HashSet<String>> =
+            std::sync::OnceLock::new();
+        Layout {
+            servers,
+            disabled: NONE.get_or_init(Default::default),
+            separator: "__",
+            page_size,
+            auth: crate::config::Config::parse("", "test", &Default::default())
+                .expect("an empty config parses")
+                .auth
+                .clone(),
+        }
+    }
+
     #[test]
     fn merges_namespaces_and_routes() {
         let long = "t".repeat(70);
@@ -687,10 +730,7 @@ mod tests {
             1,
             vec![up("a"), up("b"), up("down")],
             &[Some(cat(&["echo", &long])), Some(cat(&["echo"])), None],
-            &[],
-            &Default::default(),
-            "__",
-            2,
+            &layout(&[], 2),
             Guarded::default(),
         );
         assert_eq!(s.tools.len(), 3);
@@ -734,10 +774,7 @@ mod tests {
             1,
             vec![up("a"), up("b")],
             &[Some(cat(&["echo", "add"])), Some(cat(&["echo"]))],
-            &[sv],
-            &Default::default(),
-            "__",
-            100,
+            &layout(&[sv], 100),
             Guarded::default(),
         );
         let v = s.view(Some("team")).expect("view");

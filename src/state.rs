@@ -45,8 +45,6 @@ pub struct Shared {
     pub subscriptions: dashmap::DashMap<String, Vec<crate::session::SessionId>>,
     /// Connection, session and stream limits, and their hit counters.
     pub limits: Arc<crate::limits::Limits>,
-    /// Client authentication, roles and address rules; replaced on reload.
-    pub auth: ArcSwap<crate::auth::Auth>,
     /// Rate-limit buckets (kept across reloads).
     pub rates: crate::auth::RateBuckets,
     /// Span export, when `[telemetry] otlp_endpoint` is set (read at start).
@@ -102,11 +100,13 @@ impl Shared {
     pub fn new(config: Arc<Config>, control: flume::Sender<ControlMsg>) -> anyhow::Result<Shared> {
         let clock = quanta::Clock::new();
         Ok(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::empty(&config.gateway.separator)),
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(
+                &config.gateway.separator,
+                config.auth.clone(),
+            )),
             sessions: Sessions::default(),
             shutdown: AtomicBool::new(false),
             subscriptions: dashmap::DashMap::new(),
-            auth: ArcSwap::new(config.auth.clone()),
             rates: Default::default(),
             tracing: match &config.telemetry.otlp_endpoint {
                 None => None,

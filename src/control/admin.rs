@@ -830,7 +830,8 @@ fn list_keys(shared: &Shared, store: &dyn Store) -> Answer {
         Ok(k) => k,
         Err(e) => return error(500, format!("store: {e:#}")),
     };
-    let auth = shared.auth.load();
+    let snap = shared.snapshot.load();
+    let auth = &snap.auth;
     let in_force = |id: &str| auth.api_keys().find(|(k, ..)| *k == id);
     let mut listed = std::collections::HashSet::new();
     let mut list = Vec::new();
@@ -884,7 +885,8 @@ fn create_key(
     if req.team.as_deref().is_some_and(|t| !fine(t)) {
         return error(400, "team: 1 to 128 characters, no control characters");
     }
-    let auth = shared.auth.load();
+    let snap = shared.snapshot.load();
+    let auth = &snap.auth;
     if let Some(r) = req.roles.iter().find(|r| !auth.roles.contains(r)) {
         return error(
             400,
@@ -947,10 +949,19 @@ async fn revoke_key(
             audit_change(shared, "revoke", "api_key", id);
             applied(control, 200, json!({ "revoked": id })).await
         }
-        Ok(false) if shared.auth.load().api_keys().any(|(k, ..)| k == id) => error(
-            409,
-            format!("API key {id:?} is defined in the config file: remove it there"),
-        ),
+        Ok(false)
+            if shared
+                .snapshot
+                .load()
+                .auth
+                .api_keys()
+                .any(|(k, ..)| k == id) =>
+        {
+            error(
+                409,
+                format!("API key {id:?} is defined in the config file: remove it there"),
+            )
+        }
         Ok(false) => error(404, format!("no API key {id:?}")),
     }
 }

@@ -67,10 +67,10 @@ pub async fn admit(
             "Forbidden: Host not allowed",
         ));
     }
+    // The one load of the request: the catalog and the policy it is served under.
     let snap = ctx.shared.snapshot.load_full();
-    // A guard, not a clone: no shared reference count touched per request.
-    let auth = ctx.shared.auth.load();
-    let client = client_address(req, peer, &auth);
+    let auth = &snap.auth;
+    let client = client_address(req, peer, auth);
     if !auth.ip.allows(client) {
         return Err(forbidden_address(client));
     }
@@ -107,9 +107,9 @@ pub async fn admit(
     let stateless = req
         .header("mcp-protocol-version")
         .is_some_and(version::is_stateless);
-    let principal = authenticate(ctx, req, cert, &auth, server.as_deref(), client).await?;
+    let principal = authenticate(ctx, req, cert, auth, server.as_deref(), client).await?;
     if req.method == "POST" {
-        request_rate(ctx, &auth, &principal)?;
+        request_rate(ctx, auth, &principal)?;
     }
     Ok(Admitted {
         server,

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     auth::{
         policy::{Grant, Principal},
-        RateStage,
+        Auth, RateStage,
     },
     guard::policy::{Direction, Policy as GuardPolicy, Screen, Screened},
     jsonrpc::Span,
@@ -64,7 +64,8 @@ pub fn denied(ctx: &Ctx, sess: &Session, what: &'static str, name: &str) -> Reje
 }
 
 /// A tool or prompt by name: allowed by the principal's roles, and a tool within its rate.
-pub fn named(ctx: &Ctx, sess: &Session, what: &'static str, name: &str) -> Result<(), Reject> {
+pub fn named(ctx: &Ctx, call: &Call<'_>, what: &'static str, name: &str) -> Result<(), Reject> {
+    let sess = call.sess;
     let principal = sess.principal.load();
     let allowed = if what == "tool" {
         principal.grant.tool(name)
@@ -75,7 +76,7 @@ pub fn named(ctx: &Ctx, sess: &Session, what: &'static str, name: &str) -> Resul
         return Err(denied(ctx, sess, what, name));
     }
     if what == "tool" {
-        rate(ctx, RateStage::Tool, &principal, name)?;
+        rate(ctx, &call.snap.auth, RateStage::Tool, &principal, name)?;
     }
     Ok(())
 }
@@ -89,9 +90,14 @@ pub fn resource(ctx: &Ctx, sess: &Session, uri: &str) -> Result<(), Reject> {
     }
 }
 
-/// A `[[rate_limit]]` of `stage` lets this call through now.
-pub fn rate(ctx: &Ctx, stage: RateStage, principal: &Principal, name: &str) -> Result<(), Reject> {
-    let auth = ctx.shared.auth.load();
+/// A `[[rate_limit]]` of `stage` (in `auth`) lets this call through now.
+pub fn rate(
+    ctx: &Ctx,
+    auth: &Auth,
+    stage: RateStage,
+    principal: &Principal,
+    name: &str,
+) -> Result<(), Reject> {
     if auth.rates.is_empty() {
         return Ok(());
     }
@@ -108,13 +114,14 @@ pub fn rate(ctx: &Ctx, stage: RateStage, principal: &Principal, name: &str) -> R
 }
 
 /// A `[[quota]]` has a call left for this one (counted when it has).
-pub fn quota(ctx: &Ctx, principal: &Principal, tool: &str) -> Result<(), Reject> {
-    let auth = ctx.shared.auth.load();
+pub fn quota(ctx: &Ctx, call: &Call<'_>, tool: &str) -> Result<(), Reject> {
+    let auth = &call.snap.auth;
     if auth.quotas.is_empty() {
         return Ok(());
     }
+    let principal = call.sess.principal.load();
     let now = ctx.shared.unix_secs();
-    let Err(over) = auth.quota_check(&ctx.shared.quotas, principal, tool, now) else {
+    let Err(over) = auth.quota_check(&ctx.shared.quotas, &principal, tool, now) else {
         return Ok(());
     };
     ctx.shared.limits.hit(Limit::Quota);
@@ -133,6 +140,7 @@ pub fn upstream(ctx: &Ctx, call: &Call<'_>, up: UpstreamRef) -> Result<Arc<Upstr
     }
     rate(
         ctx,
+        &call.snap.auth,
         RateStage::Upstream,
         &call.sess.principal.load(),
         &upstream.name,
@@ -268,8 +276,10 @@ pub fn granted_lists(
 ) -> Rc<[registry::Pages; 4]> {
     let key = (server.map(str::to_string), grant.roles.clone());
     let mut cache = ctx.granted.borrow_mut();
-    if cache.0 != snap.generation {
-        *cache = (snap.generation, Default::default());
+    // Roles mean what this snapshot's policy says: a reload may change them with the lists.
+    let stamp = (snap.generation, Arc::as_ptr(&snap.auth) as usize);
+    if cache.0 != stamp {
+        *cache = (stamp, Default::default());
     }
     if let Some(p) = cache.1.get(&key) {
         return p.clone();

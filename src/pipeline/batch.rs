@@ -203,7 +203,7 @@ impl Batch {
     /// The request-level rate limits have a token for this request (-32014 when not).
     fn rate(&self, ctx: &Ctx) -> Result<(), Reject> {
         let shared = &ctx.shared;
-        let auth = shared.auth.load();
+        let auth = &self.snap.auth;
         if auth.rates.is_empty() {
             return Ok(());
         }

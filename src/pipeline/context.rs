@@ -29,8 +29,9 @@ pub struct Ctx {
     pub metrics: Arc<WorkerMetrics>,
     /// Requests being handled or answered on this worker.
     pub busy: InProgress,
-    /// Lists filtered by role set, for the snapshot generation they were built from.
-    pub granted: RefCell<(u64, GrantedLists)>,
+    /// Lists filtered by role set, for the snapshot (generation, policy) they were built
+    /// from.
+    pub granted: RefCell<((u64, usize), GrantedLists)>,
 }
 
 /// Filtered lists by (view, role set).

@@ -79,10 +79,10 @@ async fn by_name(
             "Invalid params: name must be a string",
         ));
     };
-    authorize::named(ctx, call.sess, what, &name)?;
+    authorize::named(ctx, call, what, &name)?;
     let target = map.get(&*name);
     if what == "tool" && (target.is_some() || view.unprefixed.is_some()) {
-        authorize::quota(ctx, &call.sess.principal.load(), &name)?;
+        authorize::quota(ctx, call, &name)?;
     }
     let (up, rename, retry_safe, screen) = match (target, view.unprefixed) {
         (Some(t), _) => (
@@ -171,7 +171,7 @@ async fn complete(ctx: &Rc<Ctx>, call: &Call<'_>, view: View<'_>) -> Result<Outc
             };
             let name = f.str_at(span);
             if let Some(n) = name.as_deref() {
-                authorize::named(ctx, call.sess, "prompt", n)?;
+                authorize::named(ctx, call, "prompt", n)?;
             }
             match name.and_then(|n| view.prompts.get(&*n)) {
                 Some(t) => (t.upstream, span, t.name_json.to_vec()),

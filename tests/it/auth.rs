@@ -891,3 +891,59 @@ fn sessions_are_bound_to_the_credential_not_the_name() {
     let r = call(gw.addr, list, &[&b, &format!("Mcp-Session-Id: {sid2}")]);
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// A reload that changes what a role allows, and nothing in the catalog, changes that role's
+/// lists and calls at once on every worker: the policy travels in the snapshot with the
+/// lists, and a worker's cache of role-filtered lists is keyed by both.
+#[test]
+fn a_reload_that_changes_a_role_changes_its_lists_at_once() {
+    let (carl, carl_entry) = new_key("carl", &["reader"]);
+    let gw = Gateway::start(
+        "watch_config = true",
+        &format!("{DEMO}\n[auth]\n{carl_entry}\n{ROLES}"),
+        "auto",
+    );
+    let auth = format!("Authorization: Bearer {carl}");
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let names = |sid: &str| -> Vec<String> {
+        let r = call(gw.addr, list, &[&auth, &format!("Mcp-Session-Id: {sid}")]);
+        assert_eq!(r.status, 200, "{r:?}");
+        let v: Value = r.json();
+        let mut n: Vec<String> = v["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(String::from))
+            .collect();
+        n.sort();
+        n
+    };
+    let sid = init(gw.addr, &auth);
+    // Fresh connections spread over the workers: each caches the reader's lists.
+    for _ in 0..8 {
+        assert_eq!(names(&sid), ["demo__echo", "demo__word_count"]);
+    }
+    let cfg = gw.config.clone().expect("config path");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let narrowed = text.replacen(
+        r#"tools = ["demo__echo", "demo__word_count"]"#,
+        r#"tools = ["demo__echo"]"#,
+        1,
+    );
+    assert_ne!(narrowed, text);
+    crate::support::rewrite_config(&cfg, &narrowed);
+    let word_count = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo__word_count","arguments":{"text":"a b"}}}"#;
+    let denied = || {
+        call(
+            gw.addr,
+            word_count,
+            &[&auth, &format!("Mcp-Session-Id: {sid}")],
+        )
+        .code()
+            == -32013
+    };
+    assert!(wait_for(15, denied), "{}", gw.log_text());
+    for _ in 0..8 {
+        assert_eq!(names(&sid), ["demo__echo"], "{}", gw.log_text());
+    }
+}
