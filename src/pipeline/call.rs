@@ -252,7 +252,7 @@ async fn relay_first(ctx: &Ctx, call: &Call<'_>, mut relay: Relay) -> Outcome {
         Event::Message(m) if call.answer != Answer::Json => Outcome::Streaming(Box::new(relay), m),
         Event::Message(m) => {
             push(ctx, call.sess, m);
-            Outcome::Done(finish_pushing(ctx, call.sess, &mut relay).await)
+            Outcome::Done(Box::pin(finish_pushing(ctx, call.sess, &mut relay)).await)
         }
     }
 }
@@ -297,8 +297,17 @@ impl Attempt<'_> {
         let sent_on = std::cell::RefCell::new(None);
         let mut attempt = 0u32;
         loop {
-            let started = monoio::time::timeout(self.timeout, self.start(&sent_on));
-            let e = match select_first(started, fired(cancel)).await {
+            // Pinned where they are (no box, no copy through a helper's arguments).
+            let first = {
+                let started =
+                    std::pin::pin!(monoio::time::timeout(self.timeout, self.start(&sent_on)));
+                let cancelled = std::pin::pin!(fired(cancel));
+                match futures_util::future::select(started, cancelled).await {
+                    futures_util::future::Either::Left((x, _)) => Some(x),
+                    futures_util::future::Either::Right(_) => None,
+                }
+            };
+            let e = match first {
                 Some(Ok(Ok((on, call)))) => {
                     return Ok(Begun {
                         call,
@@ -367,16 +376,29 @@ impl Attempt<'_> {
         {
             Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
                 tracing::info!(upstream = %upstream.name, "upstream session expired; initializing again");
-                let on = session_for(ctx, self.sess, upstream, Some(&on), self.modern).await?;
-                *sent_on.borrow_mut() = Some(on.clone());
-                let call = caller
-                    .start_with(upstream, &on, self.gid, self.body.clone(), &self.how)
-                    .await?;
-                Ok((on, call))
+                Box::pin(self.again(on, sent_on)).await
             }
             Err(e) => Err(e),
             Ok(call) => Ok((on, call)),
         }
+    }
+}
+
+impl Attempt<'_> {
+    /// The upstream no longer knows session `expired`: a new one, and the request on it.
+    async fn again(
+        &self,
+        expired: OnSession,
+        sent_on: &std::cell::RefCell<Option<OnSession>>,
+    ) -> crate::error::Result<(OnSession, crate::upstream::Call)> {
+        let (ctx, upstream) = (self.ctx, self.upstream);
+        let on = session_for(ctx, self.sess, upstream, Some(&expired), self.modern).await?;
+        *sent_on.borrow_mut() = Some(on.clone());
+        let call = ctx
+            .caller
+            .start_with(upstream, &on, self.gid, self.body.clone(), &self.how)
+            .await?;
+        Ok((on, call))
     }
 }
 
@@ -401,11 +423,8 @@ pub async fn session_for(
     if !up.has_sessions() {
         return Ok(OnSession::Stdio);
     }
-    let caller = &ctx.caller;
     if modern {
-        return Ok(OnSession::Http(
-            up.open_session(caller, Want::Modern).await?,
-        ));
+        return Ok(OnSession::Http(open(ctx, up, Want::Modern).await?));
     }
     let expired = match expired {
         Some(OnSession::Http(e)) => Some(e),
@@ -416,23 +435,37 @@ pub async fn session_for(
     // capabilities (so the upstream knows what it may ask), kept by the upstream.
     if sess.stateless && up.mode == SessionMode::PerClient && !up.is_stateless() {
         let want = Want::ForCapabilities(&sess.hello.capabilities, expired);
-        return Ok(OnSession::Http(up.open_session(caller, want).await?));
+        return Ok(OnSession::Http(open(ctx, up, want).await?));
     }
     if up.mode == SessionMode::Shared || sess.stateless || up.is_stateless() {
         let want = Want::Shared {
             renew: expired.is_some(),
         };
-        return Ok(OnSession::Http(up.open_session(caller, want).await?));
+        return Ok(OnSession::Http(open(ctx, up, want).await?));
     }
     if expired.is_none() {
         if let Some(us) = sess.upstreams.get(&up.name) {
             return Ok(OnSession::Http(us));
         }
     }
-    let us = up.open_session(caller, Want::New(&sess.hello)).await?;
+    let us = open(ctx, up, Want::New(&sess.hello)).await?;
     Ok(OnSession::Http(
-        keep_client_session(ctx, sess, up, us, expired).await,
+        Box::pin(keep_client_session(ctx, sess, up, us, expired)).await,
     ))
+}
+
+/// The upstream session `want` names: the open one without IO when there is one, else
+/// opened. The opening is rare and its future large: boxed, so that a call's future is the
+/// size of the common path's.
+async fn open(
+    ctx: &Ctx,
+    up: &Upstream,
+    want: Want<'_>,
+) -> crate::error::Result<Arc<UpstreamSession>> {
+    match up.ready_session(&want) {
+        Some(s) => Ok(s),
+        None => Box::pin(up.open_session(&ctx.caller, want)).await,
+    }
 }
 
 /// Keeps a new per-client upstream session in `sess`. Concurrent calls may each have

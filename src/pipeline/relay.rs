@@ -386,7 +386,9 @@ impl Relay {
                 return Event::Cancelled;
             }
             if self.input.is_some() {
-                if let Some(ev) = self.gather_input().await {
+                // Boxed, as every path a plain call does not take: the relay's future stays
+                // the size of the common path's.
+                if let Some(ev) = Box::pin(self.gather_input()).await {
                     return ev;
                 }
                 continue;
@@ -396,14 +398,16 @@ impl Relay {
             };
             let hard_stop = self.started + self.upstream.max_call;
             let until = self.deadline.min(hard_stop);
-            let wait = monoio::time::timeout_at(until, call.next());
             let waiting = monoio::time::Instant::now();
-            let got = match self.cancel.as_mut() {
-                Some(c) => match select(Box::pin(wait), c).await {
-                    Either::Left((r, _)) => Ok(r),
-                    Either::Right((fired, _)) => Err(fired.is_ok()),
-                },
-                None => Ok(wait.await),
+            let got = {
+                let mut wait = std::pin::pin!(monoio::time::timeout_at(until, call.next()));
+                match self.cancel.as_mut() {
+                    Some(c) => match select(wait.as_mut(), c).await {
+                        Either::Left((r, _)) => Ok(r),
+                        Either::Right((fired, _)) => Err(fired.is_ok()),
+                    },
+                    None => Ok(wait.await),
+                }
             };
             self.upstream_wait += waiting.elapsed();
             let got = match got {
@@ -411,7 +415,7 @@ impl Relay {
                 Err(fired) => {
                     self.cancel = None;
                     if fired {
-                        return self.cancelled().await;
+                        return Box::pin(self.cancelled()).await;
                     }
                     // The in-flight entry went away without firing: keep waiting.
                     continue;
@@ -420,7 +424,7 @@ impl Relay {
             let msg = match got {
                 Err(_) => {
                     call.timed_out();
-                    self.tell_upstream_cancelled("timeout").await;
+                    Box::pin(self.tell_upstream_cancelled("timeout")).await;
                     let e = Error::new(
                         ErrorKind::UpstreamTimeout,
                         format!(
@@ -559,9 +563,10 @@ impl Relay {
                 None => return None,
             };
             let got = {
-                let recv = monoio::time::timeout_at(self.deadline, rx.recv_async());
+                let mut recv =
+                    std::pin::pin!(monoio::time::timeout_at(self.deadline, rx.recv_async()));
                 match self.cancel.as_mut() {
-                    Some(c) => match select(Box::pin(recv), c).await {
+                    Some(c) => match select(recv.as_mut(), c).await {
                         Either::Left((r, _)) => Ok(r),
                         Either::Right((fired, _)) => Err(fired.is_ok()),
                     },
@@ -732,7 +737,7 @@ impl Relay {
         match frame.kind() {
             Kind::Response => self.response(&frame),
             Kind::Notification => self.notification(&frame),
-            Kind::Request => self.request(&frame).await,
+            Kind::Request => Box::pin(self.request(&frame)).await,
         }
     }
 

@@ -82,6 +82,19 @@ impl Upstream {
         matches!(self.link, Link::Stdio(_))
     }
 
+    /// The session `want` names when it is open already: found without IO, so a caller can
+    /// keep the opening (rare, and a large future) out of its common path.
+    pub fn ready_session(&self, want: &Want<'_>) -> Option<Arc<UpstreamSession>> {
+        let Link::Http(h) = &self.link else {
+            return None;
+        };
+        match want {
+            Want::Shared { renew: false } => h.ready_shared(),
+            Want::ForCapabilities(caps, None) => h.ready_for_capabilities(caps),
+            _ => None,
+        }
+    }
+
     /// Opens (or finds) the upstream session `want` names. Only for upstreams that
     /// [`has_sessions`](Self::has_sessions).
     pub async fn open_session(

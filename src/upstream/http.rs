@@ -263,6 +263,28 @@ impl HttpUpstream {
         self.found.load(std::sync::atomic::Ordering::Relaxed) == FOUND_BOTH
     }
 
+    /// The session [`HttpUpstream::for_capabilities`] would give without replacing one, when
+    /// it is open already (no IO).
+    pub fn ready_for_capabilities(&self, capabilities: &Bytes) -> Option<Arc<UpstreamSession>> {
+        let declares_none = capabilities
+            .iter()
+            .all(|b| b.is_ascii_whitespace() || *b == b'{' || *b == b'}');
+        if declares_none {
+            return self.ready_shared();
+        }
+        match self.by_capabilities.get(capabilities.as_ref()) {
+            Some(e) => Some(e.clone()),
+            None if self.by_capabilities.len() >= CAPABILITY_SESSIONS => self.ready_shared(),
+            None => None,
+        }
+    }
+
+    /// The gateway-wide session [`HttpUpstream::ensure_shared`] would give, when it is open
+    /// already (no IO).
+    pub fn ready_shared(&self) -> Option<Arc<UpstreamSession>> {
+        self.shared.get(self.choose(0)).and_then(|s| s.load_full())
+    }
+
     /// The legacy session for a 2026-07-28 client's request that declares `capabilities`:
     /// the gateway-wide session (which declares none) when it declares none, else one
     /// initialized with them (shared by every client declaring the same, kept while the
