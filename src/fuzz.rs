@@ -393,8 +393,8 @@ fn check_headers(headers: &[Header]) {
         assert!(!h.name.is_empty(), "empty header name");
         assert!(
             h.name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() && !b.is_ascii_uppercase()
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() && !b.is_ascii_uppercase()
                     || b"!#$%&'*+-.^_`|~".contains(&b)),
             "header name {:?}",
             h.name
@@ -537,15 +537,15 @@ fn rewrite_request(h: &crate::transport::http::RequestHead) {
     let headers: Vec<(&str, &[u8])> = h
         .headers
         .iter()
-        .map(|x| (x.name.as_str(), &x.value[..]))
+        .map(|x| (std::str::from_utf8(&x.name).unwrap_or(""), &x.value[..]))
         .collect();
     let kept: Vec<&Header> = h
         .headers
         .iter()
         .filter(|x| {
             !matches!(
-                x.name.as_str(),
-                "host" | "content-length" | "transfer-encoding"
+                &x.name[..],
+                b"host" | b"content-length" | b"transfer-encoding"
             )
         })
         .collect();
@@ -579,7 +579,7 @@ fn rewrite_request(h: &crate::transport::http::RequestHead) {
 fn rewrite_response(status: u16, parsed: &[Header], mode: u8) {
     let headers: Vec<(&str, &[u8])> = parsed
         .iter()
-        .map(|x| (x.name.as_str(), &x.value[..]))
+        .map(|x| (std::str::from_utf8(&x.name).unwrap_or(""), &x.value[..]))
         .collect();
     if parsed.len() + 2 > MAX_HEADERS {
         return; // framing and Connection headers would push it over the header count limit

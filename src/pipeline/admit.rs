@@ -302,11 +302,12 @@ fn forbidden_address(client: IpAddr) -> Whole {
 
 /// How a POST may be answered (its `Accept`), once its `Content-Type` is JSON.
 pub fn media(req: &RequestHead) -> Result<Answer, Whole> {
-    let ct = req.header_str("content-type").unwrap_or("");
+    let ct = req.header_str("content-type").unwrap_or("").trim_start();
+    let json = b"application/json";
     if !ct
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("application/json")
+        .as_bytes()
+        .get(..json.len())
+        .is_some_and(|t| t.eq_ignore_ascii_case(json))
     {
         return Err(Reply::error(
             415,
@@ -329,18 +330,13 @@ pub fn media(req: &RequestHead) -> Result<Answer, Whole> {
     }
 }
 
-/// Whether the request's `Accept` takes `media`.
+/// Whether the request's `Accept` takes `media` (compared without allocating).
 pub fn accepts(req: &RequestHead, media: &str) -> bool {
     let Some(a) = req.header_str("accept") else {
         return media == "application/json";
     };
     a.split(',').any(|part| {
-        let m = part
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        m == media || m == "*/*" && media == "application/json"
+        let m = part.split(';').next().unwrap_or("").trim();
+        m.eq_ignore_ascii_case(media) || m == "*/*" && media == "application/json"
     })
 }

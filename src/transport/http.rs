@@ -58,11 +58,12 @@ impl Default for Limits {
     }
 }
 
-/// One header field of a parsed message.
+/// One header field of a parsed message. Name and value are slices of one copy of the
+/// head, made once per head: no allocation per field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Field name, ASCII-lowercased. Always a valid RFC 9110 token.
-    pub name: String,
+    /// Field name, ASCII-lowercased. Always a valid RFC 9110 token (so ASCII).
+    pub name: Bytes,
     /// Field value as received, without leading/trailing whitespace (as
     /// trimmed by `httparse`). May contain non-UTF-8 bytes (obs-text) but
     /// never CR, LF or NUL.
@@ -204,14 +205,14 @@ impl HeadError {
 fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
     headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
         .map(|h| h.value.as_ref())
 }
 
 fn header_values<'a>(headers: &'a [Header], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
         .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .filter(move |h| h.name.eq_ignore_ascii_case(name.as_bytes()))
         .map(|h| h.value.as_ref())
 }
 
@@ -270,7 +271,7 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
         return Err(HeadError::Malformed("bare LF in the head"));
     }
     check_singletons(req.headers, minor_version)?;
-    let headers = convert_headers(req.headers);
+    let headers = convert_headers(req.headers, window.get(..head_len).unwrap_or_default());
 
     let has_cl = find_header(&headers, "content-length").is_some();
     let has_te = find_header(&headers, "transfer-encoding").is_some();
@@ -349,7 +350,7 @@ pub fn parse_response_head(
     let minor_version = resp
         .version
         .ok_or(HeadError::Malformed("missing version"))?;
-    let headers = convert_headers(resp.headers);
+    let headers = convert_headers(resp.headers, window.get(..head_len).unwrap_or_default());
 
     let no_body =
         request_method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304;
@@ -510,11 +511,35 @@ fn is_loopback_name(name: &[u8]) -> bool {
         .is_some_and(|ip| ip.is_loopback())
 }
 
-fn convert_headers(raw: &[httparse::Header<'_>]) -> Vec<Header> {
+/// The fields httparse found in `head` (the head's bytes, which its slices point into), as
+/// slices of one copy of the head with the names lowercased in it: one allocation for the
+/// copy and one for the list, whatever the number of fields.
+fn convert_headers(raw: &[httparse::Header<'_>], head: &[u8]) -> Vec<Header> {
+    let base = head.as_ptr() as usize;
+    // Where a slice of `head` lies in it (httparse's slices always do).
+    let at = |s: &[u8]| {
+        let start = (s.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(s.len())?;
+        (end <= head.len()).then_some(start..end)
+    };
+    let mut copy = BytesMut::from(head);
+    for h in raw {
+        if let Some(r) = at(h.name.as_bytes()) {
+            if let Some(name) = copy.get_mut(r) {
+                name.make_ascii_lowercase();
+            }
+        }
+    }
+    let copy = copy.freeze();
+    let field = |s: &[u8], lower: bool| match at(s) {
+        Some(r) => copy.slice(r),
+        None if lower => Bytes::from(s.to_ascii_lowercase()),
+        None => Bytes::copy_from_slice(s),
+    };
     raw.iter()
         .map(|h| Header {
-            name: h.name.to_ascii_lowercase(),
-            value: Bytes::copy_from_slice(h.value),
+            name: field(h.name.as_bytes(), true),
+            value: field(h.value, false),
         })
         .collect()
 }
@@ -1045,20 +1070,34 @@ pub fn write_request_head(
     headers: &[(&str, &[u8])],
     body_len: usize,
 ) {
-    out.extend(method.bytes().filter(|&b| is_tchar(b)));
+    // Whole strings when they need nothing dropped or escaped (always, from the gateway's
+    // own callers); byte by byte otherwise.
+    if method.bytes().all(is_tchar) {
+        out.extend_from_slice(method.as_bytes());
+    } else {
+        out.extend(method.bytes().filter(|&b| is_tchar(b)));
+    }
     out.extend_from_slice(b" ");
     if path_and_query.is_empty() {
         out.extend_from_slice(b"/");
     }
-    for b in path_and_query.bytes() {
-        if b.is_ascii_graphic() {
-            out.extend_from_slice(&[b]);
-        } else {
-            let _ = write!(out, "%{b:02X}");
+    if path_and_query.bytes().all(|b| b.is_ascii_graphic()) {
+        out.extend_from_slice(path_and_query.as_bytes());
+    } else {
+        for b in path_and_query.bytes() {
+            if b.is_ascii_graphic() {
+                out.extend_from_slice(&[b]);
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
         }
     }
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    out.extend(host.bytes().filter(u8::is_ascii_graphic));
+    if host.bytes().all(|b| b.is_ascii_graphic()) {
+        out.extend_from_slice(host.as_bytes());
+    } else {
+        out.extend(host.bytes().filter(u8::is_ascii_graphic));
+    }
     out.extend_from_slice(b"\r\n");
     for &(name, value) in headers {
         if !is_writable_header(name, value)
@@ -1145,7 +1184,7 @@ mod tests {
         assert_eq!(h.headers.len(), 2);
         let h2 = req(b"GET / HTTP/1.1\r\nX-Pad:  \t padded \t \r\n\r\n");
         assert_eq!(h2.header("x-pad"), Some(&b"padded"[..]));
-        assert_eq!(h.headers.first().map(|x| x.name.as_str()), Some("host"));
+        assert_eq!(h.headers.first().map(|x| &x.name[..]), Some(&b"host"[..]));
         assert_eq!(h.header("missing"), None);
     }
 
