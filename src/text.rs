@@ -52,9 +52,65 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     true
 }
 
+/// A `u64` as decimal text, without allocating (a gateway id spliced into a message, or
+/// compared with one).
+#[derive(Clone, Copy, Debug)]
+pub struct Decimal {
+    buf: [u8; 20],
+    start: u8,
+}
+
+impl Decimal {
+    /// `n`'s digits.
+    pub fn new(mut n: u64) -> Self {
+        let mut buf = [b'0'; 20];
+        let mut i = buf.len();
+        while let Some(slot) = i.checked_sub(1).and_then(|j| buf.get_mut(j)) {
+            i -= 1;
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Decimal {
+            buf,
+            start: i as u8,
+        }
+    }
+
+    /// The digits.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(usize::from(self.start)..).unwrap_or(b"0")
+    }
+
+    /// The digits, as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("0")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_writes_every_u64_as_to_string_does() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            u64::from(u32::MAX),
+            (1 << 53) - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(Decimal::new(n).as_str(), n.to_string());
+        }
+    }
 
     #[test]
     fn hex_is_lowercase() {

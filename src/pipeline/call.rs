@@ -26,6 +26,7 @@ use crate::{
     jsonrpc::Code,
     observe::trace::{CallTrace, TraceParent},
     session::Session,
+    text::Decimal,
     upstream::{connector::Want, OnSession, Sending, SessionMode, Upstream, UpstreamSession},
 };
 
@@ -148,7 +149,7 @@ pub async fn forward(ctx: &Rc<Ctx>, call: &Call<'_>, routed: Routed) -> Result<O
         &upstream,
         &routed,
         eras,
-        &gid.to_string(),
+        Decimal::new(gid).as_str(),
         tp.as_deref(),
     );
     // In flight (and cancellable) from here: an upstream that answers JSON sends its

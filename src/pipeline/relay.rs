@@ -31,6 +31,7 @@ use crate::{
     registry::names,
     session::{PendingRequest, Session},
     state::{Parked, ParkedInput},
+    text::Decimal,
     upstream::{Call, OnSession, Upstream},
 };
 
@@ -114,7 +115,7 @@ pub struct Relay {
     on: OnSession,
     client_id: Bytes,
     gid: u64,
-    gid_text: String,
+    gid_text: Decimal,
     client_token: Option<Bytes>,
     cancel: Option<oneshot::Receiver<()>>,
     /// Its in-flight entry, removed when the relay drops.
@@ -164,7 +165,7 @@ pub struct Relay {
     queued: std::collections::VecDeque<Bytes>,
     /// The progress token the upstream was given (the first request's id: retries with
     /// input get new ids but keep it).
-    token_text: String,
+    token_text: Decimal,
     /// Input rounds answered so far.
     rounds_done: u32,
     /// A 2026-07-28 client's `_meta` log level (`mcp::version::log_rank`): log messages at or
@@ -315,7 +316,7 @@ impl Relay {
             on: begun.on,
             client_id: spec.client_id,
             gid: begun.gid,
-            gid_text: begun.gid.to_string(),
+            gid_text: Decimal::new(begun.gid),
             client_token: spec.client_token,
             cancel: Some(cancel),
             _entry: entry,
@@ -340,7 +341,7 @@ impl Relay {
             sent: spec.sent,
             input: None,
             queued: std::collections::VecDeque::new(),
-            token_text: begun.gid.to_string(),
+            token_text: Decimal::new(begun.gid),
             rounds_done: 0,
             log_level: spec.log_level,
         }
@@ -633,7 +634,7 @@ impl Relay {
             return None;
         };
         let gid = self.ctx.caller.ids.next();
-        let gid_text = gid.to_string();
+        let gid_text = Decimal::new(gid);
         let mut added = format!(
             r#""inputResponses":{{{}}}"#,
             String::from_utf8_lossy(&w.responses)
@@ -714,7 +715,7 @@ impl Relay {
             ctx: self.ctx.clone(),
             upstream: self.upstream.clone(),
             on: self.on.clone(),
-            gid_text: self.gid_text.clone(),
+            gid_text: self.gid_text,
             members: self.stateless.unwrap_or(crate::mcp::era::RESULT_COMPLETE),
             timeout: self.timeout,
             token: token.clone(),
@@ -948,7 +949,7 @@ struct ParkedCall {
     ctx: Rc<Ctx>,
     upstream: Arc<Upstream>,
     on: OnSession,
-    gid_text: String,
+    gid_text: Decimal,
     members: &'static [u8],
     timeout: std::time::Duration,
     token: String,

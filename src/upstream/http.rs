@@ -101,15 +101,15 @@ pub struct Endpoint {
     path: String,
     tls: Option<ClientTls>,
     /// Key of its connections in the pool: the address, and for TLS the name and CA they
-    /// were verified with.
-    pool_key: String,
+    /// were verified with. Shared with each call's connection (no copy per call).
+    pool_key: Arc<str>,
 }
 
 impl Endpoint {
     fn new(url: String, addr: String, host: String, path: String, tls: Option<ClientTls>) -> Self {
         let pool_key = match &tls {
-            None => addr.clone(),
-            Some(t) => format!("{addr} {t:?}"),
+            None => addr.as_str().into(),
+            Some(t) => format!("{addr} {t:?}").into(),
         };
         Self {
             url,
@@ -124,7 +124,8 @@ impl Endpoint {
 
 /// An HTTP upstream's address and its gateway-wide (shared) session.
 pub struct HttpUpstream {
-    name: String,
+    /// Its name (shared with each call, for its errors: no copy per call).
+    name: Arc<str>,
     headers: Vec<(String, Secret)>,
     /// Boxed: most upstreams have none, and `Link` stays small.
     auth: Option<Box<Credential>>,
@@ -197,7 +198,7 @@ impl HttpUpstream {
         tls: Option<ClientTls>,
     ) -> Self {
         Self {
-            name,
+            name: name.into(),
             headers,
             auth: None,
             connect_timeout,
@@ -218,7 +219,7 @@ impl HttpUpstream {
     pub fn with_outbound(mut self, policy: Arc<AddressPolicy>) -> Self {
         if policy.limited() {
             for ep in self.endpoints.iter_mut() {
-                ep.pool_key.push_str(" (admin)");
+                ep.pool_key = format!("{} (admin)", ep.pool_key).into();
             }
         }
         self.outbound = policy;
@@ -928,7 +929,9 @@ impl HttpUpstream {
         } else {
             b"application/json, text/event-stream"
         };
-        let mut headers: Vec<(&str, &[u8])> = vec![("Accept", accept)];
+        let mut headers: Vec<(&str, &[u8])> =
+            Vec::with_capacity(6 + routing.len() + self.headers.len());
+        headers.push(("Accept", accept));
         if body.is_some() {
             headers.push(("Content-Type", b"application/json"));
         }
@@ -1010,7 +1013,6 @@ impl HttpUpstream {
                 return Err(e);
             }
         }
-        call.name_hint = self.name.clone();
         Ok(call)
     }
 
@@ -1171,10 +1173,11 @@ impl HttpUpstream {
         };
         let _ = buf.split_to(head.head_len);
         let status = head.status;
-        let sse = head.header_str("content-type").is_some_and(|c| {
-            c.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
+        let sse = head.header("content-type").is_some_and(|c| {
+            let media = b"text/event-stream";
+            c.trim_ascii_start()
+                .get(..media.len())
+                .is_some_and(|m| m.eq_ignore_ascii_case(media))
         });
         let call = HttpCall {
             session_id: head.header_str("mcp-session-id").map(str::to_string),
@@ -1230,8 +1233,9 @@ pub struct HttpCall {
     keep_alive: bool,
     conn: Conn,
     /// Pool key of `conn`.
-    addr: String,
-    name_hint: String,
+    addr: Arc<str>,
+    /// The upstream's name, for errors.
+    name_hint: Arc<str>,
     /// Counts it as outstanding at its replica (upstreams with replicas only).
     load: Option<Load>,
 }
