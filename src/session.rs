@@ -139,12 +139,14 @@ impl Replay {
 /// A small map owned by one session, behind that session's own lock (never a global one).
 /// Empty, it allocates nothing: 100k idle sessions must stay cheap whatever the core count,
 /// which a sharded map per session would not.
-pub struct SessionMap<K, V>(parking_lot::Mutex<std::collections::HashMap<K, V>>);
+pub struct SessionMap<K, V>(
+    parking_lot::Mutex<std::collections::HashMap<K, V, foldhash::fast::RandomState>>,
+);
 
 impl<K: std::hash::Hash + Eq, V> SessionMap<K, V> {
     /// An empty map.
     pub fn new() -> Self {
-        Self(parking_lot::Mutex::new(std::collections::HashMap::new()))
+        Self(parking_lot::Mutex::new(std::collections::HashMap::default()))
     }
 
     /// Inserts; returns the value it replaced.
@@ -500,7 +502,8 @@ impl Session {
 /// All sessions.
 #[derive(Default)]
 pub struct Sessions {
-    map: DashMap<SessionId, Arc<Session>>,
+    /// Keyed by ids the gateway made (random): a fast hasher is enough.
+    map: DashMap<SessionId, Arc<Session>, foldhash::fast::RandomState>,
 }
 
 impl Sessions {

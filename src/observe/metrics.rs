@@ -161,6 +161,10 @@ impl PrincipalSeries {
 /// Series by (target, upstream).
 type SeriesMap = HashMap<(Arc<str>, Arc<str>), Series>;
 
+/// A map looked up on every call, by names the configuration bounds (`max_labels`,
+/// `max_principals`): a fast hasher.
+type Fast<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Label value used once `max_labels` distinct targets were seen.
 pub const OTHER: &str = "__other__";
 
@@ -168,10 +172,10 @@ pub const OTHER: &str = "__other__";
 /// allocating.
 #[derive(Default)]
 struct ByUpstream {
-    map: HashMap<Arc<str>, HashMap<Arc<str>, Series>>,
+    map: Fast<Arc<str>, Fast<Arc<str>, Series>>,
     /// Distinct series.
     len: usize,
-    principals: HashMap<Arc<str>, PrincipalSeries>,
+    principals: Fast<Arc<str>, PrincipalSeries>,
 }
 
 /// One worker's metrics.
@@ -246,7 +250,7 @@ impl WorkerMetrics {
         let _ = p.latency_us.record(c.total_us.max(1));
     }
 
-    fn copy(&self) -> (SeriesMap, HashMap<Arc<str>, PrincipalSeries>) {
+    fn copy(&self) -> (SeriesMap, Fast<Arc<str>, PrincipalSeries>) {
         let m = self.inner.lock();
         let mut out = SeriesMap::new();
         for (u, targets) in &m.map {
@@ -291,9 +295,9 @@ impl Registry {
     }
 
     /// Every worker's series merged, by (target, upstream), and by principal.
-    fn merged(&self) -> (SeriesMap, HashMap<Arc<str>, PrincipalSeries>) {
+    fn merged(&self) -> (SeriesMap, Fast<Arc<str>, PrincipalSeries>) {
         let mut all = SeriesMap::new();
-        let mut principals: HashMap<Arc<str>, PrincipalSeries> = HashMap::new();
+        let mut principals: Fast<Arc<str>, PrincipalSeries> = Fast::default();
         for w in self.workers.lock().iter() {
             let (series, ps) = w.copy();
             for (k, s) in series {

@@ -58,11 +58,15 @@ impl Stream for Conn {
     }
 }
 
+/// Parked connections by pool key, oldest first, each with when it was parked. Looked up
+/// twice per call by keys the configuration fixed: a fast hasher.
+type Idle = HashMap<String, Vec<(Conn, std::time::Instant)>, foldhash::fast::RandomState>;
+
 /// Per-worker idle connections, by upstream address (and TLS settings).
 #[derive(Default)]
 pub struct Pool {
     /// Per pool key, oldest first; each with the time it was parked.
-    idle: RefCell<HashMap<String, Vec<(Conn, std::time::Instant)>>>,
+    idle: RefCell<Idle>,
 }
 
 /// Most idle connections kept per address and worker.
