@@ -315,10 +315,7 @@ pub fn media(req: &RequestHead) -> Result<Answer, Whole> {
             "Unsupported Media Type: Content-Type must be application/json",
         ));
     }
-    match (
-        accepts(req, "application/json"),
-        accepts(req, "text/event-stream"),
-    ) {
+    match accepted(req) {
         (true, true) => Ok(Answer::Either),
         (true, false) => Ok(Answer::Json),
         (false, true) => Ok(Answer::Sse),
@@ -330,13 +327,28 @@ pub fn media(req: &RequestHead) -> Result<Answer, Whole> {
     }
 }
 
-/// Whether the request's `Accept` takes `media` (compared without allocating).
+/// Whether the request's `Accept` takes `media` (`application/json` or
+/// `text/event-stream`).
 pub fn accepts(req: &RequestHead, media: &str) -> bool {
+    let (json, sse) = accepted(req);
+    match media {
+        "application/json" => json,
+        "text/event-stream" => sse,
+        _ => false,
+    }
+}
+
+/// Whether `Accept` takes JSON (`*/*` does) and whether it takes SSE, in one pass without
+/// allocating. No `Accept` takes JSON only.
+fn accepted(req: &RequestHead) -> (bool, bool) {
     let Some(a) = req.header_str("accept") else {
-        return media == "application/json";
+        return (true, false);
     };
-    a.split(',').any(|part| {
+    let (mut json, mut sse) = (false, false);
+    for part in a.split(',') {
         let m = part.split(';').next().unwrap_or("").trim();
-        m.eq_ignore_ascii_case(media) || m == "*/*" && media == "application/json"
-    })
+        json |= m.eq_ignore_ascii_case("application/json") || m == "*/*";
+        sse |= m.eq_ignore_ascii_case("text/event-stream");
+    }
+    (json, sse)
 }

@@ -974,7 +974,7 @@ fn is_tchar(b: u8) -> bool {
 pub fn is_writable_header(name: &str, value: &[u8]) -> bool {
     !name.is_empty()
         && name.bytes().all(is_tchar)
-        && !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+        && memchr::memchr3(b'\r', b'\n', 0, value).is_none()
 }
 
 fn write_header(out: &mut BytesMut, name: &str, value: &[u8]) {
@@ -1024,7 +1024,11 @@ pub fn write_response_head(
     if !bodyless {
         match body_len {
             Some(n) => {
-                let _ = write!(out, "Content-Length: {n}\r\n");
+                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(
+                    crate::text::Decimal::new(u64::try_from(n).unwrap_or(u64::MAX)).as_bytes(),
+                );
+                out.extend_from_slice(b"\r\n");
             }
             None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }
@@ -1109,7 +1113,11 @@ pub fn write_request_head(
         }
         write_header(out, name, value);
     }
-    let _ = write!(out, "Content-Length: {body_len}\r\n\r\n");
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(
+        crate::text::Decimal::new(u64::try_from(body_len).unwrap_or(u64::MAX)).as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 #[cfg(test)]
