@@ -154,7 +154,11 @@ pub async fn forward(ctx: &Rc<Ctx>, call: &Call<'_>, routed: Routed) -> Result<O
     );
     // In flight (and cancellable) from here: an upstream that answers JSON sends its
     // response head only with the answer, so `start` may last the whole call.
-    let client_id = Bytes::copy_from_slice(call.id);
+    // A slice of the request (a reference count), not a copy.
+    let client_id = call
+        .f
+        .id_raw()
+        .unwrap_or_else(|| Bytes::copy_from_slice(call.id));
     let (entry, mut cancel) = call.sess.register_call(client_id.clone(), gid);
     let held = Held { client_id, entry };
     // Without a valid OAuth token nothing can be sent: fail now (-32003). Retries and the

@@ -90,8 +90,11 @@ impl Pool {
 
     pub(super) fn put(&self, addr: &str, conn: Conn) {
         let mut idle = self.idle.borrow_mut();
-        let v = idle.entry(addr.to_string()).or_default();
-        if v.len() < MAX_IDLE {
+        // The key is copied only the first time an address is seen, not on every put.
+        if !idle.contains_key(addr) {
+            idle.insert(addr.to_string(), Vec::new());
+        }
+        if let Some(v) = idle.get_mut(addr).filter(|v| v.len() < MAX_IDLE) {
             v.push((conn, std::time::Instant::now()));
         }
     }
