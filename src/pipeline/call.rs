@@ -387,9 +387,7 @@ impl Attempt<'_> {
             Ok(call) => Ok((on, call)),
         }
     }
-}
 
-impl Attempt<'_> {
     /// The upstream no longer knows session `expired`: a new one, and the request on it.
     async fn again(
         &self,

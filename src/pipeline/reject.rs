@@ -51,12 +51,11 @@ pub enum NotFound {
     Tool,
     /// A prompt no upstream of the view lists.
     Prompt,
-    /// A resource no upstream of the view serves; `uri` is told to 2026-07-28 clients
-    /// (`invalid params` with the URI as data, as that revision says).
-    Resource {
-        /// The URI asked for, for a 2026-07-28 client.
-        uri: Option<Option<String>>,
-    },
+    /// A resource no upstream of the view serves (-32002).
+    Resource,
+    /// The same for a 2026-07-28 client: `invalid params` with the URI asked for (`null`
+    /// when it was not a string) as data, as that revision says.
+    ResourceNamed(Option<String>),
     /// The session ended, or its virtual server is gone.
     Session,
 }
@@ -103,10 +102,8 @@ pub fn rescue(id: Option<&[u8]>, r: Reject) -> Bytes {
         Reject::NotFound(NotFound::Method) => plain(Code::MethodNotFound, "Method not found"),
         Reject::NotFound(NotFound::Tool) => plain(Code::InvalidParams, "Unknown tool"),
         Reject::NotFound(NotFound::Prompt) => plain(Code::InvalidParams, "Unknown prompt"),
-        Reject::NotFound(NotFound::Resource { uri: None }) => {
-            plain(Code::ResourceNotFound, "Resource not found")
-        }
-        Reject::NotFound(NotFound::Resource { uri: Some(uri) }) => {
+        Reject::NotFound(NotFound::Resource) => plain(Code::ResourceNotFound, "Resource not found"),
+        Reject::NotFound(NotFound::ResourceNamed(uri)) => {
             let data = serde_json::json!({ "uri": uri }).to_string();
             error_body_data(
                 id,
@@ -191,13 +188,11 @@ mod tests {
             (Reject::NotFound(NotFound::Method), -32601),
             (Reject::NotFound(NotFound::Tool), -32602),
             (
-                Reject::NotFound(NotFound::Resource { uri: None }),
+                Reject::NotFound(NotFound::Resource),
                 Code::ResourceNotFound.code().into(),
             ),
             (
-                Reject::NotFound(NotFound::Resource {
-                    uri: Some(Some("x:/y".into())),
-                }),
+                Reject::NotFound(NotFound::ResourceNamed(Some("x:/y".into()))),
                 -32602,
             ),
             (
@@ -217,9 +212,7 @@ mod tests {
     fn a_resource_not_found_names_its_uri_for_2026_clients() {
         let b = rescue(
             Some(b"1"),
-            Reject::NotFound(NotFound::Resource {
-                uri: Some(Some("demo://x".into())),
-            }),
+            Reject::NotFound(NotFound::ResourceNamed(Some("demo://x".into()))),
         );
         let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
         assert_eq!(v["error"]["data"]["uri"], "demo://x");

@@ -132,8 +132,11 @@ async fn resource(
     }
     let Some((up, orig)) = uri.as_deref().and_then(|u| route_uri(call.snap, view, u)) else {
         // 2026-07-28: invalid params, naming the URI.
-        let uri = call.sess.stateless.then(|| uri.map(Cow::into_owned));
-        return Err(Reject::NotFound(NotFound::Resource { uri }));
+        return Err(Reject::NotFound(if call.sess.stateless {
+            NotFound::ResourceNamed(uri.map(Cow::into_owned))
+        } else {
+            NotFound::Resource
+        }));
     };
     if method != "resources/read" {
         if let Some(answer) = answer::subscription(ctx, method, call, up, &orig) {
@@ -191,7 +194,7 @@ async fn complete(ctx: &Rc<Ctx>, call: &Call<'_>, view: View<'_>) -> Result<Outc
             }
             match uri.and_then(|u| route_uri(call.snap, view, &u)) {
                 Some((up, orig)) => (up, span, orig),
-                None => return Err(Reject::NotFound(NotFound::Resource { uri: None })),
+                None => return Err(Reject::NotFound(NotFound::Resource)),
             }
         }
         _ => {

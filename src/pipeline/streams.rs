@@ -245,13 +245,12 @@ impl CallStream {
     }
 
     /// The call is over: its buffer is complete, and forgotten after `keep`.
-    fn finish(&mut self) -> bool {
+    fn finish(&mut self) {
         self.finished = true;
         if let (Some(replay), Some(relay)) = (&self.replay, &self.relay) {
             replay.finish();
             retire(relay.session().clone(), self.stream, self.keep);
         }
-        false
     }
 
     async fn next(&mut self, out: &mut SseOut<'_>) -> bool {
@@ -285,9 +284,13 @@ impl CallStream {
             }
             Event::Final(b) => {
                 self.event(out, b);
-                self.finish()
+                self.finish();
+                false
             }
-            Event::Cancelled => self.finish(),
+            Event::Cancelled => {
+                self.finish();
+                false
+            }
         }
     }
 
