@@ -44,6 +44,8 @@
 //!   `pipeline.rs`. No import circle among `src/` files.
 
 pub mod auth;
+#[cfg(any(test, feature = "bench"))]
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod control;

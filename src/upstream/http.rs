@@ -1476,7 +1476,9 @@ impl Body {
 /// Reads more of an upstream's answer into `buf`, acknowledging at once what arrives, so an
 /// upstream that answers in several small writes is not held back by delayed ACKs.
 async fn read_upstream(conn: &mut Conn, buf: &mut BytesMut) -> std::io::Result<usize> {
-    crate::runtime::sys::quickack(std::os::fd::AsRawFd::as_raw_fd(conn.tcp()));
+    if let Some(fd) = conn.fd() {
+        crate::runtime::sys::quickack(fd);
+    }
     conn.read_more(buf).await
 }
 

@@ -13,13 +13,20 @@ pub enum Conn {
     Plain(TcpStream),
     /// `https://` (boxed: the TLS state is large, and a plain connection should not carry it).
     Tls(Box<TlsStream>),
+    /// An in-process upstream with no socket, for the whole-call benchmarks ([`crate::bench`]).
+    #[cfg(any(test, feature = "bench"))]
+    Memory(Box<crate::bench::MemoryUpstream>),
 }
 
 impl Conn {
-    pub(super) fn tcp(&self) -> &TcpStream {
+    /// The socket under it (none for an in-process upstream).
+    pub(super) fn fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
         match self {
-            Conn::Plain(c) => c,
-            Conn::Tls(t) => t.tcp(),
+            Conn::Plain(c) => Some(c.as_raw_fd()),
+            Conn::Tls(t) => Some(t.tcp().as_raw_fd()),
+            #[cfg(any(test, feature = "bench"))]
+            Conn::Memory(_) => None,
         }
     }
 }
@@ -29,6 +36,8 @@ impl Stream for Conn {
         match self {
             Conn::Plain(c) => c.read_more(buf).await,
             Conn::Tls(t) => t.read_more(buf).await,
+            #[cfg(any(test, feature = "bench"))]
+            Conn::Memory(m) => m.read_more(buf).await,
         }
     }
 
@@ -36,6 +45,8 @@ impl Stream for Conn {
         match self {
             Conn::Plain(c) => Stream::readable(c).await,
             Conn::Tls(t) => t.readable().await,
+            #[cfg(any(test, feature = "bench"))]
+            Conn::Memory(m) => m.readable().await,
         }
     }
 
@@ -43,6 +54,8 @@ impl Stream for Conn {
         match self {
             Conn::Plain(c) => Stream::write_all(c, buf).await,
             Conn::Tls(t) => t.write_all(buf).await,
+            #[cfg(any(test, feature = "bench"))]
+            Conn::Memory(m) => m.write_all(buf).await,
         }
     }
 
@@ -50,6 +63,8 @@ impl Stream for Conn {
         match self {
             Conn::Plain(c) => c.close().await,
             Conn::Tls(t) => t.close().await,
+            #[cfg(any(test, feature = "bench"))]
+            Conn::Memory(m) => m.close().await,
         }
     }
 
@@ -80,15 +95,14 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let v = idle.get_mut(addr)?;
         while let Some((c, _)) = v.pop() {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(c.tcp());
-            if !crate::runtime::sys::idle_conn_unusable(fd) {
+            if !c.fd().is_some_and(crate::runtime::sys::idle_conn_unusable) {
                 return Some(c);
             }
         }
         None
     }
 
-    pub(super) fn put(&self, addr: &str, conn: Conn) {
+    pub(crate) fn put(&self, addr: &str, conn: Conn) {
         let mut idle = self.idle.borrow_mut();
         // The key is copied only the first time an address is seen, not on every put.
         if !idle.contains_key(addr) {
