@@ -171,6 +171,27 @@ pub fn frame(data: &[u8]) {
     } else {
         format!("\"gw-{:x}\"", h >> 8).into_bytes()
     };
+    // The envelope scan of upstream messages: it accepts every single message the full
+    // parse accepts, with the same spans; and on JSON serde_json reads, whatever it accepts
+    // has the envelope serde_json sees (a client's parser finds the gateway's envelope).
+    let upstream = parser.parse_upstream(bytes.clone());
+    match (&first, &upstream) {
+        (Ok(Message::Single(f)), Ok(g)) => {
+            assert_eq!(f.kind(), g.kind(), "kind");
+            assert_eq!(f.id_span(), g.id_span(), "id span");
+            assert_eq!(f.param_span(), g.param_span(), "params span");
+            assert_eq!(f.result_span(), g.result_span(), "result span");
+            assert_eq!(f.error_raw(), g.error_raw(), "error");
+            assert_eq!(f.method(), g.method(), "method");
+        }
+        (Ok(Message::Single(_)), Err(e)) => {
+            panic!("the envelope scan refuses a valid message: {e}")
+        }
+        _ => {}
+    }
+    if let (Ok(g), Some(_)) = (&upstream, &reference) {
+        check_frame(g, reference.as_ref(), &mut parser, &fresh);
+    }
     match first {
         Ok(Message::Single(f)) => {
             assert_eq!(f.bytes(), &bytes, "a single frame keeps its bytes");

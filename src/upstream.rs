@@ -358,7 +358,7 @@ impl Caller {
                         format!("{}: no answer", up.name),
                     ));
                 };
-                let f = self.parser.borrow_mut().parse_one(m).map_err(|e| {
+                let f = self.parser.borrow_mut().parse_upstream(m).map_err(|e| {
                     Error::new(
                         ErrorKind::UpstreamProtocol,
                         format!("{}: bad message", up.name),

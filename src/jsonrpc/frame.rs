@@ -186,6 +186,22 @@ impl Parser {
         }
     }
 
+    /// Parses one message an upstream sent (its answer, a notification, or a request of
+    /// its own), scanning the envelope only: the top-level object strictly (separators,
+    /// nothing after it, no member twice or escaped), `params` for its keys as for a
+    /// client's message, and each other value only for where it ends (strings and nesting
+    /// followed exactly, so the client's parser finds the envelope the gateway found). What
+    /// is inside `result` or `error` is not validated: it passes through as the upstream's
+    /// bytes, and a client's parser refuses it if it is not JSON. simd-json is not run.
+    pub fn parse_upstream(&mut self, bytes: Bytes) -> Result<Frame, FrameError> {
+        let start = scan::skip_ws(&bytes, 0);
+        match bytes.get(start) {
+            Some(b'{') => Frame::from_validated(bytes, MAX_DEPTH),
+            Some(b'[') => Err(invalid("batch not allowed here", None)),
+            _ => Err(FrameError::Parse("not a JSON object".into())),
+        }
+    }
+
     /// Parses `bytes` as exactly one message (batches are an error).
     pub fn parse_one(&mut self, bytes: Bytes) -> Result<Frame, FrameError> {
         match self.parse(bytes)? {
@@ -240,6 +256,67 @@ fn key_fault(fault: KeyFault, id: Option<Bytes>) -> FrameError {
     }
 }
 
+/// The refusal for a message whose top level is not one well-formed JSON object.
+fn malformed() -> FrameError {
+    FrameError::Parse("malformed JSON object".into())
+}
+
+/// The members of a message's top-level object, walked strictly: a key, a colon and a
+/// value, then a comma and the next member or the closing brace, then nothing but
+/// whitespace. (Inner objects are skipped by the structural scan; the top level is what the
+/// gateway decides on, so it is held to the grammar here even where simd-json has not run.)
+struct Envelope<'a> {
+    b: &'a [u8],
+    pos: usize,
+    first: bool,
+}
+
+impl<'a> Envelope<'a> {
+    /// `start` is the index of `{`; `None` when it is not an object.
+    fn new(b: &'a [u8], start: usize) -> Option<Self> {
+        (*b.get(start)? == b'{').then_some(Self {
+            b,
+            pos: start + 1,
+            first: true,
+        })
+    }
+
+    /// The next member's raw key and where its value starts; `None` past the closing brace
+    /// (with nothing after it); `Err` where the grammar is broken.
+    fn next_key(&mut self) -> Result<Option<(&'a [u8], usize)>, ()> {
+        let b = self.b;
+        let mut i = scan::skip_ws(b, self.pos);
+        match (b.get(i), self.first) {
+            (Some(b'}'), _) => {
+                return if scan::skip_ws(b, i + 1) == b.len() {
+                    Ok(None)
+                } else {
+                    Err(())
+                };
+            }
+            (Some(b','), false) => i = scan::skip_ws(b, i + 1),
+            (Some(b'"'), true) => {}
+            _ => return Err(()),
+        }
+        self.first = false;
+        if b.get(i) != Some(&b'"') {
+            return Err(());
+        }
+        let key_end = scan::string_end(b, i).ok_or(())?;
+        let key = b.get(i + 1..key_end - 1).ok_or(())?;
+        let colon = scan::skip_ws(b, key_end);
+        if b.get(colon) != Some(&b':') {
+            return Err(());
+        }
+        Ok(Some((key, scan::skip_ws(b, colon + 1))))
+    }
+
+    /// The value of the member [`Envelope::next_key`] gave ends at `ve`.
+    fn past(&mut self, ve: usize) {
+        self.pos = ve;
+    }
+}
+
 // === impl Frame ===
 
 impl Frame {
@@ -253,7 +330,7 @@ impl Frame {
         let start = scan::skip_ws(b, 0);
         let depth = max_depth.saturating_sub(1);
         let mut members =
-            Members::new(b, start).ok_or_else(|| invalid("message is not an object", None))?;
+            Envelope::new(b, start).ok_or_else(|| invalid("message is not an object", None))?;
         let mut f = Frame {
             bytes: Bytes::new(),
             kind: Kind::Notification,
@@ -268,7 +345,7 @@ impl Frame {
         let mut fault = None;
         let mut version_ok = false;
         let mut seen_jsonrpc = false;
-        while let Some((key, vs)) = members.next_key() {
+        while let Some((key, vs)) = members.next_key().map_err(|()| malformed())? {
             // `params` is walked once: its end, its depth, its keys, and its index.
             let end = if key == b"params" {
                 scan::check_keys_with(b, vs, depth, Some(b"arguments"), &mut |k, s, e| {

@@ -746,7 +746,12 @@ impl Relay {
     /// channel (one POST, or a stdio child with this call alone in flight) is this call's
     /// answer: it is read as one with the call's id.
     fn parse(&self, msg: Bytes) -> Option<crate::jsonrpc::Frame> {
-        let parsed = self.ctx.caller.parser.borrow_mut().parse_one(msg.clone());
+        let parsed = self
+            .ctx
+            .caller
+            .parser
+            .borrow_mut()
+            .parse_upstream(msg.clone());
         match parsed {
             Ok(f) => Some(f),
             Err(e) => {
@@ -1045,7 +1050,7 @@ impl ParkedCall {
             let Ok(Ok(Some(m))) = monoio::time::timeout(self.timeout, call.next()).await else {
                 return Next::Nothing;
             };
-            let Ok(f) = self.ctx.caller.parser.borrow_mut().parse_one(m) else {
+            let Ok(f) = self.ctx.caller.parser.borrow_mut().parse_upstream(m) else {
                 continue;
             };
             match f.kind() {

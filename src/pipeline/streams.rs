@@ -405,7 +405,7 @@ pub fn listen_upstream(
 
 /// A message an upstream sent outside any call, as the client must see it.
 fn translate_unsolicited(ctx: &Ctx, up: &Upstream, m: Bytes) -> Option<Bytes> {
-    let frame = ctx.caller.parser.borrow_mut().parse_one(m).ok()?;
+    let frame = ctx.caller.parser.borrow_mut().parse_upstream(m).ok()?;
     if frame.kind() != Kind::Notification {
         // Upstream requests outside a call are not routed yet; the upstream times out.
         return None;

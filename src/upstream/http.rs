@@ -721,7 +721,7 @@ impl HttpUpstream {
                     &format!("{what} got no answer"),
                 ));
             };
-            let f = caller.parser.borrow_mut().parse_one(m).map_err(|e| {
+            let f = caller.parser.borrow_mut().parse_upstream(m).map_err(|e| {
                 self.err(ErrorKind::UpstreamProtocol, &format!("{what} answer"))
                     .with_source(e)
             })?;

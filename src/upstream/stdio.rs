@@ -561,7 +561,7 @@ fn read_stdout(
         if text.is_empty() {
             continue;
         }
-        let frame = match parser.parse_one(Bytes::copy_from_slice(text)) {
+        let frame = match parser.parse_upstream(Bytes::copy_from_slice(text)) {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(upstream = %name, error = %e, "invalid message from child");

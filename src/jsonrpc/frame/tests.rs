@@ -357,3 +357,55 @@ fn deepest_params_fit_a_thread_stack() {
         .join();
     assert_eq!(r.ok(), Some(true), "parsed without a stack overflow");
 }
+
+fn upstream(s: &str) -> Result<Frame, FrameError> {
+    Parser::default().parse_upstream(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+#[test]
+fn an_upstream_answer_is_scanned_for_its_envelope_only() {
+    // Inside the result, not JSON: passed through as the upstream's bytes.
+    let f = upstream(r#"{"jsonrpc":"2.0","id":3,"result":{"a":tru,"b":[1}]}"#).expect("scanned");
+    assert_eq!(f.kind(), Kind::Response);
+    assert_eq!(f.id_raw().as_deref(), Some(&b"3"[..]));
+    assert_eq!(f.result_raw(), Some(&br#"{"a":tru,"b":[1}]"#[..]));
+    // Strings are followed exactly: braces and quotes inside them are text.
+    let f =
+        upstream(r#"{"jsonrpc":"2.0","id":"a\"}","result":{"t":"},\"id\":9"}}"#).expect("scanned");
+    assert_eq!(f.id_raw().as_deref(), Some(&br#""a\"}""#[..]));
+    assert_eq!(f.result_raw(), Some(&br#"{"t":"},\"id\":9"}"#[..]));
+}
+
+#[test]
+fn an_upstream_envelope_is_held_to_the_grammar() {
+    for bad in [
+        // A second id after the result: a client's parser could take either.
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"id":2}"#,
+        // An escaped key that could spell one.
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"\u0069d":2}"#,
+        // Separators.
+        r#"{"jsonrpc":"2.0" "id":1,"result":{}}"#,
+        r#"{"jsonrpc":"2.0",,"id":1,"result":{}}"#,
+        r#"{,"jsonrpc":"2.0","id":1,"result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},}"#,
+        r#"{"jsonrpc":"2.0","id" 1,"result":{}}"#,
+        // Cut short, or something after the object.
+        r#"{"jsonrpc":"2.0","id":1,"result":{"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{}} {"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":"x}"#,
+        // Not one object.
+        r#"[{"jsonrpc":"2.0","id":1,"result":{}}]"#,
+        r#""x""#,
+        "",
+        // The envelope's own rules, as for a client's message.
+        r#"{"jsonrpc":"1.0","id":1,"result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":null,"result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"a":2}}"#,
+    ] {
+        assert!(upstream(bad).is_err(), "accepted {bad}");
+    }
+    let ok = " {\"jsonrpc\" : \"2.0\" ,\n \"id\":1 , \"result\" : { } } \r\n";
+    assert_eq!(upstream(ok).expect("whitespace").kind(), Kind::Response);
+}
