@@ -212,15 +212,24 @@ impl Parser {
 
     fn validate(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
         // simd-json unescapes strings in place, so it works on a scratch copy and the
-        // original bytes stay untouched for pass-through.
+        // original bytes stay untouched for pass-through. The copy carries the padding
+        // simd-json reads past the end, so it makes no second, padded copy of its own.
         self.scratch.clear();
+        self.scratch.reserve(bytes.len() + simd_json::INPUT_PADDING);
         self.scratch.extend_from_slice(bytes);
+        self.scratch
+            .resize(bytes.len() + simd_json::INPUT_PADDING, b' ');
         let mut tape = self
             .tape
             .take()
             .unwrap_or_else(|| simd_json::tape::Tape::null().reset())
             .reset();
-        let res = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
+        let res = simd_json::fill_tape_padded(
+            &mut self.scratch,
+            bytes.len(),
+            &mut self.buffers,
+            &mut tape,
+        );
         self.tape = Some(tape.reset());
         res.map_err(|e| FrameError::Parse(e.to_string()))
     }
