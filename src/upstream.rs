@@ -264,6 +264,15 @@ impl Call {
         }
     }
 
+    /// Ends the call at once when nothing of it is left to read (see
+    /// [`http::HttpCall::finish_now`]); else gives it back for [`Call::finish`].
+    pub fn finish_now(self, caller: &Caller) -> Option<Self> {
+        match self {
+            Call::Http(c) => c.finish_now(caller).map(Call::Http),
+            Call::Stdio(_) => None,
+        }
+    }
+
     /// Ends the call, returning its connection to the pool when clean.
     pub async fn finish(self, caller: &Caller) {
         if let Call::Http(c) = self {

@@ -448,10 +448,12 @@ impl Relay {
             if let Some(ev) = self.translate(msg).await {
                 if let Event::Final(_) = ev {
                     self.done = true;
-                    if let Some(call) = self.call.take() {
-                        // The answer goes out now; reading the end of the upstream's stream
-                        // (to reuse its connection) happens after, off the client's clock.
-                        let ctx = self.ctx.clone();
+                    // A whole answer frees its connection now; the rest of an upstream's
+                    // stream is read (to reuse its connection) after the answer goes out,
+                    // off the client's clock.
+                    let ctx = &self.ctx;
+                    if let Some(call) = self.call.take().and_then(|c| c.finish_now(&ctx.caller)) {
+                        let ctx = ctx.clone();
                         monoio::spawn(async move { call.finish(&ctx.caller).await });
                     }
                 }
@@ -538,8 +540,9 @@ impl Relay {
             }
         }
         // This round's upstream request is answered: its stream can go.
-        if let Some(call) = self.call.take() {
-            let ctx = self.ctx.clone();
+        let ctx = &self.ctx;
+        if let Some(call) = self.call.take().and_then(|c| c.finish_now(&ctx.caller)) {
+            let ctx = ctx.clone();
             monoio::spawn(async move { call.finish(&ctx.caller).await });
         }
         self.input = Some(InputWait {

@@ -1352,6 +1352,20 @@ impl HttpCall {
         }
     }
 
+    /// Ends the call at once when its answer has been read whole (a JSON answer, or an SSE
+    /// stream already at its end): its connection goes back to the pool, and `None` is
+    /// returned. Otherwise the call comes back, for [`HttpCall::finish`] to drain.
+    pub fn finish_now(self: Box<Self>, caller: &Caller) -> Option<Box<Self>> {
+        if !self.body.finished() {
+            return Some(self);
+        }
+        let this = *self;
+        if this.keep_alive {
+            caller.pool.put(&this.addr, this.conn);
+        }
+        None
+    }
+
     /// Ends the exchange: reads what is left of the answer (briefly) and returns the
     /// connection to the worker's pool when it is clean.
     pub async fn finish(mut self, caller: &Caller) {
