@@ -307,6 +307,18 @@ impl Stream for FrontConn {
         Ok(())
     }
 
+    // As a socket's writev: all parts arrive together.
+    async fn write_segments(&mut self, parts: crate::net::Segments) -> io::Result<()> {
+        let mut w = self.0.borrow_mut();
+        for p in parts.iter() {
+            w.to_client.extend_from_slice(p);
+        }
+        if let Some(k) = w.client.take() {
+            k.wake();
+        }
+        Ok(())
+    }
+
     async fn close(&mut self) {}
 
     fn peer_identity(&self) -> Option<&str> {
@@ -630,6 +642,14 @@ impl Stream for MemoryUpstream {
 
     async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
         self.input.extend_from_slice(&buf);
+        self.serve()
+    }
+
+    // As a socket's writev: all parts arrive together.
+    async fn write_segments(&mut self, parts: crate::net::Segments) -> io::Result<()> {
+        for p in parts.iter() {
+            self.input.extend_from_slice(p);
+        }
         self.serve()
     }
 

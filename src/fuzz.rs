@@ -574,7 +574,14 @@ fn rewrite_request(h: &crate::transport::http::RequestHead) {
         return; // Host and Content-Length would push it over the header count limit
     }
     let mut out = BytesMut::new();
-    write_request_head(&mut out, &h.method, &h.target, "fz.example", &headers, 0);
+    write_request_head(
+        &mut out,
+        &h.method,
+        &h.target,
+        "fz.example",
+        headers.iter().copied(),
+        0,
+    );
     let limits = Limits {
         max_header_bytes: out.len() + 1,
         max_body_bytes: 0,

@@ -36,6 +36,19 @@ pub trait Stream {
     /// Writes all of `buf`.
     fn write_all(&mut self, buf: Bytes) -> impl Future<Output = io::Result<()>>;
 
+    /// Writes all of `parts`, in order, as one stream of bytes: a head and the body it
+    /// frames, or a message and the edits spliced into it, without joining them first.
+    /// Plain TCP writes them with one `writev` (the kernel gathers them); other streams
+    /// write them one by one.
+    fn write_segments(&mut self, parts: Segments) -> impl Future<Output = io::Result<()>> {
+        async move {
+            for p in parts.iter() {
+                self.write_all(p.clone()).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Ends the stream cleanly (TLS: `close_notify`); best effort, before the socket is
     /// dropped.
     fn close(&mut self) -> impl Future<Output = ()>;
@@ -63,6 +76,21 @@ impl Stream for TcpStream {
         AsyncWriteRentExt::write_all(self, buf).await.0.map(|_| ())
     }
 
+    async fn write_segments(&mut self, mut parts: Segments) -> io::Result<()> {
+        use monoio::io::AsyncWriteRent;
+        while !parts.is_empty() {
+            let (res, back) = self.writev(crate::runtime::sys::IoSlices::new(parts)).await;
+            parts = back.into_segments();
+            match res {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => parts.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     #[inline]
     async fn close(&mut self) {
         // Dropping the socket closes it; a FIN needs no extra round trip here.
@@ -71,6 +99,83 @@ impl Stream for TcpStream {
     #[inline]
     fn peer_identity(&self) -> Option<&str> {
         None
+    }
+}
+
+/// Most parts a [`Segments`] holds.
+pub const MAX_SEGMENTS: usize = 8;
+
+/// Up to [`MAX_SEGMENTS`] buffers written as one ([`Stream::write_segments`]), held inline:
+/// making one allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Segments {
+    parts: [Bytes; MAX_SEGMENTS],
+    /// First part not yet written whole.
+    first: u8,
+    /// Parts held.
+    n: u8,
+}
+
+impl Segments {
+    /// Appends `b` (an empty one is skipped). Past [`MAX_SEGMENTS`], it is joined to the last
+    /// part (a copy), so nothing is ever lost.
+    pub fn push(&mut self, b: Bytes) {
+        if b.is_empty() {
+            return;
+        }
+        let n = usize::from(self.n);
+        if let Some(slot) = self.parts.get_mut(n) {
+            *slot = b;
+            self.n += 1;
+        } else if let Some(last) = self.parts.last_mut() {
+            let mut joined = BytesMut::with_capacity(last.len() + b.len());
+            joined.extend_from_slice(last);
+            joined.extend_from_slice(&b);
+            *last = joined.freeze();
+        }
+    }
+
+    /// The parts not yet written.
+    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.parts
+            .get(usize::from(self.first)..usize::from(self.n))
+            .unwrap_or_default()
+            .iter()
+    }
+
+    /// Bytes not yet written.
+    pub fn len(&self) -> usize {
+        self.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether everything has been written.
+    pub fn is_empty(&self) -> bool {
+        self.first >= self.n
+    }
+
+    /// Marks the first `n` bytes written.
+    pub fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(p) = self.parts.get_mut(usize::from(self.first)) else {
+                return;
+            };
+            if n < p.len() {
+                bytes::Buf::advance(p, n);
+                return;
+            }
+            n -= p.len();
+            *p = Bytes::new();
+            self.first += 1;
+        }
+    }
+
+    /// All the parts in one buffer (a copy; for streams that take one).
+    pub fn concat(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.len());
+        for p in self.iter() {
+            out.extend_from_slice(p);
+        }
+        out.freeze()
     }
 }
 

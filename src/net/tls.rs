@@ -413,6 +413,11 @@ impl Stream for TlsStream {
         Ok(())
     }
 
+    async fn write_segments(&mut self, parts: super::Segments) -> io::Result<()> {
+        // One record for all of it: rustls copies into its buffer anyway.
+        self.write_all(parts.concat()).await
+    }
+
     async fn close(&mut self) {
         self.tls.send_close_notify();
         // A peer that reads nothing more does not hold the task past CLOSE_WAIT.

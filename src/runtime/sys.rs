@@ -86,3 +86,68 @@ pub fn quickack(fd: std::os::fd::RawFd) {
         );
     }
 }
+
+/// The iovec arrays of `writev`s in flight are kept here between writes, so that a write
+/// allocates nothing.
+type Iovecs = Box<[libc::iovec; crate::net::MAX_SEGMENTS]>;
+
+thread_local! {
+    static IOVECS: std::cell::RefCell<Vec<Iovecs>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`Segments`](crate::net::Segments) as a `writev`'s buffers: the parts, and an `iovec`
+/// for each of them in a heap array, made when the value is built.
+pub struct IoSlices {
+    parts: crate::net::Segments,
+    iov: Iovecs,
+    n: usize,
+}
+
+impl IoSlices {
+    /// The iovecs of `parts` not yet written.
+    pub fn new(parts: crate::net::Segments) -> Self {
+        let mut iov = IOVECS.with(|v| v.borrow_mut().pop()).unwrap_or_else(|| {
+            Box::new(
+                [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; crate::net::MAX_SEGMENTS],
+            )
+        });
+        let mut n = 0;
+        for (slot, p) in iov.iter_mut().zip(parts.iter()) {
+            slot.iov_base = p.as_ptr().cast_mut().cast();
+            slot.iov_len = p.len();
+            n += 1;
+        }
+        Self { parts, iov, n }
+    }
+
+    /// The parts back (to advance past what was written); the iovec array is kept for the
+    /// next write.
+    pub fn into_segments(self) -> crate::net::Segments {
+        IOVECS.with(|v| {
+            let mut v = v.borrow_mut();
+            if v.len() < 64 {
+                v.push(self.iov);
+            }
+        });
+        self.parts
+    }
+}
+
+// SAFETY: each of the first `n` iovecs points to the bytes of a part this value owns (a
+// `Bytes`, whose heap data does not move when the value does, and which the value keeps
+// alive until the operation gives it back or drops it), with that part's length; the kernel
+// only reads them (writev). The iovec array is on the heap, so its address does not change
+// when the value moves into the operation, or when the operation moves before io_uring
+// submits it (monoio submits queued entries later, when it parks).
+unsafe impl monoio::buf::IoVecBuf for IoSlices {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.n
+    }
+}

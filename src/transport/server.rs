@@ -23,7 +23,7 @@ use crate::{
     limits::{ConnPermit, Limit},
     net::{
         tls::{ServerTls, TlsStream},
-        Stream,
+        Segments, Stream,
     },
 };
 
@@ -329,13 +329,11 @@ async fn write_reply<S: Stream, H: Handler>(
                 Some(body.len()),
                 keep_alive,
             );
-            if body.len() <= 16 << 10 {
-                out.extend_from_slice(&body);
-                send(conn, out.freeze(), h).await
-            } else {
-                send(conn, out.freeze(), h).await?;
-                send(conn, body, h).await
-            }
+            // Head and body in one write, the body not copied.
+            let mut parts = Segments::default();
+            parts.push(out.freeze());
+            parts.push(body);
+            send_segments(conn, parts, h).await
         }
         Body::Events(source) => {
             headers.push(("Content-Type", b"text/event-stream"));
@@ -423,7 +421,23 @@ async fn write_array<S: Stream, H: Handler>(
 /// it within `write_timeout_ms`: a client that stops reading cannot hold a task, its
 /// buffers and whatever it waits on forever.
 async fn send<S: Stream, H: Handler>(conn: &mut S, buf: Bytes, h: &H) -> std::io::Result<()> {
-    match monoio::time::timeout(h.conf().write_timeout, conn.write_all(buf)).await {
+    within_write_timeout(conn.write_all(buf), h).await
+}
+
+/// [`send`] for parts written as one.
+async fn send_segments<S: Stream, H: Handler>(
+    conn: &mut S,
+    parts: Segments,
+    h: &H,
+) -> std::io::Result<()> {
+    within_write_timeout(conn.write_segments(parts), h).await
+}
+
+async fn within_write_timeout<H: Handler>(
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+    h: &H,
+) -> std::io::Result<()> {
+    match monoio::time::timeout(h.conf().write_timeout, write).await {
         Ok(r) => r,
         Err(_) => {
             h.limits().hit(crate::limits::Limit::SlowReader);

@@ -50,7 +50,7 @@ use crate::{
         version::{STATELESS_VERSION, UPSTREAM_PROTOCOL_VERSION},
         Hello, CLIENT_INFO,
     },
-    net::{policy::AddressPolicy, tls::ClientTls, Stream},
+    net::{policy::AddressPolicy, tls::ClientTls, Segments, Stream},
     secret::Secret,
     transport::{
         http::{self as codec, BodyKind, ChunkedDecoder, Limits, ResponseHead},
@@ -910,8 +910,8 @@ impl HttpUpstream {
         Error::new(kind, format!("upstream {}: {what}", self.name))
     }
 
-    /// The request head (and body). Fails, before anything is sent, when the upstream's
-    /// OAuth token is missing or expired.
+    /// The request: its head, then its body as given (written together, not joined). Fails,
+    /// before anything is sent, when the upstream's OAuth token is missing or expired.
     fn head(
         &self,
         method: &str,
@@ -920,59 +920,59 @@ impl HttpUpstream {
         body: Option<&Bytes>,
         traceparent: Option<&str>,
         routing: &[(std::borrow::Cow<'static, str>, Vec<u8>)],
-    ) -> Result<Bytes> {
-        // Declared before `headers`, which borrows it.
+    ) -> Result<Segments> {
+        // Declared before `auth`, which borrows it.
         let token;
-        let mut req = BytesMut::with_capacity(512 + body.map_or(0, |b| b.len()));
         let accept: &[u8] = if method == "GET" {
             b"text/event-stream"
         } else {
             b"application/json, text/event-stream"
         };
-        let mut headers: Vec<(&str, &[u8])> =
-            Vec::with_capacity(6 + routing.len() + self.headers.len());
-        headers.push(("Accept", accept));
-        if body.is_some() {
-            headers.push(("Content-Type", b"application/json"));
-        }
-        if let Some(s) = session {
-            if let Some(id) = &s.id {
-                headers.push(("Mcp-Session-Id", id.as_bytes()));
-            }
-            headers.push(("MCP-Protocol-Version", s.version.as_bytes()));
-        }
-        if let Some(tp) = traceparent {
-            headers.push(("traceparent", tp.as_bytes()));
-        }
-        for (k, v) in routing {
-            headers.push((k.as_ref(), v));
-        }
-        for (k, v) in &self.headers {
-            headers.push((k.as_str(), v.expose().as_bytes()));
-        }
-        match self.auth.as_deref() {
-            None => {}
+        let auth: Option<(&str, &[u8])> = match self.auth.as_deref() {
+            None => None,
             Some(Credential::Header { name, value }) => {
-                headers.push((name.as_str(), value.expose().as_bytes()))
+                Some((name.as_str(), value.expose().as_bytes()))
             }
             Some(Credential::OAuth(source)) => {
                 token = source.current().ok_or_else(|| self.no_token())?;
-                headers.push(("Authorization", token.header.expose().as_bytes()));
+                Some(("Authorization", token.header.expose().as_bytes()))
             }
-        }
+        };
+        let fixed: [Option<(&str, &[u8])>; 5] = [
+            Some(("Accept", accept)),
+            body.map(|_| ("Content-Type", &b"application/json"[..])),
+            session
+                .and_then(|s| s.id.as_deref())
+                .map(|id| ("Mcp-Session-Id", id.as_bytes())),
+            session.map(|s| ("MCP-Protocol-Version", s.version.as_bytes())),
+            traceparent.map(|tp| ("traceparent", tp.as_bytes())),
+        ];
+        let headers = fixed
+            .into_iter()
+            .flatten()
+            .chain(routing.iter().map(|(k, v)| (k.as_ref(), &v[..])))
+            .chain(
+                self.headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.expose().as_bytes())),
+            )
+            .chain(auth);
         let ep = self.endpoint(replica);
+        let mut head = BytesMut::with_capacity(512);
         codec::write_request_head(
-            &mut req,
+            &mut head,
             method,
             &ep.path,
             &ep.host,
-            &headers,
+            headers,
             body.map_or(0, |b| b.len()),
         );
+        let mut req = Segments::default();
+        req.push(head.freeze());
         if let Some(b) = body {
-            req.extend_from_slice(b);
+            req.push(b.clone());
         }
-        Ok(req.freeze())
+        Ok(req)
     }
 
     async fn start(
@@ -1021,7 +1021,7 @@ impl HttpUpstream {
         &self,
         caller: &Caller,
         replica: usize,
-        req: Bytes,
+        req: Segments,
         method: &str,
     ) -> Result<HttpCall> {
         let ep = self.endpoint(replica);
@@ -1127,10 +1127,10 @@ impl HttpUpstream {
         ep: &Endpoint,
         replica: usize,
         mut conn: Conn,
-        req: Bytes,
+        req: Segments,
         method: &str,
     ) -> std::result::Result<HttpCall, Stale> {
-        if conn.write_all(req).await.is_err() {
+        if conn.write_segments(req).await.is_err() {
             return Err(Stale::Unwritten);
         }
         let limits = Limits {

@@ -59,6 +59,15 @@ impl Stream for Conn {
         }
     }
 
+    async fn write_segments(&mut self, parts: crate::net::Segments) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(c) => c.write_segments(parts).await,
+            Conn::Tls(t) => t.write_all(parts.concat()).await,
+            #[cfg(any(test, feature = "bench"))]
+            Conn::Memory(m) => m.write_segments(parts).await,
+        }
+    }
+
     async fn close(&mut self) {
         match self {
             Conn::Plain(c) => c.close().await,
