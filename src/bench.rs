@@ -122,7 +122,7 @@ impl Harness {
             .ctx()
             .caller
             .pool
-            .put(addr, Conn::Memory(Box::new(server)));
+            .put(addr, Conn::Memory(Box::new(server)), BytesMut::new());
         publish(&shared, cfg, &config)?;
         let client = Client::connect(&shared, &pipeline)?;
         let session = if opts.stateless {

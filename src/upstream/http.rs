@@ -60,6 +60,8 @@ use crate::{
 
 /// Largest upstream answer the gateway accepts, bytes.
 const MAX_ANSWER: usize = 64 << 20;
+/// Room an answer is read into at first, bytes.
+const READ_BUF: usize = 16 << 10;
 /// Found speaking the legacy era (or not asked).
 const FOUND_LEGACY: u8 = 0;
 /// Found speaking 2026-07-28 alone (or told to speak only that).
@@ -1025,8 +1027,11 @@ impl HttpUpstream {
         method: &str,
     ) -> Result<HttpCall> {
         let ep = self.endpoint(replica);
-        if let Some(conn) = caller.pool.take(&ep.pool_key) {
-            match self.exchange(ep, replica, conn, req.clone(), method).await {
+        if let Some((conn, buf)) = caller.pool.take(&ep.pool_key) {
+            match self
+                .exchange(ep, replica, conn, buf, req.clone(), method)
+                .await
+            {
                 Ok(r) => return Ok(r),
                 // Closed as the request went out (the pool checked it was open): it may
                 // have been read, so it is not sent again here; the caller retries what is
@@ -1049,7 +1054,7 @@ impl HttpUpstream {
                 return Err(e.unsent());
             }
         };
-        self.exchange(ep, replica, conn, req, method)
+        self.exchange(ep, replica, conn, BytesMut::new(), req, method)
             .await
             .map_err(|e| match e {
                 Stale::Before => {
@@ -1127,6 +1132,7 @@ impl HttpUpstream {
         ep: &Endpoint,
         replica: usize,
         mut conn: Conn,
+        mut buf: BytesMut,
         req: Segments,
         method: &str,
     ) -> std::result::Result<HttpCall, Stale> {
@@ -1137,7 +1143,10 @@ impl HttpUpstream {
             max_header_bytes: 64 << 10,
             max_body_bytes: MAX_ANSWER,
         };
-        let mut buf = BytesMut::with_capacity(16 << 10);
+        // The connection's buffer when the last answer read into it is gone by now.
+        if !buf.try_reclaim(READ_BUF) {
+            buf = BytesMut::with_capacity(READ_BUF);
+        }
         let head = loop {
             match codec::parse_response_head(&buf, method, &limits) {
                 // An interim 1xx answer: skip it and read the real one.
@@ -1361,7 +1370,7 @@ impl HttpCall {
         }
         let this = *self;
         if this.keep_alive {
-            caller.pool.put(&this.addr, this.conn);
+            caller.pool.put(&this.addr, this.conn, this.body.buf);
         }
         None
     }
@@ -1371,7 +1380,7 @@ impl HttpCall {
     pub async fn finish(mut self, caller: &Caller) {
         let drained = monoio::time::timeout(DRAIN_WAIT, self.body.drain(&mut self.conn)).await;
         if matches!(drained, Ok(Ok(()))) && self.keep_alive && self.body.finished() {
-            caller.pool.put(&self.addr, self.conn);
+            caller.pool.put(&self.addr, self.conn, self.body.buf);
         }
     }
 

@@ -82,9 +82,13 @@ impl Stream for Conn {
     }
 }
 
-/// Parked connections by pool key, oldest first, each with when it was parked. Looked up
-/// twice per call by keys the configuration fixed: a fast hasher.
-type Idle = HashMap<String, Vec<(Conn, std::time::Instant)>, foldhash::fast::RandomState>;
+/// A parked connection: the connection, its read buffer (kept for the next answer, so an
+/// exchange allocates none), and when it was parked.
+type Parked = (Conn, BytesMut, std::time::Instant);
+
+/// Parked connections by pool key, oldest first. Looked up twice per call by keys the
+/// configuration fixed: a fast hasher.
+type Idle = HashMap<String, Vec<Parked>, foldhash::fast::RandomState>;
 
 /// Per-worker idle connections, by upstream address (and TLS settings).
 #[derive(Default)]
@@ -96,29 +100,39 @@ pub struct Pool {
 /// Most idle connections kept per address and worker.
 const MAX_IDLE: usize = 64;
 
+/// Largest read buffer kept with a parked connection, bytes.
+const MAX_KEPT: usize = 64 << 10;
+
 impl Pool {
     /// The most recently parked connection to `addr` that is still usable (one the upstream
     /// closed while it sat idle is dropped here, before a request is written to it; for TLS,
     /// unread bytes such as a close_notify count as unusable too).
-    pub(super) fn take(&self, addr: &str) -> Option<Conn> {
+    pub(super) fn take(&self, addr: &str) -> Option<(Conn, BytesMut)> {
         let mut idle = self.idle.borrow_mut();
         let v = idle.get_mut(addr)?;
-        while let Some((c, _)) = v.pop() {
+        while let Some((c, buf, _)) = v.pop() {
             if !c.fd().is_some_and(crate::runtime::sys::idle_conn_unusable) {
-                return Some(c);
+                return Some((c, buf));
             }
         }
         None
     }
 
-    pub(crate) fn put(&self, addr: &str, conn: Conn) {
+    /// Parks `conn` with its read buffer `buf`, emptied (the answer read into it may still
+    /// be in use: the next exchange takes the allocation back if it is free by then). A
+    /// buffer grown past [`MAX_KEPT`] by a large answer is dropped rather than kept idle.
+    pub(crate) fn put(&self, addr: &str, conn: Conn, mut buf: BytesMut) {
+        buf.clear();
+        if buf.capacity() > MAX_KEPT {
+            buf = BytesMut::new();
+        }
         let mut idle = self.idle.borrow_mut();
         // The key is copied only the first time an address is seen, not on every put.
         if !idle.contains_key(addr) {
             idle.insert(addr.to_string(), Vec::new());
         }
         if let Some(v) = idle.get_mut(addr).filter(|v| v.len() < MAX_IDLE) {
-            v.push((conn, std::time::Instant::now()));
+            v.push((conn, buf, std::time::Instant::now()));
         }
     }
 
@@ -127,7 +141,7 @@ impl Pool {
     pub fn sweep(&self, max_idle: Duration) {
         let mut idle = self.idle.borrow_mut();
         for v in idle.values_mut() {
-            v.retain(|(_, at)| at.elapsed() < max_idle);
+            v.retain(|(_, _, at)| at.elapsed() < max_idle);
         }
         idle.retain(|_, v| !v.is_empty());
     }
