@@ -1476,16 +1476,31 @@ impl Body {
     }
 
     async fn read_all(&mut self, conn: &mut Conn) -> std::result::Result<Bytes, BodyFault> {
+        if let (BodyKind::Length(_), false) = (self.kind, self.done) {
+            // The whole body in the read buffer, then split off as it is: no copy. (Its
+            // length is at most MAX_ANSWER: the head's limits refuse more.)
+            let want = usize::try_from(self.remaining).unwrap_or(usize::MAX);
+            if self.buf.len() < want {
+                self.buf.reserve(want - self.buf.len());
+            }
+            while self.buf.len() < want {
+                match read_upstream(conn, &mut self.buf).await {
+                    Ok(0) => return Err(BodyFault::Closed),
+                    Ok(_) => {}
+                    Err(e) => return Err(BodyFault::Io(e)),
+                }
+            }
+        }
         let mut all = BytesMut::new();
         while let Some(c) = self.next_chunk(conn).await? {
             if all.len() + c.len() > MAX_ANSWER {
                 return Err(BodyFault::Bad("answer too large"));
             }
-            if all.is_empty() {
-                all = BytesMut::from(&c[..]);
-            } else {
-                all.extend_from_slice(&c);
+            if self.done && all.is_empty() {
+                // In one piece (always, for a body with a length): as it came.
+                return Ok(c);
             }
+            all.extend_from_slice(&c);
         }
         Ok(all.freeze())
     }
