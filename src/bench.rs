@@ -702,29 +702,3 @@ mod tests {
         });
     }
 }
-
-#[cfg(test)]
-mod sizes {
-    #[test]
-    fn print_future_sizes() {
-        let mut rt = super::runtime().expect("rt");
-        rt.block_on(async {
-            let opts = super::Options::default();
-            let toml = format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{}\n", opts.gateway);
-            let config = std::sync::Arc::new(crate::config::Config::parse(&toml, "b", &Default::default()).expect("c"));
-            let (tx, _rx) = flume::unbounded();
-            let shared = std::sync::Arc::new(crate::state::Shared::new(config, tx).expect("s"));
-            let p = crate::pipeline::Pipeline::new(shared.clone(), 0);
-            let wire = std::rc::Rc::new(std::cell::RefCell::new(super::Wire::default()));
-            let permit = shared.limits.admit([127, 0, 0, 1].into(), &std::rc::Rc::new(std::cell::Cell::new(0))).expect("p");
-            let f = crate::transport::server::serve(super::FrontConn(wire), p.clone(), permit, [127, 0, 0, 1].into());
-            eprintln!("SIZE serve future: {}", std::mem::size_of_val(&f));
-            let head = crate::transport::http::parse_request_head(b"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", &Default::default()).expect("h").expect("h");
-            use crate::transport::reply::Handler;
-            let g = p.handle(&head, bytes::Bytes::new(), [127, 0, 0, 1].into(), None);
-            eprintln!("SIZE handle future: {}", std::mem::size_of_val(&g));
-            eprintln!("SIZE RequestHead: {}", std::mem::size_of::<crate::transport::http::RequestHead>());
-            eprintln!("SIZE Reply: {}", std::mem::size_of::<crate::pipeline::Reply>());
-        });
-    }
-}
