@@ -1074,6 +1074,13 @@ pub fn write_request_head<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     body_len: usize,
 ) {
+    write_request_start(out, method, path_and_query, host);
+    write_request_fields(out, headers);
+    write_request_end(out, body_len);
+}
+
+/// The first part of [`write_request_head`]: the request line and `Host`.
+pub fn write_request_start(out: &mut BytesMut, method: &str, path_and_query: &str, host: &str) {
     // Whole strings when they need nothing dropped or escaped (always, from the gateway's
     // own callers); byte by byte otherwise.
     if method.bytes().all(is_tchar) {
@@ -1103,6 +1110,14 @@ pub fn write_request_head<'a>(
         out.extend(host.bytes().filter(u8::is_ascii_graphic));
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The middle part of [`write_request_head`]: header fields, with those it must not write
+/// left out.
+pub fn write_request_fields<'a>(
+    out: &mut BytesMut,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) {
     for (name, value) in headers {
         if !is_writable_header(name, value)
             || name.eq_ignore_ascii_case("host")
@@ -1113,6 +1128,10 @@ pub fn write_request_head<'a>(
         }
         write_header(out, name, value);
     }
+}
+
+/// The last part of [`write_request_head`]: `Content-Length` and the blank line.
+pub fn write_request_end(out: &mut BytesMut, body_len: usize) {
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(
         crate::text::Decimal::new(u64::try_from(body_len).unwrap_or(u64::MAX)).as_bytes(),

@@ -105,6 +105,10 @@ pub struct Endpoint {
     /// Key of its connections in the pool: the address, and for TLS the name and CA they
     /// were verified with. Shared with each call's connection (no copy per call).
     pool_key: Arc<str>,
+    /// The head of every POST to it up to what changes per request (request line, `Host`,
+    /// `Accept`, `Content-Type`, the configured headers and a fixed credential), written
+    /// once. It may hold a secret: wiped when dropped.
+    post_prefix: std::sync::OnceLock<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 impl Endpoint {
@@ -120,6 +124,7 @@ impl Endpoint {
             path,
             tls,
             pool_key,
+            post_prefix: std::sync::OnceLock::new(),
         }
     }
 }
@@ -923,58 +928,84 @@ impl HttpUpstream {
         traceparent: Option<&str>,
         routing: &[(std::borrow::Cow<'static, str>, Vec<u8>)],
     ) -> Result<Segments> {
-        // Declared before `auth`, which borrows it.
+        // Declared before `token_field`, which borrows it.
         let token;
-        let accept: &[u8] = if method == "GET" {
-            b"text/event-stream"
-        } else {
-            b"application/json, text/event-stream"
-        };
-        let auth: Option<(&str, &[u8])> = match self.auth.as_deref() {
-            None => None,
-            Some(Credential::Header { name, value }) => {
-                Some((name.as_str(), value.expose().as_bytes()))
-            }
+        let token_field: Option<(&str, &[u8])> = match self.auth.as_deref() {
             Some(Credential::OAuth(source)) => {
                 token = source.current().ok_or_else(|| self.no_token())?;
                 Some(("Authorization", token.header.expose().as_bytes()))
             }
+            _ => None,
         };
-        let fixed: [Option<(&str, &[u8])>; 5] = [
-            Some(("Accept", accept)),
-            body.map(|_| ("Content-Type", &b"application/json"[..])),
+        let per_request: [Option<(&str, &[u8])>; 3] = [
             session
                 .and_then(|s| s.id.as_deref())
                 .map(|id| ("Mcp-Session-Id", id.as_bytes())),
             session.map(|s| ("MCP-Protocol-Version", s.version.as_bytes())),
             traceparent.map(|tp| ("traceparent", tp.as_bytes())),
         ];
-        let headers = fixed
+        let per_request = per_request
             .into_iter()
             .flatten()
             .chain(routing.iter().map(|(k, v)| (k.as_ref(), &v[..])))
-            .chain(
-                self.headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.expose().as_bytes())),
-            )
-            .chain(auth);
+            .chain(token_field);
         let ep = self.endpoint(replica);
         let mut head = BytesMut::with_capacity(512);
-        codec::write_request_head(
-            &mut head,
-            method,
-            &ep.path,
-            &ep.host,
-            headers,
-            body.map_or(0, |b| b.len()),
-        );
+        match (method, body) {
+            ("POST", Some(_)) => {
+                let prefix = ep
+                    .post_prefix
+                    .get_or_init(|| zeroize::Zeroizing::new(self.fixed_head(ep, "POST", true)));
+                head.extend_from_slice(prefix);
+            }
+            _ => head.extend_from_slice(&zeroize::Zeroizing::new(self.fixed_head(
+                ep,
+                method,
+                body.is_some(),
+            ))),
+        }
+        codec::write_request_fields(&mut head, per_request);
+        codec::write_request_end(&mut head, body.map_or(0, |b| b.len()));
         let mut req = Segments::default();
         req.push(head.freeze());
         if let Some(b) = body {
             req.push(b.clone());
         }
         Ok(req)
+    }
+
+    /// The part of a request head to `ep` that is the same for every request of `method`:
+    /// the request line, `Host`, `Accept`, `Content-Type` (with a body), the configured
+    /// headers and a fixed credential.
+    fn fixed_head(&self, ep: &Endpoint, method: &str, with_body: bool) -> Vec<u8> {
+        let accept: &[u8] = if method == "GET" {
+            b"text/event-stream"
+        } else {
+            b"application/json, text/event-stream"
+        };
+        let credential = match self.auth.as_deref() {
+            Some(Credential::Header { name, value }) => {
+                Some((name.as_str(), value.expose().as_bytes()))
+            }
+            _ => None,
+        };
+        let fields = [
+            Some(("Accept", accept)),
+            with_body.then_some(("Content-Type", &b"application/json"[..])),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(
+            self.headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.expose().as_bytes())),
+        )
+        .chain(credential);
+        let mut out = BytesMut::with_capacity(256);
+        codec::write_request_start(&mut out, method, &ep.path, &ep.host);
+        codec::write_request_fields(&mut out, fields);
+        // Into a Vec without a copy the allocator keeps: the caller wipes it.
+        Vec::from(out)
     }
 
     async fn start(
