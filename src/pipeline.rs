@@ -97,7 +97,7 @@ impl Pipeline {
             Ok(a) => a,
             Err(r) => return r.widen(),
         };
-        match (req.method.as_str(), a.stateless) {
+        match (req.method(), a.stateless) {
             ("POST", true) => stateless::post(ctx, req, body, &a).await.widen(),
             ("GET" | "DELETE", true) => stateless::method_not_allowed().widen(),
             ("POST", false) => post(ctx, req, body, &a).await,

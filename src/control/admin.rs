@@ -238,8 +238,8 @@ fn authorized(head: &RequestHead, shared: &Shared) -> Result<(), Answer> {
 /// Answers one request: the open probes first, then, with the admin token, `/admin/*`.
 async fn route(head: &RequestHead, body: &Bytes, ctx: &Context) -> Answer {
     let (shared, store, control) = (&*ctx.shared, &*ctx.store, &ctx.control);
-    let path = head.path.as_str();
-    let method = head.method.as_str();
+    let path = head.path();
+    let method = head.method();
     if let Some(a) = probe(method, path, shared) {
         return a;
     }

@@ -74,8 +74,12 @@ pub async fn admit(
     if !auth.ip.allows(client) {
         return Err(forbidden_address(client));
     }
-    if let Some(o) = auth.oauth.as_ref().filter(|o| o.paths.contains(&req.path)) {
-        return Err(match req.method.as_str() {
+    if let Some(o) = auth
+        .oauth
+        .as_ref()
+        .filter(|o| o.paths.iter().any(|p| p == req.path()))
+    {
+        return Err(match req.method() {
             "GET" | "HEAD" => Reply::json(200, o.document.clone()),
             _ => Reply::error(405, Code::BadHttpRequest, "Method not allowed"),
         });
@@ -108,7 +112,7 @@ pub async fn admit(
         .header("mcp-protocol-version")
         .is_some_and(version::is_stateless);
     let principal = authenticate(ctx, req, cert, auth, server.as_deref(), client).await?;
-    if req.method == "POST" {
+    if req.method() == "POST" {
         request_rate(ctx, auth, &principal)?;
     }
     Ok(Admitted {
@@ -121,11 +125,11 @@ pub async fn admit(
 
 /// `/mcp`, or `/servers/<name>/mcp` for a virtual server that exists.
 fn endpoint(req: &RequestHead, snap: &Snapshot) -> Result<Option<String>, Whole> {
-    if req.path == MCP_PATH {
+    if req.path() == MCP_PATH {
         return Ok(None);
     }
     match req
-        .path
+        .path()
         .strip_prefix("/servers/")
         .and_then(|r| r.strip_suffix(MCP_PATH))
     {

@@ -58,16 +58,53 @@ impl Default for Limits {
     }
 }
 
-/// One header field of a parsed message. Name and value are slices of one copy of the
-/// head, made once per head: no allocation per field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
+/// The header fields of a parsed message: one copy of the head (field names lowercased in
+/// it) and where each field's name and value lie in it. One allocation for the copy and
+/// one for the list, whatever the number of fields; nothing per field.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fields {
+    raw: Bytes,
+    /// (name start, name end, value start, value end) in `raw`, in the order received.
+    list: Vec<[u32; 4]>,
+}
+
+/// One header field, borrowed from its [`Fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field<'a> {
     /// Field name, ASCII-lowercased. Always a valid RFC 9110 token (so ASCII).
-    pub name: Bytes,
+    pub name: &'a [u8],
     /// Field value as received, without leading/trailing whitespace (as
     /// trimmed by `httparse`). May contain non-UTF-8 bytes (obs-text) but
     /// never CR, LF or NUL.
-    pub value: Bytes,
+    pub value: &'a [u8],
+}
+
+impl Fields {
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The fields in the order received.
+    pub fn iter(&self) -> impl Iterator<Item = Field<'_>> {
+        self.list.iter().map(|&[ns, ne, vs, ve]| Field {
+            name: self.raw.get(ns as usize..ne as usize).unwrap_or_default(),
+            value: self.raw.get(vs as usize..ve as usize).unwrap_or_default(),
+        })
+    }
+
+    /// The head's bytes at `span` (a span this head's parse recorded).
+    fn text(&self, span: [u32; 2]) -> &str {
+        self.raw
+            .get(span[0] as usize..span[1] as usize)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// How the body of a message is framed on the wire.
@@ -89,18 +126,12 @@ pub enum BodyKind {
 /// A parsed request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
-    /// Request method, case preserved (methods are case-sensitive).
-    pub method: String,
-    /// Request target exactly as sent (origin-form, absolute-form, `*`, ...).
-    pub target: String,
-    /// The target without its `?query`. For an absolute-form target
-    /// (`http://host/p?q`) this is only the path part (`/p`, or `/` when the
-    /// URI has no path).
-    pub path: String,
+    /// Where the method, the target and the path lie in the head's copy.
+    line: [[u32; 2]; 3],
     /// HTTP minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     /// Header fields in the order received.
-    pub headers: Vec<Header>,
+    pub headers: Fields,
     /// Body framing; never [`BodyKind::UntilClose`] for a request.
     pub body: BodyKind,
     /// Whether the connection may be reused after this request/response
@@ -115,6 +146,27 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// Request method, case preserved (methods are case-sensitive).
+    pub fn method(&self) -> &str {
+        self.headers.text(self.line[0])
+    }
+
+    /// Request target exactly as sent (origin-form, absolute-form, `*`, ...).
+    pub fn target(&self) -> &str {
+        self.headers.text(self.line[1])
+    }
+
+    /// The target without its `?query`. For an absolute-form target
+    /// (`http://host/p?q`) this is only the path part (`/p`, or `/` when the
+    /// URI has no path).
+    pub fn path(&self) -> &str {
+        match self.line[2] {
+            // An absolute-form target without a path.
+            [0, 0] => "/",
+            span => self.headers.text(span),
+        }
+    }
+
     /// Value of the first header named `name` (ASCII case-insensitive), if any.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         find_header(&self.headers, name)
@@ -140,7 +192,7 @@ pub struct ResponseHead {
     /// HTTP minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     /// Header fields in the order received.
-    pub headers: Vec<Header>,
+    pub headers: Fields,
     /// Body framing. [`BodyKind::Empty`] for responses to HEAD and for 1xx,
     /// 204 and 304 responses, whatever their headers say.
     pub body: BodyKind,
@@ -202,18 +254,18 @@ impl HeadError {
     }
 }
 
-fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
+fn find_header<'a>(headers: &'a Fields, name: &str) -> Option<&'a [u8]> {
     headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-        .map(|h| h.value.as_ref())
+        .map(|h| h.value)
 }
 
-fn header_values<'a>(headers: &'a [Header], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+fn header_values<'a>(headers: &'a Fields, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
         .iter()
         .filter(move |h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-        .map(|h| h.value.as_ref())
+        .map(|h| h.value)
 }
 
 fn httparse_reason(e: httparse::Error) -> &'static str {
@@ -271,7 +323,16 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
         return Err(HeadError::Malformed("bare LF in the head"));
     }
     check_singletons(req.headers, minor_version)?;
-    let headers = convert_headers(req.headers, window.get(..head_len).unwrap_or_default());
+    let head = window.get(..head_len).unwrap_or_default();
+    let headers = convert_headers(req.headers, head)?;
+    let span = |s: &str| span_in(head, s.as_bytes()).ok_or(HeadError::TooLarge);
+    let path = path_of(target);
+    // An absolute-form target without a path has "/" for its path, which is not in the head.
+    let line = [
+        span(method)?,
+        span(target)?,
+        span_in(head, path.as_bytes()).unwrap_or([0, 0]),
+    ];
 
     let has_cl = find_header(&headers, "content-length").is_some();
     let has_te = find_header(&headers, "transfer-encoding").is_some();
@@ -298,9 +359,7 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
             .any(|t| t.eq_ignore_ascii_case(b"100-continue"));
 
     Ok(Some(RequestHead {
-        method: method.to_owned(),
-        target: target.to_owned(),
-        path: path_of(target).to_owned(),
+        line,
         minor_version,
         headers,
         body,
@@ -350,7 +409,7 @@ pub fn parse_response_head(
     let minor_version = resp
         .version
         .ok_or(HeadError::Malformed("missing version"))?;
-    let headers = convert_headers(resp.headers, window.get(..head_len).unwrap_or_default());
+    let headers = convert_headers(resp.headers, window.get(..head_len).unwrap_or_default())?;
 
     let no_body =
         request_method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304;
@@ -432,7 +491,7 @@ fn check_singletons(raw: &[httparse::Header<'_>], minor_version: u8) -> Result<(
 /// The host a request names: the authority of an absolute-form target, which overrides
 /// `Host` (RFC 9112 3.2.2), else the `Host` header.
 pub fn request_host(req: &RequestHead) -> Option<&[u8]> {
-    let t = req.target.as_bytes();
+    let t = req.target().as_bytes();
     let scheme = [&b"http://"[..], b"https://"]
         .into_iter()
         .find(|s| t.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)));
@@ -511,37 +570,39 @@ fn is_loopback_name(name: &[u8]) -> bool {
         .is_some_and(|ip| ip.is_loopback())
 }
 
-/// The fields httparse found in `head` (the head's bytes, which its slices point into), as
-/// slices of one copy of the head with the names lowercased in it: one allocation for the
-/// copy and one for the list, whatever the number of fields.
-fn convert_headers(raw: &[httparse::Header<'_>], head: &[u8]) -> Vec<Header> {
-    let base = head.as_ptr() as usize;
-    // Where a slice of `head` lies in it (httparse's slices always do).
-    let at = |s: &[u8]| {
-        let start = (s.as_ptr() as usize).checked_sub(base)?;
-        let end = start.checked_add(s.len())?;
-        (end <= head.len()).then_some(start..end)
-    };
-    let mut copy = BytesMut::from(head);
+/// Where `s`, a slice of `head`, lies in it (httparse's slices always do).
+fn span_in(head: &[u8], s: &[u8]) -> Option<[u32; 2]> {
+    let start = (s.as_ptr() as usize).checked_sub(head.as_ptr() as usize)?;
+    let end = start.checked_add(s.len())?;
+    if end > head.len() {
+        return None;
+    }
+    Some([u32::try_from(start).ok()?, u32::try_from(end).ok()?])
+}
+
+/// The fields httparse found in `head` (the head's bytes, which its slices point into): one
+/// copy of the head with the names lowercased in it, and the spans of names and values.
+fn convert_headers(raw: &[httparse::Header<'_>], head: &[u8]) -> Result<Fields, HeadError> {
+    let mut list = Vec::with_capacity(raw.len());
     for h in raw {
-        if let Some(r) = at(h.name.as_bytes()) {
-            if let Some(name) = copy.get_mut(r) {
-                name.make_ascii_lowercase();
-            }
+        let name = span_in(head, h.name.as_bytes()).ok_or(HeadError::TooLarge)?;
+        let value = match h.value {
+            // httparse gives an empty value as a slice that may lie outside the head.
+            [] => [name[1], name[1]],
+            v => span_in(head, v).ok_or(HeadError::TooLarge)?,
+        };
+        list.push([name[0], name[1], value[0], value[1]]);
+    }
+    let mut copy = BytesMut::from(head);
+    for &[ns, ne, _, _] in &list {
+        if let Some(name) = copy.get_mut(ns as usize..ne as usize) {
+            name.make_ascii_lowercase();
         }
     }
-    let copy = copy.freeze();
-    let field = |s: &[u8], lower: bool| match at(s) {
-        Some(r) => copy.slice(r),
-        None if lower => Bytes::from(s.to_ascii_lowercase()),
-        None => Bytes::copy_from_slice(s),
-    };
-    raw.iter()
-        .map(|h| Header {
-            name: field(h.name.as_bytes(), true),
-            value: field(h.value, false),
-        })
-        .collect()
+    Ok(Fields {
+        raw: copy.freeze(),
+        list,
+    })
 }
 
 /// Elements of a comma-separated header list, trimmed of optional whitespace,
@@ -565,7 +626,7 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 
 /// Accepts only a Transfer-Encoding whose complete coding list (over all
 /// Transfer-Encoding fields) is exactly `chunked`.
-fn check_chunked(headers: &[Header]) -> Result<(), HeadError> {
+fn check_chunked(headers: &Fields) -> Result<(), HeadError> {
     let mut codings = header_values(headers, "transfer-encoding").flat_map(list_elements);
     match (codings.next(), codings.next()) {
         (None, _) => Err(HeadError::Malformed("empty Transfer-Encoding")),
@@ -575,7 +636,7 @@ fn check_chunked(headers: &[Header]) -> Result<(), HeadError> {
 }
 
 /// Body kind for a message carrying Content-Length (at least one field).
-fn length_body(headers: &[Header], limits: &Limits) -> Result<BodyKind, HeadError> {
+fn length_body(headers: &Fields, limits: &Limits) -> Result<BodyKind, HeadError> {
     let mut seen: Option<u64> = None;
     let mut overflow = false;
     for value in header_values(headers, "content-length") {
@@ -616,7 +677,7 @@ fn length_body(headers: &[Header], limits: &Limits) -> Result<BodyKind, HeadErro
 /// Persistence per RFC 9112 §9.3: `close` in any Connection field ends the
 /// connection; otherwise HTTP/1.1 persists and HTTP/1.0 persists only with
 /// `keep-alive`.
-fn keep_alive(headers: &[Header], minor_version: u8) -> bool {
+fn keep_alive(headers: &Fields, minor_version: u8) -> bool {
     let mut close = false;
     let mut keep = false;
     for token in header_values(headers, "connection").flat_map(list_elements) {
@@ -1199,9 +1260,9 @@ mod tests {
     #[test]
     fn simple_get() {
         let h = req(b"GET /mcp?session=1 HTTP/1.1\r\nHost: example.com\r\nAccept: text/event-stream\r\n\r\n");
-        assert_eq!(h.method, "GET");
-        assert_eq!(h.target, "/mcp?session=1");
-        assert_eq!(h.path, "/mcp");
+        assert_eq!(h.method(), "GET");
+        assert_eq!(h.target(), "/mcp?session=1");
+        assert_eq!(h.path(), "/mcp");
         assert_eq!(h.minor_version, 1);
         assert_eq!(h.body, BodyKind::Empty);
         assert!(h.keep_alive);
@@ -1211,26 +1272,26 @@ mod tests {
         assert_eq!(h.headers.len(), 2);
         let h2 = req(b"GET / HTTP/1.1\r\nX-Pad:  \t padded \t \r\n\r\n");
         assert_eq!(h2.header("x-pad"), Some(&b"padded"[..]));
-        assert_eq!(h.headers.first().map(|x| &x.name[..]), Some(&b"host"[..]));
+        assert_eq!(h.headers.iter().next().map(|x| x.name), Some(&b"host"[..]));
         assert_eq!(h.header("missing"), None);
     }
 
     #[test]
     fn absolute_form_path() {
         let h = req(b"GET http://example.com/a/b?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
-        assert_eq!(h.path, "/a/b");
-        assert_eq!(h.target, "http://example.com/a/b?x=1");
+        assert_eq!(h.path(), "/a/b");
+        assert_eq!(h.target(), "http://example.com/a/b?x=1");
         let h = req(b"OPTIONS HTTPS://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
-        assert_eq!(h.path, "/");
+        assert_eq!(h.path(), "/");
         let h = req(b"OPTIONS * HTTP/1.1\r\nHost: example.com\r\n\r\n");
-        assert_eq!(h.path, "*");
+        assert_eq!(h.path(), "*");
     }
 
     #[test]
     fn post_with_content_length() {
         let raw = b"POST /mcp HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"jsonrpc\":1}";
         let h = req(raw);
-        assert_eq!(h.method, "POST");
+        assert_eq!(h.method(), "POST");
         assert_eq!(h.body, BodyKind::Length(13));
         assert_eq!(raw.get(h.head_len..), Some(&b"{\"jsonrpc\":1}"[..]));
         // Content-Length: 0 is an empty body.
@@ -1252,12 +1313,12 @@ mod tests {
         let mut buf = first.to_vec();
         buf.extend_from_slice(second);
         let h1 = req(&buf);
-        assert_eq!(h1.path, "/a");
+        assert_eq!(h1.path(), "/a");
         assert_eq!(h1.head_len, first.len() - 5);
         assert_eq!(buf.get(h1.head_len..h1.head_len + 5), Some(&b"hello"[..]));
         let rest = buf.get(h1.head_len + 5..).unwrap_or_default();
         let h2 = req(rest);
-        assert_eq!(h2.path, "/b");
+        assert_eq!(h2.path(), "/b");
         assert_eq!(h2.head_len, second.len());
     }
 
@@ -1425,10 +1486,9 @@ mod tests {
         assert!(host_allowed(Some(b"evil.example"), true, &any));
         assert!(host_allowed(None, true, none));
         // An absolute-form target's authority is the host judged, whatever Host says.
-        let head = |target: &str| RequestHead {
-            target: target.into(),
-            ..parse_request_head(
-                b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        let head = |target: &str| {
+            parse_request_head(
+                format!("POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes(),
                 &Limits {
                     max_header_bytes: 1024,
                     max_body_bytes: 1024,
@@ -1901,8 +1961,8 @@ mod tests {
         );
         out.extend_from_slice(b"{\"a\":1}");
         let h = req(&out);
-        assert_eq!(h.method, "POST");
-        assert_eq!(h.target, "/mcp?a=b");
+        assert_eq!(h.method(), "POST");
+        assert_eq!(h.target(), "/mcp?a=b");
         assert_eq!(h.header_str("host"), Some("upstream:8080"));
         assert_eq!(h.header_values("host").count(), 1);
         assert_eq!(h.body, BodyKind::Length(7));
@@ -1911,8 +1971,8 @@ mod tests {
         let mut out = BytesMut::new();
         write_request_head(&mut out, "GE T\r\n", "/a b\r\nX: y", "h\r\nX: z", [], 0);
         let h = req(&out);
-        assert_eq!(h.method, "GET");
-        assert_eq!(h.target, "/a%20b%0D%0AX:%20y");
+        assert_eq!(h.method(), "GET");
+        assert_eq!(h.target(), "/a%20b%0D%0AX:%20y");
         assert_eq!(h.header_str("host"), Some("hX:z"));
         assert_eq!(h.header("x"), None);
         assert_eq!(h.body, BodyKind::Empty);
