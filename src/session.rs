@@ -23,35 +23,56 @@ use crate::{
     upstream::{OnSession, Upstream, UpstreamSession},
 };
 
-/// A session id as issued (32 lowercase hex characters).
+/// A session id as issued (32 lowercase hex characters), held inline: parsing one from a
+/// request allocates nothing.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(Box<str>);
+pub struct SessionId {
+    text: [u8; 32],
+    len: u8,
+}
 
 impl SessionId {
     /// 128 bits from the OS random source.
     pub fn random() -> std::io::Result<Self> {
         let mut b = [0u8; 16];
         getrandom::getrandom(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Self(crate::text::hex(&b).into()))
+        let mut text = [0u8; 32];
+        crate::text::hex_into(&b, &mut text);
+        Ok(Self { text, len: 32 })
     }
 
     /// Parses a header value; only the shape the gateway issues is accepted.
     pub fn parse(v: &[u8]) -> Option<Self> {
-        (v.len() == 32 && v.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| std::str::from_utf8(v).ok().map(|s| Self(s.into())))
-            .flatten()
+        let text: [u8; 32] = v.try_into().ok()?;
+        text.iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(Self { text, len: 32 })
+    }
+
+    /// An id that is not of the issued shape (a stateless request's); at most 32 bytes.
+    fn fixed(s: &str) -> Self {
+        let mut text = [0u8; 32];
+        let len = s.len().min(32);
+        text[..len].copy_from_slice(&s.as_bytes()[..len]);
+        Self {
+            text,
+            len: len as u8,
+        }
     }
 
     /// The id text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.text
+            .get(..usize::from(self.len))
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or_default()
     }
 }
 
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Ids are bearer secrets: log only a prefix.
-        write!(f, "{}…", self.0.get(..8).unwrap_or(""))
+        write!(f, "{}…", self.as_str().get(..8).unwrap_or(""))
     }
 }
 
@@ -464,7 +485,7 @@ impl Session {
         principal: Arc<crate::auth::policy::Principal>,
         now_ms: u64,
     ) -> Self {
-        let id = SessionId(STATELESS_ID.into());
+        let id = SessionId::fixed(STATELESS_ID);
         Session {
             stateless: true,
             request_log_level: log_level,

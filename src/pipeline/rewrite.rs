@@ -25,7 +25,7 @@ pub struct Routed {
     /// The upstream that serves it.
     pub up: UpstreamRef,
     /// The name or URI to put back (its span, and the upstream's own as a JSON string).
-    pub rename: Option<(Span, Vec<u8>)>,
+    pub rename: Option<(Span, Bytes)>,
     /// Whether it may be sent again after a failure that may have reached the upstream.
     pub retry_safe: bool,
     /// How it is screened.
@@ -74,7 +74,20 @@ pub fn request(
     tp: Option<&str>,
 ) -> Rewritten {
     let f = call.f;
-    let mut edits: Vec<(Span, &[u8])> = Vec::with_capacity(4);
+    // A stateless client's `_meta` says what a legacy upstream must not see (its version,
+    // capabilities, client info): those members go. A 2026-07-28 upstream gets them as
+    // they are (and a legacy client's requests get the envelope on their way out, in
+    // `upstream::http`). A dual-era upstream is spoken to in the client's era.
+    let (strip, emptied) = match f
+        .param("_meta")
+        .filter(|_| call.sess.stateless && !eras.upstream_stateless)
+    {
+        Some(meta) => f.removals(meta, era::is_envelope_key),
+        None => (Vec::new(), false),
+    };
+    let meta = meta_edits(call, eras, tp, emptied);
+    // On the stack for the usual few (id, name, progress token, a masked value).
+    let mut edits: smallvec::SmallVec<[(Span, &[u8]); 6]> = smallvec::SmallVec::new();
     if let Some(span) = f.id_span() {
         edits.push((span, gid.as_bytes()));
     }
@@ -87,19 +100,7 @@ pub fn request(
     if let Some((span, masked)) = &routed.guarding.arguments {
         edits.push((*span, masked));
     }
-    // A stateless client's `_meta` says what a legacy upstream must not see (its version,
-    // capabilities, client info): those members go. A 2026-07-28 upstream gets them as
-    // they are (and a legacy client's requests get the envelope on their way out, in
-    // `upstream::http`). A dual-era upstream is spoken to in the client's era.
-    let (strip, emptied) = match f
-        .param("_meta")
-        .filter(|_| call.sess.stateless && !eras.upstream_stateless)
-    {
-        Some(meta) => f.removals(meta, era::is_envelope_key),
-        None => (Vec::new(), false),
-    };
     edits.extend(strip.into_iter().map(|s| (s, &b""[..])));
-    let meta = meta_edits(call, eras, tp, emptied);
     for (span, with) in &meta {
         edits.push((*span, with));
     }

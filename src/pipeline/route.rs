@@ -8,6 +8,8 @@
 
 use std::{borrow::Cow, collections::HashMap, rc::Rc};
 
+use bytes::Bytes;
+
 use super::{
     answer::{self, List},
     authorize::{self, Guarding},
@@ -87,7 +89,7 @@ async fn by_name(
     let (up, rename, retry_safe, screen) = match (target, view.unprefixed) {
         (Some(t), _) => (
             t.upstream,
-            Some((span, t.name_json.to_vec())),
+            Some((span, t.name_json.clone())),
             t.retry_safe,
             t.screen.clone(),
         ),
@@ -145,7 +147,7 @@ async fn resource(
     }
     let routed = Routed {
         up,
-        rename: Some((span, orig)),
+        rename: Some((span, Bytes::from(orig))),
         retry_safe: method == "resources/read",
         guarding: Guarding::default(),
     };
@@ -177,7 +179,7 @@ async fn complete(ctx: &Rc<Ctx>, call: &Call<'_>, view: View<'_>) -> Result<Outc
                 authorize::named(ctx, call, "prompt", n)?;
             }
             match name.and_then(|n| view.prompts.get(&*n)) {
-                Some(t) => (t.upstream, span, t.name_json.to_vec()),
+                Some(t) => (t.upstream, span, t.name_json.clone()),
                 None => return Err(Reject::NotFound(NotFound::Prompt)),
             }
         }
@@ -193,7 +195,7 @@ async fn complete(ctx: &Rc<Ctx>, call: &Call<'_>, view: View<'_>) -> Result<Outc
                 authorize::resource(ctx, call.sess, u)?;
             }
             match uri.and_then(|u| route_uri(call.snap, view, &u)) {
-                Some((up, orig)) => (up, span, orig),
+                Some((up, orig)) => (up, span, Bytes::from(orig)),
                 None => return Err(Reject::NotFound(NotFound::Resource)),
             }
         }
