@@ -33,8 +33,8 @@
 //!
 //! # Import rules (ARCHITECTURE.md)
 //!
-//! - `text`, `mcp`, `jsonrpc`, `error`, `net`, `limits`, `ratelimit`, `resilience`, `secret`
-//!   import nothing above themselves (`text` imports nothing of ours).
+//! - `text`, `arena`, `mcp`, `jsonrpc`, `error`, `net`, `limits`, `ratelimit`, `resilience`,
+//!   `secret` import nothing above themselves (`text` and `arena` import nothing of ours).
 //! - `session`, `registry`, `upstream`, `auth`, `guard`, `observe` never import `pipeline`,
 //!   `state`, `control` or `transport::server`; `state` never imports `pipeline` or
 //!   `control`.
@@ -43,6 +43,7 @@
 //! - Phase files (`pipeline/*.rs`) import `pipeline/context.rs` and lower modules, never
 //!   `pipeline.rs`. No import circle among `src/` files.
 
+pub mod arena;
 pub mod auth;
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;

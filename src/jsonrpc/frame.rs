@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::scan::{self, KeyFault, Members};
 
@@ -651,19 +651,19 @@ pub fn splice(src: &Bytes, edits: &mut [(Span, &[u8])]) -> Bytes {
     // By start, and an insertion (empty span) before a replacement starting there.
     edits.sort_by_key(|(s, _)| (s.start, s.end));
     let grow: usize = edits.iter().map(|(_, b)| b.len()).sum();
-    let mut out = BytesMut::with_capacity(src.len() + grow);
-    let mut at = 0usize;
-    for (span, with) in edits.iter() {
-        let (s, e) = (span.start as usize, span.end as usize);
-        if s < at || e < s || e > src.len() {
-            continue; // overlapping or out of range: callers never produce these
+    crate::arena::build(src.len() + grow, |out| {
+        let mut at = 0usize;
+        for (span, with) in edits.iter() {
+            let (s, e) = (span.start as usize, span.end as usize);
+            if s < at || e < s || e > src.len() {
+                continue; // overlapping or out of range: callers never produce these
+            }
+            out.extend_from_slice(&src[at..s]);
+            out.extend_from_slice(with);
+            at = e;
         }
-        out.extend_from_slice(&src[at..s]);
-        out.extend_from_slice(with);
-        at = e;
-    }
-    out.extend_from_slice(src.get(at..).unwrap_or_default());
-    out.freeze()
+        out.extend_from_slice(src.get(at..).unwrap_or_default());
+    })
 }
 
 #[cfg(test)]

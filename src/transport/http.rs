@@ -593,16 +593,15 @@ fn convert_headers(raw: &[httparse::Header<'_>], head: &[u8]) -> Result<Fields, 
         };
         list.push([name[0], name[1], value[0], value[1]]);
     }
-    let mut copy = BytesMut::from(head);
-    for &[ns, ne, _, _] in &list {
-        if let Some(name) = copy.get_mut(ns as usize..ne as usize) {
-            name.make_ascii_lowercase();
+    let raw = crate::arena::build(head.len(), |copy| {
+        copy.extend_from_slice(head);
+        for &[ns, ne, _, _] in &list {
+            if let Some(name) = copy.get_mut(ns as usize..ne as usize) {
+                name.make_ascii_lowercase();
+            }
         }
-    }
-    Ok(Fields {
-        raw: copy.freeze(),
-        list,
-    })
+    });
+    Ok(Fields { raw, list })
 }
 
 /// Elements of a comma-separated header list, trimmed of optional whitespace,
@@ -1065,13 +1064,28 @@ pub fn write_response_head(
     body_len: Option<usize>,
     keep_alive: bool,
 ) {
+    write_response_fields(out, status, headers.iter().copied(), body_len, keep_alive);
+}
+
+/// [`write_response_head`] with the header fields from an iterator (no list to build).
+pub fn write_response_fields<'a>(
+    out: &mut BytesMut,
+    status: u16,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    body_len: Option<usize>,
+    keep_alive: bool,
+) {
     let status = if (100..=999).contains(&status) {
         status
     } else {
         500
     };
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
-    for &(name, value) in headers {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(crate::text::Decimal::new(u64::from(status)).as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
         if !is_writable_header(name, value)
             || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("transfer-encoding")

@@ -313,38 +313,45 @@ async fn write_reply<S: Stream, H: Handler>(
     keep_alive: bool,
     h: &H,
 ) -> std::io::Result<()> {
-    let mut out = BytesMut::with_capacity(256);
-    let mut headers: Vec<(&str, &[u8])> = reply.headers.iter().map(|(k, v)| (*k, &v[..])).collect();
+    let fields = reply.headers.iter().map(|(k, v)| (*k, &v[..]));
     match reply.body {
         Body::Empty => {
-            codec::write_response_head(&mut out, reply.status, &headers, Some(0), keep_alive);
-            send(conn, out.freeze(), h).await
+            let head = crate::arena::build(256, |out| {
+                codec::write_response_fields(out, reply.status, fields, Some(0), keep_alive)
+            });
+            send(conn, head, h).await
         }
         Body::Full(ct, body) => {
-            headers.push(("Content-Type", ct.as_bytes()));
-            codec::write_response_head(
-                &mut out,
-                reply.status,
-                &headers,
-                Some(body.len()),
-                keep_alive,
-            );
+            let fields = fields.chain([("Content-Type", ct.as_bytes())]);
+            let head = crate::arena::build(256, |out| {
+                codec::write_response_fields(
+                    out,
+                    reply.status,
+                    fields,
+                    Some(body.len()),
+                    keep_alive,
+                )
+            });
             // Head and body in one write, the body not copied.
             let mut parts = Segments::default();
-            parts.push(out.freeze());
+            parts.push(head);
             parts.push(body);
             send_segments(conn, parts, h).await
         }
         Body::Events(source) => {
-            headers.push(("Content-Type", b"text/event-stream"));
-            headers.push(("Cache-Control", b"no-cache"));
+            let mut out = BytesMut::with_capacity(256);
+            let fields = fields.chain([
+                ("Content-Type", &b"text/event-stream"[..]),
+                ("Cache-Control", b"no-cache"),
+            ]);
             let keep_alive = keep_alive && source.keep_alive();
-            codec::write_response_head(&mut out, reply.status, &headers, None, keep_alive);
+            codec::write_response_fields(&mut out, reply.status, fields, None, keep_alive);
             write_events(conn, source, out, h).await
         }
         Body::Array(items, first) => {
-            headers.push(("Content-Type", b"application/json"));
-            codec::write_response_head(&mut out, reply.status, &headers, None, keep_alive);
+            let mut out = BytesMut::with_capacity(256);
+            let fields = fields.chain([("Content-Type", &b"application/json"[..])]);
+            codec::write_response_fields(&mut out, reply.status, fields, None, keep_alive);
             write_array(conn, items, first, out, h).await
         }
     }

@@ -950,24 +950,27 @@ impl HttpUpstream {
             .chain(routing.iter().map(|(k, v)| (k.as_ref(), &v[..])))
             .chain(token_field);
         let ep = self.endpoint(replica);
-        let mut head = BytesMut::with_capacity(512);
-        match (method, body) {
-            ("POST", Some(_)) => {
-                let prefix = ep
-                    .post_prefix
-                    .get_or_init(|| zeroize::Zeroizing::new(self.fixed_head(ep, "POST", true)));
-                head.extend_from_slice(prefix);
-            }
-            _ => head.extend_from_slice(&zeroize::Zeroizing::new(self.fixed_head(
+        let fixed = match (method, body) {
+            ("POST", Some(_)) => None,
+            _ => Some(zeroize::Zeroizing::new(self.fixed_head(
                 ep,
                 method,
                 body.is_some(),
             ))),
-        }
-        codec::write_request_fields(&mut head, per_request);
-        codec::write_request_end(&mut head, body.map_or(0, |b| b.len()));
+        };
+        let prefix: &[u8] = match &fixed {
+            Some(f) => f,
+            None => ep
+                .post_prefix
+                .get_or_init(|| zeroize::Zeroizing::new(self.fixed_head(ep, "POST", true))),
+        };
+        let head = crate::arena::build(prefix.len() + 256, |head| {
+            head.extend_from_slice(prefix);
+            codec::write_request_fields(head, per_request);
+            codec::write_request_end(head, body.map_or(0, |b| b.len()));
+        });
         let mut req = Segments::default();
-        req.push(head.freeze());
+        req.push(head);
         if let Some(b) = body {
             req.push(b.clone());
         }
