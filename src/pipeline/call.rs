@@ -50,13 +50,13 @@ struct Tracked {
 impl Tracked {
     fn new(ctx: &Ctx, call: &Call<'_>, upstream: &Upstream, routed: &Routed) -> Self {
         let f = call.f;
-        let method = f.method().map(|m| m.into_owned()).unwrap_or_default();
-        let target = match method.as_str() {
+        let method = f.method().unwrap_or_default();
+        let target = match &*method {
             "tools/call" | "prompts/get" => f
                 .param("name")
                 .and_then(|s| f.str_at(s))
-                .map_or(method.clone(), |n| n.into_owned()),
-            _ => method.clone(),
+                .map_or_else(|| method.to_string(), |n| n.into_owned()),
+            _ => method.to_string(),
         };
         let original = (method == "tools/call" && !upstream.tool_timeouts.is_empty())
             .then(|| {

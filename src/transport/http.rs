@@ -64,8 +64,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Fields {
     raw: Bytes,
-    /// (name start, name end, value start, value end) in `raw`, in the order received.
-    list: Vec<[u32; 4]>,
+    /// (name start, name end, value start, value end) in `raw`, in the order received; on
+    /// the stack for a usual head.
+    list: smallvec::SmallVec<[[u32; 4]; 12]>,
 }
 
 /// One header field, borrowed from its [`Fields`].
@@ -583,7 +584,7 @@ fn span_in(head: &[u8], s: &[u8]) -> Option<[u32; 2]> {
 /// The fields httparse found in `head` (the head's bytes, which its slices point into): one
 /// copy of the head with the names lowercased in it, and the spans of names and values.
 fn convert_headers(raw: &[httparse::Header<'_>], head: &[u8]) -> Result<Fields, HeadError> {
-    let mut list = Vec::with_capacity(raw.len());
+    let mut list: smallvec::SmallVec<[[u32; 4]; 12]> = smallvec::SmallVec::with_capacity(raw.len());
     for h in raw {
         let name = span_in(head, h.name.as_bytes()).ok_or(HeadError::TooLarge)?;
         let value = match h.value {

@@ -102,14 +102,12 @@ async fn serve_requests<S: Stream, H: Handler>(conn: &mut S, h: &H, peer: std::n
         let keep_alive = head.keep_alive && !h.stopping();
         // Counted from here until the answer is written: a drain waits for these.
         let _busy = h.busy();
-        // Boxed: their state machines are large, and a connection waiting for its next
-        // request should not carry them (idle connections cost memory, not these futures).
+        // Boxed: its state machine is large, and a connection waiting for its next request
+        // should not carry it (idle connections cost memory, not this future). Writing the
+        // reply is not boxed: the refusals above write replies too, so this future holds
+        // that state already.
         let reply = Box::pin(h.handle(&head, body, peer, conn.peer_identity())).await;
-        if Box::pin(write_reply(conn, reply, keep_alive, h))
-            .await
-            .is_err()
-            || !keep_alive
-        {
+        if write_reply(conn, reply, keep_alive, h).await.is_err() || !keep_alive {
             return;
         }
     }
