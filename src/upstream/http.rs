@@ -62,6 +62,8 @@ use crate::{
 const MAX_ANSWER: usize = 64 << 20;
 /// Room an answer is read into at first, bytes.
 const READ_BUF: usize = 16 << 10;
+/// Most room reserved for an answer's body before its bytes arrive, bytes.
+const RESERVE_MAX: usize = 1 << 20;
 /// Found speaking the legacy era (or not asked).
 const FOUND_LEGACY: u8 = 0;
 /// Found speaking 2026-07-28 alone (or told to speak only that).
@@ -1515,7 +1517,9 @@ impl Body {
             // length is at most MAX_ANSWER: the head's limits refuse more.)
             let want = usize::try_from(self.remaining).unwrap_or(usize::MAX);
             if self.buf.len() < want {
-                self.buf.reserve(want - self.buf.len());
+                // Room for all of it at once, up to 1 MiB: a length the upstream declares
+                // is not trusted with more before its bytes arrive (the rest grows as read).
+                self.buf.reserve((want - self.buf.len()).min(RESERVE_MAX));
             }
             while self.buf.len() < want {
                 match read_upstream(conn, &mut self.buf).await {
