@@ -23,6 +23,8 @@ use crate::{
 pub struct Target {
     /// The owning upstream.
     pub upstream: UpstreamRef,
+    /// The name clients call it by, shared with each call's record (no copy per call).
+    pub exposed: Arc<str>,
     /// The original name as a JSON string token (quotes included), ready to splice.
     pub name_json: Bytes,
     /// Whether a call may be sent twice (a prompt; a tool annotated `readOnlyHint` or
@@ -433,7 +435,8 @@ impl Merged {
             let mut v = item.clone();
             v["name"] = Value::String(exposed.clone());
             out.push(v);
-            map.insert(exposed, target(cx, up, r, item, orig, are_tools));
+            let t = target(cx, up, r, item, orig, are_tools, &exposed);
+            map.insert(exposed, t);
         }
     }
 
@@ -496,9 +499,11 @@ fn target(
     item: &Value,
     orig: &str,
     are_tools: bool,
+    exposed: &str,
 ) -> Target {
     Target {
         upstream: r,
+        exposed: exposed.into(),
         name_json: Bytes::from(serde_json::to_vec(orig).unwrap_or_default()),
         retry_safe: !are_tools
             || ["readOnlyHint", "idempotentHint"].iter().any(|h| {

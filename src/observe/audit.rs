@@ -42,7 +42,7 @@ pub struct Audit {
 
 /// A routed call as the audit log records it. Built on a worker per call and dropped on the
 /// writer thread, so it holds no heap string of its own: names are shared (`Arc<str>`, a
-/// reference count each) or moved in (the target), the session tag is inline.
+/// reference count each), the session tag is inline.
 #[derive(Debug)]
 pub struct CallRecord {
     /// The client session's id prefix (8 characters).
@@ -50,7 +50,7 @@ pub struct CallRecord {
     /// The client principal's name.
     pub principal: Arc<str>,
     /// Tool name or method.
-    pub target: Box<str>,
+    pub target: Arc<str>,
     /// Upstream name.
     pub upstream: Arc<str>,
     /// Outcome label.

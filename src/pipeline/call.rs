@@ -33,7 +33,7 @@ use crate::{
 /// What is known of a routed call from when it is admitted to its upstream, for its record.
 struct Tracked {
     /// Tool or prompt name, else the method.
-    target: String,
+    target: Arc<str>,
     /// The upstream's own tool name, for per-tool timeouts.
     original: Option<String>,
     /// The arguments as sent upstream, for an audit log that records them.
@@ -51,12 +51,14 @@ impl Tracked {
     fn new(ctx: &Ctx, call: &Call<'_>, upstream: &Upstream, routed: &Routed) -> Self {
         let f = call.f;
         let method = f.method().unwrap_or_default();
-        let target = match &*method {
-            "tools/call" | "prompts/get" => f
+        let target: Arc<str> = match (&*method, &routed.exposed) {
+            // The snapshot's name: the one the request named, found by it.
+            ("tools/call" | "prompts/get", Some(name)) => name.clone(),
+            ("tools/call" | "prompts/get", None) => f
                 .param("name")
                 .and_then(|s| f.str_at(s))
-                .map_or_else(|| method.to_string(), |n| n.into_owned()),
-            _ => method.to_string(),
+                .map_or_else(|| method.as_ref().into(), |n| n.as_ref().into()),
+            _ => method.as_ref().into(),
         };
         let original = (method == "tools/call" && !upstream.tool_timeouts.is_empty())
             .then(|| {
@@ -96,7 +98,7 @@ impl Tracked {
         record::ended(
             ctx,
             record::Ended {
-                target: self.target.as_str().into(),
+                target: self.target.clone(),
                 upstream: &upstream.name,
                 sess: call.sess,
                 outcome: metric_of(e),
@@ -223,7 +225,7 @@ fn spec(
         client_id: held.client_id,
         client_token,
         can_push: call.answer != Answer::Json || sess.outbox.load().is_some(),
-        target: tracked.target.into_boxed_str(),
+        target: tracked.target,
         in_flight: (held.entry, cancel),
         request_bytes: f.bytes().len(),
         began: tracked.began,

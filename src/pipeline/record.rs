@@ -19,7 +19,7 @@ use crate::{
 /// One routed call's end.
 pub struct Ended<'a> {
     /// Tool or prompt name, else the method (moved into the audit record).
-    pub target: Box<str>,
+    pub target: Arc<str>,
     /// Upstream name.
     pub upstream: &'a Arc<str>,
     /// The client's session.

@@ -69,7 +69,7 @@ pub struct Spec {
     /// Whether messages other than the response can reach the client.
     pub can_push: bool,
     /// Metrics label: the tool or prompt name, else the method.
-    pub target: Box<str>,
+    pub target: Arc<str>,
     /// How long to wait for the upstream (restarted by progress).
     pub timeout: std::time::Duration,
     /// The call's in-flight entry and its cancellation.
@@ -138,7 +138,7 @@ pub struct Relay {
     deadline: monoio::time::Instant,
     done: bool,
     /// Metrics label: the tool or prompt name, else the method.
-    target: Box<str>,
+    target: Arc<str>,
     /// How long to wait for the upstream (restarted by progress).
     timeout: std::time::Duration,
     /// How the call ended, once it has.
@@ -966,7 +966,7 @@ struct ParkedCall {
     /// How the final result is screened (as the relay would have).
     screen: ScreenOf,
     session: Arc<Session>,
-    target: Box<str>,
+    target: Arc<str>,
 }
 
 /// What the upstream said after the client's input.

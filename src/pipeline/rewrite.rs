@@ -26,6 +26,8 @@ pub struct Routed {
     pub up: UpstreamRef,
     /// The name or URI to put back (its span, and the upstream's own as a JSON string).
     pub rename: Option<(Span, Bytes)>,
+    /// The tool's or prompt's name as clients call it, from the snapshot (for the record).
+    pub exposed: Option<std::sync::Arc<str>>,
     /// Whether it may be sent again after a failure that may have reached the upstream.
     pub retry_safe: bool,
     /// How it is screened.

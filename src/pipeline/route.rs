@@ -108,6 +108,7 @@ async fn by_name(
     let routed = Routed {
         up,
         rename,
+        exposed: target.map(|t| t.exposed.clone()),
         retry_safe,
         guarding,
     };
@@ -148,6 +149,7 @@ async fn resource(
     let routed = Routed {
         up,
         rename: Some((span, Bytes::from(orig))),
+        exposed: None,
         retry_safe: method == "resources/read",
         guarding: Guarding::default(),
     };
@@ -209,6 +211,7 @@ async fn complete(ctx: &Rc<Ctx>, call: &Call<'_>, view: View<'_>) -> Result<Outc
     let routed = Routed {
         up,
         rename: Some((span, orig)),
+        exposed: None,
         retry_safe: true,
         guarding: Guarding::default(),
     };
