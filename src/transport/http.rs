@@ -59,8 +59,8 @@ impl Default for Limits {
 }
 
 /// The header fields of a parsed message: one copy of the head (field names lowercased in
-/// it) and where each field's name and value lie in it. One allocation for the copy and
-/// one for the list, whatever the number of fields; nothing per field.
+/// it, carved from the thread's arena) and where each field's name and value lie in it (on
+/// the stack for up to 12 fields); nothing per field.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Fields {
     raw: Bytes,

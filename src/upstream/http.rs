@@ -1406,7 +1406,7 @@ impl HttpCall {
         }
         let this = *self;
         if this.keep_alive {
-            caller.pool.put(&this.addr, this.conn, this.body.buf);
+            caller.pool.put(&this.addr, this.conn, this.body.keepable());
         }
         None
     }
@@ -1416,7 +1416,7 @@ impl HttpCall {
     pub async fn finish(mut self, caller: &Caller) {
         let drained = monoio::time::timeout(DRAIN_WAIT, self.body.drain(&mut self.conn)).await;
         if matches!(drained, Ok(Ok(()))) && self.keep_alive && self.body.finished() {
-            caller.pool.put(&self.addr, self.conn, self.body.buf);
+            caller.pool.put(&self.addr, self.conn, self.body.keepable());
         }
     }
 
@@ -1445,6 +1445,8 @@ struct Body {
     chunked: Option<ChunkedDecoder>,
     done: bool,
     taken: bool,
+    /// An answer grew the buffer past what a parked connection may keep.
+    big: bool,
 }
 
 impl Body {
@@ -1462,11 +1464,29 @@ impl Body {
             chunked,
             done,
             taken: false,
+            big: false,
         }
     }
 
     fn finished(&self) -> bool {
         self.done && !matches!(self.kind, BodyKind::UntilClose)
+    }
+
+    /// The read buffer, to park with the connection; an empty one when an answer grew it
+    /// past what a parked connection may keep alive (`pool::MAX_KEPT`).
+    fn keepable(self) -> BytesMut {
+        if self.big {
+            BytesMut::new()
+        } else {
+            self.buf
+        }
+    }
+
+    /// Reads more into the buffer, noting when it has grown large.
+    async fn read(&mut self, conn: &mut Conn) -> std::io::Result<usize> {
+        let n = read_upstream(conn, &mut self.buf).await;
+        self.big |= self.buf.capacity() > super::pool::MAX_KEPT;
+        n
     }
 
     /// The next piece of decoded body; `None` at its end.
@@ -1499,7 +1519,7 @@ impl Body {
                 }
                 return Ok(Some(piece));
             }
-            match read_upstream(conn, &mut self.buf).await {
+            match self.read(conn).await {
                 Ok(0) if matches!(self.kind, BodyKind::UntilClose) => {
                     self.done = true;
                     return Ok(None);
@@ -1522,7 +1542,7 @@ impl Body {
                 self.buf.reserve((want - self.buf.len()).min(RESERVE_MAX));
             }
             while self.buf.len() < want {
-                match read_upstream(conn, &mut self.buf).await {
+                match self.read(conn).await {
                     Ok(0) => return Err(BodyFault::Closed),
                     Ok(_) => {}
                     Err(e) => return Err(BodyFault::Io(e)),

@@ -62,7 +62,7 @@ impl Stream for Conn {
     async fn write_segments(&mut self, parts: crate::net::Segments) -> std::io::Result<()> {
         match self {
             Conn::Plain(c) => c.write_segments(parts).await,
-            Conn::Tls(t) => t.write_all(parts.concat()).await,
+            Conn::Tls(t) => t.write_segments(parts).await,
             #[cfg(any(test, feature = "bench"))]
             Conn::Memory(m) => m.write_segments(parts).await,
         }
@@ -101,7 +101,7 @@ pub struct Pool {
 const MAX_IDLE: usize = 64;
 
 /// Largest read buffer kept with a parked connection, bytes.
-const MAX_KEPT: usize = 64 << 10;
+pub(super) const MAX_KEPT: usize = 64 << 10;
 
 impl Pool {
     /// The most recently parked connection to `addr` that is still usable (one the upstream
@@ -119,13 +119,11 @@ impl Pool {
     }
 
     /// Parks `conn` with its read buffer `buf`, emptied (the answer read into it may still
-    /// be in use: the next exchange takes the allocation back if it is free by then). A
-    /// buffer grown past [`MAX_KEPT`] by a large answer is dropped rather than kept idle.
+    /// be in use: the next exchange takes the allocation back if it is free by then). The
+    /// caller passes an empty `BytesMut::new()` instead of a buffer a large answer grew
+    /// ([`MAX_KEPT`]): a parked connection must not keep a large allocation alive.
     pub(crate) fn put(&self, addr: &str, conn: Conn, mut buf: BytesMut) {
         buf.clear();
-        if buf.capacity() > MAX_KEPT {
-            buf = BytesMut::new();
-        }
         let mut idle = self.idle.borrow_mut();
         // The key is copied only the first time an address is seen, not on every put.
         if !idle.contains_key(addr) {
