@@ -28,7 +28,7 @@ fn latencies(n: usize) -> Vec<u64> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 100 == 0 {
+            if x.is_multiple_of(100) {
                 1 + x % 10_000_000
             } else {
                 100 + x % 10_000

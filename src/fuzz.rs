@@ -1143,7 +1143,7 @@ fn decision_message(input: &mut Input<'_>) -> String {
         }
     }
     // Most messages get what their envelope lacks, so the params checks are reached.
-    if input.byte() % 4 != 0 {
+    if !input.byte().is_multiple_of(4) {
         let fill = [
             "\"jsonrpc\":\"2.0\"",
             "\"method\":\"tools/call\"",

@@ -329,7 +329,7 @@ fn limiter_sweep_drops_full_and_unrated_buckets() {
 // === Window and Quota ===
 
 fn leap(year: u64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
 }
 
 fn month_lengths(year: u64) -> [u64; 12] {

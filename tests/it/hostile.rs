@@ -406,7 +406,7 @@ fn huge_bodies_are_refused_without_reading_them() {
             break;
         }
         sent += 64 << 10;
-        if sent % (1 << 20) == 0 {
+        if sent.is_multiple_of(1 << 20) {
             rss_peak = rss_peak.max(rss_mib(pid));
         }
     }

@@ -94,7 +94,7 @@ fn directory_string(tag: u8, v: &[u8]) -> Option<String> {
     match tag {
         0x0c | 0x13 | 0x16 => std::str::from_utf8(v).ok().map(str::to_string),
         0x14 => Some(v.iter().map(|b| char::from(*b)).collect()),
-        0x1e if v.len() % 2 == 0 => {
+        0x1e if v.len().is_multiple_of(2) => {
             let units: Vec<u16> = v
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
