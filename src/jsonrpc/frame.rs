@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use super::scan::{self, KeyFault, Members};
+use super::scan::{self, KeyFault, Level, Members};
 
 /// Levels of arrays and objects a message may have when its parser sets no limit (the
 /// structural scan recurses this deep at most).
@@ -69,30 +69,37 @@ pub struct Frame {
     params: Option<Span>,
     result: Option<Span>,
     error: Option<Span>,
-    /// Where `params`' members are, found on the first [`Frame::param`]: lookups then skip
-    /// no values (a request's `_meta` is looked up several times, often after 1 KiB of
-    /// `arguments`).
-    index: std::cell::OnceCell<ParamIndex>,
+    /// Where `params`' members are, found in the parse (or on the first [`Frame::param`]):
+    /// lookups then skip no values (a request's `_meta` is looked up several times, often
+    /// after 1 KiB of `arguments`).
+    index: std::cell::OnceCell<Index<PARAMS_CAP>>,
+    /// Where `params._meta` is (when an object) and its members, found in the parse: the
+    /// phases read and edit `_meta` several times (a 2026-07-28 request's carries its
+    /// version, capabilities and client info, a few hundred bytes walked each time).
+    meta: Option<(Span, Index<META_CAP>)>,
 }
 
-/// Up to [`ParamIndex::CAP`] members of a `params` object: raw key and value spans.
+/// Members of `params` kept in its index.
+const PARAMS_CAP: usize = 5;
+/// Members of `params._meta` kept in its index.
+const META_CAP: usize = 8;
+
+/// Up to `CAP` members of an object: raw key and value spans, in order.
 #[derive(Clone, Copy, Debug)]
-struct ParamIndex {
+struct Index<const CAP: usize> {
     /// Members kept; a larger object (`full`) is scanned on each lookup instead.
     n: u8,
     full: bool,
-    keys: [Span; ParamIndex::CAP],
-    values: [Span; ParamIndex::CAP],
+    keys: [Span; CAP],
+    values: [Span; CAP],
 }
 
-impl ParamIndex {
-    const CAP: usize = 5;
-
-    const EMPTY: ParamIndex = ParamIndex {
+impl<const CAP: usize> Index<CAP> {
+    const EMPTY: Self = Self {
         n: 0,
         full: false,
-        keys: [Span { start: 0, end: 0 }; Self::CAP],
-        values: [Span { start: 0, end: 0 }; Self::CAP],
+        keys: [Span { start: 0, end: 0 }; CAP],
+        values: [Span { start: 0, end: 0 }; CAP],
     };
 
     /// Adds a member: raw key (a subslice of `b`) and value bounds.
@@ -101,7 +108,7 @@ impl ParamIndex {
         let ks = key.as_ptr() as usize - b.as_ptr() as usize;
         let i = usize::from(self.n);
         match (
-            i < Self::CAP && !self.full,
+            i < CAP && !self.full,
             Span::new(ks, ks + key.len()),
             Span::new(vs, ve),
         ) {
@@ -114,10 +121,10 @@ impl ParamIndex {
         }
     }
 
-    /// The index of the object at `params` (empty when it is not an object).
-    fn of(b: &[u8], params: Span) -> Self {
+    /// The index of the object at `obj` (empty when it is not an object).
+    fn of(b: &[u8], obj: Span) -> Self {
         let mut ix = Self::EMPTY;
-        for (key, vs, ve) in Members::new(b, params.start as usize).into_iter().flatten() {
+        for (key, vs, ve) in Members::new(b, obj.start as usize).into_iter().flatten() {
             ix.push(b, key, vs, ve);
             if ix.full {
                 break;
@@ -125,9 +132,28 @@ impl ParamIndex {
         }
         ix
     }
+
+    /// The members kept, as (raw key span, value span).
+    fn entries(&self) -> impl Iterator<Item = (Span, Span)> + '_ {
+        let n = usize::from(self.n);
+        self.keys[..n]
+            .iter()
+            .copied()
+            .zip(self.values[..n].iter().copied())
+    }
+
+    /// The value of member `key` (raw, as written); `None` when absent. Only for an index
+    /// that is not `full`.
+    fn find(&self, b: &[u8], key: &[u8]) -> Option<Span> {
+        self.entries()
+            .find(|(k, _)| b.get(k.range()) == Some(key))
+            .map(|(_, v)| v)
+    }
 }
 
 /// A parsed body: one message or a batch (a JSON array of messages).
+// A single message is not boxed: it is the usual case, matched as soon as it is returned.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Message {
     /// A single message.
@@ -349,16 +375,26 @@ impl Frame {
             result: None,
             error: None,
             index: std::cell::OnceCell::new(),
+            meta: None,
         };
-        let mut index = ParamIndex::EMPTY;
+        let mut index = Index::EMPTY;
+        let mut meta = (None, Index::EMPTY);
         let mut fault = None;
         let mut version_ok = false;
         let mut seen_jsonrpc = false;
         while let Some((key, vs)) = members.next_key().map_err(|()| malformed())? {
-            // `params` is walked once: its end, its depth, its keys, and its index.
+            // `params` is walked once: its end, its depth, its keys, and the indexes of it
+            // and of its `_meta`.
             let end = if key == b"params" {
-                scan::check_keys_with(b, vs, depth, Some(b"arguments"), &mut |k, s, e| {
-                    index.push(b, k, s, e)
+                let walk = (Some(&b"arguments"[..]), Some(&b"_meta"[..]));
+                scan::check_keys_with(b, vs, depth, walk, &mut |level, k, s, e| match level {
+                    Level::Own => {
+                        if k == b"_meta" && b.get(s) == Some(&b'{') {
+                            meta.0 = Span::new(s, e);
+                        }
+                        index.push(b, k, s, e);
+                    }
+                    Level::Inner => meta.1.push(b, k, s, e),
                 })
             } else {
                 scan::value_end_within(b, vs, depth).map_err(KeyFault::from)
@@ -415,6 +451,7 @@ impl Frame {
         if f.params.is_some() {
             let _ = f.index.set(index);
         }
+        f.meta = meta.0.map(|span| (span, meta.1));
         let id_bytes = f.id.and_then(|s| {
             let raw = b.get(s.range())?;
             matches!(raw.first(), Some(b'"' | b'-' | b'0'..=b'9')).then(|| bytes.slice(s.range()))
@@ -515,22 +552,31 @@ impl Frame {
     /// Span of member `key` of `params` (when `params` is an object).
     pub fn param(&self, key: &str) -> Option<Span> {
         let params = self.params?;
-        let ix = self
-            .index
-            .get_or_init(|| ParamIndex::of(&self.bytes, params));
+        let ix = self.index.get_or_init(|| Index::of(&self.bytes, params));
         if ix.full {
             return self.member(params, key);
         }
-        let n = usize::from(ix.n);
-        ix.keys[..n]
-            .iter()
-            .position(|k| self.bytes.get(k.range()) == Some(key.as_bytes()))
-            .map(|i| ix.values[i])
+        ix.find(&self.bytes, key.as_bytes())
+    }
+
+    /// The index of the object at `obj` when the parse made one (it is `params._meta`) and
+    /// it holds every member.
+    fn indexed(&self, obj: Span) -> Option<&Index<META_CAP>> {
+        self.meta
+            .as_ref()
+            .filter(|(at, ix)| *at == obj && !ix.full)
+            .map(|(_, ix)| ix)
     }
 
     /// Spans of members `keys` of the object at `obj`, in one walk of its members.
     pub fn members<const N: usize>(&self, obj: Span, keys: [&str; N]) -> [Option<Span>; N] {
         let mut out = [None; N];
+        if let Some(ix) = self.indexed(obj) {
+            for (i, key) in keys.iter().enumerate() {
+                out[i] = ix.find(&self.bytes, key.as_bytes());
+            }
+            return out;
+        }
         let Some(members) = Members::new(&self.bytes, obj.start as usize) else {
             return out;
         };
@@ -546,6 +592,9 @@ impl Frame {
 
     /// Span of member `key` of the object at `obj`.
     pub fn member(&self, obj: Span, key: &str) -> Option<Span> {
+        if let Some(ix) = self.indexed(obj) {
+            return ix.find(&self.bytes, key.as_bytes());
+        }
         Members::new(&self.bytes, obj.start as usize)?
             .find(|(k, _, _)| *k == key.as_bytes())
             .and_then(|(_, s, e)| Span::new(s, e))
@@ -554,19 +603,33 @@ impl Frame {
     /// The spans that remove the members of the object at `obj` whose key `drop` picks (with
     /// their commas), leaving valid JSON: splice each with nothing. Keys are compared raw
     /// (as written, escapes undecoded). The flag says whether the object is left empty.
-    pub fn removals(&self, obj: Span, drop: impl Fn(&[u8]) -> bool) -> (Vec<Span>, bool) {
+    pub fn removals(
+        &self,
+        obj: Span,
+        drop: impl Fn(&[u8]) -> bool,
+    ) -> (smallvec::SmallVec<[Span; 4]>, bool) {
         let b: &[u8] = &self.bytes;
-        let Some(members) = Members::new(b, obj.start as usize) else {
-            return (Vec::new(), false);
-        };
         // (key's opening quote, value end, dropped) of each member, in order.
-        let all: Vec<(usize, usize, bool)> = members
-            .map(|(k, _, ve)| {
+        let mut all: smallvec::SmallVec<[(usize, usize, bool); META_CAP]> =
+            smallvec::SmallVec::new();
+        if let Some(ix) = self.indexed(obj) {
+            all.extend(ix.entries().map(|(k, v)| {
+                let key = b.get(k.range()).unwrap_or_default();
+                (
+                    (k.start as usize).saturating_sub(1),
+                    v.end as usize,
+                    drop(key),
+                )
+            }));
+        } else if let Some(members) = Members::new(b, obj.start as usize) {
+            all.extend(members.map(|(k, _, ve)| {
                 let quote = (k.as_ptr() as usize).saturating_sub(b.as_ptr() as usize + 1);
                 (quote, ve, drop(k))
-            })
-            .collect();
-        let mut out = Vec::new();
+            }));
+        } else {
+            return (smallvec::SmallVec::new(), false);
+        }
+        let mut out = smallvec::SmallVec::new();
         let mut i = 0;
         while i < all.len() {
             if !all[i].2 {

@@ -200,30 +200,42 @@ impl From<Fault> for KeyFault {
 /// by sorting.
 const INLINE_KEYS: usize = 16;
 
-/// Checks every object within the value at `b[i..]` (already validated JSON): no key twice,
-/// no key escaped into a name the gateway could read (see [`KeyFault::Escaped`]), at most
-/// `max_depth` levels. The value of the top-level member named `skip` (a call's `arguments`, which passes through untouched and is not
-/// read) is only checked for depth. Returns the index just past the value.
-pub(crate) fn check_keys(
-    b: &[u8],
-    i: usize,
-    max_depth: usize,
-    skip: Option<&[u8]>,
-) -> Result<usize, KeyFault> {
-    check_keys_with(b, i, max_depth, skip, &mut |_, _, _| {})
+/// The callback of a walk that indexes nothing.
+fn ignore(_: Level, _: &[u8], _: usize, _: usize) {}
+
+/// What [`check_keys_with`] hands each member it reports to: its level, raw key, value
+/// start and value end.
+pub(crate) type Visit<'a> = dyn FnMut(Level, &[u8], usize, usize) + 'a;
+
+/// Which members [`check_keys_with`] hands to its callback: those of the value's own
+/// object ([`Level::Own`]) and those of its member named `inner` ([`Level::Inner`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// A member of the value's own object.
+    Own,
+    /// A member of the object that is the value of its member named `inner`.
+    Inner,
 }
 
-/// As [`check_keys`], handing each member of the value's own object (when it is one) to
-/// `member` as `(raw key, value start, value end)`: the one walk also indexes it.
+/// Checks every object within the value at `b[i..]` (already validated JSON): no key twice,
+/// no key escaped into a name the gateway could read (see [`KeyFault::Escaped`]), at most
+/// `max_depth` levels. The value of the top-level member named `skip` (a call's
+/// `arguments`, which passes through untouched and is not read) is only checked for depth.
+/// Returns the index just past the value.
+///
+/// Each member of the value's own object (when it is one) is handed to `member` as
+/// `(Level::Own, raw key, value start, value end)`, and each member of its member named
+/// `inner` (when that is an object) as `Level::Inner`: the one walk also indexes them (a
+/// request's `params` and its `_meta`).
 pub(crate) fn check_keys_with(
     b: &[u8],
     i: usize,
     max_depth: usize,
-    skip: Option<&[u8]>,
-    member: &mut dyn FnMut(&[u8], usize, usize),
+    (skip, inner): (Option<&[u8]>, Option<&[u8]>),
+    member: &mut Visit<'_>,
 ) -> Result<usize, KeyFault> {
     match b.get(i) {
-        Some(b'{') => check_object(b, i, max_depth, skip, member),
+        Some(b'{') => check_object(b, i, max_depth, (skip, inner), member),
         Some(b'[') => {
             if max_depth == 0 {
                 return Err(KeyFault::TooDeep);
@@ -233,7 +245,12 @@ pub(crate) fn check_keys_with(
                 match *b.get(j).ok_or(KeyFault::Malformed)? {
                     b']' => return Ok(j + 1),
                     b',' => j = skip_ws(b, j + 1),
-                    _ => j = skip_ws(b, check_keys(b, j, max_depth - 1, None)?),
+                    _ => {
+                        j = skip_ws(
+                            b,
+                            check_keys_with(b, j, max_depth - 1, (None, None), &mut ignore)?,
+                        )
+                    }
                 }
             }
         }
@@ -245,8 +262,8 @@ fn check_object(
     b: &[u8],
     start: usize,
     max_depth: usize,
-    skip: Option<&[u8]>,
-    member: &mut dyn FnMut(&[u8], usize, usize),
+    (skip, inner): (Option<&[u8]>, Option<&[u8]>),
+    member: &mut Visit<'_>,
 ) -> Result<usize, KeyFault> {
     if max_depth == 0 {
         return Err(KeyFault::TooDeep);
@@ -268,16 +285,11 @@ fn check_object(
         let key_end = string_end(b, j).ok_or(KeyFault::Malformed)?;
         let key = b.get(j + 1..key_end - 1).ok_or(KeyFault::Malformed)?;
         if key.contains(&b'\\') {
-            let decoded = decode_key(b.get(j..key_end).ok_or(KeyFault::Malformed)?)?;
-            if decoded.bytes().all(plain) {
-                return Err(KeyFault::Escaped);
-            }
+            check_escaped(b.get(j..key_end).ok_or(KeyFault::Malformed)?)?;
             slow = true;
         } else if !slow {
             if keys[..n].contains(&key) {
-                return Err(KeyFault::Duplicate(
-                    String::from_utf8_lossy(key).into_owned(),
-                ));
+                return Err(duplicate(key));
             }
             match keys.get_mut(n) {
                 Some(slot) => {
@@ -294,30 +306,68 @@ fn check_object(
         let vs = skip_ws(b, colon + 1);
         let ve = if skip.is_some_and(|s| s == key) {
             value_end_within(b, vs, max_depth - 1)?
+        } else if inner.is_some_and(|s| s == key) {
+            check_inner(b, vs, max_depth - 1, member)?
         } else {
-            check_keys(b, vs, max_depth - 1, None)?
+            check_keys_with(b, vs, max_depth - 1, (None, None), &mut ignore)?
         };
-        member(key, vs, ve);
+        member(Level::Own, key, vs, ve);
         j = skip_ws(b, ve);
     }
     if slow {
-        // Many keys, or keys with escapes: compare them all, decoded.
-        let mut all = Vec::new();
-        for (k, _, _) in Members::new(b, start).ok_or(KeyFault::Malformed)? {
-            all.push(if k.contains(&b'\\') {
-                // The quotes around a key are the bytes either side of it.
-                let ks = k.as_ptr() as usize - b.as_ptr() as usize;
-                decode_key(b.get(ks - 1..ks + k.len() + 1).ok_or(KeyFault::Malformed)?)?
-            } else {
-                String::from_utf8_lossy(k).into_owned()
-            });
-        }
-        all.sort_unstable();
-        if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
-            return Err(KeyFault::Duplicate(w[0].clone()));
-        }
+        check_sorted(b, start)?;
     }
     Ok(j + 1)
+}
+
+/// The duplicate check of an object with many keys, or keys with escapes: all compared,
+/// decoded. Out of line, as the other rare paths: the recursion through deep values keeps
+/// small frames.
+#[inline(never)]
+fn check_sorted(b: &[u8], start: usize) -> Result<(), KeyFault> {
+    let mut all = Vec::new();
+    for (k, _, _) in Members::new(b, start).ok_or(KeyFault::Malformed)? {
+        all.push(if k.contains(&b'\\') {
+            // The quotes around a key are the bytes either side of it.
+            let ks = k.as_ptr() as usize - b.as_ptr() as usize;
+            decode_key(b.get(ks - 1..ks + k.len() + 1).ok_or(KeyFault::Malformed)?)?
+        } else {
+            String::from_utf8_lossy(k).into_owned()
+        });
+    }
+    all.sort_unstable();
+    match all.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(KeyFault::Duplicate(w[0].clone())),
+        None => Ok(()),
+    }
+}
+
+/// A key written with escapes: refused when it decodes to a name the gateway could read.
+#[inline(never)]
+fn check_escaped(quoted: &[u8]) -> Result<(), KeyFault> {
+    if decode_key(quoted)?.bytes().all(plain) {
+        return Err(KeyFault::Escaped);
+    }
+    Ok(())
+}
+
+/// A key seen twice in one object.
+#[inline(never)]
+fn duplicate(key: &[u8]) -> KeyFault {
+    KeyFault::Duplicate(String::from_utf8_lossy(key).into_owned())
+}
+
+/// The walk of the member named `inner`, its own members handed on as [`Level::Inner`].
+/// Out of line: the closure stays off the stack of the recursion through deep values.
+#[inline(never)]
+fn check_inner(
+    b: &[u8],
+    i: usize,
+    max_depth: usize,
+    member: &mut Visit<'_>,
+) -> Result<usize, KeyFault> {
+    let own = &mut |_: Level, k: &[u8], s, e| member(Level::Inner, k, s, e);
+    check_keys_with(b, i, max_depth, (None, None), own)
 }
 
 /// A byte of a name the gateway may read: the members it reads (`name`, `progressToken`,

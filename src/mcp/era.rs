@@ -220,10 +220,15 @@ pub fn legacy_result_insert(frame: &Frame) -> Option<Span> {
         return None;
     }
     let rs = frame.result_span()?;
-    if frame.member(rs, "resultType").is_some() {
+    // Most results do not say the word at all: found by a substring search first, and only
+    // then by walking the result's members (the walk skips a result's whole content).
+    let raw = frame.raw_at(rs)?;
+    if memchr::memmem::find(raw, b"\"resultType\"").is_some()
+        && frame.member(rs, "resultType").is_some()
+    {
         return None;
     }
-    insert_point(frame.raw_at(rs)?, rs)
+    insert_point(raw, rs)
 }
 
 /// Where members go into the object at `span` whose bytes are `raw`: just after its `{`,

@@ -85,7 +85,7 @@ pub fn request(
         .filter(|_| call.sess.stateless && !eras.upstream_stateless)
     {
         Some(meta) => f.removals(meta, era::is_envelope_key),
-        None => (Vec::new(), false),
+        None => (smallvec::SmallVec::new(), false),
     };
     let meta = meta_edits(call, eras, tp, emptied);
     // On the stack for the usual few (id, name, progress token, a masked value).

@@ -201,6 +201,55 @@ fn members_are_found_in_one_walk() {
     assert_eq!(c, None);
 }
 
+#[test]
+fn meta_is_read_alike_with_and_without_its_index() {
+    // Up to 8 members, `_meta` is indexed in the parse; more, it is walked on each lookup.
+    // An object elsewhere that looks the same (in `arguments`, or `ref`) is always walked.
+    for n in [0usize, 1, 8, 9, 20] {
+        let members: Vec<String> = (0..n)
+            .map(|i| format!(r#""io.k{i}":[{i},{{"x":"}}"}}]"#))
+            .collect();
+        let meta = format!("{{{}}}", members.join(", "));
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{{"arguments":{{"_meta":{meta}}},"_meta":{meta},"ref":{meta}}}}}"#
+        );
+        let f = one(&body).expect("valid");
+        let m = f.param("_meta").expect("_meta");
+        let r = f.param("ref").expect("ref");
+        assert_eq!(f.indexed(m).is_some(), n <= 8, "{n} members");
+        assert!(f.indexed(r).is_none());
+        for i in 0..n {
+            let key = format!("io.k{i}");
+            let want = format!(r#"[{i},{{"x":"}}"}}]"#);
+            for obj in [m, r] {
+                let s = f.member(obj, &key).expect("member");
+                assert_eq!(f.raw_at(s), Some(want.as_bytes()), "{n} members, {key}");
+                assert_eq!(f.members(obj, ["x", key.as_str()])[1], Some(s));
+            }
+        }
+        assert_eq!(f.member(m, "io.k"), None, "a prefix is not a key");
+        // Removals agree: every member goes, or every other one.
+        for keep_odd in [false, true] {
+            let drop = |k: &[u8]| !keep_odd || k.last().is_some_and(|c| c % 2 == 0);
+            let (a, ea) = f.removals(m, drop);
+            let (b, eb) = f.removals(r, drop);
+            assert_eq!(ea, eb);
+            let shift = |s: Span| (s.start - m.start, s.end - m.start);
+            let shift_r = |s: Span| (s.start - r.start, s.end - r.start);
+            assert_eq!(
+                a.iter().copied().map(shift).collect::<Vec<_>>(),
+                b.iter().copied().map(shift_r).collect::<Vec<_>>(),
+                "{n} members"
+            );
+        }
+    }
+    // `_meta` that is not an object has no index and no members.
+    let f = one(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":[1]}}"#).expect("valid");
+    let m = f.param("_meta").expect("_meta");
+    assert!(f.indexed(m).is_none());
+    assert_eq!(f.member(m, "a"), None);
+}
+
 fn refusal(s: &str) -> String {
     match one(s) {
         Err(FrameError::Invalid { reason, .. }) => reason.into_owned(),
