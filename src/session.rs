@@ -212,6 +212,11 @@ impl<K: std::hash::Hash + Eq, V> SessionMap<K, V> {
         self.0.lock().retain(f);
     }
 
+    /// Empties it, keeping its room (through `&mut`: no lock taken).
+    pub fn clear(&mut self) {
+        self.0.get_mut().clear();
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.0.lock().len()
@@ -337,6 +342,58 @@ impl Inbox {
     }
 }
 
+/// One worker's spare stateless sessions. A 2026-07-28 request gets a session of its own
+/// that lives for that request only; building one each time cost three allocations (the
+/// session and the room of its in-flight table among them). After the request the session is
+/// kept here, when nothing else holds it (a call still streaming does), and the next
+/// request's takes it over. A spare keeps only the last request's principal (a reference);
+/// its hello (views of the request's bytes) is dropped when it is given back.
+#[derive(Default)]
+pub struct Spares(std::cell::RefCell<Vec<Arc<Session>>>);
+
+impl Spares {
+    /// Spares kept at most: the stateless requests one worker serves at once, in the usual
+    /// case; past it, sessions are dropped as before.
+    const CAP: usize = 64;
+
+    /// A stateless session for one request (see [`Session::stateless`]): a spare when there
+    /// is one.
+    pub fn take(
+        &self,
+        said: (&'static str, Hello, Option<u8>),
+        server: Option<String>,
+        principal: Arc<crate::auth::policy::Principal>,
+        now_ms: u64,
+    ) -> Arc<Session> {
+        let spare = self.0.borrow_mut().pop();
+        if let Some(mut s) = spare {
+            if let Some(m) = Arc::get_mut(&mut s) {
+                m.reuse(said, server, principal, now_ms);
+                return s;
+            }
+        }
+        Arc::new(Session::stateless(said, server, principal, now_ms))
+    }
+
+    /// Keeps `s` for the next request when nothing else holds it; else drops this reference.
+    pub fn give_back(&self, mut s: Arc<Session>) {
+        let Some(m) = Arc::get_mut(&mut s) else {
+            return;
+        };
+        if !m.stateless {
+            return;
+        }
+        m.hello = Hello {
+            capabilities: Bytes::new(),
+            client_info: Bytes::new(),
+        };
+        let mut spares = self.0.borrow_mut();
+        if spares.len() < Self::CAP {
+            spares.push(s);
+        }
+    }
+}
+
 /// A client request forwarded upstream and not yet answered.
 pub struct InFlight {
     /// The gateway id it carries upstream.
@@ -441,9 +498,10 @@ pub struct Session {
     next_stream: std::sync::atomic::AtomicU32,
     /// Last use, ms since the gateway's clock origin.
     last_seen_ms: AtomicU64,
-    /// Dropped with the session: every [`Session::ended`] receiver then wakes (disconnected).
-    _alive: flume::Sender<()>,
-    ended: flume::Receiver<()>,
+    /// Made on the first [`Session::ended`] (most sessions are never waited on: a
+    /// 2026-07-28 request's never is). Dropped with the session: every receiver then wakes
+    /// (disconnected).
+    alive: std::sync::OnceLock<(flume::Sender<()>, flume::Receiver<()>)>,
 }
 
 impl Session {
@@ -455,7 +513,6 @@ impl Session {
         principal: Arc<crate::auth::policy::Principal>,
         now_ms: u64,
     ) -> Self {
-        let (alive, ended) = flume::bounded(1);
         Session {
             id,
             server,
@@ -472,8 +529,7 @@ impl Session {
             streams: SessionMap::new(),
             next_stream: std::sync::atomic::AtomicU32::new(1),
             last_seen_ms: AtomicU64::new(now_ms),
-            _alive: alive,
-            ended,
+            alive: std::sync::OnceLock::new(),
         }
     }
 
@@ -491,6 +547,33 @@ impl Session {
             request_log_level: log_level,
             ..Session::new(id, version, hello, server, principal, now_ms)
         }
+    }
+
+    /// Readies a stateless session that nothing else holds for another request (see
+    /// [`Spares`]): what the last request left is dropped, its tables keep their room.
+    fn reuse(
+        &mut self,
+        (version, hello, log_level): (&'static str, Hello, Option<u8>),
+        server: Option<String>,
+        principal: Arc<crate::auth::policy::Principal>,
+        now_ms: u64,
+    ) {
+        self.server = server;
+        self.principal = ArcSwap::new(principal);
+        self.version = version;
+        self.request_log_level = log_level;
+        self.hello = hello;
+        self.last_seen_ms = AtomicU64::new(now_ms);
+        self.next_stream = std::sync::atomic::AtomicU32::new(1);
+        self.upstreams.clear();
+        self.in_flight.clear();
+        self.server_requests.clear();
+        self.streams.clear();
+        self.outbox = ArcSwapOption::empty();
+        self.log_level = ArcSwapOption::empty();
+        // Receivers of the last request's `ended()` wake now, as they would have when the
+        // session was dropped.
+        self.alive = std::sync::OnceLock::new();
     }
 
     /// Marks the session used now.
@@ -516,7 +599,7 @@ impl Session {
     /// client, expired, or the gateway stopping. Streams of the session wait on it instead
     /// of polling the table.
     pub fn ended(&self) -> flume::Receiver<()> {
-        self.ended.clone()
+        self.alive.get_or_init(|| flume::bounded(1)).1.clone()
     }
 }
 
@@ -630,6 +713,52 @@ mod tests {
         assert!(s.remove(&b).is_some());
         assert!(s.remove(&b).is_none());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn spare_stateless_sessions_are_reused_only_when_free() {
+        let spares = Spares::default();
+        let hello = |name: &'static str| Hello {
+            capabilities: Bytes::from_static(b"{}"),
+            client_info: Bytes::from_static(name.as_bytes()),
+        };
+        let a = spares.take(("2026-07-28", hello("a"), Some(3)), None, anonymous(), 1);
+        assert!(a.stateless);
+        let ended = a.ended();
+        let (_entry, _cancel) = a.register_call(Bytes::from_static(b"1"), 7);
+        let first = Arc::as_ptr(&a);
+        // Held elsewhere (its call's entry): not kept.
+        spares.give_back(a.clone());
+        drop((_entry, _cancel));
+        spares.give_back(a);
+        let b = spares.take(
+            ("2026-07-28", hello("b"), None),
+            Some("v".into()),
+            anonymous(),
+            2,
+        );
+        assert_eq!(Arc::as_ptr(&b), first, "the spare is taken over");
+        assert_eq!(&b.hello.client_info[..], b"b");
+        assert_eq!(
+            (b.request_log_level, b.server.as_deref()),
+            (None, Some("v"))
+        );
+        assert!(b.in_flight.is_empty());
+        assert!(
+            matches!(ended.try_recv(), Err(flume::TryRecvError::Disconnected)),
+            "the last request's waiters wake"
+        );
+        // A second one while the first is taken is new.
+        let c = spares.take(("2026-07-28", hello("c"), None), None, anonymous(), 3);
+        assert_ne!(Arc::as_ptr(&c), first);
+        // A session with a long life is never kept.
+        let s = Sessions::default();
+        let id = s
+            .create("2025-11-25", Hello::gateway(), None, anonymous(), 0)
+            .expect("create");
+        let legacy = s.remove(&id).expect("removed");
+        spares.give_back(legacy);
+        assert_eq!(spares.0.borrow().len(), 0);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Ctx {
     /// Lists filtered by role set, for the snapshot (generation, policy) they were built
     /// from.
     pub granted: RefCell<((u64, usize), GrantedLists)>,
+    /// Sessions of 2026-07-28 requests, reused request after request.
+    pub spares: crate::session::Spares,
 }
 
 /// Filtered lists by (view, role set).
@@ -51,6 +53,7 @@ impl Ctx {
             metrics,
             busy: Default::default(),
             granted: Default::default(),
+            spares: Default::default(),
         })
     }
 

@@ -49,7 +49,6 @@ use crate::{
         Hello, CLIENT_INFO,
     },
     registry::Snapshot,
-    session::Session,
     transport::{
         http::RequestHead,
         reply::{Reply, Whole},
@@ -305,12 +304,12 @@ async fn serve(ctx: &Rc<Ctx>, a: &Admitted, asked: Asked<'_>) -> Streamed {
         | "prompts/list"
         | "resources/list"
         | "resources/templates/list" => {
-            let sess = Arc::new(Session::stateless(
+            let sess = ctx.spares.take(
                 asked.said,
                 a.server.clone(),
                 a.principal.clone(),
                 ctx.shared.now_ms(),
-            ));
+            );
             let call = Call {
                 f,
                 id,
@@ -319,12 +318,14 @@ async fn serve(ctx: &Rc<Ctx>, a: &Admitted, asked: Asked<'_>) -> Streamed {
                 answer: asked.answer,
                 trace: asked.trace,
             };
-            match route::request(ctx, &call).await {
+            let outcome = match route::request(ctx, &call).await {
                 Outcome::Done(b) if method.ends_with("/list") => {
                     Outcome::Done(with_members(b, id, LIST_MEMBERS))
                 }
                 other => other,
-            }
+            };
+            ctx.spares.give_back(sess);
+            outcome
         }
         _ => Outcome::Done(rescue(Some(id), Reject::NotFound(NotFound::Method))),
     };
