@@ -223,9 +223,9 @@ pub fn legacy_result_insert(frame: &Frame) -> Option<Span> {
     // Most results do not say the word at all: found by a substring search first, and only
     // then by walking the result's members (the walk skips a result's whole content).
     let raw = frame.raw_at(rs)?;
-    if memchr::memmem::find(raw, b"\"resultType\"").is_some()
-        && frame.member(rs, "resultType").is_some()
-    {
+    static WORD: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"resultType\""));
+    if WORD.find(raw).is_some() && frame.member(rs, "resultType").is_some() {
         return None;
     }
     insert_point(raw, rs)

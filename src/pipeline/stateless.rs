@@ -163,6 +163,24 @@ fn single<'a>(req: &'a RequestHead, name: &'a str) -> Result<Option<&'a [u8]>, (
     }
 }
 
+/// The `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers of `req`, as [`single`]
+/// reads each, in one pass over the headers.
+fn routing_headers(req: &RequestHead) -> [Result<Option<&[u8]>, ()>; 3] {
+    const NAMES: [&[u8]; 3] = [b"mcp-protocol-version", b"mcp-method", b"mcp-name"];
+    let mut out = [Ok(None); 3];
+    for h in req.headers.iter() {
+        for (slot, name) in out.iter_mut().zip(NAMES) {
+            if h.name.eq_ignore_ascii_case(name) {
+                *slot = match *slot {
+                    Ok(None) => Ok(Some(h.value)),
+                    _ => Err(()),
+                };
+            }
+        }
+    }
+    out
+}
+
 /// A refused stateless request: its error, at the status that code takes.
 fn refuse(id: Option<&[u8]>, code: Code, message: &str) -> Whole {
     let refused = Reject::Invalid(code, message.to_string().into(), None);
@@ -439,6 +457,8 @@ fn check(
     let capabilities = capabilities
         .and_then(|s| f.raw_at(s))
         .filter(|r| r.first() == Some(&b'{'));
+    let [version_header, method_header, name_header] = routing_headers(req);
+    // The first one, as a lookup of that header reads it.
     let header = req.header("mcp-protocol-version").unwrap_or_default();
     if version.is_none() && header != STATELESS_VERSION.as_bytes() {
         // Neither era's request: a version header the gateway does not know on a body
@@ -460,14 +480,14 @@ fn check(
         ));
     };
     let mismatch = |what: &str| Err(refuse(Some(id), Code::HeaderMismatch, what));
-    match single(req, "mcp-protocol-version") {
+    match version_header {
         Ok(Some(h)) if h == version.as_bytes() => {}
         Ok(_) => {
             return mismatch("Header mismatch: MCP-Protocol-Version differs from params._meta")
         }
         Err(()) => return mismatch("Header mismatch: MCP-Protocol-Version appears twice"),
     }
-    match single(req, "mcp-method") {
+    match method_header {
         Ok(Some(h)) if header_says(h, method) => {}
         Ok(Some(_)) => return mismatch("Header mismatch: Mcp-Method differs from the method"),
         Ok(None) => return mismatch("Header mismatch: Mcp-Method is required"),
@@ -475,7 +495,7 @@ fn check(
     }
     if let Some(param) = named_param(method) {
         let body = f.param(param).and_then(|s| f.str_at(s));
-        match single(req, "mcp-name") {
+        match name_header {
             Ok(Some(h)) => {
                 // Without the parameter the call is refused for that, below.
                 if body.is_some_and(|b| !header_says(h, &b)) {
