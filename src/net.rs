@@ -20,8 +20,11 @@ use monoio::{
 
 /// Smallest free space a read is given; below it the buffer grows by [`READ_GROW`].
 const READ_MIN: usize = 4096;
-/// How much a read buffer grows when it is nearly full, bytes.
-const READ_GROW: usize = 16 << 10;
+/// How much a read buffer grows when it is nearly full, bytes. Small: most requests and
+/// answers fit, a buffer whose bytes were all handed on is reclaimed whole for the next
+/// read, and a body larger than it is read into room reserved for its announced length
+/// (idle clients measured at 8.4 KB each with 16 KiB here, 5.5 KB with 4 KiB).
+const READ_GROW: usize = 4 << 10;
 
 /// A connection's byte stream.
 pub trait Stream {
