@@ -558,22 +558,42 @@ impl Session {
         principal: Arc<crate::auth::policy::Principal>,
         now_ms: u64,
     ) {
-        self.server = server;
-        self.principal = ArcSwap::new(principal);
-        self.version = version;
-        self.request_log_level = log_level;
-        self.hello = hello;
-        self.last_seen_ms = AtomicU64::new(now_ms);
-        self.next_stream = std::sync::atomic::AtomicU32::new(1);
-        self.upstreams.clear();
-        self.in_flight.clear();
-        self.server_requests.clear();
-        self.streams.clear();
-        self.outbox = ArcSwapOption::empty();
-        self.log_level = ArcSwapOption::empty();
+        // Every field named: one added to Session must be reset here too (or the build
+        // fails), so nothing of one request's session reaches the next request's.
+        let Session {
+            id: _,
+            server: s_server,
+            principal: s_principal,
+            version: s_version,
+            stateless: _,
+            request_log_level,
+            hello: s_hello,
+            upstreams,
+            in_flight,
+            server_requests,
+            outbox,
+            log_level: s_log_level,
+            streams,
+            next_stream,
+            last_seen_ms,
+            alive,
+        } = self;
+        *s_server = server;
+        *s_principal = ArcSwap::new(principal);
+        *s_version = version;
+        *request_log_level = log_level;
+        *s_hello = hello;
+        *last_seen_ms = AtomicU64::new(now_ms);
+        *next_stream = std::sync::atomic::AtomicU32::new(1);
+        upstreams.clear();
+        in_flight.clear();
+        server_requests.clear();
+        streams.clear();
+        *outbox = ArcSwapOption::empty();
+        *s_log_level = ArcSwapOption::empty();
         // Receivers of the last request's `ended()` wake now, as they would have when the
         // session was dropped.
-        self.alive = std::sync::OnceLock::new();
+        *alive = std::sync::OnceLock::new();
     }
 
     /// Marks the session used now.
