@@ -69,10 +69,10 @@ pub struct Frame {
     params: Option<Span>,
     result: Option<Span>,
     error: Option<Span>,
-    /// Where `params`' members are, found in the parse (or on the first [`Frame::param`]):
-    /// lookups then skip no values (a request's `_meta` is looked up several times, often
-    /// after 1 KiB of `arguments`).
-    index: std::cell::OnceCell<Index<PARAMS_CAP>>,
+    /// Where `params`' members are, found in the parse (empty without params, or when they
+    /// are an array): lookups then skip no values (a request's `_meta` is looked up several
+    /// times, often after 1 KiB of `arguments`).
+    index: Index<PARAMS_CAP>,
     /// Where `params._meta` is (when an object) and its members, found in the parse: the
     /// phases read and edit `_meta` several times (a 2026-07-28 request's carries its
     /// version, capabilities and client info, a few hundred bytes walked each time).
@@ -119,18 +119,6 @@ impl<const CAP: usize> Index<CAP> {
             }
             _ => self.full = true,
         }
-    }
-
-    /// The index of the object at `obj` (empty when it is not an object).
-    fn of(b: &[u8], obj: Span) -> Self {
-        let mut ix = Self::EMPTY;
-        for (key, vs, ve) in Members::new(b, obj.start as usize).into_iter().flatten() {
-            ix.push(b, key, vs, ve);
-            if ix.full {
-                break;
-            }
-        }
-        ix
     }
 
     /// The members kept, as (raw key span, value span).
@@ -374,7 +362,7 @@ impl Frame {
             params: None,
             result: None,
             error: None,
-            index: std::cell::OnceCell::new(),
+            index: Index::EMPTY,
             meta: None,
         };
         let mut index = Index::EMPTY;
@@ -448,9 +436,7 @@ impl Frame {
             };
             return Err(key_fault(fault, id));
         }
-        if f.params.is_some() {
-            let _ = f.index.set(index);
-        }
+        f.index = index;
         f.meta = meta.0.map(|span| (span, meta.1));
         let id_bytes = f.id.and_then(|s| {
             let raw = b.get(s.range())?;
@@ -552,11 +538,10 @@ impl Frame {
     /// Span of member `key` of `params` (when `params` is an object).
     pub fn param(&self, key: &str) -> Option<Span> {
         let params = self.params?;
-        let ix = self.index.get_or_init(|| Index::of(&self.bytes, params));
-        if ix.full {
+        if self.index.full {
             return self.member(params, key);
         }
-        ix.find(&self.bytes, key.as_bytes())
+        self.index.find(&self.bytes, key.as_bytes())
     }
 
     /// The index of the object at `obj` when the parse made one (it is `params._meta`) and

@@ -96,7 +96,8 @@ fn check_param_headers(
     for (path, token) in declared {
         let name = format!("mcp-param-{}", token.to_ascii_lowercase());
         let value = argument_text(&arguments, path);
-        let why = match (single(req, &name), value) {
+        let [header] = singles(req, [name.as_str()]);
+        let why = match (header, value) {
             (Err(()), _) => "appears twice",
             (Ok(Some(h)), Some(v)) if header_says(h, &v) => continue,
             (Ok(Some(_)), Some(_)) => "differs from the argument",
@@ -153,24 +154,16 @@ fn with_members(body: Bytes, id: &[u8], members: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// The value of header `name` when it appears at most once (`Err` when repeated).
-fn single<'a>(req: &'a RequestHead, name: &'a str) -> Result<Option<&'a [u8]>, ()> {
-    let mut it = req.header_values(name);
-    let first = it.next();
-    match it.next() {
-        Some(_) => Err(()),
-        None => Ok(first),
-    }
-}
-
-/// The `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers of `req`, as [`single`]
-/// reads each, in one pass over the headers.
-fn routing_headers(req: &RequestHead) -> [Result<Option<&[u8]>, ()>; 3] {
-    const NAMES: [&[u8]; 3] = [b"mcp-protocol-version", b"mcp-method", b"mcp-name"];
-    let mut out = [Ok(None); 3];
+/// The value of each header of `names` (lowercase) when it appears at most once (`Err`
+/// when repeated), in one pass over the headers.
+fn singles<'a, const N: usize>(
+    req: &'a RequestHead,
+    names: [&str; N],
+) -> [Result<Option<&'a [u8]>, ()>; N] {
+    let mut out = [Ok(None); N];
     for h in req.headers.iter() {
-        for (slot, name) in out.iter_mut().zip(NAMES) {
-            if h.name.eq_ignore_ascii_case(name) {
+        for (slot, name) in out.iter_mut().zip(names) {
+            if h.name.eq_ignore_ascii_case(name.as_bytes()) {
                 *slot = match *slot {
                     Ok(None) => Ok(Some(h.value)),
                     _ => Err(()),
@@ -457,7 +450,8 @@ fn check(
     let capabilities = capabilities
         .and_then(|s| f.raw_at(s))
         .filter(|r| r.first() == Some(&b'{'));
-    let [version_header, method_header, name_header] = routing_headers(req);
+    let [version_header, method_header, name_header] =
+        singles(req, ["mcp-protocol-version", "mcp-method", "mcp-name"]);
     // The first one, as a lookup of that header reads it.
     let header = req.header("mcp-protocol-version").unwrap_or_default();
     if version.is_none() && header != STATELESS_VERSION.as_bytes() {

@@ -153,7 +153,7 @@ fn w_empty(want: &str) -> bool {
 
 #[test]
 fn params_are_found_with_and_without_the_index() {
-    // Few members: indexed on the first lookup; many: scanned each time. Same answers.
+    // Few members: indexed in the parse; many: scanned on each lookup. Same answers.
     for n in [3usize, 5, 6, 20] {
         let members: Vec<String> = (0..n)
             .map(|i| format!(r#""k{i}":{{"v":[{i},"x"]}}"#))
