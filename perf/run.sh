@@ -593,15 +593,20 @@ S_PIN="load+fixture cpu$LOAD_CPU, sut cpu$SUT_CPU"
 
 # ================================================================ 6. tools/list at 10 and 10,000 tools
 phase "tools/list at 10 and 10000 tools"
-start_fixture $P_FX10 $FIX_CPU --tools 9
+# The fixtures run on the gateway's core: a list's cost is mostly the kernel's, and it
+# depends on whether the reader (the load generator, CPU 0) shares the writer's core, so the
+# direct runs are measured where the gateway runs (`perf/lists.sh` measures both placements).
+# The gateways serve lists from their snapshot: their fixture is idle while they are loaded.
+start_fixture $P_FX10 $SUT_CPU --tools 9
 FX10=$LAST_PID
-start_fixture $P_FX10K $FIX_CPU --tools 9999
+start_fixture $P_FX10K $SUT_CPU --tools 9999
 FX10K=$LAST_PID
 start_gateway list10 $P_GW10 $SUT_CPU 1 uring per-client $P_FX10 "" 10
 GW10=$LAST_PID
 start_gateway list10k $P_GW10K $SUT_CPU 1 uring per-client $P_FX10K "" 10000
 GW10K=$LAST_PID
 LIST=(-m list=100 -c 1 -d "$DUR" -w "$WARM")
+S_PIN="load cpu$LOAD_CPU, fixture+sut cpu$SUT_CPU"
 for n in 10 10000; do
   if [ $n = 10 ]; then fxp=$FX10 fport=$P_FX10 gwp=$GW10 gport=$P_GW10; else fxp=$FX10K fport=$P_FX10K gwp=$GW10K gport=$P_GW10K; fi
   S_SCEN=tools-list-$n S_DRIVER=uring
@@ -611,6 +616,7 @@ for n in 10 10000; do
   run_load "http://127.0.0.1:$gport/mcp" echo $LOAD_CPU "$gwp" "$fxp" "${LIST[@]}"
 done
 for p in $GW10 $GW10K $FX10 $FX10K; do stop_pid "$p"; done
+S_PIN="load+fixture cpu$LOAD_CPU, sut cpu$SUT_CPU"
 
 # ================================================================ 7. idle sessions
 phase "idle sessions (RSS)"

@@ -728,7 +728,8 @@ def main():
         ("profile", "closed-loop run during which `perf record` samples the gateway (profile-perf.txt)"),
         ("workers", "gateway 1 vs 2 workers and floor 1 vs 2 threads, unpinned"),
         ("tools-list-N", "`tools/list` only, 1 connection, fixture with N tools; gateway with page_size 20000 "
-                         "(all tools on one page)"),
+                         "(all tools on one page); the fixture on the gateway's core (since 2026-12-07, "
+                         "before: on the load generator's)"),
         ("idle sessions", "`perf/idle_sessions.py`: 10k and 100k sessions (initialize + notifications/initialized) "
                           "over reused keep-alive connections, then idle; 10k with one call each; 10k each "
                           "holding an open connection. RSS from /proc/PID/status VmRSS before/after"),

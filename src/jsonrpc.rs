@@ -13,5 +13,5 @@ pub mod codes;
 pub mod frame;
 mod scan;
 
-pub use codes::{error_body, error_raw_body, result_body, Code};
+pub use codes::{error_body, error_raw_body, result_body, Code, Pieces};
 pub use frame::{null_id_error, parse, splice, Frame, FrameError, Kind, Message, Parser, Span};

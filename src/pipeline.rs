@@ -203,6 +203,7 @@ async fn single(
             };
             match route::request(ctx, &call).await {
                 Outcome::Done(b) => answer::reply_with(answer, b).widen(),
+                Outcome::Pieces(p) => answer::reply_pieces(answer, p).widen(),
                 Outcome::Streaming(relay, first) => {
                     Reply::events(Sse::call(&ctx.shared, relay, first))
                 }

@@ -140,6 +140,80 @@ pub fn result_body(id: &[u8], result: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// A message in three pieces written one after another and never joined on the way to the
+/// socket: the answer to a list request is its envelope's head, the prebuilt page the
+/// snapshot holds (shared, not copied) and the closing brace.
+#[derive(Clone, Debug)]
+pub struct Pieces {
+    /// Up to the value that is not copied.
+    pub head: Bytes,
+    /// The value that is not copied.
+    pub body: Bytes,
+    /// After it.
+    pub tail: &'static [u8],
+}
+
+impl Pieces {
+    /// The result answer for `id` whose `result` is `result`, an object (not copied).
+    pub fn result(id: &[u8], result: Bytes) -> Self {
+        let head = crate::arena::build(32 + id.len(), |out| {
+            out.put_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+            out.put_slice(id);
+            out.put_slice(b",\"result\":");
+        });
+        Pieces {
+            head,
+            body: result,
+            tail: b"}",
+        }
+    }
+
+    /// The same answer with `members` (`"name":value,` each, comma-terminated) first in the
+    /// object that is its body; the body is sliced, not copied. A body that is not an
+    /// object is left as it is.
+    pub fn with_members(self, members: &[u8]) -> Self {
+        if self.body.first() != Some(&b'{') {
+            return self;
+        }
+        let empty = self.body.get(1) == Some(&b'}');
+        let members = if empty {
+            members.strip_suffix(b",").unwrap_or(members)
+        } else {
+            members
+        };
+        let head = crate::arena::build(self.head.len() + 1 + members.len(), |out| {
+            out.put_slice(&self.head);
+            out.put_u8(b'{');
+            out.put_slice(members);
+        });
+        Pieces {
+            head,
+            body: self.body.slice(1..),
+            tail: self.tail,
+        }
+    }
+
+    /// Bytes in all.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len() + self.tail.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The message in one buffer (a copy), where one is needed: inside a batch's array or
+    /// an SSE event.
+    pub fn join(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.len());
+        out.put_slice(&self.head);
+        out.put_slice(&self.body);
+        out.put_slice(self.tail);
+        out.freeze()
+    }
+}
+
 /// An error answer for `id` carrying `error`, a raw JSON error object (an upstream's own).
 pub fn error_raw_body(id: &[u8], error: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(40 + id.len() + error.len());

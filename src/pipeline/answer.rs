@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     auth::policy::Principal,
-    jsonrpc::{codes::result_body, Code, Frame},
+    jsonrpc::{codes::result_body, Code, Frame, Pieces},
     limits::Limit,
     mcp::{
         version::{self, log_rank},
@@ -116,7 +116,7 @@ pub enum List {
 }
 
 /// A page of one of the lists of `view`, with only what the principal's roles allow.
-pub fn list(ctx: &Ctx, call: &Call<'_>, view: View<'_>, which: List) -> Result<Bytes, Reject> {
+pub fn list(ctx: &Ctx, call: &Call<'_>, view: View<'_>, which: List) -> Result<Pieces, Reject> {
     let principal = call.sess.principal.load();
     let grant = &principal.grant;
     let all = match which {
@@ -132,15 +132,16 @@ pub fn list(ctx: &Ctx, call: &Call<'_>, view: View<'_>, which: List) -> Result<B
     page(call, &granted[which as usize])
 }
 
-/// The page the request's cursor names.
-fn page(call: &Call<'_>, pages: &registry::Pages) -> Result<Bytes, Reject> {
+/// The page the request's cursor names, not copied: the answer's head, the snapshot's
+/// page, and its tail.
+fn page(call: &Call<'_>, pages: &registry::Pages) -> Result<Pieces, Reject> {
     let f = call.f;
     let page = match f.param("cursor") {
         None => Some(0),
         Some(c) => f.str_at(c).and_then(|c| registry::page_of(&c)),
     };
     match page.and_then(|p| pages.0.get(p)) {
-        Some(body) => Ok(result_body(call.id, body)),
+        Some(body) => Ok(Pieces::result(call.id, body.clone())),
         None => Err(invalid(
             Code::InvalidParams,
             "Invalid params: unknown cursor",
@@ -303,6 +304,19 @@ pub fn instructions(snap: &Snapshot) -> String {
         snap.separator
     ))
     .to_string()
+}
+
+/// An answer in pieces as the client asked for it: JSON written without joining them, or
+/// one SSE event (joined: an event's lines are framed one by one).
+pub fn reply_pieces(answer: Answer, pieces: Pieces) -> Whole {
+    match answer {
+        Answer::Json | Answer::Either => Reply {
+            status: 200,
+            headers: vec![],
+            body: Body::JsonPieces(pieces),
+        },
+        Answer::Sse => reply_with(answer, pieces.join()),
+    }
 }
 
 /// An answer as the client asked for it: JSON, or one SSE event.

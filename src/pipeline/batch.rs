@@ -193,6 +193,7 @@ impl Batch {
         };
         match route::request(ctx, &call).await {
             Outcome::Done(b) => b,
+            Outcome::Pieces(p) => p.join(),
             Outcome::Streaming(mut relay, first) => {
                 call::push(ctx, sess, first);
                 call::finish_pushing(ctx, sess, &mut relay).await

@@ -39,6 +39,8 @@ use crate::{
 pub enum Outcome {
     /// The answer.
     Done(Bytes),
+    /// The answer in pieces (a list's page between its envelope's head and tail).
+    Pieces(crate::jsonrpc::Pieces),
     /// A stream: the relay, and its first message.
     Streaming(Box<Relay>, Bytes),
 }

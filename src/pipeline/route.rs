@@ -42,12 +42,13 @@ async fn dispatch(ctx: &Rc<Ctx>, call: &Call<'_>) -> Result<Outcome, Reject> {
         return Err(Reject::NotFound(NotFound::Session));
     };
     let done = |b| Ok(Outcome::Done(b));
+    let pieces = |p| Ok(Outcome::Pieces(p));
     match &*method {
         "ping" => done(answer::ping(call)),
-        "tools/list" => done(answer::list(ctx, call, view, List::Tools)?),
-        "prompts/list" => done(answer::list(ctx, call, view, List::Prompts)?),
-        "resources/list" => done(answer::list(ctx, call, view, List::Resources)?),
-        "resources/templates/list" => done(answer::list(ctx, call, view, List::Templates)?),
+        "tools/list" => pieces(answer::list(ctx, call, view, List::Tools)?),
+        "prompts/list" => pieces(answer::list(ctx, call, view, List::Prompts)?),
+        "resources/list" => pieces(answer::list(ctx, call, view, List::Resources)?),
+        "resources/templates/list" => pieces(answer::list(ctx, call, view, List::Templates)?),
         "tools/call" => by_name(ctx, call, view, view.tools, "tool").await,
         "prompts/get" => by_name(ctx, call, view, view.prompts, "prompt").await,
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {

@@ -26,11 +26,11 @@
 
 use std::{rc::Rc, sync::Arc};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{
     admit::{self, media, Admitted},
-    answer::{reply_with, SERVER_INFO},
+    answer::{reply_pieces, reply_with, SERVER_INFO},
     context::{Call, Ctx},
     reject::{self, rescue, NotFound, Reject},
     relay::Outcome,
@@ -130,28 +130,6 @@ fn error_code(body: &[u8], id: &[u8]) -> Option<i64> {
     let rest = rest.strip_prefix(b",\"error\":{\"code\":")?;
     let end = rest.iter().position(|b| *b == b',')?;
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
-}
-
-/// `body` (a `result_body` for `id`) with `members` (each followed by a comma) first in its
-/// result object; unchanged when it is not one (an error).
-fn with_members(body: Bytes, id: &[u8], members: &[u8]) -> Bytes {
-    let head = b"{\"jsonrpc\":\"2.0\",\"id\":".len() + id.len() + b",\"result\":".len();
-    let fits = body.get(..head).is_some_and(|h| {
-        h.starts_with(b"{\"jsonrpc\":\"2.0\",\"id\":") && h.ends_with(b",\"result\":")
-    });
-    if !fits || body.get(head) != Some(&b'{') {
-        return body;
-    }
-    let empty = body.get(head + 1) == Some(&b'}');
-    let mut out = BytesMut::with_capacity(body.len() + members.len());
-    out.put_slice(&body[..=head]);
-    if empty {
-        out.put_slice(members.strip_suffix(b",").unwrap_or(members));
-    } else {
-        out.put_slice(members);
-    }
-    out.put_slice(&body[head + 1..]);
-    out.freeze()
 }
 
 /// The value of each header of `names` (lowercase) when it appears at most once (`Err`
@@ -330,9 +308,8 @@ async fn serve(ctx: &Rc<Ctx>, a: &Admitted, asked: Asked<'_>) -> Streamed {
                 trace: asked.trace,
             };
             let outcome = match route::request(ctx, &call).await {
-                Outcome::Done(b) if method.ends_with("/list") => {
-                    Outcome::Done(with_members(b, id, LIST_MEMBERS))
-                }
+                // Only a list's answer comes in pieces.
+                Outcome::Pieces(p) => Outcome::Pieces(p.with_members(LIST_MEMBERS)),
                 other => other,
             };
             ctx.spares.give_back(sess);
@@ -345,6 +322,7 @@ async fn serve(ctx: &Rc<Ctx>, a: &Admitted, asked: Asked<'_>) -> Streamed {
             Some(status) if status != 200 => Reply::json(status, b),
             _ => reply_with(asked.answer, b).widen(),
         },
+        Outcome::Pieces(p) => reply_pieces(asked.answer, p).widen(),
         Outcome::Streaming(relay, first) => Reply::events(Sse::call(&ctx.shared, relay, first)),
     }
 }
@@ -563,17 +541,25 @@ mod tests {
 
     #[test]
     fn members_go_first_in_results() {
-        let b = crate::jsonrpc::result_body(b"7", br#"{"tools":[]}"#);
-        let v: serde_json::Value =
-            serde_json::from_slice(&with_members(b, b"7", LIST_MEMBERS)).expect("json");
+        let json = |p: crate::jsonrpc::Pieces| -> serde_json::Value {
+            serde_json::from_slice(&p.join()).expect("json")
+        };
+        let page = Bytes::from_static(br#"{"tools":[]}"#);
+        let p = crate::jsonrpc::Pieces::result(b"7", page.clone()).with_members(LIST_MEMBERS);
+        // The page is sliced, not copied.
+        assert_eq!(p.body.as_ptr(), page[1..].as_ptr());
+        let v = json(p);
+        assert_eq!(v["id"], 7);
         assert_eq!(v["result"]["resultType"], "complete");
         assert_eq!(v["result"]["cacheScope"], "private");
         assert!(v["result"]["tools"].is_array());
-        let empty = crate::jsonrpc::result_body(b"7", b"{}");
-        let v: serde_json::Value =
-            serde_json::from_slice(&with_members(empty, b"7", LIST_MEMBERS)).expect("json");
+        let empty = crate::jsonrpc::Pieces::result(b"7", Bytes::from_static(b"{}"));
+        let v = json(empty.with_members(LIST_MEMBERS));
         assert_eq!(v["result"]["ttlMs"], 0);
-        let err = error_body(Some(b"7"), Code::InvalidParams, "bad");
-        assert_eq!(with_members(err.clone(), b"7", LIST_MEMBERS), err);
+        let not_object = crate::jsonrpc::Pieces::result(b"7", Bytes::from_static(b"[]"));
+        assert_eq!(
+            not_object.with_members(LIST_MEMBERS).join(),
+            &br#"{"jsonrpc":"2.0","id":7,"result":[]}"#[..]
+        );
     }
 }

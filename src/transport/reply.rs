@@ -11,7 +11,7 @@ use std::{cell::Cell, future::Future, net::IpAddr, rc::Rc};
 use bytes::{Bytes, BytesMut};
 
 use super::http::{write_chunk, RequestHead};
-use crate::jsonrpc::{error_body, Code};
+use crate::jsonrpc::{error_body, Code, Pieces};
 
 /// What to send back for one HTTP request; `E` and `A` are the handler's streamed bodies.
 pub struct Reply<E, A> {
@@ -29,6 +29,8 @@ pub enum Body<E, A> {
     Empty,
     /// A whole body of this content type.
     Full(&'static str, Bytes),
+    /// A whole JSON body in pieces, written in order and never joined.
+    JsonPieces(Pieces),
     /// An SSE stream, written chunked as its source gives events.
     Events(E),
     /// A JSON array written chunked as its source gives elements: `first`, then the rest.
@@ -82,6 +84,7 @@ impl<E, A> Reply<E, A> {
             body: match self.body {
                 Body::Empty => Body::Empty,
                 Body::Full(ct, b) => Body::Full(ct, b),
+                Body::JsonPieces(p) => Body::JsonPieces(p),
                 Body::Events(e) => Body::Events(e.widen()),
                 Body::Array(a, first) => Body::Array(a.widen(), first),
             },

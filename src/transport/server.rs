@@ -360,6 +360,20 @@ async fn write_reply<S: Stream, H: Handler>(
             parts.push(body);
             send_segments(conn, parts, h).await
         }
+        Body::JsonPieces(pieces) => {
+            let fields = fields.chain([("Content-Type", &b"application/json"[..])]);
+            let len = Some(pieces.len());
+            let head = crate::arena::build(256, |out| {
+                codec::write_response_fields(out, reply.status, fields, len, keep_alive)
+            });
+            // One write; the pieces are not joined (a list's page is the snapshot's own).
+            let mut parts = Segments::default();
+            parts.push(head);
+            parts.push(pieces.head);
+            parts.push(pieces.body);
+            parts.push(Bytes::from_static(pieces.tail));
+            send_segments(conn, parts, h).await
+        }
         Body::Events(source) => {
             let mut out = BytesMut::with_capacity(256);
             let fields = fields.chain([
