@@ -168,6 +168,29 @@ impl Pieces {
         }
     }
 
+    /// A message in one piece.
+    pub fn whole(message: Bytes) -> Self {
+        Pieces {
+            head: message,
+            body: Bytes::new(),
+            tail: b"",
+        }
+    }
+
+    /// Whether the message is in one piece (see [`Pieces::whole`]).
+    pub fn is_whole(&self) -> bool {
+        self.body.is_empty() && self.tail.is_empty()
+    }
+
+    /// The message in one buffer: its only piece, else the pieces joined (a copy).
+    pub fn into_bytes(self) -> Bytes {
+        if self.is_whole() {
+            self.head
+        } else {
+            self.join()
+        }
+    }
+
     /// The same answer with `members` (`"name":value,` each, comma-terminated) first in the
     /// object that is its body; the body is sliced, not copied. A body that is not an
     /// object is left as it is.

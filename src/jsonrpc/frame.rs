@@ -4,7 +4,10 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use super::scan::{self, KeyFault, Level, Members};
+use super::{
+    codes::Pieces,
+    scan::{self, KeyFault, Level, Members},
+};
 
 /// Levels of arrays and objects a message may have when its parser sets no limit (the
 /// structural scan recurses this deep at most).
@@ -656,6 +659,28 @@ impl Frame {
     pub fn splice(&self, edits: &mut [(Span, &[u8])]) -> Bytes {
         splice(&self.bytes, edits)
     }
+
+    /// This message with the bytes at `span` replaced by `with`, the rest not copied when
+    /// it is worth it: a message of [`PIECES_MIN`] bytes or more whose span starts in its
+    /// first [`PIECES_HEAD_MAX`] bytes (an answer's id, where peers write it) is the bytes
+    /// before the span with `with` (copied), then the rest of this message (shared). Other
+    /// messages are spliced into one buffer.
+    pub fn splice_one(&self, span: Span, with: &[u8]) -> Pieces {
+        let (s, e) = (span.start as usize, span.end as usize);
+        let b = &self.bytes;
+        if b.len() < PIECES_MIN || s > PIECES_HEAD_MAX || s > e || e > b.len() {
+            return Pieces::whole(self.splice(&mut [(span, with)]));
+        }
+        let head = crate::arena::build(s + with.len(), |out| {
+            out.extend_from_slice(&b[..s]);
+            out.extend_from_slice(with);
+        });
+        Pieces {
+            head,
+            body: b.slice(e..),
+            tail: b"",
+        }
+    }
 }
 
 /// The `error` member (raw JSON) of an error response whose id is `null`: what a peer
@@ -692,6 +717,13 @@ pub fn json_str(raw: &[u8]) -> Option<Cow<'_, str>> {
         std::str::from_utf8(inner).ok().map(Cow::Borrowed)
     }
 }
+
+/// Messages shorter than this are spliced into one buffer (a copy costs less than the
+/// pieces do); see [`Frame::splice_one`].
+pub const PIECES_MIN: usize = 8 << 10;
+/// How far into a message an edit may start for the bytes before it to be copied and the
+/// rest shared; see [`Frame::splice_one`].
+pub const PIECES_HEAD_MAX: usize = 1 << 10;
 
 /// Copies `src` with the bytes at each span replaced; spans must not overlap. Everything
 /// outside the spans is copied byte for byte.

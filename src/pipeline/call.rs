@@ -254,7 +254,8 @@ fn spec(
 /// a client that takes JSON only gets on its GET stream, if it has one).
 async fn relay_first(ctx: &Ctx, call: &Call<'_>, mut relay: Relay) -> Outcome {
     match relay.next().await {
-        Event::Final(b) => Outcome::Done(b),
+        Event::Final(p) if p.is_whole() => Outcome::Done(p.into_bytes()),
+        Event::Final(p) => Outcome::Pieces(p),
         Event::Cancelled => Outcome::Done(rescue(Some(call.id), Reject::Cancelled)),
         Event::Message(m) if call.answer != Answer::Json => Outcome::Streaming(Box::new(relay), m),
         Event::Message(m) => {
@@ -559,7 +560,7 @@ pub async fn finish_pushing(ctx: &Ctx, sess: &Session, relay: &mut Relay) -> Byt
     loop {
         match relay.next().await {
             Event::Message(m) => push(ctx, sess, m),
-            Event::Final(b) => return b,
+            Event::Final(p) => return p.into_bytes(),
             Event::Cancelled => return rescue(None, Reject::Cancelled),
         }
     }

@@ -27,7 +27,7 @@ use super::{
 use crate::{
     error::{Error, ErrorKind},
     guard::policy::{Direction, Screened},
-    jsonrpc::{Code, Kind},
+    jsonrpc::{Code, Kind, Pieces},
     registry::names,
     session::{PendingRequest, Session},
     state::{Parked, ParkedInput},
@@ -102,8 +102,9 @@ pub struct Spec {
 pub enum Event {
     /// A notification or request for the client (already translated).
     Message(Bytes),
-    /// The response (or the gateway's error in its place); the relay is done.
-    Final(Bytes),
+    /// The response (or the gateway's error in its place); the relay is done. A large
+    /// result is in pieces: the upstream's bytes after its id are not copied.
+    Final(Pieces),
     /// The client cancelled the request: no response follows.
     Cancelled,
 }
@@ -216,14 +217,15 @@ struct Finish<'a> {
 /// The client's copy of an upstream's final response `frame` (its id at `id_span`): the
 /// client's id in place, the result screened when the call's results are (masked, or
 /// refused with -32016), and the members of [`Finish`]. Used by the relay and by parked
-/// calls alike, so neither path skips a guard.
+/// calls alike, so neither path skips a guard. A large result with only its id to change
+/// is not copied ([`Frame::splice_one`](crate::jsonrpc::Frame::splice_one)).
 fn final_answer(
     ctx: &Ctx,
     frame: &crate::jsonrpc::Frame,
     id_span: crate::jsonrpc::Span,
     client_id: &[u8],
     how: &Finish<'_>,
-) -> Bytes {
+) -> Pieces {
     let members = how.members;
     let at = members.and_then(|_| crate::mcp::era::legacy_result_insert(frame));
     let screened = how.screen.and_then(|(sc, policy)| {
@@ -237,7 +239,7 @@ fn final_answer(
             &how.scope,
         ))
     });
-    match (screened, frame.result_span()) {
+    let whole = match (screened, frame.result_span()) {
         (Some(Screened::Block(kinds)), _) => rescue(
             Some(client_id),
             Reject::Blocked(Blocked::Screen(Direction::Result, kinds)),
@@ -259,9 +261,12 @@ fn final_answer(
         }
         _ => match (at, members) {
             (Some(at), Some(m)) => frame.splice(&mut [(id_span, client_id), (at, m)]),
-            _ => frame.splice(&mut [(id_span, client_id)]),
+            // Errors stay whole: a stateless client's error answers are read for their code.
+            _ if frame.is_error() => frame.splice(&mut [(id_span, client_id)]),
+            _ => return frame.splice_one(id_span, client_id),
         },
-    }
+    };
+    Pieces::whole(whole)
 }
 
 /// One round of an input-required result being answered by a legacy client.
@@ -371,7 +376,10 @@ impl Relay {
         tracing::warn!(upstream = %self.upstream.name, error = %e, "upstream call failed");
         self.done = true;
         self.outcome = Some(metric_of(e));
-        Event::Final(rescue(Some(&self.client_id), Reject::upstream(e)))
+        Event::Final(Pieces::whole(rescue(
+            Some(&self.client_id),
+            Reject::upstream(e),
+        )))
     }
 
     /// The session this call belongs to.
@@ -734,7 +742,7 @@ impl Relay {
         self.outcome = Some(Metric::Ok);
         let body = input_required(&self.client_id, &method, params, &token);
         self.response_bytes = body.len();
-        Some(Event::Final(body))
+        Some(Event::Final(Pieces::whole(body)))
     }
 
     /// Translates one upstream message; `None` when it is not for the client.
@@ -797,7 +805,7 @@ impl Relay {
                 ),
             );
             self.response_bytes = out.len();
-            return Some(Event::Final(out));
+            return Some(Event::Final(Pieces::whole(out)));
         }
         let out = final_answer(&self.ctx, frame, span, &self.client_id, &self.finish_how());
         self.response_bytes = out.len();
@@ -1026,7 +1034,7 @@ impl ParkedCall {
                         members: Some(self.members),
                     };
                     let out = final_answer(&self.ctx, &f, span, &input.client_id, &how);
-                    let _ = input.reply.send(out);
+                    let _ = input.reply.send(out.into_bytes());
                     call.finish(&self.ctx.caller).await;
                     return;
                 }

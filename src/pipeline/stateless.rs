@@ -308,8 +308,10 @@ async fn serve(ctx: &Rc<Ctx>, a: &Admitted, asked: Asked<'_>) -> Streamed {
                 trace: asked.trace,
             };
             let outcome = match route::request(ctx, &call).await {
-                // Only a list's answer comes in pieces.
-                Outcome::Pieces(p) => Outcome::Pieces(p.with_members(LIST_MEMBERS)),
+                // A list's answer is the gateway's own (the snapshot's page).
+                Outcome::Pieces(p) if method.ends_with("/list") => {
+                    Outcome::Pieces(p.with_members(LIST_MEMBERS))
+                }
                 other => other,
             };
             ctx.spares.give_back(sess);

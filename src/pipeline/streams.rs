@@ -283,7 +283,7 @@ impl CallStream {
                 true
             }
             Event::Final(b) => {
-                self.event(out, b);
+                self.event(out, b.into_bytes());
                 self.finish();
                 false
             }
@@ -469,7 +469,7 @@ fn detach(mut relay: Box<Relay>, replay: Arc<Replay>, keep: Duration) {
                     replay.push(m);
                 }
                 Event::Final(b) => {
-                    replay.push(b);
+                    replay.push(b.into_bytes());
                     break;
                 }
                 Event::Cancelled => break,

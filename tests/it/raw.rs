@@ -515,3 +515,63 @@ fn batched_calls_take_a_quota_unit_each() {
     assert_eq!(ok, 4, "{v}");
     assert_eq!(items[5]["error"]["code"], -32014, "{v}");
 }
+
+/// Large answers (whose bytes after the id the gateway writes without copying them) arrive
+/// whole and exact: alone and in a batch, from a stdio and an HTTP upstream, under number
+/// and string ids, with escapes and non-ASCII text; the connection serves the next request.
+#[test]
+fn large_answers_arrive_exact() {
+    let py = crate::support::HttpFixture::start("py");
+    let gw = Gateway::start(
+        "",
+        &format!(
+            "{DEMO}\n{}",
+            crate::support::http_upstream_toml("py", &py.url(), "")
+        ),
+        "auto",
+    );
+    let sid = initialize(gw.addr, "2025-03-26");
+    let s = format!("Mcp-Session-Id: {sid}");
+    // 48 KiB of text with quotes, backslashes, newlines and two-byte characters.
+    let text: String = "a \"quoted\" \\ back\nslash é ".repeat(2000);
+    let arg = serde_json::to_string(&text).expect("json");
+    let mut c = Raw::connect(gw.addr);
+    let tool_text = |v: &serde_json::Value| -> String {
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for tool in ["demo__echo", "py__echo"] {
+        for id in ["7", "\"s-1\""] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":{arg}}}}}}}"#
+            );
+            c.send(&post(&body, &[&s]));
+            let r = c.read().expect("answer");
+            assert_eq!(r.status, 200, "{tool}");
+            let v = r.json();
+            let want: serde_json::Value = serde_json::from_str(id).expect("id");
+            assert_eq!(v["id"], want, "{tool}");
+            assert!(tool_text(&v).ends_with(&text), "{tool}: text changed");
+        }
+        let one = |i: u32| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":{arg}}}}}}}"#
+            )
+        };
+        c.send(&post(&format!("[{},{}]", one(1), one(2)), &[&s]));
+        let r = c.read().expect("batch answer");
+        let v = r.json();
+        let items = v.as_array().expect("array");
+        assert_eq!(items.len(), 2, "{tool}");
+        for a in items {
+            assert!(a["id"] == 1 || a["id"] == 2, "{tool}: {}", a["id"]);
+            assert!(
+                tool_text(a).ends_with(&text),
+                "{tool}: text changed in a batch"
+            );
+        }
+    }
+    ping(&mut c, &sid);
+}

@@ -31,6 +31,33 @@ fn splice_changes_only_spans() {
 }
 
 #[test]
+fn a_large_answer_keeps_its_bytes_after_the_id() {
+    let text = "x".repeat(PIECES_MIN);
+    let big = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{{"text":"{text}"}}}}"#);
+    let f = one(&big).expect("valid");
+    let span = f.id_span().expect("id");
+    let p = f.splice_one(span, b"\"client-1\"");
+    assert!(!p.is_whole());
+    // The bytes after the id are the message's own, not a copy.
+    assert_eq!(p.body.as_ptr(), f.bytes()[span.end as usize..].as_ptr());
+    assert_eq!(p.join(), f.splice(&mut [(span, &b"\"client-1\""[..])]));
+    // Small, or with the id past the first KiB: one buffer, the same bytes.
+    let small = one(r#"{"jsonrpc":"2.0","id":7,"result":{}}"#).expect("valid");
+    let s = small.splice_one(small.id_span().expect("id"), b"8");
+    assert!(s.is_whole());
+    assert_eq!(
+        s.into_bytes(),
+        &br#"{"jsonrpc":"2.0","id":8,"result":{}}"#[..]
+    );
+    let late = format!(r#"{{"jsonrpc":"2.0","result":{{"text":"{text}"}},"id":7}}"#);
+    let f = one(&late).expect("valid");
+    let span = f.id_span().expect("id");
+    let p = f.splice_one(span, b"8");
+    assert!(p.is_whole());
+    assert!(p.into_bytes().ends_with(br#","id":8}"#));
+}
+
+#[test]
 fn notification_and_response() {
     let n = one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).expect("valid");
     assert_eq!(n.kind(), Kind::Notification);
