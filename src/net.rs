@@ -172,6 +172,18 @@ impl Segments {
         }
     }
 
+    /// All the parts in one buffer: the only part as it is, else joined (a copy).
+    pub fn into_bytes(self) -> Bytes {
+        if self.n.saturating_sub(self.first) == 1 {
+            self.parts
+                .into_iter()
+                .nth(usize::from(self.first))
+                .unwrap_or_default()
+        } else {
+            self.concat()
+        }
+    }
+
     /// All the parts in one buffer (a copy; for streams that take one).
     pub fn concat(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.len());
@@ -179,6 +191,14 @@ impl Segments {
             out.extend_from_slice(p);
         }
         out.freeze()
+    }
+}
+
+impl From<Bytes> for Segments {
+    fn from(b: Bytes) -> Self {
+        let mut s = Segments::default();
+        s.push(b);
+        s
     }
 }
 

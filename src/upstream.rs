@@ -293,7 +293,8 @@ impl Caller {
 
     /// Starts a request (whose id is already set) on `on`.
     pub async fn start(&self, up: &Upstream, on: &OnSession, id: u64, body: Bytes) -> Result<Call> {
-        self.start_with(up, on, id, body, &Sending::default()).await
+        self.start_with(up, on, id, body.into(), &Sending::default())
+            .await
     }
 
     /// [`Caller::start`], with what else goes with the request (see [`Sending`]).
@@ -302,7 +303,7 @@ impl Caller {
         up: &Upstream,
         on: &OnSession,
         id: u64,
-        body: Bytes,
+        body: crate::net::Segments,
         how: &Sending<'_>,
     ) -> Result<Call> {
         match (&up.link, on) {
@@ -310,7 +311,7 @@ impl Caller {
                 .call(self, s, body, how.traceparent, how.routing)
                 .await
                 .map(|c| Call::Http(Box::new(c))),
-            (Link::Stdio(s), _) => s.call(id, body, how.own).map(Call::Stdio),
+            (Link::Stdio(s), _) => s.call(id, body.into_bytes(), how.own).map(Call::Stdio),
             (Link::Http(_), OnSession::Stdio) => Err(Error::new(
                 ErrorKind::Internal,
                 "stdio session for an HTTP upstream",
@@ -342,6 +343,7 @@ impl Caller {
     /// A request on the gateway's own (shared) session, waiting only for its response
     /// (messages before it are dropped): for catalog fetches and gateway-initiated calls.
     pub async fn request(&self, up: &Upstream, id: u64, body: Bytes) -> Result<Frame> {
+        let body = crate::net::Segments::from(body);
         let fut = async {
             let on = self.shared_session(up).await?;
             let own = Sending {

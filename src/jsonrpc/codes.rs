@@ -237,6 +237,12 @@ impl Pieces {
     }
 }
 
+impl From<Bytes> for Pieces {
+    fn from(message: Bytes) -> Self {
+        Pieces::whole(message)
+    }
+}
+
 /// An error answer for `id` carrying `error`, a raw JSON error object (an upstream's own).
 pub fn error_raw_body(id: &[u8], error: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(40 + id.len() + error.len());

@@ -660,24 +660,58 @@ impl Frame {
         splice(&self.bytes, edits)
     }
 
-    /// This message with the bytes at `span` replaced by `with`, the rest not copied when
-    /// it is worth it: a message of [`PIECES_MIN`] bytes or more whose span starts in its
-    /// first [`PIECES_HEAD_MAX`] bytes (an answer's id, where peers write it) is the bytes
-    /// before the span with `with` (copied), then the rest of this message (shared). Other
-    /// messages are spliced into one buffer.
-    pub fn splice_one(&self, span: Span, with: &[u8]) -> Pieces {
-        let (s, e) = (span.start as usize, span.end as usize);
+    /// This message with the bytes at each span replaced (see [`splice`]) as parts written
+    /// one after another: in a message of [`PIECES_MIN`] bytes or more, each stretch of
+    /// [`PIECES_GAP`] bytes or more between edits (a request's arguments, whatever the order
+    /// of its members) is this message's own bytes, shared; the edits and the short
+    /// stretches around them are copied. A smaller message is one spliced buffer.
+    pub fn splice_parts(&self, edits: &mut [(Span, &[u8])]) -> crate::net::Segments {
         let b = &self.bytes;
-        if b.len() < PIECES_MIN || s > PIECES_HEAD_MAX || s > e || e > b.len() {
-            return Pieces::whole(self.splice(&mut [(span, with)]));
+        edits.sort_by_key(|(s, _)| (s.start, s.end));
+        let ordered = edits.windows(2).all(|w| w[0].0.end <= w[1].0.start)
+            && edits
+                .iter()
+                .all(|(s, _)| s.start <= s.end && s.end as usize <= b.len());
+        if b.len() < PIECES_MIN || !ordered {
+            return splice(b, edits).into();
         }
-        let head = crate::arena::build(s + with.len(), |out| {
-            out.extend_from_slice(&b[..s]);
-            out.extend_from_slice(with);
-        });
+        let mut out = crate::net::Segments::default();
+        // The copied run being gathered: from byte `from`, with the edits from `first`.
+        let (mut from, mut first) = (0usize, 0usize);
+        for i in 0..=edits.len() {
+            let gap_start = match i.checked_sub(1).and_then(|j| edits.get(j)) {
+                Some((s, _)) => s.end as usize,
+                None => 0,
+            };
+            let gap_end = edits.get(i).map_or(b.len(), |(s, _)| s.start as usize);
+            if gap_end - gap_start < PIECES_GAP {
+                continue;
+            }
+            out.push(copy_run(b, from, gap_start, &edits[first..i]));
+            out.push(b.slice(gap_start..gap_end));
+            (from, first) = (gap_end, i);
+        }
+        out.push(copy_run(b, from, b.len(), &edits[first..]));
+        out
+    }
+
+    /// This message with the bytes at each span replaced (see [`splice`]), the rest not
+    /// copied when it is worth it: in a message of [`PIECES_MIN`] bytes or more whose
+    /// edits all end within its first [`PIECES_HEAD_MAX`] bytes (an answer's id, a
+    /// request's id and name, where peers write them), the bytes up to the last edit are
+    /// spliced into a copy and the rest is this message's own (shared). Other messages are
+    /// spliced into one buffer.
+    pub fn splice_front(&self, edits: &mut [(Span, &[u8])]) -> Pieces {
+        let b = &self.bytes;
+        let front = edits.iter().map(|(s, _)| s.end as usize).max().unwrap_or(0);
+        if b.len() < PIECES_MIN || front > PIECES_HEAD_MAX || front > b.len() {
+            return Pieces::whole(splice(b, edits));
+        }
+        let grow: usize = edits.iter().map(|(_, w)| w.len()).sum();
+        let head = crate::arena::build(front + grow, |out| splice_into(out, &b[..front], edits));
         Pieces {
             head,
-            body: b.slice(e..),
+            body: b.slice(front..),
             tail: b"",
         }
     }
@@ -718,32 +752,52 @@ pub fn json_str(raw: &[u8]) -> Option<Cow<'_, str>> {
     }
 }
 
+/// Unedited stretches at least this long are not copied by [`Frame::splice_parts`].
+pub const PIECES_GAP: usize = 4 << 10;
+
 /// Messages shorter than this are spliced into one buffer (a copy costs less than the
-/// pieces do); see [`Frame::splice_one`].
+/// pieces do); see [`Frame::splice_front`].
 pub const PIECES_MIN: usize = 8 << 10;
-/// How far into a message an edit may start for the bytes before it to be copied and the
-/// rest shared; see [`Frame::splice_one`].
+/// How far into a message its edits may reach for the bytes up to them to be copied and
+/// the rest shared; see [`Frame::splice_front`].
 pub const PIECES_HEAD_MAX: usize = 1 << 10;
 
 /// Copies `src` with the bytes at each span replaced; spans must not overlap. Everything
 /// outside the spans is copied byte for byte.
 pub fn splice(src: &Bytes, edits: &mut [(Span, &[u8])]) -> Bytes {
+    let grow: usize = edits.iter().map(|(_, b)| b.len()).sum();
+    crate::arena::build(src.len() + grow, |out| splice_into(out, src, edits))
+}
+
+/// `b[from..to]` with `edits` (in order, within it) applied, copied.
+fn copy_run(b: &[u8], from: usize, to: usize, edits: &[(Span, &[u8])]) -> Bytes {
+    let grow: usize = edits.iter().map(|(_, w)| w.len()).sum();
+    crate::arena::build(to - from + grow, |out| {
+        let mut at = from;
+        for (span, with) in edits {
+            out.extend_from_slice(&b[at..span.start as usize]);
+            out.extend_from_slice(with);
+            at = span.end as usize;
+        }
+        out.extend_from_slice(&b[at..to]);
+    })
+}
+
+/// Appends `src` with the bytes at each span replaced (edits past its end are skipped).
+fn splice_into(out: &mut bytes::BytesMut, src: &[u8], edits: &mut [(Span, &[u8])]) {
     // By start, and an insertion (empty span) before a replacement starting there.
     edits.sort_by_key(|(s, _)| (s.start, s.end));
-    let grow: usize = edits.iter().map(|(_, b)| b.len()).sum();
-    crate::arena::build(src.len() + grow, |out| {
-        let mut at = 0usize;
-        for (span, with) in edits.iter() {
-            let (s, e) = (span.start as usize, span.end as usize);
-            if s < at || e < s || e > src.len() {
-                continue; // overlapping or out of range: callers never produce these
-            }
-            out.extend_from_slice(&src[at..s]);
-            out.extend_from_slice(with);
-            at = e;
+    let mut at = 0usize;
+    for (span, with) in edits.iter() {
+        let (s, e) = (span.start as usize, span.end as usize);
+        if s < at || e < s || e > src.len() {
+            continue; // overlapping or out of range: callers never produce these
         }
-        out.extend_from_slice(src.get(at..).unwrap_or_default());
-    })
+        out.extend_from_slice(&src[at..s]);
+        out.extend_from_slice(with);
+        at = e;
+    }
+    out.extend_from_slice(src.get(at..).unwrap_or_default());
 }
 
 #[cfg(test)]

@@ -270,7 +270,7 @@ struct Attempt<'a> {
     ctx: &'a Rc<Ctx>,
     sess: &'a Arc<Session>,
     upstream: &'a Arc<Upstream>,
-    body: &'a Bytes,
+    body: &'a crate::net::Segments,
     how: Sending<'a>,
     gid: u64,
     modern: bool,

@@ -218,7 +218,7 @@ struct Finish<'a> {
 /// client's id in place, the result screened when the call's results are (masked, or
 /// refused with -32016), and the members of [`Finish`]. Used by the relay and by parked
 /// calls alike, so neither path skips a guard. A large result with only its id to change
-/// is not copied ([`Frame::splice_one`](crate::jsonrpc::Frame::splice_one)).
+/// is not copied ([`Frame::splice_front`](crate::jsonrpc::Frame::splice_front)).
 fn final_answer(
     ctx: &Ctx,
     frame: &crate::jsonrpc::Frame,
@@ -263,7 +263,7 @@ fn final_answer(
             (Some(at), Some(m)) => frame.splice(&mut [(id_span, client_id), (at, m)]),
             // Errors stay whole: a stateless client's error answers are read for their code.
             _ if frame.is_error() => frame.splice(&mut [(id_span, client_id)]),
-            _ => return frame.splice_one(id_span, client_id),
+            _ => return frame.splice_front(&mut [(id_span, client_id)]),
         },
     };
     Pieces::whole(whole)

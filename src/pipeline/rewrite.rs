@@ -16,6 +16,7 @@ use super::{authorize::Guarding, context::Call};
 use crate::{
     jsonrpc::Span,
     mcp::era::{self, Routing},
+    net::Segments,
     upstream::Upstream,
     upstream::UpstreamRef,
 };
@@ -56,8 +57,9 @@ impl Eras {
 
 /// The request as sent upstream.
 pub struct Rewritten {
-    /// Its bytes.
-    pub body: Bytes,
+    /// Its bytes: in a large request, the long stretches between the edits (its arguments)
+    /// are the client's own, not copied.
+    pub body: Segments,
     /// The routing headers of a 2026-07-28 upstream, when known without reading the body.
     pub routing: Option<Routing>,
     /// Kept to ask again with a legacy client's input, should a 2026-07-28 upstream need
@@ -106,10 +108,10 @@ pub fn request(
     for (span, with) in &meta {
         edits.push((*span, with));
     }
-    let body = f.splice(&mut edits);
+    let body = f.splice_parts(&mut edits);
     Rewritten {
         routing: routing(call, upstream, routed, eras),
-        sent: (eras.upstream_stateless && !call.sess.stateless).then(|| body.clone()),
+        sent: (eras.upstream_stateless && !call.sess.stateless).then(|| body.concat()),
         body,
     }
 }

@@ -622,7 +622,7 @@ impl HttpUpstream {
                 caller,
                 replica,
                 None,
-                initialize_body(id, hello),
+                initialize_body(id, hello).into(),
                 None,
                 None,
             )
@@ -679,7 +679,7 @@ impl HttpUpstream {
             r#"{{"jsonrpc":"2.0","id":{id},"method":"server/discover","params":{{}}}}"#
         ));
         let call = match self
-            .start(caller, replica, Some(&probe), body, None, None)
+            .start(caller, replica, Some(&probe), body.into(), None, None)
             .await
         {
             Ok(c) => c,
@@ -751,7 +751,7 @@ impl HttpUpstream {
         &self,
         caller: &Caller,
         session: &UpstreamSession,
-        body: Bytes,
+        body: Segments,
         traceparent: Option<&str>,
         routing: Option<&Routing>,
     ) -> Result<HttpCall> {
@@ -799,7 +799,7 @@ impl HttpUpstream {
         &self,
         caller: &Caller,
         session: &UpstreamSession,
-        body: Bytes,
+        body: Segments,
         traceparent: Option<&str>,
         routing: Option<&Routing>,
     ) -> Result<HttpCall> {
@@ -856,7 +856,14 @@ impl HttpUpstream {
         body: Bytes,
     ) -> Result<()> {
         let call = self
-            .start(caller, session.replica, Some(session), body, None, None)
+            .start(
+                caller,
+                session.replica,
+                Some(session),
+                body.into(),
+                None,
+                None,
+            )
             .await?;
         call.finish(caller).await;
         Ok(())
@@ -879,7 +886,14 @@ impl HttpUpstream {
                 serde_json::to_string(uris).unwrap_or_else(|_| "[]".into())
             ));
             return self
-                .start(caller, session.replica, Some(session), body, None, None)
+                .start(
+                    caller,
+                    session.replica,
+                    Some(session),
+                    body.into(),
+                    None,
+                    None,
+                )
                 .await
                 .map(Some);
         }
@@ -926,7 +940,7 @@ impl HttpUpstream {
         method: &str,
         replica: usize,
         session: Option<&UpstreamSession>,
-        body: Option<&Bytes>,
+        body: Option<&Segments>,
         traceparent: Option<&str>,
         routing: &[(std::borrow::Cow<'static, str>, Vec<u8>)],
     ) -> Result<Segments> {
@@ -973,8 +987,8 @@ impl HttpUpstream {
         });
         let mut req = Segments::default();
         req.push(head);
-        if let Some(b) = body {
-            req.push(b.clone());
+        for part in body.iter().flat_map(|b| b.iter()) {
+            req.push(part.clone());
         }
         Ok(req)
     }
@@ -1018,7 +1032,7 @@ impl HttpUpstream {
         caller: &Caller,
         replica: usize,
         session: Option<&UpstreamSession>,
-        body: Bytes,
+        body: Segments,
         traceparent: Option<&str>,
         routing: Option<&Routing>,
     ) -> Result<HttpCall> {
@@ -1029,8 +1043,9 @@ impl HttpUpstream {
             (false, _) => (body, std::borrow::Cow::Owned(Vec::new())),
             (true, Some(r)) => (body, std::borrow::Cow::Borrowed(r)),
             (true, None) => {
-                let (body, r) = for_stateless_upstream(caller, body, |t| self.param_headers_of(t));
-                (body, std::borrow::Cow::Owned(r))
+                let (body, r) =
+                    for_stateless_upstream(caller, body.into_bytes(), |t| self.param_headers_of(t));
+                (body.into(), std::borrow::Cow::Owned(r))
             }
         };
         let req = self.head("POST", replica, session, Some(&body), traceparent, &routing)?;

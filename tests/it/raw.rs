@@ -516,9 +516,10 @@ fn batched_calls_take_a_quota_unit_each() {
     assert_eq!(items[5]["error"]["code"], -32014, "{v}");
 }
 
-/// Large answers (whose bytes after the id the gateway writes without copying them) arrive
-/// whole and exact: alone and in a batch, from a stdio and an HTTP upstream, under number
-/// and string ids, with escapes and non-ASCII text; the connection serves the next request.
+/// Large requests and answers (whose bytes after the id and name the gateway writes without
+/// copying them) arrive whole and exact: alone and in a batch, to and from a stdio and an
+/// HTTP upstream, under number and string ids, with escapes and non-ASCII text (the echo
+/// gives back what the upstream got); the connection serves the next request.
 #[test]
 fn large_answers_arrive_exact() {
     let py = crate::support::HttpFixture::start("py");
@@ -555,9 +556,10 @@ fn large_answers_arrive_exact() {
             assert_eq!(v["id"], want, "{tool}");
             assert!(tool_text(&v).ends_with(&text), "{tool}: text changed");
         }
+        // Here the arguments come before the name (as from clients that sort keys).
         let one = |i: u32| {
             format!(
-                r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":{arg}}}}}}}"#
+                r#"{{"id":{i},"jsonrpc":"2.0","method":"tools/call","params":{{"arguments":{{"text":{arg}}},"name":"{tool}"}}}}"#
             )
         };
         c.send(&post(&format!("[{},{}]", one(1), one(2)), &[&s]));

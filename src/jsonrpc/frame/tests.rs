@@ -36,14 +36,14 @@ fn a_large_answer_keeps_its_bytes_after_the_id() {
     let big = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{{"text":"{text}"}}}}"#);
     let f = one(&big).expect("valid");
     let span = f.id_span().expect("id");
-    let p = f.splice_one(span, b"\"client-1\"");
+    let p = f.splice_front(&mut [(span, &b"\"client-1\""[..])]);
     assert!(!p.is_whole());
     // The bytes after the id are the message's own, not a copy.
     assert_eq!(p.body.as_ptr(), f.bytes()[span.end as usize..].as_ptr());
     assert_eq!(p.join(), f.splice(&mut [(span, &b"\"client-1\""[..])]));
     // Small, or with the id past the first KiB: one buffer, the same bytes.
     let small = one(r#"{"jsonrpc":"2.0","id":7,"result":{}}"#).expect("valid");
-    let s = small.splice_one(small.id_span().expect("id"), b"8");
+    let s = small.splice_front(&mut [(small.id_span().expect("id"), &b"8"[..])]);
     assert!(s.is_whole());
     assert_eq!(
         s.into_bytes(),
@@ -52,9 +52,51 @@ fn a_large_answer_keeps_its_bytes_after_the_id() {
     let late = format!(r#"{{"jsonrpc":"2.0","result":{{"text":"{text}"}},"id":7}}"#);
     let f = one(&late).expect("valid");
     let span = f.id_span().expect("id");
-    let p = f.splice_one(span, b"8");
+    let p = f.splice_front(&mut [(span, &b"8"[..])]);
     assert!(p.is_whole());
     assert!(p.into_bytes().ends_with(br#","id":8}"#));
+}
+
+#[test]
+fn a_large_request_keeps_its_arguments() {
+    let text = "y".repeat(PIECES_MIN);
+    // Members in either order: the arguments are shared whether the name comes first or
+    // after them (clients that sort keys).
+    for req in [
+        format!(
+            r#"{{"jsonrpc":"2.0","id":"c-9","method":"tools/call","params":{{"name":"fx__echo","arguments":{{"text":"{text}"}}}}}}"#
+        ),
+        format!(
+            r#"{{"id":"c-9","jsonrpc":"2.0","method":"tools/call","params":{{"arguments":{{"text":"{text}"}},"name":"fx__echo"}}}}"#
+        ),
+    ] {
+        let f = one(&req).expect("valid");
+        let (id, name) = (f.id_span().expect("id"), f.param("name").expect("name"));
+        let args = f.param("arguments").expect("arguments");
+        let edits = [(id, &b"12"[..]), (name, &b"\"echo\""[..])];
+        let parts = f.splice_parts(&mut edits.clone());
+        assert_eq!(
+            parts.iter().count(),
+            if name.start < args.start { 2 } else { 3 }
+        );
+        assert_eq!(parts.concat(), f.splice(&mut edits.clone()));
+        // One part is the message's own bytes around the arguments.
+        let own = f.bytes().as_ptr() as usize;
+        let (a, z) = (own + args.start as usize, own + args.end as usize);
+        let shared = parts
+            .iter()
+            .any(|p| p.as_ptr() as usize <= a && p.as_ptr() as usize + p.len() >= z);
+        assert!(shared, "the arguments were copied");
+    }
+    // A small request: one spliced buffer.
+    let f = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}"#)
+        .expect("valid");
+    let parts = f.splice_parts(&mut [(f.id_span().expect("id"), &b"2"[..])]);
+    assert_eq!(parts.iter().count(), 1);
+    assert_eq!(
+        parts.into_bytes(),
+        &br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a"}}"#[..]
+    );
 }
 
 #[test]
