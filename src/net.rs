@@ -110,13 +110,24 @@ pub const MAX_SEGMENTS: usize = 8;
 
 /// Up to [`MAX_SEGMENTS`] buffers written as one ([`Stream::write_segments`]), held inline:
 /// making one allocates nothing.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Segments {
     parts: [Bytes; MAX_SEGMENTS],
     /// First part not yet written whole.
     first: u8,
     /// Parts held.
     n: u8,
+}
+
+impl Clone for Segments {
+    /// The parts not yet written (the rest stay empty: no call per unused slot).
+    fn clone(&self) -> Self {
+        let mut out = Segments::default();
+        for p in self.iter() {
+            out.push(p.clone());
+        }
+        out
+    }
 }
 
 impl Segments {

@@ -293,7 +293,7 @@ impl Caller {
 
     /// Starts a request (whose id is already set) on `on`.
     pub async fn start(&self, up: &Upstream, on: &OnSession, id: u64, body: Bytes) -> Result<Call> {
-        self.start_with(up, on, id, body.into(), &Sending::default())
+        self.start_with(up, on, id, &body.into(), &Sending::default())
             .await
     }
 
@@ -303,7 +303,7 @@ impl Caller {
         up: &Upstream,
         on: &OnSession,
         id: u64,
-        body: crate::net::Segments,
+        body: &crate::net::Segments,
         how: &Sending<'_>,
     ) -> Result<Call> {
         match (&up.link, on) {
@@ -311,7 +311,9 @@ impl Caller {
                 .call(self, s, body, how.traceparent, how.routing)
                 .await
                 .map(|c| Call::Http(Box::new(c))),
-            (Link::Stdio(s), _) => s.call(id, body.into_bytes(), how.own).map(Call::Stdio),
+            (Link::Stdio(s), _) => s
+                .call(id, body.clone().into_bytes(), how.own)
+                .map(Call::Stdio),
             (Link::Http(_), OnSession::Stdio) => Err(Error::new(
                 ErrorKind::Internal,
                 "stdio session for an HTTP upstream",
@@ -350,14 +352,14 @@ impl Caller {
                 own: true,
                 ..Sending::default()
             };
-            let mut call = match self.start_with(up, &on, id, body.clone(), &own).await {
+            let mut call = match self.start_with(up, &on, id, &body, &own).await {
                 Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
                     let Link::Http(h) = &up.link else {
                         return Err(e);
                     };
                     tracing::info!(upstream = %up.name, "upstream session expired; initializing again");
                     let fresh = OnSession::Http(h.reinit_shared(self).await?);
-                    self.start_with(up, &fresh, id, body, &own).await?
+                    self.start_with(up, &fresh, id, &body, &own).await?
                 }
                 other => other?,
             };

@@ -379,7 +379,7 @@ impl Attempt<'_> {
         *sent_on.borrow_mut() = Some(on.clone());
         let caller = &ctx.caller;
         match caller
-            .start_with(upstream, &on, self.gid, self.body.clone(), &self.how)
+            .start_with(upstream, &on, self.gid, self.body, &self.how)
             .await
         {
             Err(e) if e.kind == ErrorKind::UpstreamSessionExpired => {
@@ -402,7 +402,7 @@ impl Attempt<'_> {
         *sent_on.borrow_mut() = Some(on.clone());
         let call = ctx
             .caller
-            .start_with(upstream, &on, self.gid, self.body.clone(), &self.how)
+            .start_with(upstream, &on, self.gid, self.body, &self.how)
             .await?;
         Ok((on, call))
     }

@@ -622,7 +622,7 @@ impl HttpUpstream {
                 caller,
                 replica,
                 None,
-                initialize_body(id, hello).into(),
+                &initialize_body(id, hello).into(),
                 None,
                 None,
             )
@@ -679,7 +679,7 @@ impl HttpUpstream {
             r#"{{"jsonrpc":"2.0","id":{id},"method":"server/discover","params":{{}}}}"#
         ));
         let call = match self
-            .start(caller, replica, Some(&probe), body.into(), None, None)
+            .start(caller, replica, Some(&probe), &body.into(), None, None)
             .await
         {
             Ok(c) => c,
@@ -751,7 +751,7 @@ impl HttpUpstream {
         &self,
         caller: &Caller,
         session: &UpstreamSession,
-        body: Segments,
+        body: &Segments,
         traceparent: Option<&str>,
         routing: Option<&Routing>,
     ) -> Result<HttpCall> {
@@ -799,7 +799,7 @@ impl HttpUpstream {
         &self,
         caller: &Caller,
         session: &UpstreamSession,
-        body: Segments,
+        body: &Segments,
         traceparent: Option<&str>,
         routing: Option<&Routing>,
     ) -> Result<HttpCall> {
@@ -808,14 +808,7 @@ impl HttpUpstream {
         loop {
             let pending = Pending::new(caller, session, replica);
             let r = self
-                .start(
-                    caller,
-                    replica,
-                    Some(session),
-                    body.clone(),
-                    traceparent,
-                    routing,
-                )
+                .start(caller, replica, Some(session), body, traceparent, routing)
                 .await;
             pending.disarm();
             match r {
@@ -860,7 +853,7 @@ impl HttpUpstream {
                 caller,
                 session.replica,
                 Some(session),
-                body.into(),
+                &body.into(),
                 None,
                 None,
             )
@@ -890,7 +883,7 @@ impl HttpUpstream {
                     caller,
                     session.replica,
                     Some(session),
-                    body.into(),
+                    &body.into(),
                     None,
                     None,
                 )
@@ -1032,7 +1025,7 @@ impl HttpUpstream {
         caller: &Caller,
         replica: usize,
         session: Option<&UpstreamSession>,
-        body: Segments,
+        body: &Segments,
         traceparent: Option<&str>,
         routing: Option<&Routing>,
     ) -> Result<HttpCall> {
@@ -1040,12 +1033,21 @@ impl HttpUpstream {
         // The routing headers a 2026-07-28 upstream needs: given by the front (which parsed
         // the request already), else read from the body.
         let (body, routing) = match (stateless, routing) {
-            (false, _) => (body, std::borrow::Cow::Owned(Vec::new())),
-            (true, Some(r)) => (body, std::borrow::Cow::Borrowed(r)),
+            (false, _) => (
+                std::borrow::Cow::Borrowed(body),
+                std::borrow::Cow::Owned(Vec::new()),
+            ),
+            (true, Some(r)) => (
+                std::borrow::Cow::Borrowed(body),
+                std::borrow::Cow::Borrowed(r),
+            ),
             (true, None) => {
                 let (body, r) =
-                    for_stateless_upstream(caller, body.into_bytes(), |t| self.param_headers_of(t));
-                (body.into(), std::borrow::Cow::Owned(r))
+                    for_stateless_upstream(caller, body.concat(), |t| self.param_headers_of(t));
+                (
+                    std::borrow::Cow::Owned(body.into()),
+                    std::borrow::Cow::Owned(r),
+                )
             }
         };
         let req = self.head("POST", replica, session, Some(&body), traceparent, &routing)?;
