@@ -260,7 +260,7 @@ fn final_answer(
             frame.splice(&mut [(id_span, client_id), (rs, &masked)])
         }
         _ => match (at, members) {
-            (Some(at), Some(m)) => frame.splice(&mut [(id_span, client_id), (at, m)]),
+            (Some(at), Some(m)) => return frame.splice_front(&mut [(id_span, client_id), (at, m)]),
             // Errors stay whole: a stateless client's error answers are read for their code.
             _ if frame.is_error() => frame.splice(&mut [(id_span, client_id)]),
             _ => return frame.splice_front(&mut [(id_span, client_id)]),

@@ -982,3 +982,32 @@ fn upstream_spoken_to_statelessly_serves_clients_of_both_eras() {
         gw.log_text()
     );
 }
+
+/// A large result of a legacy upstream reaches a 2026-07-28 client exact, with the members
+/// its era adds (the result's bytes after them are not copied).
+#[test]
+fn large_results_get_their_era_members() {
+    let gw = Gateway::start("", &stdio_fixture_toml("beta", ""), "epoll");
+    let mut c = Raw::connect(gw.addr);
+    let text = "long \"text\" \\ é\n".repeat(3000);
+    let req = stateless(
+        5,
+        "tools/call",
+        json!({"name": "beta__echo", "arguments": {"text": text}, "_meta": meta("2026-07-28")}),
+        &[
+            "MCP-Protocol-Version: 2026-07-28",
+            "Mcp-Method: tools/call",
+            "Mcp-Name: beta__echo",
+        ],
+    );
+    c.send(&req);
+    let r = c.read().expect("answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["id"], 5);
+    assert_eq!(v["result"]["resultType"], "complete", "{}", v["result"]);
+    let got = v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(got, format!("beta:{text}"));
+}
