@@ -309,6 +309,18 @@ fn check_frame(f: &Frame, reference: Option<&Value>, parser: &mut Parser, fresh:
     edits.extend(uri.map(|s| (s, new_uri)));
     edits.reverse(); // splice sorts; give it something to sort
     let out = f.splice(&mut edits.clone());
+    // The forms that share the message's bytes give the same bytes, at any sizes.
+    for (min, gap) in [
+        (0, 0),
+        (0, 1),
+        (16, 8),
+        (crate::jsonrpc::frame::PIECES_MIN, 1),
+    ] {
+        let parts = f.splice_parts_with(&mut edits.clone(), min, gap);
+        assert_eq!(parts.concat(), out, "splice_parts({min}, {gap})");
+        let front = f.splice_front_with(&mut edits.clone(), min, gap);
+        assert_eq!(front.join(), out, "splice_front({min}, {gap})");
+    }
     edits.sort_by_key(|(s, _)| s.start);
     assert_eq!(
         &out[..],

@@ -666,13 +666,23 @@ impl Frame {
     /// of its members) is this message's own bytes, shared; the edits and the short
     /// stretches around them are copied. A smaller message is one spliced buffer.
     pub fn splice_parts(&self, edits: &mut [(Span, &[u8])]) -> crate::net::Segments {
+        self.splice_parts_with(edits, PIECES_MIN, PIECES_GAP)
+    }
+
+    /// [`Frame::splice_parts`] with its two sizes given (the fuzz targets use small ones).
+    pub(crate) fn splice_parts_with(
+        &self,
+        edits: &mut [(Span, &[u8])],
+        min: usize,
+        gap: usize,
+    ) -> crate::net::Segments {
         let b = &self.bytes;
         edits.sort_by_key(|(s, _)| (s.start, s.end));
         let ordered = edits.windows(2).all(|w| w[0].0.end <= w[1].0.start)
             && edits
                 .iter()
                 .all(|(s, _)| s.start <= s.end && s.end as usize <= b.len());
-        if b.len() < PIECES_MIN || !ordered {
+        if b.len() < min || !ordered {
             return splice(b, edits).into();
         }
         let mut out = crate::net::Segments::default();
@@ -684,7 +694,7 @@ impl Frame {
                 None => 0,
             };
             let gap_end = edits.get(i).map_or(b.len(), |(s, _)| s.start as usize);
-            if gap_end - gap_start < PIECES_GAP {
+            if gap_end - gap_start < gap {
                 continue;
             }
             out.push(copy_run(b, from, gap_start, &edits[first..i]));
@@ -702,9 +712,19 @@ impl Frame {
     /// spliced into a copy and the rest is this message's own (shared). Other messages are
     /// spliced into one buffer.
     pub fn splice_front(&self, edits: &mut [(Span, &[u8])]) -> Pieces {
+        self.splice_front_with(edits, PIECES_MIN, PIECES_HEAD_MAX)
+    }
+
+    /// [`Frame::splice_front`] with its two sizes given (the fuzz targets use small ones).
+    pub(crate) fn splice_front_with(
+        &self,
+        edits: &mut [(Span, &[u8])],
+        min: usize,
+        head_max: usize,
+    ) -> Pieces {
         let b = &self.bytes;
         let front = edits.iter().map(|(s, _)| s.end as usize).max().unwrap_or(0);
-        if b.len() < PIECES_MIN || front > PIECES_HEAD_MAX || front > b.len() {
+        if b.len() < min || front > head_max || front > b.len() {
             return Pieces::whole(splice(b, edits));
         }
         let grow: usize = edits.iter().map(|(_, w)| w.len()).sum();
