@@ -1,6 +1,6 @@
 //! JSON-RPC envelope handling on the request path, against naive baselines.
 //!
-//! `frame_1k_call_parse`: our parse (simd-json validation + structural scan for spans) of a
+//! `frame_1k_call_parse`: our parse (one validating pass over the bytes + structural scan for spans) of a
 //! `tools/call` with 1 KiB of arguments, beside `serde_json::Value` and a typed serde struct
 //! with a `RawValue` for params. `frame_1k_call_splice`: rewriting id and tool name by
 //! splicing, beside decoding to a `Value`, editing and serializing again.

@@ -165,6 +165,7 @@ pub fn frame(data: &[u8]) {
         "a reused parser answers differently"
     );
     let reference: Option<Value> = serde_json::from_slice(data).ok();
+    check_validator(data);
     let h = fnv(data);
     let fresh = if h & 1 == 0 {
         (h & ((1 << 53) - 1)).to_string().into_bytes()
@@ -217,6 +218,37 @@ pub fn frame(data: &[u8]) {
         }
         Err(FrameError::Invalid { id: Some(id), .. }) => check_error_id(&id, reference.as_ref()),
         Err(_) => {}
+    }
+}
+
+/// The gateway's JSON validator refuses what simd-json (a full parser) refuses, except a
+/// number out of `f64`'s range, which the grammar allows (`serde_json`, skipping values,
+/// must then read the input too); and accepts what simd-json accepts, except past its own
+/// depth limit.
+fn check_validator(data: &[u8]) {
+    use crate::jsonrpc::validate::{validate, What};
+    use simd_json::ErrorType as E;
+    let ours = validate(data);
+    let mut copy = data.to_vec();
+    let theirs = simd_json::to_tape(&mut copy).map(drop);
+    match (&ours, &theirs) {
+        (Ok(()), Err(e)) => {
+            assert!(
+                matches!(
+                    e.error(),
+                    E::InvalidNumber | E::InvalidExponent | E::Overflow
+                ),
+                "accepted what simd-json refuses: {e}"
+            );
+            assert!(
+                serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok(),
+                "accepted a number serde_json refuses: {e}"
+            );
+        }
+        (Err(e), Ok(())) => {
+            assert_eq!(e.what, What::TooDeep, "refused what simd-json accepts: {e}")
+        }
+        _ => {}
     }
 }
 

@@ -9,7 +9,7 @@
 //!                         calls a transport::reply::Handler, writes its Reply
 //!     pipeline            the phases, one file each (see `pipeline` and ARCHITECTURE.md):
 //!                         admit -> route -> authorize -> rewrite -> call -> relay -> record
-//!     jsonrpc::frame      simd-json validates; spans of id / method / name / uri
+//!     jsonrpc::frame      validated in place (one pass); spans of id / method / name / uri
 //!     registry::Snapshot  (arc-swap load, no lock) lists answered from pre-serialized pages;
 //!                         exposed name -> (upstream, original name)
 //!     upstream::Caller    fresh gateway id spliced in, name spliced back

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::{
     codes::Pieces,
     scan::{self, KeyFault, Level, Members},
+    validate,
 };
 
 /// Levels of arrays and objects a message may have when its parser sets no limit (the
@@ -154,24 +155,11 @@ pub enum Message {
     Batch(Vec<Result<Frame, FrameError>>),
 }
 
-/// Reusable buffers for validation; one per worker, so parsing does not allocate per message
-/// once warmed up.
-pub struct Parser {
-    scratch: Vec<u8>,
-    buffers: simd_json::Buffers,
-    /// Kept between messages for its allocation; always empty when stored.
-    tape: Option<simd_json::tape::Tape<'static>>,
-}
-
-impl Default for Parser {
-    fn default() -> Self {
-        Self {
-            scratch: Vec::new(),
-            buffers: simd_json::Buffers::new(4096),
-            tape: Some(simd_json::tape::Tape::null().reset()),
-        }
-    }
-}
+/// The per-worker parser. It holds nothing between messages now that validation is one pass
+/// over the bytes as they came in ([`super::validate`]); it stays a value so callers keep one
+/// place to parse through.
+#[derive(Default)]
+pub struct Parser {}
 
 impl Parser {
     /// Parses `bytes` as one message or a batch.
@@ -209,7 +197,7 @@ impl Parser {
     /// client's message, and each other value only for where it ends (strings and nesting
     /// followed exactly, so the client's parser finds the envelope the gateway found). What
     /// is inside `result` or `error` is not validated: it passes through as the upstream's
-    /// bytes, and a client's parser refuses it if it is not JSON. simd-json is not run.
+    /// bytes, and a client's parser refuses it if it is not JSON. It is not validated.
     pub fn parse_upstream(&mut self, bytes: Bytes) -> Result<Frame, FrameError> {
         let start = scan::skip_ws(&bytes, 0);
         match bytes.get(start) {
@@ -228,27 +216,7 @@ impl Parser {
     }
 
     fn validate(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
-        // simd-json unescapes strings in place, so it works on a scratch copy and the
-        // original bytes stay untouched for pass-through. The copy carries the padding
-        // simd-json reads past the end, so it makes no second, padded copy of its own.
-        self.scratch.clear();
-        self.scratch.reserve(bytes.len() + simd_json::INPUT_PADDING);
-        self.scratch.extend_from_slice(bytes);
-        self.scratch
-            .resize(bytes.len() + simd_json::INPUT_PADDING, b' ');
-        let mut tape = self
-            .tape
-            .take()
-            .unwrap_or_else(|| simd_json::tape::Tape::null().reset())
-            .reset();
-        let res = simd_json::fill_tape_padded(
-            &mut self.scratch,
-            bytes.len(),
-            &mut self.buffers,
-            &mut tape,
-        );
-        self.tape = Some(tape.reset());
-        res.map_err(|e| FrameError::Parse(e.to_string()))
+        validate::validate(bytes).map_err(|e| FrameError::Parse(e.to_string()))
     }
 }
 
@@ -290,7 +258,7 @@ fn malformed() -> FrameError {
 /// The members of a message's top-level object, walked strictly: a key, a colon and a
 /// value, then a comma and the next member or the closing brace, then nothing but
 /// whitespace. (Inner objects are skipped by the structural scan; the top level is what the
-/// gateway decides on, so it is held to the grammar here even where simd-json has not run.)
+/// gateway decides on, so it is held to the grammar here even where nothing validated it.)
 struct Envelope<'a> {
     b: &'a [u8],
     pos: usize,

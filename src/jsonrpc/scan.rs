@@ -1,4 +1,5 @@
-//! Structural scan over JSON that simd-json has already validated.
+//! Structural scan over JSON: a client's message already validated (`validate`), or an
+//! upstream's, whose envelope the scan holds to the grammar itself.
 //!
 //! The scan finds where values start and end; it does not validate and never decodes. Every
 //! function returns `None` rather than panicking when the input is not what it expects, so a

@@ -1,0 +1,439 @@
+//! JSON validation in one pass over the bytes as they came in: no copy, no write, no tape.
+//!
+//! The gateway passes `params.arguments` through untouched, so it needs to know that a message
+//! is JSON (RFC 8259: UTF-8, the grammar, escapes, no raw control characters in strings, at
+//! most [`MAX_DEPTH`] levels), never what its values decode to. A general parser does more:
+//! simd-json, which this replaced, unescapes strings in place and so worked on a copy of every
+//! message, and built a tape of every value; at 256 KiB those two were a third of the
+//! gateway's CPU per call. Here a string is found with `memchr2` (the quote or the backslash
+//! that ends its plain run) and each plain run is checked with one min/max reduction (raw
+//! control characters) and, only where it holds a byte >= 0x80, UTF-8 validation. Outside
+//! strings every byte must belong to the grammar, so no byte >= 0x80 passes there.
+//!
+//! What is refused is what simd-json refused, except numbers out of `f64`'s range (`1e400`),
+//! which the grammar allows and which the gateway never decodes; the `frame` fuzz target
+//! holds the two to that.
+
+use memchr::memchr2;
+
+use super::frame::MAX_DEPTH;
+
+/// Why bytes are not JSON: what was found, and at which byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Invalid {
+    /// What is wrong.
+    pub(crate) what: What,
+    /// Offset of the byte where it was found.
+    pub(crate) at: usize,
+}
+
+/// The kinds of [`Invalid`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum What {
+    /// The input ends inside a value, or holds no value.
+    Eof,
+    /// A byte the grammar does not allow here.
+    Unexpected,
+    /// Something after the one top-level value.
+    Trailing,
+    /// A number not of the grammar (`01`, `1.`, `-`, `1e`).
+    Number,
+    /// A raw control character (below 0x20) in a string.
+    Control,
+    /// A backslash not followed by one of `"\/bfnrtu`, or `\u` not followed by four hex digits.
+    Escape,
+    /// A `\u` escape of a surrogate that is not half of a pair.
+    Surrogate,
+    /// A string that is not UTF-8.
+    Utf8,
+    /// More than [`MAX_DEPTH`] levels of arrays and objects.
+    TooDeep,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.what {
+            What::Eof => "unexpected end of input",
+            What::Unexpected => "unexpected character",
+            What::Trailing => "trailing characters after the value",
+            What::Number => "invalid number",
+            What::Control => "control character in a string",
+            What::Escape => "invalid escape",
+            What::Surrogate => "unpaired surrogate escape",
+            What::Utf8 => "invalid UTF-8 in a string",
+            What::TooDeep => "nested too deeply",
+        };
+        write!(f, "{what} at byte {}", self.at)
+    }
+}
+
+fn err<T>(what: What, at: usize) -> Result<T, Invalid> {
+    Err(Invalid { what, at })
+}
+
+/// Open containers, one bit per level (set: object), as deep as [`MAX_DEPTH`].
+struct Stack {
+    bits: [u64; MAX_DEPTH.div_ceil(64)],
+    depth: usize,
+}
+
+impl Stack {
+    fn push(&mut self, object: bool, at: usize) -> Result<(), Invalid> {
+        if self.depth >= MAX_DEPTH {
+            return err(What::TooDeep, at);
+        }
+        let (word, bit) = (self.depth / 64, self.depth % 64);
+        if let Some(w) = self.bits.get_mut(word) {
+            *w = (*w & !(1 << bit)) | (u64::from(object) << bit);
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Whether the innermost open container is an object (`None` at the top level).
+    fn top_is_object(&self) -> Option<bool> {
+        let d = self.depth.checked_sub(1)?;
+        Some(self.bits.get(d / 64)? >> (d % 64) & 1 == 1)
+    }
+}
+
+/// Index of the first byte at or after `i` that is not JSON whitespace.
+#[inline]
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Checks that `b` is one JSON value (with whitespace around it).
+pub(crate) fn validate(b: &[u8]) -> Result<(), Invalid> {
+    let mut stack = Stack {
+        bits: [0; MAX_DEPTH.div_ceil(64)],
+        depth: 0,
+    };
+    let mut i = ws(b, 0);
+    'value: loop {
+        // A value starts at `i`.
+        let Some(&c) = b.get(i) else {
+            return err(What::Eof, i);
+        };
+        i = match c {
+            b'"' => string_end(b, i)?,
+            b'{' => {
+                stack.push(true, i)?;
+                i = ws(b, i + 1);
+                if b.get(i) == Some(&b'}') {
+                    stack.depth -= 1;
+                    i + 1
+                } else {
+                    i = key(b, i)?;
+                    continue 'value;
+                }
+            }
+            b'[' => {
+                stack.push(false, i)?;
+                i = ws(b, i + 1);
+                if b.get(i) == Some(&b']') {
+                    stack.depth -= 1;
+                    i + 1
+                } else {
+                    continue 'value;
+                }
+            }
+            b't' => literal(b, i, b"true")?,
+            b'f' => literal(b, i, b"false")?,
+            b'n' => literal(b, i, b"null")?,
+            b'-' | b'0'..=b'9' => number_end(b, i)?,
+            _ => return err(What::Unexpected, i),
+        };
+        // After a value: a separator, the end of its container, or the end of the input.
+        loop {
+            i = ws(b, i);
+            let Some(object) = stack.top_is_object() else {
+                return if i == b.len() {
+                    Ok(())
+                } else {
+                    err(What::Trailing, i)
+                };
+            };
+            match (b.get(i), object) {
+                (Some(b','), true) => {
+                    i = key(b, ws(b, i + 1))?;
+                    continue 'value;
+                }
+                (Some(b','), false) => {
+                    i = ws(b, i + 1);
+                    continue 'value;
+                }
+                (Some(b'}'), true) | (Some(b']'), false) => {
+                    stack.depth -= 1;
+                    i += 1;
+                }
+                (None, _) => return err(What::Eof, i),
+                _ => return err(What::Unexpected, i),
+            }
+        }
+    }
+}
+
+/// A member's key and colon at `i`; returns where its value starts.
+#[inline]
+fn key(b: &[u8], i: usize) -> Result<usize, Invalid> {
+    match b.get(i) {
+        Some(b'"') => {}
+        Some(_) => return err(What::Unexpected, i),
+        None => return err(What::Eof, i),
+    }
+    let colon = ws(b, string_end(b, i)?);
+    match b.get(colon) {
+        Some(b':') => Ok(ws(b, colon + 1)),
+        Some(_) => err(What::Unexpected, colon),
+        None => err(What::Eof, colon),
+    }
+}
+
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, Invalid> {
+    let end = i + word.len();
+    match b.get(i..end) {
+        Some(w) if w == word => Ok(end),
+        _ => {
+            // The first byte that differs (or the end of the input).
+            let bad = (i..end)
+                .find(|&k| b.get(k) != word.get(k - i))
+                .unwrap_or(end);
+            err(
+                if bad >= b.len() {
+                    What::Eof
+                } else {
+                    What::Unexpected
+                },
+                bad,
+            )
+        }
+    }
+}
+
+/// A number at `i` (`-` or a digit); returns the index just past it. What follows is the
+/// caller's to check (a separator, a closing bracket, whitespace or the end).
+fn number_end(b: &[u8], i: usize) -> Result<usize, Invalid> {
+    let digits = |mut j: usize| {
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        j
+    };
+    let mut j = i + usize::from(b.get(i) == Some(&b'-'));
+    match b.get(j) {
+        Some(b'0') => j += 1,
+        Some(b'1'..=b'9') => j = digits(j + 1),
+        _ => return err(What::Number, j),
+    }
+    if b.get(j) == Some(&b'.') {
+        let k = digits(j + 1);
+        if k == j + 1 {
+            return err(What::Number, k);
+        }
+        j = k;
+    }
+    if let Some(b'e' | b'E') = b.get(j) {
+        j += 1;
+        if let Some(b'+' | b'-') = b.get(j) {
+            j += 1;
+        }
+        let k = digits(j);
+        if k == j {
+            return err(What::Number, k);
+        }
+        j = k;
+    }
+    Ok(j)
+}
+
+/// Bytes of a string looked at one by one before the vector search.
+const SHORT: usize = 24;
+
+/// The string whose opening quote is at `i`; returns the index just past its closing quote.
+#[inline]
+pub(crate) fn string_end(b: &[u8], i: usize) -> Result<usize, Invalid> {
+    let mut j = i + 1;
+    // Most strings of an envelope are short (keys, a method, a name): a byte loop over their
+    // first bytes costs less than setting up a vector search. Any byte it cannot take as
+    // plain ASCII hands the string to the loop below.
+    let short = b.get(j..).unwrap_or_default();
+    for &c in short.iter().take(SHORT) {
+        match c {
+            b'"' => return Ok(j + 1),
+            b'\\' | 0..=0x1f | 0x80.. => break,
+            _ => j += 1,
+        }
+    }
+    loop {
+        let rest = b.get(j..).unwrap_or_default();
+        let Some(k) = memchr2(b'"', b'\\', rest) else {
+            plain(rest, j)?;
+            return err(What::Eof, b.len());
+        };
+        plain(&rest[..k], j)?;
+        let at = j + k;
+        if b[at] == b'"' {
+            return Ok(at + 1);
+        }
+        j = escape_end(b, at)?;
+    }
+}
+
+/// A run of a string between its quotes and escapes, starting at byte `at`: no raw control
+/// character, UTF-8.
+#[inline]
+fn plain(run: &[u8], at: usize) -> Result<(), Invalid> {
+    // One pass that the compiler turns into vector min/max; the exact place of a fault is
+    // looked for only once there is one.
+    let (lo, hi) = run
+        .iter()
+        .fold((u8::MAX, 0u8), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    if lo < 0x20 {
+        let k = run.iter().position(|&c| c < 0x20).unwrap_or_default();
+        return err(What::Control, at + k);
+    }
+    if hi >= 0x80 {
+        if let Err(e) = simdutf8::compat::from_utf8(run) {
+            return err(What::Utf8, at + e.valid_up_to());
+        }
+    }
+    Ok(())
+}
+
+/// The escape whose backslash is at `at`; returns the index just past it.
+fn escape_end(b: &[u8], at: usize) -> Result<usize, Invalid> {
+    match b.get(at + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(at + 2),
+        Some(b'u') => {
+            let cp = hex4(b, at + 2)?;
+            match cp {
+                0xD800..=0xDBFF => {
+                    // A high surrogate: the low half must follow as its own escape.
+                    if b.get(at + 6..at + 8) != Some(&b"\\u"[..]) {
+                        return err(What::Surrogate, at);
+                    }
+                    match hex4(b, at + 8)? {
+                        0xDC00..=0xDFFF => Ok(at + 12),
+                        _ => err(What::Surrogate, at + 6),
+                    }
+                }
+                0xDC00..=0xDFFF => err(What::Surrogate, at),
+                _ => Ok(at + 6),
+            }
+        }
+        Some(_) => err(What::Escape, at),
+        None => err(What::Eof, at + 1),
+    }
+}
+
+/// Four hex digits at `i`, as a number.
+fn hex4(b: &[u8], i: usize) -> Result<u32, Invalid> {
+    let mut v = 0u32;
+    for k in i..i + 4 {
+        let n = match b.get(k) {
+            Some(&d @ b'0'..=b'9') => d - b'0',
+            Some(&d @ b'a'..=b'f') => d - b'a' + 10,
+            Some(&d @ b'A'..=b'F') => d - b'A' + 10,
+            Some(_) => return err(What::Escape, k),
+            None => return err(What::Eof, k),
+        };
+        v = v << 4 | u32::from(n);
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &[u8]) {
+        assert_eq!(validate(s), Ok(()), "{:?}", String::from_utf8_lossy(s));
+    }
+
+    fn bad(s: &[u8], what: What) {
+        match validate(s) {
+            Err(e) => assert_eq!(e.what, what, "{:?}: {e}", String::from_utf8_lossy(s)),
+            Ok(()) => panic!("accepted {:?}", String::from_utf8_lossy(s)),
+        }
+    }
+
+    #[test]
+    fn values_of_the_grammar_pass() {
+        for s in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{}}}"#[..],
+            b" [ 1 , -0.5e+3, 0, -0, 1E9, 2.25 ,true,false,null, \"\" ,{}, [] ] \r\n",
+            b"\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"",
+            "{\"caf\u{e9}\":\"\u{1F600} \u{4e2d}\"}".as_bytes(),
+            b"1e400",
+            b"{\"a\":{\"b\":[[[{}]]]}}",
+        ] {
+            ok(s);
+        }
+    }
+
+    #[test]
+    fn what_the_grammar_refuses() {
+        bad(b"", What::Eof);
+        bad(b"   ", What::Eof);
+        bad(b"{", What::Eof);
+        bad(b"{\"a\":1", What::Eof);
+        bad(b"{\"a\" 1}", What::Unexpected);
+        bad(b"{\"a\":1,}", What::Unexpected);
+        bad(b"[1,]", What::Unexpected);
+        bad(b"[1 2]", What::Unexpected);
+        bad(b"{1:2}", What::Unexpected);
+        bad(b"{\"a\":1]", What::Unexpected);
+        bad(b"[1}", What::Unexpected);
+        bad(b"{} {}", What::Trailing);
+        bad(b"1x", What::Trailing);
+        bad(b"01", What::Trailing);
+        bad(b"[01]", What::Unexpected);
+        bad(b"-", What::Number);
+        bad(b"1.", What::Number);
+        bad(b"1.e5", What::Number);
+        bad(b"1e", What::Number);
+        bad(b"1e+", What::Number);
+        bad(b"+1", What::Unexpected);
+        bad(b".5", What::Unexpected);
+        bad(b"tru", What::Eof);
+        bad(b"trve", What::Unexpected);
+        bad(b"nul", What::Eof);
+        bad(b"NaN", What::Unexpected);
+        bad(b"\"abc", What::Eof);
+        bad(b"\"a\x01b\"", What::Control);
+        bad(b"\"a\tb\"", What::Control);
+        bad(b"\"\\x\"", What::Escape);
+        bad(b"\"\\u12G4\"", What::Escape);
+        bad(b"\"\\u12\"", What::Escape);
+        bad(b"\"\\uD800\"", What::Surrogate);
+        bad(b"\"\\uD800\\u0041\"", What::Surrogate);
+        bad(b"\"\\uDC00\"", What::Surrogate);
+        bad(b"\"\xff\"", What::Utf8);
+        bad(b"\"\xc3\"", What::Utf8);
+        bad(b"\"\xed\xa0\x80\"", What::Utf8);
+        bad(b"\xef\xbb\xbf{}", What::Unexpected);
+        bad(b"{\"a\":\xc3\xa9}", What::Unexpected);
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        ok(nest(MAX_DEPTH).as_bytes());
+        bad(nest(MAX_DEPTH + 1).as_bytes(), What::TooDeep);
+        let objects = format!("{}1{}", "{\"a\":".repeat(MAX_DEPTH), "}".repeat(MAX_DEPTH));
+        ok(objects.as_bytes());
+    }
+
+    #[test]
+    fn errors_name_the_byte() {
+        let e = validate(b"{\"a\":[1,2,x]}").expect_err("refused");
+        assert_eq!(e.at, 10);
+        assert_eq!(e.to_string(), "unexpected character at byte 10");
+        let e = validate(b"\"ab\x02\"").expect_err("refused");
+        assert_eq!((e.what, e.at), (What::Control, 3));
+    }
+}
