@@ -669,12 +669,14 @@ fn each_limit_answers_with_its_status_and_code() {
     );
 
     // max_connections_per_ip: from 127.0.0.3, three connections, then 429 (both workers
-    // still have room, so the per-address cap is what refuses).
+    // still have room, so the per-address cap is what refuses). A connection counts as held
+    // when no answer comes within 2 s: at 700 ms, a run of the whole suite on two cores once
+    // saw no refusal arrive in time.
     let mut held = Vec::new();
     let mut refused = Vec::new();
     for _ in 0..5 {
         let s = connect_from("127.0.0.3", gw.addr);
-        s.set_read_timeout(Some(Duration::from_millis(700)))
+        s.set_read_timeout(Some(Duration::from_millis(2000)))
             .expect("timeout");
         let mut r = Raw::from_stream(s);
         match r.read() {
@@ -704,7 +706,7 @@ fn each_limit_answers_with_its_status_and_code() {
     let mut refused = Vec::new();
     for i in 0..16 {
         let s = connect_from(&format!("127.0.1.{}", i + 1), gw.addr);
-        s.set_read_timeout(Some(Duration::from_millis(700)))
+        s.set_read_timeout(Some(Duration::from_millis(2000)))
             .expect("timeout");
         let mut r = Raw::from_stream(s);
         match r.read() {
