@@ -21,6 +21,23 @@ pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// `i` is at an opening quote; returns the index just past the closing quote.
 pub(crate) fn string_end(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i.checked_add(1)?;
+    // Short strings, eight bytes at a time (see `validate::string_end`).
+    while j - i <= super::validate::SHORT {
+        let Some(word) = b.get(j..j + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) else {
+            break;
+        };
+        let m = super::validate::quotes(u64::from_le_bytes(word));
+        if m == 0 {
+            j += 8;
+            continue;
+        }
+        j += (m.trailing_zeros() / 8) as usize;
+        if *b.get(j)? == b'"' {
+            return Some(j + 1);
+        }
+        // A backslash escapes exactly the next byte.
+        j += 2;
+    }
     loop {
         let rest = b.get(j..)?;
         let k = memchr2(b'"', b'\\', rest)?;

@@ -250,22 +250,51 @@ fn number_end(b: &[u8], i: usize) -> Result<usize, Invalid> {
     Ok(j)
 }
 
-/// Bytes of a string looked at one by one before the vector search.
-const SHORT: usize = 24;
+/// Bytes of a string looked at eight at a time before the vector search.
+pub(crate) const SHORT: usize = 64;
+
+const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// The bytes of `x` (eight string bytes, little-endian) that end a plain ASCII run: a quote,
+/// a backslash, a control character or a byte >= 0x80, each flagged by its high bit. A flag
+/// can be wrong only above a right one (a borrow carries upward), so the lowest is exact.
+#[inline]
+fn stops(x: u64) -> u64 {
+    quotes(x) | ((x.wrapping_sub(ONES * 0x20) & !x) | x) & HIGH
+}
+
+/// The quotes and backslashes of `x`, flagged as by [`stops`] (for the structural scan,
+/// whose strings are valid already or are not its to check).
+#[inline]
+pub(crate) fn quotes(x: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    (zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))) & HIGH
+}
 
 /// The string whose opening quote is at `i`; returns the index just past its closing quote.
 #[inline]
 pub(crate) fn string_end(b: &[u8], i: usize) -> Result<usize, Invalid> {
     let mut j = i + 1;
-    // Most strings of an envelope are short (keys, a method, a name): a byte loop over their
-    // first bytes costs less than setting up a vector search. Any byte it cannot take as
-    // plain ASCII hands the string to the loop below.
-    let short = b.get(j..).unwrap_or_default();
-    for &c in short.iter().take(SHORT) {
-        match c {
-            b'"' => return Ok(j + 1),
-            b'\\' | 0..=0x1f | 0x80.. => break,
-            _ => j += 1,
+    // Most strings of an envelope are short (keys, a method, a name, `_meta`'s long keys):
+    // eight bytes at a time costs less than setting up a vector search. The word read may
+    // run past the string (not past the message); only its lowest stop counts.
+    while j - i <= SHORT {
+        let Some(word) = b.get(j..j + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) else {
+            break;
+        };
+        let m = stops(u64::from_le_bytes(word));
+        if m == 0 {
+            j += 8;
+            continue;
+        }
+        j += (m.trailing_zeros() / 8) as usize;
+        match b.get(j) {
+            Some(b'"') => return Ok(j + 1),
+            Some(b'\\') => j = escape_end(b, j)?,
+            // A control character (the loop below names it) or a byte >= 0x80 (UTF-8 is
+            // checked there, by run).
+            _ => break,
         }
     }
     loop {
@@ -426,6 +455,36 @@ mod tests {
         bad(nest(MAX_DEPTH + 1).as_bytes(), What::TooDeep);
         let objects = format!("{}1{}", "{\"a\":".repeat(MAX_DEPTH), "}".repeat(MAX_DEPTH));
         ok(objects.as_bytes());
+    }
+
+    #[test]
+    fn stops_within_and_past_a_word() {
+        // Every position of a stop in the first 80 bytes of a string, each kind of stop.
+        for at in 0..80 {
+            for (stop, what) in [
+                (&b"\""[..], None),
+                (b"\\n\"", None),
+                (b"\x01\"", Some(What::Control)),
+                (b"\xc3\xa9\"", None),
+                (b"\xc3\"", Some(What::Utf8)),
+                (b"\x7f\"", None),
+            ] {
+                let mut s = vec![b'"'];
+                s.extend(std::iter::repeat_n(b'a', at));
+                s.extend_from_slice(stop);
+                match (validate(&s), what) {
+                    (Ok(()), None) => {}
+                    (Err(e), Some(w)) => assert_eq!((e.what, e.at), (w, at + 1), "{s:?}"),
+                    (r, _) => panic!("{s:?}: {r:?}"),
+                }
+                // The same string inside a longer message: words read past its end.
+                s.extend_from_slice(b" ");
+                let mut m = b"[".to_vec();
+                m.extend_from_slice(&s);
+                m.extend_from_slice(b", \"tail tail tail\"]");
+                assert_eq!(validate(&m).is_ok(), what.is_none(), "{m:?}");
+            }
+        }
     }
 
     #[test]
