@@ -13,6 +13,10 @@
 //! What is refused is what simd-json refused, except numbers out of `f64`'s range (`1e400`),
 //! which the grammar allows and which the gateway never decodes; the `frame` fuzz target
 //! holds the two to that.
+//!
+//! The same walk, not strict about strings and handing each string to a callback, is what
+//! guard screening reads arguments and results with ([`walk`]): the gateway has one JSON
+//! grammar.
 
 use memchr::memchr2;
 
@@ -71,29 +75,49 @@ fn err<T>(what: What, at: usize) -> Result<T, Invalid> {
     Err(Invalid { what, at })
 }
 
-/// Open containers, one bit per level (set: object), as deep as [`MAX_DEPTH`].
+/// Open containers, one bit per level (set: object): the first 1,024 levels inline, the
+/// rest on the heap (only a walk given a deeper bound gets there).
 struct Stack {
-    bits: [u64; MAX_DEPTH.div_ceil(64)],
+    inline: [u64; MAX_DEPTH.div_ceil(64)],
+    deeper: Vec<u64>,
     depth: usize,
+    max: usize,
 }
 
 impl Stack {
+    #[inline]
     fn push(&mut self, object: bool, at: usize) -> Result<(), Invalid> {
-        if self.depth >= MAX_DEPTH {
+        if self.depth >= self.max {
             return err(What::TooDeep, at);
         }
         let (word, bit) = (self.depth / 64, self.depth % 64);
-        if let Some(w) = self.bits.get_mut(word) {
-            *w = (*w & !(1 << bit)) | (u64::from(object) << bit);
-        }
+        let w = match self.inline.get_mut(word) {
+            Some(w) => w,
+            None => self.deeper_word(word - MAX_DEPTH.div_ceil(64)),
+        };
+        *w = (*w & !(1 << bit)) | (u64::from(object) << bit);
         self.depth += 1;
         Ok(())
     }
 
+    /// Word `k` of the levels past the inline ones, made when first reached.
+    #[inline(never)]
+    fn deeper_word(&mut self, k: usize) -> &mut u64 {
+        if k >= self.deeper.len() {
+            self.deeper.resize(k + 1, 0);
+        }
+        &mut self.deeper[k]
+    }
+
     /// Whether the innermost open container is an object (`None` at the top level).
+    #[inline]
     fn top_is_object(&self) -> Option<bool> {
         let d = self.depth.checked_sub(1)?;
-        Some(self.bits.get(d / 64)? >> (d % 64) & 1 == 1)
+        let word = match self.inline.get(d / 64) {
+            Some(w) => *w,
+            None => *self.deeper.get(d / 64 - MAX_DEPTH.div_ceil(64))?,
+        };
+        Some(word >> (d % 64) & 1 == 1)
     }
 }
 
@@ -106,20 +130,64 @@ fn ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Checks that `b` is one JSON value (with whitespace around it).
+/// One string met by [`walk`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Token {
+    /// Byte offset of the opening quote.
+    pub start: usize,
+    /// Byte offset one past the closing quote.
+    pub end: usize,
+    /// The string holds at least one backslash escape.
+    pub escaped: bool,
+    /// The raw text (quotes excluded, escapes not decoded) of the object key this string is
+    /// the value of, if it is one (a key itself has none).
+    pub key: Option<(usize, usize)>,
+}
+
+/// Checks that `b` is one JSON value (with whitespace around it), strictly: every string
+/// UTF-8, without raw control characters or unpaired surrogate escapes; at most
+/// [`MAX_DEPTH`] levels.
 pub(crate) fn validate(b: &[u8]) -> Result<(), Invalid> {
+    walk::<true>(b, MAX_DEPTH, |_| {})
+}
+
+/// Walks the JSON value `b` (with whitespace around it) and hands every string to
+/// `on_string`, object keys included (a key before its value), in input order. The grammar
+/// (structure, literals, numbers, escapes) is always checked, and at most `max_depth` levels
+/// of arrays and objects are allowed. With `STRICT`, each string is also held to UTF-8, no raw
+/// control character and no unpaired surrogate escape ([`validate`]); without, its bytes are
+/// not looked at (guard screening walks upstreams' results that pass through as they are).
+pub(crate) fn walk<const STRICT: bool>(
+    b: &[u8],
+    max_depth: usize,
+    mut on_string: impl FnMut(Token),
+) -> Result<(), Invalid> {
     let mut stack = Stack {
-        bits: [0; MAX_DEPTH.div_ceil(64)],
+        inline: [0; MAX_DEPTH.div_ceil(64)],
+        deeper: Vec::new(),
         depth: 0,
+        max: max_depth,
     };
+    // The key whose value comes next.
+    let mut key: Option<(usize, usize)> = None;
     let mut i = ws(b, 0);
     'value: loop {
         // A value starts at `i`.
         let Some(&c) = b.get(i) else {
             return err(What::Eof, i);
         };
+        let this_key = key.take();
         i = match c {
-            b'"' => string_end(b, i)?,
+            b'"' => {
+                let (end, escaped) = string_end::<STRICT>(b, i)?;
+                on_string(Token {
+                    start: i,
+                    end,
+                    escaped,
+                    key: this_key,
+                });
+                end
+            }
             b'{' => {
                 stack.push(true, i)?;
                 i = ws(b, i + 1);
@@ -127,7 +195,7 @@ pub(crate) fn validate(b: &[u8]) -> Result<(), Invalid> {
                     stack.depth -= 1;
                     i + 1
                 } else {
-                    i = key(b, i)?;
+                    (i, key) = member_key::<STRICT>(b, i, &mut on_string)?;
                     continue 'value;
                 }
             }
@@ -159,7 +227,7 @@ pub(crate) fn validate(b: &[u8]) -> Result<(), Invalid> {
             };
             match (b.get(i), object) {
                 (Some(b','), true) => {
-                    i = key(b, ws(b, i + 1))?;
+                    (i, key) = member_key::<STRICT>(b, ws(b, i + 1), &mut on_string)?;
                     continue 'value;
                 }
                 (Some(b','), false) => {
@@ -177,17 +245,29 @@ pub(crate) fn validate(b: &[u8]) -> Result<(), Invalid> {
     }
 }
 
-/// A member's key and colon at `i`; returns where its value starts.
+/// A member's key and colon at `i`, the key handed to `on_string`; returns where its value
+/// starts and the key's raw text.
 #[inline]
-fn key(b: &[u8], i: usize) -> Result<usize, Invalid> {
+fn member_key<const STRICT: bool>(
+    b: &[u8],
+    i: usize,
+    on_string: &mut impl FnMut(Token),
+) -> Result<(usize, Option<(usize, usize)>), Invalid> {
     match b.get(i) {
         Some(b'"') => {}
         Some(_) => return err(What::Unexpected, i),
         None => return err(What::Eof, i),
     }
-    let colon = ws(b, string_end(b, i)?);
+    let (end, escaped) = string_end::<STRICT>(b, i)?;
+    on_string(Token {
+        start: i,
+        end,
+        escaped,
+        key: None,
+    });
+    let colon = ws(b, end);
     match b.get(colon) {
-        Some(b':') => Ok(ws(b, colon + 1)),
+        Some(b':') => Ok((ws(b, colon + 1), Some((i + 1, end - 1)))),
         Some(_) => err(What::Unexpected, colon),
         None => err(What::Eof, colon),
     }
@@ -216,6 +296,7 @@ fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, Invalid> {
 
 /// A number at `i` (`-` or a digit); returns the index just past it. What follows is the
 /// caller's to check (a separator, a closing bracket, whitespace or the end).
+#[inline]
 fn number_end(b: &[u8], i: usize) -> Result<usize, Invalid> {
     let digits = |mut j: usize| {
         while b.get(j).is_some_and(u8::is_ascii_digit) {
@@ -272,10 +353,12 @@ pub(crate) fn quotes(x: u64) -> u64 {
     (zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))) & HIGH
 }
 
-/// The string whose opening quote is at `i`; returns the index just past its closing quote.
+/// The string whose opening quote is at `i`; returns the index just past its closing quote,
+/// and whether it holds an escape. `STRICT`: see [`walk`].
 #[inline]
-pub(crate) fn string_end(b: &[u8], i: usize) -> Result<usize, Invalid> {
+fn string_end<const STRICT: bool>(b: &[u8], i: usize) -> Result<(usize, bool), Invalid> {
     let mut j = i + 1;
+    let mut escaped = false;
     // Most strings of an envelope are short (keys, a method, a name, `_meta`'s long keys):
     // eight bytes at a time costs less than setting up a vector search. The word read may
     // run past the string (not past the message); only its lowest stop counts.
@@ -290,8 +373,11 @@ pub(crate) fn string_end(b: &[u8], i: usize) -> Result<usize, Invalid> {
         }
         j += (m.trailing_zeros() / 8) as usize;
         match b.get(j) {
-            Some(b'"') => return Ok(j + 1),
-            Some(b'\\') => j = escape_end(b, j)?,
+            Some(b'"') => return Ok((j + 1, escaped)),
+            Some(b'\\') => {
+                escaped = true;
+                j = escape_end::<STRICT>(b, j)?;
+            }
             // A control character (the loop below names it) or a byte >= 0x80 (UTF-8 is
             // checked there, by run).
             _ => break,
@@ -300,15 +386,20 @@ pub(crate) fn string_end(b: &[u8], i: usize) -> Result<usize, Invalid> {
     loop {
         let rest = b.get(j..).unwrap_or_default();
         let Some(k) = memchr2(b'"', b'\\', rest) else {
-            plain(rest, j)?;
+            if STRICT {
+                plain(rest, j)?;
+            }
             return err(What::Eof, b.len());
         };
-        plain(&rest[..k], j)?;
+        if STRICT {
+            plain(&rest[..k], j)?;
+        }
         let at = j + k;
         if b[at] == b'"' {
-            return Ok(at + 1);
+            return Ok((at + 1, escaped));
         }
-        j = escape_end(b, at)?;
+        escaped = true;
+        j = escape_end::<STRICT>(b, at)?;
     }
 }
 
@@ -333,12 +424,16 @@ fn plain(run: &[u8], at: usize) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// The escape whose backslash is at `at`; returns the index just past it.
-fn escape_end(b: &[u8], at: usize) -> Result<usize, Invalid> {
+/// The escape whose backslash is at `at`; returns the index just past it. `STRICT`: a
+/// surrogate escape must be half of a pair.
+fn escape_end<const STRICT: bool>(b: &[u8], at: usize) -> Result<usize, Invalid> {
     match b.get(at + 1) {
         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(at + 2),
         Some(b'u') => {
             let cp = hex4(b, at + 2)?;
+            if !STRICT {
+                return Ok(at + 6);
+            }
             match cp {
                 0xD800..=0xDBFF => {
                     // A high surrogate: the low half must follow as its own escape.
