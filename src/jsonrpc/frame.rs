@@ -197,7 +197,7 @@ impl Parser {
     /// client's message, and each other value only for where it ends (strings and nesting
     /// followed exactly, so the client's parser finds the envelope the gateway found). What
     /// is inside `result` or `error` is not validated: it passes through as the upstream's
-    /// bytes, and a client's parser refuses it if it is not JSON. It is not validated.
+    /// bytes, and a client's parser refuses it if it is not JSON.
     pub fn parse_upstream(&mut self, bytes: Bytes) -> Result<Frame, FrameError> {
         let start = scan::skip_ws(&bytes, 0);
         match bytes.get(start) {
@@ -696,7 +696,10 @@ impl Frame {
             return Pieces::whole(splice(b, edits));
         }
         let grow: usize = edits.iter().map(|(_, w)| w.len()).sum();
-        let head = crate::arena::build(front + grow, |out| splice_into(out, &b[..front], edits));
+        let head = crate::arena::build(front + grow, |out| {
+            edits.sort_by_key(|(s, _)| (s.start, s.end));
+            splice_range(out, b, 0, front, edits)
+        });
         Pieces {
             head,
             body: b.slice(front..),
@@ -761,13 +764,7 @@ pub fn splice(src: &Bytes, edits: &mut [(Span, &[u8])]) -> Bytes {
 fn copy_run(b: &[u8], from: usize, to: usize, edits: &[(Span, &[u8])]) -> Bytes {
     let grow: usize = edits.iter().map(|(_, w)| w.len()).sum();
     crate::arena::build(to - from + grow, |out| {
-        let mut at = from;
-        for (span, with) in edits {
-            out.extend_from_slice(&b[at..span.start as usize]);
-            out.extend_from_slice(with);
-            at = span.end as usize;
-        }
-        out.extend_from_slice(&b[at..to]);
+        splice_range(out, b, from, to, edits)
     })
 }
 
@@ -775,17 +772,31 @@ fn copy_run(b: &[u8], from: usize, to: usize, edits: &[(Span, &[u8])]) -> Bytes 
 fn splice_into(out: &mut bytes::BytesMut, src: &[u8], edits: &mut [(Span, &[u8])]) {
     // By start, and an insertion (empty span) before a replacement starting there.
     edits.sort_by_key(|(s, _)| (s.start, s.end));
-    let mut at = 0usize;
-    for (span, with) in edits.iter() {
+    splice_range(out, src, 0, src.len(), edits);
+}
+
+/// Appends `src[from..to]` with the bytes at each span (offsets into `src`, sorted by
+/// start) replaced. An edit overlapping the one before it or outside `from..to` is skipped:
+/// callers never produce these.
+fn splice_range(
+    out: &mut bytes::BytesMut,
+    src: &[u8],
+    from: usize,
+    to: usize,
+    edits: &[(Span, &[u8])],
+) {
+    let to = to.min(src.len());
+    let mut at = from;
+    for (span, with) in edits {
         let (s, e) = (span.start as usize, span.end as usize);
-        if s < at || e < s || e > src.len() {
-            continue; // overlapping or out of range: callers never produce these
+        if s < at || e < s || e > to {
+            continue;
         }
         out.extend_from_slice(&src[at..s]);
         out.extend_from_slice(with);
         at = e;
     }
-    out.extend_from_slice(src.get(at..).unwrap_or_default());
+    out.extend_from_slice(src.get(at..to).unwrap_or_default());
 }
 
 #[cfg(test)]
