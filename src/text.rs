@@ -61,21 +61,18 @@ pub struct Decimal {
 }
 
 impl Decimal {
-    /// `n`'s digits.
-    pub fn new(mut n: u64) -> Self {
+    /// `n`'s digits (written by `itoa`, two digits at a time).
+    pub fn new(n: u64) -> Self {
+        let mut digits = itoa::Buffer::new();
+        let text = digits.format(n).as_bytes();
         let mut buf = [b'0'; 20];
-        let mut i = buf.len();
-        while let Some(slot) = i.checked_sub(1).and_then(|j| buf.get_mut(j)) {
-            i -= 1;
-            *slot = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+        let start = buf.len() - text.len();
+        if let Some(tail) = buf.get_mut(start..) {
+            tail.copy_from_slice(text);
         }
         Decimal {
             buf,
-            start: i as u8,
+            start: start as u8,
         }
     }
 

@@ -67,6 +67,60 @@ pub struct Fields {
     /// (name start, name end, value start, value end) in `raw`, in the order received; on
     /// the stack for a usual head.
     list: smallvec::SmallVec<[[u32; 4]; 12]>,
+    /// For each of [`KNOWN`], 1 + the index in `list` of its first field (0: none), so the
+    /// gateway's own lookups do not walk the fields.
+    first: [u8; KNOWN.len()],
+    /// Bit `i`: [`KNOWN`]`[i]` appears more than once.
+    repeated: u32,
+}
+
+/// The field names the gateway looks up, indexed once per head. The first eight are
+/// [`SINGLETON_HEADERS`], in the same order.
+const KNOWN: [&str; 17] = [
+    "host",
+    "authorization",
+    "x-api-key",
+    "origin",
+    "mcp-session-id",
+    "last-event-id",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "expect",
+    "accept",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "traceparent",
+    "x-forwarded-for",
+];
+
+/// The index of a lowercase field name in [`KNOWN`]: a switch on the length and the first
+/// byte, then one comparison. Inlined so that a lookup by a literal name folds to a
+/// constant.
+#[inline(always)]
+fn known(name: &[u8]) -> Option<usize> {
+    Some(match (name.len(), name.first().copied().unwrap_or(0)) {
+        (4, b'h') if name == b"host" => 0,
+        (13, b'a') if name == b"authorization" => 1,
+        (9, b'x') if name == b"x-api-key" => 2,
+        (6, b'o') if name == b"origin" => 3,
+        (14, b'm') if name == b"mcp-session-id" => 4,
+        (13, b'l') if name == b"last-event-id" => 5,
+        (12, b'c') if name == b"content-type" => 6,
+        (14, b'c') if name == b"content-length" => 7,
+        (17, b't') if name == b"transfer-encoding" => 8,
+        (10, b'c') if name == b"connection" => 9,
+        (6, b'e') if name == b"expect" => 10,
+        (6, b'a') if name == b"accept" => 11,
+        (20, b'm') if name == b"mcp-protocol-version" => 12,
+        (10, b'm') if name == b"mcp-method" => 13,
+        (8, b'm') if name == b"mcp-name" => 14,
+        (11, b't') if name == b"traceparent" => 15,
+        (15, b'x') if name == b"x-forwarded-for" => 16,
+        _ => return None,
+    })
 }
 
 /// One header field, borrowed from its [`Fields`].
@@ -97,6 +151,50 @@ impl Fields {
             name: self.raw.get(ns as usize..ne as usize).unwrap_or_default(),
             value: self.raw.get(vs as usize..ve as usize).unwrap_or_default(),
         })
+    }
+
+    /// The field at `i`.
+    fn field(&self, i: usize) -> Option<Field<'_>> {
+        let &[ns, ne, vs, ve] = self.list.get(i)?;
+        Some(Field {
+            name: self.raw.get(ns as usize..ne as usize)?,
+            value: self.raw.get(vs as usize..ve as usize)?,
+        })
+    }
+
+    /// The value of the first field named `name`: through the index for a [`KNOWN`] name,
+    /// else by walking the fields (ASCII case-insensitive).
+    #[inline(always)]
+    fn first_value(&self, name: &str) -> Option<&[u8]> {
+        match known(name.as_bytes()) {
+            Some(k) => {
+                let i = usize::from(*self.first.get(k)?).checked_sub(1)?;
+                self.field(i).map(|f| f.value)
+            }
+            None => self
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|h| h.value),
+        }
+    }
+
+    /// The values of every field named `name`, in order; a [`KNOWN`] name's walk starts at
+    /// its first field, and ends there unless the name is repeated.
+    #[inline(always)]
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let all = self.list.len();
+        let (start, end) = match known(name.as_bytes()) {
+            Some(k) => match self.first.get(k).copied().unwrap_or(0) {
+                0 => (all, all),
+                i if self.repeated & (1 << k) == 0 => (usize::from(i) - 1, usize::from(i)),
+                i => (usize::from(i) - 1, all),
+            },
+            None => (0, all),
+        };
+        (start..end)
+            .filter_map(|i| self.field(i))
+            .filter(move |h| h.name.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| h.value)
     }
 
     /// The head's bytes at `span` (a span this head's parse recorded).
@@ -169,12 +267,14 @@ impl RequestHead {
     }
 
     /// Value of the first header named `name` (ASCII case-insensitive), if any.
+    #[inline]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         find_header(&self.headers, name)
     }
 
     /// Value of the first header named `name` (ASCII case-insensitive), if
     /// present and valid UTF-8.
+    #[inline]
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
@@ -206,12 +306,14 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     /// Value of the first header named `name` (ASCII case-insensitive), if any.
+    #[inline]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         find_header(&self.headers, name)
     }
 
     /// Value of the first header named `name` (ASCII case-insensitive), if
     /// present and valid UTF-8.
+    #[inline]
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
@@ -255,18 +357,13 @@ impl HeadError {
     }
 }
 
+#[inline(always)]
 fn find_header<'a>(headers: &'a Fields, name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-        .map(|h| h.value)
+    headers.first_value(name)
 }
 
 fn header_values<'a>(headers: &'a Fields, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers
-        .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-        .map(|h| h.value)
+    headers.values(name)
 }
 
 fn httparse_reason(e: httparse::Error) -> &'static str {
@@ -323,9 +420,9 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
     if has_bare_lf(window.get(..head_len).unwrap_or_default()) {
         return Err(HeadError::Malformed("bare LF in the head"));
     }
-    check_singletons(req.headers, minor_version)?;
     let head = window.get(..head_len).unwrap_or_default();
     let headers = convert_headers(req.headers, head)?;
+    check_singletons(&headers, minor_version)?;
     let span = |s: &str| span_in(head, s.as_bytes()).ok_or(HeadError::TooLarge);
     let path = path_of(target);
     // An absolute-form target without a path has "/" for its path, which is not in the head.
@@ -467,23 +564,13 @@ fn has_bare_lf(head: &[u8]) -> bool {
 }
 
 /// Refuses a repeated [`SINGLETON_HEADERS`] field, and an HTTP/1.1 request without `Host`
-/// (RFC 9112 §3.2). No allocation: a bit per singleton.
-fn check_singletons(raw: &[httparse::Header<'_>], minor_version: u8) -> Result<(), HeadError> {
-    let mut seen = 0u16;
-    for h in raw {
-        let Some(i) = SINGLETON_HEADERS
-            .iter()
-            .position(|s| h.name.eq_ignore_ascii_case(s))
-        else {
-            continue;
-        };
-        let bit = 1u16 << i;
-        if seen & bit != 0 {
-            return Err(HeadError::Malformed("repeated header field"));
-        }
-        seen |= bit;
+/// (RFC 9112 §3.2), from the index [`convert_headers`] built.
+fn check_singletons(headers: &Fields, minor_version: u8) -> Result<(), HeadError> {
+    const SINGLETONS: u32 = (1 << SINGLETON_HEADERS.len()) - 1;
+    if headers.repeated & SINGLETONS != 0 {
+        return Err(HeadError::Malformed("repeated header field"));
     }
-    if minor_version >= 1 && seen & 1 == 0 {
+    if minor_version >= 1 && headers.first[0] == 0 {
         return Err(HeadError::Malformed("HTTP/1.1 request without Host"));
     }
     Ok(())
@@ -594,15 +681,32 @@ fn convert_headers(raw: &[httparse::Header<'_>], head: &[u8]) -> Result<Fields, 
         };
         list.push([name[0], name[1], value[0], value[1]]);
     }
+    let mut first = [0u8; KNOWN.len()];
+    let mut repeated = 0u32;
     let raw = crate::arena::build(head.len(), |copy| {
         copy.extend_from_slice(head);
-        for &[ns, ne, _, _] in &list {
-            if let Some(name) = copy.get_mut(ns as usize..ne as usize) {
-                name.make_ascii_lowercase();
+        for (i, &[ns, ne, _, _]) in list.iter().enumerate() {
+            let Some(name) = copy.get_mut(ns as usize..ne as usize) else {
+                continue;
+            };
+            name.make_ascii_lowercase();
+            let Some(k) = known(name) else {
+                continue;
+            };
+            match first.get_mut(k) {
+                // MAX_HEADERS (64) fields at most, so the index fits.
+                Some(slot @ 0) => *slot = u8::try_from(i + 1).unwrap_or(u8::MAX),
+                Some(_) => repeated |= 1 << k,
+                None => {}
             }
         }
     });
-    Ok(Fields { raw, list })
+    Ok(Fields {
+        raw,
+        list,
+        first,
+        repeated,
+    })
 }
 
 /// Elements of a comma-separated header list, trimmed of optional whitespace,
@@ -1407,6 +1511,44 @@ mod tests {
         };
         assert_eq!(req(&build(64)).headers.len(), 64);
         assert_eq!(req_err(&build(65)), HeadError::TooLarge);
+    }
+
+    #[test]
+    fn known_names_are_indexed_in_order() {
+        for (i, name) in KNOWN.iter().enumerate() {
+            assert_eq!(known(name.as_bytes()), Some(i), "{name}");
+        }
+        assert_eq!(&KNOWN[..SINGLETON_HEADERS.len()], &SINGLETON_HEADERS[..]);
+        assert_eq!(known(b"Host"), None, "the index holds lowercase names only");
+    }
+
+    #[test]
+    fn lookups_through_the_index_and_without_it_agree() {
+        let h = req(
+            b"POST / HTTP/1.1\r\nAccept: a\r\nX-Other: 1\r\nCONNECTION: keep-alive\r\n\
+            connection: x\r\nx-other: 2\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        for name in [
+            "accept",
+            "Accept",
+            "x-other",
+            "X-OTHER",
+            "connection",
+            "Connection",
+        ] {
+            let walked: Vec<&[u8]> = h
+                .headers
+                .iter()
+                .filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|f| f.value)
+                .collect();
+            assert_eq!(h.header_values(name).collect::<Vec<_>>(), walked, "{name}");
+            assert_eq!(h.header(name), walked.first().copied(), "{name}");
+        }
+        assert_eq!(h.header("connection"), Some(&b"keep-alive"[..]));
+        assert_eq!(h.header("expect"), None);
+        assert_eq!(h.header_values("mcp-name").count(), 0);
+        assert_eq!(h.body, BodyKind::Length(3));
     }
 
     #[test]

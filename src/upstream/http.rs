@@ -1201,7 +1201,12 @@ impl HttpUpstream {
             buf = BytesMut::with_capacity(READ_BUF);
         }
         let head = loop {
-            match codec::parse_response_head(&buf, method, &limits) {
+            // (Nothing to parse before the first read.)
+            let parsed = match buf.is_empty() {
+                true => Ok(None),
+                false => codec::parse_response_head(&buf, method, &limits),
+            };
+            match parsed {
                 // An interim 1xx answer: skip it and read the real one.
                 Ok(Some(h)) if (100..200).contains(&h.status) => {
                     let _ = buf.split_to(h.head_len);
