@@ -122,7 +122,7 @@ impl Harness {
             .ctx()
             .caller
             .pool
-            .put(addr, Conn::Memory(Box::new(server)), BytesMut::new());
+            .put(addr, Conn::Memory(Box::new(server)), BytesMut::new(), 0);
         publish(&shared, cfg, &config)?;
         let client = Client::connect(&shared, &pipeline)?;
         let session = if opts.stateless {

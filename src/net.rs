@@ -81,6 +81,18 @@ impl Stream for TcpStream {
 
     async fn write_segments(&mut self, mut parts: Segments) -> io::Result<()> {
         use monoio::io::AsyncWriteRent;
+        if parts.len() >= SEND_NOW_BYTES {
+            use std::os::fd::AsRawFd;
+            match crate::runtime::sys::send_now(self.as_raw_fd(), &parts) {
+                Ok(n) => parts.advance(n),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
         while !parts.is_empty() {
             let (res, back) = self.writev(crate::runtime::sys::IoSlices::new(parts)).await;
             parts = back.into_segments();
@@ -104,6 +116,10 @@ impl Stream for TcpStream {
         None
     }
 }
+
+/// Messages at least this long are offered to the socket at once
+/// ([`crate::runtime::sys::send_now`]) before the rest, if any, is queued to the runtime.
+pub const SEND_NOW_BYTES: usize = 64 << 10;
 
 /// Most parts a [`Segments`] holds.
 pub const MAX_SEGMENTS: usize = 8;

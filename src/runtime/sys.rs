@@ -151,3 +151,34 @@ unsafe impl monoio::buf::IoVecBuf for IoSlices {
         self.n
     }
 }
+
+/// Writes as much of `parts` as the socket `fd` takes now, without waiting: one `sendmsg`
+/// with `MSG_DONTWAIT` (whether or not the socket is non-blocking) and `MSG_NOSIGNAL`.
+/// Returns the bytes written; `WouldBlock` when the send buffer is full.
+///
+/// For large messages: the kernel copies them while they are still in this core's cache,
+/// where a write queued to io_uring is copied only when the worker next enters the kernel,
+/// after every other ready task has run (and, under load, pushed them out of the cache).
+pub fn send_now(fd: std::os::fd::RawFd, parts: &crate::net::Segments) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; crate::net::MAX_SEGMENTS];
+    let mut n = 0;
+    for (slot, p) in iov.iter_mut().zip(parts.iter()) {
+        slot.iov_base = p.as_ptr().cast_mut().cast();
+        slot.iov_len = p.len();
+        n += 1;
+    }
+    // SAFETY: a zeroed msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n;
+    // SAFETY: `msg` points to `n` iovecs on this stack frame, each describing the bytes of
+    // a part `parts` holds (borrowed for the whole call); the kernel only reads them.
+    let sent = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    match usize::try_from(sent) {
+        Ok(sent) => Ok(sent),
+        Err(_) => Err(io::Error::last_os_error()),
+    }
+}

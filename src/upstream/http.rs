@@ -1428,7 +1428,8 @@ impl HttpCall {
         }
         let this = *self;
         if this.keep_alive {
-            caller.pool.put(&this.addr, this.conn, this.body.keepable());
+            let (buf, peak) = this.body.keepable();
+            caller.pool.put(&this.addr, this.conn, buf, peak);
         }
         None
     }
@@ -1438,7 +1439,8 @@ impl HttpCall {
     pub async fn finish(mut self, caller: &Caller) {
         let drained = monoio::time::timeout(DRAIN_WAIT, self.body.drain(&mut self.conn)).await;
         if matches!(drained, Ok(Ok(()))) && self.keep_alive && self.body.finished() {
-            caller.pool.put(&self.addr, self.conn, self.body.keepable());
+            let (buf, peak) = self.body.keepable();
+            caller.pool.put(&self.addr, self.conn, buf, peak);
         }
     }
 
@@ -1467,8 +1469,8 @@ struct Body {
     chunked: Option<ChunkedDecoder>,
     done: bool,
     taken: bool,
-    /// An answer grew the buffer past what a parked connection may keep.
-    big: bool,
+    /// The most room the buffer had during the exchange (what parking it keeps alive).
+    peak: usize,
 }
 
 impl Body {
@@ -1486,7 +1488,7 @@ impl Body {
             chunked,
             done,
             taken: false,
-            big: false,
+            peak: 0,
         }
     }
 
@@ -1494,20 +1496,16 @@ impl Body {
         self.done && !matches!(self.kind, BodyKind::UntilClose)
     }
 
-    /// The read buffer, to park with the connection; an empty one when an answer grew it
-    /// past what a parked connection may keep alive (`pool::MAX_KEPT`).
-    fn keepable(self) -> BytesMut {
-        if self.big {
-            BytesMut::new()
-        } else {
-            self.buf
-        }
+    /// The read buffer, to park with the connection, and the most room it had
+    /// ([`super::pool::Pool::put`] decides whether a large one is kept).
+    fn keepable(self) -> (BytesMut, usize) {
+        (self.buf, self.peak)
     }
 
     /// Reads more into the buffer, noting when it has grown large.
     async fn read(&mut self, conn: &mut Conn) -> std::io::Result<usize> {
         let n = read_upstream(conn, &mut self.buf).await;
-        self.big |= self.buf.capacity() > super::pool::MAX_KEPT;
+        self.peak = self.peak.max(self.buf.capacity());
         n
     }
 
