@@ -64,6 +64,9 @@ const MAX_ANSWER: usize = 64 << 20;
 const READ_BUF: usize = 16 << 10;
 /// Most room reserved for an answer's body before its bytes arrive, bytes.
 const RESERVE_MAX: usize = 1 << 20;
+/// Room left past an answer's body when the read buffer grows for it, bytes (see
+/// `Body::read_all`).
+const ANSWER_SLACK: usize = 8 << 10;
 /// Found speaking the legacy era (or not asked).
 const FOUND_LEGACY: u8 = 0;
 /// Found speaking 2026-07-28 alone (or told to speak only that).
@@ -1559,7 +1562,15 @@ impl Body {
             if self.buf.len() < want {
                 // Room for all of it at once, up to 1 MiB: a length the upstream declares
                 // is not trusted with more before its bytes arrive (the rest grows as read).
-                self.buf.reserve((want - self.buf.len()).min(RESERVE_MAX));
+                // And room past it for the next answer's head: the block is kept with the
+                // connection, and the next answer of the same size then fits in it after its
+                // head, where a block of the body's size alone must grow and copy the body
+                // read so far.
+                let missing = want - self.buf.len();
+                self.buf.reserve(match missing <= RESERVE_MAX {
+                    true => missing + ANSWER_SLACK,
+                    false => RESERVE_MAX,
+                });
             }
             while self.buf.len() < want {
                 match self.read(conn).await {

@@ -117,9 +117,21 @@ impl Pool {
     /// The most recently parked connection to `addr` that is still usable (one the upstream
     /// closed while it sat idle is dropped here, before a request is written to it; for TLS,
     /// unread bytes such as a close_notify count as unusable too).
+    ///
+    /// Among connections parked with a large buffer, the most recent one whose buffer is free
+    /// again (the answer last read into it has been written and dropped) comes first: the
+    /// next answer then reuses its block whole, where the most recent connection's block may
+    /// still hold an answer being written to a client.
     pub(super) fn take(&self, addr: &str) -> Option<(Conn, BytesMut)> {
         let mut idle = self.idle.borrow_mut();
         let v = idle.get_mut(addr)?;
+        let free = v
+            .iter_mut()
+            .rposition(|(_, buf, _, large)| *large > 0 && buf.try_reclaim(*large));
+        if let Some(i) = free.filter(|&i| i + 1 < v.len()) {
+            let parked = v.remove(i);
+            v.push(parked);
+        }
         while let Some((c, buf, _, large)) = v.pop() {
             self.large.set(self.large.get() - large);
             if !c.fd().is_some_and(crate::runtime::sys::idle_conn_unusable) {
@@ -201,15 +213,43 @@ mod tests {
             .map(|(_, b)| b.capacity())
             .collect();
         assert_eq!(kept.len(), n + 3);
-        // Last parked first: the small one, two over the budget (parked without a
-        // buffer), then the ones within it.
-        assert!(kept[0] >= 4096 && kept[0] <= MAX_KEPT);
-        assert_eq!(&kept[1..3], &[0, 0]);
-        assert!(kept[3..].iter().all(|&c| c >= big));
+        // The ones within the budget, the two over it (parked without a buffer), the small.
+        assert_eq!(kept.iter().filter(|&&c| c >= big).count(), n);
+        assert_eq!(kept.iter().filter(|&&c| c == 0).count(), 2);
+        assert_eq!(
+            kept.iter()
+                .filter(|&&c| (4096..=MAX_KEPT).contains(&c))
+                .count(),
+            1
+        );
         assert_eq!(pool.large.get(), 0, "taking gives the budget back");
         pool.put("a", conn(), BytesMut::with_capacity(big), big);
         pool.sweep(Duration::ZERO);
         assert_eq!(pool.large.get(), 0, "sweeping gives it back too");
         assert!(pool.take("a").is_none());
+    }
+
+    #[test]
+    fn a_connection_whose_large_buffer_is_free_comes_first() {
+        let pool = Pool::default();
+        let big = 256 << 10;
+        // The older connection's last answer is gone; the newer one's is still in use.
+        let mut free = BytesMut::with_capacity(big);
+        free.resize(big - 100, b'x');
+        drop(free.split_to(big - 100).freeze());
+        pool.put("a", conn(), free, big);
+        let mut busy = BytesMut::with_capacity(big);
+        busy.resize(big - 100, b'y');
+        let answer = busy.split_to(big - 100).freeze();
+        pool.put("a", conn(), busy, big);
+        let (_, first) = pool.take("a").expect("a connection");
+        assert!(
+            first.capacity() >= big,
+            "the free block, whole: {}",
+            first.capacity()
+        );
+        let (_, second) = pool.take("a").expect("the other");
+        assert!(second.capacity() < big);
+        drop(answer);
     }
 }
