@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::{
     codes::Pieces,
-    scan::{self, KeyFault, Level, Members},
+    scan::{self, KeyFault, Known, Level, Members},
     validate,
 };
 
@@ -171,7 +171,7 @@ impl Parser {
     /// [`MAX_DEPTH`]): a client's message, under the gateway's `max_json_depth`.
     pub fn parse_within(&mut self, bytes: Bytes, max_depth: usize) -> Result<Message, FrameError> {
         let max_depth = max_depth.clamp(1, MAX_DEPTH);
-        self.validate(&bytes)?;
+        let known = self.validate(&bytes)?;
         let start = scan::skip_ws(&bytes, 0);
         match bytes.get(start) {
             Some(b'[') => {
@@ -183,11 +183,13 @@ impl Parser {
                 Ok(Message::Batch(
                     elems
                         .into_iter()
-                        .map(|(s, e)| Frame::from_validated(bytes.slice(s..e), max_depth))
+                        .map(|(s, e)| {
+                            Frame::from_validated(bytes.slice(s..e), max_depth, Known::NONE)
+                        })
                         .collect(),
                 ))
             }
-            _ => Frame::from_validated(bytes, max_depth).map(Message::Single),
+            _ => Frame::from_validated(bytes, max_depth, known).map(Message::Single),
         }
     }
 
@@ -201,7 +203,7 @@ impl Parser {
     pub fn parse_upstream(&mut self, bytes: Bytes) -> Result<Frame, FrameError> {
         let start = scan::skip_ws(&bytes, 0);
         match bytes.get(start) {
-            Some(b'{') => Frame::from_validated(bytes, MAX_DEPTH),
+            Some(b'{') => Frame::from_validated(bytes, MAX_DEPTH, Known::NONE),
             Some(b'[') => Err(invalid("batch not allowed here", None)),
             _ => Err(FrameError::Parse("not a JSON object".into())),
         }
@@ -215,8 +217,12 @@ impl Parser {
         }
     }
 
-    fn validate(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
-        validate::validate(bytes).map_err(|e| FrameError::Parse(e.to_string()))
+    /// Validates `bytes`; returns the long strings found on the way, for the envelope scan.
+    fn validate(&mut self, bytes: &[u8]) -> Result<Known, FrameError> {
+        let mut known = Known::NONE;
+        validate::walk::<true>(bytes, MAX_DEPTH, |t| known.record(t.start, t.end))
+            .map_err(|e| FrameError::Parse(e.to_string()))?;
+        Ok(known)
     }
 }
 
@@ -319,7 +325,13 @@ impl Frame {
     /// a key escaped into a name the gateway could read: the gateway decides on the members
     /// it reads there, and the upstream must act on the same ones (parsers differ on which
     /// duplicate wins).
-    fn from_validated(bytes: Bytes, max_depth: usize) -> Result<Self, FrameError> {
+    ///
+    /// `known` holds strings of `bytes` whose ends the validating pass found (or none).
+    fn from_validated(
+        bytes: Bytes,
+        max_depth: usize,
+        mut known: Known,
+    ) -> Result<Self, FrameError> {
         let b: &[u8] = &bytes;
         let start = scan::skip_ws(b, 0);
         let depth = max_depth.saturating_sub(1);
@@ -346,7 +358,7 @@ impl Frame {
             // and of its `_meta`.
             let end = if key == b"params" {
                 let walk = (Some(&b"arguments"[..]), Some(&b"_meta"[..]));
-                scan::check_keys_with(b, vs, depth, walk, &mut |level, k, s, e| match level {
+                let on_member = &mut |level, k: &[u8], s, e| match level {
                     Level::Own => {
                         if k == b"_meta" && b.get(s) == Some(&b'{') {
                             meta.0 = Span::new(s, e);
@@ -354,9 +366,10 @@ impl Frame {
                         index.push(b, k, s, e);
                     }
                     Level::Inner => meta.1.push(b, k, s, e),
-                })
+                };
+                scan::check_keys_with(b, vs, depth, walk, on_member, &mut known)
             } else {
-                scan::value_end_within(b, vs, depth).map_err(KeyFault::from)
+                scan::value_end_known(b, vs, depth, &mut known).map_err(KeyFault::from)
             };
             let ve = match end {
                 Ok(ve) => ve,

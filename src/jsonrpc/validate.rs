@@ -147,6 +147,7 @@ pub(crate) struct Token {
 /// Checks that `b` is one JSON value (with whitespace around it), strictly: every string
 /// UTF-8, without raw control characters or unpaired surrogate escapes; at most
 /// [`MAX_DEPTH`] levels.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn validate(b: &[u8]) -> Result<(), Invalid> {
     walk::<true>(b, MAX_DEPTH, |_| {})
 }
@@ -155,7 +156,7 @@ pub(crate) fn validate(b: &[u8]) -> Result<(), Invalid> {
 /// `on_string`, object keys included (a key before its value), in input order. The grammar
 /// (structure, literals, numbers, escapes) is always checked, and at most `max_depth` levels
 /// of arrays and objects are allowed. With `STRICT`, each string is also held to UTF-8, no raw
-/// control character and no unpaired surrogate escape ([`validate`]); without, its bytes are
+/// control character and no unpaired surrogate escape (a client's message); without, its bytes are
 /// not looked at (guard screening walks upstreams' results that pass through as they are).
 pub(crate) fn walk<const STRICT: bool>(
     b: &[u8],

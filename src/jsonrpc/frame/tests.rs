@@ -527,3 +527,40 @@ fn an_upstream_envelope_is_held_to_the_grammar() {
     let ok = " {\"jsonrpc\" : \"2.0\" ,\n \"id\":1 , \"result\" : { } } \r\n";
     assert_eq!(upstream(ok).expect("whitespace").kind(), Kind::Response);
 }
+
+/// The long strings the validating pass hands to the envelope scan change nothing it finds:
+/// each message parses to the same frame (or the same error) with them and without.
+#[test]
+fn known_string_ends_find_the_same_envelope() {
+    let long = "y".repeat(300);
+    let esc = format!("{}\\\"{}", "e".repeat(200), "f".repeat(200));
+    let many: String = (0..12)
+        .map(|i| format!("\"k{i}\":\"{}\"", "z".repeat(260 + i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let messages = [
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"arguments":{{"text":"{long}","n":[1,"{long}"]}},"name":"a__b"}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":"{long}","method":"{long}","params":{{"name":"{long}","_meta":{{"{long}":"{esc}","progressToken":"{long}"}}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"arguments":{{{many}}},"name":"x","{long}":1,"{long}":2}}}}"#
+        ),
+        format!(r#"{{"jsonrpc":"2.0","id":3,"method":"m","params":{{{many},"k3":0}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":4,"method":"m","params":["{long}",{{"a":"{esc}"}}]}}"#),
+    ];
+    for m in &messages {
+        let bytes = Bytes::from(m.clone());
+        let with = Parser::default().parse_within(bytes.clone(), 64);
+        let without = Frame::from_validated(bytes, 64, Known::NONE).map(Message::Single);
+        assert_eq!(format!("{with:?}"), format!("{without:?}"), "{m}");
+    }
+    // The second and fourth are refused for a repeated key; the others parse.
+    let ok: Vec<bool> = messages
+        .iter()
+        .map(|m| Parser::default().parse(Bytes::from(m.clone())).is_ok())
+        .collect();
+    assert_eq!(ok, [true, true, false, false, true]);
+}
