@@ -306,10 +306,12 @@ fn forbidden_address(client: IpAddr) -> Whole {
 
 /// How a POST may be answered (its `Accept`), once its `Content-Type` is JSON.
 pub fn media(req: &RequestHead) -> Result<Answer, Whole> {
-    let ct = req.header_str("content-type").unwrap_or("").trim_start();
+    let ct = req
+        .header("content-type")
+        .unwrap_or_default()
+        .trim_ascii_start();
     let json = b"application/json";
     if !ct
-        .as_bytes()
         .get(..json.len())
         .is_some_and(|t| t.eq_ignore_ascii_case(json))
     {
@@ -345,14 +347,23 @@ pub fn accepts(req: &RequestHead, media: &str) -> bool {
 /// Whether `Accept` takes JSON (`*/*` does) and whether it takes SSE, in one pass without
 /// allocating. No `Accept` takes JSON only.
 fn accepted(req: &RequestHead) -> (bool, bool) {
-    let Some(a) = req.header_str("accept") else {
+    // A value that is not UTF-8 counts as none.
+    let Some(a) = req
+        .header("accept")
+        .filter(|a| a.is_ascii() || std::str::from_utf8(a).is_ok())
+    else {
         return (true, false);
     };
     let (mut json, mut sse) = (false, false);
-    for part in a.split(',') {
-        let m = part.split(';').next().unwrap_or("").trim();
-        json |= m.eq_ignore_ascii_case("application/json") || m == "*/*";
-        sse |= m.eq_ignore_ascii_case("text/event-stream");
+    for part in a.split(|&c| c == b',') {
+        // The media range, without its parameters.
+        let m = match memchr::memchr(b';', part) {
+            Some(i) => &part[..i],
+            None => part,
+        }
+        .trim_ascii();
+        json |= m.eq_ignore_ascii_case(b"application/json") || m == b"*/*";
+        sse |= m.eq_ignore_ascii_case(b"text/event-stream");
     }
     (json, sse)
 }

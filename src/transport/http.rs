@@ -741,6 +741,21 @@ fn check_chunked(headers: &Fields) -> Result<(), HeadError> {
 
 /// Body kind for a message carrying Content-Length (at least one field).
 fn length_body(headers: &Fields, limits: &Limits) -> Result<BodyKind, HeadError> {
+    let mut values = header_values(headers, "content-length");
+    // The usual case: one field, one number of at most 18 digits (no overflow).
+    if let (Some(v), None) = (values.next(), values.next()) {
+        if !v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit) {
+            let n = v
+                .iter()
+                .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+            let max = u64::try_from(limits.max_body_bytes).unwrap_or(u64::MAX);
+            return match n {
+                0 => Ok(BodyKind::Empty),
+                n if n > max => Err(HeadError::BodyTooLarge),
+                n => Ok(BodyKind::Length(n)),
+            };
+        }
+    }
     let mut seen: Option<u64> = None;
     let mut overflow = false;
     for value in header_values(headers, "content-length") {
@@ -797,6 +812,10 @@ fn keep_alive(headers: &Fields, minor_version: u8) -> bool {
 /// The path part of a request target: the query is removed, and for an
 /// absolute-form target the scheme and authority are removed too.
 fn path_of(target: &str) -> &str {
+    // An origin-form target without a query, the usual case, is its own path.
+    if target.starts_with('/') && memchr::memchr(b'?', target.as_bytes()).is_none() {
+        return target;
+    }
     let no_query = target.split_once('?').map_or(target, |(p, _)| p);
     let after_scheme = ["http://", "https://"].iter().find_map(|scheme| {
         let prefix = no_query.get(..scheme.len())?;
