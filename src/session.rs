@@ -44,8 +44,11 @@ impl SessionId {
     /// Parses a header value; only the shape the gateway issues is accepted.
     pub fn parse(v: &[u8]) -> Option<Self> {
         let text: [u8; 32] = v.try_into().ok()?;
+        // Every byte checked, without an early exit, so the check runs as vector code.
         text.iter()
-            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            .fold(true, |ok, &c| {
+                ok & ((c.wrapping_sub(b'0') < 10) | (c.wrapping_sub(b'a') < 6))
+            })
             .then_some(Self { text, len: 32 })
     }
 
@@ -707,6 +710,15 @@ mod tests {
         assert_eq!(SessionId::parse(a.as_str().as_bytes()), Some(a));
         assert_eq!(SessionId::parse(b"short"), None);
         assert_eq!(SessionId::parse(&[b'G'; 32]), None);
+        // Each byte is held to lowercase hex, at any position.
+        for bad in [b'/', b':', b'`', b'g', b'A', b'F', 0x80, 0] {
+            for at in [0, 17, 31] {
+                let mut v = *b"0123456789abcdef0123456789abcdef";
+                v[at] = bad;
+                assert_eq!(SessionId::parse(&v), None, "{bad} at {at}");
+            }
+        }
+        assert!(SessionId::parse(b"0123456789abcdef0123456789abcdef").is_some());
     }
 
     #[test]

@@ -649,7 +649,7 @@ fn host_name(host: &[u8]) -> Option<&[u8]> {
 }
 
 fn is_loopback_name(name: &[u8]) -> bool {
-    if name.eq_ignore_ascii_case(b"localhost") || name == b"[::1]" {
+    if name == b"127.0.0.1" || name.eq_ignore_ascii_case(b"localhost") || name == b"[::1]" {
         return true;
     }
     std::str::from_utf8(name)
