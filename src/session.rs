@@ -582,7 +582,12 @@ impl Session {
             alive,
         } = self;
         *s_server = server;
-        *s_principal = ArcSwap::new(principal);
+        // Replacing (or dropping) an ArcSwap's value waits for its readers, a walk of
+        // arc_swap's debt lists: skipped when the value is already the one wanted (the same
+        // client's next request; the empty slots of a session that had none).
+        if !Arc::ptr_eq(&s_principal.load(), &principal) {
+            s_principal.store(principal);
+        }
         *s_version = version;
         *request_log_level = log_level;
         *s_hello = hello;
@@ -592,8 +597,12 @@ impl Session {
         in_flight.clear();
         server_requests.clear();
         streams.clear();
-        *outbox = ArcSwapOption::empty();
-        *s_log_level = ArcSwapOption::empty();
+        if outbox.load().is_some() {
+            outbox.store(None);
+        }
+        if s_log_level.load().is_some() {
+            s_log_level.store(None);
+        }
         // Receivers of the last request's `ended()` wake now, as they would have when the
         // session was dropped.
         *alive = std::sync::OnceLock::new();
@@ -759,17 +768,23 @@ mod tests {
         let ended = a.ended();
         let (_entry, _cancel) = a.register_call(Bytes::from_static(b"1"), 7);
         let first = Arc::as_ptr(&a);
+        a.log_level.store(Some(Arc::new("debug".into())));
+        let a_principal = a.principal.load_full();
         // Held elsewhere (its call's entry): not kept.
         spares.give_back(a.clone());
         drop((_entry, _cancel));
         spares.give_back(a);
+        let b_principal = anonymous();
         let b = spares.take(
             ("2026-07-28", hello("b"), None),
             Some("v".into()),
-            anonymous(),
+            b_principal.clone(),
             2,
         );
         assert_eq!(Arc::as_ptr(&b), first, "the spare is taken over");
+        assert!(Arc::ptr_eq(&b.principal.load(), &b_principal));
+        assert!(!Arc::ptr_eq(&b.principal.load(), &a_principal));
+        assert!(b.log_level.load().is_none() && b.outbox.load().is_none());
         assert_eq!(&b.hello.client_info[..], b"b");
         assert_eq!(
             (b.request_log_level, b.server.as_deref()),
