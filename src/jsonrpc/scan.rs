@@ -126,7 +126,8 @@ pub(crate) fn value_end(b: &[u8], i: usize) -> Option<usize> {
 /// As [`value_end`], refusing a value with more than `max_depth` levels of arrays and
 /// objects (a scalar has none, `[1]` one).
 pub(crate) fn value_end_within(b: &[u8], i: usize, max_depth: usize) -> Result<usize, Fault> {
-    value_end_known(b, i, max_depth, &mut Known::NONE.clone())
+    let mut none = Known::NONE;
+    value_end_known(b, i, max_depth, &mut none)
 }
 
 /// As [`value_end_within`], not searching the strings `known` holds.

@@ -114,12 +114,7 @@ impl IoSlices {
                 }; crate::net::MAX_SEGMENTS],
             )
         });
-        let mut n = 0;
-        for (slot, p) in iov.iter_mut().zip(parts.iter()) {
-            slot.iov_base = p.as_ptr().cast_mut().cast();
-            slot.iov_len = p.len();
-            n += 1;
-        }
+        let n = fill_iovecs(&mut iov[..], &parts);
         Self { parts, iov, n }
     }
 
@@ -152,6 +147,17 @@ unsafe impl monoio::buf::IoVecBuf for IoSlices {
     }
 }
 
+/// Points the first iovecs of `iov` at the parts of `parts` not yet written; returns how many.
+fn fill_iovecs(iov: &mut [libc::iovec], parts: &crate::net::Segments) -> usize {
+    let mut n = 0;
+    for (slot, p) in iov.iter_mut().zip(parts.iter()) {
+        slot.iov_base = p.as_ptr().cast_mut().cast();
+        slot.iov_len = p.len();
+        n += 1;
+    }
+    n
+}
+
 /// Writes as much of `parts` as the socket `fd` takes now, without waiting: one `sendmsg`
 /// with `MSG_DONTWAIT` (whether or not the socket is non-blocking) and `MSG_NOSIGNAL`.
 /// Returns the bytes written; `WouldBlock` when the send buffer is full.
@@ -164,12 +170,7 @@ pub fn send_now(fd: std::os::fd::RawFd, parts: &crate::net::Segments) -> io::Res
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
     }; crate::net::MAX_SEGMENTS];
-    let mut n = 0;
-    for (slot, p) in iov.iter_mut().zip(parts.iter()) {
-        slot.iov_base = p.as_ptr().cast_mut().cast();
-        slot.iov_len = p.len();
-        n += 1;
-    }
+    let n = fill_iovecs(&mut iov, parts);
     // SAFETY: a zeroed msghdr is valid (no name, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();

@@ -74,8 +74,8 @@ pub struct Fields {
     repeated: u32,
 }
 
-/// The field names the gateway looks up, indexed once per head. The first eight are
-/// [`SINGLETON_HEADERS`], in the same order.
+/// The field names the gateway looks up, indexed once per head. The first eight are the
+/// [`SINGLETON_HEADERS`].
 const KNOWN: [&str; 17] = [
     "host",
     "authorization",
@@ -547,16 +547,7 @@ pub fn parse_response_head(
 /// repeated one is [`HeadError::Malformed`]. `Mcp-Protocol-Version`, `Mcp-Method` and
 /// `Mcp-Name` are not here: the MCP endpoint answers their repetition with its own code
 /// (-32020).
-pub const SINGLETON_HEADERS: [&str; 8] = [
-    "host",
-    "authorization",
-    "x-api-key",
-    "origin",
-    "mcp-session-id",
-    "last-event-id",
-    "content-type",
-    "content-length",
-];
+pub const SINGLETON_HEADERS: &[&str] = KNOWN.as_slice().split_at(8).0;
 
 /// Whether any LF in `head` lacks the CR before it.
 fn has_bare_lf(head: &[u8]) -> bool {
@@ -748,12 +739,7 @@ fn length_body(headers: &Fields, limits: &Limits) -> Result<BodyKind, HeadError>
             let n = v
                 .iter()
                 .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
-            let max = u64::try_from(limits.max_body_bytes).unwrap_or(u64::MAX);
-            return match n {
-                0 => Ok(BodyKind::Empty),
-                n if n > max => Err(HeadError::BodyTooLarge),
-                n => Ok(BodyKind::Length(n)),
-            };
+            return length_kind(n, limits);
         }
     }
     let mut seen: Option<u64> = None;
@@ -783,13 +769,19 @@ fn length_body(headers: &Fields, limits: &Limits) -> Result<BodyKind, HeadError>
         }
     }
     let n = seen.ok_or(HeadError::Malformed("invalid Content-Length"))?;
+    if overflow {
+        return Err(HeadError::BodyTooLarge);
+    }
+    length_kind(n, limits)
+}
+
+/// The body of a message whose Content-Length is `n`.
+fn length_kind(n: u64, limits: &Limits) -> Result<BodyKind, HeadError> {
     let max = u64::try_from(limits.max_body_bytes).unwrap_or(u64::MAX);
-    if overflow || n > max {
-        Err(HeadError::BodyTooLarge)
-    } else if n == 0 {
-        Ok(BodyKind::Empty)
-    } else {
-        Ok(BodyKind::Length(n))
+    match n {
+        n if n > max => Err(HeadError::BodyTooLarge),
+        0 => Ok(BodyKind::Empty),
+        n => Ok(BodyKind::Length(n)),
     }
 }
 
@@ -1537,7 +1529,19 @@ mod tests {
         for (i, name) in KNOWN.iter().enumerate() {
             assert_eq!(known(name.as_bytes()), Some(i), "{name}");
         }
-        assert_eq!(&KNOWN[..SINGLETON_HEADERS.len()], &SINGLETON_HEADERS[..]);
+        assert_eq!(
+            SINGLETON_HEADERS,
+            [
+                "host",
+                "authorization",
+                "x-api-key",
+                "origin",
+                "mcp-session-id",
+                "last-event-id",
+                "content-type",
+                "content-length"
+            ]
+        );
         assert_eq!(known(b"Host"), None, "the index holds lowercase names only");
     }
 

@@ -1505,7 +1505,7 @@ impl Body {
         (self.buf, self.peak)
     }
 
-    /// Reads more into the buffer, noting when it has grown large.
+    /// Reads more into the buffer, noting the most room it has had.
     async fn read(&mut self, conn: &mut Conn) -> std::io::Result<usize> {
         let n = read_upstream(conn, &mut self.buf).await;
         self.peak = self.peak.max(self.buf.capacity());
