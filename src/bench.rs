@@ -307,6 +307,19 @@ impl Stream for FrontConn {
         Ok(())
     }
 
+    // As a socket with room: takes the whole reply at once.
+    fn write_now(&mut self, parts: &mut crate::net::Segments) -> io::Result<()> {
+        let mut w = self.0.borrow_mut();
+        for p in parts.iter() {
+            w.to_client.extend_from_slice(p);
+        }
+        parts.advance(parts.len());
+        if let Some(k) = w.client.take() {
+            k.wake();
+        }
+        Ok(())
+    }
+
     // As a socket's writev: all parts arrive together.
     async fn write_segments(&mut self, parts: crate::net::Segments) -> io::Result<()> {
         let mut w = self.0.borrow_mut();
@@ -642,6 +655,15 @@ impl Stream for MemoryUpstream {
 
     async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
         self.input.extend_from_slice(&buf);
+        self.serve()
+    }
+
+    // As a socket with room: takes the whole request at once.
+    fn write_now(&mut self, parts: &mut crate::net::Segments) -> io::Result<()> {
+        for p in parts.iter() {
+            self.input.extend_from_slice(p);
+        }
+        parts.advance(parts.len());
         self.serve()
     }
 

@@ -52,6 +52,16 @@ pub trait Stream {
         }
     }
 
+    /// Writes what of `parts` the stream takes at once, without waiting, and drops it from
+    /// `parts`; the rest (usually nothing) is for [`Stream::write_segments`]. Plain TCP: one
+    /// non-blocking `sendmsg` ([`crate::runtime::sys::send_now`]); other streams take
+    /// nothing here. Called before the write future is made: a reply the socket takes whole
+    /// costs no queued operation, no timer and none of the moves of those futures.
+    fn write_now(&mut self, parts: &mut Segments) -> io::Result<()> {
+        let _ = parts;
+        Ok(())
+    }
+
     /// Ends the stream cleanly (TLS: `close_notify`); best effort, before the socket is
     /// dropped.
     fn close(&mut self) -> impl Future<Output = ()>;
@@ -79,20 +89,25 @@ impl Stream for TcpStream {
         AsyncWriteRentExt::write_all(self, buf).await.0.map(|_| ())
     }
 
+    fn write_now(&mut self, parts: &mut Segments) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if parts.is_empty() {
+            return Ok(());
+        }
+        match crate::runtime::sys::send_now(self.as_raw_fd(), parts) {
+            Ok(n) => parts.advance(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
     async fn write_segments(&mut self, mut parts: Segments) -> io::Result<()> {
         use monoio::io::AsyncWriteRent;
-        if parts.len() >= SEND_NOW_BYTES {
-            use std::os::fd::AsRawFd;
-            match crate::runtime::sys::send_now(self.as_raw_fd(), &parts) {
-                Ok(n) => parts.advance(n),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Err(e),
-            }
-        }
         while !parts.is_empty() {
             let (res, back) = self.writev(crate::runtime::sys::IoSlices::new(parts)).await;
             parts = back.into_segments();
@@ -116,10 +131,6 @@ impl Stream for TcpStream {
         None
     }
 }
-
-/// Messages at least this long are offered to the socket at once
-/// ([`crate::runtime::sys::send_now`]) before the rest, if any, is queued to the runtime.
-pub const SEND_NOW_BYTES: usize = 64 << 10;
 
 /// Most parts a [`Segments`] holds.
 pub const MAX_SEGMENTS: usize = 8;

@@ -474,12 +474,16 @@ async fn send<S: Stream, H: Handler>(conn: &mut S, buf: Bytes, h: &H) -> std::io
     within_write_timeout(conn.write_all(buf), h).await
 }
 
-/// [`send`] for parts written as one.
+/// [`send`] for parts written as one: what the socket takes at once first, without a timer.
 async fn send_segments<S: Stream, H: Handler>(
     conn: &mut S,
-    parts: Segments,
+    mut parts: Segments,
     h: &H,
 ) -> std::io::Result<()> {
+    conn.write_now(&mut parts)?;
+    if parts.is_empty() {
+        return Ok(());
+    }
     within_write_timeout(conn.write_segments(parts), h).await
 }
 

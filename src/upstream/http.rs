@@ -1189,10 +1189,12 @@ impl HttpUpstream {
         replica: usize,
         mut conn: Conn,
         mut buf: BytesMut,
-        req: Segments,
+        mut req: Segments,
         method: &str,
     ) -> std::result::Result<HttpCall, Stale> {
-        if conn.write_segments(req).await.is_err() {
+        if conn.write_now(&mut req).is_err()
+            || (!req.is_empty() && conn.write_segments(req).await.is_err())
+        {
             return Err(Stale::Unwritten);
         }
         let limits = Limits {

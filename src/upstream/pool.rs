@@ -59,6 +59,15 @@ impl Stream for Conn {
         }
     }
 
+    fn write_now(&mut self, parts: &mut crate::net::Segments) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(c) => c.write_now(parts),
+            Conn::Tls(t) => t.write_now(parts),
+            #[cfg(any(test, feature = "bench"))]
+            Conn::Memory(m) => m.write_now(parts),
+        }
+    }
+
     async fn write_segments(&mut self, parts: crate::net::Segments) -> std::io::Result<()> {
         match self {
             Conn::Plain(c) => c.write_segments(parts).await,
