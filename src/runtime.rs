@@ -8,7 +8,7 @@
 pub mod sys;
 pub mod worker;
 
-use std::io;
+use std::{future::Future, io, pin::Pin, task::Poll};
 
 use crate::config::Driver;
 
@@ -101,4 +101,24 @@ pub fn choose(want: Driver) -> io::Result<Chosen> {
             Ok(Chosen::Epoll)
         }
     }
+}
+
+/// `fut`'s output, or `None` when `sleep` ends first (`fut` is polled first, as by
+/// `monoio::time::timeout`). Both stay pinned where the caller made them: `timeout` takes
+/// the future by value and moves it, and its 640-byte, 128-aligned `Sleep`, into a new
+/// future at every use, and every future that awaits one grows by as much (on the request
+/// path those moves were the largest share of the gateway's `memmove`s).
+pub fn timed<'a, F: Future>(
+    mut fut: Pin<&'a mut F>,
+    mut sleep: Pin<&'a mut monoio::time::Sleep>,
+) -> impl Future<Output = Option<F::Output>> + 'a {
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }

@@ -307,11 +307,12 @@ impl Attempt<'_> {
         loop {
             // Pinned where they are (no box, no copy through a helper's arguments).
             let first = {
-                let started =
-                    std::pin::pin!(monoio::time::timeout(self.timeout, self.start(&sent_on)));
+                let start = std::pin::pin!(self.start(&sent_on));
+                let sleep = std::pin::pin!(monoio::time::sleep(self.timeout));
+                let started = std::pin::pin!(crate::runtime::timed(start, sleep));
                 let cancelled = std::pin::pin!(fired(cancel));
                 match futures_util::future::select(started, cancelled).await {
-                    futures_util::future::Either::Left((x, _)) => Some(x),
+                    futures_util::future::Either::Left((x, _)) => Some(x.ok_or(())),
                     futures_util::future::Either::Right(_) => None,
                 }
             };

@@ -411,13 +411,15 @@ impl Relay {
             let until = self.deadline.min(hard_stop);
             let waiting = monoio::time::Instant::now();
             let got = {
-                let mut wait = std::pin::pin!(monoio::time::timeout_at(until, call.next()));
+                let next = std::pin::pin!(call.next());
+                let sleep = std::pin::pin!(monoio::time::sleep_until(until));
+                let mut wait = std::pin::pin!(crate::runtime::timed(next, sleep));
                 match self.cancel.as_mut() {
                     Some(c) => match select(wait.as_mut(), c).await {
-                        Either::Left((r, _)) => Ok(r),
+                        Either::Left((r, _)) => Ok(r.ok_or(())),
                         Either::Right((fired, _)) => Err(fired.is_ok()),
                     },
-                    None => Ok(wait.await),
+                    None => Ok(wait.await.ok_or(())),
                 }
             };
             self.upstream_wait += waiting.elapsed();

@@ -224,10 +224,15 @@ async fn read_head<S: Stream, E, A>(
         // buffer memory.
         let started = monoio::time::Instant::now();
         if buf.capacity() > 0 {
-            match monoio::time::timeout(HOT.min(idle), conn.read_more(buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
-                Ok(Ok(_)) => {}
-                Err(_) => *buf = BytesMut::new(),
+            let read = {
+                let read = std::pin::pin!(conn.read_more(buf));
+                let hot = std::pin::pin!(monoio::time::sleep(HOT.min(idle)));
+                crate::runtime::timed(read, hot).await
+            };
+            match read {
+                Some(Ok(0)) | Some(Err(_)) => return Ok(None),
+                Some(Ok(_)) => {}
+                None => *buf = BytesMut::new(),
             }
         }
         if buf.is_empty() {
@@ -365,6 +370,11 @@ async fn write_reply<S: Stream, H: Handler>(
             let mut parts = Segments::default();
             parts.push(head);
             parts.push(body);
+            // What the socket takes at once makes no write future (see `send_segments`).
+            conn.write_now(&mut parts)?;
+            if parts.is_empty() {
+                return Ok(());
+            }
             send_segments(conn, parts, h).await
         }
         Body::JsonPieces(pieces) => {
@@ -379,6 +389,11 @@ async fn write_reply<S: Stream, H: Handler>(
             parts.push(pieces.head);
             parts.push(pieces.body);
             parts.push(Bytes::from_static(pieces.tail));
+            // What the socket takes at once makes no write future (see `send_segments`).
+            conn.write_now(&mut parts)?;
+            if parts.is_empty() {
+                return Ok(());
+            }
             send_segments(conn, parts, h).await
         }
         Body::Events(source) => {
@@ -474,16 +489,14 @@ async fn send<S: Stream, H: Handler>(conn: &mut S, buf: Bytes, h: &H) -> std::io
     within_write_timeout(conn.write_all(buf), h).await
 }
 
-/// [`send`] for parts written as one: what the socket takes at once first, without a timer.
+/// [`send`] for parts written as one. Callers first give the socket what it takes at once
+/// ([`Stream::write_now`]): a reply written whole then makes none of these futures, which
+/// are large (a write, monoio's timer) and were moved at every level.
 async fn send_segments<S: Stream, H: Handler>(
     conn: &mut S,
-    mut parts: Segments,
+    parts: Segments,
     h: &H,
 ) -> std::io::Result<()> {
-    conn.write_now(&mut parts)?;
-    if parts.is_empty() {
-        return Ok(());
-    }
     within_write_timeout(conn.write_segments(parts), h).await
 }
 
