@@ -310,7 +310,7 @@ impl Caller {
             (Link::Http(h), OnSession::Http(s)) => h
                 .call(self, s, body, how.traceparent, how.routing)
                 .await
-                .map(|c| Call::Http(Box::new(c))),
+                .map(Call::Http),
             (Link::Stdio(s), _) => s
                 .call(id, body.clone().into_bytes(), how.own)
                 .map(Call::Stdio),

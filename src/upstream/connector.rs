@@ -124,7 +124,7 @@ impl Upstream {
         caller: &Caller,
         us: &UpstreamSession,
         uris: &[String],
-    ) -> Result<Option<HttpCall>> {
+    ) -> Result<Option<Box<HttpCall>>> {
         match &self.link {
             Link::Http(h) => h.listen(caller, us, uris).await,
             Link::Stdio(_) => Ok(None),

@@ -723,7 +723,7 @@ impl HttpUpstream {
     async fn answer(
         &self,
         caller: &Caller,
-        mut call: HttpCall,
+        mut call: Box<HttpCall>,
         what: &str,
     ) -> Result<(crate::jsonrpc::Frame, serde_json::Value)> {
         let f = loop {
@@ -757,7 +757,7 @@ impl HttpUpstream {
         body: &Segments,
         traceparent: Option<&str>,
         routing: Option<&Routing>,
-    ) -> Result<HttpCall> {
+    ) -> Result<Box<HttpCall>> {
         let Some(b) = &self.balancer else {
             return self
                 .start(caller, 0, Some(session), body, traceparent, routing)
@@ -805,7 +805,7 @@ impl HttpUpstream {
         body: &Segments,
         traceparent: Option<&str>,
         routing: Option<&Routing>,
-    ) -> Result<HttpCall> {
+    ) -> Result<Box<HttpCall>> {
         self.check_credential()?;
         let (mut replica, mut tried, mut attempts) = (self.choose(0), 0u64, 1);
         loop {
@@ -875,7 +875,7 @@ impl HttpUpstream {
         caller: &Caller,
         session: &UpstreamSession,
         uris: &[String],
-    ) -> Result<Option<HttpCall>> {
+    ) -> Result<Option<Box<HttpCall>>> {
         if session.version == STATELESS_VERSION {
             let body = Bytes::from(format!(
                 r#"{{"jsonrpc":"2.0","id":"mcpgw-watch","method":"subscriptions/listen","params":{{"notifications":{{"toolsListChanged":true,"promptsListChanged":true,"resourcesListChanged":true,"resourceSubscriptions":{}}}}}}}"#,
@@ -1031,7 +1031,7 @@ impl HttpUpstream {
         body: &Segments,
         traceparent: Option<&str>,
         routing: Option<&Routing>,
-    ) -> Result<HttpCall> {
+    ) -> Result<Box<HttpCall>> {
         let stateless = session.is_some_and(|s| s.version == STATELESS_VERSION);
         // The routing headers a 2026-07-28 upstream needs: given by the front (which parsed
         // the request already), else read from the body.
@@ -1081,7 +1081,7 @@ impl HttpUpstream {
         replica: usize,
         req: Segments,
         method: &str,
-    ) -> Result<HttpCall> {
+    ) -> Result<Box<HttpCall>> {
         let ep = self.endpoint(replica);
         if let Some((conn, buf)) = caller.pool.take(&ep.pool_key) {
             match self
@@ -1191,7 +1191,7 @@ impl HttpUpstream {
         mut buf: BytesMut,
         mut req: Segments,
         method: &str,
-    ) -> std::result::Result<HttpCall, Stale> {
+    ) -> std::result::Result<Box<HttpCall>, Stale> {
         if conn.write_now(&mut req).is_err()
             || (!req.is_empty() && conn.write_segments(req).await.is_err())
         {
@@ -1251,7 +1251,9 @@ impl HttpUpstream {
                 .get(..media.len())
                 .is_some_and(|m| m.eq_ignore_ascii_case(media))
         });
-        let call = HttpCall {
+        // Boxed where it is made: it is returned through several levels, each of which
+        // would move its 456 bytes (the allocation was made one level up before).
+        let call = Box::new(HttpCall {
             session_id: head.header_str("mcp-session-id").map(str::to_string),
             status,
             sse: sse.then(|| SseDecoder::new(MAX_ANSWER)),
@@ -1262,7 +1264,7 @@ impl HttpUpstream {
             addr: ep.pool_key.clone(),
             name_hint: self.name.clone(),
             load: None,
-        };
+        });
         // Answered: a failure for the replica only with a 5xx.
         self.outcome(replica, status < 500);
         // 400 and 404 are judged by the caller (they are answers in 2026-07-28).
@@ -1431,10 +1433,16 @@ impl HttpCall {
         if !self.body.finished() {
             return Some(self);
         }
-        let this = *self;
-        if this.keep_alive {
-            let (buf, peak) = this.body.keepable();
-            caller.pool.put(&this.addr, this.conn, buf, peak);
+        let HttpCall {
+            keep_alive,
+            body,
+            conn,
+            addr,
+            ..
+        } = *self;
+        if keep_alive {
+            let (buf, peak) = body.keepable();
+            caller.pool.put(&addr, conn, buf, peak);
         }
         None
     }
