@@ -308,16 +308,15 @@ impl Stream for FrontConn {
     }
 
     // As a socket with room: takes the whole reply at once.
-    fn write_now(&mut self, parts: &mut crate::net::Segments) -> io::Result<()> {
+    fn write_now(&mut self, parts: &crate::net::Segments) -> io::Result<usize> {
         let mut w = self.0.borrow_mut();
         for p in parts.iter() {
             w.to_client.extend_from_slice(p);
         }
-        parts.advance(parts.len());
         if let Some(k) = w.client.take() {
             k.wake();
         }
-        Ok(())
+        Ok(parts.len())
     }
 
     // As a socket's writev: all parts arrive together.
@@ -659,12 +658,12 @@ impl Stream for MemoryUpstream {
     }
 
     // As a socket with room: takes the whole request at once.
-    fn write_now(&mut self, parts: &mut crate::net::Segments) -> io::Result<()> {
+    fn write_now(&mut self, parts: &crate::net::Segments) -> io::Result<usize> {
         for p in parts.iter() {
             self.input.extend_from_slice(p);
         }
-        parts.advance(parts.len());
-        self.serve()
+        self.serve()?;
+        Ok(parts.len())
     }
 
     // As a socket's writev: all parts arrive together.

@@ -52,14 +52,15 @@ pub trait Stream {
         }
     }
 
-    /// Writes what of `parts` the stream takes at once, without waiting, and drops it from
-    /// `parts`; the rest (usually nothing) is for [`Stream::write_segments`]. Plain TCP: one
+    /// Writes what of `parts` the stream takes at once, without waiting; returns how many
+    /// bytes (the rest, usually nothing, is for [`Stream::write_segments`]). Plain TCP: one
     /// non-blocking `sendmsg` ([`crate::runtime::sys::send_now`]); other streams take
-    /// nothing here. Called before the write future is made: a reply the socket takes whole
-    /// costs no queued operation, no timer and none of the moves of those futures.
-    fn write_now(&mut self, parts: &mut Segments) -> io::Result<()> {
+    /// nothing here. Called before the write future is made: a message the socket takes
+    /// whole costs no queued operation, no timer, none of the moves of those futures and no
+    /// copy of `parts` (a clone of each part's reference count).
+    fn write_now(&mut self, parts: &Segments) -> io::Result<usize> {
         let _ = parts;
-        Ok(())
+        Ok(0)
     }
 
     /// Ends the stream cleanly (TLS: `close_notify`); best effort, before the socket is
@@ -89,21 +90,23 @@ impl Stream for TcpStream {
         AsyncWriteRentExt::write_all(self, buf).await.0.map(|_| ())
     }
 
-    fn write_now(&mut self, parts: &mut Segments) -> io::Result<()> {
+    fn write_now(&mut self, parts: &Segments) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
         if parts.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         match crate::runtime::sys::send_now(self.as_raw_fd(), parts) {
-            Ok(n) => parts.advance(n),
+            Ok(n) => Ok(n),
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e),
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     async fn write_segments(&mut self, mut parts: Segments) -> io::Result<()> {

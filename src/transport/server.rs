@@ -371,10 +371,11 @@ async fn write_reply<S: Stream, H: Handler>(
             parts.push(head);
             parts.push(body);
             // What the socket takes at once makes no write future (see `send_segments`).
-            conn.write_now(&mut parts)?;
-            if parts.is_empty() {
+            let taken = conn.write_now(&parts)?;
+            if taken == parts.len() {
                 return Ok(());
             }
+            parts.advance(taken);
             send_segments(conn, parts, h).await
         }
         Body::JsonPieces(pieces) => {
@@ -390,10 +391,11 @@ async fn write_reply<S: Stream, H: Handler>(
             parts.push(pieces.body);
             parts.push(Bytes::from_static(pieces.tail));
             // What the socket takes at once makes no write future (see `send_segments`).
-            conn.write_now(&mut parts)?;
-            if parts.is_empty() {
+            let taken = conn.write_now(&parts)?;
+            if taken == parts.len() {
                 return Ok(());
             }
+            parts.advance(taken);
             send_segments(conn, parts, h).await
         }
         Body::Events(source) => {

@@ -1084,10 +1084,7 @@ impl HttpUpstream {
     ) -> Result<Box<HttpCall>> {
         let ep = self.endpoint(replica);
         if let Some((conn, buf)) = caller.pool.take(&ep.pool_key) {
-            match self
-                .exchange(ep, replica, conn, buf, req.clone(), method)
-                .await
-            {
+            match self.exchange(ep, replica, conn, buf, &req, method).await {
                 Ok(r) => return Ok(r),
                 // Closed as the request went out (the pool checked it was open): it may
                 // have been read, so it is not sent again here; the caller retries what is
@@ -1110,7 +1107,7 @@ impl HttpUpstream {
                 return Err(e.unsent());
             }
         };
-        self.exchange(ep, replica, conn, BytesMut::new(), req, method)
+        self.exchange(ep, replica, conn, BytesMut::new(), &req, method)
             .await
             .map_err(|e| match e {
                 Stale::Before => {
@@ -1189,12 +1186,21 @@ impl HttpUpstream {
         replica: usize,
         mut conn: Conn,
         mut buf: BytesMut,
-        mut req: Segments,
+        req: &Segments,
         method: &str,
     ) -> std::result::Result<Box<HttpCall>, Stale> {
-        if conn.write_now(&mut req).is_err()
-            || (!req.is_empty() && conn.write_segments(req).await.is_err())
-        {
+        // What the socket does not take at once (rarely anything) goes as a queued write, of
+        // a copy of the parts' references: `req` stays whole for a retry.
+        let unwritten = match conn.write_now(req) {
+            Err(_) => true,
+            Ok(n) if n < req.len() => {
+                let mut rest = req.clone();
+                rest.advance(n);
+                conn.write_segments(rest).await.is_err()
+            }
+            Ok(_) => false,
+        };
+        if unwritten {
             return Err(Stale::Unwritten);
         }
         let limits = Limits {

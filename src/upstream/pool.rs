@@ -59,7 +59,7 @@ impl Stream for Conn {
         }
     }
 
-    fn write_now(&mut self, parts: &mut crate::net::Segments) -> std::io::Result<()> {
+    fn write_now(&mut self, parts: &crate::net::Segments) -> std::io::Result<usize> {
         match self {
             Conn::Plain(c) => c.write_now(parts),
             Conn::Tls(t) => t.write_now(parts),
