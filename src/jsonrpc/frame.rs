@@ -479,6 +479,11 @@ impl Frame {
         self.id.map(|s| self.bytes.slice(s.range()))
     }
 
+    /// The id's raw bytes, borrowed: for comparing it (no reference count taken).
+    pub fn id_bytes(&self) -> Option<&[u8]> {
+        self.id.and_then(|s| self.bytes.get(s.range()))
+    }
+
     /// Span of the id value.
     pub fn id_span(&self) -> Option<Span> {
         self.id

@@ -173,11 +173,11 @@ impl Batch {
         let id = f.id_raw().unwrap_or_else(|| Bytes::from_static(b"null"));
         if f.method().as_deref() == Some("initialize") {
             let refused = invalid(Code::InvalidRequest, "initialize cannot be batched");
-            return rescue(f.id_raw().as_deref(), refused);
+            return rescue(f.id_bytes(), refused);
         }
         if self.requests > 1 {
             if let Err(refused) = self.rate(ctx) {
-                return rescue(f.id_raw().as_deref(), refused);
+                return rescue(f.id_bytes(), refused);
             }
         }
         // Batched calls answer as JSON: messages before a response go to the GET stream,

@@ -226,6 +226,7 @@ fn spec(
 ) -> Spec {
     let f = call.f;
     let sess = call.sess;
+    let now = Instant::now();
     let client_token = f
         .param("_meta")
         .and_then(|m| f.member(m, "progressToken"))
@@ -245,7 +246,8 @@ fn spec(
         upstream_wait: tracked
             .upstream_began
             .get()
-            .map_or(Duration::ZERO, |t| t.elapsed()),
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
+        started: now,
         audit_arguments: tracked.audit_args,
         screen: routed
             .guarding

@@ -330,9 +330,7 @@ async fn ask(ctx: &Ctx, up: &Upstream, method: &str, params: &str) -> bool {
         let Ok(crate::jsonrpc::Message::Single(r)) = crate::jsonrpc::parse(m) else {
             continue;
         };
-        if r.kind() == crate::jsonrpc::Kind::Response
-            && r.id_raw().as_deref() == Some(gid_text.as_bytes())
-        {
+        if r.kind() == crate::jsonrpc::Kind::Response && r.id_bytes() == Some(gid_text.as_bytes()) {
             ok = !r.is_error();
             break;
         }

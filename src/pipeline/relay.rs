@@ -82,6 +82,8 @@ pub struct Spec {
     pub began: monoio::time::Instant,
     /// Time already spent waiting on the upstream.
     pub upstream_wait: std::time::Duration,
+    /// When the relay starts (the clock read that also ended `upstream_wait`).
+    pub started: monoio::time::Instant,
     /// The arguments sent upstream, when the audit log records them.
     pub audit_arguments: Option<Box<serde_json::value::RawValue>>,
     /// How the result is screened.
@@ -313,7 +315,7 @@ impl Relay {
     /// The relay of call `begun`, for the client's side `spec`; it keeps the call's
     /// in-flight entry until it ends.
     pub fn new(ctx: Rc<Ctx>, begun: Begun, spec: Spec) -> Self {
-        let now = monoio::time::Instant::now();
+        let now = spec.started;
         let (entry, cancel) = spec.in_flight;
         Self {
             ctx,
@@ -782,7 +784,7 @@ impl Relay {
 
     /// The upstream's response: the call's answer when its id is the call's.
     fn response(&mut self, frame: &crate::jsonrpc::Frame) -> Option<Event> {
-        if frame.id_raw().as_deref() != Some(self.gid_text.as_bytes()) {
+        if frame.id_bytes() != Some(self.gid_text.as_bytes()) {
             return None;
         }
         let span = frame.id_span()?;
@@ -1069,7 +1071,7 @@ impl ParkedCall {
                 continue;
             };
             match f.kind() {
-                Kind::Response if f.id_raw().as_deref() == Some(self.gid_text.as_bytes()) => {
+                Kind::Response if f.id_bytes() == Some(self.gid_text.as_bytes()) => {
                     return Next::Answer(f)
                 }
                 Kind::Request => return Next::Asks(f),
