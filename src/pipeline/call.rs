@@ -301,14 +301,16 @@ impl Attempt<'_> {
                 .record(&policy, pass, ok, ctx.shared.now_ms())
         };
         upstream.budget.deposit(upstream.retry.budget_percent);
-        upstream_began.set(Some(Instant::now()));
+        // Each attempt's timeout runs from its start: the first from now.
+        let mut from = Instant::now();
+        upstream_began.set(Some(from));
         let sent_on = std::cell::RefCell::new(None);
         let mut attempt = 0u32;
         loop {
             // Pinned where they are (no box, no copy through a helper's arguments).
             let first = {
                 let start = std::pin::pin!(self.start(&sent_on));
-                let sleep = std::pin::pin!(monoio::time::sleep(self.timeout));
+                let sleep = std::pin::pin!(monoio::time::sleep_until(from + self.timeout));
                 let started = std::pin::pin!(crate::runtime::timed(start, sleep));
                 let cancelled = std::pin::pin!(fired(cancel));
                 match futures_util::future::select(started, cancelled).await {
@@ -366,6 +368,7 @@ impl Attempt<'_> {
                 broke(true);
                 return Err(Stop::Cancelled);
             }
+            from = Instant::now();
         }
     }
 

@@ -226,7 +226,7 @@ async fn read_head<S: Stream, E, A>(
         if buf.capacity() > 0 {
             let read = {
                 let read = std::pin::pin!(conn.read_more(buf));
-                let hot = std::pin::pin!(monoio::time::sleep(HOT.min(idle)));
+                let hot = std::pin::pin!(monoio::time::sleep_until(started + HOT.min(idle)));
                 crate::runtime::timed(read, hot).await
             };
             match read {
@@ -248,14 +248,17 @@ async fn read_head<S: Stream, E, A>(
             }
         }
     }
-    let deadline = monoio::time::Instant::now() + header_timeout;
+    // From the first read that left the head incomplete (a whole head, the usual case,
+    // reads no clock).
+    let mut deadline = None;
     loop {
         match codec::parse_request_head(buf, limits) {
             Ok(Some(h)) => return Ok(Some(h)),
             Ok(None) => {}
             Err(e) => return Err(refuse(e.status(), &format!("{e:?}"))),
         }
-        match monoio::time::timeout_at(deadline, conn.read_more(buf)).await {
+        let until = *deadline.get_or_insert_with(|| monoio::time::Instant::now() + header_timeout);
+        match monoio::time::timeout_at(until, conn.read_more(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
             Err(_) => return Err(refuse(408, "request head not received in time")),
