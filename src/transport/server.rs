@@ -373,12 +373,9 @@ async fn write_reply<S: Stream, H: Handler>(
             let mut parts = Segments::default();
             parts.push(head);
             parts.push(body);
-            // What the socket takes at once makes no write future (see `send_segments`).
-            let taken = conn.write_now(&parts)?;
-            if taken == parts.len() {
+            if written_now(conn, &mut parts)? {
                 return Ok(());
             }
-            parts.advance(taken);
             send_segments(conn, parts, h).await
         }
         Body::JsonPieces(pieces) => {
@@ -393,12 +390,9 @@ async fn write_reply<S: Stream, H: Handler>(
             parts.push(pieces.head);
             parts.push(pieces.body);
             parts.push(Bytes::from_static(pieces.tail));
-            // What the socket takes at once makes no write future (see `send_segments`).
-            let taken = conn.write_now(&parts)?;
-            if taken == parts.len() {
+            if written_now(conn, &mut parts)? {
                 return Ok(());
             }
-            parts.advance(taken);
             send_segments(conn, parts, h).await
         }
         Body::Events(source) => {
@@ -494,9 +488,17 @@ async fn send<S: Stream, H: Handler>(conn: &mut S, buf: Bytes, h: &H) -> std::io
     within_write_timeout(conn.write_all(buf), h).await
 }
 
-/// [`send`] for parts written as one. Callers first give the socket what it takes at once
-/// ([`Stream::write_now`]): a reply written whole then makes none of these futures, which
-/// are large (a write, monoio's timer) and were moved at every level.
+/// Gives the socket what of `parts` it takes at once ([`Stream::write_now`]) and drops that
+/// from `parts`; whether all was taken. Callers try it before [`send_segments`]: a reply
+/// written whole then makes none of that one's futures.
+fn written_now<S: Stream>(conn: &mut S, parts: &mut Segments) -> std::io::Result<bool> {
+    let taken = conn.write_now(parts)?;
+    parts.advance(taken);
+    Ok(parts.is_empty())
+}
+
+/// [`send`] for parts written as one. Callers first try [`written_now`]: these futures are
+/// large (a write, monoio's timer) and were moved at every level.
 async fn send_segments<S: Stream, H: Handler>(
     conn: &mut S,
     parts: Segments,
