@@ -164,6 +164,20 @@ pub fn frame(data: &[u8]) {
         format!("{again:?}"),
         "a reused parser answers differently"
     );
+    // A single message: the one walk answers as the two passes it replaced, at the
+    // default bound and at a small one drawn from the input.
+    if data.get(crate::jsonrpc::scan::skip_ws(data, 0)) != Some(&b'[') {
+        let small = 1 + usize::from(data.last().copied().unwrap_or_default() % 8);
+        for depth in [crate::jsonrpc::frame::MAX_DEPTH, small] {
+            let one = parser.parse_within(bytes.clone(), depth);
+            let two = parser.parse_two_pass(bytes.clone(), depth);
+            assert_eq!(
+                format!("{one:?}"),
+                format!("{:?}", two.map(Message::Single)),
+                "the one walk and the two passes differ at depth {depth}"
+            );
+        }
+    }
     let reference: Option<Value> = serde_json::from_slice(data).ok();
     check_validator(data);
     let h = fnv(data);
@@ -293,6 +307,11 @@ fn check_frame(f: &Frame, reference: Option<&Value>, parser: &mut Parser, fresh:
     if let Some(p) = f.params_raw() {
         assert!(matches!(p.first(), Some(b'{' | b'[')), "params {p:?}");
     }
+    // The parse notes a result's `resultType` as a walk of its members finds it.
+    let walked = f.result_span().is_some_and(|rs| {
+        f.raw_at(rs).and_then(|r| r.first()) == Some(&b'{') && f.member(rs, "resultType").is_some()
+    });
+    assert_eq!(f.result_has_type(), walked, "resultType noted");
     match f.kind() {
         Kind::Request => assert!(f.id_span().is_some() && f.result_raw().is_none()),
         Kind::Notification => assert!(f.id_span().is_none() && f.result_raw().is_none()),

@@ -12,7 +12,7 @@
 
 pub mod codes;
 pub mod frame;
-mod scan;
+pub(crate) mod scan;
 pub(crate) mod validate;
 
 pub use codes::{error_body, error_raw_body, result_body, Code, Pieces};

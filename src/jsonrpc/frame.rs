@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::{
     codes::Pieces,
-    scan::{self, KeyFault, Known, Level, Members},
-    validate,
+    scan::{self, KeyFault, Level, Members},
+    validate::{self, Token, Visit},
 };
 
 /// Levels of arrays and objects a message may have when its parser sets no limit (the
@@ -72,6 +72,13 @@ pub struct Frame {
     method: Option<Span>,
     params: Option<Span>,
     result: Option<Span>,
+    /// `result` is an object with a member named `resultType` (as written), noted by the
+    /// parse: a legacy upstream's answer to a 2026-07-28 client gets one unless it has it,
+    /// and is not searched for it.
+    result_type: bool,
+    /// `method` is one of [`METHODS`] written without escapes: its index + 1 (0: another
+    /// name, or none), so that reading it decodes nothing.
+    known_method: u8,
     error: Option<Span>,
     /// Where `params`' members are, found in the parse (empty without params, or when they
     /// are an array): lookups then skip no values (a request's `_meta` is looked up several
@@ -82,6 +89,56 @@ pub struct Frame {
     /// version, capabilities and client info, a few hundred bytes walked each time).
     meta: Option<(Span, Index<META_CAP>)>,
 }
+
+/// Method names [`Frame::method`] gives without decoding them: those of MCP, the most
+/// frequent first.
+const METHODS: [&str; 25] = [
+    "tools/call",
+    "initialize",
+    "ping",
+    "tools/list",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "server/discover",
+    "subscriptions/listen",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/message",
+    "notifications/roots/list_changed",
+    "notifications/tools/list_changed",
+    "notifications/resources/updated",
+];
+
+/// Where the method whose raw JSON is `raw` (quotes included) is in [`METHODS`], plus one;
+/// 0 when it is not there.
+fn known_method(raw: &[u8]) -> u8 {
+    let Some(name) = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) else {
+        return 0;
+    };
+    // Few names share a length: one or two comparisons.
+    let mut i = 0;
+    while i < METHODS.len() {
+        if METHODS[i].len() == name.len() && METHODS[i].as_bytes() == name {
+            return u8::try_from(i + 1).unwrap_or(0);
+        }
+        i += 1;
+    }
+    0
+}
+
+/// The member of a result that [`Frame::result_has_type`] tells of.
+const RESULT_TYPE: &[u8] = b"resultType";
 
 /// Members of `params` kept in its index.
 const PARAMS_CAP: usize = 5;
@@ -169,28 +226,43 @@ impl Parser {
 
     /// As [`Parser::parse`], refusing more than `max_depth` levels (capped at
     /// [`MAX_DEPTH`]): a client's message, under the gateway's `max_json_depth`.
+    ///
+    /// A single message is validated and its envelope found in one walk ([`Fused`]); a
+    /// batch is validated whole, then each element's envelope is scanned.
     pub fn parse_within(&mut self, bytes: Bytes, max_depth: usize) -> Result<Message, FrameError> {
         let max_depth = max_depth.clamp(1, MAX_DEPTH);
-        let known = self.validate(&bytes)?;
         let start = scan::skip_ws(&bytes, 0);
-        match bytes.get(start) {
-            Some(b'[') => {
-                let elems = scan::elements(&bytes, start)
-                    .ok_or_else(|| FrameError::Parse("unbalanced array".into()))?;
-                if elems.is_empty() {
-                    return Err(invalid("empty batch", None));
-                }
-                Ok(Message::Batch(
-                    elems
-                        .into_iter()
-                        .map(|(s, e)| {
-                            Frame::from_validated(bytes.slice(s..e), max_depth, Known::NONE)
-                        })
-                        .collect(),
-                ))
-            }
-            _ => Frame::from_validated(bytes, max_depth, known).map(Message::Single),
+        if bytes.get(start) != Some(&b'[') {
+            return Frame::fused(bytes, start, max_depth).map(Message::Single);
         }
+        validate::walk::<true>(&bytes, MAX_DEPTH, |_: Token| {})
+            .map_err(|e| FrameError::Parse(e.to_string()))?;
+        let elems = scan::elements(&bytes, start)
+            .ok_or_else(|| FrameError::Parse("unbalanced array".into()))?;
+        if elems.is_empty() {
+            return Err(invalid("empty batch", None));
+        }
+        Ok(Message::Batch(
+            elems
+                .into_iter()
+                .map(|(s, e)| Frame::from_validated(bytes.slice(s..e), max_depth))
+                .collect(),
+        ))
+    }
+
+    /// The two-pass parse a single message had before [`Fused`]: the whole message
+    /// validated, then its envelope scanned. The `frame` fuzz target holds the one walk to
+    /// it.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn parse_two_pass(
+        &mut self,
+        bytes: Bytes,
+        max_depth: usize,
+    ) -> Result<Frame, FrameError> {
+        let max_depth = max_depth.clamp(1, MAX_DEPTH);
+        validate::walk::<true>(&bytes, MAX_DEPTH, |_: Token| {})
+            .map_err(|e| FrameError::Parse(e.to_string()))?;
+        Frame::from_validated(bytes, max_depth)
     }
 
     /// Parses one message an upstream sent (its answer, a notification, or a request of
@@ -203,7 +275,7 @@ impl Parser {
     pub fn parse_upstream(&mut self, bytes: Bytes) -> Result<Frame, FrameError> {
         let start = scan::skip_ws(&bytes, 0);
         match bytes.get(start) {
-            Some(b'{') => Frame::from_validated(bytes, MAX_DEPTH, Known::NONE),
+            Some(b'{') => Frame::from_validated(bytes, MAX_DEPTH),
             Some(b'[') => Err(invalid("batch not allowed here", None)),
             _ => Err(FrameError::Parse("not a JSON object".into())),
         }
@@ -215,14 +287,6 @@ impl Parser {
             Message::Single(f) => Ok(f),
             Message::Batch(_) => Err(invalid("batch not allowed here", None)),
         }
-    }
-
-    /// Validates `bytes`; returns the long strings found on the way, for the envelope scan.
-    fn validate(&mut self, bytes: &[u8]) -> Result<Known, FrameError> {
-        let mut known = Known::NONE;
-        validate::walk::<true>(bytes, MAX_DEPTH, |t| known.record(t.start, t.end))
-            .map_err(|e| FrameError::Parse(e.to_string()))?;
-        Ok(known)
     }
 }
 
@@ -259,6 +323,433 @@ fn key_fault(fault: KeyFault, id: Option<Bytes>) -> FrameError {
 /// The refusal for a message whose top level is not one well-formed JSON object.
 fn malformed() -> FrameError {
     FrameError::Parse("malformed JSON object".into())
+}
+
+/// The id a refusal for a fault in `params` carries, when the message has one usable (the
+/// walk may have stopped short of it): looked up again without limits.
+fn fault_id(bytes: &Bytes, start: usize) -> Option<Bytes> {
+    let b: &[u8] = bytes;
+    let mut ids = Members::new(b, start)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _, _)| *k == b"id");
+    match (ids.next(), ids.next()) {
+        (Some((_, s, e)), None) => b
+            .get(s..e)
+            .filter(|raw| matches!(raw.first(), Some(b'"' | b'-' | b'0'..=b'9')))
+            .map(|_| bytes.slice(s..e)),
+        _ => None,
+    }
+}
+
+/// The members of a message's top-level object, by what the gateway does with them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Top {
+    Jsonrpc,
+    Id,
+    Method,
+    Params,
+    Result,
+    Error,
+    /// Any other name, passed over.
+    Other,
+    /// A name written with escapes: it could spell one of the above, so it is refused.
+    Escaped,
+}
+
+impl Top {
+    fn of(key: &[u8], escaped: bool) -> Self {
+        match key {
+            b"jsonrpc" => Top::Jsonrpc,
+            b"id" => Top::Id,
+            b"method" => Top::Method,
+            b"params" => Top::Params,
+            b"result" => Top::Result,
+            b"error" => Top::Error,
+            _ if escaped => Top::Escaped,
+            _ => Top::Other,
+        }
+    }
+}
+
+/// What the top-level members said so far: `jsonrpc` seen and right.
+#[derive(Default)]
+struct TopMembers {
+    seen_jsonrpc: bool,
+    version_ok: bool,
+}
+
+impl TopMembers {
+    /// The top-level member `top` has its value at `vs..ve`: kept in its slot of `f`;
+    /// refused when seen before, or escaped.
+    fn member(
+        &mut self,
+        f: &mut Frame,
+        b: &[u8],
+        top: Top,
+        vs: usize,
+        ve: usize,
+    ) -> Result<(), FrameError> {
+        let span = Span::new(vs, ve).ok_or_else(|| invalid("message too large", None))?;
+        match top {
+            Top::Jsonrpc => {
+                if self.seen_jsonrpc {
+                    return Err(invalid("duplicate member", None));
+                }
+                self.seen_jsonrpc = true;
+                self.version_ok = b.get(vs..ve) == Some(&b"\"2.0\""[..]);
+            }
+            Top::Escaped => return Err(invalid("escaped member name", None)),
+            _ => {
+                if let Some(slot) = f.slot(top) {
+                    if slot.replace(span).is_some() {
+                        return Err(invalid("duplicate member", None));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why [`Fused`] refuses a message it walked: the first fault found.
+enum Stop {
+    /// In the keys of `params` or in depth: refused with the id (see [`key_fault`]).
+    Keys(KeyFault),
+    /// In the top-level members.
+    Frame(FrameError),
+}
+
+/// An object within `params` (outside `arguments`) whose keys are being checked: no key
+/// twice (compared as written for the first [`scan::INLINE_KEYS`], decoded and sorted at
+/// its end past that or when one has escapes), none escaped into a name the gateway could
+/// read.
+#[derive(Clone, Copy, Default)]
+struct Checked {
+    depth: u32,
+    start: u32,
+    /// Where its keys start in [`Fused::keys`].
+    first: u32,
+    slow: bool,
+}
+
+/// Keys of the checked objects open that [`Fused`] keeps; past them, an object is checked
+/// by sorting at its end.
+const FUSED_KEYS: usize = 16;
+/// Checked objects open, one within the other, that [`Fused`] follows; an object deeper
+/// than that is checked whole, at its end, by [`scan::check_keys_with`].
+const FUSED_LEVELS: usize = 4;
+
+/// The envelope of a client's message, found by the validating walk as it goes: the
+/// top-level members' spans, the checks and indexes [`Frame::from_validated`] makes of
+/// `params` and its `_meta`, and the depth bound, so that the message is read once.
+///
+/// Levels: the top-level object is at depth 1, its members' values open at 2 (`params`),
+/// `params`' members' values at 3 (`arguments`, `_meta`), `_meta`'s at 4.
+struct Fused<'b> {
+    b: &'b [u8],
+    max_depth: usize,
+    /// Arrays and objects open.
+    depth: usize,
+    /// Where the open containers of depths 1 to 4 began.
+    starts: [u32; 5],
+    /// The top-level member whose value is being walked.
+    top: Top,
+    /// `params`' member whose value is being walked: what it is, and its key (raw, without
+    /// quotes).
+    param: Param,
+    param_key: (u32, u32),
+    /// The key of `_meta`'s member whose value is being walked.
+    meta_key: (u32, u32),
+    /// `params` is open and is an object.
+    params_object: bool,
+    /// `params._meta` is open and is an object.
+    meta_object: bool,
+    /// The depth of the `arguments` value being walked (no key in it is checked), or 0.
+    skip: usize,
+    /// The depth of an object checked whole at its end (deeper than [`FUSED_LEVELS`]
+    /// checked objects), or 0; and where it starts.
+    whole: usize,
+    whole_start: usize,
+    /// Keys of the checked objects open, outermost first.
+    keys: [(u32, u32); FUSED_KEYS],
+    nkeys: usize,
+    checked: [Checked; FUSED_LEVELS],
+    nchecked: usize,
+    frame: Frame,
+    top_members: TopMembers,
+    meta: Option<Span>,
+    meta_index: Index<META_CAP>,
+    stop: Option<Stop>,
+}
+
+/// A member of `params`, by what the walk does with it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Param {
+    Arguments,
+    Meta,
+    Other,
+}
+
+/// `i` as a `u32` (every offset of a message whose spans fit: see [`Span::new`]).
+fn at32(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+impl<'b> Fused<'b> {
+    fn new(b: &'b [u8], max_depth: usize) -> Self {
+        Self {
+            b,
+            max_depth,
+            depth: 0,
+            starts: [0; 5],
+            top: Top::Other,
+            param: Param::Other,
+            param_key: (0, 0),
+            meta_key: (0, 0),
+            params_object: false,
+            meta_object: false,
+            skip: 0,
+            whole: 0,
+            whole_start: 0,
+            keys: [(0, 0); FUSED_KEYS],
+            nkeys: 0,
+            checked: [Checked::default(); FUSED_LEVELS],
+            nchecked: 0,
+            frame: Frame::BLANK,
+            top_members: TopMembers::default(),
+            meta: None,
+            meta_index: Index::EMPTY,
+            stop: None,
+        }
+    }
+
+    fn fault(&mut self, fault: KeyFault) {
+        if self.stop.is_none() {
+            self.stop = Some(Stop::Keys(fault));
+        }
+    }
+
+    /// The innermost checked object, when it is the container at `depth`.
+    fn checked_at(&mut self, depth: usize) -> Option<&mut Checked> {
+        let o = self.checked.get_mut(self.nchecked.checked_sub(1)?)?;
+        (o.depth as usize == depth).then_some(o)
+    }
+
+    /// The key at `t`, of the checked object `o` (the innermost).
+    fn check_key(&mut self, t: Token, o: usize) -> Result<(), KeyFault> {
+        let b = self.b;
+        let Some(obj) = self.checked.get_mut(o) else {
+            return Ok(());
+        };
+        if t.escaped {
+            scan::check_escaped(b.get(t.start..t.end).ok_or(KeyFault::Malformed)?)?;
+            obj.slow = true;
+            return Ok(());
+        }
+        if obj.slow {
+            return Ok(());
+        }
+        let (ks, ke) = (t.start + 1, t.end - 1);
+        let key = b.get(ks..ke).ok_or(KeyFault::Malformed)?;
+        let mine = self
+            .keys
+            .get(obj.first as usize..self.nkeys)
+            .unwrap_or_default();
+        for &(s, e) in mine {
+            if (e - s) as usize == key.len() && b.get(s as usize..e as usize) == Some(key) {
+                return Err(scan::duplicate(key));
+            }
+        }
+        let room = mine.len() < scan::INLINE_KEYS;
+        match self.keys.get_mut(self.nkeys) {
+            Some(slot) if room => {
+                *slot = (at32(ks), at32(ke));
+                self.nkeys += 1;
+            }
+            _ => obj.slow = true,
+        }
+        Ok(())
+    }
+
+    /// A checked object opens at `at`, at `depth`.
+    fn push_checked(&mut self, at: usize, depth: usize) {
+        match self.checked.get_mut(self.nchecked) {
+            Some(slot) => {
+                *slot = Checked {
+                    depth: at32(depth),
+                    start: at32(at),
+                    first: at32(self.nkeys),
+                    slow: false,
+                };
+                self.nchecked += 1;
+            }
+            None => {
+                self.whole = depth;
+                self.whole_start = at;
+            }
+        }
+    }
+
+    /// The container at `depth` closed: the checks of its keys that wait for its end.
+    fn closed_checked(&mut self, depth: usize) -> Result<(), KeyFault> {
+        if self.whole == depth {
+            self.whole = 0;
+            // The levels it may have: the message's, less those it is within.
+            let budget = self.max_depth + 1 - depth;
+            let ignore = &mut |_, _: &[u8], _, _| {};
+            scan::check_keys_with(self.b, self.whole_start, budget, (None, None), ignore)?;
+            return Ok(());
+        }
+        if let Some(o) = self.checked_at(depth).copied() {
+            self.nchecked -= 1;
+            self.nkeys = o.first as usize;
+            if o.slow {
+                scan::check_sorted(self.b, o.start as usize)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A value of the container at `self.depth` ended: `start..end`.
+    #[inline]
+    fn value(&mut self, start: usize, end: usize) {
+        let b = self.b;
+        match self.depth {
+            1 => {
+                if let Err(e) = self
+                    .top_members
+                    .member(&mut self.frame, b, self.top, start, end)
+                {
+                    self.stop = Some(Stop::Frame(e));
+                }
+            }
+            2 if self.params_object => {
+                let (ks, ke) = self.param_key;
+                let key = b.get(ks as usize..ke as usize).unwrap_or_default();
+                if self.param == Param::Meta && b.get(start) == Some(&b'{') {
+                    self.meta = Span::new(start, end);
+                }
+                self.frame.index.push(b, key, start, end);
+            }
+            3 if self.meta_object => {
+                let (ks, ke) = self.meta_key;
+                let key = b.get(ks as usize..ke as usize).unwrap_or_default();
+                self.meta_index.push(b, key, start, end);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Visit for &mut Fused<'_> {
+    #[inline]
+    fn string(&mut self, t: Token) {
+        if self.stop.is_none() {
+            self.value(t.start, t.end);
+        }
+    }
+
+    #[inline]
+    fn key(&mut self, t: Token) {
+        if self.stop.is_some() {
+            return;
+        }
+        let d = self.depth;
+        match d {
+            1 => {
+                let key = self.b.get(t.start + 1..t.end - 1).unwrap_or_default();
+                self.top = Top::of(key, t.escaped);
+                return;
+            }
+            2 if self.params_object => {
+                self.param_key = (at32(t.start + 1), at32(t.end - 1));
+                self.param = match self.b.get(t.start + 1..t.end - 1) {
+                    Some(b"arguments") => Param::Arguments,
+                    Some(b"_meta") => Param::Meta,
+                    _ => Param::Other,
+                };
+            }
+            2 if self.top == Top::Result
+                && self.b.get(t.start + 1..t.end - 1) == Some(RESULT_TYPE) =>
+            {
+                self.frame.result_type = true;
+            }
+            3 if self.meta_object => self.meta_key = (at32(t.start + 1), at32(t.end - 1)),
+            _ => {}
+        }
+        if self.checked_at(d).is_some() {
+            if let Err(fault) = self.check_key(t, self.nchecked - 1) {
+                self.fault(fault);
+            }
+        }
+    }
+
+    #[inline]
+    fn scalar(&mut self, start: usize, end: usize) {
+        if self.stop.is_none() {
+            self.value(start, end);
+        }
+    }
+
+    #[inline]
+    fn open(&mut self, at: usize) {
+        self.depth += 1;
+        let d = self.depth;
+        if self.stop.is_some() || self.whole != 0 {
+            // Within an object checked whole, depth too is checked at its end.
+            return;
+        }
+        if d > self.max_depth {
+            self.fault(KeyFault::TooDeep);
+            return;
+        }
+        if let Some(s) = self.starts.get_mut(d) {
+            *s = at32(at);
+        }
+        let object = self.b.get(at) == Some(&b'{');
+        if d == 2 && self.top == Top::Params {
+            self.params_object = object;
+        }
+        if d == 3 && self.params_object && self.skip == 0 {
+            match self.param {
+                Param::Arguments => self.skip = 3,
+                Param::Meta if object => self.meta_object = true,
+                _ => {}
+            }
+        }
+        // Below the top level, the container at depth 2 is the value of the top-level
+        // member being walked.
+        if d >= 2 && self.top == Top::Params && self.skip == 0 && object {
+            self.push_checked(at, d);
+        }
+    }
+
+    #[inline]
+    fn close(&mut self, end: usize) {
+        let d = self.depth;
+        self.depth -= 1;
+        if self.stop.is_some() || (self.whole != 0 && self.whole != d) {
+            return;
+        }
+        if let Err(fault) = self.closed_checked(d) {
+            self.fault(fault);
+            return;
+        }
+        match d {
+            3 => {
+                if self.skip == 3 {
+                    self.skip = 0;
+                }
+                self.meta_object = false;
+            }
+            2 => self.params_object = false,
+            _ => {}
+        }
+        // Deeper than 4, the value is none the envelope reads.
+        let start = self.starts.get(d).map_or(0, |&s| s as usize);
+        self.value(start, end);
+    }
 }
 
 /// The members of a message's top-level object, walked strictly: a key, a colon and a
@@ -320,39 +811,49 @@ impl<'a> Envelope<'a> {
 // === impl Frame ===
 
 impl Frame {
-    /// Builds a frame from bytes already validated as JSON, refusing more than `max_depth`
+    /// A frame with no member found yet.
+    const BLANK: Frame = Frame {
+        bytes: Bytes::new(),
+        kind: Kind::Notification,
+        id: None,
+        method: None,
+        params: None,
+        result: None,
+        result_type: false,
+        known_method: 0,
+        error: None,
+        index: Index::EMPTY,
+        meta: None,
+    };
+
+    /// The slot of top-level member `top` (`None` for `jsonrpc` and members not kept).
+    fn slot(&mut self, top: Top) -> Option<&mut Option<Span>> {
+        Some(match top {
+            Top::Id => &mut self.id,
+            Top::Method => &mut self.method,
+            Top::Params => &mut self.params,
+            Top::Result => &mut self.result,
+            Top::Error => &mut self.error,
+            Top::Jsonrpc | Top::Other | Top::Escaped => return None,
+        })
+    }
+
+    /// Builds a frame from bytes already validated as JSON (a batch's element), or from an
+    /// upstream's message (see [`Parser::parse_upstream`]), refusing more than `max_depth`
     /// levels and, in `params` (outside a call's `arguments`), a key twice in one object or
     /// a key escaped into a name the gateway could read: the gateway decides on the members
     /// it reads there, and the upstream must act on the same ones (parsers differ on which
     /// duplicate wins).
-    ///
-    /// `known` holds strings of `bytes` whose ends the validating pass found (or none).
-    fn from_validated(
-        bytes: Bytes,
-        max_depth: usize,
-        mut known: Known,
-    ) -> Result<Self, FrameError> {
+    fn from_validated(bytes: Bytes, max_depth: usize) -> Result<Self, FrameError> {
         let b: &[u8] = &bytes;
         let start = scan::skip_ws(b, 0);
         let depth = max_depth.saturating_sub(1);
         let mut members =
             Envelope::new(b, start).ok_or_else(|| invalid("message is not an object", None))?;
-        let mut f = Frame {
-            bytes: Bytes::new(),
-            kind: Kind::Notification,
-            id: None,
-            method: None,
-            params: None,
-            result: None,
-            error: None,
-            index: Index::EMPTY,
-            meta: None,
-        };
+        let mut f = Frame::BLANK;
         let mut index = Index::EMPTY;
         let mut meta = (None, Index::EMPTY);
-        let mut fault = None;
-        let mut version_ok = false;
-        let mut seen_jsonrpc = false;
+        let mut seen = TopMembers::default();
         while let Some((key, vs)) = members.next_key().map_err(|()| malformed())? {
             // `params` is walked once: its end, its depth, its keys, and the indexes of it
             // and of its `_meta`.
@@ -367,66 +868,55 @@ impl Frame {
                     }
                     Level::Inner => meta.1.push(b, k, s, e),
                 };
-                scan::check_keys_with(b, vs, depth, walk, on_member, &mut known)
+                scan::check_keys_with(b, vs, depth, walk, on_member)
+            } else if key == b"result" {
+                scan::value_end_noting(b, vs, depth, RESULT_TYPE, &mut f.result_type)
+                    .map_err(KeyFault::from)
             } else {
-                scan::value_end_known(b, vs, depth, &mut known).map_err(KeyFault::from)
+                scan::value_end_within(b, vs, depth).map_err(KeyFault::from)
             };
             let ve = match end {
                 Ok(ve) => ve,
-                Err(e) => {
-                    fault = Some(e);
-                    break;
-                }
+                Err(fault) => return Err(key_fault(fault, fault_id(&bytes, start))),
             };
             members.past(ve);
-            let span = Span::new(vs, ve).ok_or_else(|| invalid("message too large", None))?;
-            let slot = match key {
-                b"jsonrpc" => {
-                    if seen_jsonrpc {
-                        return Err(invalid("duplicate member", None));
-                    }
-                    seen_jsonrpc = true;
-                    version_ok = b.get(vs..ve) == Some(&b"\"2.0\""[..]);
-                    continue;
-                }
-                b"id" => &mut f.id,
-                b"method" => &mut f.method,
-                b"params" => &mut f.params,
-                b"result" => &mut f.result,
-                b"error" => &mut f.error,
-                k if k.contains(&b'\\') => {
-                    // An escaped key could spell an envelope member; refuse the ambiguity.
-                    return Err(invalid("escaped member name", None));
-                }
-                _ => continue,
-            };
-            if slot.replace(span).is_some() {
-                return Err(invalid("duplicate member", None));
-            }
-        }
-        if let Some(fault) = fault {
-            // The answer carries the id when there is one usable (the walk may have stopped
-            // short of it): looked up again without limits.
-            let mut ids = Members::new(b, start)
-                .into_iter()
-                .flatten()
-                .filter(|(k, _, _)| *k == b"id");
-            let id = match (ids.next(), ids.next()) {
-                (Some((_, s, e)), None) => b
-                    .get(s..e)
-                    .filter(|raw| matches!(raw.first(), Some(b'"' | b'-' | b'0'..=b'9')))
-                    .map(|_| bytes.slice(s..e)),
-                _ => None,
-            };
-            return Err(key_fault(fault, id));
+            seen.member(&mut f, b, Top::of(key, key.contains(&b'\\')), vs, ve)?;
         }
         f.index = index;
         f.meta = meta.0.map(|span| (span, meta.1));
-        let id_bytes = f.id.and_then(|s| {
+        f.finish(bytes, seen.version_ok)
+    }
+
+    /// Validates a client's single message (`bytes[start]` is not `[`) and finds its
+    /// envelope in the same walk; what it accepts and refuses, and why, is what
+    /// [`Frame::from_validated`] after a validating pass accepts and refuses.
+    fn fused(bytes: Bytes, start: usize, max_depth: usize) -> Result<Self, FrameError> {
+        let mut v = Fused::new(&bytes, max_depth);
+        validate::walk::<true>(&bytes, MAX_DEPTH, &mut v)
+            .map_err(|e| FrameError::Parse(e.to_string()))?;
+        if bytes.get(start) != Some(&b'{') {
+            return Err(invalid("message is not an object", None));
+        }
+        match v.stop {
+            Some(Stop::Keys(fault)) => return Err(key_fault(fault, fault_id(&bytes, start))),
+            Some(Stop::Frame(e)) => return Err(e),
+            None => {}
+        }
+        let mut f = v.frame;
+        f.meta = v.meta.map(|span| (span, v.meta_index));
+        let version_ok = v.top_members.version_ok;
+        f.finish(bytes, version_ok)
+    }
+
+    /// The checks that need the whole envelope, then the kind; `self` holds the members'
+    /// spans in `bytes`.
+    fn finish(mut self, bytes: Bytes, version_ok: bool) -> Result<Self, FrameError> {
+        let b: &[u8] = &bytes;
+        let id_bytes = self.id.and_then(|s| {
             let raw = b.get(s.range())?;
             matches!(raw.first(), Some(b'"' | b'-' | b'0'..=b'9')).then(|| bytes.slice(s.range()))
         });
-        if f.id.is_some() && id_bytes.is_none() {
+        if self.id.is_some() && id_bytes.is_none() {
             // null, bool, object or array ids are not allowed in MCP.
             return Err(invalid("id must be a string or a number", None));
         }
@@ -435,12 +925,19 @@ impl Frame {
         }
         // Wherever it appears (a response has no use for it, but a string there is still
         // not JSON-RPC), params is structured.
-        if let Some(p) = f.params {
+        if let Some(p) = self.params {
             if !matches!(b.get(p.start as usize), Some(b'{' | b'[')) {
                 return Err(invalid("params must be an object or an array", id_bytes));
             }
         }
-        f.kind = match (f.method, f.id, f.result.is_some() || f.error.is_some()) {
+        if let Some(m) = self.method {
+            self.known_method = b.get(m.range()).map_or(0, known_method);
+        }
+        self.kind = match (
+            self.method,
+            self.id,
+            self.result.is_some() || self.error.is_some(),
+        ) {
             (Some(m), id, false) => {
                 if b.get(m.start as usize) != Some(&b'"') {
                     return Err(invalid("method must be a string", id_bytes));
@@ -452,7 +949,7 @@ impl Frame {
                 }
             }
             (None, Some(_), true) => {
-                if f.result.is_some() && f.error.is_some() {
+                if self.result.is_some() && self.error.is_some() {
                     return Err(invalid("response has both result and error", id_bytes));
                 }
                 Kind::Response
@@ -460,8 +957,8 @@ impl Frame {
             (None, None, true) => return Err(invalid("response without id", None)),
             _ => return Err(invalid("not a request, notification or response", id_bytes)),
         };
-        f.bytes = bytes;
-        Ok(f)
+        self.bytes = bytes;
+        Ok(self)
     }
 
     /// The message bytes, exactly as received.
@@ -491,7 +988,10 @@ impl Frame {
 
     /// The method name (decoded when it holds escapes).
     pub fn method(&self) -> Option<Cow<'_, str>> {
-        self.method.and_then(|s| self.str_at(s))
+        match METHODS.get(usize::from(self.known_method).wrapping_sub(1)) {
+            Some(&m) => Some(Cow::Borrowed(m)),
+            None => self.method.and_then(|s| self.str_at(s)),
+        }
     }
 
     /// Whether this is an error response.
@@ -502,6 +1002,11 @@ impl Frame {
     /// Where `result` is.
     pub fn result_span(&self) -> Option<Span> {
         self.result
+    }
+
+    /// Whether `result` is an object with a member named `resultType` (as written).
+    pub fn result_has_type(&self) -> bool {
+        self.result_type
     }
 
     /// Raw JSON of `result`.

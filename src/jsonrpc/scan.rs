@@ -50,65 +50,6 @@ pub(crate) fn string_end(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-/// Long strings whose ends the validating pass found ([`super::validate`] walks every
-/// string of a client's message), handed to the envelope scan of the same bytes so that it
-/// does not search them again: a call's `arguments` of 256 KiB of text were read twice for
-/// their closing quote, once to validate and once to find where `arguments` ends.
-///
-/// Holds the first [`Known::CAP`] strings of at least [`Known::LONG`] bytes, in input order;
-/// the scan looks them up with a cursor, as it meets strings in the same order.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Known {
-    at: [(usize, usize); Known::CAP],
-    n: u8,
-    next: u8,
-}
-
-impl Known {
-    /// Strings recorded at most.
-    pub(crate) const CAP: usize = 8;
-    /// Shortest string recorded, bytes (its quotes included): shorter ones cost the scan
-    /// about what a lookup saves.
-    pub(crate) const LONG: usize = 256;
-    /// None known: every string is searched.
-    pub(crate) const NONE: Known = Known {
-        at: [(0, 0); Known::CAP],
-        n: 0,
-        next: 0,
-    };
-
-    /// Records the string at `start..end` (opening quote, one past the closing one) if it is
-    /// long and there is room. Strings must come in input order.
-    #[inline]
-    pub(crate) fn record(&mut self, start: usize, end: usize) {
-        if end - start >= Self::LONG {
-            if let Some(slot) = self.at.get_mut(usize::from(self.n)) {
-                *slot = (start, end);
-                self.n += 1;
-            }
-        }
-    }
-
-    /// The end of the string whose opening quote is at `i`: recorded, else searched.
-    #[inline]
-    fn string_end(&mut self, b: &[u8], i: usize) -> Option<usize> {
-        while let Some(&(s, e)) = self
-            .at
-            .get(usize::from(self.next))
-            .filter(|_| self.next < self.n)
-        {
-            if s > i {
-                break;
-            }
-            self.next += 1;
-            if s == i {
-                return Some(e);
-            }
-        }
-        string_end(b, i)
-    }
-}
-
 /// Why a value's end could not be found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {
@@ -126,26 +67,38 @@ pub(crate) fn value_end(b: &[u8], i: usize) -> Option<usize> {
 /// As [`value_end`], refusing a value with more than `max_depth` levels of arrays and
 /// objects (a scalar has none, `[1]` one).
 pub(crate) fn value_end_within(b: &[u8], i: usize, max_depth: usize) -> Result<usize, Fault> {
-    let mut none = Known::NONE;
-    value_end_known(b, i, max_depth, &mut none)
+    let mut unused = false;
+    value_end_noting(b, i, max_depth, &[], &mut unused)
 }
 
-/// As [`value_end_within`], not searching the strings `known` holds.
-pub(crate) fn value_end_known(
+/// As [`value_end_within`]; sets `seen` when the value is an object with a member named
+/// `key` (as written; an empty `key` is never looked for).
+pub(crate) fn value_end_noting(
     b: &[u8],
     i: usize,
     max_depth: usize,
-    known: &mut Known,
+    key: &[u8],
+    seen: &mut bool,
 ) -> Result<usize, Fault> {
     match *b.get(i).ok_or(Fault::Malformed)? {
-        b'"' => known.string_end(b, i).ok_or(Fault::Malformed),
+        b'"' => string_end(b, i).ok_or(Fault::Malformed),
         b'{' | b'[' => {
             let mut depth = 0usize;
             let mut j = i;
             loop {
                 match *b.get(j).ok_or(Fault::Malformed)? {
                     b'"' => {
-                        j = known.string_end(b, j).ok_or(Fault::Malformed)?;
+                        let end = string_end(b, j).ok_or(Fault::Malformed)?;
+                        // A string of the outer object followed by a colon is a key.
+                        if depth == 1
+                            && !key.is_empty()
+                            && b.get(j + 1..end - 1) == Some(key)
+                            && b.get(i) == Some(&b'{')
+                            && b.get(skip_ws(b, end)) == Some(&b':')
+                        {
+                            *seen = true;
+                        }
+                        j = end;
                         continue;
                     }
                     b'{' | b'[' => {
@@ -286,7 +239,7 @@ impl From<Fault> for KeyFault {
 
 /// Keys of one object kept on the stack for the duplicate check; a larger object is checked
 /// by sorting.
-const INLINE_KEYS: usize = 16;
+pub(crate) const INLINE_KEYS: usize = 16;
 
 /// The callback of a walk that indexes nothing.
 fn ignore(_: Level, _: &[u8], _: usize, _: usize) {}
@@ -321,10 +274,9 @@ pub(crate) fn check_keys_with(
     max_depth: usize,
     (skip, inner): (Option<&[u8]>, Option<&[u8]>),
     member: &mut Visit<'_>,
-    known: &mut Known,
 ) -> Result<usize, KeyFault> {
     match b.get(i) {
-        Some(b'{') => check_object(b, i, max_depth, (skip, inner), member, known),
+        Some(b'{') => check_object(b, i, max_depth, (skip, inner), member),
         Some(b'[') => {
             if max_depth == 0 {
                 return Err(KeyFault::TooDeep);
@@ -337,13 +289,13 @@ pub(crate) fn check_keys_with(
                     _ => {
                         j = skip_ws(
                             b,
-                            check_keys_with(b, j, max_depth - 1, (None, None), &mut ignore, known)?,
+                            check_keys_with(b, j, max_depth - 1, (None, None), &mut ignore)?,
                         )
                     }
                 }
             }
         }
-        _ => Ok(value_end_known(b, i, max_depth, known)?),
+        _ => Ok(value_end_within(b, i, max_depth)?),
     }
 }
 
@@ -353,7 +305,6 @@ fn check_object(
     max_depth: usize,
     (skip, inner): (Option<&[u8]>, Option<&[u8]>),
     member: &mut Visit<'_>,
-    known: &mut Known,
 ) -> Result<usize, KeyFault> {
     if max_depth == 0 {
         return Err(KeyFault::TooDeep);
@@ -372,7 +323,7 @@ fn check_object(
             b'"' => {}
             _ => return Err(KeyFault::Malformed),
         }
-        let key_end = known.string_end(b, j).ok_or(KeyFault::Malformed)?;
+        let key_end = string_end(b, j).ok_or(KeyFault::Malformed)?;
         let key = b.get(j + 1..key_end - 1).ok_or(KeyFault::Malformed)?;
         if key.contains(&b'\\') {
             check_escaped(b.get(j..key_end).ok_or(KeyFault::Malformed)?)?;
@@ -395,11 +346,11 @@ fn check_object(
         }
         let vs = skip_ws(b, colon + 1);
         let ve = if skip.is_some_and(|s| s == key) {
-            value_end_known(b, vs, max_depth - 1, known)?
+            value_end_within(b, vs, max_depth - 1)?
         } else if inner.is_some_and(|s| s == key) {
-            check_inner(b, vs, max_depth - 1, member, known)?
+            check_inner(b, vs, max_depth - 1, member)?
         } else {
-            check_keys_with(b, vs, max_depth - 1, (None, None), &mut ignore, known)?
+            check_keys_with(b, vs, max_depth - 1, (None, None), &mut ignore)?
         };
         member(Level::Own, key, vs, ve);
         j = skip_ws(b, ve);
@@ -414,7 +365,7 @@ fn check_object(
 /// decoded. Out of line, as the other rare paths: the recursion through deep values keeps
 /// small frames.
 #[inline(never)]
-fn check_sorted(b: &[u8], start: usize) -> Result<(), KeyFault> {
+pub(crate) fn check_sorted(b: &[u8], start: usize) -> Result<(), KeyFault> {
     let mut all = Vec::new();
     for (k, _, _) in Members::new(b, start).ok_or(KeyFault::Malformed)? {
         all.push(if k.contains(&b'\\') {
@@ -434,7 +385,7 @@ fn check_sorted(b: &[u8], start: usize) -> Result<(), KeyFault> {
 
 /// A key written with escapes: refused when it decodes to a name the gateway could read.
 #[inline(never)]
-fn check_escaped(quoted: &[u8]) -> Result<(), KeyFault> {
+pub(crate) fn check_escaped(quoted: &[u8]) -> Result<(), KeyFault> {
     if decode_key(quoted)?.bytes().all(plain) {
         return Err(KeyFault::Escaped);
     }
@@ -443,7 +394,7 @@ fn check_escaped(quoted: &[u8]) -> Result<(), KeyFault> {
 
 /// A key seen twice in one object.
 #[inline(never)]
-fn duplicate(key: &[u8]) -> KeyFault {
+pub(crate) fn duplicate(key: &[u8]) -> KeyFault {
     KeyFault::Duplicate(String::from_utf8_lossy(key).into_owned())
 }
 
@@ -455,10 +406,9 @@ fn check_inner(
     i: usize,
     max_depth: usize,
     member: &mut Visit<'_>,
-    known: &mut Known,
 ) -> Result<usize, KeyFault> {
     let own = &mut |_: Level, k: &[u8], s, e| member(Level::Inner, k, s, e);
-    check_keys_with(b, i, max_depth, (None, None), own, known)
+    check_keys_with(b, i, max_depth, (None, None), own)
 }
 
 /// A byte of a name the gateway may read: the members it reads (`name`, `progressToken`,

@@ -149,19 +149,53 @@ pub(crate) struct Token {
 /// [`MAX_DEPTH`] levels.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn validate(b: &[u8]) -> Result<(), Invalid> {
-    walk::<true>(b, MAX_DEPTH, |_| {})
+    walk::<true>(b, MAX_DEPTH, |_: Token| {})
 }
 
-/// Walks the JSON value `b` (with whitespace around it) and hands every string to
-/// `on_string`, object keys included (a key before its value), in input order. The grammar
-/// (structure, literals, numbers, escapes) is always checked, and at most `max_depth` levels
-/// of arrays and objects are allowed. With `STRICT`, each string is also held to UTF-8, no raw
-/// control character and no unpaired surrogate escape (a client's message); without, its bytes are
+/// What a [`walk`] reports, in input order. A closure over [`Token`]s is one: it sees every
+/// string, keys included, and nothing else.
+pub(crate) trait Visit {
+    /// A string that is a value.
+    fn string(&mut self, t: Token);
+
+    /// A member's key (`key: None`); its value comes next.
+    #[inline]
+    fn key(&mut self, t: Token) {
+        self.string(t);
+    }
+
+    /// A number, `true`, `false` or `null` at `start..end`.
+    #[inline]
+    fn scalar(&mut self, _start: usize, _end: usize) {}
+
+    /// An array or an object opens at `at`.
+    #[inline]
+    fn open(&mut self, _at: usize) {}
+
+    /// The innermost open array or object closes; `end` is one past its bracket.
+    #[inline]
+    fn close(&mut self, _end: usize) {}
+}
+
+impl<F: FnMut(Token)> Visit for F {
+    #[inline]
+    fn string(&mut self, t: Token) {
+        self(t);
+    }
+}
+
+/// Walks the JSON value `b` (with whitespace around it) and reports what it meets to `v`:
+/// every string, object keys included (a key before its value), every other scalar, and
+/// where arrays and objects open and close, in input order. The grammar (structure,
+/// literals, numbers, escapes) is always checked, and at most `max_depth` levels of arrays
+/// and objects are allowed. With `STRICT`, each string is also held to UTF-8, no raw control
+/// character and no unpaired surrogate escape (a client's message); without, its bytes are
 /// not looked at (guard screening walks upstreams' results that pass through as they are).
+/// What was reported before an error stands; nothing is reported after it.
 pub(crate) fn walk<const STRICT: bool>(
     b: &[u8],
     max_depth: usize,
-    mut on_string: impl FnMut(Token),
+    mut v: impl Visit,
 ) -> Result<(), Invalid> {
     let mut stack = Stack {
         inline: [0; MAX_DEPTH.div_ceil(64)],
@@ -181,7 +215,7 @@ pub(crate) fn walk<const STRICT: bool>(
         i = match c {
             b'"' => {
                 let (end, escaped) = string_end::<STRICT>(b, i)?;
-                on_string(Token {
+                v.string(Token {
                     start: i,
                     end,
                     escaped,
@@ -191,30 +225,40 @@ pub(crate) fn walk<const STRICT: bool>(
             }
             b'{' => {
                 stack.push(true, i)?;
+                v.open(i);
                 i = ws(b, i + 1);
                 if b.get(i) == Some(&b'}') {
                     stack.depth -= 1;
+                    v.close(i + 1);
                     i + 1
                 } else {
-                    (i, key) = member_key::<STRICT>(b, i, &mut on_string)?;
+                    (i, key) = member_key::<STRICT>(b, i, &mut v)?;
                     continue 'value;
                 }
             }
             b'[' => {
                 stack.push(false, i)?;
+                v.open(i);
                 i = ws(b, i + 1);
                 if b.get(i) == Some(&b']') {
                     stack.depth -= 1;
+                    v.close(i + 1);
                     i + 1
                 } else {
                     continue 'value;
                 }
             }
-            b't' => literal(b, i, b"true")?,
-            b'f' => literal(b, i, b"false")?,
-            b'n' => literal(b, i, b"null")?,
-            b'-' | b'0'..=b'9' => number_end(b, i)?,
-            _ => return err(What::Unexpected, i),
+            _ => {
+                let end = match c {
+                    b't' => literal(b, i, b"true")?,
+                    b'f' => literal(b, i, b"false")?,
+                    b'n' => literal(b, i, b"null")?,
+                    b'-' | b'0'..=b'9' => number_end(b, i)?,
+                    _ => return err(What::Unexpected, i),
+                };
+                v.scalar(i, end);
+                end
+            }
         };
         // After a value: a separator, the end of its container, or the end of the input.
         loop {
@@ -228,7 +272,7 @@ pub(crate) fn walk<const STRICT: bool>(
             };
             match (b.get(i), object) {
                 (Some(b','), true) => {
-                    (i, key) = member_key::<STRICT>(b, ws(b, i + 1), &mut on_string)?;
+                    (i, key) = member_key::<STRICT>(b, ws(b, i + 1), &mut v)?;
                     continue 'value;
                 }
                 (Some(b','), false) => {
@@ -238,6 +282,7 @@ pub(crate) fn walk<const STRICT: bool>(
                 (Some(b'}'), true) | (Some(b']'), false) => {
                     stack.depth -= 1;
                     i += 1;
+                    v.close(i);
                 }
                 (None, _) => return err(What::Eof, i),
                 _ => return err(What::Unexpected, i),
@@ -246,13 +291,13 @@ pub(crate) fn walk<const STRICT: bool>(
     }
 }
 
-/// A member's key and colon at `i`, the key handed to `on_string`; returns where its value
-/// starts and the key's raw text.
+/// A member's key and colon at `i`, the key handed to `v`; returns where its value starts
+/// and the key's raw text.
 #[inline]
 fn member_key<const STRICT: bool>(
     b: &[u8],
     i: usize,
-    on_string: &mut impl FnMut(Token),
+    v: &mut impl Visit,
 ) -> Result<(usize, Option<(usize, usize)>), Invalid> {
     match b.get(i) {
         Some(b'"') => {}
@@ -260,7 +305,7 @@ fn member_key<const STRICT: bool>(
         None => return err(What::Eof, i),
     }
     let (end, escaped) = string_end::<STRICT>(b, i)?;
-    on_string(Token {
+    v.key(Token {
         start: i,
         end,
         escaped,

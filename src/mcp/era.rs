@@ -220,15 +220,11 @@ pub fn legacy_result_insert(frame: &Frame) -> Option<Span> {
         return None;
     }
     let rs = frame.result_span()?;
-    // Most results do not say the word at all: found by a substring search first, and only
-    // then by walking the result's members (the walk skips a result's whole content).
-    let raw = frame.raw_at(rs)?;
-    static WORD: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"resultType\""));
-    if WORD.find(raw).is_some() && frame.member(rs, "resultType").is_some() {
+    // The parse noted the member, if the result has it.
+    if frame.result_has_type() {
         return None;
     }
-    insert_point(raw, rs)
+    insert_point(frame.raw_at(rs)?, rs)
 }
 
 /// Where members go into the object at `span` whose bytes are `raw`: just after its `{`,

@@ -336,20 +336,17 @@ fn check_declared_headers(
     id: &[u8],
     a: &Admitted,
 ) -> Result<(), Whole> {
-    let declared = f
-        .param("name")
-        .and_then(|s| f.str_at(s))
-        .and_then(|n| {
-            a.snap
-                .view(a.server.as_deref())?
-                .tools
-                .get(&*n)
-                .map(|t| t.param_headers.clone())
-        })
-        .filter(|d| !d.is_empty());
+    let Some(name) = f.param("name").and_then(|s| f.str_at(s)) else {
+        return Ok(());
+    };
+    let declared = a
+        .snap
+        .view(a.server.as_deref())
+        .and_then(|v| v.tools.get(&*name))
+        .map(|t| &t.param_headers);
     match declared {
-        Some(d) => check_param_headers(req, f, id, &d),
-        None => Ok(()),
+        Some(d) if !d.is_empty() => check_param_headers(req, f, id, d),
+        _ => Ok(()),
     }
 }
 

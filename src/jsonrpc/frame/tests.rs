@@ -528,17 +528,22 @@ fn an_upstream_envelope_is_held_to_the_grammar() {
     assert_eq!(upstream(ok).expect("whitespace").kind(), Kind::Response);
 }
 
-/// The long strings the validating pass hands to the envelope scan change nothing it finds:
-/// each message parses to the same frame (or the same error) with them and without.
+/// The one walk that validates a single message and finds its envelope ([`Fused`]) answers
+/// as the two passes it replaced: the same frame (spans, indexes) or the same refusal, at
+/// every depth bound.
 #[test]
-fn known_string_ends_find_the_same_envelope() {
+fn one_walk_finds_what_two_passes_find() {
     let long = "y".repeat(300);
     let esc = format!("{}\\\"{}", "e".repeat(200), "f".repeat(200));
     let many: String = (0..12)
         .map(|i| format!("\"k{i}\":\"{}\"", "z".repeat(260 + i)))
         .collect::<Vec<_>>()
         .join(",");
-    let messages = [
+    let keys17: String = (0..17)
+        .map(|i| format!("\"k{i}\":{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut messages = vec![
         format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"arguments":{{"text":"{long}","n":[1,"{long}"]}},"name":"a__b"}}}}"#
         ),
@@ -553,17 +558,110 @@ fn known_string_ends_find_the_same_envelope() {
         format!(
             r#"{{"jsonrpc":"2.0","id":5,"method":"m","params":{{"{esc}":1,"{long}":{{"{esc}":2}}}}}}"#
         ),
+        format!(r#"{{"jsonrpc":"2.0","id":6,"method":"m","params":{{{keys17}}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":6,"method":"m","params":{{"o":{{{keys17},"k3":1}}}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":6,"method":"m","params":{{"o":{{{keys17},"k16":1}}}}}}"#),
     ];
-    for m in &messages {
-        let bytes = Bytes::from(m.clone());
-        let with = Parser::default().parse_within(bytes.clone(), 64);
-        let without = Frame::from_validated(bytes, 64, Known::NONE).map(Message::Single);
-        assert_eq!(format!("{with:?}"), format!("{without:?}"), "{m}");
+    for m in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1,"x":2},"_meta":{"progressToken":"p","io.modelcontextprotocol/clientCapabilities":{"roots":{"listChanged":true}},"io.modelcontextprotocol/clientInfo":{"name":"c","version":"1"}}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"a":1,"a":2}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"a":{"b":1,"b":2}}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":[{"a":1,"a":2}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":[1],"arguments":[{"a":1,"a":2}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":[{"a":1},{"a":1,"a":1}]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"n\u0061me":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"\u00e9":1,"\u00e9":2}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"\u00e9":1,"\u00c9":2}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"\u0061":2}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"arguments":1,"arguments":2}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{},"_meta":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"m"}"#,
+        r#"{"jsonrpc":"2.0","jsonrpc":"2.0","id":1,"method":"m"}"#,
+        r#"{"jsonrpc":"1.0","id":1,"method":"m"}"#,
+        r#"{"jsonrpc":"2.0","id":null,"method":"m"}"#,
+        r#"{"jsonrpc":"2.0","id":[1],"method":"m"}"#,
+        r#"{"jsonrpc":"2.0","i\u0064":1,"method":"m"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":1}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"a":1,"a":2}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+        r#"{"jsonrpc":"2.0","result":{}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/x","params":{"a":[[[[{"b":[]}]]]]}}"#,
+        r#"{"jsonrpc":"2.0","params":{"a":{"a":1,"a":2}},"id":"late"}"#,
+        r#"{"params":{"_meta":{"a":{"b":[{"c":{}}]}}},"jsonrpc":"2.0","method":"x","id":-1.5e3}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"x":{},"y":[],"_meta":{"e":{},"f":[]}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":[]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{},"params":{"a":1,"a":1}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","p\"":1}"#,
+        r#"{}"#,
+        r#""x""#,
+        r#"1"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m"} x"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":"\x"}}"#,
+        " \t\r\n {\"jsonrpc\" : \"2.0\" , \"id\" : 1 , \"method\" : \"m\" , \"params\" : { \"_meta\" : { \"k\" : [ ] } } } \n",
+    ] {
+        messages.push(m.to_string());
     }
-    // The second and fourth are refused for a repeated key; the others parse.
-    let ok: Vec<bool> = messages
-        .iter()
-        .map(|m| Parser::default().parse(Bytes::from(m.clone())).is_ok())
-        .collect();
-    assert_eq!(ok, [true, true, false, false, true, true]);
+    for n in [6, 7, 8, 9] {
+        messages.push(format!(
+            r#"{{"jsonrpc":"2.0","id":9,"method":"m","params":{{"_meta":{}1{},"arguments":{}2{}}}}}"#,
+            "[".repeat(n),
+            "]".repeat(n),
+            "{\"a\":".repeat(n),
+            "}".repeat(n)
+        ));
+    }
+    // Checked objects nested deeper than the walk follows one by one.
+    for n in [6, 7, 8, 9, 12] {
+        for inner in [
+            r#"{"x":1,"y":2}"#,
+            r#"{"x":1,"x":2}"#,
+            r#"{"x":1,"d":[[[[{"e":1,"e":1}]]]]}"#,
+            r#"{"x":1,"x":1,"d":[[[[[[[[[[1]]]]]]]]]]}"#,
+            r#"{"x":[[[[[[[[[[1]]]]]]]]]],"x":1}"#,
+        ] {
+            messages.push(format!(
+                r#"{{"jsonrpc":"2.0","id":10,"method":"m","params":{{"_meta":{}{inner}{},"k":{{"a":1,"a":1}}}}}}"#,
+                "{\"a\":".repeat(n),
+                "}".repeat(n)
+            ));
+        }
+    }
+    for m in &messages {
+        for depth in [1, 2, 3, 4, 5, 8, 10, 12, 14, 16, 20, 64, MAX_DEPTH] {
+            let bytes = Bytes::from(m.clone());
+            let one = Parser::default().parse_within(bytes.clone(), depth);
+            let two = Parser::default()
+                .parse_two_pass(bytes, depth)
+                .map(Message::Single);
+            assert_eq!(
+                format!("{one:?}"),
+                format!("{two:?}"),
+                "{m} at depth {depth}"
+            );
+        }
+    }
+}
+
+/// The parse notes a result's own `resultType` member, in a client's message and in an
+/// upstream's alike, and nothing else that spells the word.
+#[test]
+fn a_result_type_member_is_noted() {
+    for (result, has) in [
+        (r#"{"resultType":"complete","content":[]}"#, true),
+        (r#"{"content":[],"resultType" : 1}"#, true),
+        (r#"{"content":[{"resultType":"x"}]}"#, false),
+        (r#"{"content":"resultType","x":{"resultType":1}}"#, false),
+        (r#"{"result\u0054ype":1}"#, false),
+        (r#"["resultType"]"#, false),
+        (r#""resultType""#, false),
+        (r#"{}"#, false),
+    ] {
+        let m = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
+        let client = one(&m).expect("parses");
+        let up = upstream(&m).expect("parses");
+        assert_eq!(client.result_has_type(), has, "{m}");
+        assert_eq!(up.result_has_type(), has, "{m}");
+    }
 }
