@@ -18,6 +18,11 @@ use crate::{
     upstream::{Upstream, UpstreamRef},
 };
 
+/// Exposed names (tools, prompts) -> their targets. Looked up on every call by a name the
+/// client sent: foldhash, seeded per process, as the session map (SipHash cost ~150
+/// instructions per lookup of a short name).
+pub type Names = HashMap<String, Target, foldhash::fast::RandomState>;
+
 /// Where an exposed tool or prompt goes.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -54,9 +59,9 @@ pub struct Snapshot {
     /// Upstream index by name.
     pub by_name: HashMap<Arc<str>, UpstreamRef>,
     /// Exposed tool name -> target.
-    pub tools: HashMap<String, Target>,
+    pub tools: Names,
     /// Exposed prompt name -> target.
-    pub prompts: HashMap<String, Target>,
+    pub prompts: Names,
     /// Original resource URI -> upstream, for URIs listed by exactly one upstream (clients
     /// that read a URI they saw in a tool result rather than in our list).
     pub plain_uris: HashMap<String, UpstreamRef>,
@@ -91,9 +96,9 @@ pub struct Snapshot {
 #[derive(Clone)]
 pub struct ServerView {
     /// Shown tool name -> target.
-    pub tools: HashMap<String, Target>,
+    pub tools: Names,
     /// Shown prompt name -> target.
-    pub prompts: HashMap<String, Target>,
+    pub prompts: Names,
     /// `tools/list` pages.
     pub tools_pages: Pages,
     /// `prompts/list` pages.
@@ -110,9 +115,9 @@ pub struct ServerView {
 #[derive(Clone, Copy)]
 pub struct View<'a> {
     /// Tool name -> target.
-    pub tools: &'a HashMap<String, Target>,
+    pub tools: &'a Names,
     /// Prompt name -> target.
-    pub prompts: &'a HashMap<String, Target>,
+    pub prompts: &'a Names,
     /// `tools/list` pages.
     pub tools_pages: &'a Pages,
     /// `prompts/list` pages.
@@ -328,8 +333,8 @@ struct Merged {
     prompts_out: Vec<Value>,
     resources_out: Vec<Value>,
     templates_out: Vec<Value>,
-    tools: HashMap<String, Target>,
-    prompts: HashMap<String, Target>,
+    tools: Names,
+    prompts: Names,
     /// Original resource URI -> its upstream; `None` when more than one lists it.
     uri_owner: HashMap<String, Option<UpstreamRef>>,
     caps: Caps,
@@ -468,12 +473,7 @@ impl Merged {
 
 /// The exposed name of `orig`: prefixed (salted until free) when `up` is, else `orig`
 /// itself; `None` (warned) when an unprefixed name is already taken.
-fn exposed_name(
-    up: &Upstream,
-    sep: &str,
-    orig: &str,
-    map: &HashMap<String, Target>,
-) -> Option<String> {
+fn exposed_name(up: &Upstream, sep: &str, orig: &str, map: &Names) -> Option<String> {
     if up.prefix {
         let mut salt = 0;
         loop {
@@ -552,12 +552,9 @@ impl ViewCx<'_> {
     fn server_view(&self, sv: &crate::config::VirtualServer) -> ServerView {
         let m = self.merged;
         let page_size = self.page_size;
-        let pick = |items: &[Value],
-                    globs: &[String],
-                    map: &HashMap<String, Target>,
-                    tools: bool| {
+        let pick = |items: &[Value], globs: &[String], map: &Names, tools: bool| {
             let mut out = Vec::new();
-            let mut targets = HashMap::new();
+            let mut targets = Names::default();
             for item in items {
                 let Some(name) = item.get("name").and_then(Value::as_str) else {
                     continue;

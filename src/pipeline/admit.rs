@@ -347,11 +347,13 @@ pub fn accepts(req: &RequestHead, media: &str) -> bool {
 /// Whether `Accept` takes JSON (`*/*` does) and whether it takes SSE, in one pass without
 /// allocating. No `Accept` takes JSON only.
 fn accepted(req: &RequestHead) -> (bool, bool) {
+    let a = req.header("accept");
+    // What the official SDKs send on every request, recognised whole.
+    if a == Some(b"application/json, text/event-stream") {
+        return (true, true);
+    }
     // A value that is not UTF-8 counts as none.
-    let Some(a) = req
-        .header("accept")
-        .filter(|a| a.is_ascii() || std::str::from_utf8(a).is_ok())
-    else {
+    let Some(a) = a.filter(|a| a.is_ascii() || std::str::from_utf8(a).is_ok()) else {
         return (true, false);
     };
     let (mut json, mut sse) = (false, false);

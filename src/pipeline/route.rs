@@ -6,7 +6,7 @@
 //! Never writes bytes for the client itself (refusals go to `reject::rescue`) and never
 //! talks to an upstream (that is `call`).
 
-use std::{borrow::Cow, collections::HashMap, rc::Rc};
+use std::{borrow::Cow, rc::Rc};
 
 use bytes::Bytes;
 
@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     jsonrpc::{codes::result_body, Code},
-    registry::{names, Snapshot, Target, View},
+    registry::{names, Snapshot, View},
     upstream::UpstreamRef,
 };
 
@@ -65,7 +65,7 @@ async fn by_name(
     ctx: &Rc<Ctx>,
     call: &Call<'_>,
     view: View<'_>,
-    map: &HashMap<String, Target>,
+    map: &crate::registry::Names,
     what: &'static str,
 ) -> Result<Outcome, Reject> {
     let f = call.f;

@@ -96,6 +96,9 @@ const KNOWN: [&str; 17] = [
     "x-forwarded-for",
 ];
 
+/// `content-length`'s index in [`KNOWN`].
+const CONTENT_LENGTH: usize = 7;
+
 /// The index of a lowercase field name in [`KNOWN`]: a switch on the length and the first
 /// byte, then one comparison. Inlined so that a lookup by a literal name folds to a
 /// constant.
@@ -176,6 +179,16 @@ impl Fields {
                 .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
                 .map(|h| h.value),
         }
+    }
+
+    /// The value of the field whose name is `KNOWN[k]`, when there is exactly one.
+    #[inline]
+    fn sole(&self, k: usize) -> Option<&[u8]> {
+        let i = usize::from(*self.first.get(k)?).checked_sub(1)?;
+        if self.repeated & (1 << k) != 0 {
+            return None;
+        }
+        self.field(i).map(|f| f.value)
     }
 
     /// The values of every field named `name`, in order; a [`KNOWN`] name's walk starts at
@@ -551,7 +564,27 @@ pub const SINGLETON_HEADERS: &[&str] = KNOWN.as_slice().split_at(8).0;
 
 /// Whether any LF in `head` lacks the CR before it.
 fn has_bare_lf(head: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head.get(i - 1) != Some(&b'\r'))
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let bare =
+        |i: usize| head.get(i) == Some(&b'\n') && (i == 0 || head.get(i - 1) != Some(&b'\r'));
+    // Eight bytes at a time (a head's lines are short: a vector search per line costs more).
+    // A word's flags mark every LF in it, and may mark a byte above one that is not: each
+    // flagged byte is looked at.
+    let mut words = head.chunks_exact(8);
+    let mut at = 0;
+    for w in &mut words {
+        let x = w.try_into().map_or(0, u64::from_le_bytes) ^ (ONES * u64::from(b'\n'));
+        let mut flags = x.wrapping_sub(ONES) & !x & HIGH;
+        while flags != 0 {
+            if bare(at + (flags.trailing_zeros() / 8) as usize) {
+                return true;
+            }
+            flags &= flags - 1;
+        }
+        at += 8;
+    }
+    (at..head.len()).any(bare)
 }
 
 /// Refuses a repeated [`SINGLETON_HEADERS`] field, and an HTTP/1.1 request without `Host`
@@ -732,9 +765,8 @@ fn check_chunked(headers: &Fields) -> Result<(), HeadError> {
 
 /// Body kind for a message carrying Content-Length (at least one field).
 fn length_body(headers: &Fields, limits: &Limits) -> Result<BodyKind, HeadError> {
-    let mut values = header_values(headers, "content-length");
     // The usual case: one field, one number of at most 18 digits (no overflow).
-    if let (Some(v), None) = (values.next(), values.next()) {
+    if let Some(v) = headers.sole(CONTENT_LENGTH) {
         if !v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit) {
             let n = v
                 .iter()
@@ -1140,17 +1172,69 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The bytes of an RFC 9110 token, one flag per byte value.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
+}
+
+/// Whether `value` holds a CR, an LF or a NUL. The values the gateway writes on every call
+/// (a session id, a version, a trace context) are short: eight bytes at a time costs less
+/// than setting up a vector search.
+fn has_line_break(value: &[u8]) -> bool {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // A byte of `v` is zero (the flag is exact as to whether any is).
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    if value.len() >= 64 {
+        return memchr::memchr3(b'\r', b'\n', 0, value).is_some();
+    }
+    let mut words = value.chunks_exact(8);
+    for w in &mut words {
+        let x = w.try_into().map_or(0, u64::from_le_bytes);
+        if zero(x) | zero(x ^ (ONES * u64::from(b'\r'))) | zero(x ^ (ONES * u64::from(b'\n'))) != 0
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&c| matches!(c, b'\r' | b'\n' | 0))
 }
 
 /// Whether `name: value` may be written as a header line: `name` must be a
 /// non-empty RFC 9110 token and `value` must not contain CR, LF or NUL.
 /// The writers in this module silently skip headers for which this is false.
 pub fn is_writable_header(name: &str, value: &[u8]) -> bool {
-    !name.is_empty()
-        && name.bytes().all(is_tchar)
-        && memchr::memchr3(b'\r', b'\n', 0, value).is_none()
+    !name.is_empty() && name.bytes().all(is_tchar) && !has_line_break(value)
 }
 
 fn write_header(out: &mut BytesMut, name: &str, value: &[u8]) {
@@ -1333,6 +1417,93 @@ pub fn write_request_end(out: &mut BytesMut, body_len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_line_feeds_are_found_at_every_place() {
+        let naive = |h: &[u8]| {
+            h.iter()
+                .enumerate()
+                .any(|(i, &c)| c == b'\n' && (i == 0 || h[i - 1] != b'\r'))
+        };
+        for len in 0..40 {
+            for at in 0..len {
+                // A CRLF ending at `at`, a bare LF at `at`, and bytes next to LF's value.
+                let mut crlf: Vec<u8> = (0..len)
+                    .map(|i| [b'a', 0x0b, 0x09, 0x0a ^ 0x80][i % 4])
+                    .collect();
+                crlf.iter_mut().for_each(|c| {
+                    if *c == 0x0a {
+                        *c = b'x'
+                    }
+                });
+                let mut bare = crlf.clone();
+                bare[at] = b'\n';
+                if at > 0 {
+                    crlf[at - 1] = b'\r';
+                }
+                crlf[at] = b'\n';
+                for h in [&crlf, &bare] {
+                    assert_eq!(has_bare_lf(h), naive(h), "{h:?}");
+                }
+            }
+        }
+        // Two line feeds: a CRLF first, then a bare one (in one word or two).
+        for len in 2..24 {
+            for a in 1..len {
+                for b in a + 1..len {
+                    let mut h = vec![b'a'; len];
+                    h[a - 1] = b'\r';
+                    h[a] = b'\n';
+                    h[b] = b'\n';
+                    let fixed = b > a + 1 && h[b - 1] == b'\r';
+                    assert_eq!(has_bare_lf(&h), !fixed, "{h:?}");
+                    h[b - 1] = b'\r';
+                    assert!(!has_bare_lf(&h) || b == a + 1, "{h:?}");
+                }
+            }
+        }
+        assert!(!has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\n\r\n"));
+    }
+
+    #[test]
+    fn known_indexes_name_their_fields() {
+        assert_eq!(KNOWN[CONTENT_LENGTH], "content-length");
+        for (i, name) in KNOWN.iter().enumerate() {
+            assert_eq!(known(name.as_bytes()), Some(i), "{name}");
+        }
+    }
+
+    #[test]
+    fn line_breaks_are_found_at_every_place() {
+        for len in 0..80 {
+            let clean: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(!has_line_break(&clean), "{len}");
+            assert!(is_writable_header("x-a", &clean));
+            // Bytes that are near the flagged ones, and high bytes, pass.
+            let near: Vec<u8> = (0..len)
+                .map(|i| [0x0c, 0x0b, 0x0e, 0x8d, 0xff, 0x01][i % 6])
+                .collect();
+            assert!(!has_line_break(&near), "{near:?}");
+            for at in 0..len {
+                for bad in [b'\r', b'\n', 0] {
+                    let mut v = clean.clone();
+                    v[at] = bad;
+                    assert!(has_line_break(&v), "{len} {at} {bad}");
+                    assert!(!is_writable_header("x-a", &v));
+                }
+            }
+        }
+        assert!(!is_writable_header("a b", b"v"));
+        assert!(!is_writable_header("", b"v"));
+        assert!(is_writable_header("!#$%&'*+-.^_`|~09azAZ", b"v"));
+        for c in [
+            b'(', b')', b',', b'/', b':', b';', b'<', b'=', b'>', b'?', b'@', b'[', b'\\', b']',
+            b'{', b'}', b'"', 0x7f, 0x80,
+        ] {
+            assert!(!is_tchar(c), "{c}");
+        }
+    }
 
     fn lim() -> Limits {
         Limits::default()
