@@ -311,10 +311,15 @@ pub fn media(req: &RequestHead) -> Result<Answer, Whole> {
         .unwrap_or_default()
         .trim_ascii_start();
     let json = b"application/json";
-    if !ct
-        .get(..json.len())
-        .is_some_and(|t| t.eq_ignore_ascii_case(json))
-    {
+    // The media type itself, then nothing or its parameters (`; charset=utf-8`): not a
+    // longer subtype such as `application/json-seq`.
+    let is_json = ct.len() >= json.len()
+        && ct[..json.len()].eq_ignore_ascii_case(json)
+        && matches!(
+            ct[json.len()..].trim_ascii_start().first(),
+            None | Some(b';')
+        );
+    if !is_json {
         return Err(Reply::error(
             415,
             Code::BadHttpRequest,
@@ -368,4 +373,41 @@ fn accepted(req: &RequestHead) -> (bool, bool) {
         sse |= m.eq_ignore_ascii_case(b"text/event-stream");
     }
     (json, sse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::http::{parse_request_head, Limits};
+
+    fn head(content_type: &str) -> RequestHead {
+        let raw = format!(
+            "POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Type: {content_type}\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        parse_request_head(raw.as_bytes(), &Limits::default())
+            .ok()
+            .flatten()
+            .expect("a head")
+    }
+
+    #[test]
+    fn json_is_the_media_type_itself_with_or_without_parameters() {
+        for ok in [
+            "application/json",
+            "APPLICATION/JSON",
+            "application/json; charset=utf-8",
+            "application/json ;charset=utf-8",
+        ] {
+            assert!(media(&head(ok)).is_ok(), "{ok}");
+        }
+        for refused in [
+            "application/json-seq",
+            "application/jsonx",
+            "application/jso",
+            "text/plain",
+            "application/json,text/plain",
+        ] {
+            assert!(media(&head(refused)).is_err(), "{refused}");
+        }
+    }
 }

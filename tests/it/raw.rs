@@ -130,6 +130,12 @@ fn jsonrpc_level_errors_keep_the_connection() {
     );
     let r = c.read().expect("answer");
     assert_eq!((r.status, r.code()), (415, -32008));
+    // A longer subtype is another media type, whatever it starts with.
+    c.send(
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json-seq\r\nContent-Length: 2\r\n\r\n{}",
+    );
+    let r = c.read().expect("answer");
+    assert_eq!((r.status, r.code()), (415, -32008));
     c.send(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: text/html\r\nContent-Length: 2\r\n\r\n{}");
     let r = c.read().expect("answer");
     assert_eq!((r.status, r.code()), (406, -32008));
