@@ -20,6 +20,21 @@ pub fn push_hex(s: &mut String, d: &[u8]) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Eight bytes to search at once: `ONES * b` has `b` in each byte.
+pub const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+/// The high bit of each byte.
+pub const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// The bytes of `word` (eight bytes read little-endian) that equal `b`, each flagged by its
+/// high bit. A byte just above one that equals `b` may be flagged too (a borrow carries
+/// upward), so whether any is, and which is the lowest, is exact; a caller that looks at
+/// every flag checks the byte.
+#[inline]
+pub fn bytes_equal(word: u64, b: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(b));
+    x.wrapping_sub(ONES) & !x & HIGH
+}
+
 /// Writes the lowercase hex of `d` into the first `2 * d.len()` bytes of `out`.
 pub fn hex_into(d: &[u8], out: &mut [u8]) {
     for (b, o) in d.iter().zip(out.chunks_exact_mut(2)) {

@@ -870,7 +870,7 @@ impl Frame {
                 };
                 scan::check_keys_with(b, vs, depth, walk, on_member)
             } else if key == b"result" {
-                scan::value_end_noting(b, vs, depth, RESULT_TYPE, &mut f.result_type)
+                scan::value_end_noting::<true>(b, vs, depth, RESULT_TYPE, &mut f.result_type)
                     .map_err(KeyFault::from)
             } else {
                 scan::value_end_within(b, vs, depth).map_err(KeyFault::from)

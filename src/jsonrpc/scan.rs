@@ -68,24 +68,12 @@ pub(crate) fn value_end(b: &[u8], i: usize) -> Option<usize> {
 /// objects (a scalar has none, `[1]` one).
 pub(crate) fn value_end_within(b: &[u8], i: usize, max_depth: usize) -> Result<usize, Fault> {
     let mut unused = false;
-    value_end_impl::<false>(b, i, max_depth, &[], &mut unused)
+    value_end_noting::<false>(b, i, max_depth, &[], &mut unused)
 }
 
-/// As [`value_end_within`]; sets `seen` when the value is an object with a member named
-/// `key` (as written).
-pub(crate) fn value_end_noting(
-    b: &[u8],
-    i: usize,
-    max_depth: usize,
-    key: &[u8],
-    seen: &mut bool,
-) -> Result<usize, Fault> {
-    value_end_impl::<true>(b, i, max_depth, key, seen)
-}
-
-/// [`value_end_within`], and with `NOTE` [`value_end_noting`] (a walk that notes nothing
-/// has no test for it per string).
-fn value_end_impl<const NOTE: bool>(
+/// As [`value_end_within`]; with `NOTE`, sets `seen` when the value is an object with a
+/// member named `key` (as written). Without, it looks for nothing (no test per string).
+pub(crate) fn value_end_noting<const NOTE: bool>(
     b: &[u8],
     i: usize,
     max_depth: usize,

@@ -380,8 +380,7 @@ fn number_end(b: &[u8], i: usize) -> Result<usize, Invalid> {
 /// Bytes of a string looked at eight at a time before the vector search.
 pub(crate) const SHORT: usize = 64;
 
-const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+use crate::text::{bytes_equal, HIGH, ONES};
 
 /// The bytes of `x` (eight string bytes, little-endian) that end a plain ASCII run: a quote,
 /// a backslash, a control character or a byte >= 0x80, each flagged by its high bit. A flag
@@ -395,8 +394,7 @@ fn stops(x: u64) -> u64 {
 /// whose strings are valid already or are not its to check).
 #[inline]
 pub(crate) fn quotes(x: u64) -> u64 {
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-    (zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))) & HIGH
+    bytes_equal(x, b'"') | bytes_equal(x, b'\\')
 }
 
 /// The string whose opening quote is at `i`; returns the index just past its closing quote,

@@ -313,10 +313,14 @@ pub fn media(req: &RequestHead) -> Result<Answer, Whole> {
     let json = b"application/json";
     // The media type itself, then nothing or its parameters (`; charset=utf-8`): not a
     // longer subtype such as `application/json-seq`.
-    let is_json = ct.len() >= json.len()
-        && ct[..json.len()].eq_ignore_ascii_case(json)
+    let is_json = ct
+        .get(..json.len())
+        .is_some_and(|t| t.eq_ignore_ascii_case(json))
         && matches!(
-            ct[json.len()..].trim_ascii_start().first(),
+            ct.get(json.len()..)
+                .unwrap_or_default()
+                .trim_ascii_start()
+                .first(),
             None | Some(b';')
         );
     if !is_json {

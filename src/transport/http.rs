@@ -21,6 +21,8 @@ use std::fmt::Write as _;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::text::bytes_equal;
+
 /// Maximum number of header fields accepted in one message head; a head with
 /// more is rejected with [`HeadError::TooLarge`].
 pub const MAX_HEADERS: usize = 64;
@@ -564,8 +566,6 @@ pub const SINGLETON_HEADERS: &[&str] = KNOWN.as_slice().split_at(8).0;
 
 /// Whether any LF in `head` lacks the CR before it.
 fn has_bare_lf(head: &[u8]) -> bool {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
     let bare =
         |i: usize| head.get(i) == Some(&b'\n') && (i == 0 || head.get(i - 1) != Some(&b'\r'));
     // Eight bytes at a time (a head's lines are short: a vector search per line costs more).
@@ -574,8 +574,7 @@ fn has_bare_lf(head: &[u8]) -> bool {
     let mut words = head.chunks_exact(8);
     let mut at = 0;
     for w in &mut words {
-        let x = w.try_into().map_or(0, u64::from_le_bytes) ^ (ONES * u64::from(b'\n'));
-        let mut flags = x.wrapping_sub(ONES) & !x & HIGH;
+        let mut flags = bytes_equal(w.try_into().map_or(0, u64::from_le_bytes), b'\n');
         while flags != 0 {
             if bare(at + (flags.trailing_zeros() / 8) as usize) {
                 return true;
@@ -1209,18 +1208,13 @@ fn is_tchar(b: u8) -> bool {
 /// (a session id, a version, a trace context) are short: eight bytes at a time costs less
 /// than setting up a vector search.
 fn has_line_break(value: &[u8]) -> bool {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
-    // A byte of `v` is zero (the flag is exact as to whether any is).
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
     if value.len() >= 64 {
         return memchr::memchr3(b'\r', b'\n', 0, value).is_some();
     }
     let mut words = value.chunks_exact(8);
     for w in &mut words {
         let x = w.try_into().map_or(0, u64::from_le_bytes);
-        if zero(x) | zero(x ^ (ONES * u64::from(b'\r'))) | zero(x ^ (ONES * u64::from(b'\n'))) != 0
-        {
+        if bytes_equal(x, 0) | bytes_equal(x, b'\r') | bytes_equal(x, b'\n') != 0 {
             return true;
         }
     }
