@@ -65,6 +65,67 @@ pub fn idle_conn_unusable(fd: std::os::fd::RawFd) -> bool {
     true
 }
 
+/// What a connection's TCP has done with the bytes written on it, as the kernel reports it
+/// (`TCP_INFO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpProgress {
+    /// Bytes the peer has acknowledged (`tcpi_bytes_acked`; Linux counts the SYN as one).
+    pub acked: u64,
+    /// The connection was reset or has otherwise ended (`TCP_CLOSE`).
+    pub closed: bool,
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u32,
+}
+
+/// `TCP_CLOSE` of `include/net/tcp_states.h`.
+const TCP_CLOSE: u8 = 7;
+
+/// `fd`'s [`TcpProgress`]; `None` when the kernel does not report acknowledged bytes (before
+/// Linux 4.1) or the call fails.
+pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `fd` is an open socket owned by the caller for the duration of the call;
+    // `info` is a live tcp_info whose size is passed in `len`, which the kernel updates.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    let reported = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+    if r != 0 || (len as usize) < reported {
+        return None;
+    }
+    Some(TcpProgress {
+        acked: info.tcpi_bytes_acked,
+        closed: info.tcpi_state == TCP_CLOSE,
+        rtt_us: info.tcpi_rtt,
+    })
+}
+
+/// The error pending on socket `fd` (`SO_ERROR`, which reading clears), if any.
+pub fn take_socket_error(fd: std::os::fd::RawFd) -> Option<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is an open socket owned by the caller for the duration of the call;
+    // `err` is a live c_int whose size is passed in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && err != 0).then_some(err)
+}
+
 /// Asks the kernel to acknowledge the next data on `fd` at once (Linux `TCP_QUICKACK`; the
 /// kernel clears it again after use, so it is set before each read that waits on a peer).
 ///

@@ -17,8 +17,11 @@
 //! pool their connections apart from the config file's, so that one never rides on a
 //! connection the other opened.
 //!
-//! Connections are kept alive in a per-worker [`Pool`](super::pool::Pool); a pooled connection found closed is
-//! replaced once, before any byte of the answer. After the response of a call has been read,
+//! Connections are kept alive in a per-worker [`Pool`](super::pool::Pool). A pooled
+//! connection the upstream closed is replaced once: found closed before the request is
+//! written (one idle for a while is looked at first), or after, when the kernel reports that
+//! the upstream's TCP refused all of the request (nothing read it). A request that may have
+//! been read is never sent again here. After the response of a call has been read,
 //! the rest of an SSE stream is drained (briefly) so the connection can be reused.
 //!
 //! An upstream with replicas (`urls`) has one [`Endpoint`] per URL and a [`Balancer`]: a new
@@ -39,7 +42,7 @@ use super::{
     balance::{self, Balancer},
     caller::{initialize_body, Caller, INITIALIZED},
     oauth::TokenSource,
-    pool::Conn,
+    pool::{Conn, Reached},
 };
 use crate::{
     config::UpstreamAuth,
@@ -1083,12 +1086,12 @@ impl HttpUpstream {
         method: &str,
     ) -> Result<Box<HttpCall>> {
         let ep = self.endpoint(replica);
-        if let Some((conn, buf)) = caller.pool.take(&ep.pool_key) {
-            match self.exchange(ep, replica, conn, buf, &req, method).await {
+        if let Some(taken) = caller.pool.take(&ep.pool_key) {
+            match self.exchange(ep, replica, taken, &req, method, true).await {
                 Ok(r) => return Ok(r),
-                // Closed as the request went out (the pool checked it was open): it may
-                // have been read, so it is not sent again here; the caller retries what is
-                // safe to retry. A write that failed outright reached nobody.
+                // Closed as the request went out: it may have been read, so it is not sent
+                // again here; the caller retries what is safe to retry. A write that failed
+                // outright, or a request the upstream's TCP refused, reached nobody.
                 Err(Stale::Before) => {
                     self.outcome(replica, false);
                     return Err(self.err(
@@ -1107,7 +1110,7 @@ impl HttpUpstream {
                 return Err(e.unsent());
             }
         };
-        self.exchange(ep, replica, conn, BytesMut::new(), &req, method)
+        self.exchange(ep, replica, (conn, BytesMut::new()), &req, method, false)
             .await
             .map_err(|e| match e {
                 Stale::Before => {
@@ -1125,6 +1128,36 @@ impl HttpUpstream {
                     .unsent(),
                 Stale::Failed(e) => e,
             })
+    }
+
+    /// A reused connection ended before any byte of the answer to the request written on it
+    /// after `mark`: [`Stale::Unwritten`] if the upstream's TCP refused all of it (the
+    /// upstream had closed the connection while it sat idle; nothing read the request, so it
+    /// goes again on a new connection), else [`Stale::Before`] (it may have been read). The
+    /// refusal, a reset, comes a round trip after the request: waited for, within a bound.
+    async fn unreached(&self, conn: &Conn, mark: Option<u64>, read_error: Option<i32>) -> Stale {
+        let started = std::time::Instant::now();
+        loop {
+            let (reached, rtt_us) = conn.reached(mark, read_error);
+            match reached {
+                Reached::No => {
+                    tracing::debug!(upstream = %self.name,
+                        "pooled connection closed by the upstream; the request never reached it");
+                    return Stale::Unwritten;
+                }
+                Reached::Yes => return Stale::Before,
+                Reached::Unknown if mark.is_none() => return Stale::Before,
+                Reached::Unknown => {}
+            }
+            // Four round trips, at least 5 ms and at most 200 ms.
+            let bound = Duration::from_micros(u64::from(rtt_us) * 4)
+                .clamp(Duration::from_millis(5), Duration::from_millis(200));
+            if started.elapsed() >= bound {
+                return Stale::Before;
+            }
+            let step = Duration::from_micros(u64::from(rtt_us / 2)).max(Duration::from_micros(200));
+            monoio::time::sleep(step).await;
+        }
     }
 
     /// A new connection; for `https://` with its handshake done. Both within
@@ -1166,7 +1199,7 @@ impl HttpUpstream {
             Err(_) => return Err(self.err(ErrorKind::UpstreamUnavailable, "connect timed out")),
         };
         let Some(tls) = &ep.tls else {
-            return Ok(Conn::Plain(tcp));
+            return Ok(Conn::Plain(super::pool::Plain::new(tcp)));
         };
         match monoio::time::timeout_at(deadline, tls.connect(tcp)).await {
             Ok(Ok(t)) => Ok(Conn::Tls(Box::new(t))),
@@ -1184,11 +1217,12 @@ impl HttpUpstream {
         &self,
         ep: &Endpoint,
         replica: usize,
-        mut conn: Conn,
-        mut buf: BytesMut,
+        (mut conn, mut buf): (Conn, BytesMut),
         req: &Segments,
         method: &str,
+        reused: bool,
     ) -> std::result::Result<Box<HttpCall>, Stale> {
+        let mark = conn.mark();
         // What the socket does not take at once (rarely anything) goes as a queued write, of
         // a copy of the parts' references: `req` stays whole for a retry.
         let unwritten = match conn.write_now(req) {
@@ -1234,6 +1268,10 @@ impl HttpUpstream {
             }
             let first = buf.is_empty();
             match read_upstream(&mut conn, &mut buf, !first).await {
+                Ok(0) if first && reused => return Err(self.unreached(&conn, mark, None).await),
+                Err(e) if first && reused => {
+                    return Err(self.unreached(&conn, mark, e.raw_os_error()).await)
+                }
                 Ok(0) | Err(_) if first => return Err(Stale::Before),
                 Ok(0) => {
                     return Err(Stale::Failed(

@@ -10,7 +10,7 @@ use crate::net::{tls::TlsStream, Stream};
 /// A connection to an HTTP upstream: plain TCP, or TLS for `https://` URLs.
 pub enum Conn {
     /// `http://`.
-    Plain(TcpStream),
+    Plain(Plain),
     /// `https://` (boxed: the TLS state is large, and a plain connection should not carry it).
     Tls(Box<TlsStream>),
     /// An in-process upstream with no socket, for the whole-call benchmarks ([`crate::bench`]).
@@ -18,15 +18,107 @@ pub enum Conn {
     Memory(Box<crate::bench::MemoryUpstream>),
 }
 
+/// A plain TCP connection to an upstream and what has been written on it: enough to tell,
+/// when it ends before an answer, whether the upstream's TCP took any of the last request
+/// ([`Conn::reached`]).
+pub struct Plain {
+    tcp: TcpStream,
+    /// Bytes the peer acknowledges once everything written so far has arrived (Linux counts
+    /// the SYN as one, so this starts at what the kernel reported when it was made); `None`
+    /// when that is not known (a kernel without `tcpi_bytes_acked`, or a write that failed
+    /// part-way).
+    acked_when_all_in: Option<u64>,
+}
+
+impl Plain {
+    /// A connection just made.
+    pub(super) fn new(tcp: TcpStream) -> Self {
+        use std::os::fd::AsRawFd;
+        let acked_when_all_in = crate::runtime::sys::tcp_progress(tcp.as_raw_fd()).map(|p| p.acked);
+        Self {
+            tcp,
+            acked_when_all_in,
+        }
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.acked_when_all_in = self.acked_when_all_in.map(|a| a + n as u64);
+    }
+
+    /// After a write of `n` bytes: all of them on success; after a failure, how many went
+    /// is not known.
+    fn written(&mut self, r: &std::io::Result<()>, n: usize) {
+        match r {
+            Ok(()) => self.wrote(n),
+            Err(_) => self.acked_when_all_in = None,
+        }
+    }
+}
+
+/// Whether the upstream's TCP took any of a request written on a connection that then ended
+/// before any byte of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reached {
+    /// It acknowledged some of it, or reset the connection in a way a closed socket does
+    /// not: the upstream may have read it.
+    Yes,
+    /// A socket the upstream had closed refused all of it: nothing read it.
+    No,
+    /// Not known (yet).
+    Unknown,
+}
+
 impl Conn {
     /// The socket under it (none for an in-process upstream).
     pub(super) fn fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         match self {
-            Conn::Plain(c) => Some(c.as_raw_fd()),
+            Conn::Plain(c) => Some(c.tcp.as_raw_fd()),
             Conn::Tls(t) => Some(t.tcp().as_raw_fd()),
             #[cfg(any(test, feature = "bench"))]
             Conn::Memory(_) => None,
+        }
+    }
+
+    /// Marks what has been written so far: [`Conn::reached`] then asks about what is
+    /// written after it.
+    pub(super) fn mark(&self) -> Option<u64> {
+        match self {
+            Conn::Plain(p) => p.acked_when_all_in,
+            _ => None,
+        }
+    }
+
+    /// Whether the upstream's TCP took any of what was written after `mark`, as far as the
+    /// kernel knows now, and the connection's round-trip time (microseconds). `read_error`:
+    /// the error the read of the answer ended with, if any.
+    ///
+    /// [`Reached::No`] needs three things: none of it acknowledged, the connection reset,
+    /// and the reset come after the upstream's FIN (the kernel then reports `EPIPE`, where a
+    /// reset of an open connection is `ECONNRESET`). The last rules out a server that read
+    /// the request and then aborted the connection before its delayed ACK went out: that
+    /// reset also acknowledges nothing, but it is not what a closed socket answers. What is
+    /// left is a socket the upstream had closed, or shut for sending, before the request
+    /// came; one that shut its sending side cannot answer, and reads only to drop what comes
+    /// (a lingering close).
+    ///
+    /// Only plain TCP connections can tell; TLS ones and unmarked ones answer
+    /// [`Reached::Unknown`].
+    pub(super) fn reached(&self, mark: Option<u64>, read_error: Option<i32>) -> (Reached, u32) {
+        use std::os::fd::AsRawFd;
+        let (Conn::Plain(p), Some(all_before)) = (self, mark) else {
+            return (Reached::Unknown, 0);
+        };
+        let fd = p.tcp.as_raw_fd();
+        match crate::runtime::sys::tcp_progress(fd) {
+            Some(t) if t.acked > all_before => (Reached::Yes, t.rtt_us),
+            Some(t) if t.closed => {
+                let after_fin = read_error == Some(libc::EPIPE)
+                    || crate::runtime::sys::take_socket_error(fd) == Some(libc::EPIPE);
+                (if after_fin { Reached::No } else { Reached::Yes }, t.rtt_us)
+            }
+            Some(t) => (Reached::Unknown, t.rtt_us),
+            None => (Reached::Unknown, 0),
         }
     }
 }
@@ -34,7 +126,7 @@ impl Conn {
 impl Stream for Conn {
     async fn read_more(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         match self {
-            Conn::Plain(c) => c.read_more(buf).await,
+            Conn::Plain(c) => c.tcp.read_more(buf).await,
             Conn::Tls(t) => t.read_more(buf).await,
             #[cfg(any(test, feature = "bench"))]
             Conn::Memory(m) => m.read_more(buf).await,
@@ -43,7 +135,7 @@ impl Stream for Conn {
 
     async fn readable(&mut self) -> std::io::Result<()> {
         match self {
-            Conn::Plain(c) => Stream::readable(c).await,
+            Conn::Plain(c) => Stream::readable(&mut c.tcp).await,
             Conn::Tls(t) => t.readable().await,
             #[cfg(any(test, feature = "bench"))]
             Conn::Memory(m) => m.readable().await,
@@ -52,7 +144,12 @@ impl Stream for Conn {
 
     async fn write_all(&mut self, buf: Bytes) -> std::io::Result<()> {
         match self {
-            Conn::Plain(c) => Stream::write_all(c, buf).await,
+            Conn::Plain(c) => {
+                let n = buf.len();
+                let r = Stream::write_all(&mut c.tcp, buf).await;
+                c.written(&r, n);
+                r
+            }
             Conn::Tls(t) => t.write_all(buf).await,
             #[cfg(any(test, feature = "bench"))]
             Conn::Memory(m) => m.write_all(buf).await,
@@ -61,7 +158,14 @@ impl Stream for Conn {
 
     fn write_now(&mut self, parts: &crate::net::Segments) -> std::io::Result<usize> {
         match self {
-            Conn::Plain(c) => c.write_now(parts),
+            Conn::Plain(c) => {
+                let r = c.tcp.write_now(parts);
+                match &r {
+                    Ok(n) => c.wrote(*n),
+                    Err(_) => c.acked_when_all_in = None,
+                }
+                r
+            }
             Conn::Tls(t) => t.write_now(parts),
             #[cfg(any(test, feature = "bench"))]
             Conn::Memory(m) => m.write_now(parts),
@@ -70,7 +174,12 @@ impl Stream for Conn {
 
     async fn write_segments(&mut self, parts: crate::net::Segments) -> std::io::Result<()> {
         match self {
-            Conn::Plain(c) => c.write_segments(parts).await,
+            Conn::Plain(c) => {
+                let n = parts.len();
+                let r = c.tcp.write_segments(parts).await;
+                c.written(&r, n);
+                r
+            }
             Conn::Tls(t) => t.write_segments(parts).await,
             #[cfg(any(test, feature = "bench"))]
             Conn::Memory(m) => m.write_segments(parts).await,
@@ -79,7 +188,7 @@ impl Stream for Conn {
 
     async fn close(&mut self) {
         match self {
-            Conn::Plain(c) => c.close().await,
+            Conn::Plain(c) => c.tcp.close().await,
             Conn::Tls(t) => t.close().await,
             #[cfg(any(test, feature = "bench"))]
             Conn::Memory(m) => m.close().await,
@@ -112,6 +221,13 @@ pub struct Pool {
 /// Most idle connections kept per address and worker.
 const MAX_IDLE: usize = 64;
 
+/// A plain connection idle longer than this is looked at (`MSG_PEEK`) before it is reused;
+/// one idle for less is not. Servers close idle keep-alive connections after seconds
+/// (Node and uvicorn 5 s, Apache 5 s with a lingering close that reads and drops what
+/// arrives, nginx 75 s); one that closes sooner than this without `Connection: close` is
+/// caught after the write instead, where only a request its TCP refused is sent again.
+const LOOK_AFTER: Duration = Duration::from_millis(100);
+
 /// Largest read buffer always kept with a parked connection, bytes.
 pub(super) const MAX_KEPT: usize = 64 << 10;
 
@@ -141,9 +257,14 @@ impl Pool {
             let parked = v.remove(i);
             v.push(parked);
         }
-        while let Some((c, buf, _, large)) = v.pop() {
+        while let Some((c, buf, at, large)) = v.pop() {
             self.large.set(self.large.get() - large);
-            if !c.fd().is_some_and(crate::runtime::sys::idle_conn_unusable) {
+            // A plain connection parked a moment ago is taken as it is: under load that is
+            // every one, and a look costs a system call per request. If the upstream closed
+            // it all the same, the exchange learns from the kernel whether the request
+            // reached the upstream (see `Conn::reached`).
+            let recent = matches!(c, Conn::Plain(_)) && at.elapsed() < LOOK_AFTER;
+            if recent || !c.fd().is_some_and(crate::runtime::sys::idle_conn_unusable) {
                 return Some((c, buf));
             }
         }

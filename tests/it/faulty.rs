@@ -36,6 +36,11 @@ pub enum Mode {
     Drop,
     /// No answer, ever (the connection is held).
     Hang,
+    /// A result at once, then the connection is closed (without `Connection: close`).
+    CloseAfter,
+    /// A result at once, then the fixture shuts its sending side and goes on reading (as a
+    /// lingering close does): a request that comes is counted, never answered.
+    Linger,
 }
 
 struct State {
@@ -249,6 +254,7 @@ fn connection(c: TcpStream, state: &State) {
         let method = msg["method"].as_str().unwrap_or("");
         let id = msg.get("id").cloned();
         let mut issued = String::new();
+        let mut after = Mode::Ok;
         let result = match method {
             "initialize" => {
                 let n = state.inits.fetch_add(1, Ordering::SeqCst);
@@ -296,6 +302,7 @@ fn connection(c: TcpStream, state: &State) {
                         std::thread::sleep(Duration::from_secs(30));
                         return;
                     }
+                    Mode::CloseAfter | Mode::Linger => after = mode,
                 }
                 json!({"content": [{"type": "text", "text": format!("{tool} done")}]})
             }
@@ -312,6 +319,13 @@ fn connection(c: TcpStream, state: &State) {
         );
         if w.write_all(head.as_bytes()).is_err() || w.write_all(out.as_bytes()).is_err() {
             return;
+        }
+        match after {
+            Mode::CloseAfter => return,
+            Mode::Linger => {
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            }
+            _ => {}
         }
     }
 }

@@ -170,3 +170,56 @@ fn breaker_opens_answers_at_once_and_recovers() {
         2.0
     );
 }
+
+/// An upstream that closes a kept-alive connection without saying so: the gateway reuses it
+/// at once (it looks at a pooled connection only after 100 ms idle), writes the request into
+/// it, and asks the kernel what became of it. A socket the upstream had closed refused all
+/// of it, so nothing read it: it goes again on a new connection and the call succeeds, seen
+/// once upstream. An upstream that shut only its sending side and still reads (a lingering
+/// close) took the request, so it is not sent again, even for a tool with no side effects
+/// the retry rules would not repeat.
+#[test]
+fn a_reused_connection_is_replaced_only_when_the_request_never_arrived() {
+    let f = Faulty::start();
+    let gw = Gateway::start_env(
+        "health_interval_ms = 0",
+        &format!(
+            "[[upstream]]\nname = \"f\"\ntransport = \"http\"\nurl = \"{}\"\ncall_timeout_ms = 2000\nretries = 0\nbreaker_failures = 0\n",
+            f.url()
+        ),
+        "auto",
+        &[("MCPGW_LOG", "info,mcpgw::upstream=debug")],
+    );
+    let sid = initialize(gw.addr, "2025-11-25");
+    // One client connection: its requests are served by one worker, whose pool holds the
+    // connection the last call used.
+    let mut client = crate::support::Raw::connect(gw.addr);
+    let mut call_on = |tool: &str| -> Value {
+        client.send(&crate::support::post(
+            &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"f__{tool}","arguments":{{}}}}}}"#),
+            &[&format!("Mcp-Session-Id: {sid}"), "Accept: application/json"],
+        ));
+        let r = client.read().expect("answer");
+        assert_eq!(r.status, 200, "{r:?}");
+        serde_json::from_slice(&r.body).expect("JSON answer")
+    };
+    f.set(Mode::CloseAfter);
+    for n in 1..=6 {
+        let v = call_on("do_thing");
+        assert!(ok(&v), "{v}");
+        assert_eq!(f.calls("do_thing"), n, "each call arrives once");
+    }
+    let replaced = || gw.log_text().contains("the request never reached it");
+    assert!(
+        wait_for(5, replaced),
+        "no closed connection was written to:\n{}",
+        gw.log_text()
+    );
+
+    f.set(Mode::Linger);
+    assert!(ok(&call_on("do_thing")));
+    let before = f.calls("do_thing");
+    let v = call_on("do_thing");
+    assert_eq!(code(&v), -32003, "{v}");
+    assert_eq!(f.calls("do_thing"), before + 1, "read once, not sent again");
+}
