@@ -1,6 +1,9 @@
-//! The few system calls the gateway makes outside its IO runtime. The only module allowed
-//! `unsafe`; each block says why it is sound.
+//! The few system calls the gateway makes outside its IO runtime, and the recycled heap
+//! room of request futures ([`recycle`]). The only module allowed `unsafe` (with its
+//! child); each block says why it is sound.
 #![allow(unsafe_code)]
+
+pub mod recycle;
 
 use std::{io, os::unix::process::CommandExt, process::Command};
 
