@@ -716,7 +716,7 @@ fn convert_headers(raw: &[httparse::Header<'_>], head: &[u8]) -> Result<Fields, 
             let Some(name) = copy.get_mut(ns as usize..ne as usize) else {
                 continue;
             };
-            name.make_ascii_lowercase();
+            crate::text::ascii_lowercase(name);
             let Some(k) = known(name) else {
                 continue;
             };

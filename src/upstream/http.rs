@@ -1296,19 +1296,24 @@ impl HttpUpstream {
                 .is_some_and(|m| m.eq_ignore_ascii_case(media))
         });
         // Boxed where it is made: it is returned through several levels, each of which
-        // would move its 456 bytes (the allocation was made one level up before).
-        let call = Box::new(HttpCall {
-            session_id: head.header_str("mcp-session-id").map(str::to_string),
-            status,
-            sse: sse.then(|| SseDecoder::new(MAX_ANSWER)),
-            queue: VecDeque::new(),
-            body: Body::new(&head, buf),
-            keep_alive: head.keep_alive,
-            conn,
-            addr: ep.pool_key.clone(),
-            name_hint: self.name.clone(),
-            load: None,
-        });
+        // would move its 456 bytes (the allocation was made one level up before). The room
+        // is allocated first so that it is built there, not built and copied in.
+        let room = Box::new_uninit();
+        let call = Box::write(
+            room,
+            HttpCall {
+                session_id: head.header_str("mcp-session-id").map(str::to_string),
+                status,
+                sse: sse.then(|| SseDecoder::new(MAX_ANSWER)),
+                queue: VecDeque::new(),
+                body: Body::new(&head, buf),
+                keep_alive: head.keep_alive,
+                conn,
+                addr: ep.pool_key.clone(),
+                name_hint: self.name.clone(),
+                load: None,
+            },
+        );
         // Answered: a failure for the replica only with a 5xx.
         self.outcome(replica, status < 500);
         // 400 and 404 are judged by the caller (they are answers in 2026-07-28).
