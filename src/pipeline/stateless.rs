@@ -50,7 +50,7 @@ use crate::{
     },
     registry::Snapshot,
     transport::{
-        http::RequestHead,
+        http::{Repeated, RequestHead},
         reply::{Reply, Whole},
     },
 };
@@ -96,9 +96,8 @@ fn check_param_headers(
     for (path, token) in declared {
         let name = format!("mcp-param-{}", token.to_ascii_lowercase());
         let value = argument_text(&arguments, path);
-        let [header] = singles(req, [name.as_str()]);
-        let why = match (header, value) {
-            (Err(()), _) => "appears twice",
+        let why = match (req.single(&name), value) {
+            (Err(Repeated), _) => "appears twice",
             (Ok(Some(h)), Some(v)) if header_says(h, &v) => continue,
             (Ok(Some(_)), Some(_)) => "differs from the argument",
             (Ok(Some(_)), None) => "is given but the argument is absent",
@@ -130,26 +129,6 @@ fn error_code(body: &[u8], id: &[u8]) -> Option<i64> {
     let rest = rest.strip_prefix(b",\"error\":{\"code\":")?;
     let end = rest.iter().position(|b| *b == b',')?;
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
-}
-
-/// The value of each header of `names` (lowercase) when it appears at most once (`Err`
-/// when repeated), in one pass over the headers.
-fn singles<'a, const N: usize>(
-    req: &'a RequestHead,
-    names: [&str; N],
-) -> [Result<Option<&'a [u8]>, ()>; N] {
-    let mut out = [Ok(None); N];
-    for h in req.headers.iter() {
-        for (slot, name) in out.iter_mut().zip(names) {
-            if h.name.eq_ignore_ascii_case(name.as_bytes()) {
-                *slot = match *slot {
-                    Ok(None) => Ok(Some(h.value)),
-                    _ => Err(()),
-                };
-            }
-        }
-    }
-    out
 }
 
 /// A refused stateless request: its error, at the status that code takes.
@@ -424,12 +403,24 @@ fn check(
     let log_level = log_level
         .and_then(|s| f.str_at(s))
         .and_then(|l| log_rank(&l));
-    let version = version.and_then(|s| f.str_at(s));
+    let version = version.and_then(|s| match f.raw_at(s) {
+        // The revision this gateway speaks, as clients write it: compared raw, not decoded.
+        Some(r)
+            if r.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\""))
+                == Some(STATELESS_VERSION.as_bytes()) =>
+        {
+            Some(std::borrow::Cow::Borrowed(STATELESS_VERSION))
+        }
+        _ => f.str_at(s),
+    });
     let capabilities = capabilities
         .and_then(|s| f.raw_at(s))
         .filter(|r| r.first() == Some(&b'{'));
-    let [version_header, method_header, name_header] =
-        singles(req, ["mcp-protocol-version", "mcp-method", "mcp-name"]);
+    let [version_header, method_header, name_header] = [
+        req.single("mcp-protocol-version"),
+        req.single("mcp-method"),
+        req.single("mcp-name"),
+    ];
     // The first one, as a lookup of that header reads it.
     let header = req.header("mcp-protocol-version").unwrap_or_default();
     if version.is_none() && header != STATELESS_VERSION.as_bytes() {
@@ -457,13 +448,13 @@ fn check(
         Ok(_) => {
             return mismatch("Header mismatch: MCP-Protocol-Version differs from params._meta")
         }
-        Err(()) => return mismatch("Header mismatch: MCP-Protocol-Version appears twice"),
+        Err(Repeated) => return mismatch("Header mismatch: MCP-Protocol-Version appears twice"),
     }
     match method_header {
         Ok(Some(h)) if header_says(h, method) => {}
         Ok(Some(_)) => return mismatch("Header mismatch: Mcp-Method differs from the method"),
         Ok(None) => return mismatch("Header mismatch: Mcp-Method is required"),
-        Err(()) => return mismatch("Header mismatch: Mcp-Method appears twice"),
+        Err(Repeated) => return mismatch("Header mismatch: Mcp-Method appears twice"),
     }
     if let Some(param) = named_param(method) {
         let body = f.param(param).and_then(|s| f.str_at(s));
@@ -475,7 +466,7 @@ fn check(
                 }
             }
             Ok(None) => return mismatch("Header mismatch: Mcp-Name is required"),
-            Err(()) => return mismatch("Header mismatch: Mcp-Name appears twice"),
+            Err(Repeated) => return mismatch("Header mismatch: Mcp-Name appears twice"),
         }
     }
     if version != STATELESS_VERSION {

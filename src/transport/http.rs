@@ -298,7 +298,30 @@ impl RequestHead {
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         header_values(&self.headers, name)
     }
+
+    /// The value of the header named `name` when it appears at most once (`Ok(None)`: not
+    /// at all); `Err` when it appears more than once. Through the head's index for a name
+    /// it keeps (see `KNOWN`), else by walking the fields.
+    #[inline(always)]
+    pub fn single<'a>(&'a self, name: &'a str) -> Result<Option<&'a [u8]>, Repeated> {
+        let h = &self.headers;
+        match known(name.as_bytes()) {
+            Some(k) if h.repeated & (1 << k) != 0 => Err(Repeated),
+            Some(k) => Ok(h.sole(k)),
+            None => {
+                let mut values = h.values(name);
+                match (values.next(), values.next()) {
+                    (_, Some(_)) => Err(Repeated),
+                    (v, None) => Ok(v),
+                }
+            }
+        }
+    }
 }
+
+/// A header that was to appear at most once appears more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
 
 /// A parsed response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1642,6 +1665,19 @@ mod tests {
                 "prefix of {n} bytes"
             );
         }
+    }
+
+    #[test]
+    fn single_headers_are_told_from_repeated_ones() {
+        let r = req(b"POST / HTTP/1.1\r\nHost: a\r\nMcp-Method: tools/call\r\nmcp-name: x\r\nMCP-Name: y\r\nX-One: 1\r\nX-Two: 2\r\nx-two: 3\r\n\r\n");
+        // Names the index keeps...
+        assert_eq!(r.single("mcp-method"), Ok(Some(&b"tools/call"[..])));
+        assert_eq!(r.single("mcp-name"), Err(Repeated));
+        assert_eq!(r.single("mcp-protocol-version"), Ok(None));
+        // ... and others, found by walking the fields.
+        assert_eq!(r.single("x-one"), Ok(Some(&b"1"[..])));
+        assert_eq!(r.single("x-two"), Err(Repeated));
+        assert_eq!(r.single("x-three"), Ok(None));
     }
 
     #[test]
