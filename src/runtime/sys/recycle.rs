@@ -75,7 +75,8 @@ fn give_back(layout: Layout, room: NonNull<u8>) {
 }
 
 /// A future in recycled heap room: polled in place, dropped in place, its room then kept
-/// for the next one. Unpin whatever `F` is (it is a pointer), as a `Pin<Box<F>>` is.
+/// for the next one. `Unpin` whatever `F` is, as a `Box<F>` is. (Should `make` panic, its
+/// room is not given back: a leak, not an error.)
 pub struct Recycled<F: Future> {
     at: NonNull<F>,
     /// Owns an `F` (for the drop check), and is neither `Send` nor `Sync` (`NonNull`).
@@ -102,6 +103,9 @@ impl<F: Future> Recycled<F> {
         }
     }
 }
+
+// Moving a `Recycled` moves the pointer, never the future (as with `Box`).
+impl<F: Future> Unpin for Recycled<F> {}
 
 impl<F: Future> Future for Recycled<F> {
     type Output = F::Output;
@@ -189,6 +193,9 @@ mod tests {
         // A future of another layout gets room of its own.
         let other = Recycled::new(|| async { 1u8 });
         assert_ne!(other.at.cast::<u8>(), at);
+        // Unpin, though an async block is not.
+        fn unpin<T: Unpin>(_: &T) {}
+        unpin(&other);
         drop(other);
         assert_eq!(free_rooms(), before + 2);
     }
