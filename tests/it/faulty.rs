@@ -61,6 +61,8 @@ struct State {
     by_session: Mutex<HashMap<String, u32>>,
     /// Open connections (clones), for `kill`.
     open: Mutex<Vec<TcpStream>>,
+    /// Connections ended (shut down) so far.
+    ended: AtomicU32,
 }
 
 /// The running fixture.
@@ -87,6 +89,7 @@ impl Faulty {
             inits: AtomicU32::new(0),
             by_session: Mutex::new(HashMap::new()),
             open: Mutex::new(Vec::new()),
+            ended: AtomicU32::new(0),
         });
         let f = Faulty {
             addr,
@@ -117,6 +120,7 @@ impl Faulty {
                             if let Some(k) = kept {
                                 let _ = k.shutdown(std::net::Shutdown::Both);
                             }
+                            state.ended.fetch_add(1, Ordering::SeqCst);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -164,6 +168,11 @@ impl Faulty {
 
     pub fn fail_next(&self, n: u32) {
         self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Connections ended so far (by the fixture or by their client).
+    pub fn ended(&self) -> u32 {
+        self.state.ended.load(Ordering::SeqCst)
     }
 
     /// Calls of `tool` received so far.

@@ -204,10 +204,15 @@ fn a_reused_connection_is_replaced_only_when_the_request_never_arrived() {
         serde_json::from_slice(&r.body).expect("JSON answer")
     };
     f.set(Mode::CloseAfter);
-    for n in 1..=6 {
+    for n in 1..=8 {
+        let ended = f.ended();
         let v = call_on("do_thing");
         assert!(ok(&v), "{v}");
         assert_eq!(f.calls("do_thing"), n, "each call arrives once");
+        // The next request is written once the upstream has closed the connection (as an
+        // idle close would have); written before, it would reach an open socket, which
+        // may read it, and rightly not be sent again.
+        assert!(wait_for(5, || f.ended() > ended), "the fixture closed it");
     }
     let replaced = || gw.log_text().contains("the request never reached it");
     assert!(
