@@ -87,21 +87,9 @@ const TCP_CLOSE: u8 = 7;
 /// Linux 4.1) or the call fails.
 pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
     // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `fd` is an open socket owned by the caller for the duration of the call;
-    // `info` is a live tcp_info whose size is passed in `len`, which the kernel updates.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    let reported = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
-    if r != 0 || (len as usize) < reported {
+    let zero: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let (info, len) = socket_option(fd, libc::IPPROTO_TCP, libc::TCP_INFO, zero)?;
+    if len < std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8 {
         return None;
     }
     Some(TcpProgress {
@@ -113,20 +101,25 @@ pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
 
 /// The error pending on socket `fd` (`SO_ERROR`, which reading clears), if any.
 pub fn take_socket_error(fd: std::os::fd::RawFd) -> Option<i32> {
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let (err, _) = socket_option(fd, libc::SOL_SOCKET, libc::SO_ERROR, 0 as libc::c_int)?;
+    (err != 0).then_some(err)
+}
+
+/// Socket option `name` at `level` of `fd`, read over `value` (a plain-old-data type the
+/// option is, or begins like), with the number of bytes the kernel wrote; `None` if the
+/// call fails.
+fn socket_option<T: Copy>(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    mut value: T,
+) -> Option<(T, usize)> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     // SAFETY: `fd` is an open socket owned by the caller for the duration of the call;
-    // `err` is a live c_int whose size is passed in `len`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    (r == 0 && err != 0).then_some(err)
+    // `value` is a live `T` whose size is passed in `len`, and the kernel writes at most
+    // `len` bytes of plain data into it (and the length it wrote into `len`).
+    let r = unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut T).cast(), &mut len) };
+    (r == 0).then_some((value, len as usize))
 }
 
 /// Asks the kernel to acknowledge the next data on `fd` at once (Linux `TCP_QUICKACK`; the
@@ -245,5 +238,57 @@ pub fn send_now(fd: std::os::fd::RawFd, parts: &crate::net::Segments) -> io::Res
     match usize::try_from(sent) {
         Ok(sent) => Ok(sent),
         Err(_) => Err(io::Error::last_os_error()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+        os::fd::AsRawFd,
+    };
+
+    use super::*;
+
+    /// The kernel facts the pool's verdict on a closed connection rests on (loopback, where
+    /// a reset comes back within the write).
+    #[test]
+    fn tcp_progress_tells_a_refused_request_from_an_acknowledged_one() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (mut a, _) = l.accept().expect("accept");
+        let fd = c.as_raw_fd();
+        let start = tcp_progress(fd).expect("TCP_INFO").acked;
+        assert_eq!(start, 1, "the SYN counts as one");
+        c.write_all(b"first").expect("write");
+        let mut got = [0u8; 5];
+        a.read_exact(&mut got).expect("read");
+        a.write_all(b"ok").expect("answer");
+        let mut ok = [0u8; 2];
+        c.read_exact(&mut ok).expect("read the answer");
+        assert_eq!(tcp_progress(fd).expect("TCP_INFO").acked, start + 5);
+        // The peer closes while the connection sits idle; a request written after that is
+        // refused: nothing of it acknowledged, the connection reset after the FIN (EPIPE).
+        drop(a);
+        assert_eq!(c.read(&mut [0u8; 1]).expect("the FIN"), 0);
+        c.write_all(b"second")
+            .expect("a write into a closed peer succeeds");
+        // Loopback delivers the reset within the write; a few yields, should it not.
+        for _ in 0..10_000 {
+            if tcp_progress(fd).expect("TCP_INFO").closed {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let p = tcp_progress(fd).expect("TCP_INFO");
+        assert!(p.closed, "reset");
+        assert_eq!(
+            p.acked,
+            start + 5,
+            "none of the second request acknowledged"
+        );
+        assert_eq!(take_socket_error(fd), Some(libc::EPIPE));
+        assert_eq!(take_socket_error(fd), None, "reading the error clears it");
     }
 }

@@ -41,17 +41,10 @@ impl Plain {
         }
     }
 
-    fn wrote(&mut self, n: usize) {
-        self.acked_when_all_in = self.acked_when_all_in.map(|a| a + n as u64);
-    }
-
-    /// After a write of `n` bytes: all of them on success; after a failure, how many went
-    /// is not known.
-    fn written(&mut self, r: &std::io::Result<()>, n: usize) {
-        match r {
-            Ok(()) => self.wrote(n),
-            Err(_) => self.acked_when_all_in = None,
-        }
+    /// After a write: `Some(n)` bytes went; `None`, it failed, and how many went is not
+    /// known.
+    fn written(&mut self, n: Option<usize>) {
+        self.acked_when_all_in = self.acked_when_all_in.zip(n).map(|(a, n)| a + n as u64);
     }
 }
 
@@ -147,7 +140,7 @@ impl Stream for Conn {
             Conn::Plain(c) => {
                 let n = buf.len();
                 let r = Stream::write_all(&mut c.tcp, buf).await;
-                c.written(&r, n);
+                c.written(r.is_ok().then_some(n));
                 r
             }
             Conn::Tls(t) => t.write_all(buf).await,
@@ -160,10 +153,7 @@ impl Stream for Conn {
         match self {
             Conn::Plain(c) => {
                 let r = c.tcp.write_now(parts);
-                match &r {
-                    Ok(n) => c.wrote(*n),
-                    Err(_) => c.acked_when_all_in = None,
-                }
+                c.written(r.as_ref().ok().copied());
                 r
             }
             Conn::Tls(t) => t.write_now(parts),
@@ -177,7 +167,7 @@ impl Stream for Conn {
             Conn::Plain(c) => {
                 let n = parts.len();
                 let r = c.tcp.write_segments(parts).await;
-                c.written(&r, n);
+                c.written(r.is_ok().then_some(n));
                 r
             }
             Conn::Tls(t) => t.write_segments(parts).await,
