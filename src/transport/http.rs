@@ -61,20 +61,27 @@ impl Default for Limits {
 }
 
 /// The header fields of a parsed message: one copy of the head (field names lowercased in
-/// it, carved from the thread's arena) and where each field's name and value lie in it (on
-/// the stack for up to 12 fields); nothing per field.
+/// it, carved from the thread's arena), followed in the same buffer by where each field's
+/// name and value lie in it; nothing per field, and small enough (64 bytes) that a head
+/// moves without a call to `memcpy`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Fields {
+    /// The head's copy, then per field (name start, name end, value start, value end) as
+    /// four little-endian `u32`s, in the order received.
     raw: Bytes,
-    /// (name start, name end, value start, value end) in `raw`, in the order received; on
-    /// the stack for a usual head.
-    list: smallvec::SmallVec<[[u32; 4]; 12]>,
-    /// For each of [`KNOWN`], 1 + the index in `list` of its first field (0: none), so the
+    /// Where the spans start in `raw` (the head copy's length).
+    spans: u32,
+    /// Number of fields.
+    n: u8,
+    /// For each of [`KNOWN`], 1 + the index of its first field (0: none), so that the
     /// gateway's own lookups do not walk the fields.
     first: [u8; KNOWN.len()],
     /// Bit `i`: [`KNOWN`]`[i]` appears more than once.
     repeated: u32,
 }
+
+/// Bytes per field of [`Fields`]' spans.
+const SPAN_BYTES: usize = 16;
 
 /// The field names the gateway looks up, indexed once per head. The first eight are the
 /// [`SINGLETON_HEADERS`].
@@ -142,28 +149,34 @@ pub struct Field<'a> {
 impl Fields {
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.list.len()
+        usize::from(self.n)
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.n == 0
     }
 
     /// The fields in the order received.
     pub fn iter(&self) -> impl Iterator<Item = Field<'_>> {
-        self.list.iter().map(|&[ns, ne, vs, ve]| Field {
-            name: self.raw.get(ns as usize..ne as usize).unwrap_or_default(),
-            value: self.raw.get(vs as usize..ve as usize).unwrap_or_default(),
-        })
+        (0..self.len()).filter_map(|i| self.field(i))
     }
 
     /// The field at `i`.
+    #[inline]
     fn field(&self, i: usize) -> Option<Field<'_>> {
-        let &[ns, ne, vs, ve] = self.list.get(i)?;
+        if i >= self.len() {
+            return None;
+        }
+        let at = self.spans as usize + i * SPAN_BYTES;
+        let s: &[u8; SPAN_BYTES] = self.raw.get(at..at + SPAN_BYTES)?.try_into().ok()?;
+        let word = |k: usize| {
+            u32::from_le_bytes([s[4 * k], s[4 * k + 1], s[4 * k + 2], s[4 * k + 3]]) as usize
+        };
+        let head = self.raw.get(..self.spans as usize)?;
         Some(Field {
-            name: self.raw.get(ns as usize..ne as usize)?,
-            value: self.raw.get(vs as usize..ve as usize)?,
+            name: head.get(word(0)..word(1))?,
+            value: head.get(word(2)..word(3))?,
         })
     }
 
@@ -197,7 +210,7 @@ impl Fields {
     /// its first field, and ends there unless the name is repeated.
     #[inline(always)]
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let all = self.list.len();
+        let all = self.len();
         let (start, end) = match known(name.as_bytes()) {
             Some(k) => match self.first.get(k).copied().unwrap_or(0) {
                 0 => (all, all),
@@ -719,23 +732,38 @@ fn span_in(head: &[u8], s: &[u8]) -> Option<[u32; 2]> {
 }
 
 /// The fields httparse found in `head` (the head's bytes, which its slices point into): one
-/// copy of the head with the names lowercased in it, and the spans of names and values.
+/// copy of the head with the names lowercased in it, followed by the spans of names and
+/// values.
 fn convert_headers(raw: &[httparse::Header<'_>], head: &[u8]) -> Result<Fields, HeadError> {
-    let mut list: smallvec::SmallVec<[[u32; 4]; 12]> = smallvec::SmallVec::with_capacity(raw.len());
-    for h in raw {
-        let name = span_in(head, h.name.as_bytes()).ok_or(HeadError::TooLarge)?;
-        let value = match h.value {
-            // httparse gives an empty value as a slice that may lie outside the head.
-            [] => [name[1], name[1]],
-            v => span_in(head, v).ok_or(HeadError::TooLarge)?,
-        };
-        list.push([name[0], name[1], value[0], value[1]]);
-    }
+    // MAX_HEADERS (64) fields at most, so the indexes and the count fit a byte.
+    let n = u8::try_from(raw.len()).map_err(|_| HeadError::TooLarge)?;
+    let spans = u32::try_from(head.len()).map_err(|_| HeadError::TooLarge)?;
     let mut first = [0u8; KNOWN.len()];
     let mut repeated = 0u32;
-    let raw = crate::arena::build(head.len(), |copy| {
+    let mut fault = false;
+    let raw = crate::arena::build(head.len() + raw.len() * SPAN_BYTES, |copy| {
         copy.extend_from_slice(head);
-        for (i, &[ns, ne, _, _]) in list.iter().enumerate() {
+        for (i, h) in raw.iter().enumerate() {
+            let (Some([ns, ne]), value) = (span_in(head, h.name.as_bytes()), h.value) else {
+                fault = true;
+                return;
+            };
+            let [vs, ve] = match value {
+                // httparse gives an empty value as a slice that may lie outside the head.
+                [] => [ne, ne],
+                v => match span_in(head, v) {
+                    Some(s) => s,
+                    None => {
+                        fault = true;
+                        return;
+                    }
+                },
+            };
+            let mut span = [0u8; SPAN_BYTES];
+            for (k, w) in [ns, ne, vs, ve].into_iter().enumerate() {
+                span[4 * k..4 * k + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            copy.extend_from_slice(&span);
             let Some(name) = copy.get_mut(ns as usize..ne as usize) else {
                 continue;
             };
@@ -744,16 +772,19 @@ fn convert_headers(raw: &[httparse::Header<'_>], head: &[u8]) -> Result<Fields, 
                 continue;
             };
             match first.get_mut(k) {
-                // MAX_HEADERS (64) fields at most, so the index fits.
                 Some(slot @ 0) => *slot = u8::try_from(i + 1).unwrap_or(u8::MAX),
                 Some(_) => repeated |= 1 << k,
                 None => {}
             }
         }
     });
+    if fault {
+        return Err(HeadError::TooLarge);
+    }
     Ok(Fields {
         raw,
-        list,
+        spans,
+        n,
         first,
         repeated,
     })
@@ -1727,6 +1758,23 @@ mod tests {
         };
         assert_eq!(req(&build(64)).headers.len(), 64);
         assert_eq!(req_err(&build(65)), HeadError::TooLarge);
+    }
+
+    #[test]
+    fn heads_move_without_memcpy() {
+        // Moved a few times per request (returned, matched, captured by the request's
+        // future): at most 128 bytes, the compiler moves them inline.
+        assert!(std::mem::size_of::<Fields>() <= 64);
+        assert!(
+            std::mem::size_of::<RequestHead>() <= 128,
+            "{}",
+            std::mem::size_of::<RequestHead>()
+        );
+        assert!(
+            std::mem::size_of::<ResponseHead>() <= 128,
+            "{}",
+            std::mem::size_of::<ResponseHead>()
+        );
     }
 
     #[test]
