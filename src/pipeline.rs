@@ -97,12 +97,12 @@ impl Pipeline {
             Ok(a) => a,
             Err(r) => return r.widen(),
         };
-        match (req.method(), a.stateless) {
-            ("POST", true) => stateless::post(ctx, req, body, &a).await.widen(),
-            ("GET" | "DELETE", true) => stateless::method_not_allowed().widen(),
-            ("POST", false) => post(ctx, req, body, &a).await,
-            ("GET", false) => streams::get(ctx, req, &a).widen(),
-            ("DELETE", false) => streams::delete(ctx, req, &a).widen(),
+        match (req.method_bytes(), a.stateless) {
+            (b"POST", true) => stateless::post(ctx, req, body, &a).await.widen(),
+            (b"GET" | b"DELETE", true) => stateless::method_not_allowed().widen(),
+            (b"POST", false) => post(ctx, req, body, &a).await,
+            (b"GET", false) => streams::get(ctx, req, &a).widen(),
+            (b"DELETE", false) => streams::delete(ctx, req, &a).widen(),
             _ => {
                 let mut r = Reply::error(405, Code::BadHttpRequest, "Method not allowed");
                 r.headers

@@ -98,21 +98,19 @@ pub async fn admit(
             "Forbidden: Origin not allowed",
         ));
     }
-    // Read once below to choose the era: a repeated one is refused, never "first wins".
-    if req.header_values("mcp-protocol-version").nth(1).is_some() {
+    // Read once to choose the era: a repeated one is refused, never "first wins". A
+    // header naming no legacy revision selects the stateless era (2026-07-28), where
+    // unknown versions are refused after the body's `_meta` is read.
+    let Ok(version) = req.single("mcp-protocol-version") else {
         return Err(Reply::error(
             400,
             Code::HeaderMismatch,
             "Header mismatch: MCP-Protocol-Version is repeated",
         ));
-    }
-    // A header naming no legacy revision selects the stateless era (2026-07-28), where
-    // unknown versions are refused after the body's `_meta` is read.
-    let stateless = req
-        .header("mcp-protocol-version")
-        .is_some_and(version::is_stateless);
+    };
+    let stateless = version.is_some_and(version::is_stateless);
     let principal = authenticate(ctx, req, cert, auth, server.as_deref(), client).await?;
-    if req.method() == "POST" {
+    if req.method_bytes() == b"POST" {
         request_rate(ctx, auth, &principal)?;
     }
     Ok(Admitted {
@@ -125,7 +123,7 @@ pub async fn admit(
 
 /// `/mcp`, or `/servers/<name>/mcp` for a virtual server that exists.
 fn endpoint(req: &RequestHead, snap: &Snapshot) -> Result<Option<String>, Whole> {
-    if req.path() == MCP_PATH {
+    if req.path_bytes() == MCP_PATH.as_bytes() {
         return Ok(None);
     }
     match req

@@ -226,11 +226,16 @@ impl Fields {
     }
 
     /// The head's bytes at `span` (a span this head's parse recorded).
-    fn text(&self, span: [u32; 2]) -> &str {
+    #[inline]
+    fn bytes_at(&self, span: [u32; 2]) -> &[u8] {
         self.raw
             .get(span[0] as usize..span[1] as usize)
-            .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or_default()
+    }
+
+    /// The head's text at `span` (empty if it is not UTF-8).
+    fn text(&self, span: [u32; 2]) -> &str {
+        std::str::from_utf8(self.bytes_at(span)).unwrap_or_default()
     }
 }
 
@@ -278,9 +283,24 @@ impl RequestHead {
         self.headers.text(self.line[0])
     }
 
+    /// [`RequestHead::method`] as bytes (no UTF-8 check: for comparing).
+    #[inline]
+    pub fn method_bytes(&self) -> &[u8] {
+        self.headers.bytes_at(self.line[0])
+    }
+
     /// Request target exactly as sent (origin-form, absolute-form, `*`, ...).
     pub fn target(&self) -> &str {
         self.headers.text(self.line[1])
+    }
+
+    /// [`RequestHead::path`] as bytes (no UTF-8 check: for comparing).
+    #[inline]
+    pub fn path_bytes(&self) -> &[u8] {
+        match self.line[2] {
+            [0, 0] => b"/",
+            span => self.headers.bytes_at(span),
+        }
     }
 
     /// The target without its `?query`. For an absolute-form target
@@ -642,7 +662,7 @@ fn check_singletons(headers: &Fields, minor_version: u8) -> Result<(), HeadError
 /// The host a request names: the authority of an absolute-form target, which overrides
 /// `Host` (RFC 9112 3.2.2), else the `Host` header.
 pub fn request_host(req: &RequestHead) -> Option<&[u8]> {
-    let t = req.target().as_bytes();
+    let t = req.headers.bytes_at(req.line[1]);
     let scheme = [&b"http://"[..], b"https://"]
         .into_iter()
         .find(|s| t.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)));
