@@ -1539,14 +1539,6 @@ mod tests {
     }
 
     #[test]
-    fn known_indexes_name_their_fields() {
-        assert_eq!(KNOWN[CONTENT_LENGTH], "content-length");
-        for (i, name) in KNOWN.iter().enumerate() {
-            assert_eq!(known(name.as_bytes()), Some(i), "{name}");
-        }
-    }
-
-    #[test]
     fn line_breaks_are_found_at_every_place() {
         for len in 0..80 {
             let clean: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
@@ -1799,6 +1791,7 @@ mod tests {
 
     #[test]
     fn known_names_are_indexed_in_order() {
+        assert_eq!(KNOWN[CONTENT_LENGTH], "content-length");
         for (i, name) in KNOWN.iter().enumerate() {
             assert_eq!(known(name.as_bytes()), Some(i), "{name}");
         }
